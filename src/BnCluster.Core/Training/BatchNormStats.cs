@@ -1,0 +1,146 @@
+namespace BnCluster.Core.Training;
+
+/// <summary>
+/// Per-feature moments of a set of rows: count n, mean, and M2 = Σ(z − mean)², in float64.
+/// A worker computes them for its shard (two-pass); the coordinator merges shards in rank
+/// order with Chan's parallel formula (DESIGN §1), never Σz² − (Σz)²/N, which cancels
+/// catastrophically when |μ| ≫ σ. Input normalization reuses the same merge.
+/// </summary>
+public sealed class BatchNormStats
+{
+    public BatchNormStats(int features)
+    {
+        Mean = new double[features];
+        M2 = new double[features];
+    }
+
+    public BatchNormStats(long count, double[] mean, double[] m2)
+    {
+        if (mean.Length != m2.Length) throw new ArgumentException("mean and M2 differ in length");
+        Count = count;
+        Mean = mean;
+        M2 = m2;
+    }
+
+    public long Count { get; set; }
+    public double[] Mean { get; }
+    public double[] M2 { get; }
+    public int Features => Mean.Length;
+
+    /// <summary>Biased variance σ² = M2 / n of feature <paramref name="j"/>.</summary>
+    public double Variance(int j) => Count == 0 ? 0 : M2[j] / Count;
+
+    public void Clear()
+    {
+        Count = 0;
+        Array.Clear(Mean);
+        Array.Clear(M2);
+    }
+
+    public void CopyFrom(BatchNormStats other)
+    {
+        if (other.Features != Features) throw new ArgumentException($"stats for {other.Features} features merged into {Features}");
+        Count = other.Count;
+        other.Mean.CopyTo(Mean, 0);
+        other.M2.CopyTo(M2, 0);
+    }
+
+    /// <summary>
+    /// Two-pass moments of rows [0, rows) of a [rows × Features] row-major matrix: the mean
+    /// first, then Σ(z − mean)², both accumulated in float64.
+    /// </summary>
+    public void ComputeFrom(ReadOnlySpan<float> z, int rows)
+    {
+        int c = Features;
+        if (z.Length < rows * c) throw new ArgumentException($"{z.Length} values hold fewer than {rows} rows of {c}");
+        Array.Clear(Mean);
+        Array.Clear(M2);
+        Count = rows;
+        if (rows == 0) return;
+        for (int i = 0; i < rows; i++)
+        {
+            var row = z.Slice(i * c, c);
+            for (int j = 0; j < c; j++) Mean[j] += row[j];
+        }
+        for (int j = 0; j < c; j++) Mean[j] /= rows;
+        for (int i = 0; i < rows; i++)
+        {
+            var row = z.Slice(i * c, c);
+            for (int j = 0; j < c; j++)
+            {
+                double d = row[j] - Mean[j];
+                M2[j] += d * d;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Chan's merge of <paramref name="other"/> (b) into this (a):
+    /// n = na + nb; δ = mb − ma; mean = ma + δ·nb/n; M2 = M2a + M2b + δ²·na·nb/n.
+    /// </summary>
+    public void Merge(BatchNormStats other)
+    {
+        if (other.Features != Features) throw new ArgumentException($"stats for {other.Features} features merged into {Features}");
+        if (other.Count == 0) return;
+        if (Count == 0)
+        {
+            CopyFrom(other);
+            return;
+        }
+        double na = Count, nb = other.Count, n = na + nb;
+        for (int j = 0; j < Features; j++)
+        {
+            double delta = other.Mean[j] - Mean[j];
+            Mean[j] += delta * nb / n;
+            M2[j] += other.M2[j] + delta * delta * na * nb / n;
+        }
+        Count += other.Count;
+    }
+}
+
+/// <summary>
+/// Backward BN sums of a set of rows, per feature: Σdy (= dβ over the global batch) and
+/// Σdy·z_norm (= dγ), in float64. Shards are summed in rank order.
+/// </summary>
+public sealed class BatchNormGradSums
+{
+    public BatchNormGradSums(int features)
+    {
+        SumDy = new double[features];
+        SumDyXhat = new double[features];
+    }
+
+    public BatchNormGradSums(double[] sumDy, double[] sumDyXhat)
+    {
+        if (sumDy.Length != sumDyXhat.Length) throw new ArgumentException("Σdy and Σdy·z_norm differ in length");
+        SumDy = sumDy;
+        SumDyXhat = sumDyXhat;
+    }
+
+    public double[] SumDy { get; }
+    public double[] SumDyXhat { get; }
+    public int Features => SumDy.Length;
+
+    public void Clear()
+    {
+        Array.Clear(SumDy);
+        Array.Clear(SumDyXhat);
+    }
+
+    public void CopyFrom(BatchNormGradSums other)
+    {
+        if (other.Features != Features) throw new ArgumentException($"sums for {other.Features} features added to {Features}");
+        other.SumDy.CopyTo(SumDy, 0);
+        other.SumDyXhat.CopyTo(SumDyXhat, 0);
+    }
+
+    public void Add(BatchNormGradSums other)
+    {
+        if (other.Features != Features) throw new ArgumentException($"sums for {other.Features} features added to {Features}");
+        for (int j = 0; j < Features; j++)
+        {
+            SumDy[j] += other.SumDy[j];
+            SumDyXhat[j] += other.SumDyXhat[j];
+        }
+    }
+}

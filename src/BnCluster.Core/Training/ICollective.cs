@@ -1,0 +1,16 @@
+namespace BnCluster.Core.Training;
+
+/// <summary>
+/// The synchronisation points of one training step (DESIGN §3). The step is one linear
+/// method that awaits these; a local collective answers at once (one worker), a cluster
+/// collective sends the partials to the coordinator and awaits its reply.
+/// Implementations must not keep or mutate the partials they are given after returning.
+/// </summary>
+public interface ICollective
+{
+    /// <summary>Forward BN: this worker's (n, mean, M2) for <paramref name="layer"/> in, the global batch's merged moments out.</summary>
+    ValueTask<BatchNormStats> AllReduceStatsAsync(int layer, BatchNormStats local, CancellationToken cancellationToken = default);
+
+    /// <summary>Backward BN: this worker's Σdy and Σdy·z_norm in, the sums over the global batch out (these are dβ and dγ).</summary>
+    ValueTask<BatchNormGradSums> AllReduceGradSumsAsync(int layer, BatchNormGradSums local, CancellationToken cancellationToken = default);
+}
