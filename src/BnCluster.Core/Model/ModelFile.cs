@@ -7,7 +7,7 @@ namespace BnCluster.Core.Model;
 public sealed class ModelFileException : Exception
 {
     public ModelFileException(string source, string field, string problem, Exception? inner = null)
-        : base($"{source}: {(field.Length == 0 ? "" : field + ": ")}{problem}", inner)
+        : base(field.Length == 0 ? $"{source}: {problem}" : $"{source}: {field} {problem}", inner)
     {
         FileName = source;
         Field = field;
@@ -157,7 +157,7 @@ public static class ModelFile
         }
         catch (MessagePackException e)
         {
-            throw new ModelFileException(source, parser.Field, e.Message, e);
+            throw new ModelFileException(source, parser.Field, parser.Field.Length == 0 ? e.Message : "is malformed: " + e.Message, e);
         }
         Validate(doc, source);
         return doc;
@@ -209,7 +209,7 @@ public static class ModelFile
                     break;
                 case ActivationLayerRecord a:
                     if (a.Type is not ("relu" or "tanh" or "sigmoid"))
-                        throw new ModelFileException(source, field + ".type", $"unknown layer type \"{a.Type}\" (expected dense, batchnorm, relu, tanh or sigmoid)");
+                        throw new ModelFileException(source, field + ".type", $"is \"{a.Type}\", expected dense, batchnorm, relu, tanh or sigmoid");
                     break;
                 case null:
                     throw new ModelFileException(source, field, "is null");
@@ -381,7 +381,7 @@ public static class ModelFile
                 case "relu" or "tanh" or "sigmoid":
                     return new ActivationLayerRecord(type);
                 default:
-                    throw new ModelFileException(source, field + ".type", $"unknown layer type \"{type}\" (expected dense, batchnorm, relu, tanh or sigmoid)");
+                    throw new ModelFileException(source, field + ".type", $"is \"{type}\", expected dense, batchnorm, relu, tanh or sigmoid");
             }
         }
 
@@ -392,10 +392,10 @@ public static class ModelFile
                 throw r.Error(offset, "string map key", r.PeekType().ToString().ToLowerInvariant());
             string key = r.ReadString();
             if (!seen.Add(key))
-                throw new ModelFileException(source, mapField.Length == 0 ? key : $"{mapField}.{key}", $"duplicate key at offset {offset}");
+                throw new ModelFileException(source, mapField.Length == 0 ? key : $"{mapField}.{key}", $"appears twice (second at offset {offset})");
             return key;
         }
 
-        private ModelFileException Missing(string field) => new(source, field, "missing key");
+        private ModelFileException Missing(string field) => new(source, field, "is missing");
     }
 }
