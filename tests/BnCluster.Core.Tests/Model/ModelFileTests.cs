@@ -231,6 +231,21 @@ public sealed class ModelFileTests : IDisposable
     }
 
     [Fact]
+    public void Corrupted_model_bytes_only_ever_throw_ModelFileException()
+    {
+        byte[] valid = ModelFile.Serialize(SampleModel());
+        var random = new Random(99);
+        for (int i = 0; i < 5_000; i++)
+        {
+            byte[] input = (byte[])valid.Clone();
+            for (int flips = random.Next(1, 3); flips > 0; flips--) input[random.Next(input.Length)] = (byte)random.Next(256);
+            try { ModelFile.Deserialize(input, "f.bnc"); }
+            catch (ModelFileException e) { Assert.StartsWith("f.bnc: ", e.Message); }
+            catch (Exception e) { Assert.Fail($"{Convert.ToHexString(input)}: {e.GetType().Name}: {e.Message}"); }
+        }
+    }
+
+    [Fact]
     public void Reader_accepts_other_valid_encodings_key_orders_and_unknown_keys()
     {
         ModelDocument doc = SampleModel();

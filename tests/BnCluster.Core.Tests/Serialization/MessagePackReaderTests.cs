@@ -232,6 +232,42 @@ public class MessagePackReaderTests
         }
     }
 
+    [Fact]
+    public void Random_bytes_and_corrupted_buffers_only_ever_throw_MessagePackException()
+    {
+        var random = new Random(1234);
+        byte[] valid = MessagePackWriterTests.Encode(w =>
+        {
+            w.WriteArrayHeader(7);
+            w.WriteMapHeader(2); w.WriteString("a"); w.WriteInt64(-300); w.WriteString("bb"); w.WriteFloat32Array([1f, 2f]);
+            w.WriteExtension(4, [9, 9, 9]); w.WriteTimestamp(DateTimeOffset.UnixEpoch.AddTicks(123));
+            w.WriteString(new string('z', 40)); w.WriteDouble(3.5); w.WriteUInt64(ulong.MaxValue); w.WriteNil();
+        });
+        for (int i = 0; i < 20_000; i++)
+        {
+            byte[] input;
+            if (i % 2 == 0)
+            {
+                input = new byte[random.Next(0, 24)];
+                random.NextBytes(input);
+            }
+            else
+            {
+                input = (byte[])valid.Clone();
+                for (int flips = random.Next(1, 4); flips > 0; flips--) input[random.Next(input.Length)] = (byte)random.Next(256);
+            }
+            AssertThrowsOnlyMessagePackException(input, r => r.Skip());
+            AssertThrowsOnlyMessagePackException(input, r => MessagePackDynamic.Read(ref r));
+        }
+    }
+
+    private static void AssertThrowsOnlyMessagePackException(byte[] input, ReaderAction action)
+    {
+        try { action(new MessagePackReader(input)); }
+        catch (MessagePackException) { }
+        catch (Exception e) { Assert.Fail($"{Convert.ToHexString(input)}: {e.GetType().Name}: {e.Message}"); }
+    }
+
     private delegate void ReaderAction(MessagePackReader reader);
 
     private static void AssertFailsCleanly(byte[] prefix, int cut, ReaderAction action)
