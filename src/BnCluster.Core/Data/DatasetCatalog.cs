@@ -117,13 +117,22 @@ public static class DatasetCatalog
         if (extraHashedBytes is not null) hash.AppendData(extraHashedBytes);
 
         // Train and test decode independently; two threads halve the wall time of the gunzip.
-        Dataset? train = null, test = null;
-        Parallel.Invoke(
-            () => train = IdxReader.Combine(files[0], IdxReader.ParseImages(files[0], bytes[0]),
-                                            files[1], IdxReader.ParseLabels(files[1], bytes[1], classNames.Count), name, classNames),
-            () => test = IdxReader.Combine(files[2], IdxReader.ParseImages(files[2], bytes[2]),
-                                           files[3], IdxReader.ParseLabels(files[3], bytes[3], classNames.Count), name, classNames));
-        if (train!.FeatureCount != test!.FeatureCount)
+        // Errors surface unwrapped, train's first, so the message does not depend on timing.
+        var trainTask = Task.Run(() => IdxReader.Combine(files[0], IdxReader.ParseImages(files[0], bytes[0]),
+            files[1], IdxReader.ParseLabels(files[1], bytes[1], classNames.Count), name, classNames));
+        var testTask = Task.Run(() => IdxReader.Combine(files[2], IdxReader.ParseImages(files[2], bytes[2]),
+            files[3], IdxReader.ParseLabels(files[3], bytes[3], classNames.Count), name, classNames));
+        try
+        {
+            Task.WaitAll(trainTask, testTask);
+        }
+        catch (AggregateException)
+        {
+            var first = (trainTask.Exception ?? testTask.Exception)!.InnerExceptions[0];
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(first);
+        }
+        Dataset train = trainTask.Result, test = testTask.Result;
+        if (train.FeatureCount != test.FeatureCount)
             throw new DatasetException(
                 $"{files[2]}: images have {test.FeatureCount} pixels but {files[0]} has {train.FeatureCount}");
         return new DatasetSplit(train, test, Convert.ToHexStringLower(hash.GetHashAndReset()));
