@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Runtime.InteropServices;
 using System.Text;
 
 namespace BnCluster.Core.Data;
@@ -36,113 +37,138 @@ public static class CsvDatasetReader
 
     internal static Dataset Parse(string path, byte[] fileBytes, string? labelColumn, string name)
     {
-        var table = ReadTable(path, fileBytes);
-        int labelIndex = ResolveLabelColumn(path, table, labelColumn);
-        int featureCount = table.ColumnCount - 1;
-        if (featureCount < 1)
-            throw new DatasetException($"{path}: has {table.ColumnCount} column(s); needs features and a label");
-
-        var features = new List<float>(table.Rows.Count * featureCount);
-        var labels = new int[table.Rows.Count];
-        int maxLabel = -1;
-        for (int r = 0; r < table.Rows.Count; r++)
-        {
-            var row = table.Rows[r];
-            for (int c = 0; c < row.Cells.Length; c++)
+        var features = new List<float>();
+        var labels = new List<int>();
+        int labelIndex = -1, maxLabel = -1;
+        var layout = ReadRows(path, fileBytes,
+            onLayout: layout =>
             {
-                if (c == labelIndex)
+                labelIndex = ResolveLabelColumn(path, layout, labelColumn);
+                if (layout.ColumnCount < 2)
+                    throw new DatasetException($"{path}: has {layout.ColumnCount} column(s); needs features and a label");
+            },
+            onRow: (layout, line, text, cells) =>
+            {
+                for (int c = 0; c < cells.Length; c++)
                 {
-                    labels[r] = ParseLabel(path, table, row, c);
-                    maxLabel = Math.Max(maxLabel, labels[r]);
+                    if (c == labelIndex)
+                    {
+                        int label = ParseLabel(path, layout, line, c, text[cells[c]]);
+                        labels.Add(label);
+                        maxLabel = Math.Max(maxLabel, label);
+                    }
+                    else
+                    {
+                        features.Add(ParseValue(path, layout, line, c, text[cells[c]]));
+                    }
                 }
-                else
-                {
-                    features.Add(ParseValue(path, table, row, c));
-                }
-            }
-        }
-        if (labels.Length == 0) throw new DatasetException($"{path}: has no data rows");
+            });
+        if (labels.Count == 0) throw new DatasetException($"{path}: has no data rows");
 
         var classNames = new string[maxLabel + 1];
         for (int k = 0; k <= maxLabel; k++) classNames[k] = k.ToString(CultureInfo.InvariantCulture);
-        return new Dataset(name, features.ToArray(), labels, featureCount, classNames);
+        return new Dataset(name, features.ToArray(), labels.ToArray(), layout.ColumnCount - 1, classNames);
     }
 
     internal static float[] ParseFeatures(string path, byte[] fileBytes, int expectedFeatureCount)
     {
         if (expectedFeatureCount <= 0) throw new ArgumentOutOfRangeException(nameof(expectedFeatureCount));
-        var table = ReadTable(path, fileBytes);
-        if (table.ColumnCount != expectedFeatureCount)
-            throw new DatasetException(
-                $"{path}: line {table.FirstLine}: has {table.ColumnCount} columns, expected {expectedFeatureCount} features");
-        if (table.Rows.Count == 0) throw new DatasetException($"{path}: has no data rows");
-        var features = new float[table.Rows.Count * expectedFeatureCount];
-        int i = 0;
-        foreach (var row in table.Rows)
-            for (int c = 0; c < row.Cells.Length; c++)
-                features[i++] = ParseValue(path, table, row, c);
-        return features;
+        var features = new List<float>();
+        ReadRows(path, fileBytes,
+            onLayout: layout =>
+            {
+                if (layout.ColumnCount != expectedFeatureCount)
+                    throw new DatasetException(
+                        $"{path}: line {layout.FirstLine}: has {layout.ColumnCount} columns, expected {expectedFeatureCount} features");
+            },
+            onRow: (layout, line, text, cells) =>
+            {
+                for (int c = 0; c < cells.Length; c++) features.Add(ParseValue(path, layout, line, c, text[cells[c]]));
+            });
+        if (features.Count == 0) throw new DatasetException($"{path}: has no data rows");
+        return features.ToArray();
     }
 
-    private sealed record CsvRow(int Line, string[] Cells);
-
-    private sealed class CsvTable
+    /// <summary>The column count (from the first non-blank line) and the header, if the file has one.</summary>
+    private sealed class CsvLayout
     {
         public string[]? Header;
         public int ColumnCount;
         public int FirstLine;
-        public readonly List<CsvRow> Rows = [];
     }
 
-    /// <summary>Splits lines into cells and checks every row has the same number of columns.</summary>
-    private static CsvTable ReadTable(string path, byte[] fileBytes)
+    private delegate void RowAction(CsvLayout layout, int line, ReadOnlySpan<char> text, ReadOnlySpan<Range> cells);
+
+    /// <summary>
+    /// Streams the lines (no copy of the whole file as strings): decides header or data on
+    /// the first non-blank line, calls <paramref name="onLayout"/> once, then
+    /// <paramref name="onRow"/> for each data row after checking its column count.
+    /// </summary>
+    private static CsvLayout ReadRows(string path, byte[] fileBytes, Action<CsvLayout> onLayout, RowAction onRow)
     {
         var content = SourceFile.Content(path, fileBytes, out _);
-        var table = new CsvTable();
-        string text;
+        if (!MemoryMarshal.TryGetArray(content, out ArraySegment<byte> segment)) segment = content.ToArray();
+        ThrowIfNotUtf8(path, segment);
+        using var reader = new StreamReader(
+            new MemoryStream(segment.Array!, segment.Offset, segment.Count, writable: false),
+            Encoding.UTF8, detectEncodingFromByteOrderMarks: true);
+
+        var layout = new CsvLayout();
+        Range[] cells = [];
+        int lineNumber = 0;
+        while (true)
+        {
+            string? line = reader.ReadLine();
+            if (line is null) break;
+            lineNumber++;
+            if (string.IsNullOrWhiteSpace(line)) continue;
+
+            ReadOnlySpan<char> text = line;
+            int columnCount = text.Count(',') + 1;
+            if (layout.FirstLine == 0)
+            {
+                layout.FirstLine = lineNumber;
+                layout.ColumnCount = columnCount;
+                cells = new Range[columnCount];
+                text.Split(cells, ',');
+                bool isHeader = false;
+                foreach (var cell in cells) isHeader |= !IsNumber(text[cell]);
+                if (isHeader) layout.Header = line.Split(',').Select(h => h.Trim().Trim('"')).ToArray();
+                onLayout(layout);
+                if (isHeader) continue;
+            }
+            if (columnCount != layout.ColumnCount)
+                throw new DatasetException(
+                    $"{path}: line {lineNumber}: has {columnCount} columns, expected {layout.ColumnCount} " +
+                    $"(as on line {layout.FirstLine})");
+            text.Split(cells, ',');
+            onRow(layout, lineNumber, text, cells);
+        }
+        if (layout.FirstLine == 0) throw new DatasetException($"{path}: is empty");
+        return layout;
+    }
+
+    /// <summary>Rejects content that is not UTF-8, naming the line of the first bad byte.</summary>
+    private static void ThrowIfNotUtf8(string path, ArraySegment<byte> content)
+    {
+        if (System.Text.Unicode.Utf8.IsValid(content)) return;
+        int badOffset = 0;
         try
         {
-            text = new UTF8Encoding(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true)
-                .GetString(content.Span);
+            new UTF8Encoding(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true).GetCharCount(content);
         }
         catch (DecoderFallbackException ex)
         {
-            throw new DatasetException($"{path}: not UTF-8 text (byte offset {ex.Index}): not a CSV file?");
+            badOffset = Math.Clamp(ex.Index, 0, content.Count);
         }
-        if (text.Length > 0 && text[0] == '\uFEFF') text = text[1..];
-
-        using var reader = new StringReader(text);
-        int lineNumber = 0;
-        string? line;
-        while ((line = reader.ReadLine()) != null)
-        {
-            lineNumber++;
-            if (string.IsNullOrWhiteSpace(line)) continue;
-            string[] cells = line.Split(',');
-            if (table.FirstLine == 0)
-            {
-                table.FirstLine = lineNumber;
-                table.ColumnCount = cells.Length;
-                if (cells.Any(cell => !IsNumber(cell)))
-                {
-                    table.Header = cells.Select(cell => cell.Trim().Trim('"')).ToArray();
-                    continue;
-                }
-            }
-            if (cells.Length != table.ColumnCount)
-                throw new DatasetException(
-                    $"{path}: line {lineNumber}: has {cells.Length} columns, expected {table.ColumnCount} " +
-                    $"(as on line {table.FirstLine})");
-            table.Rows.Add(new CsvRow(lineNumber, cells));
-        }
-        if (table.FirstLine == 0) throw new DatasetException($"{path}: is empty");
-        return table;
+        int line = 1 + content.AsSpan(0, badOffset).Count((byte)'\n');
+        throw new DatasetException($"{path}: line {line}: not UTF-8 text at byte offset {badOffset} (is this a CSV file?)");
     }
 
-    private static bool IsNumber(string cell) =>
+    private static bool IsNumber(ReadOnlySpan<char> cell) =>
         double.TryParse(cell, NumberStyles.Float, CultureInfo.InvariantCulture, out _);
 
-    private static int ResolveLabelColumn(string path, CsvTable table, string? labelColumn)
+    private static int ResolveLabelColumn(string path, CsvLayout table, string? labelColumn)
     {
         if (labelColumn is null) return table.ColumnCount - 1;
         if (int.TryParse(labelColumn, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int index))
@@ -165,32 +191,31 @@ public static class CsvDatasetReader
         return byName;
     }
 
-    private static string Where(string path, CsvTable table, CsvRow row, int column)
+    private static string Where(string path, CsvLayout layout, int line, int column)
     {
-        string named = table.Header is null ? "" : $" ('{table.Header[column]}')";
-        return $"{path}: line {row.Line}, column {column + 1}{named}";
+        string named = layout.Header is null ? "" : $" ('{layout.Header[column]}')";
+        return $"{path}: line {line}, column {column + 1}{named}";
     }
 
-    private static float ParseValue(string path, CsvTable table, CsvRow row, int column)
+    private static float ParseValue(string path, CsvLayout layout, int line, int column, ReadOnlySpan<char> cell)
     {
-        string cell = row.Cells[column];
-        if (string.IsNullOrWhiteSpace(cell))
-            throw new DatasetException($"{Where(path, table, row, column)}: missing value");
+        if (cell.IsWhiteSpace())
+            throw new DatasetException($"{Where(path, layout, line, column)}: missing value");
         if (!double.TryParse(cell, NumberStyles.Float, CultureInfo.InvariantCulture, out double value))
-            throw new DatasetException($"{Where(path, table, row, column)}: '{cell.Trim()}' is not a number");
+            throw new DatasetException($"{Where(path, layout, line, column)}: '{cell.Trim().ToString()}' is not a number");
         float single = (float)value;
         if (!float.IsFinite(single))
             throw new DatasetException(
-                $"{Where(path, table, row, column)}: '{cell.Trim()}' is NaN or infinite (or beyond float32 range)");
+                $"{Where(path, layout, line, column)}: '{cell.Trim().ToString()}' is NaN or infinite (or beyond float32 range)");
         return single;
     }
 
-    private static int ParseLabel(string path, CsvTable table, CsvRow row, int column)
+    private static int ParseLabel(string path, CsvLayout layout, int line, int column, ReadOnlySpan<char> cell)
     {
-        float value = ParseValue(path, table, row, column);
+        float value = ParseValue(path, layout, line, column, cell);
         if (value < 0 || value != MathF.Floor(value) || value > MaxLabel)
             throw new DatasetException(
-                $"{Where(path, table, row, column)}: label '{row.Cells[column].Trim()}' is not a non-negative integer " +
+                $"{Where(path, layout, line, column)}: label '{cell.Trim().ToString()}' is not a non-negative integer " +
                 $"(0..{MaxLabel})");
         return (int)value;
     }

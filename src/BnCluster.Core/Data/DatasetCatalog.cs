@@ -132,6 +132,8 @@ public static class DatasetCatalog
             System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(first);
         }
         Dataset train = trainTask.Result, test = testTask.Result;
+        if (train.Count == 0) throw new DatasetException($"{files[0]}: holds no images");
+        if (test.Count == 0) throw new DatasetException($"{files[2]}: holds no images");
         if (train.FeatureCount != test.FeatureCount)
             throw new DatasetException(
                 $"{files[2]}: images have {test.FeatureCount} pixels but {files[0]} has {train.FeatureCount}");

@@ -109,4 +109,22 @@ public sealed class CsvDatasetReaderTests : IDisposable
         var badEx = Assert.Throws<DatasetException>(() => CsvDatasetReader.ReadFeatures(bad, 2));
         Assert.Contains(bad + ": line 2, column 2", badEx.Message);
     }
+
+    [Fact]
+    public void BomQuotedHeaderAndGzipContent()
+    {
+        byte[] text = System.Text.Encoding.UTF8.GetBytes("\uFEFF\"x\",\"y\"\r\n1,0\r\n2,1\r\n");
+        string path = _dir.Write("bom.csv", IdxFixture.Gzip(text)); // gzip detected by content
+        var data = CsvDatasetReader.Read(path, "y");
+        Assert.Equal([0, 1], data.Labels);
+        Assert.Equal([1f, 2f], data.Features);
+    }
+
+    [Fact]
+    public void BinaryFileIsRejectedWithLine()
+    {
+        string path = _dir.Write("binary.csv", [0x31, 0x2c, 0x32, 0x0a, 0xff, 0xfe, 0xc3, 0x28, 0x0a]);
+        var ex = Assert.Throws<DatasetException>(() => CsvDatasetReader.Read(path));
+        Assert.StartsWith(path + ": line 2", ex.Message);
+    }
 }
