@@ -101,7 +101,10 @@ public static class DatasetCatalog
     {
         var found = new string[IdxFileNames.Count];
         for (int i = 0; i < found.Length; i++)
-            if ((found[i] = FindOne(dir, IdxFileNames[i])!) is null) return null;
+        {
+            if (FindOne(dir, IdxFileNames[i]) is not { } path) return null;
+            found[i] = path;
+        }
         return found;
     }
 
