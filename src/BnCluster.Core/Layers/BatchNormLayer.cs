@@ -20,19 +20,22 @@ public sealed class BatchNormLayer(int features, float epsilon = 1e-5f, float mo
     public void LocalStats(ReadOnlySpan<float> z, int rows, BatchNormStats local) => local.ComputeFrom(z, rows);
 
     /// <summary>
-    /// mean[C], invStd[C] = 1/sqrt(σ² + ε) from the merged global moments (σ² biased = M2/N), computed in float64.
+    /// From the merged global moments (σ² biased = M2/N), per feature: μ and invStd = 1/sqrt(σ² + ε) in float64
+    /// (for the backward, which cancels badly in float32 on tiny batches) and rounded to float32 (for the forward).
     /// </summary>
-    public void PrepareNormalize(BatchNormStats global, Span<float> mean, Span<float> invStd)
+    public void PrepareNormalize(BatchNormStats global, Span<double> mean, Span<double> invStd, Span<float> meanF, Span<float> invStdF)
     {
         if (global.Count <= 0) throw new InvalidOperationException("batch norm over an empty global batch");
         for (int j = 0; j < Features; j++)
         {
-            mean[j] = (float)global.Mean[j];
-            invStd[j] = (float)(1.0 / Math.Sqrt(global.Variance(j) + Epsilon));
+            mean[j] = global.Mean[j];
+            invStd[j] = 1.0 / Math.Sqrt(global.Variance(j) + Epsilon);
+            meanF[j] = (float)mean[j];
+            invStdF[j] = (float)invStd[j];
         }
     }
 
-    /// <summary>z_norm[n×C] = (z − μ)·invStd;  y[n×C] = γ ⊙ z_norm + β.</summary>
+    /// <summary>z_norm[n×C] = (z − μ)·invStd;  y[n×C] = γ ⊙ z_norm + β  (float32).</summary>
     public void Normalize(ReadOnlySpan<float> z, ReadOnlySpan<float> mean, ReadOnlySpan<float> invStd,
         ReadOnlySpan<float> gamma, ReadOnlySpan<float> beta, Span<float> zNorm, Span<float> y, int rows)
     {
@@ -46,8 +49,13 @@ public sealed class BatchNormLayer(int features, float epsilon = 1e-5f, float mo
         }
     }
 
-    /// <summary>This shard's Σdy and Σdy·z_norm per feature (float64); summed over workers they are dβ and dγ.</summary>
-    public void LocalGradSums(ReadOnlySpan<float> dy, ReadOnlySpan<float> zNorm, int rows, BatchNormGradSums local)
+    /// <summary>
+    /// This shard's Σdy and Σdy·z_norm per feature; summed over workers they are dβ and dγ. z is the BN input
+    /// [n×C]; z_norm = (z − μ)·invStd is recomputed in float64 because dz below is a difference of nearly equal
+    /// terms when N is small (N = 2 leaves only the ε part), and float32 z_norm would dominate its error.
+    /// </summary>
+    public void LocalGradSums(ReadOnlySpan<float> dy, ReadOnlySpan<float> z, ReadOnlySpan<double> mean, ReadOnlySpan<double> invStd,
+        int rows, BatchNormGradSums local)
     {
         int c = Features;
         var sumDy = local.SumDy;
@@ -57,21 +65,22 @@ public sealed class BatchNormLayer(int features, float epsilon = 1e-5f, float mo
         for (int i = 0; i < rows; i++)
         {
             var dyRow = dy.Slice(i * c, c);
-            var znRow = zNorm.Slice(i * c, c);
+            var zRow = z.Slice(i * c, c);
             for (int j = 0; j < c; j++)
             {
                 sumDy[j] += dyRow[j];
-                sumDyXhat[j] += (double)dyRow[j] * znRow[j];
+                sumDyXhat[j] += dyRow[j] * ((zRow[j] - mean[j]) * invStd[j]);
             }
         }
     }
 
     /// <summary>
-    /// dz[n×C] = γ·invStd · (dy − Σdy/N − z_norm · Σ(dy·z_norm)/N), with the sums over the global batch of N rows.
-    /// <paramref name="scratch"/> holds 3×C floats.
+    /// dz[n×C] = γ·invStd · (dy − Σdy/N − z_norm · Σ(dy·z_norm)/N), with the sums over the global batch of N rows;
+    /// evaluated in float64 per element (see <see cref="LocalGradSums"/>), stored as float32.
+    /// <paramref name="scratch"/> holds 3×C doubles.
     /// </summary>
-    public void InputGradient(ReadOnlySpan<float> dy, ReadOnlySpan<float> zNorm, BatchNormGradSums global, long globalCount,
-        ReadOnlySpan<float> gamma, ReadOnlySpan<float> invStd, Span<float> dz, int rows, Span<float> scratch)
+    public void InputGradient(ReadOnlySpan<float> dy, ReadOnlySpan<float> z, ReadOnlySpan<double> mean, ReadOnlySpan<double> invStd,
+        BatchNormGradSums global, long globalCount, ReadOnlySpan<float> gamma, Span<float> dz, int rows, Span<double> scratch)
     {
         int c = Features;
         var scale = scratch.Slice(0, c);          // γ·invStd
@@ -80,16 +89,19 @@ public sealed class BatchNormLayer(int features, float epsilon = 1e-5f, float mo
         for (int j = 0; j < c; j++)
         {
             scale[j] = gamma[j] * invStd[j];
-            meanDy[j] = (float)(global.SumDy[j] / globalCount);
-            meanDyXhat[j] = (float)(global.SumDyXhat[j] / globalCount);
+            meanDy[j] = global.SumDy[j] / globalCount;
+            meanDyXhat[j] = global.SumDyXhat[j] / globalCount;
         }
         for (int i = 0; i < rows; i++)
         {
             var dyRow = dy.Slice(i * c, c);
-            var znRow = zNorm.Slice(i * c, c);
+            var zRow = z.Slice(i * c, c);
             var dzRow = dz.Slice(i * c, c);
             for (int j = 0; j < c; j++)
-                dzRow[j] = scale[j] * (dyRow[j] - meanDy[j] - znRow[j] * meanDyXhat[j]);
+            {
+                double zn = (zRow[j] - mean[j]) * invStd[j];
+                dzRow[j] = (float)(scale[j] * (dyRow[j] - meanDy[j] - zn * meanDyXhat[j]));
+            }
         }
     }
 

@@ -117,13 +117,16 @@ public static class TrainingStep
     private static void ForwardFromStats(Parameters p, Workspace ws, int l, BatchNormLayer bn)
     {
         int rows = ws.Rows, c = bn.Features;
-        bn.PrepareNormalize(ws.GlobalStats[l]!, ws.BnMean[l], ws.BnInvStd[l]);
-        var bnIn = p.Spec.BatchNorm == BatchNormPlacement.Before ? ws.Z[l] : ws.Act[l];
+        bn.PrepareNormalize(ws.GlobalStats[l]!, ws.BnMeanD[l], ws.BnInvStdD[l], ws.BnMean[l], ws.BnInvStd[l]);
+        var bnIn = BnInput(p, ws, l);
         bn.Normalize(bnIn.AsSpan(0, rows * c), ws.BnMean[l], ws.BnInvStd[l], p.Gamma[l], p.Beta[l],
             ws.BnNorm[l].AsSpan(0, rows * c), ws.BnOut[l].AsSpan(0, rows * c), rows);
         if (p.Spec.BatchNorm == BatchNormPlacement.Before)
             ActivationLayer.Forward(p.Spec.Activation, ws.BnOut[l].AsSpan(0, rows * c), ws.Act[l].AsSpan(0, rows * c));
     }
+
+    // BN normalizes the dense output when it precedes the activation, the activation output when it follows it.
+    private static float[] BnInput(Parameters p, Workspace ws, int l) => p.Spec.BatchNorm == BatchNormPlacement.Before ? ws.Z[l] : ws.Act[l];
 
     /// <summary>Output dense, softmax CE forward (local Σloss) and backward (dz = (ŷ − y)/N), output dense backward.</summary>
     private static LossPartial OutputForwardBackward(Parameters p, Workspace ws, int globalBatchSize)
@@ -156,7 +159,7 @@ public static class TrainingStep
         {
             dBnOut = ws.DOutput[l].AsSpan(0, n);
         }
-        bn.LocalGradSums(dBnOut, ws.BnNorm[l].AsSpan(0, n), rows, ws.LocalGradSums[l]!);
+        bn.LocalGradSums(dBnOut, BnInput(p, ws, l).AsSpan(0, n), ws.BnMeanD[l], ws.BnInvStdD[l], rows, ws.LocalGradSums[l]!);
     }
 
     /// <summary>BN input gradient from the global sums, dγ, dβ, the activation (BN after / none), then dense backward.</summary>
@@ -179,12 +182,12 @@ public static class TrainingStep
             }
             if (p.Spec.BatchNorm == BatchNormPlacement.Before)
             {
-                bn.InputGradient(ws.DTemp[l].AsSpan(0, n), ws.BnNorm[l].AsSpan(0, n), global, globalCount, p.Gamma[l], ws.BnInvStd[l], dz, rows, ws.Scratch);
+                bn.InputGradient(ws.DTemp[l].AsSpan(0, n), ws.Z[l].AsSpan(0, n), ws.BnMeanD[l], ws.BnInvStdD[l], global, globalCount, p.Gamma[l], dz, rows, ws.ScratchD);
             }
             else
             {
                 var dAct = ws.DTemp[l].AsSpan(0, n);
-                bn.InputGradient(ws.DOutput[l].AsSpan(0, n), ws.BnNorm[l].AsSpan(0, n), global, globalCount, p.Gamma[l], ws.BnInvStd[l], dAct, rows, ws.Scratch);
+                bn.InputGradient(ws.DOutput[l].AsSpan(0, n), ws.Act[l].AsSpan(0, n), ws.BnMeanD[l], ws.BnInvStdD[l], global, globalCount, p.Gamma[l], dAct, rows, ws.ScratchD);
                 ActivationLayer.Backward(p.Spec.Activation, ws.Act[l].AsSpan(0, n), dAct, dz);
             }
         }

@@ -30,6 +30,8 @@ public sealed class Workspace
         BnOut = new float[]?[layers];
         BnMean = new float[]?[layers];
         BnInvStd = new float[]?[layers];
+        BnMeanD = new double[]?[layers];
+        BnInvStdD = new double[]?[layers];
         LocalStats = new BatchNormStats?[layers];
         GlobalStats = new BatchNormStats?[layers];
         LocalGradSums = new BatchNormGradSums?[layers];
@@ -53,6 +55,8 @@ public sealed class Workspace
                 BnOut[l] = new float[maxRows * c];
                 BnMean[l] = new float[c];
                 BnInvStd[l] = new float[c];
+                BnMeanD[l] = new double[c];
+                BnInvStdD[l] = new double[c];
                 LocalStats[l] = new BatchNormStats(c);
                 GlobalStats[l] = new BatchNormStats(c);
                 LocalGradSums[l] = new BatchNormGradSums(c);
@@ -63,6 +67,7 @@ public sealed class Workspace
         Probs = new float[maxRows * spec.Classes];
         DLogits = new float[maxRows * spec.Classes];
         Scratch = new float[3 * widest];
+        ScratchD = new double[3 * widest];
         Gradients = new Gradients(shape);
     }
 
@@ -89,6 +94,8 @@ public sealed class Workspace
     public float[]?[] BnOut { get; }     // [rows × out_l] γ z_norm + β
     public float[]?[] BnMean { get; }    // [out_l] global μ as float
     public float[]?[] BnInvStd { get; }  // [out_l] 1/sqrt(σ²+ε)
+    public double[]?[] BnMeanD { get; }  // [out_l] global μ
+    public double[]?[] BnInvStdD { get; } // [out_l] 1/sqrt(σ²+ε) in float64 for the backward
     public BatchNormStats?[] LocalStats { get; }
     /// <summary>Global (n, mean, M2) of each BN layer in the last step: feed to the running-average update.</summary>
     public BatchNormStats?[] GlobalStats { get; }
@@ -101,6 +108,7 @@ public sealed class Workspace
     public float[] Probs { get; }        // [rows × classes]
     public float[] DLogits { get; }      // [rows × classes]
     public float[] Scratch { get; }
+    public double[] ScratchD { get; }
 
     /// <summary>This worker's gradients of the last step.</summary>
     public Gradients Gradients { get; }
