@@ -67,6 +67,18 @@ public static class TrainingStep
             p.BatchNorm[l]?.UpdateRunning(p.RunningMean[l], p.RunningVar[l], ws.GlobalStats[l]!);
     }
 
+    /// <summary>
+    /// The same update from global moments the caller holds (the coordinator's merged stats per hidden layer, null
+    /// for layers without BN), once per committed step.
+    /// </summary>
+    public static void UpdateRunningStats(Parameters p, IReadOnlyList<BatchNormStats?> globalStats)
+    {
+        if (globalStats.Count != p.HiddenLayers) throw new ArgumentException($"{globalStats.Count} global stats for {p.HiddenLayers} hidden layers");
+        for (int l = 0; l < p.HiddenLayers; l++)
+            if (p.BatchNorm[l] is { } bn)
+                bn.UpdateRunning(p.RunningMean[l], p.RunningVar[l], globalStats[l] ?? throw new ArgumentException($"no global stats for batch norm layer {l}"));
+    }
+
     private static void Gather(Workspace ws, Dataset data, ReadOnlySpan<int> rowIndices, int classes)
     {
         int f = data.FeatureCount;

@@ -71,6 +71,16 @@ public sealed class Workspace
         Gradients = new Gradients(shape);
     }
 
+    /// <summary>Copies <paramref name="rows"/> input rows (already normalized) into <see cref="X"/> for <see cref="TrainingStep.EvalForward"/>.</summary>
+    public void LoadRows(ReadOnlySpan<float> features, int rows)
+    {
+        if ((uint)rows > (uint)MaxRows) throw new ArgumentOutOfRangeException(nameof(rows), $"{rows} rows exceed the workspace's {MaxRows}");
+        int f = X.Length / MaxRows;
+        if (features.Length != rows * f) throw new ArgumentException($"{features.Length} values are not {rows} rows of {f} features");
+        features.CopyTo(X);
+        Rows = rows;
+    }
+
     public int MaxRows { get; }
     public MatMul MatMul { get; }
     internal bool AfterPlacement { get; }

@@ -172,8 +172,7 @@ public sealed class GoldenTests(ITestOutputHelper output)
         }
 
         var x0 = Floats(batches[0].GetProperty("x"));
-        x0.CopyTo(ws.X, 0);
-        ws.Rows = x0.Length / inputs;
+        ws.LoadRows(x0, x0.Length / inputs);
         TrainingStep.EvalForward(p, ws);
         Check("eval_logits_batch0", ws.Logits.AsSpan(0, ws.Rows * classes), g.GetProperty("eval_logits_batch0"));
         output.WriteLine($"{file}: {steps.Length} steps of {settings.Kind}, worst relative error {worst:E3}");

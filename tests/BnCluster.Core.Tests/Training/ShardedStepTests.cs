@@ -69,23 +69,23 @@ public sealed class ShardedStepTests
         }
     }
 
-    public static TheoryData<int, BatchNormPlacement, Activation> Cases()
+    public static TheoryData<int, int, BatchNormPlacement, Activation> Cases()
     {
-        var data = new TheoryData<int, BatchNormPlacement, Activation>();
+        var data = new TheoryData<int, int, BatchNormPlacement, Activation>();
         foreach (int k in new[] { 1, 2, 3, 7 })
         {
-            data.Add(k, BatchNormPlacement.Before, Activation.Relu);
-            data.Add(k, BatchNormPlacement.After, Activation.Tanh);
+            data.Add(k, 23, BatchNormPlacement.Before, Activation.Relu); // 23 rows: uneven over 2, 3 and 7 workers
+            data.Add(k, 23, BatchNormPlacement.After, Activation.Tanh);
         }
-        data.Add(3, BatchNormPlacement.None, Activation.Sigmoid);
+        data.Add(3, 23, BatchNormPlacement.None, Activation.Sigmoid);
+        data.Add(7, 5, BatchNormPlacement.Before, Activation.Relu);      // two workers get no rows
         return data;
     }
 
     [Theory]
     [MemberData(nameof(Cases))]
-    public async Task ShardedStepEqualsSingleBatchStep(int workers, BatchNormPlacement placement, Activation activation)
+    public async Task ShardedStepEqualsSingleBatchStep(int workers, int batch, BatchNormPlacement placement, Activation activation)
     {
-        const int batch = 23; // uneven over 2, 3 and 7 workers
         var spec = new NetworkSpec(6, [9, 7], 4, activation, placement);
         var data = TestNetworks.RandomDataset(40, 6, 4, seed: 5);
         var initial = TestNetworks.RandomParameters(spec, seed: 11);
