@@ -35,17 +35,17 @@ public sealed class BatchNormLayer(int features, float epsilon = 1e-5f, float mo
         }
     }
 
-    /// <summary>z_norm[n×C] = (z − μ)·invStd;  y[n×C] = γ ⊙ z_norm + β  (float32).</summary>
+    /// <summary>y[n×C] = γ ⊙ z_norm + β with z_norm = (z − μ)·invStd (float32; the backward recomputes z_norm in float64).</summary>
     public void Normalize(ReadOnlySpan<float> z, ReadOnlySpan<float> mean, ReadOnlySpan<float> invStd,
-        ReadOnlySpan<float> gamma, ReadOnlySpan<float> beta, Span<float> zNorm, Span<float> y, int rows)
+        ReadOnlySpan<float> gamma, ReadOnlySpan<float> beta, Span<float> y, int rows)
     {
         int c = Features;
         for (int i = 0; i < rows; i++)
         {
-            var zn = zNorm.Slice(i * c, c);
-            TensorPrimitives.Subtract(z.Slice(i * c, c), mean, zn);
-            TensorPrimitives.Multiply(zn, invStd, zn);
-            TensorPrimitives.MultiplyAdd(zn, gamma, beta, y.Slice(i * c, c));
+            var yRow = y.Slice(i * c, c);
+            TensorPrimitives.Subtract(z.Slice(i * c, c), mean, yRow);
+            TensorPrimitives.Multiply(yRow, invStd, yRow);
+            TensorPrimitives.MultiplyAdd(yRow, gamma, beta, yRow);
         }
     }
 

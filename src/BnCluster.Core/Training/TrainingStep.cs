@@ -132,7 +132,7 @@ public static class TrainingStep
         bn.PrepareNormalize(ws.GlobalStats[l]!, ws.BnMeanD[l], ws.BnInvStdD[l], ws.BnMean[l], ws.BnInvStd[l]);
         var bnIn = BnInput(p, ws, l);
         bn.Normalize(bnIn.AsSpan(0, rows * c), ws.BnMean[l], ws.BnInvStd[l], p.Gamma[l], p.Beta[l],
-            ws.BnNorm[l].AsSpan(0, rows * c), ws.BnOut[l].AsSpan(0, rows * c), rows);
+            ws.BnOut[l].AsSpan(0, rows * c), rows);
         if (p.Spec.BatchNorm == BatchNormPlacement.Before)
             ActivationLayer.Forward(p.Spec.Activation, ws.BnOut[l].AsSpan(0, rows * c), ws.Act[l].AsSpan(0, rows * c));
     }

@@ -26,7 +26,6 @@ public sealed class Workspace
         Predicted = new int[maxRows];
         Z = new float[layers][];
         Act = new float[layers][];
-        BnNorm = new float[]?[layers];
         BnOut = new float[]?[layers];
         BnMean = new float[]?[layers];
         BnInvStd = new float[]?[layers];
@@ -51,7 +50,6 @@ public sealed class Workspace
             DZ[l] = new float[maxRows * c];
             if (spec.BatchNorm != BatchNormPlacement.None)
             {
-                BnNorm[l] = new float[maxRows * c];
                 BnOut[l] = new float[maxRows * c];
                 BnMean[l] = new float[c];
                 BnInvStd[l] = new float[c];
@@ -100,7 +98,6 @@ public sealed class Workspace
     public int[] Predicted { get; }      // [rows] argmax of the logits (evaluation)
     public float[][] Z { get; }          // [rows × out_l] dense output
     public float[][] Act { get; }        // [rows × out_l] activation output
-    public float[]?[] BnNorm { get; }    // [rows × out_l] z_norm
     public float[]?[] BnOut { get; }     // [rows × out_l] γ z_norm + β
     public float[]?[] BnMean { get; }    // [out_l] global μ as float
     public float[]?[] BnInvStd { get; }  // [out_l] 1/sqrt(σ²+ε)
