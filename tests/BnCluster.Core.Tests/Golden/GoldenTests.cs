@@ -25,6 +25,8 @@ public sealed class GoldenTests(ITestOutputHelper output)
         var dir = GoldenFiles.Directory();
         Assert.True(System.IO.Directory.Exists(dir), $"golden folder {dir} does not exist");
         Assert.True(Cases("bn_").Length + Cases("mlp_").Length > 0, $"golden folder {dir} holds no bn_*/mlp_* case");
+        var unknown = Cases("").Where(f => !f.StartsWith("bn_", StringComparison.Ordinal) && !f.StartsWith("mlp_", StringComparison.Ordinal)).ToArray();
+        Assert.True(unknown.Length == 0, $"golden folder {dir} holds cases of no known schema (bn_*, mlp_*): {string.Join(", ", unknown)}");
     }
 
     [Theory]
