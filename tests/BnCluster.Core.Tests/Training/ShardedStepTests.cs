@@ -138,6 +138,23 @@ public sealed class ShardedStepTests
         foreach (var m in matMuls) m.Dispose();
     }
 
+    [Fact]
+    public async Task StepObservesCancellationWhileAwaitingTheCollective()
+    {
+        var spec = new NetworkSpec(6, [5], 3);
+        var data = TestNetworks.RandomDataset(8, 6, 3, seed: 1);
+        var p = Parameters.Initialize(spec, 1);
+        using var matMul = new MatMul();
+        var ws = new Workspace(p, 8, matMul);
+        using var cts = new CancellationTokenSource();
+        // Two workers expected, only rank 0 runs: the stats all-reduce never completes until cancelled.
+        var collective = new TestCollective(new Reducer(2), 0);
+        var step = TrainingStep.ForwardBackwardAsync(p, ws, data, Enumerable.Range(0, 8).ToArray(), 16, collective, cts.Token).AsTask();
+        Assert.False(step.IsCompleted);
+        cts.Cancel();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => step.WaitAsync(TimeSpan.FromSeconds(30)));
+    }
+
     [Theory]
     [InlineData(2)]
     [InlineData(3)]
