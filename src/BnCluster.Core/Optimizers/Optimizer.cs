@@ -1,0 +1,112 @@
+using BnCluster.Core.Training;
+
+namespace BnCluster.Core.Optimizers;
+
+public enum OptimizerKind { Gd, Momentum, RmsProp, Adam }
+
+/// <summary>Optimizer settings (DESIGN §1 defaults: β1 0.9, β2 0.999, ε 1e-8).</summary>
+public sealed record OptimizerSettings(OptimizerKind Kind, float LearningRate, float Beta1 = 0.9f, float Beta2 = 0.999f, float Epsilon = 1e-8f)
+{
+    public static OptimizerKind ParseKind(string name) => name.ToLowerInvariant() switch
+    {
+        "gd" or "sgd" => OptimizerKind.Gd,
+        "momentum" => OptimizerKind.Momentum,
+        "rmsprop" => OptimizerKind.RmsProp,
+        "adam" => OptimizerKind.Adam,
+        _ => throw new FormatException($"unknown optimizer '{name}' (expected gd, momentum, rmsprop or adam)"),
+    };
+}
+
+/// <summary>
+/// The course-form optimizers of DESIGN §1, t = committed step counted from 1:
+///   gd        p −= α g
+///   momentum  v = β1 v + (1−β1) g;  p −= α v           (note: not torch's v = μ v + g)
+///   rmsprop   s = β2 s + (1−β2) g²; p −= α g / (sqrt(s) + ε)
+///   adam      v, s as above;        p −= α (v/(1−β1^t)) / (sqrt(s/(1−β2^t)) + ε)
+/// State (v, s) is allocated once per trainable tensor. Applies to every tensor of
+/// <see cref="Parameters.Trainable"/> (W, biases, γ, β, W_out, b_out); running statistics are not trained.
+/// </summary>
+public sealed class Optimizer
+{
+    private readonly float[][] _v;
+    private readonly float[][] _s;
+
+    public Optimizer(OptimizerSettings settings, Parameters shape)
+    {
+        if (!(settings.LearningRate > 0) || !float.IsFinite(settings.LearningRate)) throw new ArgumentOutOfRangeException(nameof(settings), $"learning rate must be positive, got {settings.LearningRate}");
+        if (settings.Beta1 is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(settings), $"beta1 must be in [0, 1), got {settings.Beta1}");
+        if (settings.Beta2 is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(settings), $"beta2 must be in [0, 1), got {settings.Beta2}");
+        Settings = settings;
+        int count = shape.Trainable.Count;
+        bool needsV = settings.Kind is OptimizerKind.Momentum or OptimizerKind.Adam;
+        bool needsS = settings.Kind is OptimizerKind.RmsProp or OptimizerKind.Adam;
+        _v = new float[count][];
+        _s = new float[count][];
+        for (int i = 0; i < count; i++)
+        {
+            int n = shape.Trainable[i].Values.Length;
+            _v[i] = needsV ? new float[n] : [];
+            _s[i] = needsS ? new float[n] : [];
+        }
+    }
+
+    public OptimizerSettings Settings { get; }
+
+    /// <summary>Committed steps so far (t of the last update).</summary>
+    public long Step { get; private set; }
+
+    /// <summary>First-moment state per trainable tensor (empty for gd/rmsprop); for checkpoints.</summary>
+    public IReadOnlyList<float[]> FirstMoments => _v;
+    /// <summary>Second-moment state per trainable tensor (empty for gd/momentum).</summary>
+    public IReadOnlyList<float[]> SecondMoments => _s;
+
+    /// <summary>Restores the step counter (checkpoint resume).</summary>
+    public void SetStep(long step) => Step = step >= 0 ? step : throw new ArgumentOutOfRangeException(nameof(step));
+
+    /// <summary>One update of every trainable tensor of <paramref name="p"/> with the (global, summed) gradients <paramref name="g"/>.</summary>
+    public void Apply(Parameters p, Gradients g)
+    {
+        if (p.Trainable.Count != _v.Length || g.Tensors.Count != _v.Length) throw new ArgumentException("parameters or gradients of another network shape");
+        long t = ++Step;
+        float lr = Settings.LearningRate, b1 = Settings.Beta1, b2 = Settings.Beta2, eps = Settings.Epsilon;
+        float c1 = (float)(1 - Math.Pow(b1, t)), c2 = (float)(1 - Math.Pow(b2, t));
+        for (int i = 0; i < _v.Length; i++)
+        {
+            var w = p.Trainable[i].Values;
+            var grad = g.Tensors[i].Values;
+            if (grad.Length != w.Length) throw new ArgumentException($"gradient {g.Tensors[i].Name} has {grad.Length} values, parameter has {w.Length}");
+            var v = _v[i];
+            var s = _s[i];
+            switch (Settings.Kind)
+            {
+                case OptimizerKind.Gd:
+                    for (int j = 0; j < w.Length; j++) w[j] -= lr * grad[j];
+                    break;
+                case OptimizerKind.Momentum:
+                    for (int j = 0; j < w.Length; j++)
+                    {
+                        v[j] = b1 * v[j] + (1 - b1) * grad[j];
+                        w[j] -= lr * v[j];
+                    }
+                    break;
+                case OptimizerKind.RmsProp:
+                    for (int j = 0; j < w.Length; j++)
+                    {
+                        s[j] = b2 * s[j] + (1 - b2) * grad[j] * grad[j];
+                        w[j] -= lr * grad[j] / (MathF.Sqrt(s[j]) + eps);
+                    }
+                    break;
+                case OptimizerKind.Adam:
+                    for (int j = 0; j < w.Length; j++)
+                    {
+                        v[j] = b1 * v[j] + (1 - b1) * grad[j];
+                        s[j] = b2 * s[j] + (1 - b2) * grad[j] * grad[j];
+                        w[j] -= lr * (v[j] / c1) / (MathF.Sqrt(s[j] / c2) + eps);
+                    }
+                    break;
+                default:
+                    throw new InvalidOperationException($"unknown optimizer {Settings.Kind}");
+            }
+        }
+    }
+}

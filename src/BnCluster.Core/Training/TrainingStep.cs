@@ -1,0 +1,274 @@
+using BnCluster.Core.Data;
+using BnCluster.Core.Layers;
+using BnCluster.Core.Model;
+
+namespace BnCluster.Core.Training;
+
+/// <summary>One worker's share of a step: Σ −log ŷ over its rows (not divided by N), rows classified right, rows.</summary>
+public readonly record struct LossPartial(double SumLoss, int Correct, int Count)
+{
+    public LossPartial Add(LossPartial other) => new(SumLoss + other.SumLoss, Correct + other.Correct, Count + other.Count);
+}
+
+/// <summary>
+/// The training step of DESIGN §3 as one linear method against an <see cref="ICollective"/>, plus
+/// the eval-mode forward. Hidden layer order: BN before: Dense(no bias) → BN → g; BN after:
+/// Dense(bias) → g → BN; none: Dense(bias) → g. Output: Dense(bias) → softmax CE (mean over global N).
+/// </summary>
+public static class TrainingStep
+{
+    /// <summary>
+    /// Gathers <paramref name="rowIndices"/> of <paramref name="data"/>, runs forward (awaiting the collective
+    /// at each BN layer and normalizing with the global μ, σ²), the loss, and backward (awaiting the collective
+    /// for Σdy, Σdy·z_norm at each BN layer). Leaves this worker's gradients in <see cref="Workspace.Gradients"/>
+    /// and each BN layer's global moments in <see cref="Workspace.GlobalStats"/>. Changes no parameter.
+    /// </summary>
+    public static async ValueTask<LossPartial> ForwardBackwardAsync(Parameters p, Workspace ws, Dataset data,
+        ReadOnlyMemory<int> rowIndices, int globalBatchSize, ICollective collective, CancellationToken ct = default)
+    {
+        int rows = rowIndices.Length;
+        if (rows > ws.MaxRows) throw new ArgumentException($"{rows} rows exceed the workspace's {ws.MaxRows}");
+        if (globalBatchSize < rows || globalBatchSize <= 0) throw new ArgumentException($"global batch {globalBatchSize} is smaller than the {rows} local rows");
+        if (data.FeatureCount != p.Spec.Inputs) throw new ArgumentException($"dataset has {data.FeatureCount} features, network expects {p.Spec.Inputs}");
+        ct.ThrowIfCancellationRequested();
+        Gather(ws, data, rowIndices.Span, p.Spec.Classes);
+
+        // Forward.
+        for (int l = 0; l < p.HiddenLayers; l++)
+        {
+            ForwardToStats(p, ws, l);
+            if (p.BatchNorm[l] is { } bn)
+            {
+                var global = await collective.AllReduceStatsAsync(l, ws.LocalStats[l]!, ct).ConfigureAwait(false);
+                ws.GlobalStats[l]!.CopyFrom(global);
+                ForwardFromStats(p, ws, l, bn);
+            }
+        }
+        var loss = OutputForwardBackward(p, ws, globalBatchSize);
+
+        // Backward.
+        for (int l = p.HiddenLayers - 1; l >= 0; l--)
+        {
+            if (p.BatchNorm[l] is { } bn)
+            {
+                BackwardToSums(p, ws, l, bn);
+                var global = await collective.AllReduceGradSumsAsync(l, ws.LocalGradSums[l]!, ct).ConfigureAwait(false);
+                ws.GlobalGradSums[l]!.CopyFrom(global);
+            }
+            BackwardFromSums(p, ws, l);
+        }
+        return loss;
+    }
+
+    /// <summary>r_μ, r_σ² of every BN layer from the global moments of the step just computed in <paramref name="ws"/>.</summary>
+    public static void UpdateRunningStats(Parameters p, Workspace ws)
+    {
+        for (int l = 0; l < p.HiddenLayers; l++)
+            p.BatchNorm[l]?.UpdateRunning(p.RunningMean[l], p.RunningVar[l], ws.GlobalStats[l]!);
+    }
+
+    /// <summary>
+    /// The same update from global moments the caller holds (the coordinator's merged stats per hidden layer, null
+    /// for layers without BN), once per committed step.
+    /// </summary>
+    public static void UpdateRunningStats(Parameters p, IReadOnlyList<BatchNormStats?> globalStats)
+    {
+        if (globalStats.Count != p.HiddenLayers) throw new ArgumentException($"{globalStats.Count} global stats for {p.HiddenLayers} hidden layers");
+        for (int l = 0; l < p.HiddenLayers; l++)
+            if (p.BatchNorm[l] is { } bn)
+                bn.UpdateRunning(p.RunningMean[l], p.RunningVar[l], globalStats[l] ?? throw new ArgumentException($"no global stats for batch norm layer {l}"));
+    }
+
+    private static void Gather(Workspace ws, Dataset data, ReadOnlySpan<int> rowIndices, int classes)
+    {
+        int f = data.FeatureCount;
+        for (int i = 0; i < rowIndices.Length; i++)
+        {
+            int r = rowIndices[i];
+            if ((uint)r >= (uint)data.Count) throw new ArgumentOutOfRangeException(nameof(rowIndices), $"row {r} is outside dataset '{data.Name}' of {data.Count} rows");
+            data.Row(r).CopyTo(ws.X.AsSpan(i * f, f));
+            int label = data.Labels[r];
+            if ((uint)label >= (uint)classes) throw new ArgumentException($"row {r} of dataset '{data.Name}' has label {label}, network has {classes} classes");
+            ws.Labels[i] = label;
+        }
+        ws.Rows = rowIndices.Length;
+    }
+
+    private static ReadOnlySpan<float> LayerInput(Workspace ws, int l, int rows, int width) =>
+        l == 0 ? ws.X.AsSpan(0, rows * width) : LayerOutput(ws, l - 1, rows * width);
+
+    // The layer's output is the BN output when BN sits after the activation, else the activation output.
+    private static float[] LayerOutputArray(Workspace ws, int l) => ws.AfterPlacement ? ws.BnOut[l]! : ws.Act[l];
+
+    private static Span<float> LayerOutput(Workspace ws, int l, int length) => LayerOutputArray(ws, l).AsSpan(0, length);
+
+    /// <summary>Dense (and the activation when it precedes BN or there is no BN), then this shard's BN moments.</summary>
+    private static void ForwardToStats(Parameters p, Workspace ws, int l)
+    {
+        int rows = ws.Rows;
+        var dense = p.Dense[l];
+        int c = dense.Outputs;
+        var z = ws.Z[l].AsSpan(0, rows * c);
+        dense.Forward(ws.MatMul, LayerInput(ws, l, rows, dense.Inputs), p.W[l], p.B[l], z, rows);
+        switch (p.Spec.BatchNorm)
+        {
+            case BatchNormPlacement.Before:
+                p.BatchNorm[l]!.LocalStats(z, rows, ws.LocalStats[l]!);
+                break;
+            case BatchNormPlacement.After:
+                ActivationLayer.Forward(p.Spec.Activation, z, ws.Act[l].AsSpan(0, rows * c));
+                p.BatchNorm[l]!.LocalStats(ws.Act[l], rows, ws.LocalStats[l]!);
+                break;
+            default:
+                ActivationLayer.Forward(p.Spec.Activation, z, ws.Act[l].AsSpan(0, rows * c));
+                break;
+        }
+    }
+
+    /// <summary>Normalize with the global moments (and the activation when BN precedes it).</summary>
+    private static void ForwardFromStats(Parameters p, Workspace ws, int l, BatchNormLayer bn)
+    {
+        int rows = ws.Rows, c = bn.Features;
+        bn.PrepareNormalize(ws.GlobalStats[l]!, ws.BnMeanD[l], ws.BnInvStdD[l], ws.BnMean[l], ws.BnInvStd[l]);
+        var bnIn = BnInput(p, ws, l);
+        bn.Normalize(bnIn.AsSpan(0, rows * c), ws.BnMean[l], ws.BnInvStd[l], p.Gamma[l], p.Beta[l],
+            ws.BnOut[l].AsSpan(0, rows * c), rows);
+        if (p.Spec.BatchNorm == BatchNormPlacement.Before)
+            ActivationLayer.Forward(p.Spec.Activation, ws.BnOut[l].AsSpan(0, rows * c), ws.Act[l].AsSpan(0, rows * c));
+    }
+
+    // BN normalizes the dense output when it precedes the activation, the activation output when it follows it.
+    private static float[] BnInput(Parameters p, Workspace ws, int l) => p.Spec.BatchNorm == BatchNormPlacement.Before ? ws.Z[l] : ws.Act[l];
+
+    /// <summary>Output dense, softmax CE forward (local Σloss) and backward (dz = (ŷ − y)/N), output dense backward.</summary>
+    private static LossPartial OutputForwardBackward(Parameters p, Workspace ws, int globalBatchSize)
+    {
+        int rows = ws.Rows, k = p.Spec.Classes;
+        var output = p.OutputLayer;
+        int last = p.HiddenLayers - 1;
+        var input = LayerInput(ws, p.HiddenLayers, rows, output.Inputs);
+        var logits = ws.Logits.AsSpan(0, rows * k);
+        output.Forward(ws.MatMul, input, p.WOut, p.BOut, logits, rows);
+        var labels = ws.Labels.AsSpan(0, rows);
+        var (sumLoss, correct) = SoftmaxCrossEntropy.Forward(logits, labels, ws.Probs, rows, k);
+        SoftmaxCrossEntropy.Backward(ws.Probs, labels, ws.DLogits, rows, k, globalBatchSize);
+        var da = last >= 0 ? ws.DOutput[last].AsSpan(0, rows * output.Inputs) : Span<float>.Empty;
+        output.Backward(ws.MatMul, ws.DLogits.AsSpan(0, rows * k), input, p.WOut, ws.Gradients.DWOut, ws.Gradients.DBOut, da, rows);
+        return new LossPartial(sumLoss, correct, rows);
+    }
+
+    /// <summary>Down to the BN output's gradient (through the activation when BN precedes it), then this shard's Σdy, Σdy·z_norm.</summary>
+    private static void BackwardToSums(Parameters p, Workspace ws, int l, BatchNormLayer bn)
+    {
+        int rows = ws.Rows, n = rows * bn.Features;
+        Span<float> dBnOut;
+        if (p.Spec.BatchNorm == BatchNormPlacement.Before)
+        {
+            dBnOut = ws.DTemp[l].AsSpan(0, n);
+            ActivationLayer.Backward(p.Spec.Activation, ws.Act[l].AsSpan(0, n), ws.DOutput[l].AsSpan(0, n), dBnOut);
+        }
+        else
+        {
+            dBnOut = ws.DOutput[l].AsSpan(0, n);
+        }
+        bn.LocalGradSums(dBnOut, BnInput(p, ws, l).AsSpan(0, n), ws.BnMeanD[l], ws.BnInvStdD[l], rows, ws.LocalGradSums[l]!);
+    }
+
+    /// <summary>BN input gradient from the global sums, dγ, dβ, the activation (BN after / none), then dense backward.</summary>
+    private static void BackwardFromSums(Parameters p, Workspace ws, int l)
+    {
+        int rows = ws.Rows;
+        var dense = p.Dense[l];
+        int c = dense.Outputs, n = rows * c;
+        var dz = ws.DZ[l].AsSpan(0, n);
+        var grads = ws.Gradients;
+        if (p.BatchNorm[l] is { } bn)
+        {
+            var global = ws.GlobalGradSums[l]!;
+            long globalCount = ws.GlobalStats[l]!.Count;
+            if (ws.ContributesBatchNormGradients) BatchNormLayer.ParameterGradients(global, grads.DGamma[l], grads.DBeta[l]);
+            else
+            {
+                Array.Clear(grads.DGamma[l]!);
+                Array.Clear(grads.DBeta[l]!);
+            }
+            if (p.Spec.BatchNorm == BatchNormPlacement.Before)
+            {
+                bn.InputGradient(ws.DTemp[l].AsSpan(0, n), ws.Z[l].AsSpan(0, n), ws.BnMeanD[l], ws.BnInvStdD[l], global, globalCount, p.Gamma[l], dz, rows, ws.ScratchD);
+            }
+            else
+            {
+                var dAct = ws.DTemp[l].AsSpan(0, n);
+                bn.InputGradient(ws.DOutput[l].AsSpan(0, n), ws.Act[l].AsSpan(0, n), ws.BnMeanD[l], ws.BnInvStdD[l], global, globalCount, p.Gamma[l], dAct, rows, ws.ScratchD);
+                ActivationLayer.Backward(p.Spec.Activation, ws.Act[l].AsSpan(0, n), dAct, dz);
+            }
+        }
+        else
+        {
+            ActivationLayer.Backward(p.Spec.Activation, ws.Act[l].AsSpan(0, n), ws.DOutput[l].AsSpan(0, n), dz);
+        }
+        var da = l > 0 ? ws.DOutput[l - 1].AsSpan(0, rows * dense.Inputs) : Span<float>.Empty;
+        dense.Backward(ws.MatMul, dz, LayerInput(ws, l, rows, dense.Inputs), p.W[l], grads.DW[l], grads.DB[l], da, rows);
+    }
+
+    /// <summary>
+    /// Eval-mode forward (running statistics) of rows [start, start+count) of <paramref name="data"/>, in chunks of
+    /// the workspace's rows. Returns Σ −log ŷ and correct; writes argmax classes into <paramref name="predicted"/> when non-empty.
+    /// </summary>
+    public static LossPartial Evaluate(Parameters p, Workspace ws, Dataset data, int start, int count, Span<int> predicted = default)
+    {
+        if (start < 0 || count < 0 || start + count > data.Count) throw new ArgumentOutOfRangeException(nameof(count), $"rows [{start}, {start + count}) outside dataset '{data.Name}' of {data.Count} rows");
+        if (data.FeatureCount != p.Spec.Inputs) throw new ArgumentException($"dataset '{data.Name}' has {data.FeatureCount} features, network expects {p.Spec.Inputs}");
+        if (!predicted.IsEmpty && predicted.Length < count) throw new ArgumentException($"predicted holds {predicted.Length} of {count} rows");
+        int f = data.FeatureCount, k = p.Spec.Classes;
+        var total = new LossPartial(0, 0, 0);
+        for (int chunk = 0; chunk < count; chunk += ws.MaxRows)
+        {
+            int rows = Math.Min(ws.MaxRows, count - chunk);
+            data.Features.AsSpan((start + chunk) * f, rows * f).CopyTo(ws.X);
+            for (int i = 0; i < rows; i++)
+            {
+                int label = data.Labels[start + chunk + i];
+                if ((uint)label >= (uint)k) throw new ArgumentException($"row {start + chunk + i} of dataset '{data.Name}' has label {label}, network has {k} classes");
+                ws.Labels[i] = label;
+            }
+            ws.Rows = rows;
+            EvalForward(p, ws);
+            var (sumLoss, correct) = SoftmaxCrossEntropy.Forward(ws.Logits, ws.Labels.AsSpan(0, rows), ws.Probs, rows, k);
+            if (!predicted.IsEmpty) SoftmaxCrossEntropy.Predict(ws.Logits, predicted.Slice(chunk, rows), rows, k);
+            total = total.Add(new LossPartial(sumLoss, correct, rows));
+        }
+        return total;
+    }
+
+    /// <summary>Eval-mode forward of the <see cref="Workspace.Rows"/> rows already in <see cref="Workspace.X"/>; logits land in <see cref="Workspace.Logits"/>.</summary>
+    public static void EvalForward(Parameters p, Workspace ws)
+    {
+        int rows = ws.Rows;
+        for (int l = 0; l < p.HiddenLayers; l++)
+        {
+            var dense = p.Dense[l];
+            int n = rows * dense.Outputs;
+            var z = ws.Z[l].AsSpan(0, n);
+            var act = ws.Act[l].AsSpan(0, n);
+            dense.Forward(ws.MatMul, LayerInput(ws, l, rows, dense.Inputs), p.W[l], p.B[l], z, rows);
+            var bn = p.BatchNorm[l];
+            switch (p.Spec.BatchNorm)
+            {
+                case BatchNormPlacement.Before:
+                    bn!.EvalForward(z, p.Gamma[l], p.Beta[l], p.RunningMean[l], p.RunningVar[l], ws.BnOut[l].AsSpan(0, n), rows, ws.Scratch);
+                    ActivationLayer.Forward(p.Spec.Activation, ws.BnOut[l].AsSpan(0, n), act);
+                    break;
+                case BatchNormPlacement.After:
+                    ActivationLayer.Forward(p.Spec.Activation, z, act);
+                    bn!.EvalForward(act, p.Gamma[l], p.Beta[l], p.RunningMean[l], p.RunningVar[l], ws.BnOut[l].AsSpan(0, n), rows, ws.Scratch);
+                    break;
+                default:
+                    ActivationLayer.Forward(p.Spec.Activation, z, act);
+                    break;
+            }
+        }
+        var output = p.OutputLayer;
+        output.Forward(ws.MatMul, LayerInput(ws, p.HiddenLayers, rows, output.Inputs), p.WOut, p.BOut, ws.Logits.AsSpan(0, rows * p.Spec.Classes), rows);
+    }
+}
