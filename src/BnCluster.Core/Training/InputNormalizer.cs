@@ -48,7 +48,10 @@ public sealed class InputNormalizer
         for (int j = 0; j < mean.Length; j++)
         {
             mean[j] = (float)stats.Mean[j];
-            variance[j] = (float)stats.Variance(j);
+            // A constant feature is stored with variance 1, so that the model file's formula
+            // (x − μ)/sqrt(var + ε), applied literally by any reader, passes it through centred.
+            double v = stats.Variance(j);
+            variance[j] = v > 0 ? (float)v : 1f;
         }
         return new InputNormalizer(mean, variance, epsilon);
     }

@@ -96,6 +96,10 @@ public sealed class PlanTests
             else Assert.InRange(stats.Variance(j), 1 - 1e-4, 1 + 1e-4);
         }
         Assert.Equal(0f, normalized.Features[2]); // centred constant, not divided by sqrt(ε)
+        // The record holds variance 1 for it, so (x − μ)/sqrt(var + ε) taken literally from the file also centres it.
+        var record = whole.ToRecord();
+        Assert.Equal(1f, record.Var[2]);
+        Assert.Equal(1f, (float)(1.0 / Math.Sqrt(record.Var[2] + (double)record.Eps)));
         Assert.Throws<ArgumentException>(() => whole.Apply(TestNetworks.RandomDataset(3, 5, 2, 1)));
     }
 }
