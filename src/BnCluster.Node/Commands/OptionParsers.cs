@@ -104,12 +104,12 @@ internal static class OptionParsers
     }
 
     /// <summary>HOST:PORT or [IPv6]:PORT; the port must be in [minPort, 65535].</summary>
-    public static Option<HostPort?> Endpoint(string name, HostPort? defaultValue, int minPort, string description) =>
-        new(name)
+    public static Option<HostPort?> Endpoint(string name, HostPort? defaultValue, int minPort, string description)
+    {
+        var option = new Option<HostPort?>(name)
         {
             Description = description,
             HelpName = "HOST:PORT",
-            DefaultValueFactory = _ => defaultValue,
             CustomParser = r =>
             {
                 if (!TryToken(r, out var text)) return defaultValue;
@@ -117,6 +117,10 @@ internal static class OptionParsers
                 return hp ?? Fail(r, defaultValue, $"{name}: \"{text}\" is not HOST:PORT with a port in {minPort}..65535");
             },
         };
+        // A default (even null) would satisfy Required, so only options that have one get a factory.
+        if (defaultValue is not null) option.DefaultValueFactory = _ => defaultValue;
+        return option;
+    }
 
     /// <summary>"fashion-mnist", "digits" or an existing file.</summary>
     public static Option<string> Dataset(string name, string? defaultValue, string description)
