@@ -145,7 +145,7 @@ public sealed class LogSummary
             foreach (var w in Workers)
             {
                 double total = w.ComputeMs + w.WaitingMs;
-                string share = total > 0 ? (w.WaitingMs / total).ToString("P1", ic) : "n/a";
+                string share = total > 0 ? (100 * w.WaitingMs / total).ToString("F1", ic) + "%" : "n/a";
                 output.WriteLine(Invariant($"{w.Worker,-8} {w.ComputeMs,12:F1} {w.WaitingMs,12:F1} {share,8}")
                     + string.Concat(waitPhases.Select(p => Invariant($" {w.PhaseMs.GetValueOrDefault(p),15:F1}"))));
             }
@@ -160,7 +160,7 @@ public sealed class LogSummary
     }
 
     private static string Percent(double slow, double fast) =>
-        fast > 0 ? "+" + ((slow - fast) / fast).ToString("P1", CultureInfo.InvariantCulture) : "n/a";
+        fast > 0 ? "+" + (100 * (slow - fast) / fast).ToString("F1", CultureInfo.InvariantCulture) + "%" : "n/a";
 
     /// <summary>One JSON object (snake_case keys), then a newline.</summary>
     public void WriteJson(TextWriter output)

@@ -52,7 +52,9 @@ public static class TrainingChart
         double lo = values.Count > 0 ? values.Min() : 0, hi = values.Count > 0 ? values.Max() : 1;
         if (hi - lo < 1e-12) { double pad = Math.Max(Math.Abs(lo) * 0.05, 0.05); lo -= pad; hi += pad; }
         var (yMin, yMax, yStep) = NiceRange(lo, hi, 6);
-        if (clampUnit) { yMin = Math.Max(yMin, 0); yMax = Math.Min(yMax, 1); if (yMax <= yMin) { yMin = 0; yMax = 1; yStep = 0.2; } }
+        // Accuracy axis stays inside [0, 1] — unless a (buggy) value lies outside, which must still be drawn.
+        if (clampUnit && lo >= 0) yMin = Math.Max(yMin, 0);
+        if (clampUnit && hi <= 1) yMax = Math.Min(yMax, 1);
 
         double X(double epoch) => left + (epoch - xMin) / (xMax - xMin) * (right - left);
         double Y(double v) => PlotBottom - (v - yMin) / (yMax - yMin) * (PlotBottom - PlotTop);
