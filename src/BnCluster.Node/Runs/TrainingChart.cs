@@ -45,7 +45,12 @@ public static class TrainingChart
     {
         // X: epochs, with half an epoch of margin when there is only one.
         double xMin = epochs.Count > 0 ? epochs.Min(e => e.Epoch) : 1, xMax = epochs.Count > 0 ? epochs.Max(e => e.Epoch) : 1;
+        int firstEpoch = (int)xMin, lastEpoch = (int)xMax;
         if (xMax - xMin < 1) { xMin -= 0.5; xMax += 0.5; }
+        // A little room at both ends so the first and last markers do not sit on the axes.
+        double xPad = 0.02 * (xMax - xMin);
+        xMin -= xPad;
+        xMax += xPad;
 
         // Y: nice ticks around the finite values.
         var values = epochs.SelectMany(e => new[] { train(e), test(e) }).Where(double.IsFinite).ToList();
@@ -77,7 +82,6 @@ public static class TrainingChart
         }
 
         // X ticks: every epoch when few, else a nice integer step.
-        int firstEpoch = (int)Math.Ceiling(xMin), lastEpoch = (int)Math.Floor(xMax);
         int xStep = Math.Max(1, (int)NiceRange(firstEpoch, lastEpoch, 10).Step);
         for (int e = firstEpoch; e <= lastEpoch; e += xStep)
         {
