@@ -35,6 +35,6 @@ public sealed class TrainingProgressTests
             progress.OnBatch(1, 2, 2, 2, 0.4, 0.8, 110);
             progress.OnEpoch(new EpochMetrics(1, 2, 0.4, 0.8, 0.45, 0.78, 105, 0.1));
         }
-        Assert.Contains("epoch 1/1 step 2: train loss 0.4000", output.ToString());
+        Assert.Contains("epoch 1/1  loss 0.4000 acc 80.00%  test 0.4500 acc 78.00%", output.ToString());
     }
 }

@@ -39,12 +39,12 @@ public static class LogEvents
     }
 
     // Message templates. Keep the property names; the summary reads properties, not text.
-    public const string StepPhaseTemplate = "Step {Step} epoch {Epoch} worker {Worker} on {Node}: {Phase} {ElapsedMs:F3} ms";
-    public const string StepLayerPhaseTemplate = "Step {Step} epoch {Epoch} worker {Worker} on {Node}: {Phase} layer {Layer} {ElapsedMs:F3} ms";
+    public const string StepPhaseTemplate = "Step {Step} epoch {Epoch} worker {Worker} on {Node:l}: {Phase:l} {ElapsedMs:F3} ms";
+    public const string StepLayerPhaseTemplate = "Step {Step} epoch {Epoch} worker {Worker} on {Node:l}: {Phase:l} layer {Layer} {ElapsedMs:F3} ms";
     public const string StepCommittedTemplate = "Step {Step} epoch {Epoch} committed: loss {Loss:F4} accuracy {Accuracy:P2} in {ElapsedMs:F1} ms";
-    public const string StepAbortedTemplate = "Step {Step} epoch {Epoch} aborted: {Reason}";
-    public const string WorkerJoinedTemplate = "Worker {Worker} on {Node} joined ({Members} members)";
-    public const string WorkerLeftTemplate = "Worker {Worker} on {Node} left: {Reason} ({Members} members)";
+    public const string StepAbortedTemplate = "Step {Step} epoch {Epoch} aborted: {Reason:l}";
+    public const string WorkerJoinedTemplate = "Worker {Worker} on {Node:l} joined ({Members} members)";
+    public const string WorkerLeftTemplate = "Worker {Worker} on {Node:l} left: {Reason:l} ({Members} members)";
     public const string EpochTemplate = "Epoch {Epoch} done at step {Step}: loss {Loss:F4} accuracy {Accuracy:P2}, test loss {TestLoss:F4} accuracy {TestAccuracy:P2}, {SamplesPerSecond:F0} samples/s, {ElapsedMs:F0} ms";
 
     /// <summary>Time a worker spent in one phase of one step (layer: for per-layer phases).</summary>

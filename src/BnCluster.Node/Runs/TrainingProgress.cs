@@ -90,7 +90,8 @@ public sealed class TrainingProgress : IDisposable
         {
             var bar = Bar(m.Epoch, 1);
             bar.Value = bar.MaxValue;
-            bar.Description = Markup.Escape(line);
+            // Short enough for an 80-column terminal next to the bar; the full line goes to the log.
+            bar.Description = Markup.Escape(Invariant($"epoch {m.Epoch}/{_epochs}  loss {N(m.TrainLoss, "F4")} acc {P(m.TrainAccuracy)}  test {N(m.TestLoss, "F4")} acc {P(m.TestAccuracy)}"));
             bar.StopTask();
             return;
         }
