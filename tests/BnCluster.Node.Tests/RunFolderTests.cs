@@ -165,3 +165,40 @@ public sealed class RunFolderTests
         Assert.Equal(3, max);
     }
 }
+
+public sealed class RunSessionTests
+{
+    [Fact]
+    public void Record_epoch_writes_metrics_chart_log_and_progress()
+    {
+        using var dir = new TempDir();
+        var folder = RunFolder.Create(dir.File("run"));
+        var console = new StringWriter();
+        var progressOut = new StringWriter();
+        using (var session = new RunSession(folder, Logging.RunLogging.Create(folder.LogPath, "coordinator", console),
+                   new TrainingProgress(progressOut, interactive: false, epochs: 2)))
+        {
+            session.RecordEpoch(new EpochMetrics(1, 10, 0.5, 0.8, 0.6, 0.75, 1000, 1));
+            session.SaveModel(s => s.WriteByte(42));
+        }
+        Assert.Single(File.ReadAllLines(folder.MetricsPath));
+        Assert.Equal(new byte[] { 42 }, File.ReadAllBytes(folder.ModelPath));
+        Assert.True(File.Exists(folder.ChartPath));
+        var log = Logging.LogSummary.Read(folder.LogPath);
+        Assert.Equal(1, log.Events);
+        Assert.Contains("Epoch 1 done at step 10", console.ToString());
+        Assert.StartsWith("epoch 1/2 step 10: train loss 0.5000", progressOut.ToString());
+    }
+
+    [Fact]
+    public void Train_options_map_to_network_spec()
+    {
+        var o = new Commands.TrainOptions { Dataset = "digits", HiddenSizes = [32, 16], OutDirectory = "x",
+            Activation = Core.Model.Activation.Tanh, BatchNorm = Core.Model.BatchNormPlacement.None, BnEpsilon = 1e-3, BnMomentum = 0.25 };
+        var spec = o.ToNetworkSpec(64, 10);
+        Assert.Equal((64, 10), (spec.Inputs, spec.Classes));
+        Assert.Equal(new[] { 32, 16 }, spec.Hidden);
+        Assert.Equal((Core.Model.Activation.Tanh, Core.Model.BatchNormPlacement.None, 1e-3f, 0.25f),
+            (spec.Activation, spec.BatchNorm, spec.BnEpsilon, spec.BnMomentum));
+    }
+}

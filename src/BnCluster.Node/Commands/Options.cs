@@ -42,6 +42,10 @@ public sealed record TrainOptions
     public int Threads { get; init; } = Environment.ProcessorCount;
     /// <summary>Run folder (model.bnc, metrics.jsonl, log.jsonl, training.svg).</summary>
     public required string OutDirectory { get; init; }
+
+    /// <summary>The network these options describe, once the dataset's shape is known.</summary>
+    public NetworkSpec ToNetworkSpec(int inputs, int classes) =>
+        new(inputs, HiddenSizes.ToArray(), classes, Activation, BatchNorm, (float)BnEpsilon, (float)BnMomentum);
 }
 
 /// <summary>`coordinator`: the training flags plus where to listen; Train.Workers = workers to wait for.</summary>
