@@ -133,6 +133,7 @@ public sealed class CliTests
     [InlineData("--batch: -3 is less than 1", "train", "--batch", "-3")]
     [InlineData("--batch: \"1.5\" is not an integer", "train", "--batch", "1.5")]
     [InlineData("--batch: missing value", "train", "--batch")]
+    [InlineData("--epochs: given 2 values, expects one", "train", "--epochs", "1", "--epochs", "2")]
     [InlineData("--epochs: 0 is less than 1", "train", "--epochs", "0")]
     [InlineData("--max-steps: -1 is less than 0", "train", "--max-steps", "-1")]
     [InlineData("--lr: 0 is not in (0, +inf)", "train", "--lr", "0")]

@@ -78,6 +78,9 @@ public static class Cli
         var error = parse.Errors[0];
         if (error.SymbolResult is System.CommandLine.Parsing.ArgumentResult { Tokens.Count: 0 } missingArgument)
             return $"{missingArgument.Argument.Name}: missing argument (see bncluster {parse.CommandResult.Command.Name} --help)";
+        if (error.SymbolResult is System.CommandLine.Parsing.OptionResult { Tokens.Count: > 1 } repeated
+            && !error.Message.StartsWith(repeated.Option.Name + ":", StringComparison.Ordinal))
+            return $"{repeated.Option.Name}: given {repeated.Tokens.Count} values, expects one";
         if (error.SymbolResult is System.CommandLine.Parsing.OptionResult { Tokens.Count: 0, Implicit: false } missingValue
             && !error.Message.StartsWith(missingValue.Option.Name + ":", StringComparison.Ordinal))
             return $"{missingValue.Option.Name}: missing value";
