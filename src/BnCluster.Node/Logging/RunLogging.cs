@@ -38,7 +38,11 @@ public static class RunLogging
                 theme: terminal ? AnsiConsoleTheme.Code : ConsoleTheme.None);
         }
         if (logFilePath is not null)
-            config.WriteTo.Async(a => a.File(new JsonFormatter(renderMessage: true), logFilePath, LogEventLevel.Debug));
+            // Buffered file, flushed every second and on Dispose; the async queue blocks rather than
+            // drops when full, because `bncluster logs` sums these events and must not undercount.
+            config.WriteTo.Async(a => a.File(new JsonFormatter(renderMessage: true), logFilePath, LogEventLevel.Debug,
+                    buffered: true, flushToDiskInterval: TimeSpan.FromSeconds(1)),
+                bufferSize: 100_000, blockWhenFull: true);
         return config.CreateLogger();
     }
 }
