@@ -1,0 +1,323 @@
+using System.CommandLine;
+using System.CommandLine.Help;
+using System.Globalization;
+using BnCluster.Core.Data;
+using BnCluster.Node.Logging;
+
+namespace BnCluster.Node.Commands;
+
+/// <summary>Wrong input found after parsing (a bad file, a bad value); printed as one line, exit code 2.</summary>
+public sealed class CliInputException(string message) : Exception(message);
+
+/// <summary>
+/// The `bncluster` command line. Errors never print System.CommandLine's multi-line report: the first
+/// error becomes one line "bncluster: --option: what is wrong" on stderr and the exit code is 2.
+/// Exit codes: 0 ok, 1 runtime failure, 2 wrong input.
+/// </summary>
+public static class Cli
+{
+    public const int ExitOk = 0, ExitFailure = 1, ExitUsage = 2;
+
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr, CliBackends? backends = null,
+        CancellationToken cancel = default) =>
+        RunAsync(args, stdout, stderr, backends, cancel).GetAwaiter().GetResult();
+
+    public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, CliBackends? backends = null,
+        CancellationToken cancel = default)
+    {
+        var context = new CliContext(stdout, stderr);
+        var root = BuildRoot(backends ?? new CliBackends(), context);
+        ParseResult parse;
+        try { parse = root.Parse(args); }
+        catch (Exception ex) // a parser bug must still give one line, not a stack trace
+        {
+            stderr.WriteLine($"bncluster: cannot parse the command line: {OneLine(ex.Message)}");
+            return ExitUsage;
+        }
+        if (parse.Action is not HelpAction && parse.Errors.Count > 0)
+        {
+            stderr.WriteLine("bncluster: " + DescribeError(parse));
+            return ExitUsage;
+        }
+        var config = new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false };
+        try
+        {
+            return await parse.InvokeAsync(config, cancel).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is CliInputException or DatasetException or LogFormatException
+                                   or FileNotFoundException or DirectoryNotFoundException)
+        {
+            stderr.WriteLine("bncluster: " + OneLine(ex.Message));
+            return ExitUsage;
+        }
+        catch (OperationCanceledException) when (cancel.IsCancellationRequested)
+        {
+            stderr.WriteLine("bncluster: cancelled");
+            return ExitFailure;
+        }
+        catch (Exception ex)
+        {
+            stderr.WriteLine($"bncluster: error: {OneLine(ex.Message)} ({ex.GetType().Name})");
+            return ExitFailure;
+        }
+    }
+
+    private static string OneLine(string s) => s.ReplaceLineEndings(" ").Trim();
+
+    /// <summary>The first error as one line: our parsers already name the option; the library's get rephrased.</summary>
+    private static string DescribeError(ParseResult parse)
+    {
+        if (parse.UnmatchedTokens.Count > 0)
+        {
+            string token = parse.UnmatchedTokens[0];
+            string where = parse.CommandResult.Command is RootCommand ? "bncluster" : "bncluster " + parse.CommandResult.Command.Name;
+            return token.StartsWith('-')
+                ? $"{token}: unknown option (see {where} --help)"
+                : $"\"{token}\": unexpected argument (see {where} --help)";
+        }
+        var error = parse.Errors[0];
+        if (error.SymbolResult is System.CommandLine.Parsing.ArgumentResult { Tokens.Count: 0 } missingArgument)
+            return $"{missingArgument.Argument.Name}: missing argument (see bncluster {parse.CommandResult.Command.Name} --help)";
+        if (error.SymbolResult is System.CommandLine.Parsing.OptionResult { Tokens.Count: > 1 } repeated
+            && !error.Message.StartsWith(repeated.Option.Name + ":", StringComparison.Ordinal))
+            return $"{repeated.Option.Name}: given {repeated.Tokens.Count} values, expects one";
+        if (error.SymbolResult is System.CommandLine.Parsing.OptionResult { Tokens.Count: 0, Implicit: false } missingValue
+            && !error.Message.StartsWith(missingValue.Option.Name + ":", StringComparison.Ordinal))
+            return $"{missingValue.Option.Name}: missing value";
+        if (error.SymbolResult is System.CommandLine.Parsing.OptionResult { Option: var option, Tokens.Count: 0 } && option.Required
+            && !error.Message.StartsWith(option.Name + ":", StringComparison.Ordinal))
+            return $"{option.Name}: required option is missing";
+        if (error.SymbolResult is System.CommandLine.Parsing.OptionResult or2 && !error.Message.StartsWith("--", StringComparison.Ordinal))
+            return $"{or2.Option.Name}: {OneLine(error.Message)}";
+        if (parse.CommandResult.Command is RootCommand && parse.Errors.Count > 0 && parse.Tokens.Count == 0)
+            return "no command given (see bncluster --help)";
+        return OneLine(error.Message);
+    }
+
+    internal static RootCommand BuildRoot(CliBackends backends, CliContext context)
+    {
+        var root = new RootCommand(
+            "bncluster: train multilayer perceptrons with synchronized batch normalization on a cluster of actors.");
+        root.Subcommands.Add(TrainCommand(backends, context));
+        root.Subcommands.Add(CoordinatorCommand(backends, context));
+        root.Subcommands.Add(WorkerCommand(backends, context));
+        root.Subcommands.Add(EvalCommand(backends, context));
+        root.Subcommands.Add(PredictCommand(backends, context));
+        root.Subcommands.Add(LogsCommand(context));
+        root.Subcommands.Add(BenchCommand(backends, context));
+        return root;
+    }
+
+    private static Task<int> NotAvailable(CliContext context, string command)
+    {
+        context.Error.WriteLine($"bncluster: {command}: not available in this build (its backend is not wired up)");
+        return Task.FromResult(ExitFailure);
+    }
+
+    private static Command TrainCommand(CliBackends backends, CliContext context)
+    {
+        var command = new Command("train", "Train a model on an in-process cluster of workers (or local worker processes with --processes) and write a run folder.");
+        var flags = new TrainingFlags(command, listenMode: false);
+        command.SetAction((parse, cancel) =>
+        {
+            var options = flags.Read(parse);
+            return backends.Train is { } train ? train(options, context, cancel) : NotAvailable(context, "train");
+        });
+        return command;
+    }
+
+    private static Command CoordinatorCommand(CliBackends backends, CliContext context)
+    {
+        var command = new Command("coordinator", "Coordinate a multi-process or multi-node run: listen for workers, wait for --workers of them, train.");
+        var listen = OptionParsers.Endpoint("--listen", new HostPort("0.0.0.0", 7077), 0,
+            "Address to listen on for workers (port 0 = any free port).");
+        command.Options.Add(listen);
+        var flags = new TrainingFlags(command, listenMode: true);
+        command.SetAction((parse, cancel) =>
+        {
+            var options = new CoordinatorOptions(parse.GetValue(listen)!, flags.Read(parse));
+            return backends.Coordinator is { } run ? run(options, context, cancel) : NotAvailable(context, "coordinator");
+        });
+        return command;
+    }
+
+    private static Command WorkerCommand(CliBackends backends, CliContext context)
+    {
+        var command = new Command("worker", "Join a coordinator and compute its shards of every mini-batch.");
+        var join = OptionParsers.Endpoint("--join", null, 1, "Coordinator address.");
+        join.Required = true;
+        var dataset = OptionParsers.Dataset("--dataset", "digits", "Dataset on this node's disk (must match the coordinator's).");
+        var label = new Option<string?>("--label-column") { Description = "Label column of a CSV dataset.", HelpName = "NAME" };
+        var threads = OptionParsers.Int("--threads", Environment.ProcessorCount, 1, "Compute threads of this worker.");
+        command.Options.Add(join);
+        command.Options.Add(dataset);
+        command.Options.Add(label);
+        command.Options.Add(threads);
+        command.SetAction((parse, cancel) => backends.Worker is { } run
+            ? run(new WorkerOptions(parse.GetValue(join)!, parse.GetValue(dataset)!, parse.GetValue(label), parse.GetValue(threads)), context, cancel)
+            : NotAvailable(context, "worker"));
+        return command;
+    }
+
+    private static Command EvalCommand(CliBackends backends, CliContext context)
+    {
+        var command = new Command("eval", "Evaluate a model file on a dataset's test split (loss and accuracy).");
+        var model = OptionParsers.ExistingFile("--model", "Model file (model.bnc).");
+        var dataset = OptionParsers.Dataset("--dataset", null, "Dataset to evaluate on.");
+        var label = new Option<string?>("--label-column") { Description = "Label column of a CSV dataset.", HelpName = "NAME" };
+        var json = new Option<bool>("--json") { Description = "Print one JSON object instead of text." };
+        command.Options.Add(model);
+        command.Options.Add(dataset);
+        command.Options.Add(label);
+        command.Options.Add(json);
+        command.SetAction((parse, cancel) => backends.Eval is { } run
+            ? run(new EvalOptions(parse.GetValue(model)!, parse.GetValue(dataset)!, parse.GetValue(label), parse.GetValue(json)), context, cancel)
+            : NotAvailable(context, "eval"));
+        return command;
+    }
+
+    private static Command PredictCommand(CliBackends backends, CliContext context)
+    {
+        var command = new Command("predict", "Predict the class of every row of a CSV file with a model file.");
+        var model = OptionParsers.ExistingFile("--model", "Model file (model.bnc).");
+        var input = OptionParsers.ExistingFile("--input", "CSV file of feature rows.", "CSV");
+        var json = new Option<bool>("--json") { Description = "Print JSON lines instead of text." };
+        command.Options.Add(model);
+        command.Options.Add(input);
+        command.Options.Add(json);
+        command.SetAction((parse, cancel) => backends.Predict is { } run
+            ? run(new PredictOptions(parse.GetValue(model)!, parse.GetValue(input)!, parse.GetValue(json)), context, cancel)
+            : NotAvailable(context, "predict"));
+        return command;
+    }
+
+    private static Command LogsCommand(CliContext context)
+    {
+        var command = new Command("logs", "Summarize a run's log.jsonl: steps/s, compute vs waiting per worker, membership changes, aborted steps.");
+        var path = new Argument<string>("LOG") { Description = "Path to RUN/log.jsonl (or the run folder)." };
+        var json = new Option<bool>("--json") { Description = "Print one JSON object instead of text." };
+        command.Arguments.Add(path);
+        command.Options.Add(json);
+        command.SetAction(parse =>
+        {
+            string file = parse.GetValue(path)!;
+            if (Directory.Exists(file)) file = Path.Combine(file, RunFolder.LogFileName);
+            if (!File.Exists(file)) throw new CliInputException($"LOG: file \"{file}\" does not exist");
+            var summary = LogSummary.Read(file);
+            if (parse.GetValue(json)) summary.WriteJson(context.Out);
+            else summary.WriteText(context.Out);
+            return ExitOk;
+        });
+        return command;
+    }
+
+    private static Command BenchCommand(CliBackends backends, CliContext context)
+    {
+        var command = new Command("bench", "Time training steps on random data of a given network shape.");
+        var features = OptionParsers.Int("--features", 784, 1, "Input features.");
+        var classes = OptionParsers.Int("--classes", 10, 2, "Output classes.");
+        var hidden = OptionParsers.PositiveList("--hidden", "256,128", "Hidden layer sizes, comma-separated.");
+        var batch = OptionParsers.Int("--batch", 256, 1, "Global mini-batch size.");
+        var workers = OptionParsers.Int("--workers", 1, 1, "Number of workers.");
+        var steps = OptionParsers.Int("--steps", 50, 1, "Timed steps (after warm-up).");
+        var threads = OptionParsers.Int("--threads", Environment.ProcessorCount, 1, "Compute threads per worker.");
+        var processes = new Option<bool>("--processes") { Description = "Run workers as local processes." };
+        var json = new Option<bool>("--json") { Description = "Print one JSON object instead of text." };
+        foreach (var o in new Option[] { features, classes, hidden, batch, workers, steps, threads, processes, json })
+            command.Options.Add(o);
+        command.SetAction((parse, cancel) => backends.Bench is { } run
+            ? run(new BenchOptions
+            {
+                Features = parse.GetValue(features), Classes = parse.GetValue(classes), HiddenSizes = OptionParsers.ParseSizes(parse.GetValue(hidden)!)!,
+                Batch = parse.GetValue(batch), Workers = parse.GetValue(workers), Steps = parse.GetValue(steps),
+                Threads = parse.GetValue(threads), Processes = parse.GetValue(processes), Json = parse.GetValue(json),
+            }, context, cancel)
+            : NotAvailable(context, "bench"));
+        return command;
+    }
+
+    /// <summary>The training flags shared by `train` and `coordinator`, added to one command.</summary>
+    private sealed class TrainingFlags
+    {
+        private readonly Option<string> _dataset = OptionParsers.Dataset("--dataset", "digits", "Dataset: fashion-mnist, digits (built in) or a CSV file.");
+        private readonly Option<string?> _label = new("--label-column") { Description = "Label column of a CSV dataset (default: the last column).", HelpName = "NAME" };
+        private readonly Option<string> _hidden = OptionParsers.PositiveList("--hidden", "256,128", "Hidden layer sizes, comma-separated.");
+        private readonly Option<string> _activation = OptionParsers.Choice("--activation", "relu", OptionParsers.Activations, "Hidden activation.");
+        private readonly Option<string> _bn = OptionParsers.Choice("--bn", "before", OptionParsers.BnPlacements, "Batch norm before or after the activation, or none.");
+        private readonly Option<int> _batch = OptionParsers.Int("--batch", 128, 1, "Global mini-batch size (split over the workers).");
+        private readonly Option<int> _epochs = OptionParsers.Int("--epochs", 5, 1, "Passes over the training set.");
+        private readonly Option<long> _maxSteps = OptionParsers.Long("--max-steps", 0, 0, "Stop after this many steps (0 = no limit).");
+        private readonly Option<string> _optimizer = OptionParsers.Choice("--optimizer", "adam", OptionParsers.Optimizers, "Optimizer.");
+        private readonly Option<double> _lr = OptionParsers.Double("--lr", 1e-3, 0, true, double.PositiveInfinity, false, "Learning rate α.");
+        private readonly Option<double> _beta1 = OptionParsers.Double("--beta1", 0.9, 0, false, 1, true, "β1 of momentum/adam.");
+        private readonly Option<double> _beta2 = OptionParsers.Double("--beta2", 0.999, 0, false, 1, true, "β2 of rmsprop/adam.");
+        private readonly Option<double> _optEps = OptionParsers.Double("--opt-eps", 1e-8, 0, true, double.PositiveInfinity, false, "ε of rmsprop/adam.");
+        private readonly Option<double> _bnMomentum = OptionParsers.Double("--bn-momentum", 0.1, 0, false, 1, false, "Momentum m of the BN running averages.");
+        private readonly Option<double> _bnEps = OptionParsers.Double("--bn-eps", 1e-5, 0, true, double.PositiveInfinity, false, "ε of batch norm.");
+        private readonly Option<int> _seed = OptionParsers.Int("--seed", 1, int.MinValue, "Random seed (init and epoch permutations).");
+        private readonly Option<int> _workers;
+        private readonly Option<bool> _processes = new("--processes") { Description = "Run the workers as local child processes." };
+        private readonly Option<int> _minWorkers = OptionParsers.Int("--min-workers", 1, 1, "Keep training while at least this many workers remain.");
+        private readonly Option<int> _threads = OptionParsers.Int("--threads", Environment.ProcessorCount, 1, "Compute threads per worker.");
+        private readonly Option<string> _out = new("--out")
+        {
+            Description = "Run folder (default: runs/<yyyyMMdd-HHmmss>).",
+            HelpName = "DIR",
+        };
+        private readonly bool _listenMode;
+
+        public TrainingFlags(Command command, bool listenMode)
+        {
+            _listenMode = listenMode;
+            _workers = OptionParsers.Int("--workers", 2, 1, listenMode ? "Workers to wait for before training." : "Number of workers.");
+            _out.Validators.Add(r =>
+            {
+                if (r.Tokens.Count == 0) return;
+                string dir = r.Tokens[0].Value;
+                if (dir.Length == 0) r.AddError("--out: empty path");
+                else if (File.Exists(dir)) r.AddError($"--out: \"{dir}\" is a file, not a folder");
+            });
+            var all = new List<Option> { _dataset, _label, _hidden, _activation, _bn, _batch, _epochs, _maxSteps, _optimizer, _lr,
+                _beta1, _beta2, _optEps, _bnMomentum, _bnEps, _seed, _workers };
+            if (!listenMode) all.Add(_processes);
+            all.AddRange([_minWorkers, _threads, _out]);
+            foreach (var o in all) command.Options.Add(o);
+        }
+
+        /// <summary>The options, after the checks that involve two flags (wrong → CliInputException, exit 2).</summary>
+        public TrainOptions Read(ParseResult p)
+        {
+            var options = ReadFlags(p);
+            if (options.MinWorkers > options.Workers)
+                throw new CliInputException($"--min-workers: {options.MinWorkers} is more than --workers {options.Workers}");
+            if (options.Batch < options.Workers)
+                throw new CliInputException($"--batch: {options.Batch} is smaller than --workers {options.Workers} (every worker needs a row)");
+            return options;
+        }
+
+        private TrainOptions ReadFlags(ParseResult p) => new()
+        {
+            Dataset = p.GetValue(_dataset)!,
+            LabelColumn = p.GetValue(_label),
+            HiddenSizes = OptionParsers.ParseSizes(p.GetValue(_hidden)!)!,
+            Activation = OptionParsers.Pick(OptionParsers.Activations, p.GetValue(_activation)!),
+            BatchNorm = OptionParsers.Pick(OptionParsers.BnPlacements, p.GetValue(_bn)!),
+            Batch = p.GetValue(_batch),
+            Epochs = p.GetValue(_epochs),
+            MaxSteps = p.GetValue(_maxSteps),
+            Optimizer = OptionParsers.Pick(OptionParsers.Optimizers, p.GetValue(_optimizer)!),
+            LearningRate = p.GetValue(_lr),
+            Beta1 = p.GetValue(_beta1),
+            Beta2 = p.GetValue(_beta2),
+            OptimizerEpsilon = p.GetValue(_optEps),
+            BnMomentum = p.GetValue(_bnMomentum),
+            BnEpsilon = p.GetValue(_bnEps),
+            Seed = p.GetValue(_seed),
+            Workers = p.GetValue(_workers),
+            Processes = !_listenMode && p.GetValue(_processes),
+            MinWorkers = p.GetValue(_minWorkers),
+            Threads = p.GetValue(_threads),
+            OutDirectory = p.GetValue(_out) ?? Path.Combine("runs", DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture)),
+        };
+    }
+}

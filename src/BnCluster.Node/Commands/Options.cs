@@ -1,0 +1,95 @@
+using BnCluster.Core.Model;
+
+namespace BnCluster.Node.Commands;
+
+/// <summary>Optimizer named by --optimizer (DESIGN §1). Core may define its own kind; the lead maps this one onto it.</summary>
+public enum OptimizerChoice { Gd, Momentum, RmsProp, Adam }
+
+/// <summary>A validated HOST:PORT (port 0 = any free port, only meaningful for --listen).</summary>
+public sealed record HostPort(string Host, int Port)
+{
+    public override string ToString() => Host.Contains(':') ? $"[{Host}]:{Port}" : $"{Host}:{Port}";
+}
+
+/// <summary>Everything `train` needs, validated: sizes positive, rates finite, enums known.</summary>
+public sealed record TrainOptions
+{
+    /// <summary>"fashion-mnist", "digits" or a path to a CSV file.</summary>
+    public required string Dataset { get; init; }
+    /// <summary>Name of the label column of a CSV dataset; null = the dataset's default.</summary>
+    public string? LabelColumn { get; init; }
+    public required IReadOnlyList<int> HiddenSizes { get; init; }
+    public Activation Activation { get; init; } = Activation.Relu;
+    public BatchNormPlacement BatchNorm { get; init; } = BatchNormPlacement.Before;
+    public int Batch { get; init; } = 128;
+    public int Epochs { get; init; } = 5;
+    /// <summary>Stop after this many committed steps; 0 = no limit.</summary>
+    public long MaxSteps { get; init; }
+    public OptimizerChoice Optimizer { get; init; } = OptimizerChoice.Adam;
+    public double LearningRate { get; init; } = 1e-3;
+    public double Beta1 { get; init; } = 0.9;
+    public double Beta2 { get; init; } = 0.999;
+    public double OptimizerEpsilon { get; init; } = 1e-8;
+    public double BnMomentum { get; init; } = 0.1;
+    public double BnEpsilon { get; init; } = 1e-5;
+    public int Seed { get; init; } = 1;
+    public int Workers { get; init; } = 2;
+    /// <summary>Run the workers as local child processes instead of in-process actors.</summary>
+    public bool Processes { get; init; }
+    /// <summary>Keep training while at least this many workers remain.</summary>
+    public int MinWorkers { get; init; } = 1;
+    /// <summary>Compute threads per worker process.</summary>
+    public int Threads { get; init; } = Environment.ProcessorCount;
+    /// <summary>Run folder (model.bnc, metrics.jsonl, log.jsonl, training.svg).</summary>
+    public required string OutDirectory { get; init; }
+
+    /// <summary>The network these options describe, once the dataset's shape is known.</summary>
+    public NetworkSpec ToNetworkSpec(int inputs, int classes) =>
+        new(inputs, HiddenSizes.ToArray(), classes, Activation, BatchNorm, (float)BnEpsilon, (float)BnMomentum);
+}
+
+/// <summary>`coordinator`: the training flags plus where to listen; Train.Workers = workers to wait for.</summary>
+public sealed record CoordinatorOptions(HostPort Listen, TrainOptions Train);
+
+/// <summary>`worker`: joins a coordinator and serves its dataset rows.</summary>
+public sealed record WorkerOptions(HostPort Join, string Dataset, string? LabelColumn, int Threads);
+
+/// <summary>`eval`: accuracy and loss of a model file on a dataset's test split.</summary>
+public sealed record EvalOptions(string ModelPath, string Dataset, string? LabelColumn, bool Json);
+
+/// <summary>`predict`: classes of the rows of a CSV file.</summary>
+public sealed record PredictOptions(string ModelPath, string InputPath, bool Json);
+
+/// <summary>`logs`: summary of a run's log.jsonl.</summary>
+public sealed record LogsOptions(string LogPath, bool Json);
+
+/// <summary>`bench`: timed training steps on random data of the given shape.</summary>
+public sealed record BenchOptions
+{
+    public int Features { get; init; } = 784;
+    public int Classes { get; init; } = 10;
+    public required IReadOnlyList<int> HiddenSizes { get; init; }
+    public int Batch { get; init; } = 256;
+    public int Workers { get; init; } = 1;
+    public int Steps { get; init; } = 50;
+    public int Threads { get; init; } = Environment.ProcessorCount;
+    public bool Processes { get; init; }
+    public bool Json { get; init; }
+}
+
+/// <summary>The console writers a command reports to (stdout for results, stderr for diagnostics).</summary>
+public sealed record CliContext(TextWriter Out, TextWriter Error);
+
+/// <summary>
+/// The seam where the lead plugs in what needs the trainer and the cluster. A null delegate makes the
+/// command fail with "not available in this build" (exit 1). Each delegate returns the process exit code.
+/// </summary>
+public sealed class CliBackends
+{
+    public Func<TrainOptions, CliContext, CancellationToken, Task<int>>? Train { get; init; }
+    public Func<CoordinatorOptions, CliContext, CancellationToken, Task<int>>? Coordinator { get; init; }
+    public Func<WorkerOptions, CliContext, CancellationToken, Task<int>>? Worker { get; init; }
+    public Func<EvalOptions, CliContext, CancellationToken, Task<int>>? Eval { get; init; }
+    public Func<PredictOptions, CliContext, CancellationToken, Task<int>>? Predict { get; init; }
+    public Func<BenchOptions, CliContext, CancellationToken, Task<int>>? Bench { get; init; }
+}

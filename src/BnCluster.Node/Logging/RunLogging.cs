@@ -1,0 +1,65 @@
+using Serilog;
+using Serilog.Core;
+using Serilog.Events;
+using Serilog.Formatting.Display;
+using Serilog.Formatting.Json;
+using Serilog.Sinks.SystemConsole.Themes;
+
+namespace BnCluster.Node.Logging;
+
+/// <summary>
+/// Serilog for a run: a concise human console sink (Information and above, on stderr so that stdout
+/// keeps progress and results) and, with a run folder, log.jsonl — one Serilog JSON object per line
+/// (JsonFormatter, rendered message included) at Debug and above, written on a background thread
+/// (Sinks.Async). Dispose the logger at the end of the run to flush the file.
+/// </summary>
+public static class RunLogging
+{
+    public const string ConsoleTemplate = "{Timestamp:HH:mm:ss} {Level:u3} {Message:lj}{NewLine}{Exception}";
+
+    /// <param name="logFilePath">log.jsonl to write, or null for console only.</param>
+    /// <param name="node">Value of the Node property on every event (e.g. "coordinator", "worker-2@host").</param>
+    /// <param name="console">Writer for the human lines instead of the process console (tests); plain text.</param>
+    /// <param name="consoleLevel">Lowest level shown on the console.</param>
+    public static Logger Create(string? logFilePath, string node, TextWriter? console = null,
+        LogEventLevel consoleLevel = LogEventLevel.Information)
+    {
+        var config = new LoggerConfiguration()
+            .MinimumLevel.Debug()
+            .Enrich.WithProperty(LogEvents.Node, node);
+        if (console is not null)
+            config.WriteTo.Sink(new TextWriterSink(console), consoleLevel);
+        else
+        {
+            // Colours only on a terminal; redirected output gets plain lines.
+            bool terminal = !Console.IsErrorRedirected;
+            config.WriteTo.Console(consoleLevel, ConsoleTemplate, System.Globalization.CultureInfo.InvariantCulture,
+                standardErrorFromLevel: LogEventLevel.Verbose,
+                theme: terminal ? AnsiConsoleTheme.Code : ConsoleTheme.None);
+        }
+        if (logFilePath is not null)
+            // Buffered file, flushed every second and on Dispose; the async queue blocks rather than
+            // drops when full, because `bncluster logs` sums these events and must not undercount.
+            config.WriteTo.Async(a => a.File(new JsonFormatter(renderMessage: true), logFilePath, LogEventLevel.Debug,
+                    buffered: true, flushToDiskInterval: TimeSpan.FromSeconds(1)),
+                bufferSize: 100_000, blockWhenFull: true);
+        return config.CreateLogger();
+    }
+}
+
+/// <summary>Plain console-style lines to a TextWriter (Serilog 3 has no TextWriter sink in its core package).</summary>
+internal sealed class TextWriterSink(TextWriter output) : ILogEventSink
+{
+    private readonly MessageTemplateTextFormatter _formatter =
+        new(RunLogging.ConsoleTemplate, System.Globalization.CultureInfo.InvariantCulture);
+    private readonly object _lock = new();
+
+    public void Emit(LogEvent logEvent)
+    {
+        lock (_lock)
+        {
+            _formatter.Format(logEvent, output);
+            output.Flush();
+        }
+    }
+}
