@@ -86,7 +86,10 @@ public sealed class MoreRuntimeTests : IDisposable
         var kit = new ActorTestKit("after");
         try
         {
+            var before = kit.Sys.ActorOf(Props.Create(() => new Slow(new TaskCompletionSource())));
             await kit.Sys.Terminate();
+            var dead = await Assert.ThrowsAsync<AskTimeoutException>(() => before.Ask<string>("x", TimeSpan.FromSeconds(5)).WaitAsync(TimeSpan.FromSeconds(2)));
+            Assert.Contains("terminated", dead.Message);
             Assert.Throws<InvalidOperationException>(() => kit.Sys.ActorOf(Props.Create(() => new Slow(new TaskCompletionSource()))));
             var error = await Assert.ThrowsAsync<AskTimeoutException>(() => ActorRefs.Nobody.Ask<int>("x", TimeSpan.FromSeconds(5)));
             Assert.Contains("Nobody", error.Message);

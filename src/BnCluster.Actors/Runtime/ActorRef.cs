@@ -111,9 +111,9 @@ internal sealed class PromiseActorRef : IInternalActorRef
         _messageType = message.GetType();
         _timeout = timeout;
         Path = ActorPath.Root(system?.Address ?? Address.Local("temp")).Child("temp").Child("$ask" + Interlocked.Increment(ref _counter));
-        system?.RegisterPromise(this);
         _timer = new CancellationTokenSource(timeout);
         _timer.Token.Register(static s => ((PromiseActorRef)s!).OnTimeout(), this);
+        system?.RegisterPromise(this); // after the timer exists: it may fail (and clean up) at once
         if (cancellationToken.CanBeCanceled)
             _userCancel = cancellationToken.Register(static s =>
             {
