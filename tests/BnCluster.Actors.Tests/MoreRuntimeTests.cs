@@ -110,4 +110,23 @@ public sealed class MoreRuntimeTests : IDisposable
         Assert.Contains("40 ms", error.Message);
         Assert.True(DateTime.UtcNow - started < TimeSpan.FromSeconds(2));
     }
+
+    [Fact]
+    public async Task Terminate_does_not_hang_on_an_actor_stuck_in_ReceiveAsync()
+    {
+        var kit = new ActorTestKit("stuck", new ActorSystemOptions { Logger = Serilog.Core.Logger.None, ShutdownTimeout = TimeSpan.FromMilliseconds(200) });
+        try
+        {
+            var stuck = kit.Sys.ActorOf(Props.Create(() => new Slow(new TaskCompletionSource())));
+            stuck.Tell("forever");
+            var pending = stuck.Ask<string>("queued", TimeSpan.FromSeconds(30));
+            await kit.Sys.Terminate().WaitAsync(TimeSpan.FromSeconds(3));
+            Assert.True(kit.Sys.WhenTerminated.IsCompleted);
+            await Assert.ThrowsAsync<AskTimeoutException>(() => pending.WaitAsync(TimeSpan.FromSeconds(1)));
+        }
+        finally
+        {
+            kit.Dispose();
+        }
+    }
 }

@@ -11,6 +11,10 @@ public sealed class ActorSystemOptions
     /// <summary>Host and port this system is reachable at (remoting); null for a purely local system.</summary>
     public string? Host { get; init; }
     public int? Port { get; init; }
+
+    /// <summary>How long Terminate waits for actors to stop (an actor stuck in a ReceiveAsync
+    /// task never does); after that it logs a warning and completes anyway. Default 10 s.</summary>
+    public TimeSpan ShutdownTimeout { get; init; } = TimeSpan.FromSeconds(10);
 }
 
 /// <summary>The root of a hierarchy of actors: <c>/user</c> holds application actors, <c>/system</c> runtime ones.</summary>
@@ -27,6 +31,9 @@ public sealed class ActorSystem : IAsyncDisposable, IDisposable
     {
         Name = name;
         Address = options.Host is null ? Address.Local(name) : new Address(name, options.Host, options.Port ?? 0);
+        ShutdownTimeout = options.ShutdownTimeout > TimeSpan.Zero
+            ? options.ShutdownTimeout
+            : throw new ArgumentOutOfRangeException(nameof(options), options.ShutdownTimeout, "ShutdownTimeout must be positive.");
         Log = (options.Logger ?? Serilog.Log.Logger).ForContext("ActorSystem", name);
         EventStream = new EventStream();
         var root = ActorPath.Root(Address);
@@ -45,6 +52,7 @@ public sealed class ActorSystem : IAsyncDisposable, IDisposable
     }
 
     public string Name { get; }
+    public TimeSpan ShutdownTimeout { get; }
     public Address Address { get; }
     public ILogger Log { get; }
     public EventStream EventStream { get; }
@@ -80,10 +88,17 @@ public sealed class ActorSystem : IAsyncDisposable, IDisposable
     {
         try
         {
-            _userGuardian.SendSystem(new TerminateActor());
-            await _userGuardian.WhenTerminated.ConfigureAwait(false);
-            _systemGuardian.SendSystem(new TerminateActor());
-            await _systemGuardian.WhenTerminated.ConfigureAwait(false);
+            var deadline = Task.Delay(ShutdownTimeout);
+            foreach (var guardian in new[] { _userGuardian, _systemGuardian })
+            {
+                guardian.SendSystem(new TerminateActor());
+                if (await Task.WhenAny(guardian.WhenTerminated, deadline).ConfigureAwait(false) == deadline)
+                {
+                    Log.Warning("Actor system {System}: actors under {Path} did not stop within {Timeout} ms (a handler task that never completes?); terminating anyway",
+                        Name, guardian.Path.ToStringWithoutAddress(), (long)ShutdownTimeout.TotalMilliseconds);
+                    break;
+                }
+            }
             foreach (var promise in _pendingAsks.Keys)
                 promise.Fail(new AskTimeoutException($"Ask via {promise.Path} failed: actor system '{Name}' terminated before a reply arrived."));
         }
