@@ -1,0 +1,20 @@
+using BnCluster.Core.Serialization;
+
+namespace BnCluster.Actors.Remote;
+
+/// <summary>
+/// Turns the messages of one protocol into MessagePack values and back, so remoting can carry
+/// them (DESIGN §4: each message is an array <c>[type, …fields]</c>). Remoting holds a list of
+/// codecs and asks each in turn; type ids must not overlap between codecs.
+/// </summary>
+public interface IMessageCodec
+{
+    /// <summary>Writes <paramref name="message"/> as one MessagePack value; false when this codec does not know its type.</summary>
+    bool TryWrite(object message, MessagePackWriter writer);
+
+    /// <summary>True when <paramref name="typeId"/> (the first element of the array) belongs to this codec.</summary>
+    bool Handles(int typeId);
+
+    /// <summary>Reads one value written by <see cref="TryWrite"/>; malformed input throws <see cref="MessagePackException"/>.</summary>
+    object Read(ref MessagePackReader reader);
+}
