@@ -1,1 +1,70 @@
-BenchmarkDotNet.Running.BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
+using System.Diagnostics;
+using BenchmarkDotNet.Running;
+using BnCluster.Core.Kernels;
+
+namespace BnCluster.Benchmarks;
+
+public static class Program
+{
+    public static void Main(string[] args)
+    {
+        if (args.Length > 0 && args[0] == "gemm")
+        {
+            QuickGemm.Run();
+            return;
+        }
+        BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
+    }
+}
+
+/// <summary>`-- gemm`: a quick Stopwatch measurement, GFLOP/s per product, shape and thread count.</summary>
+internal static class QuickGemm
+{
+    public static void Run()
+    {
+        Console.WriteLine("product  m×n×k            threads  GFLOP/s");
+        foreach (int threads in new[] { 1, 2 })
+        {
+            using var mm = new MatMul(threads);
+            Measure(mm, "NT", 256, 512, 784);
+            Measure(mm, "TN", 512, 784, 256);
+            Measure(mm, "NN", 256, 784, 512);
+            Measure(mm, "NN", 1024, 1024, 1024);
+        }
+    }
+
+    private static void Measure(MatMul mm, string op, int m, int n, int k)
+    {
+        var rng = new Random(1);
+        float[] a = RandomArray(rng, m * k), b = RandomArray(rng, k * n), c = new float[m * n];
+        void Once()
+        {
+            switch (op)
+            {
+                case "NT": mm.MultiplyNT(a, b, c, m, n, k); break;
+                case "TN": mm.MultiplyTN(a, b, c, m, n, k); break;
+                default: mm.MultiplyNN(a, b, c, m, n, k); break;
+            }
+        }
+        double flop = 2.0 * m * n * k;
+        // Warm up (JIT tiers, buffers), then repeat for at least ~0.5 s and keep the best of 5 rounds.
+        for (int i = 0; i < 5; i++) Once();
+        int reps = Math.Max(1, (int)(0.1e9 / flop * 50));
+        double best = 0;
+        for (int round = 0; round < 5; round++)
+        {
+            var sw = Stopwatch.StartNew();
+            for (int i = 0; i < reps; i++) Once();
+            sw.Stop();
+            best = Math.Max(best, flop * reps / sw.Elapsed.TotalSeconds / 1e9);
+        }
+        Console.WriteLine($"{op}       {m}×{n}×{k},{"",-8} {mm.Threads}        {best,7:F1}");
+    }
+
+    private static float[] RandomArray(Random rng, int length)
+    {
+        var x = new float[length];
+        for (int i = 0; i < length; i++) x[i] = (float)(rng.NextDouble() * 2 - 1);
+        return x;
+    }
+}
