@@ -55,6 +55,15 @@ internal sealed unsafe class PackBuffers : IDisposable
 
     public void Dispose()
     {
+        Free();
+        GC.SuppressFinalize(this);
+    }
+
+    /// <summary>Frees the native memory if the owning MatMul was never disposed.</summary>
+    ~PackBuffers() => Free();
+
+    private void Free()
+    {
         NativeMemory.AlignedFree(PackA); PackA = null; _capA = 0;
         NativeMemory.AlignedFree(PackB); PackB = null; _capB = 0;
         NativeMemory.AlignedFree(Scratch); Scratch = null;

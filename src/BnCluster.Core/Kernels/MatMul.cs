@@ -17,22 +17,25 @@ public sealed unsafe class MatMul : IDisposable
 {
     /// <summary>Below this many multiply-adds the product runs on the caller alone: waking workers
     /// costs more than it saves.</summary>
-    internal const long ParallelThreshold = 64 * 1024;
+    internal const long DefaultParallelThreshold = 64 * 1024;
 
     private readonly GemmThreadPool? _pool;
     private readonly GemmJob _job;
+    private readonly long _parallelThreshold;
     private bool _disposed;
 
     public MatMul(int threads = 1) : this(threads, KernelPaths.Best) { }
 
-    /// <summary>Chooses the micro-kernel explicitly (tests run every path on one machine).</summary>
-    internal MatMul(int threads, KernelPath path)
+    /// <summary>Chooses the micro-kernel explicitly (tests run every path on one machine) and the
+    /// size from which products are split across threads (tests force splitting tiny shapes with 0).</summary>
+    internal MatMul(int threads, KernelPath path, long parallelThreshold = DefaultParallelThreshold)
     {
         if (threads < 1) throw new ArgumentOutOfRangeException(nameof(threads), threads, "threads must be at least 1");
         if (!KernelPaths.IsSupported(path))
             throw new PlatformNotSupportedException($"kernel path {path} is not supported by this CPU");
         Threads = threads;
         Path = path;
+        _parallelThreshold = parallelThreshold;
         _job = new GemmJob(path, threads);
         // threads = 1 starts no thread at all.
         if (threads > 1) _pool = new GemmThreadPool(threads - 1);
@@ -41,6 +44,9 @@ public sealed unsafe class MatMul : IDisposable
     public int Threads { get; }
 
     internal KernelPath Path { get; }
+
+    /// <summary>Dedicated worker threads started by this instance (Threads − 1; none for 1).</summary>
+    internal int WorkerThreadCount => _pool?.MaxParts - 1 ?? 0;
 
     /// <summary>C[m×n] = A[m×k] · B[k×n]; adds into C when <paramref name="accumulate"/>.</summary>
     public void MultiplyNN(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> c, int m, int n, int k, bool accumulate = false)
@@ -80,7 +86,7 @@ public sealed unsafe class MatMul : IDisposable
         _job.M = m; _job.N = n; _job.K = k;
         _job.Accumulate = accumulate;
         long work = (long)m * n * k;
-        int parts = _pool is null || work < ParallelThreshold ? 1 : Threads;
+        int parts = _pool is null || work < _parallelThreshold ? 1 : Threads;
         _job.Prepare(parts);
         // The operands are pinned by the caller's `fixed` until Run returns, and Run returns
         // only after every part has finished.
@@ -103,13 +109,6 @@ public sealed unsafe class MatMul : IDisposable
         if (_disposed) return;
         _disposed = true;
         _pool?.Dispose();
-        _job.Dispose();
-        GC.SuppressFinalize(this);
-    }
-
-    /// <summary>Frees the native packing buffers if the owner forgot Dispose (threads are background threads).</summary>
-    ~MatMul()
-    {
         _job.Dispose();
     }
 }
