@@ -9,20 +9,51 @@ internal interface IParallelJob
 }
 
 /// <summary>
+/// Auto-reset wake-up: Set wakes one waiter, whose Wait consumes the signal. Spins briefly, then
+/// blocks on a preallocated monitor. (ManualResetEventSlim would do, but it allocates its lock
+/// object lazily the first time a wait actually blocks, which can be any call, not just the first.)
+/// </summary>
+internal sealed class WakeSignal
+{
+    // Products arrive back to back in a training step, but the machine is small and shared, so
+    // spin only briefly (SpinWait yields after ~10 spins) before blocking.
+    private const int SpinIterations = 20;
+
+    private readonly object _gate = new();
+    private bool _set;
+
+    public void Set()
+    {
+        lock (_gate)
+        {
+            _set = true;
+            Monitor.Pulse(_gate);
+        }
+    }
+
+    public void Wait()
+    {
+        var spinner = new SpinWait();
+        for (int i = 0; i < SpinIterations && !Volatile.Read(ref _set); i++) spinner.SpinOnce(sleep1Threshold: -1);
+        lock (_gate)
+        {
+            while (!_set) Monitor.Wait(_gate);
+            _set = false;
+        }
+    }
+}
+
+/// <summary>
 /// A fixed set of workers (threads − 1 dedicated threads plus the caller) that run one
 /// <see cref="IParallelJob"/> at a time. Dispatch allocates nothing: the job is a preallocated
-/// object, each worker waits on its own start event and the last one to finish sets <c>done</c>.
+/// object, each worker waits on its own start signal and the last one to finish sets <c>done</c>.
 /// One <see cref="Run"/> at a time (the owning <see cref="MatMul"/> is not thread-safe).
 /// </summary>
 internal sealed class GemmThreadPool : IDisposable
 {
-    // Spin briefly before blocking: products arrive back to back in a training step, but the
-    // machine is small and shared, so long spinning would steal the core from real work.
-    private const int SpinCount = 200;
-
     private readonly Thread[] _workers;
-    private readonly ManualResetEventSlim[] _start;
-    private readonly ManualResetEventSlim _done = new(false, SpinCount);
+    private readonly WakeSignal[] _start;
+    private readonly WakeSignal _done = new();
     private IParallelJob? _job;
     private Exception? _workerFailure;
     private int _remaining;
@@ -32,10 +63,10 @@ internal sealed class GemmThreadPool : IDisposable
     public GemmThreadPool(int workerCount)
     {
         _workers = new Thread[workerCount];
-        _start = new ManualResetEventSlim[workerCount];
+        _start = new WakeSignal[workerCount];
         for (int i = 0; i < workerCount; i++)
         {
-            _start[i] = new ManualResetEventSlim(false, SpinCount);
+            _start[i] = new WakeSignal();
             int index = i;
             _workers[i] = new Thread(() => WorkerLoop(index))
             {
@@ -61,7 +92,6 @@ internal sealed class GemmThreadPool : IDisposable
         if (helpers > 0)
         {
             _remaining = helpers;
-            _done.Reset();
             for (int i = 0; i < helpers; i++) _start[i].Set();
         }
         Exception? callerFailure = null;
@@ -76,12 +106,10 @@ internal sealed class GemmThreadPool : IDisposable
 
     private void WorkerLoop(int index)
     {
-        ManualResetEventSlim start = _start[index];
+        WakeSignal start = _start[index];
         while (true)
         {
             start.Wait();
-            // Safe: the next Set can only come after this part reports done below.
-            start.Reset();
             if (_stopping) return;
             try { _job!.Execute(index + 1); }
             catch (Exception e) { Interlocked.CompareExchange(ref _workerFailure, e, null); }
@@ -94,9 +122,7 @@ internal sealed class GemmThreadPool : IDisposable
         if (_disposed) return;
         _disposed = true;
         _stopping = true;
-        foreach (ManualResetEventSlim e in _start) e.Set();
+        foreach (WakeSignal s in _start) s.Set();
         foreach (Thread t in _workers) t.Join();
-        foreach (ManualResetEventSlim e in _start) e.Dispose();
-        _done.Dispose();
     }
 }

@@ -237,15 +237,20 @@ public sealed class MatMulAllocationTests
         }
         for (int i = 0; i < 5; i++) Step(); // warm up: JIT, buffer growth, lazily created wait handles
 
-        long callerBefore = GC.GetAllocatedBytesForCurrentThread();
-        long totalBefore = GC.GetTotalAllocatedBytes(precise: true);
-        for (int i = 0; i < 100; i++) Step();
-        long totalAfter = GC.GetTotalAllocatedBytes(precise: true);
-        long callerAfter = GC.GetAllocatedBytesForCurrentThread();
-
-        Assert.Equal(0, callerAfter - callerBefore);
-        // Process-wide: includes the pool threads (and anything else running, e.g. the test host,
-        // hence a small slack well below even one allocation per call).
-        Assert.True(totalAfter - totalBefore < 1024, $"{totalAfter - totalBefore} bytes allocated process-wide in 400 products");
+        // Process-wide counts also see the test runner's own threads (result reporting etc.), so
+        // measure up to 3 windows and keep the quietest: a real per-call allocation (≥ 400 objects)
+        // would show in every window.
+        long leastProcessWide = long.MaxValue;
+        for (int attempt = 0; attempt < 3 && leastProcessWide >= 1024; attempt++)
+        {
+            long callerBefore = GC.GetAllocatedBytesForCurrentThread();
+            long totalBefore = GC.GetTotalAllocatedBytes(precise: true);
+            for (int i = 0; i < 100; i++) Step();
+            long totalAfter = GC.GetTotalAllocatedBytes(precise: true);
+            long callerAfter = GC.GetAllocatedBytesForCurrentThread();
+            Assert.Equal(0, callerAfter - callerBefore);
+            leastProcessWide = Math.Min(leastProcessWide, totalAfter - totalBefore);
+        }
+        Assert.True(leastProcessWide < 1024, $"{leastProcessWide} bytes allocated process-wide in 400 products");
     }
 }
