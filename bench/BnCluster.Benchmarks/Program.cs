@@ -47,18 +47,19 @@ internal static class QuickGemm
             }
         }
         double flop = 2.0 * m * n * k;
-        // Warm up (JIT tiers, buffers), then repeat for at least ~0.5 s and keep the best of 5 rounds.
+        // Warm up (JIT tiers, buffers), then keep the best of 15 short rounds (~60 ms each): the
+        // machine is shared, and the best round is the one least disturbed by other processes.
         for (int i = 0; i < 5; i++) Once();
-        int reps = Math.Max(1, (int)(0.1e9 / flop * 50));
+        int reps = Math.Max(1, (int)(6e9 / flop));
         double best = 0;
-        for (int round = 0; round < 5; round++)
+        for (int round = 0; round < 15; round++)
         {
             var sw = Stopwatch.StartNew();
             for (int i = 0; i < reps; i++) Once();
             sw.Stop();
             best = Math.Max(best, flop * reps / sw.Elapsed.TotalSeconds / 1e9);
         }
-        Console.WriteLine($"{op}       {m}×{n}×{k},{"",-8} {mm.Threads}        {best,7:F1}");
+        Console.WriteLine($"{op,-8} {$"{m}×{n}×{k}",-16} {mm.Threads,7}  {best,7:F1}");
     }
 
     private static float[] RandomArray(Random rng, int length)

@@ -110,8 +110,11 @@ internal sealed unsafe class GemmJob : IParallelJob
     public void Prepare(int parts)
     {
         Parts = parts;
-        // Split the dimension with more tiles so the shares stay balanced.
-        SplitRows = (M + _shape.MR - 1) / _shape.MR >= (N + _shape.NR - 1) / _shape.NR;
+        // Each part packs the whole of the operand it does not split: splitting rows repacks B (k×n)
+        // in every part, splitting columns repacks A (m×k). So split the larger of m and n, unless it
+        // has too few micro-tiles to give every part one.
+        int rowTiles = CeilDiv(M, _shape.MR), colTiles = CeilDiv(N, _shape.NR);
+        SplitRows = M >= N ? rowTiles >= parts || rowTiles >= colTiles : colTiles < parts && rowTiles > colTiles;
         int rowsPerPart = SplitRows ? CeilDiv(CeilDiv(M, _shape.MR), parts) * _shape.MR : M;
         int colsPerPart = SplitRows ? N : CeilDiv(CeilDiv(N, _shape.NR), parts) * _shape.NR;
         nuint kc = (nuint)Math.Min(_shape.KC, K);
