@@ -31,6 +31,19 @@ internal static class QuickGemm
             Measure(mm, "NN", 256, 784, 512);
             Measure(mm, "NN", 1024, 1024, 1024);
         }
+        // Smaller products of a 64-row shard and the tiny output layer, where waking the pool costs
+        // a noticeable share (this is what the parallel threshold in MatMul is chosen from).
+        Console.WriteLine();
+        foreach (int threads in new[] { 1, 2 })
+        {
+            using var mm = new MatMul(threads);
+            Measure(mm, "NT", 64, 512, 784);
+            Measure(mm, "NT", 64, 256, 512);
+            Measure(mm, "NT", 64, 10, 256);
+            Measure(mm, "NN", 32, 64, 64);
+            Measure(mm, "NN", 64, 64, 128);
+            Measure(mm, "NN", 64, 128, 256);
+        }
     }
 
     private static void Measure(MatMul mm, string op, int m, int n, int k)

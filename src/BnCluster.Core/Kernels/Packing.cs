@@ -1,3 +1,7 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
 namespace BnCluster.Core.Kernels;
 
 /// <summary>
@@ -41,13 +45,24 @@ internal static unsafe class Packing
             }
             else
             {
-                // Row-major A (NN, NT): each source row is contiguous along depth; scatter it with stride MR.
+                // Row-major A (NN, NT): each source row is contiguous along depth, so packing is a
+                // transpose. Full groups of 8 rows go through 8×8 register transposes (a scalar
+                // scatter costs as much as the products themselves for small m); the rest is scalar.
+                int done = 0;
+                if (a.ColStride == 1 && Avx.IsSupported && rows == mr && mr % 8 == 0)
+                {
+                    int kc8 = kc & ~7;
+                    for (int r8 = 0; r8 < mr; r8 += 8)
+                        for (int p = 0; p < kc8; p += 8)
+                            Transpose8x8(src + (long)r8 * a.RowStride + p, a.RowStride, panel + p * mr + r8, mr);
+                    done = kc8;
+                }
                 for (int r = 0; r < rows; r++)
                 {
                     float* s = src + (long)r * a.RowStride;
                     float* d = panel + r;
                     if (a.ColStride == 1)
-                        for (int p = 0; p < kc; p++) d[p * mr] = s[p];
+                        for (int p = done; p < kc; p++) d[p * mr] = s[p];
                     else
                         for (int p = 0; p < kc; p++) d[p * mr] = s[(long)p * a.ColStride];
                 }
@@ -89,13 +104,23 @@ internal static unsafe class Packing
             }
             else
             {
-                // Transposed B (NT, B stored n×k): each column is contiguous along depth; scatter with stride NR.
+                // Transposed B (NT, B stored n×k): each column is contiguous along depth, so packing is
+                // a transpose; full 8×8 blocks in registers, the edges scalar (see PackA).
+                int full8 = 0, kc8 = 0;
+                if (b.RowStride == 1 && Avx.IsSupported)
+                {
+                    full8 = cols & ~7;
+                    kc8 = kc & ~7;
+                    for (int c8 = 0; c8 < full8; c8 += 8)
+                        for (int p = 0; p < kc8; p += 8)
+                            Transpose8x8(src + (long)c8 * b.ColStride + p, b.ColStride, panel + p * nr + c8, nr);
+                }
                 for (int c = 0; c < cols; c++)
                 {
                     float* s = src + (long)c * b.ColStride;
                     float* d = panel + c;
                     if (b.RowStride == 1)
-                        for (int p = 0; p < kc; p++) d[p * nr] = s[p];
+                        for (int p = c < full8 ? kc8 : 0; p < kc; p++) d[p * nr] = s[p];
                     else
                         for (int p = 0; p < kc; p++) d[p * nr] = s[(long)p * b.RowStride];
                 }
@@ -106,5 +131,39 @@ internal static unsafe class Packing
                 }
             }
         }
+    }
+
+    /// <summary>dst[j·dstStride + i] = src[i·srcStride + j] for i, j &lt; 8, with AVX shuffles.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Transpose8x8(float* src, int srcStride, float* dst, int dstStride)
+    {
+        Vector256<float> r0 = Avx.LoadVector256(src);
+        Vector256<float> r1 = Avx.LoadVector256(src + srcStride);
+        Vector256<float> r2 = Avx.LoadVector256(src + 2L * srcStride);
+        Vector256<float> r3 = Avx.LoadVector256(src + 3L * srcStride);
+        Vector256<float> r4 = Avx.LoadVector256(src + 4L * srcStride);
+        Vector256<float> r5 = Avx.LoadVector256(src + 5L * srcStride);
+        Vector256<float> r6 = Avx.LoadVector256(src + 6L * srcStride);
+        Vector256<float> r7 = Avx.LoadVector256(src + 7L * srcStride);
+
+        // Interleave pairs of rows, then pairs of pairs, then swap 128-bit halves.
+        Vector256<float> t0 = Avx.UnpackLow(r0, r1), t1 = Avx.UnpackHigh(r0, r1);
+        Vector256<float> t2 = Avx.UnpackLow(r2, r3), t3 = Avx.UnpackHigh(r2, r3);
+        Vector256<float> t4 = Avx.UnpackLow(r4, r5), t5 = Avx.UnpackHigh(r4, r5);
+        Vector256<float> t6 = Avx.UnpackLow(r6, r7), t7 = Avx.UnpackHigh(r6, r7);
+
+        Vector256<float> u0 = Avx.Shuffle(t0, t2, 0x44), u1 = Avx.Shuffle(t0, t2, 0xEE);
+        Vector256<float> u2 = Avx.Shuffle(t1, t3, 0x44), u3 = Avx.Shuffle(t1, t3, 0xEE);
+        Vector256<float> u4 = Avx.Shuffle(t4, t6, 0x44), u5 = Avx.Shuffle(t4, t6, 0xEE);
+        Vector256<float> u6 = Avx.Shuffle(t5, t7, 0x44), u7 = Avx.Shuffle(t5, t7, 0xEE);
+
+        Avx.Store(dst, Avx.Permute2x128(u0, u4, 0x20));
+        Avx.Store(dst + dstStride, Avx.Permute2x128(u1, u5, 0x20));
+        Avx.Store(dst + 2 * dstStride, Avx.Permute2x128(u2, u6, 0x20));
+        Avx.Store(dst + 3 * dstStride, Avx.Permute2x128(u3, u7, 0x20));
+        Avx.Store(dst + 4 * dstStride, Avx.Permute2x128(u0, u4, 0x31));
+        Avx.Store(dst + 5 * dstStride, Avx.Permute2x128(u1, u5, 0x31));
+        Avx.Store(dst + 6 * dstStride, Avx.Permute2x128(u2, u6, 0x31));
+        Avx.Store(dst + 7 * dstStride, Avx.Permute2x128(u3, u7, 0x31));
     }
 }
