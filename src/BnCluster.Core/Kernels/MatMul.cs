@@ -7,53 +7,108 @@ namespace BnCluster.Core.Kernels;
 ///   weight grad    dW[out×in] = dZ[n×out]ᵀ · A[n×in]      → MultiplyTN
 ///   input grad     dA[n×in]   = dZ[n×out] · W[out×in]     → MultiplyNN
 /// One instance per trainer or worker: it owns its threads and packing buffers.
-/// PLACEHOLDER naive implementation; replaced by the blocked SIMD kernels.
+/// Implementation: packed, cache-blocked GEMM (Packing, GemmDriver) around a register-blocked
+/// micro-kernel per ISA (AVX-512, AVX2+FMA, scalar); transposition is handled while packing.
+/// <para>NOT thread-safe: one product at a time per instance (the instance's pool and buffers are
+/// shared by all its calls). The calls allocate nothing in steady state; buffers grow only when a
+/// larger shape arrives. Dispose stops the worker threads and frees the native buffers.</para>
 /// </summary>
-public sealed class MatMul : IDisposable
+public sealed unsafe class MatMul : IDisposable
 {
-    public MatMul(int threads = 1)
+    /// <summary>Below this many multiply-adds the product runs on the caller alone: waking workers
+    /// costs more than it saves.</summary>
+    internal const long DefaultParallelThreshold = 64 * 1024;
+
+    private readonly GemmThreadPool? _pool;
+    private readonly GemmJob _job;
+    private readonly long _parallelThreshold;
+    private bool _disposed;
+
+    public MatMul(int threads = 1) : this(threads, KernelPaths.Best) { }
+
+    /// <summary>Chooses the micro-kernel explicitly (tests run every path on one machine) and the
+    /// size from which products are split across threads (tests force splitting tiny shapes with 0).</summary>
+    internal MatMul(int threads, KernelPath path, long parallelThreshold = DefaultParallelThreshold)
     {
-        if (threads < 1) throw new ArgumentOutOfRangeException(nameof(threads), "threads must be at least 1");
+        if (threads < 1) throw new ArgumentOutOfRangeException(nameof(threads), threads, "threads must be at least 1");
+        if (!KernelPaths.IsSupported(path))
+            throw new PlatformNotSupportedException($"kernel path {path} is not supported by this CPU");
         Threads = threads;
+        Path = path;
+        _parallelThreshold = parallelThreshold;
+        _job = new GemmJob(path, threads);
+        // threads = 1 starts no thread at all.
+        if (threads > 1) _pool = new GemmThreadPool(threads - 1);
     }
 
     public int Threads { get; }
 
+    internal KernelPath Path { get; }
+
+    /// <summary>Dedicated worker threads started by this instance (Threads − 1; none for 1).</summary>
+    internal int WorkerThreadCount => _pool?.MaxParts - 1 ?? 0;
+
     /// <summary>C[m×n] = A[m×k] · B[k×n]; adds into C when <paramref name="accumulate"/>.</summary>
     public void MultiplyNN(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> c, int m, int n, int k, bool accumulate = false)
     {
-        for (int i = 0; i < m; i++)
-            for (int j = 0; j < n; j++)
-            {
-                float s = 0;
-                for (int p = 0; p < k; p++) s += a[i * k + p] * b[p * n + j];
-                c[i * n + j] = accumulate ? c[i * n + j] + s : s;
-            }
+        Check(a.Length, b.Length, c.Length, m, n, k, nameof(MultiplyNN));
+        fixed (float* pa = a) fixed (float* pb = b) fixed (float* pc = c)
+            Run(new StridedMatrix(pa, k, 1), new StridedMatrix(pb, n, 1), pc, m, n, k, accumulate);
     }
 
     /// <summary>C[m×n] = A[m×k] · B[n×k]ᵀ; adds into C when <paramref name="accumulate"/>.</summary>
     public void MultiplyNT(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> c, int m, int n, int k, bool accumulate = false)
     {
-        for (int i = 0; i < m; i++)
-            for (int j = 0; j < n; j++)
-            {
-                float s = 0;
-                for (int p = 0; p < k; p++) s += a[i * k + p] * b[j * k + p];
-                c[i * n + j] = accumulate ? c[i * n + j] + s : s;
-            }
+        Check(a.Length, b.Length, c.Length, m, n, k, nameof(MultiplyNT));
+        fixed (float* pa = a) fixed (float* pb = b) fixed (float* pc = c)
+            Run(new StridedMatrix(pa, k, 1), new StridedMatrix(pb, 1, k), pc, m, n, k, accumulate);
     }
 
     /// <summary>C[m×n] = A[k×m]ᵀ · B[k×n]; adds into C when <paramref name="accumulate"/>.</summary>
     public void MultiplyTN(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> c, int m, int n, int k, bool accumulate = false)
     {
-        for (int i = 0; i < m; i++)
-            for (int j = 0; j < n; j++)
-            {
-                float s = 0;
-                for (int p = 0; p < k; p++) s += a[p * m + i] * b[p * n + j];
-                c[i * n + j] = accumulate ? c[i * n + j] + s : s;
-            }
+        Check(a.Length, b.Length, c.Length, m, n, k, nameof(MultiplyTN));
+        fixed (float* pa = a) fixed (float* pb = b) fixed (float* pc = c)
+            Run(new StridedMatrix(pa, 1, m), new StridedMatrix(pb, n, 1), pc, m, n, k, accumulate);
     }
 
-    public void Dispose() { }
+    private void Run(StridedMatrix a, StridedMatrix b, float* c, int m, int n, int k, bool accumulate)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (m == 0 || n == 0) return;
+        if (k == 0)
+        {
+            // Empty sum: C = 0, or unchanged when accumulating.
+            if (!accumulate) new Span<float>(c, checked(m * n)).Clear();
+            return;
+        }
+        _job.A = a; _job.B = b; _job.C = c;
+        _job.M = m; _job.N = n; _job.K = k;
+        _job.Accumulate = accumulate;
+        long work = (long)m * n * k;
+        int parts = _pool is null || work < _parallelThreshold ? 1 : Threads;
+        _job.Prepare(parts);
+        // The operands are pinned by the caller's `fixed` until Run returns, and Run returns
+        // only after every part has finished.
+        if (parts == 1) _job.Execute(0);
+        else _pool!.Run(_job, parts);
+    }
+
+    private static void Check(int aLength, int bLength, int cLength, int m, int n, int k, string op)
+    {
+        if (m < 0) throw new ArgumentOutOfRangeException(nameof(m), m, $"{op}: m must be ≥ 0");
+        if (n < 0) throw new ArgumentOutOfRangeException(nameof(n), n, $"{op}: n must be ≥ 0");
+        if (k < 0) throw new ArgumentOutOfRangeException(nameof(k), k, $"{op}: k must be ≥ 0");
+        if (aLength < (long)m * k) throw new ArgumentException($"{op}: a has {aLength} elements, needs m·k = {m}·{k} = {(long)m * k}", "a");
+        if (bLength < (long)k * n) throw new ArgumentException($"{op}: b has {bLength} elements, needs k·n = {k}·{n} = {(long)k * n}", "b");
+        if (cLength < (long)m * n) throw new ArgumentException($"{op}: c has {cLength} elements, needs m·n = {m}·{n} = {(long)m * n}", "c");
+    }
+
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        _pool?.Dispose();
+        _job.Dispose();
+    }
 }

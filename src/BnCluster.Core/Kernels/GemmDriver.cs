@@ -1,0 +1,180 @@
+using System.Runtime.InteropServices;
+
+namespace BnCluster.Core.Kernels;
+
+/// <summary>The micro-kernel of one ISA plus the cache blocking tuned around it.</summary>
+internal readonly unsafe struct KernelShape
+{
+    public readonly delegate*<int, float*, float*, float*, int, int, int, bool, float*, void> Kernel;
+    public readonly int MR, NR, MC, KC, NC;
+
+    public KernelShape(delegate*<int, float*, float*, float*, int, int, int, bool, float*, void> kernel, int mr, int nr, int mc, int kc, int nc)
+    {
+        Kernel = kernel; MR = mr; NR = nr; MC = mc; KC = kc; NC = nc;
+    }
+
+    public static KernelShape For(KernelPath path) => path switch
+    {
+        // Loop order (see Blocked): the kc×NR B micro-panel (256×32×4 B = 32 KB) is reused by every
+        // A micro-panel of the MC block and stays in L1/L2; the 8×kc A micro-panels (8 KB each) stream
+        // from the packed A block in L2.
+        // KC = 256: measured on the EPYC here, KC = 128 lost ~10% on 1024³ (more C read-modify-write
+        //     passes), KC = 384 was within noise of 256.
+        // MC = 128: the packed A block (128×256×4 B = 128 KB) stays in the 1 MB L2 per core.
+        // NC = 1024: the packed B block (256×1024×4 B = 1 MB) lives in L2/L3 and is reused for every MC block;
+        //     the layer widths here (≤ 784) fit one NC block, so B is packed once per depth block.
+        KernelPath.Avx512 => new(&MicroKernelAvx512.Run, MicroKernelAvx512.MR, MicroKernelAvx512.NR, 128, 256, 1024),
+        // Same reasoning with the smaller 6×16 ymm tile; MC a multiple of 6.
+        KernelPath.Avx2 => new(&MicroKernelAvx2.Run, MicroKernelAvx2.MR, MicroKernelAvx2.NR, 120, 256, 1024),
+        _ => new(&MicroKernelScalar.Run, MicroKernelScalar.MR, MicroKernelScalar.NR, 64, 256, 512),
+    };
+}
+
+/// <summary>Per-thread packing buffers (64-byte aligned native memory), grown only when a larger block is needed.</summary>
+internal sealed unsafe class PackBuffers : IDisposable
+{
+    public float* PackA, PackB, Scratch;
+    private nuint _capA, _capB;
+
+    public PackBuffers(in KernelShape shape)
+    {
+        Scratch = (float*)NativeMemory.AlignedAlloc((nuint)(shape.MR * shape.NR * sizeof(float)), 64);
+    }
+
+    public void Ensure(nuint floatsA, nuint floatsB)
+    {
+        if (floatsA > _capA)
+        {
+            NativeMemory.AlignedFree(PackA);
+            PackA = (float*)NativeMemory.AlignedAlloc(floatsA * sizeof(float), 64);
+            _capA = floatsA;
+        }
+        if (floatsB > _capB)
+        {
+            NativeMemory.AlignedFree(PackB);
+            PackB = (float*)NativeMemory.AlignedAlloc(floatsB * sizeof(float), 64);
+            _capB = floatsB;
+        }
+    }
+
+    public void Dispose()
+    {
+        Free();
+        GC.SuppressFinalize(this);
+    }
+
+    /// <summary>Frees the native memory if the owning MatMul was never disposed.</summary>
+    ~PackBuffers() => Free();
+
+    private void Free()
+    {
+        NativeMemory.AlignedFree(PackA); PackA = null; _capA = 0;
+        NativeMemory.AlignedFree(PackB); PackB = null; _capB = 0;
+        NativeMemory.AlignedFree(Scratch); Scratch = null;
+    }
+}
+
+/// <summary>
+/// One product C[m×n] (row stride n) = (accumulate ? C : 0) + A·B with A, B as strided views,
+/// split into <see cref="Parts"/> static shares of C (row blocks or column blocks, aligned to the
+/// micro-tile). Each share is an independent blocked GEMM with its own packing buffers.
+/// Reused for every call: fields are overwritten, nothing is allocated.
+/// </summary>
+internal sealed unsafe class GemmJob : IParallelJob
+{
+    private readonly KernelShape _shape;
+    private readonly PackBuffers[] _buffers;
+
+    public StridedMatrix A, B;
+    public float* C;
+    public int M, N, K;
+    public bool Accumulate;
+    public int Parts;
+    public bool SplitRows;
+
+    public GemmJob(KernelPath path, int maxParts)
+    {
+        _shape = KernelShape.For(path);
+        _buffers = new PackBuffers[maxParts];
+        for (int i = 0; i < maxParts; i++) _buffers[i] = new PackBuffers(_shape);
+    }
+
+    public ref readonly KernelShape Shape => ref _shape;
+
+    /// <summary>Share [start, end) of <paramref name="extent"/> rows/columns for part <paramref name="part"/>, in whole tiles.</summary>
+    private void ShareOf(int part, int extent, int tile, out int start, out int end)
+    {
+        int tiles = (extent + tile - 1) / tile;
+        start = Math.Min(extent, (int)((long)tiles * part / Parts) * tile);
+        end = Math.Min(extent, (int)((long)tiles * (part + 1) / Parts) * tile);
+    }
+
+    /// <summary>Chooses the split and grows every part's buffers; runs on the caller before dispatch
+    /// so workers never allocate.</summary>
+    public void Prepare(int parts)
+    {
+        Parts = parts;
+        // Each part packs the whole of the operand it does not split: splitting rows repacks B (k×n)
+        // in every part, splitting columns repacks A (m×k). So split the larger of m and n, unless it
+        // has too few micro-tiles to give every part one.
+        int rowTiles = CeilDiv(M, _shape.MR), colTiles = CeilDiv(N, _shape.NR);
+        SplitRows = M >= N ? rowTiles >= parts || rowTiles >= colTiles : colTiles < parts && rowTiles > colTiles;
+        int rowsPerPart = SplitRows ? CeilDiv(CeilDiv(M, _shape.MR), parts) * _shape.MR : M;
+        int colsPerPart = SplitRows ? N : CeilDiv(CeilDiv(N, _shape.NR), parts) * _shape.NR;
+        nuint kc = (nuint)Math.Min(_shape.KC, K);
+        nuint mc = (nuint)RoundUp(Math.Min(_shape.MC, rowsPerPart), _shape.MR);
+        nuint nc = (nuint)RoundUp(Math.Min(_shape.NC, colsPerPart), _shape.NR);
+        for (int i = 0; i < parts; i++) _buffers[i].Ensure(mc * kc, nc * kc);
+    }
+
+    public void Execute(int part)
+    {
+        int i0 = 0, i1 = M, j0 = 0, j1 = N;
+        if (SplitRows) ShareOf(part, M, _shape.MR, out i0, out i1);
+        else ShareOf(part, N, _shape.NR, out j0, out j1);
+        if (i0 < i1 && j0 < j1) Blocked(i0, i1, j0, j1, _buffers[part]);
+    }
+
+    /// <summary>Goto/BLIS loop nest over the block C[i0..i1, j0..j1].</summary>
+    private void Blocked(int i0, int i1, int j0, int j1, PackBuffers buf)
+    {
+        ref readonly KernelShape s = ref _shape;
+        var kernel = s.Kernel;
+        int ldc = N;
+        for (int jc = j0; jc < j1; jc += s.NC)
+        {
+            int nc = Math.Min(s.NC, j1 - jc);
+            for (int pc = 0; pc < K; pc += s.KC)
+            {
+                int kc = Math.Min(s.KC, K - pc);
+                // The first depth block overwrites C unless accumulating; later ones add.
+                bool add = Accumulate || pc > 0;
+                Packing.PackB(B, pc, kc, jc, nc, s.NR, buf.PackB);
+                for (int ic = i0; ic < i1; ic += s.MC)
+                {
+                    int mc = Math.Min(s.MC, i1 - ic);
+                    Packing.PackA(A, ic, mc, pc, kc, s.MR, buf.PackA);
+                    for (int jr = 0; jr < nc; jr += s.NR)
+                    {
+                        int cols = Math.Min(s.NR, nc - jr);
+                        float* bPanel = buf.PackB + (long)jr * kc;
+                        float* cCol = C + jc + jr;
+                        for (int ir = 0; ir < mc; ir += s.MR)
+                        {
+                            kernel(kc, buf.PackA + (long)ir * kc, bPanel, cCol + (long)(ic + ir) * ldc, ldc,
+                                Math.Min(s.MR, mc - ir), cols, add, buf.Scratch);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    private static int CeilDiv(int a, int b) => (a + b - 1) / b;
+    private static int RoundUp(int a, int b) => CeilDiv(a, b) * b;
+
+    public void Dispose()
+    {
+        foreach (PackBuffers b in _buffers) b.Dispose();
+    }
+}

@@ -1,0 +1,128 @@
+using System.Runtime.ExceptionServices;
+
+namespace BnCluster.Core.Kernels;
+
+/// <summary>Work split into parts 0..parts-1; part 0 runs on the calling thread.</summary>
+internal interface IParallelJob
+{
+    void Execute(int part);
+}
+
+/// <summary>
+/// Auto-reset wake-up: Set wakes one waiter, whose Wait consumes the signal. Spins briefly, then
+/// blocks on a preallocated monitor. (ManualResetEventSlim would do, but it allocates its lock
+/// object lazily the first time a wait actually blocks, which can be any call, not just the first.)
+/// </summary>
+internal sealed class WakeSignal
+{
+    // Products arrive back to back in a training step, but the machine is small and shared, so
+    // spin only briefly (SpinWait yields after ~10 spins) before blocking.
+    private const int SpinIterations = 20;
+
+    private readonly object _gate = new();
+    private bool _set;
+
+    public void Set()
+    {
+        lock (_gate)
+        {
+            _set = true;
+            Monitor.Pulse(_gate);
+        }
+    }
+
+    public void Wait()
+    {
+        var spinner = new SpinWait();
+        for (int i = 0; i < SpinIterations && !Volatile.Read(ref _set); i++) spinner.SpinOnce(sleep1Threshold: -1);
+        lock (_gate)
+        {
+            while (!_set) Monitor.Wait(_gate);
+            _set = false;
+        }
+    }
+}
+
+/// <summary>
+/// A fixed set of workers (threads − 1 dedicated threads plus the caller) that run one
+/// <see cref="IParallelJob"/> at a time. Dispatch allocates nothing: the job is a preallocated
+/// object, each worker waits on its own start signal and the last one to finish sets <c>done</c>.
+/// One <see cref="Run"/> at a time (the owning <see cref="MatMul"/> is not thread-safe).
+/// </summary>
+internal sealed class GemmThreadPool : IDisposable
+{
+    private readonly Thread[] _workers;
+    private readonly WakeSignal[] _start;
+    private readonly WakeSignal _done = new();
+    private IParallelJob? _job;
+    private Exception? _workerFailure;
+    private int _remaining;
+    private volatile bool _stopping;
+    private bool _disposed;
+
+    public GemmThreadPool(int workerCount)
+    {
+        _workers = new Thread[workerCount];
+        _start = new WakeSignal[workerCount];
+        for (int i = 0; i < workerCount; i++)
+        {
+            _start[i] = new WakeSignal();
+            int index = i;
+            _workers[i] = new Thread(() => WorkerLoop(index))
+            {
+                IsBackground = true,
+                Name = $"MatMul worker {i + 1}",
+            };
+            _workers[i].Start();
+        }
+    }
+
+    /// <summary>Parts the pool can run at once (workers + caller).</summary>
+    public int MaxParts => _workers.Length + 1;
+
+    /// <summary>Runs parts 0..parts-1 of <paramref name="job"/> and returns when all are done;
+    /// rethrows the first failure.</summary>
+    public void Run(IParallelJob job, int parts)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (parts < 1 || parts > MaxParts) throw new ArgumentOutOfRangeException(nameof(parts));
+        int helpers = parts - 1;
+        _job = job;
+        _workerFailure = null;
+        if (helpers > 0)
+        {
+            _remaining = helpers;
+            for (int i = 0; i < helpers; i++) _start[i].Set();
+        }
+        Exception? callerFailure = null;
+        try { job.Execute(0); }
+        catch (Exception e) { callerFailure = e; }
+        // Never return (or unpin the operands) while a worker may still touch them.
+        if (helpers > 0) _done.Wait();
+        _job = null;
+        if (callerFailure is not null) ExceptionDispatchInfo.Throw(callerFailure);
+        if (_workerFailure is not null) ExceptionDispatchInfo.Throw(_workerFailure);
+    }
+
+    private void WorkerLoop(int index)
+    {
+        WakeSignal start = _start[index];
+        while (true)
+        {
+            start.Wait();
+            if (_stopping) return;
+            try { _job!.Execute(index + 1); }
+            catch (Exception e) { Interlocked.CompareExchange(ref _workerFailure, e, null); }
+            if (Interlocked.Decrement(ref _remaining) == 0) _done.Set();
+        }
+    }
+
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        _stopping = true;
+        foreach (WakeSignal s in _start) s.Set();
+        foreach (Thread t in _workers) t.Join();
+    }
+}

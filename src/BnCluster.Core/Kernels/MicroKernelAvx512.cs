@@ -1,0 +1,113 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace BnCluster.Core.Kernels;
+
+/// <summary>
+/// AVX-512 micro-kernel: an 8×32 block of C lives in 16 zmm accumulators (of 32 registers), leaving room
+/// for the 2 B vectors and the A broadcasts. 8 rows divide the usual batch shards (64, 128, 256);
+/// 32 columns = two zmm loads per depth step against 16 FMAs, far below the load-port limit.
+/// 16 independent accumulators cover the FMA latency × throughput of current cores.
+/// </summary>
+internal static unsafe class MicroKernelAvx512
+{
+    public const int MR = 8;
+    public const int NR = 32;
+
+    /// <summary>
+    /// C[rows×cols] (row stride ldc) = (add ? C : 0) + Apanel·Bpanel over kc depth steps.
+    /// Apanel: kc×MR (packed A), Bpanel: kc×NR (packed B). Edge tiles (rows &lt; MR or cols &lt; NR)
+    /// go through <paramref name="scratch"/> (MR×NR floats) so loads/stores never leave C.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Run(int kc, float* a, float* b, float* c, int ldc, int rows, int cols, bool add, float* scratch)
+    {
+        Vector512<float> c00 = default;
+        Vector512<float> c01 = default;
+        Vector512<float> c10 = default;
+        Vector512<float> c11 = default;
+        Vector512<float> c20 = default;
+        Vector512<float> c21 = default;
+        Vector512<float> c30 = default;
+        Vector512<float> c31 = default;
+        Vector512<float> c40 = default;
+        Vector512<float> c41 = default;
+        Vector512<float> c50 = default;
+        Vector512<float> c51 = default;
+        Vector512<float> c60 = default;
+        Vector512<float> c61 = default;
+        Vector512<float> c70 = default;
+        Vector512<float> c71 = default;
+        for (int p = 0; p < kc; p++)
+        {
+            Vector512<float> b0 = Vector512.Load(b + 0);
+            Vector512<float> b1 = Vector512.Load(b + 16);
+            Vector512<float> a0 = Vector512.Create(a[0]);
+            c00 = Avx512F.FusedMultiplyAdd(a0, b0, c00);
+            c01 = Avx512F.FusedMultiplyAdd(a0, b1, c01);
+            Vector512<float> a1 = Vector512.Create(a[1]);
+            c10 = Avx512F.FusedMultiplyAdd(a1, b0, c10);
+            c11 = Avx512F.FusedMultiplyAdd(a1, b1, c11);
+            Vector512<float> a2 = Vector512.Create(a[2]);
+            c20 = Avx512F.FusedMultiplyAdd(a2, b0, c20);
+            c21 = Avx512F.FusedMultiplyAdd(a2, b1, c21);
+            Vector512<float> a3 = Vector512.Create(a[3]);
+            c30 = Avx512F.FusedMultiplyAdd(a3, b0, c30);
+            c31 = Avx512F.FusedMultiplyAdd(a3, b1, c31);
+            Vector512<float> a4 = Vector512.Create(a[4]);
+            c40 = Avx512F.FusedMultiplyAdd(a4, b0, c40);
+            c41 = Avx512F.FusedMultiplyAdd(a4, b1, c41);
+            Vector512<float> a5 = Vector512.Create(a[5]);
+            c50 = Avx512F.FusedMultiplyAdd(a5, b0, c50);
+            c51 = Avx512F.FusedMultiplyAdd(a5, b1, c51);
+            Vector512<float> a6 = Vector512.Create(a[6]);
+            c60 = Avx512F.FusedMultiplyAdd(a6, b0, c60);
+            c61 = Avx512F.FusedMultiplyAdd(a6, b1, c61);
+            Vector512<float> a7 = Vector512.Create(a[7]);
+            c70 = Avx512F.FusedMultiplyAdd(a7, b0, c70);
+            c71 = Avx512F.FusedMultiplyAdd(a7, b1, c71);
+            a += MR;
+            b += NR;
+        }
+        bool full = rows == MR && cols == NR;
+        float* dst = full ? c : scratch;
+        int ld = full ? ldc : NR;
+        bool addHere = full && add;
+        Store(c00, dst + 0 * ld + 0, addHere);
+        Store(c01, dst + 0 * ld + 16, addHere);
+        Store(c10, dst + 1 * ld + 0, addHere);
+        Store(c11, dst + 1 * ld + 16, addHere);
+        Store(c20, dst + 2 * ld + 0, addHere);
+        Store(c21, dst + 2 * ld + 16, addHere);
+        Store(c30, dst + 3 * ld + 0, addHere);
+        Store(c31, dst + 3 * ld + 16, addHere);
+        Store(c40, dst + 4 * ld + 0, addHere);
+        Store(c41, dst + 4 * ld + 16, addHere);
+        Store(c50, dst + 5 * ld + 0, addHere);
+        Store(c51, dst + 5 * ld + 16, addHere);
+        Store(c60, dst + 6 * ld + 0, addHere);
+        Store(c61, dst + 6 * ld + 16, addHere);
+        Store(c70, dst + 7 * ld + 0, addHere);
+        Store(c71, dst + 7 * ld + 16, addHere);
+        if (!full) CopyEdge(scratch, c, ldc, rows, cols, add);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Store(Vector512<float> v, float* dst, bool add)
+    {
+        if (add) v += Vector512.Load(dst);
+        Vector512.Store(v, dst);
+    }
+
+    private static void CopyEdge(float* tile, float* c, int ldc, int rows, int cols, bool add)
+    {
+        for (int r = 0; r < rows; r++)
+        {
+            float* src = tile + r * NR;
+            float* dst = c + (long)r * ldc;
+            if (add) for (int j = 0; j < cols; j++) dst[j] += src[j];
+            else for (int j = 0; j < cols; j++) dst[j] = src[j];
+        }
+    }
+}

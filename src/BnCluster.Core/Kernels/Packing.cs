@@ -1,0 +1,169 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace BnCluster.Core.Kernels;
+
+/// <summary>
+/// A strided view of a logical matrix: element (r, c) is at Ptr[r·RowStride + c·ColStride].
+/// Transposition is just swapped strides, so one packing routine serves NN, NT and TN.
+/// </summary>
+internal readonly unsafe struct StridedMatrix(float* ptr, int rowStride, int colStride)
+{
+    public readonly float* Ptr = ptr;
+    public readonly int RowStride = rowStride;
+    public readonly int ColStride = colStride;
+}
+
+/// <summary>
+/// Copies cache blocks of the operands into the contiguous layout the micro-kernels read:
+/// A block (mc×kc) → ⌈mc/MR⌉ panels, each kc steps of MR consecutive row values;
+/// B block (kc×nc) → ⌈nc/NR⌉ panels, each kc steps of NR consecutive column values.
+/// Rows/columns past the edge are zero-filled so the kernels always run full MR×NR tiles.
+/// </summary>
+internal static unsafe class Packing
+{
+    /// <summary>Packs rows [row0, row0+mc) × depth [p0, p0+kc) of <paramref name="a"/> (logical m×k) into <paramref name="dest"/>.</summary>
+    public static void PackA(StridedMatrix a, int row0, int mc, int p0, int kc, int mr, float* dest)
+    {
+        for (int ir = 0; ir < mc; ir += mr)
+        {
+            int rows = Math.Min(mr, mc - ir);
+            float* panel = dest + (long)ir * kc;
+            float* src = a.Ptr + (long)(row0 + ir) * a.RowStride + (long)p0 * a.ColStride;
+            if (a.RowStride == 1)
+            {
+                // Transposed A (TN): the MR row values of one depth step are contiguous in memory.
+                for (int p = 0; p < kc; p++)
+                {
+                    float* s = src + (long)p * a.ColStride;
+                    float* d = panel + p * mr;
+                    int r = 0;
+                    for (; r < rows; r++) d[r] = s[r];
+                    for (; r < mr; r++) d[r] = 0f;
+                }
+            }
+            else
+            {
+                // Row-major A (NN, NT): each source row is contiguous along depth, so packing is a
+                // transpose. Full groups of 8 rows go through 8×8 register transposes (a scalar
+                // scatter costs as much as the products themselves for small m); the rest is scalar.
+                int done = 0;
+                if (a.ColStride == 1 && Avx.IsSupported && rows == mr && mr % 8 == 0)
+                {
+                    int kc8 = kc & ~7;
+                    for (int r8 = 0; r8 < mr; r8 += 8)
+                        for (int p = 0; p < kc8; p += 8)
+                            Transpose8x8(src + (long)r8 * a.RowStride + p, a.RowStride, panel + p * mr + r8, mr);
+                    done = kc8;
+                }
+                for (int r = 0; r < rows; r++)
+                {
+                    float* s = src + (long)r * a.RowStride;
+                    float* d = panel + r;
+                    if (a.ColStride == 1)
+                        for (int p = done; p < kc; p++) d[p * mr] = s[p];
+                    else
+                        for (int p = 0; p < kc; p++) d[p * mr] = s[(long)p * a.ColStride];
+                }
+                for (int r = rows; r < mr; r++)
+                {
+                    float* d = panel + r;
+                    for (int p = 0; p < kc; p++) d[p * mr] = 0f;
+                }
+            }
+        }
+    }
+
+    /// <summary>Packs depth [p0, p0+kc) × columns [col0, col0+nc) of <paramref name="b"/> (logical k×n) into <paramref name="dest"/>.</summary>
+    public static void PackB(StridedMatrix b, int p0, int kc, int col0, int nc, int nr, float* dest)
+    {
+        for (int jr = 0; jr < nc; jr += nr)
+        {
+            int cols = Math.Min(nr, nc - jr);
+            float* panel = dest + (long)jr * kc;
+            float* src = b.Ptr + (long)p0 * b.RowStride + (long)(col0 + jr) * b.ColStride;
+            if (b.ColStride == 1)
+            {
+                // Row-major B (NN, TN): NR column values of one depth step are contiguous; plain copy.
+                for (int p = 0; p < kc; p++)
+                {
+                    float* s = src + (long)p * b.RowStride;
+                    float* d = panel + p * nr;
+                    if (cols == nr)
+                    {
+                        new ReadOnlySpan<float>(s, nr).CopyTo(new Span<float>(d, nr));
+                    }
+                    else
+                    {
+                        int c = 0;
+                        for (; c < cols; c++) d[c] = s[c];
+                        for (; c < nr; c++) d[c] = 0f;
+                    }
+                }
+            }
+            else
+            {
+                // Transposed B (NT, B stored n×k): each column is contiguous along depth, so packing is
+                // a transpose; full 8×8 blocks in registers, the edges scalar (see PackA).
+                int full8 = 0, kc8 = 0;
+                if (b.RowStride == 1 && Avx.IsSupported)
+                {
+                    full8 = cols & ~7;
+                    kc8 = kc & ~7;
+                    for (int c8 = 0; c8 < full8; c8 += 8)
+                        for (int p = 0; p < kc8; p += 8)
+                            Transpose8x8(src + (long)c8 * b.ColStride + p, b.ColStride, panel + p * nr + c8, nr);
+                }
+                for (int c = 0; c < cols; c++)
+                {
+                    float* s = src + (long)c * b.ColStride;
+                    float* d = panel + c;
+                    if (b.RowStride == 1)
+                        for (int p = c < full8 ? kc8 : 0; p < kc; p++) d[p * nr] = s[p];
+                    else
+                        for (int p = 0; p < kc; p++) d[p * nr] = s[(long)p * b.RowStride];
+                }
+                for (int c = cols; c < nr; c++)
+                {
+                    float* d = panel + c;
+                    for (int p = 0; p < kc; p++) d[p * nr] = 0f;
+                }
+            }
+        }
+    }
+
+    /// <summary>dst[j·dstStride + i] = src[i·srcStride + j] for i, j &lt; 8, with AVX shuffles.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Transpose8x8(float* src, int srcStride, float* dst, int dstStride)
+    {
+        Vector256<float> r0 = Avx.LoadVector256(src);
+        Vector256<float> r1 = Avx.LoadVector256(src + srcStride);
+        Vector256<float> r2 = Avx.LoadVector256(src + 2L * srcStride);
+        Vector256<float> r3 = Avx.LoadVector256(src + 3L * srcStride);
+        Vector256<float> r4 = Avx.LoadVector256(src + 4L * srcStride);
+        Vector256<float> r5 = Avx.LoadVector256(src + 5L * srcStride);
+        Vector256<float> r6 = Avx.LoadVector256(src + 6L * srcStride);
+        Vector256<float> r7 = Avx.LoadVector256(src + 7L * srcStride);
+
+        // Interleave pairs of rows, then pairs of pairs, then swap 128-bit halves.
+        Vector256<float> t0 = Avx.UnpackLow(r0, r1), t1 = Avx.UnpackHigh(r0, r1);
+        Vector256<float> t2 = Avx.UnpackLow(r2, r3), t3 = Avx.UnpackHigh(r2, r3);
+        Vector256<float> t4 = Avx.UnpackLow(r4, r5), t5 = Avx.UnpackHigh(r4, r5);
+        Vector256<float> t6 = Avx.UnpackLow(r6, r7), t7 = Avx.UnpackHigh(r6, r7);
+
+        Vector256<float> u0 = Avx.Shuffle(t0, t2, 0x44), u1 = Avx.Shuffle(t0, t2, 0xEE);
+        Vector256<float> u2 = Avx.Shuffle(t1, t3, 0x44), u3 = Avx.Shuffle(t1, t3, 0xEE);
+        Vector256<float> u4 = Avx.Shuffle(t4, t6, 0x44), u5 = Avx.Shuffle(t4, t6, 0xEE);
+        Vector256<float> u6 = Avx.Shuffle(t5, t7, 0x44), u7 = Avx.Shuffle(t5, t7, 0xEE);
+
+        Avx.Store(dst, Avx.Permute2x128(u0, u4, 0x20));
+        Avx.Store(dst + dstStride, Avx.Permute2x128(u1, u5, 0x20));
+        Avx.Store(dst + 2 * dstStride, Avx.Permute2x128(u2, u6, 0x20));
+        Avx.Store(dst + 3 * dstStride, Avx.Permute2x128(u3, u7, 0x20));
+        Avx.Store(dst + 4 * dstStride, Avx.Permute2x128(u0, u4, 0x31));
+        Avx.Store(dst + 5 * dstStride, Avx.Permute2x128(u1, u5, 0x31));
+        Avx.Store(dst + 6 * dstStride, Avx.Permute2x128(u2, u6, 0x31));
+        Avx.Store(dst + 7 * dstStride, Avx.Permute2x128(u3, u7, 0x31));
+    }
+}

@@ -1,0 +1,261 @@
+using BnCluster.Core.Kernels;
+using Xunit;
+
+namespace BnCluster.Core.Tests.Kernels;
+
+public enum Product { NN, NT, TN }
+
+/// <summary>
+/// The three products against a float64 reference, on every kernel path this CPU supports,
+/// with 1, 2 and 3 threads (3 &gt; cores), accumulate on and off, and shapes that leave partial
+/// micro-tiles and cross the KC / MC / NC block boundaries.
+/// </summary>
+public sealed class MatMulTests
+{
+    private static readonly int[] SmallSizes = { 1, 2, 3, 7, 17, 31, 33, 64, 65 };
+
+    // Larger shapes: 513 crosses KC = 256 twice and MC = 128 four times with a remainder;
+    // n = 1100 crosses NC = 1024; 256×512×784 is the first layer at batch 256.
+    private static readonly (int M, int N, int K)[] LargeShapes =
+    {
+        (513, 65, 33), (33, 513, 65), (65, 33, 513), (17, 31, 513), (513, 7, 513),
+        (3, 1100, 5), (130, 1100, 300), (256, 512, 784),
+        // Tiny and odd shards against the layer widths (one row, the 10-wide output layer).
+        (1, 512, 784), (3, 784, 512), (17, 10, 256), (64, 256, 512), (256, 10, 256),
+    };
+
+    public static IEnumerable<object[]> Products() => new[] { new object[] { Product.NN }, new object[] { Product.NT }, new object[] { Product.TN } };
+
+    /// <summary>Every supported path × threads {1,2,3}, plus (for small shapes, which stay below the
+    /// parallel threshold) one instance per path that splits even tiny products across 3 threads.
+    /// Large shapes run the slow scalar path with 1 and 3 threads only, to keep the suite fast.</summary>
+    private static List<MatMul> AllInstances(bool large)
+    {
+        var list = new List<MatMul>();
+        foreach (KernelPath path in Enum.GetValues<KernelPath>())
+        {
+            if (!KernelPaths.IsSupported(path)) continue;
+            int[] threadCounts = large && path == KernelPath.Scalar ? new[] { 1, 3 } : new[] { 1, 2, 3 };
+            foreach (int threads in threadCounts)
+                list.Add(new MatMul(threads, path));
+            if (!large) list.Add(new MatMul(3, path, parallelThreshold: 0));
+        }
+        return list;
+    }
+
+    [Fact]
+    public void ThisMachineRunsEveryPath()
+    {
+        // The brief's machine has AVX-512; if this fails here the other tests silently test less.
+        Assert.True(KernelPaths.IsSupported(KernelPath.Avx2), "AVX2+FMA path unavailable on this CPU");
+        Assert.True(KernelPaths.IsSupported(KernelPath.Avx512), "AVX-512 path unavailable on this CPU");
+        using var mm = new MatMul(1);
+        Assert.Equal(KernelPath.Avx512, mm.Path);
+    }
+
+    [Theory]
+    [MemberData(nameof(Products))]
+    public void SmallShapes_AllCombinations(Product product)
+    {
+        var instances = AllInstances(large: false);
+        try
+        {
+            var rng = new Random(42 + (int)product);
+            foreach (int m in SmallSizes)
+                foreach (int n in SmallSizes)
+                    foreach (int k in SmallSizes)
+                        CheckShape(instances, product, m, n, k, rng);
+        }
+        finally { instances.ForEach(i => i.Dispose()); }
+    }
+
+    [Theory]
+    [MemberData(nameof(Products))]
+    public void LargeShapes_CrossBlockBoundaries(Product product)
+    {
+        var instances = AllInstances(large: true);
+        try
+        {
+            var rng = new Random(7 + (int)product);
+            foreach (var (m, n, k) in LargeShapes) CheckShape(instances, product, m, n, k, rng);
+        }
+        finally { instances.ForEach(i => i.Dispose()); }
+    }
+
+    private static void CheckShape(List<MatMul> instances, Product product, int m, int n, int k, Random rng)
+    {
+        float[] a = RandomArray(rng, m * k), b = RandomArray(rng, k * n), c0 = RandomArray(rng, m * n);
+        Reference(product, a, b, m, n, k, out double[] exact, out double[] magnitude);
+        var c = new float[m * n];
+        foreach (MatMul mm in instances)
+        {
+            foreach (bool accumulate in new[] { false, true })
+            {
+                // Without accumulate C starts as NaN: any read of the old C would poison the result.
+                if (accumulate) c0.CopyTo(c, 0); else Array.Fill(c, float.NaN);
+                Multiply(mm, product, a, b, c, m, n, k, accumulate);
+                for (int i = 0; i < m * n; i++)
+                {
+                    double expected = exact[i] + (accumulate ? c0[i] : 0);
+                    // float32 rounding of a k-term dot product, relative to Σ|a||b| (+ |c0| when adding).
+                    double tolerance = 1e-5 * (magnitude[i] + (accumulate ? Math.Abs(c0[i]) : 0)) + 1e-30;
+                    if (!(Math.Abs(c[i] - expected) <= tolerance))
+                        Assert.Fail($"{product} {m}×{n}×{k} path={mm.Path} threads={mm.Threads} accumulate={accumulate}: " +
+                                    $"C[{i / n},{i % n}] = {c[i]}, expected {expected} ± {tolerance}");
+                }
+            }
+        }
+    }
+
+    internal static void Multiply(MatMul mm, Product product, float[] a, float[] b, float[] c, int m, int n, int k, bool accumulate)
+    {
+        switch (product)
+        {
+            case Product.NN: mm.MultiplyNN(a, b, c, m, n, k, accumulate); break;
+            case Product.NT: mm.MultiplyNT(a, b, c, m, n, k, accumulate); break;
+            default: mm.MultiplyTN(a, b, c, m, n, k, accumulate); break;
+        }
+    }
+
+    /// <summary>exact = A·B in float64 and magnitude = |A|·|B|, with A, B read per the product's layout.</summary>
+    private static void Reference(Product product, float[] a, float[] b, int m, int n, int k, out double[] exact, out double[] magnitude)
+    {
+        exact = new double[m * n];
+        magnitude = new double[m * n];
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++)
+            {
+                double s = 0, abs = 0;
+                for (int p = 0; p < k; p++)
+                {
+                    double x = product == Product.TN ? a[p * m + i] : a[i * k + p];
+                    double y = product == Product.NT ? b[j * k + p] : b[p * n + j];
+                    s += x * y;
+                    abs += Math.Abs(x * y);
+                }
+                exact[i * n + j] = s;
+                magnitude[i * n + j] = abs;
+            }
+    }
+
+    internal static float[] RandomArray(Random rng, int length)
+    {
+        var x = new float[length];
+        for (int i = 0; i < length; i++) x[i] = (float)(rng.NextDouble() * 2 - 1);
+        return x;
+    }
+
+    [Fact]
+    public void KnownSmallProduct()
+    {
+        // [1 2 3; 4 5 6] · [7 8; 9 10; 11 12] = [58 64; 139 154]
+        float[] a = { 1, 2, 3, 4, 5, 6 }, b = { 7, 8, 9, 10, 11, 12 };
+        float[] bT = { 7, 9, 11, 8, 10, 12 }, aT = { 1, 4, 2, 5, 3, 6 };
+        var c = new float[4];
+        using var mm = new MatMul(2);
+        mm.MultiplyNN(a, b, c, 2, 2, 3);
+        Assert.Equal(new float[] { 58, 64, 139, 154 }, c);
+        mm.MultiplyNT(a, bT, c, 2, 2, 3);
+        Assert.Equal(new float[] { 58, 64, 139, 154 }, c);
+        mm.MultiplyTN(aT, b, c, 2, 2, 3, accumulate: true);
+        Assert.Equal(new float[] { 116, 128, 278, 308 }, c);
+    }
+
+    [Fact]
+    public void EmptyDepth_ClearsOrKeepsC()
+    {
+        using var mm = new MatMul(2);
+        var c = new float[] { 1, 2, 3, 4, 5, 6 };
+        mm.MultiplyNN(Array.Empty<float>(), Array.Empty<float>(), c, 2, 3, 0, accumulate: true);
+        Assert.Equal(new float[] { 1, 2, 3, 4, 5, 6 }, c);
+        mm.MultiplyNT(Array.Empty<float>(), Array.Empty<float>(), c, 2, 3, 0);
+        Assert.All(c, x => Assert.Equal(0f, x));
+    }
+
+    [Fact]
+    public void LargerBuffersThanNeeded_TouchOnlyThePrefixOfC()
+    {
+        using var mm = new MatMul(2);
+        var c = new float[5 * 4 + 3];
+        Array.Fill(c, 9f);
+        mm.MultiplyNN(new float[5 * 2], new float[2 * 4], c, 5, 4, 2);
+        Assert.All(c.Take(20), x => Assert.Equal(0f, x));
+        Assert.All(c.Skip(20), x => Assert.Equal(9f, x));
+    }
+
+    [Fact]
+    public void BadArguments_NameWhatIsWrong()
+    {
+        using var mm = new MatMul(1);
+        var e = Assert.Throws<ArgumentException>(() => mm.MultiplyNN(new float[5], new float[6], new float[6], 2, 3, 3));
+        Assert.Equal("a", e.ParamName);
+        Assert.Contains("MultiplyNN", e.Message);
+        e = Assert.Throws<ArgumentException>(() => mm.MultiplyNT(new float[6], new float[5], new float[6], 2, 3, 3));
+        Assert.Equal("b", e.ParamName);
+        e = Assert.Throws<ArgumentException>(() => mm.MultiplyTN(new float[6], new float[9], new float[5], 2, 3, 3));
+        Assert.Equal("c", e.ParamName);
+        Assert.Throws<ArgumentOutOfRangeException>(() => mm.MultiplyNN(new float[6], new float[6], new float[6], -1, 3, 3));
+        Assert.Throws<ArgumentOutOfRangeException>(() => new MatMul(0));
+    }
+
+    [Fact]
+    public void ThreadsAndDispose()
+    {
+        using (var single = new MatMul(1)) Assert.Equal(0, single.WorkerThreadCount);
+        var mm = new MatMul(3);
+        Assert.Equal(2, mm.WorkerThreadCount);
+        Assert.Equal(3, mm.Threads);
+        mm.Dispose();
+        mm.Dispose(); // idempotent
+        Assert.Throws<ObjectDisposedException>(() => mm.MultiplyNN(new float[1], new float[1], new float[1], 1, 1, 1));
+    }
+}
+
+/// <summary>Runs alone: process-wide allocation counts must not see other tests' allocations.</summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class AllocationSensitiveCollection
+{
+    public const string Name = "Kernels allocation-sensitive";
+}
+
+/// <summary>Steady-state products allocate nothing, on the caller or on the pool threads.</summary>
+[Collection(AllocationSensitiveCollection.Name)]
+public sealed class MatMulAllocationTests
+{
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public void HundredCalls_AllocateZeroBytes(int threads)
+    {
+        const int m = 128, n = 256, k = 200; // above the parallel threshold, so the pool is used
+        var rng = new Random(3);
+        float[] a = MatMulTests.RandomArray(rng, m * k), b = MatMulTests.RandomArray(rng, k * n);
+        float[] aT = MatMulTests.RandomArray(rng, k * m), bT = MatMulTests.RandomArray(rng, n * k);
+        var c = new float[m * n];
+        using var mm = new MatMul(threads);
+        void Step()
+        {
+            mm.MultiplyNT(a, bT, c, m, n, k);
+            mm.MultiplyTN(aT, b, c, m, n, k, accumulate: true);
+            mm.MultiplyNN(a, b, c, m, n, k);
+            mm.MultiplyNN(a, b, c, 3, n, k); // smaller shape after a larger one: no regrowth
+        }
+        for (int i = 0; i < 5; i++) Step(); // warm up: JIT, buffer growth, lazily created wait handles
+
+        // Process-wide counts also see the test runner's own threads (result reporting etc.), so
+        // measure up to 3 windows and keep the quietest: a real per-call allocation (≥ 400 objects)
+        // would show in every window.
+        long leastProcessWide = long.MaxValue;
+        for (int attempt = 0; attempt < 3 && leastProcessWide >= 1024; attempt++)
+        {
+            long callerBefore = GC.GetAllocatedBytesForCurrentThread();
+            long totalBefore = GC.GetTotalAllocatedBytes(precise: true);
+            for (int i = 0; i < 100; i++) Step();
+            long totalAfter = GC.GetTotalAllocatedBytes(precise: true);
+            long callerAfter = GC.GetAllocatedBytesForCurrentThread();
+            Assert.Equal(0, callerAfter - callerBefore);
+            leastProcessWide = Math.Min(leastProcessWide, totalAfter - totalBefore);
+        }
+        Assert.True(leastProcessWide < 1024, $"{leastProcessWide} bytes allocated process-wide in 400 products");
+    }
+}
