@@ -7,6 +7,7 @@
 #   STEPS=30 WARMUP=5 bench/compare.sh
 #   OUT=/tmp/cmp bench/compare.sh     # also keep every raw JSON/stderr file in /tmp/cmp
 #   ACCURACY=1 bench/compare.sh       # also train PyTorch 2 epochs and report its test accuracy
+#   BNCLUSTER="path/to/bncluster" bench/compare.sh   # another BnCluster command (default: the Release build)
 #
 # Network 784-512-256-10: per hidden layer Linear(no bias) → BatchNorm1d → ReLU, then Linear(bias),
 # softmax cross-entropy; Fashion-MNIST (IDX gz from the Debian package dataset-fashion-mnist),
@@ -34,6 +35,7 @@ BENCH_DLL=bench/BnCluster.Benchmarks/bin/Release/net10.0/BnCluster.Benchmarks.dl
 if [[ -n "${OUT:-}" ]]; then
     WORK=$OUT
     mkdir -p "$WORK"
+    rm -f "$WORK"/*.out "$WORK"/*.err "$WORK"/*.fail  # a reused folder must not leak old results
 else
     WORK=$(mktemp -d -t bncluster-compare.XXXXXX)
     trap 'rm -rf "$WORK"' EXIT
@@ -100,9 +102,10 @@ skip() { echo "$2" >"$WORK/$1.fail"; log "skip $1: $2"; }
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 BN_ARGS=(bench --dataset fashion-mnist --hidden "$HIDDEN" --batch "$BATCH" --optimizer adam --lr "$LR" --steps "$STEPS" --json)
-if [[ $NODE_BUILD == ok ]]; then
-    run bn_1p dotnet "$NODE_DLL" "${BN_ARGS[@]}" --workers 1 --threads 2
-    run bn_2p dotnet "$NODE_DLL" "${BN_ARGS[@]}" --workers 2 --processes --threads 1
+read -r -a BN_CMD <<<"${BNCLUSTER:-dotnet $NODE_DLL}"
+if [[ $NODE_BUILD == ok || -n ${BNCLUSTER:-} ]]; then
+    run bn_1p "${BN_CMD[@]}" "${BN_ARGS[@]}" --workers 1 --threads 2
+    run bn_2p "${BN_CMD[@]}" "${BN_ARGS[@]}" --workers 2 --processes --threads 1
 else
     skip bn_1p "$NODE_BUILD"; skip bn_2p "$NODE_BUILD"
 fi
