@@ -213,4 +213,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (OSError, ValueError) as e:  # a missing or malformed data file: one line, no traceback
+        sys.exit(f"train_mlp.py: {e}")
