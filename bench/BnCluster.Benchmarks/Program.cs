@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Globalization;
 using BenchmarkDotNet.Running;
 using BnCluster.Core.Kernels;
 
@@ -6,47 +7,95 @@ namespace BnCluster.Benchmarks;
 
 public static class Program
 {
-    public static void Main(string[] args)
+    public static int Main(string[] args)
     {
         if (args.Length > 0 && args[0] == "gemm")
         {
-            QuickGemm.Run();
-            return;
+            try
+            {
+                QuickGemm.Run(args.AsSpan(1));
+                return 0;
+            }
+            catch (ArgumentException e)
+            {
+                Console.Error.WriteLine(e.Message);
+                return 2;
+            }
         }
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
+        return 0;
     }
 }
 
-/// <summary>`-- gemm`: a quick Stopwatch measurement, GFLOP/s per product, shape and thread count.</summary>
+/// <summary>
+/// `-- gemm [--json] [--shape MxNxK] [--threads T]`: a quick Stopwatch measurement, GFLOP/s per
+/// product, shape and thread count. `--json` prints one JSON object per line (the shapes that
+/// bench/compare.sh sets against numpy/OpenBLAS); `--shape` and `--threads` select a subset.
+/// </summary>
 internal static class QuickGemm
 {
-    public static void Run()
+    // The products of the 784-512-256-10 net at batch 256 ("m×n×k" of C[m×n] = op(A)·op(B)), and 1024³.
+    private static readonly (string Op, int M, int N, int K)[] MainShapes =
+    [
+        ("NT", 256, 512, 784), ("TN", 512, 784, 256), ("NN", 256, 784, 512), ("NN", 1024, 1024, 1024),
+    ];
+
+    // Smaller products of a 64-row shard and the tiny output layer, where waking the pool costs
+    // a noticeable share (this is what the parallel threshold in MatMul is chosen from).
+    private static readonly (string Op, int M, int N, int K)[] SmallShapes =
+    [
+        ("NT", 64, 512, 784), ("NT", 64, 256, 512), ("NT", 64, 10, 256),
+        ("NN", 32, 64, 64), ("NN", 64, 64, 128), ("NN", 64, 128, 256),
+    ];
+
+    public static void Run(ReadOnlySpan<string> args)
     {
-        Console.WriteLine("product  m×n×k            threads  GFLOP/s");
-        foreach (int threads in new[] { 1, 2 })
+        bool json = false;
+        string? shape = null;
+        int[] threadCounts = [1, 2];
+        for (int i = 0; i < args.Length; i++)
         {
-            using var mm = new MatMul(threads);
-            Measure(mm, "NT", 256, 512, 784);
-            Measure(mm, "TN", 512, 784, 256);
-            Measure(mm, "NN", 256, 784, 512);
-            Measure(mm, "NN", 1024, 1024, 1024);
+            switch (args[i])
+            {
+                case "--json": json = true; break;
+                case "--shape" when i + 1 < args.Length: shape = args[++i]; break;
+                case "--threads" when i + 1 < args.Length && int.TryParse(args[i + 1], out int t) && t > 0:
+                    threadCounts = [t]; i++; break;
+                default:
+                    throw new ArgumentException(
+                        $"gemm: unknown or incomplete argument '{args[i]}' (expected --json, --shape MxNxK, --threads T)");
+            }
         }
-        // Smaller products of a 64-row shard and the tiny output layer, where waking the pool costs
-        // a noticeable share (this is what the parallel threshold in MatMul is chosen from).
-        Console.WriteLine();
-        foreach (int threads in new[] { 1, 2 })
+
+        var groups = json ? new[] { MainShapes } : new[] { MainShapes, SmallShapes };
+        if (shape is not null)
         {
-            using var mm = new MatMul(threads);
-            Measure(mm, "NT", 64, 512, 784);
-            Measure(mm, "NT", 64, 256, 512);
-            Measure(mm, "NT", 64, 10, 256);
-            Measure(mm, "NN", 32, 64, 64);
-            Measure(mm, "NN", 64, 64, 128);
-            Measure(mm, "NN", 64, 128, 256);
+            var chosen = MainShapes.Concat(SmallShapes).Where(s => $"{s.M}x{s.N}x{s.K}" == shape).ToArray();
+            if (chosen.Length == 0)
+                throw new ArgumentException($"gemm: --shape '{shape}' is none of the measured shapes (MxNxK, e.g. 256x784x512)");
+            groups = [chosen];
+        }
+
+        if (!json) Console.WriteLine("product  m×n×k            threads  GFLOP/s");
+        for (int g = 0; g < groups.Length; g++)
+        {
+            if (g > 0 && !json) Console.WriteLine();
+            foreach (int threads in threadCounts)
+            {
+                using var mm = new MatMul(threads);
+                foreach (var (op, m, n, k) in groups[g])
+                {
+                    double gflops = Measure(mm, op, m, n, k);
+                    Console.WriteLine(json
+                        ? string.Create(CultureInfo.InvariantCulture,
+                            $"{{\"impl\": \"bncluster\", \"product\": \"{op}\", \"shape\": \"{m}x{n}x{k}\", \"threads\": {mm.Threads}, \"gflops\": {gflops:F2}}}")
+                        : $"{op,-8} {$"{m}×{n}×{k}",-16} {mm.Threads,7}  {gflops,7:F1}");
+                }
+            }
         }
     }
 
-    private static void Measure(MatMul mm, string op, int m, int n, int k)
+    private static double Measure(MatMul mm, string op, int m, int n, int k)
     {
         var rng = new Random(1);
         float[] a = RandomArray(rng, m * k), b = RandomArray(rng, k * n), c = new float[m * n];
@@ -72,7 +121,7 @@ internal static class QuickGemm
             sw.Stop();
             best = Math.Max(best, flop * reps / sw.Elapsed.TotalSeconds / 1e9);
         }
-        Console.WriteLine($"{op,-8} {$"{m}×{n}×{k}",-16} {mm.Threads,7}  {best,7:F1}");
+        return best;
     }
 
     private static float[] RandomArray(Random rng, int length)

@@ -1,0 +1,294 @@
+#!/usr/bin/env bash
+# bench/compare.sh — BnCluster against PyTorch on the same machine, same network, data, batch and
+# optimizer (issue 5). One command; runs every measurement one after the other (never two at once)
+# and prints a Markdown report on stdout (progress goes to stderr).
+#
+#   bench/compare.sh                 # defaults: STEPS=200 WARMUP=20
+#   STEPS=30 WARMUP=5 bench/compare.sh
+#   OUT=/tmp/cmp bench/compare.sh     # also keep every raw JSON/stderr file in /tmp/cmp
+#   ACCURACY=1 bench/compare.sh       # also train PyTorch 2 epochs and report its test accuracy
+#   BNCLUSTER="path/to/bncluster" bench/compare.sh   # another BnCluster command (default: the Release build)
+#
+# Network 784-512-256-10: per hidden layer Linear(no bias) → BatchNorm1d → ReLU, then Linear(bias),
+# softmax cross-entropy; Fashion-MNIST (IDX gz from the Debian package dataset-fashion-mnist),
+# global batch 256, Adam lr 1e-3. Measured: samples/s of one process with 2 threads and of 2 worker
+# processes with 1 thread each (PyTorch: DistributedDataParallel, gloo), and GEMM GFLOP/s of
+# BnCluster's kernels against numpy on OpenBLAS. A BnCluster or PyTorch run that fails shows
+# "n/a (reason)" in its cell; the rest of the comparison still runs.
+set -euo pipefail
+
+STEPS=${STEPS:-200}
+WARMUP=${WARMUP:-20}
+BATCH=256
+HIDDEN=512,256
+LR=1e-3
+DATA=${DATA:-/usr/share/datasets/fashion-mnist}
+RUN_TIMEOUT=${RUN_TIMEOUT:-900}  # seconds per single run, so a hung run cannot stall the script
+ACCURACY=${ACCURACY:-0}
+PY=/usr/bin/python3               # Debian's python3-torch/-numpy live here, not in a pyenv on PATH
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+NODE_DLL=src/BnCluster.Node/bin/Release/net10.0/bncluster.dll
+BENCH_DLL=bench/BnCluster.Benchmarks/bin/Release/net10.0/BnCluster.Benchmarks.dll
+
+if [[ -n "${OUT:-}" ]]; then
+    WORK=$OUT
+    mkdir -p "$WORK"
+    rm -f "$WORK"/*.out "$WORK"/*.err "$WORK"/*.fail  # a reused folder must not leak old results
+else
+    WORK=$(mktemp -d -t bncluster-compare.XXXXXX)
+    trap 'rm -rf "$WORK"' EXIT
+fi
+
+log() { echo "[compare $(date -u +%H:%M:%S)] $*" >&2; }
+die() { echo "compare.sh: $*" >&2; exit 1; }
+
+case "$STEPS$WARMUP" in *[!0-9]*) die "STEPS and WARMUP must be whole numbers (got STEPS=$STEPS WARMUP=$WARMUP)";; esac
+(( STEPS > 0 )) || die "STEPS must be positive"
+
+# ---------------------------------------------------------------- prerequisites
+PACKAGES=(python3-torch python3-numpy libopenblas0-pthread dataset-fashion-mnist)
+missing_prerequisites() {
+    local missing=()
+    [[ -x $PY ]] && "$PY" -c 'import torch' 2>/dev/null || missing+=(python3-torch)
+    [[ -x $PY ]] && "$PY" -c 'import numpy' 2>/dev/null || missing+=(python3-numpy)
+    compgen -G '/usr/lib/*/openblas-pthread/libopenblas*.so*' >/dev/null || missing+=(libopenblas0-pthread)
+    for f in train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz; do
+        [[ -f $DATA/$f ]] || { missing+=(dataset-fashion-mnist); break; }
+    done
+    echo "${missing[@]}"
+}
+MISSING=$(missing_prerequisites)
+if [[ -n $MISSING ]]; then
+    if [[ $(id -u) -eq 0 ]]; then
+        log "installing missing packages: $MISSING"
+        apt-get update >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y "${PACKAGES[@]}" >&2
+        MISSING=$(missing_prerequisites)
+        [[ -z $MISSING ]] || die "still missing after apt-get install: $MISSING"
+    else
+        die "missing: $MISSING. Install as root: apt-get update && apt-get install -y ${PACKAGES[*]}"
+    fi
+fi
+command -v dotnet >/dev/null || die "dotnet (SDK 10) is not on PATH"
+
+# ---------------------------------------------------------------- build (not measured)
+NODE_BUILD=ok BENCH_BUILD=ok
+log "building BnCluster.Node (Release)"
+dotnet build -c Release -nologo -v q src/BnCluster.Node >"$WORK/build-node.log" 2>&1 || NODE_BUILD="build failed (see build-node.log)"
+log "building BnCluster.Benchmarks (Release)"
+dotnet build -c Release -nologo -v q bench/BnCluster.Benchmarks >"$WORK/build-bench.log" 2>&1 || BENCH_BUILD="build failed (see build-bench.log)"
+[[ $NODE_BUILD == ok ]] || log "BnCluster.Node: $NODE_BUILD"
+[[ $BENCH_BUILD == ok ]] || log "BnCluster.Benchmarks: $BENCH_BUILD"
+
+# ---------------------------------------------------------------- runs
+# run NAME CMD...: stdout → NAME.out, stderr → NAME.err; on failure NAME.fail holds one reason line.
+run() {
+    local name=$1; shift
+    log "run $name: $*"
+    local rc=0
+    timeout --kill-after=10 "$RUN_TIMEOUT" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" || rc=$?
+    if (( rc != 0 )); then
+        local reason
+        if (( rc == 124 )); then reason="timed out after ${RUN_TIMEOUT}s"
+        else reason="exit $rc: $(awk 'NF && !/^[[:space:]]*at /{print; exit}' "$WORK/$name.err" | cut -c1-120)"
+        fi
+        echo "$reason" >"$WORK/$name.fail"
+        log "run $name failed: $reason"
+    fi
+}
+skip() { echo "$2" >"$WORK/$1.fail"; log "skip $1: $2"; }
+
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+BN_ARGS=(bench --dataset fashion-mnist --hidden "$HIDDEN" --batch "$BATCH" --optimizer adam --lr "$LR" --steps "$STEPS" --json)
+read -r -a BN_CMD <<<"${BNCLUSTER:-dotnet $NODE_DLL}"
+if [[ $NODE_BUILD == ok || -n ${BNCLUSTER:-} ]]; then
+    run bn_1p "${BN_CMD[@]}" "${BN_ARGS[@]}" --workers 1 --threads 2
+    run bn_2p "${BN_CMD[@]}" "${BN_ARGS[@]}" --workers 2 --processes --threads 1
+else
+    skip bn_1p "$NODE_BUILD"; skip bn_2p "$NODE_BUILD"
+fi
+
+PT_ARGS=(bench/pytorch/train_mlp.py --data "$DATA" --hidden "$HIDDEN" --batch "$BATCH" --lr "$LR" --steps "$STEPS" --warmup "$WARMUP")
+# Two OpenMP wait policies for the single process; the report keeps the faster (PyTorch's best).
+run pt_1p "$PY" "${PT_ARGS[@]}" --threads 2
+OMP_WAIT_POLICY=PASSIVE run pt_1p_passive "$PY" "${PT_ARGS[@]}" --threads 2
+run pt_ddp "$PY" "${PT_ARGS[@]}" --ddp 2
+if [[ $ACCURACY == 1 ]]; then
+    run pt_accuracy "$PY" bench/pytorch/train_mlp.py --data "$DATA" --hidden "$HIDDEN" --batch "$BATCH" --lr "$LR" --threads 2 --epochs 2
+fi
+
+if [[ $BENCH_BUILD == ok ]]; then
+    run gemm_bn dotnet "$BENCH_DLL" gemm --json
+else
+    skip gemm_bn "$BENCH_BUILD"
+fi
+OPENBLAS_NUM_THREADS=1 run gemm_np1 "$PY" bench/pytorch/gemm.py
+OPENBLAS_NUM_THREADS=2 run gemm_np2 "$PY" bench/pytorch/gemm.py
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# ---------------------------------------------------------------- report
+CPU_MODEL=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)
+CPUS=$(nproc --all)
+export WORK STEPS WARMUP BATCH CPU_MODEL CPUS load_before load_after
+"$PY" - <<'EOF'
+import glob, json, os
+
+work = os.environ["WORK"]
+
+
+def cell(name):
+    """(last JSON object printed by run NAME, None) or (None, reason)."""
+    fail = os.path.join(work, name + ".fail")
+    if os.path.exists(fail):
+        return None, open(fail).read().strip() or "failed"
+    path = os.path.join(work, name + ".out")
+    if not os.path.exists(path):
+        return None, "not run"
+    objs = []
+    for line in open(path):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                objs.append(json.loads(line))
+            except ValueError:
+                pass
+    if not objs:
+        return None, "no JSON output"
+    return objs, None
+
+
+def one(name, key="samples_per_second"):
+    objs, reason = cell(name)
+    if objs is None:
+        return None, reason, None
+    obj = objs[-1]
+    value = obj.get(key)
+    if not isinstance(value, (int, float)):
+        return None, f"no numeric '{key}' in output", obj
+    return float(value), None, obj
+
+
+def na(reason):
+    return f"n/a ({reason.replace('|', '/')})"
+
+
+def fmt(value, reason, digits=0):
+    return f"{value:,.{digits}f}" if value is not None else na(reason)
+
+
+print(f"## BnCluster vs PyTorch — {os.popen('date -u +%Y-%m-%dT%H:%MZ').read().strip()}")
+print()
+print(f"Machine: {os.environ['CPU_MODEL']}, {os.environ['CPUS']} CPUs; load average "
+      f"{os.environ['load_before']} before, {os.environ['load_after']} after. "
+      f"Network 784-512-256-10 (Linear no-bias → BatchNorm → ReLU), Fashion-MNIST, global batch "
+      f"{os.environ['BATCH']}, Adam lr 1e-3; {os.environ['STEPS']} timed steps"
+      f" (PyTorch after {os.environ['WARMUP']} warm-up steps).")
+print()
+
+# -- throughput
+bn1, bn1_why, bn1_obj = one("bn_1p")
+bn2, bn2_why, bn2_obj = one("bn_2p")
+pt_default, pt_default_why, pt_default_obj = one("pt_1p")
+pt_passive, pt_passive_why, pt_passive_obj = one("pt_1p_passive")
+candidates = [(v, o, "default") for v, o in [(pt_default, pt_default_obj)] if v is not None]
+candidates += [(v, o, "OMP_WAIT_POLICY=PASSIVE") for v, o in [(pt_passive, pt_passive_obj)] if v is not None]
+if candidates:
+    pt1, _, pt1_policy = max(candidates, key=lambda c: c[0])
+    pt1_why = None
+else:
+    pt1, pt1_policy, pt1_why = None, None, pt_default_why
+ddp, ddp_why, _ = one("pt_ddp")
+
+
+def ratio_row(label, bn, bn_why, pt, pt_why, target):
+    if bn is not None and pt is not None:
+        r = bn / pt
+        ratio, met = f"{r:.2f}×", ("met" if r >= target else "missed")
+    else:
+        ratio, met = "n/a", "n/a"
+    print(f"| {label} | {fmt(bn, bn_why)} | {fmt(pt, pt_why)} | {ratio} | ≥ {target}× | {met} |")
+
+
+print("| Configuration | BnCluster samples/s | PyTorch samples/s | BnCluster / PyTorch | Target | |")
+print("|---|---:|---:|---:|---:|---|")
+ratio_row("1 process, 2 threads", bn1, bn1_why, pt1, pt1_why, 2.0)
+ratio_row("2 processes × 1 thread (PyTorch: DDP gloo¹)", bn2, bn2_why, ddp, ddp_why, 1.5)
+print()
+notes = ["¹ PyTorch's SyncBatchNorm refuses CPU tensors, so its DDP run normalizes each process's "
+         "128-row shard with that shard's own statistics (plain BatchNorm1d) — less work than "
+         "BnCluster's synchronized batch norm, which exchanges statistics per BN layer per step."]
+if pt1_policy:
+    other = {"default": pt_passive, "OMP_WAIT_POLICY=PASSIVE": pt_default}[pt1_policy]
+    other_txt = f"{other:,.0f}" if other is not None else "failed"
+    notes.append(f"PyTorch 1-process figure: the faster of libgomp's default wait policy and "
+                 f"OMP_WAIT_POLICY=PASSIVE (this run: {pt1_policy}; the other gave {other_txt} samples/s); "
+                 f"OMP_NUM_THREADS and OPENBLAS_NUM_THREADS = threads per process.")
+for n in notes:
+    print(n)
+    print()
+
+# -- BnCluster breakdown
+rows = [(lbl, o) for lbl, o in [("1 process, 2 threads", bn1_obj), ("2 processes × 1 thread", bn2_obj)] if o]
+if rows:
+    keys = ["ms_per_step", "compute_ms", "bn_wait_ms", "grad_exchange_ms", "allocated_bytes_per_step",
+            "gen0", "gen1", "gen2", "peak_rss_mb"]
+    print("BnCluster step breakdown:")
+    print()
+    print("| Configuration | " + " | ".join(keys) + " |")
+    print("|---|" + "---:|" * len(keys))
+    for lbl, o in rows:
+        print(f"| {lbl} | " + " | ".join(str(o.get(k, "—")) for k in keys) + " |")
+    print()
+
+# -- accuracy (optional)
+acc, acc_why, acc_obj = one("pt_accuracy", "test_accuracy")
+if acc is not None or (acc_why and acc_why != "not run"):
+    print(f"PyTorch test accuracy after 2 epochs: {fmt(acc, acc_why, 4)}")
+    print()
+
+# -- GEMM
+def gemm_table(name):
+    objs, reason = cell(name)
+    table = {}
+    for o in objs or []:
+        table[(o.get("product"), o.get("shape"), str(o.get("threads")))] = o.get("gflops")
+    return table, reason
+
+
+bn_g, bn_g_why = gemm_table("gemm_bn")
+np_g = {}
+np_why = {}
+for t in ("1", "2"):
+    table, why = gemm_table(f"gemm_np{t}")
+    np_g.update(table)
+    np_why[t] = why
+blas = ""
+objs, _ = cell("gemm_np1")
+if objs:
+    libs = [l for l in objs[0].get("blas", []) if "libopenblas" in l] or objs[0].get("blas", [])
+    blas = f" numpy {objs[0].get('numpy')} on {', '.join(os.path.basename(l) for l in libs) or 'unknown BLAS'}."
+
+print(f"GEMM, float32, GFLOP/s (best of 15 rounds; m×n×k of C[m×n] = op(A)·op(B)).{blas}")
+print()
+print("| Product | m×n×k | Threads | BnCluster | numpy/OpenBLAS | BnCluster / OpenBLAS | Target ≥ 70% |")
+print("|---|---|---:|---:|---:|---:|---|")
+shapes = [("NN", "256x784x512", True), ("NN", "1024x1024x1024", True),
+          ("NT", "256x512x784", False), ("TN", "512x784x256", False)]
+for op, shape, targeted in shapes:
+    for t in ("1", "2"):
+        b = bn_g.get((op, shape, t))
+        n = np_g.get((op, shape, t))
+        b_txt = f"{b:.1f}" if isinstance(b, (int, float)) else na(bn_g_why or "not measured")
+        n_txt = f"{n:.1f}" if isinstance(n, (int, float)) else na(np_why[t] or "not measured")
+        if isinstance(b, (int, float)) and isinstance(n, (int, float)) and n > 0:
+            pct = b / n * 100
+            pct_txt = f"{pct:.0f}%"
+            met = ("met" if pct >= 70 else "missed") if targeted else "(training shape, no target)"
+        else:
+            pct_txt, met = "n/a", ("n/a" if targeted else "(training shape, no target)")
+        print(f"| {op} | {shape.replace('x', '×')} | {t} | {b_txt} | {n_txt} | {pct_txt} | {met} |")
+print()
+print("Threads for numpy = OPENBLAS_NUM_THREADS; for BnCluster = MatMul(threads).")
+EOF
