@@ -39,9 +39,11 @@ internal sealed class OutboundEndpoint
         _transport.DeadLetter(recipient, message, sender);
     }
 
-    public async Task StopAsync()
+    /// <summary>Stops accepting messages; what is queued may still be written during <paramref name="drainGrace"/>.</summary>
+    public async Task StopAsync(TimeSpan drainGrace = default)
     {
         _queue.Writer.TryComplete();
+        if (drainGrace > TimeSpan.Zero) await Task.WhenAny(_loop, Task.Delay(drainGrace)).ConfigureAwait(false);
         _stop.Cancel();
         try { await _loop.ConfigureAwait(false); } catch (OperationCanceledException) { }
         DropQueued("the connection was shut down");

@@ -27,7 +27,7 @@ internal sealed class RemoteTransport : IAsyncDisposable
         Settings = settings;
         FrameLimits.Validate(settings.MaxFrameSize);
         Log = log;
-        _codecs = [.. codecs, BuiltInCodec.Instance];
+        _codecs = [.. codecs, BuiltInCodec.Instance, Cluster.ClusterCodec.Instance];
         Uid = Random.Shared.NextInt64(1, long.MaxValue);
         var ip = IPAddress.TryParse(host, out var parsed) ? parsed
             : host == "localhost" ? IPAddress.Loopback
@@ -108,7 +108,8 @@ internal sealed class RemoteTransport : IAsyncDisposable
     /// <summary>Closes the outbound connection to a node (removed from the cluster) and dead-letters its queue.</summary>
     public void Disassociate(Address address)
     {
-        if (_endpoints.TryRemove(address, out var endpoint)) _ = endpoint.StopAsync();
+        // A short grace lets a last message (the removed node's final member list) go out.
+        if (_endpoints.TryRemove(address, out var endpoint)) _ = endpoint.StopAsync(TimeSpan.FromSeconds(1));
     }
 
     // ---- DeathWatch ------------------------------------------------------------------------
