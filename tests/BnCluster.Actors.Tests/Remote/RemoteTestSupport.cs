@@ -55,14 +55,14 @@ public sealed class CapturingSink : ILogEventSink
 /// <summary>One remoting-enabled ActorSystem on 127.0.0.1, an ephemeral port, with its log captured.</summary>
 public sealed class RemoteNode : ActorTestKit
 {
-    public RemoteNode(string name, RemoteSettings? remote = null, CapturingSink? sink = null)
-        : this(name, remote, sink ?? new CapturingSink(), true) { }
+    public RemoteNode(string name, RemoteSettings? remote = null, CapturingSink? sink = null, int port = 0)
+        : this(name, remote, sink ?? new CapturingSink(), port, true) { }
 
-    private RemoteNode(string name, RemoteSettings? remote, CapturingSink sink, bool _)
+    private RemoteNode(string name, RemoteSettings? remote, CapturingSink sink, int port, bool _)
         : base(name, new ActorSystemOptions
         {
             Host = "127.0.0.1",
-            Port = 0,
+            Port = port,
             Codecs = [new PingCodec()],
             Remote = remote ?? new RemoteSettings { JobId = "job-1" },
             Logger = new LoggerConfiguration().MinimumLevel.Debug().WriteTo.Sink(sink).CreateLogger(),
