@@ -84,6 +84,16 @@ public sealed class NodeProcess : IDisposable
         lock (_lines) return _lines.Any(match);
     }
 
+    /// <summary>Sends a POSIX signal (e.g. TERM, INT) with the kill command.</summary>
+    public void Signal(string name)
+    {
+        using var kill = Process.Start("kill", ["-" + name, _process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
+        kill.WaitForExit();
+    }
+
+    public int WaitForExit(TimeSpan timeout) =>
+        _process.WaitForExit(timeout) ? _process.ExitCode : throw new TimeoutException($"The test node did not exit within {timeout.TotalMilliseconds:0} ms.");
+
     public void Kill()
     {
         try { if (!_process.HasExited) _process.Kill(entireProcessTree: true); }
@@ -127,6 +137,13 @@ public sealed class MultiProcessTests
         var echo = client.Sys.ActorSelection(worker.Address + "/user/echo");
         Assert.Equal("hi", await echo.Ask<string>("hi", Timeout));
         Assert.Equal(new byte[] { 9, 8 }, await echo.Ask<byte[]>(new byte[] { 9, 8 }, Timeout));
+
+        // SIGTERM: the worker leaves gracefully (the seed sees it leave, then removes it) and exits 0
+        worker.Signal("TERM");
+        seed.WaitFor("LEFT", worker.Address);
+        seed.WaitFor("REMOVED", worker.Address);
+        Assert.Equal(0, worker.WaitForExit(Timeout));
+        Assert.False(seed.HasLine(l => l == $"UNREACHABLE {worker.Address}"));
     }
 
     [Fact]
