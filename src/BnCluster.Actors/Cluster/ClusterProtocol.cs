@@ -1,4 +1,5 @@
 using BnCluster.Actors.Remote;
+
 using BnCluster.Core.Serialization;
 
 namespace BnCluster.Actors.Cluster;
@@ -14,10 +15,10 @@ internal sealed record MembershipState(IReadOnlyList<MemberInfo> Members);
 
 internal sealed class ClusterCodec : IMessageCodec
 {
-    private const int Join = -10, Heartbeat = -11, Leave = -12, State = -13;
+    private const int Join = -10, Heartbeat = -11, Leave = -12, State = -13, Watch = -14, WatcheeTerminated = -15;
     public static readonly ClusterCodec Instance = new();
 
-    public bool Handles(int typeId) => typeId is Join or Heartbeat or Leave or State;
+    public bool Handles(int typeId) => typeId is Join or Heartbeat or Leave or State or Watch or WatcheeTerminated;
 
     public bool TryWrite(object message, MessagePackWriter w)
     {
@@ -32,6 +33,12 @@ internal sealed class ClusterCodec : IMessageCodec
                 return true;
             case LeaveRequest l:
                 w.WriteArrayHeader(3); w.WriteInt32(Leave); w.WriteString(l.Address.ToString()); w.WriteInt64(l.Uid);
+                return true;
+            case RemoteWatch rw:
+                w.WriteArrayHeader(2); w.WriteInt32(Watch); w.WriteString(rw.WatcheePath);
+                return true;
+            case RemoteWatcheeTerminated rt:
+                w.WriteArrayHeader(2); w.WriteInt32(WatcheeTerminated); w.WriteString(rt.WatcheePath);
                 return true;
             case MembershipState s:
                 w.WriteArrayHeader(2); w.WriteInt32(State);
@@ -94,6 +101,10 @@ internal sealed class ClusterCodec : IMessageCodec
                 var address = ReadAddress(ref r);
                 return new LeaveRequest(address, r.ReadInt64());
             }
+            case Watch when count == 2:
+                return new RemoteWatch(r.ReadString());
+            case WatcheeTerminated when count == 2:
+                return new RemoteWatcheeTerminated(r.ReadString());
             case State when count == 2:
             {
                 var n = r.ReadArrayHeader();

@@ -55,7 +55,10 @@ internal sealed class RemoteTransport : IAsyncDisposable
         _system = system;
         Log = system.Log.ForContext("Node", system.Address.ToString());
         _acceptLoop = Task.Run(AcceptLoopAsync);
+        WatcherActor = system.SystemActorOf(Props.Create(() => new RemoteWatcher(this)), "remote-watcher");
     }
+
+    internal IActorRef WatcherActor { get; private set; } = ActorRefs.Nobody;
 
     internal AddressFamily AddressFamilyFor(string host) =>
         IPAddress.TryParse(host, out var ip) ? ip.AddressFamily : AddressFamily.InterNetwork;
@@ -121,6 +124,21 @@ internal sealed class RemoteTransport : IAsyncDisposable
             if (!_watches.TryGetValue(watchee.Path.Address, out var list)) _watches[watchee.Path.Address] = list = [];
             list.Add((watchee, watcher));
         }
+        var remoteWatcher = ResolveRemoteRef(ActorPath.Root(watchee.Path.Address).Child("system").Child("remote-watcher"));
+        remoteWatcher.Tell(new RemoteWatch(watchee.PathString), WatcherActor);
+    }
+
+    /// <summary>A watched remote actor stopped: its local watchers get Terminated.</summary>
+    public void WatcheeTerminated(string watcheePath)
+    {
+        var notify = new List<(RemoteActorRef Watchee, IInternalActorRef Watcher)>();
+        lock (_watches)
+            foreach (var list in _watches.Values)
+            {
+                notify.AddRange(list.Where(w => w.Watchee.PathString == watcheePath));
+                list.RemoveAll(w => w.Watchee.PathString == watcheePath);
+            }
+        foreach (var (watchee, watcher) in notify) watcher.SendSystemMessage(new DeathWatchNotification(watchee));
     }
 
     public void Unwatch(RemoteActorRef watchee, IInternalActorRef watcher)

@@ -64,6 +64,25 @@ public sealed class RemotingTests
         Assert.Equal(new Ping(1), deadLetters.ExpectMsg<DeadLetter>(timeout: Timeout).Message);
     }
 
+    [Fact]
+    public void Watching_a_remote_actor_gives_Terminated_when_it_stops_or_was_never_there()
+    {
+        using var a = new RemoteNode("a");
+        using var b = new RemoteNode("b");
+        var echo = b.Sys.ActorOf(Props.Create(() => new EchoActor()), "echo");
+        var watcher = a.CreateTestProbe();
+        var remoteEcho = a.RefOn(b, "/user/echo");
+        watcher.Watch(remoteEcho);
+        remoteEcho.Tell(new Ping(1), watcher.Ref);
+        watcher.ExpectMsg<Pong>(timeout: Timeout); // (a watch arriving after the stop is answered with Terminated too)
+        b.Sys.Stop(echo);
+        Assert.Equal(remoteEcho, watcher.ExpectTerminated(remoteEcho, Timeout).ActorRef);
+
+        var missing = a.RefOn(b, "/user/missing");
+        watcher.Watch(missing);
+        watcher.ExpectTerminated(missing, Timeout);
+    }
+
     [Theory]
     [InlineData("version")]
     [InlineData("job")]
