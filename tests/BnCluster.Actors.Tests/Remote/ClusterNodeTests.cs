@@ -12,9 +12,10 @@ public sealed class ClusterNodeTests
     internal static readonly MembershipSettings Fast = new()
     {
         HeartbeatInterval = TimeSpan.FromMilliseconds(100),
-        AcceptableHeartbeatPause = TimeSpan.FromMilliseconds(300),
+        // lenient enough that a loaded 2-core CI machine does not down healthy nodes
+        AcceptableHeartbeatPause = TimeSpan.FromMilliseconds(500),
         MinStdDeviation = TimeSpan.FromMilliseconds(50),
-        DownUnreachableAfter = TimeSpan.FromMilliseconds(500),
+        DownUnreachableAfter = TimeSpan.FromMilliseconds(1000),
     };
 
     private static (RemoteNode Kit, ClusterNode Cluster, TestProbe Events) Start(string name, Address? seed, string role)
@@ -74,7 +75,7 @@ public sealed class ClusterNodeTests
         var removed = e1.FishForMessage<MemberRemoved>(e => e.Member.Address.Equals(crashed), Timeout);
         Assert.Equal(MemberStatus.Down, removed.PreviousStatus);
         seedEvents.FishForMessage<MemberRemoved>(e => e.Member.Address.Equals(crashed), Timeout);
-        Assert.True(started.Elapsed < TimeSpan.FromSeconds(4), $"removal took {started.Elapsed}");
+        Assert.True(started.Elapsed < TimeSpan.FromSeconds(5), $"removal took {started.Elapsed}");
         watcher.ExpectTerminated(remoteEcho, Timeout);
         Assert.DoesNotContain(c1.Members, m => m.Address.Equals(crashed));
     }
