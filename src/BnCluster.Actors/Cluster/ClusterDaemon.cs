@@ -11,7 +11,8 @@ internal sealed class ClusterDaemon : ReceiveActor
     private readonly MembershipSettings _settings;
     private readonly ClusterMembership? _membership;      // leader only
     private readonly Dictionary<Address, long> _uids = []; // leader only: incarnation of each member
-    private readonly HashSet<Address> _leavers = [];       // leader only: removed after a graceful leave, told once more
+    private readonly HashSet<Address> _leavers = [];       // leader only: leaving; told once more when removed
+    private readonly HashSet<Address> _pendingDowns = [];  // leader only: old incarnations to down
     private Dictionary<Address, MemberInfo> _view = [];
     private readonly PhiAccrualFailureDetector? _leaderDetector; // followers only
     private bool _leaderReachable = true;
@@ -47,11 +48,7 @@ internal sealed class ClusterDaemon : ReceiveActor
         {
             if (_membership is null || !_uids.TryGetValue(l.Address, out var uid) || uid != l.Uid) return;
             var member = _membership.Find(l.Address);
-            if (member is { Status: MemberStatus.Joining or MemberStatus.Up })
-            {
-                _membership.Leave(l.Address);
-                _leavers.Add(l.Address);
-            }
+            if (member is { Status: MemberStatus.Joining or MemberStatus.Up }) _leavers.Add(l.Address);
         });
         Receive<MembershipState>(OnState);
     }
@@ -70,11 +67,8 @@ internal sealed class ClusterDaemon : ReceiveActor
         if (_uids.TryGetValue(join.Address, out var known) && known != join.Uid)
         {
             // A new incarnation on the same host:port: the old one is downed; the new one's next Join gets in.
-            if (_membership.Find(join.Address) is { Status: not MemberStatus.Down })
-            {
+            if (_membership.Find(join.Address) is { Status: not MemberStatus.Down } && _pendingDowns.Add(join.Address))
                 Context.System.Log.Information("Cluster: {Address} rejoined as a new incarnation; downing the old one", join.Address.ToString());
-                _membership.Down(join.Address);
-            }
             return;
         }
         if (_membership.Find(join.Address) is null)
@@ -89,7 +83,7 @@ internal sealed class ClusterDaemon : ReceiveActor
         _leaving = true;
         if (_membership is not null)
         {
-            if (_membership.Find(_node.SelfAddress) is { Status: MemberStatus.Joining or MemberStatus.Up }) _membership.Leave(_node.SelfAddress);
+            _leavers.Add(_node.SelfAddress);
         }
         else if (_joined)
         {
@@ -108,13 +102,18 @@ internal sealed class ClusterDaemon : ReceiveActor
         {
             if (_membership.Find(_node.SelfAddress) is not null) _membership.Heartbeat(_node.SelfAddress);
             _membership.Tick();
+            // Requests are applied after the tick, so every member list sent shows each step (Leaving, Down).
+            foreach (var address in _pendingDowns) _membership.Down(address);
+            _pendingDowns.Clear();
+            foreach (var address in _leavers)
+                if (_membership.Find(address) is { Status: MemberStatus.Joining or MemberStatus.Up }) _membership.Leave(address);
             var state = new MembershipState(_membership.Members.Select(m => new MemberInfo(m, _uids.GetValueOrDefault(m.Address))).ToArray());
             foreach (var info in state.Members)
                 if (!info.Member.Address.Equals(_node.SelfAddress)) DaemonAt(info.Member.Address).Tell(state);
             foreach (var leaver in _leavers.ToArray())
                 if (state.Members.All(m => !m.Member.Address.Equals(leaver)))
                 {
-                    DaemonAt(leaver).Tell(state); // it learns it is Removed
+                    if (!leaver.Equals(_node.SelfAddress)) DaemonAt(leaver).Tell(state); // it learns it is Removed
                     _leavers.Remove(leaver);
                 }
             foreach (var address in _uids.Keys.ToArray())

@@ -102,7 +102,7 @@ internal sealed class OutboundEndpoint
             {
                 return;
             }
-            catch (Exception e) when (e is SocketException or IOException or RemoteProtocolException or OperationCanceledException or FrameTooLargeException)
+            catch (Exception e) // socket, protocol or anything unexpected: the endpoint must keep trying, never die silently
             {
                 _transport.Log.Information("Connection to {Remote} failed: {Reason}; retrying in {Backoff} ms",
                     Remote.ToString(), e.Message, (long)backoff.TotalMilliseconds);

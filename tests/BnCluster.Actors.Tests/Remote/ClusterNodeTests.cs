@@ -81,6 +81,30 @@ public sealed class ClusterNodeTests
     }
 
     [Fact]
+    public async Task A_node_restarted_on_the_same_port_before_being_removed_rejoins_as_a_new_incarnation()
+    {
+        var (seedKit, seed, seedEvents) = Start("seed", null, MemberRoles.Coordinator);
+        using var _1 = seedKit;
+        var (k1, c1, _) = Start("w1", seedKit.Sys.Address, MemberRoles.Worker);
+        using var _2 = k1;
+        await Task.WhenAll(seed.WhenUp, c1.WhenUp).WaitAsync(Timeout);
+        var address = k1.Sys.Address;
+        ExpectUp(seedEvents, address);
+
+        await c1.AbortAsync(); // crash, and at once a new process on the same host:port
+        var fresh = new RemoteNode("w1", new RemoteSettings { JobId = "job-1", Roles = [MemberRoles.Worker] }, port: address.Port!.Value);
+        using var _3 = fresh;
+        var c1b = ClusterNode.Start(fresh.Sys, new ClusterSettings { SeedNodes = [seedKit.Sys.Address], Membership = Fast });
+        Assert.NotEqual(c1.SelfUid, c1b.SelfUid);
+
+        var removed = seedEvents.FishForMessage<MemberRemoved>(e => e.Member.Address.Equals(address), Timeout);
+        Assert.Equal(MemberStatus.Down, removed.PreviousStatus);
+        ExpectUp(seedEvents, address);
+        await c1b.WhenUp.WaitAsync(Timeout);
+        Assert.Contains(seed.Members, m => m.Address.Equals(address) && m.Status == MemberStatus.Up);
+    }
+
+    [Fact]
     public async Task A_graceful_leave_goes_Leaving_Exiting_Removed_everywhere()
     {
         var (seedKit, seed, seedEvents) = Start("seed", null, MemberRoles.Coordinator);
