@@ -27,6 +27,16 @@ public sealed class RemotingTests
     }
 
     [Fact]
+    public void A_port_already_in_use_fails_the_system_creation_naming_host_and_port()
+    {
+        using var a = new RemoteNode("a");
+        var port = a.Sys.Address.Port!.Value;
+        var error = Assert.Throws<InvalidOperationException>(() =>
+            ActorSystem.Create("b", new ActorSystemOptions { Host = "127.0.0.1", Port = port }));
+        Assert.Contains($"127.0.0.1:{port}", error.Message);
+    }
+
+    [Fact]
     public void Tell_with_a_sender_routes_the_reply_back_and_keeps_order_of_1000_messages()
     {
         using var a = new RemoteNode("a");
