@@ -72,6 +72,12 @@ internal sealed class ActorCell : IActorContext
 
     internal void Start() => SendSystem(new CreateActor());
 
+    /// <summary>The live child named <paramref name="name"/>, for resolving remote paths.</summary>
+    internal ActorCell? TryGetChild(string name)
+    {
+        lock (_childrenGate) return _children.TryGetValue(name, out var child) ? child : null;
+    }
+
     // ---- sending -------------------------------------------------------------------------
 
     public void Post(Envelope envelope)

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using BnCluster.Actors.Remote;
 using Serilog;
 
 namespace BnCluster.Actors;
@@ -8,9 +9,16 @@ public sealed class ActorSystemOptions
     /// <summary>Where failures, dead letters and unhandled messages are logged; default Serilog's <see cref="Serilog.Log.Logger"/>.</summary>
     public ILogger? Logger { get; init; }
 
-    /// <summary>Host and port this system is reachable at (remoting); null for a purely local system.</summary>
+    /// <summary>Host and port this system listens on and is reachable at (remoting); null Host for a purely
+    /// local system. Port 0 (the default) binds an ephemeral port: read it back from <see cref="ActorSystem.Address"/>.</summary>
     public string? Host { get; init; }
     public int? Port { get; init; }
+
+    /// <summary>Codecs for the messages that cross the wire (besides the built-in string/byte[] one).</summary>
+    public IReadOnlyList<IMessageCodec> Codecs { get; init; } = [];
+
+    /// <summary>Job id, roles, handshake policy, limits of remoting; defaults when null.</summary>
+    public RemoteSettings? Remote { get; init; }
 
     /// <summary>How long Terminate waits for actors to stop (an actor stuck in a ReceiveAsync
     /// task never does); after that it logs a warning and completes anyway. Default 10 s.</summary>
@@ -22,7 +30,8 @@ public sealed class ActorSystem : IAsyncDisposable, IDisposable
 {
     private readonly ActorCell _userGuardian;
     private readonly ActorCell _systemGuardian;
-    private readonly ConcurrentDictionary<PromiseActorRef, byte> _pendingAsks = new();
+    private readonly ConcurrentDictionary<string, PromiseActorRef> _pendingAsks = new(StringComparer.Ordinal);
+    private readonly List<Func<Task>> _shutdownHooks = [];
     private readonly TaskCompletionSource _whenTerminated = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly object _terminateGate = new();
     private Task? _terminating;
@@ -30,11 +39,13 @@ public sealed class ActorSystem : IAsyncDisposable, IDisposable
     private ActorSystem(string name, ActorSystemOptions options)
     {
         Name = name;
-        Address = options.Host is null ? Address.Local(name) : new Address(name, options.Host, options.Port ?? 0);
+        Log = (options.Logger ?? Serilog.Log.Logger).ForContext("ActorSystem", name);
+        if (options.Host is not null)
+            Transport = new RemoteTransport(options.Host, options.Port ?? 0, options.Remote ?? new RemoteSettings(), options.Codecs, Log);
+        Address = Transport is null ? Address.Local(name) : new Address(name, options.Host, Transport.BoundPort);
         ShutdownTimeout = options.ShutdownTimeout > TimeSpan.Zero
             ? options.ShutdownTimeout
             : throw new ArgumentOutOfRangeException(nameof(options), options.ShutdownTimeout, "ShutdownTimeout must be positive.");
-        Log = (options.Logger ?? Serilog.Log.Logger).ForContext("ActorSystem", name);
         EventStream = new EventStream();
         var root = ActorPath.Root(Address);
         _userGuardian = new ActorCell(this, null, root.Child("user"), Props.Create(() => new GuardianActor()));
@@ -42,6 +53,53 @@ public sealed class ActorSystem : IAsyncDisposable, IDisposable
         _userGuardian.Start();
         _systemGuardian.Start();
         DeadLetters = new DeadLetterActorRef(this, root.Child("deadLetters"));
+        if (Transport is not null)
+        {
+            Transport.Start(this);
+            _shutdownHooks.Add(() => Transport.DisposeAsync().AsTask());
+        }
+    }
+
+    internal RemoteTransport? Transport { get; }
+
+    /// <summary>Runtime extensions (the cluster) keyed by type; see ClusterNode.Get.</summary>
+    internal ConcurrentDictionary<Type, object> Extensions { get; } = new();
+
+    /// <summary>Runs after all actors stopped, before <see cref="WhenTerminated"/> completes (closing sockets).</summary>
+    internal void AddShutdownHook(Func<Task> hook)
+    {
+        lock (_shutdownHooks) _shutdownHooks.Add(hook);
+    }
+
+    /// <summary>A ref for <paramref name="path"/>: the local actor if the address is this system's, otherwise
+    /// a remote ref whose Tell goes over TCP (needs remoting, i.e. <see cref="ActorSystemOptions.Host"/>).
+    /// A local path with no live actor gives <see cref="DeadLetters"/>.</summary>
+    public IActorRef ResolveRemote(ActorPath path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        if (path.Address.Equals(Address) || path.Address.HasLocalScope && path.Address.System == Name)
+            return ResolveLocal(path) ?? DeadLetters;
+        if (Transport is null)
+            throw new InvalidOperationException($"Cannot reach {path}: actor system '{Name}' has no remoting (set ActorSystemOptions.Host).");
+        if (path.Address.HasLocalScope)
+            throw new ArgumentException($"Path {path} has no host:port, and is not of this system.", nameof(path));
+        return Transport.ResolveRemoteRef(path);
+    }
+
+    /// <summary>Akka-style selection by path text <c>bncluster://system@host:port/user/name</c>; same as <see cref="ResolveRemote"/>.</summary>
+    public IActorRef ActorSelection(string path) => ResolveRemote(ActorPath.Parse(path));
+
+    /// <summary>The live local actor at <paramref name="path"/> (user, system or a pending Ask's temp ref), else null.</summary>
+    internal IActorRef? ResolveLocal(ActorPath path)
+    {
+        var elements = path.Elements;
+        if (elements.Count == 0) return null;
+        if (elements[0] == "temp")
+            return elements.Count == 2 && _pendingAsks.TryGetValue(elements[1], out var promise) ? promise : null;
+        if (elements[0] == "deadLetters") return DeadLetters;
+        var cell = elements[0] switch { "user" => _userGuardian, "system" => _systemGuardian, _ => null };
+        for (var i = 1; cell is not null && i < elements.Count; i++) cell = cell.TryGetChild(elements[i]);
+        return cell is { IsTerminated: false } ? cell.Self : null;
     }
 
     public static ActorSystem Create(string name, ActorSystemOptions? options = null)
@@ -99,11 +157,18 @@ public sealed class ActorSystem : IAsyncDisposable, IDisposable
                     break;
                 }
             }
-            foreach (var promise in _pendingAsks.Keys)
+            foreach (var promise in _pendingAsks.Values)
                 promise.Fail(new AskTimeoutException($"Ask via {promise.Path} failed: actor system '{Name}' terminated before a reply arrived."));
         }
         finally
         {
+            Func<Task>[] hooks;
+            lock (_shutdownHooks) hooks = [.. _shutdownHooks];
+            foreach (var hook in hooks.Reverse())
+            {
+                try { await hook().ConfigureAwait(false); }
+                catch (Exception e) { Log.Warning(e, "Actor system {System}: a shutdown step failed", Name); }
+            }
             _whenTerminated.TrySetResult();
         }
     }
@@ -114,12 +179,12 @@ public sealed class ActorSystem : IAsyncDisposable, IDisposable
 
     internal void RegisterPromise(PromiseActorRef promise)
     {
-        _pendingAsks[promise] = 0;
+        _pendingAsks[promise.Path.Name] = promise;
         if (_whenTerminated.Task.IsCompleted)
             promise.Fail(new AskTimeoutException($"Ask via {promise.Path} failed: actor system '{Name}' is terminated."));
     }
 
-    internal void UnregisterPromise(PromiseActorRef promise) => _pendingAsks.TryRemove(promise, out _);
+    internal void UnregisterPromise(PromiseActorRef promise) => _pendingAsks.TryRemove(promise.Path.Name, out _);
 
     internal void DeadLetter(Envelope envelope, IActorRef recipient)
     {
