@@ -50,30 +50,57 @@ public static class TrainingCodec
         int count = r.ReadArrayHeader();
         if (count < 1) throw r.Error(start, "[type, …fields]", "empty array");
         int type = r.ReadInt32();
-        object message = type switch
+        int fields = count - 1;
+        switch (type)
         {
-            TRegister => Expect(ref r, start, count, 4, "RegisterWorker") is var _ ? new RegisterWorker(r.ReadInt32(), r.ReadString(), r.ReadString(), r.ReadString()) : null!,
-            TRegistered => Expect(ref r, start, count, 2, "WorkerRegistered") is var _ ? new WorkerRegistered(r.ReadInt32(), r.ReadInt32()) : null!,
-            TRefused => Expect(ref r, start, count, 1, "RegistrationRefused") is var _ ? new RegistrationRefused(r.ReadString()) : null!,
-            TInputReq => Expect(ref r, start, count, 3, "InputStatsRequest") is var _ ? new InputStatsRequest(r.ReadInt64(), r.ReadInt32(), r.ReadInt32()) : null!,
-            TInputReply => Expect(ref r, start, count, 4, "InputStatsReply") is var _ ? new InputStatsReply(r.ReadInt64(), r.ReadInt64(), r.ReadFloat64Array(), r.ReadFloat64Array()) : null!,
-            TSetInput => Expect(ref r, start, count, 3, "SetInputNormalization") is var _ ? new SetInputNormalization(r.ReadFloat32Array(), r.ReadFloat32Array(), r.ReadSingle()) : null!,
-            TStart => Expect(ref r, start, count, 8, "StartStep") is var _
-                ? new StartStep(r.ReadInt64(), r.ReadInt32(), r.ReadInt32(), r.ReadInt32(), r.ReadInt32(), ReadInt32Array(ref r), r.ReadInt64(), ReadTensors(ref r))
-                : null!,
-            TBnStats => Expect(ref r, start, count, 6, "BnStats") is var _ ? new BnStats(r.ReadInt64(), r.ReadInt32(), r.ReadInt32(), r.ReadInt64(), r.ReadFloat64Array(), r.ReadFloat64Array()) : null!,
-            TBnGlobal => Expect(ref r, start, count, 6, "BnGlobal") is var _ ? new BnGlobal(r.ReadInt64(), r.ReadInt32(), r.ReadInt32(), r.ReadInt64(), r.ReadFloat64Array(), r.ReadFloat64Array()) : null!,
-            TGradStats => Expect(ref r, start, count, 5, "BnGradStats") is var _ ? new BnGradStats(r.ReadInt64(), r.ReadInt32(), r.ReadInt32(), r.ReadFloat64Array(), r.ReadFloat64Array()) : null!,
-            TGradGlobal => Expect(ref r, start, count, 5, "BnGradGlobal") is var _ ? new BnGradGlobal(r.ReadInt64(), r.ReadInt32(), r.ReadInt32(), r.ReadFloat64Array(), r.ReadFloat64Array()) : null!,
-            TGradients => Expect(ref r, start, count, 6, "StepGradients") is var _
-                ? new StepGradients(r.ReadInt64(), r.ReadInt32(), r.ReadDouble(), r.ReadInt32(), r.ReadInt32(), ReadTensors(ref r) ?? throw r.Error(start, "gradient tensors", "nil"))
-                : null!,
-            TAborted => Expect(ref r, start, count, 3, "StepAborted") is var _ ? new StepAborted(r.ReadInt64(), r.ReadInt32(), r.ReadString()) : null!,
-            TEvaluate => Expect(ref r, start, count, 5, "Evaluate") is var _ ? new Evaluate(r.ReadInt64(), r.ReadInt32(), r.ReadInt32(), r.ReadInt64(), ReadTensors(ref r)) : null!,
-            TEvalResult => Expect(ref r, start, count, 4, "EvalResult") is var _ ? new EvalResult(r.ReadInt64(), r.ReadDouble(), r.ReadInt32(), r.ReadInt32()) : null!,
-            _ => throw r.Error(start, "a training message type (40–54)", $"type {type}"),
-        };
-        return message;
+            case TRegister:
+                Expect(ref r, start, fields, 4, "RegisterWorker");
+                return new RegisterWorker(r.ReadInt32(), r.ReadString(), r.ReadString(), r.ReadString());
+            case TRegistered:
+                Expect(ref r, start, fields, 2, "WorkerRegistered");
+                return new WorkerRegistered(r.ReadInt32(), r.ReadInt32());
+            case TRefused:
+                Expect(ref r, start, fields, 1, "RegistrationRefused");
+                return new RegistrationRefused(r.ReadString());
+            case TInputReq:
+                Expect(ref r, start, fields, 3, "InputStatsRequest");
+                return new InputStatsRequest(r.ReadInt64(), r.ReadInt32(), r.ReadInt32());
+            case TInputReply:
+                Expect(ref r, start, fields, 4, "InputStatsReply");
+                return new InputStatsReply(r.ReadInt64(), r.ReadInt64(), r.ReadFloat64Array(), r.ReadFloat64Array());
+            case TSetInput:
+                Expect(ref r, start, fields, 3, "SetInputNormalization");
+                return new SetInputNormalization(r.ReadFloat32Array(), r.ReadFloat32Array(), r.ReadSingle());
+            case TStart:
+                Expect(ref r, start, fields, 8, "StartStep");
+                return new StartStep(r.ReadInt64(), r.ReadInt32(), r.ReadInt32(), r.ReadInt32(), r.ReadInt32(), ReadInt32Array(ref r), r.ReadInt64(), ReadTensors(ref r));
+            case TBnStats:
+                Expect(ref r, start, fields, 6, "BnStats");
+                return new BnStats(r.ReadInt64(), r.ReadInt32(), r.ReadInt32(), r.ReadInt64(), r.ReadFloat64Array(), r.ReadFloat64Array());
+            case TBnGlobal:
+                Expect(ref r, start, fields, 6, "BnGlobal");
+                return new BnGlobal(r.ReadInt64(), r.ReadInt32(), r.ReadInt32(), r.ReadInt64(), r.ReadFloat64Array(), r.ReadFloat64Array());
+            case TGradStats:
+                Expect(ref r, start, fields, 5, "BnGradStats");
+                return new BnGradStats(r.ReadInt64(), r.ReadInt32(), r.ReadInt32(), r.ReadFloat64Array(), r.ReadFloat64Array());
+            case TGradGlobal:
+                Expect(ref r, start, fields, 5, "BnGradGlobal");
+                return new BnGradGlobal(r.ReadInt64(), r.ReadInt32(), r.ReadInt32(), r.ReadFloat64Array(), r.ReadFloat64Array());
+            case TGradients:
+                Expect(ref r, start, fields, 6, "StepGradients");
+                return new StepGradients(r.ReadInt64(), r.ReadInt32(), r.ReadDouble(), r.ReadInt32(), r.ReadInt32(), ReadTensors(ref r) ?? throw r.Error(start, "gradient tensors", "nil"));
+            case TAborted:
+                Expect(ref r, start, fields, 3, "StepAborted");
+                return new StepAborted(r.ReadInt64(), r.ReadInt32(), r.ReadString());
+            case TEvaluate:
+                Expect(ref r, start, fields, 5, "Evaluate");
+                return new Evaluate(r.ReadInt64(), r.ReadInt32(), r.ReadInt32(), r.ReadInt64(), ReadTensors(ref r));
+            case TEvalResult:
+                Expect(ref r, start, fields, 4, "EvalResult");
+                return new EvalResult(r.ReadInt64(), r.ReadDouble(), r.ReadInt32(), r.ReadInt32());
+            default:
+                throw r.Error(start, "a training message type (40–54)", $"type {type}");
+        }
     }
 
     private static void Header(MessagePackWriter w, int type, int fields)
@@ -82,8 +109,10 @@ public static class TrainingCodec
         w.WriteInt32(type);
     }
 
-    private static int Expect(ref MessagePackReader r, int start, int count, int fields, string name) =>
-        count == fields + 1 ? 0 : throw r.Error(start, $"{name} with {fields} fields", $"{count - 1} fields");
+    private static void Expect(ref MessagePackReader r, int start, int fields, int expected, string name)
+    {
+        if (fields != expected) throw r.Error(start, $"{name} with {expected} fields", $"{fields} fields");
+    }
 
     private static void WriteInt32Array(MessagePackWriter w, int[] values)
     {
