@@ -76,4 +76,13 @@ public sealed class ClusterExactnessTests
         var wait = sink.WithPhase("bn-wait").First();
         foreach (var name in new[] { "Step", "Epoch", "Worker", "Node", "Layer", "ElapsedMs" }) Assert.True(wait.Properties.ContainsKey(name), name);
     }
+
+    [Fact]
+    public async Task Cancellation_stops_the_run_and_shuts_the_actors_down()
+    {
+        using var cts = new CancellationTokenSource();
+        var run = ClusterTraining.RunAsync(ClusterOptions(Trainer(maxSteps: 1_000_000), 2), Train, Test,
+            new InlineProgress<Core.Training.EpochMetrics>(_ => cts.Cancel()), Serilog.Core.Logger.None, cts.Token);
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => run.WaitAsync(Limit));
+    }
 }
