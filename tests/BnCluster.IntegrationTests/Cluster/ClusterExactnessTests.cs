@@ -17,6 +17,7 @@ public sealed class ClusterExactnessTests
     [InlineData(2, BatchNormPlacement.Before)]
     [InlineData(3, BatchNormPlacement.Before)]
     [InlineData(5, BatchNormPlacement.Before)]
+    [InlineData(7, BatchNormPlacement.Before)] // the last batch of an epoch (6 rows) leaves a worker idle
     [InlineData(3, BatchNormPlacement.After)]
     [InlineData(2, BatchNormPlacement.None)]
     public async Task Twenty_steps_on_K_workers_give_the_single_node_model(int workers, BatchNormPlacement placement)
