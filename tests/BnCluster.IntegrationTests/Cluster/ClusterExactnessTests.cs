@@ -48,23 +48,28 @@ public sealed class ClusterExactnessTests
         Assert.Equal(first.Input.Mean, second.Input.Mean);
     }
 
-    [Fact]
-    public async Task A_worker_stopped_mid_epoch_is_replaced_by_the_survivors_and_the_result_is_unchanged()
+    [Theory]
+    [InlineData(4)] // lands in step 5
+    [InlineData(8)] // the last step of epoch 1: lands in the evaluation round or step 9
+    public async Task A_worker_stopped_mid_run_is_replaced_by_the_survivors_and_the_result_is_unchanged(long stopAfterStep)
     {
         var trainer = Trainer();
         var single = await new Trainer(trainer).RunAsync(Train, Test);
         var sink = new CollectingSink();
         InProcessCluster? running = null;
-        // Reported inside the coordinator's commit of step 4: the stop lands during step 5.
+        // Reported inside the coordinator's commit, so the stop lands in what the coordinator does next.
         await using var cluster = InProcessCluster.Start(ClusterOptions(trainer, 3), Train, Test, sink.CreateLogger(),
-            batchProgress: new InlineProgress<BatchProgress>(p => { if (p.Step == 4) running!.StopWorker(1); }));
+            batchProgress: new InlineProgress<BatchProgress>(p => { if (p.Step == stopAfterStep) running!.StopWorker(1); }));
         running = cluster;
         var result = await cluster.Completion.WaitAsync(Limit);
 
         Assert.Equal(20, result.Steps);
         AssertClose(single.Parameters, result.Parameters, 1e-4);
         Assert.Contains(sink.WithPhase("membership"), e => e.Level == Serilog.Events.LogEventLevel.Warning);
-        Assert.Contains(sink.WithPhase("abort"), e => e.RenderMessage().Contains("in-process/1 terminated"));
+        Assert.Contains(sink.WithPhase("membership"), e => e.RenderMessage().Contains("in-process/1") && e.RenderMessage().Contains("terminated"));
+        Assert.Equal(single.Epochs.Select(e => e.TestAccuracy), result.Epochs.Select(e => e.TestAccuracy));
+        if (stopAfterStep == 4) // step 5 cannot finish without worker 1: it was aborted and re-run
+            Assert.Contains(sink.WithPhase("abort"), e => e.RenderMessage().Contains("Step 5") && e.RenderMessage().Contains("in-process/1 terminated"));
     }
 
     [Fact]
