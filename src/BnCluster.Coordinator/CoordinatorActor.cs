@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Numerics.Tensors;
 using BnCluster.Actors;
+using BnCluster.Actors.Cluster;
 using BnCluster.Core.Optimizers;
 using BnCluster.Core.Protocol;
 using BnCluster.Core.Training;
@@ -106,6 +107,10 @@ public sealed class CoordinatorActor : ReceiveActor
 
         Receive<RegisterWorker>(OnRegister);
         Receive<Terminated>(t => { if (Find(t.ActorRef) is { } m) Lose([m], "terminated"); });
+        // Remoting's failure detector: a node that stops answering (or is removed) takes its workers with it.
+        Receive<MemberUnreachable>(e => LoseAt(e.Member.Address, "unreachable"));
+        Receive<MemberDowned>(e => LoseAt(e.Member.Address, "downed"));
+        Receive<MemberRemoved>(e => LoseAt(e.Member.Address, "removed from the cluster"));
         Receive<InputStatsReply>(OnInputStats);
         Receive<BnStats>(OnBnStats);
         Receive<BnGradStats>(OnBnGradStats);
@@ -147,7 +152,10 @@ public sealed class CoordinatorActor : ReceiveActor
         }
         if (Find(Sender) is { } known)
         {
-            Sender.Tell(new WorkerRegistered(known.Id, _roster.Count), Self);
+            // Registering again (a restarted worker): it holds nothing, so send it everything again.
+            known.SentVersion = -1;
+            known.Actor.Tell(new WorkerRegistered(known.Id, _roster.Count), Self);
+            if (_input is not null) known.Actor.Tell(NormalizationMessage(_input), Self);
             return;
         }
         var member = new Member(_nextWorkerId++, Sender, r.Node);
@@ -157,6 +165,12 @@ public sealed class CoordinatorActor : ReceiveActor
         member.Actor.Tell(new WorkerRegistered(member.Id, _roster.Count), Self);
         if (_input is not null) member.Actor.Tell(NormalizationMessage(_input), Self);
         if (_waitingForJoins && _roster.Count >= Needed) Continue();
+    }
+
+    private void LoseAt(Address address, string reason)
+    {
+        var lost = _roster.Where(m => m.Actor.Path.Address.Equals(address)).ToList();
+        if (lost.Count > 0) Lose(lost, $"{reason} ({address})");
     }
 
     private Member? Find(IActorRef actor)

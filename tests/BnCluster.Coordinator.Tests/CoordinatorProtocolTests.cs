@@ -193,4 +193,42 @@ public sealed class CoordinatorProtocolTests : ActorTestKit
         Assert.Equal((first.Step, first.Attempt + 1), (rerun.Step, rerun.Attempt));
         Assert.NotNull(c.ExpectMsg<StartStep>().Parameters);
     }
+
+    [Fact]
+    public void A_node_reported_unreachable_loses_its_workers_and_the_step_is_rerun()
+    {
+        using var remote = new ActorTestKit("remote");
+        var h = new CoordinatorHarness(this, workers: 2);
+        var a = h.Join("a");
+        var b = remote.CreateTestProbe("b");
+        h.Coordinator.Tell(new RegisterWorker(ProtocolInfo.Version, "job", "abc", "b"), b.Ref);
+        b.ExpectMsg<WorkerRegistered>();
+        AnswerInputStats(a, b);
+        var first = a.ExpectMsg<StartStep>();
+        b.ExpectMsg<StartStep>();
+        h.Coordinator.Tell(new BnCluster.Actors.Cluster.MemberUnreachable(
+            new BnCluster.Actors.Cluster.Member(b.Ref.Path.Address, BnCluster.Actors.Cluster.MemberStatus.Up, ["worker"], IsReachable: false)));
+        a.ExpectMsg<StepAborted>();
+        var rerun = a.ExpectMsg<StartStep>();
+        Assert.Equal((first.Attempt + 1, 4), (rerun.Attempt, rerun.Rows.Length));
+        Assert.Contains(h.Sink.Events, e => e.RenderMessage().Contains("unreachable"));
+    }
+
+    [Fact]
+    public void A_worker_registering_again_gets_the_normalization_and_the_parameters_again()
+    {
+        var h = new CoordinatorHarness(this, workers: 2);
+        var a = h.Join("a");
+        var b = h.Join("b");
+        AnswerInputStats(a, b);
+        var first = a.ExpectMsg<StartStep>();
+        Assert.NotNull(b.ExpectMsg<StartStep>().Parameters);
+        h.Coordinator.Tell(new RegisterWorker(ProtocolInfo.Version, "job", "abc", "b"), b.Ref); // e.g. restarted
+        b.ExpectMsg<WorkerRegistered>();
+        b.ExpectMsg<SetInputNormalization>();
+        Sys.Stop(a.Ref); // forces a re-run with unchanged parameters
+        var rerun = b.FishForMessage<StartStep>(_ => true);
+        Assert.Equal(first.Attempt + 1, rerun.Attempt);
+        Assert.NotNull(rerun.Parameters); // without the re-registration b would get null (it held this version)
+    }
 }
