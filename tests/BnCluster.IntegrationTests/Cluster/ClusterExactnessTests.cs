@@ -91,4 +91,15 @@ public sealed class ClusterExactnessTests
             new InlineProgress<Core.Training.EpochMetrics>(_ => cts.Cancel()), Serilog.Core.Logger.None, cts.Token);
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => run.WaitAsync(Limit));
     }
+
+    [Fact]
+    public async Task A_diverging_run_stops_with_an_error_naming_the_worker()
+    {
+        var trainer = Trainer(maxSteps: 50) with { Optimizer = new Core.Optimizers.OptimizerSettings(Core.Optimizers.OptimizerKind.Gd, 1e36f) };
+        var sink = new CollectingSink();
+        var error = await Assert.ThrowsAsync<InvalidOperationException>(() =>
+            ClusterTraining.RunAsync(ClusterOptions(trainer, 2), Train, Test, null, sink.CreateLogger()).WaitAsync(Limit));
+        Assert.Matches("worker \\d+ on in-process/\\d+ sent a non-finite", error.Message);
+        Assert.Contains(sink.Events, e => e.Level == Serilog.Events.LogEventLevel.Error && e.Properties.ContainsKey("Worker"));
+    }
 }
