@@ -1,0 +1,22 @@
+namespace BnCluster.Coordinator;
+
+/// <summary>
+/// The run log's property names and Phase values (DESIGN §5), replicated from the Node's LogEvents so the
+/// coordinator and workers log what `bncluster logs` summarizes. Keep in step with Node/Logging/LogEvents.cs.
+/// </summary>
+public static class ClusterLog
+{
+    public const string Step = "Step", Epoch = "Epoch", Layer = "Layer", Worker = "Worker", Node = "Node",
+        Phase = "Phase", ElapsedMs = "ElapsedMs", Loss = "Loss", Accuracy = "Accuracy";
+
+    public const string Compute = "compute", BnWait = "bn-wait", GradExchange = "grad-exchange", Optimizer = "optimizer",
+        Commit = "commit", Abort = "abort", Membership = "membership", EpochEnd = "epoch";
+
+    public const string StepPhaseTemplate = "Step {Step} epoch {Epoch} worker {Worker} on {Node:l}: {Phase:l} {ElapsedMs:F3} ms";
+    public const string StepLayerPhaseTemplate = "Step {Step} epoch {Epoch} worker {Worker} on {Node:l}: {Phase:l} layer {Layer} {ElapsedMs:F3} ms";
+    public const string StepCommittedTemplate = "Step {Step} epoch {Epoch} committed: loss {Loss:F4} accuracy {Accuracy:P2} in {ElapsedMs:F1} ms";
+    public const string StepAbortedTemplate = "Step {Step} epoch {Epoch} aborted: {Reason:l}";
+    public const string WorkerJoinedTemplate = "Worker {Worker} on {Node:l} joined ({Members} members)";
+    public const string WorkerLeftTemplate = "Worker {Worker} on {Node:l} left: {Reason:l} ({Members} members)";
+    public const string EpochTemplate = "Epoch {Epoch} done at step {Step}: loss {Loss:F4} accuracy {Accuracy:P2}, test loss {TestLoss:F4} accuracy {TestAccuracy:P2}, {SamplesPerSecond:F0} samples/s, {ElapsedMs:F0} ms";
+}

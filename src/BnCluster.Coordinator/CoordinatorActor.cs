@@ -1,0 +1,564 @@
+using System.Diagnostics;
+using System.Numerics.Tensors;
+using BnCluster.Actors;
+using BnCluster.Actors.Cluster;
+using BnCluster.Core.Optimizers;
+using BnCluster.Core.Protocol;
+using BnCluster.Core.Training;
+using Serilog;
+
+namespace BnCluster.Coordinator;
+
+/// <summary>
+/// The coordinator of DESIGN §3. It owns the roster (rank = position in join order), the parameters, the
+/// optimizer state, the running averages and the seeded epoch plan; workers own nothing but a copy of the
+/// committed parameters. Per step it sends each worker its shard, merges the BN statistics and sums the BN
+/// gradient sums in rank order, sums the gradients in rank order, applies the optimizer and the running-average
+/// update, and commits. Nothing changes before the commit, so an aborted attempt is re-run with the same global
+/// batch on whoever is left (attempt + 1).
+///
+/// Failure policy:
+/// - A worker that terminates (DeathWatch) or, when the step timeout fires, has not sent the contribution the
+///   coordinator is waiting for (silent but alive) is removed from the roster; the attempt is aborted
+///   (StepAborted to the others) and re-run on the survivors. A removed worker gets no more work; to come back
+///   it registers again and enters at the next step.
+/// - Fewer than MinWorkers left: the coordinator waits for joins and warns every WaitWarningInterval.
+/// - A non-finite statistic, gradient or loss: the attempt is aborted and retried once with the same workers
+///   (a transient fault recovers); a second non-finite value in the same step stops training with an error
+///   naming the worker (the numbers are deterministic, so it would repeat forever).
+/// - Messages of another step/attempt/round are ignored (debug log); a second answer of the same worker for
+///   the same slot is ignored.
+/// </summary>
+public sealed class CoordinatorActor : ReceiveActor
+{
+    /// <summary>Timer message: the step attempt has run for the step timeout.</summary>
+    public sealed record StepTimeout(long Step, int Attempt);
+    /// <summary>Timer message: the input-statistics or evaluation round has run for the step timeout.</summary>
+    public sealed record RoundTimeout(long Round);
+    private sealed record WaitWarning;
+
+    private sealed class Member(int id, IActorRef actor, string node)
+    {
+        public int Id { get; } = id;
+        public IActorRef Actor { get; } = actor;
+        public string Node { get; } = node;
+        public long SentVersion { get; set; } = -1;
+    }
+
+    private enum Phase { WaitingForWorkers, InputStats, Training, Evaluating, Done }
+
+    private readonly ClusterTrainingOptions _options;
+    private readonly ClusterDataShape _shape;
+    private readonly TaskCompletionSource<TrainingResult> _completion;
+    private readonly IProgress<EpochMetrics>? _epochProgress;
+    private readonly IProgress<BatchProgress>? _batchProgress;
+    private readonly ILogger _log;
+    private readonly TimeSpan _timeout;
+
+    private readonly List<Member> _roster = [];
+    private int _nextWorkerId;
+    private bool _started;
+    private Phase _phase = Phase.WaitingForWorkers;
+    private bool _waitingForJoins;
+
+    private readonly Parameters _p;
+    private readonly Optimizer _optimizer;
+    private readonly Gradients _gradSum;
+    private InputNormalizer? _input;
+    private long _committed;
+
+    private int _epoch;
+    private EpochPlan? _plan;
+    private int _batch;
+    private LossPartial _epochTrain;
+    private TimeSpan _epochStepElapsed;
+    private readonly Stopwatch _total = new();
+    private readonly List<EpochMetrics> _epochs = [];
+
+    // The running attempt (step) or round (input statistics, evaluation); slots are indexed by rank.
+    private Member[] _participants = [];
+    private long _step;
+    private int _attempt;
+    private int _nonFiniteRetries;
+    private BatchNormStats?[][] _stats = [];
+    private BatchNormGradSums?[][] _gradSums = [];
+    private StepGradients?[] _gradients = [];
+    private readonly BatchNormStats?[] _merged;
+    private readonly Stopwatch _stepTime = new();
+    private long _round;
+    private object?[] _roundReplies = [];
+
+    public CoordinatorActor(ClusterTrainingOptions options, ClusterDataShape shape, TaskCompletionSource<TrainingResult> completion,
+        ILogger log, IProgress<EpochMetrics>? epochProgress = null, IProgress<BatchProgress>? batchProgress = null)
+    {
+        _options = options.Validate();
+        _shape = shape;
+        if (shape.TrainRows <= 0) throw new ArgumentException("the training set is empty");
+        if (shape.Features != options.Trainer.Spec.Inputs) throw new ArgumentException($"dataset has {shape.Features} features, network expects {options.Trainer.Spec.Inputs}");
+        _completion = completion;
+        _log = log.ForContext("SourceContext", "coordinator");
+        _epochProgress = epochProgress;
+        _batchProgress = batchProgress;
+        _timeout = options.EffectiveStepTimeout;
+        _p = Parameters.Initialize(options.Trainer.Spec, options.Trainer.Seed);
+        _optimizer = new Optimizer(options.Trainer.Optimizer, _p);
+        _gradSum = new Gradients(_p);
+        _merged = new BatchNormStats?[_p.HiddenLayers];
+
+        Receive<RegisterWorker>(OnRegister);
+        Receive<Terminated>(t => { if (Find(t.ActorRef) is { } m) Lose([m], "terminated"); });
+        // Remoting's failure detector: a node that stops answering (or is removed) takes its workers with it.
+        Receive<MemberUnreachable>(e => LoseAt(e.Member.Address, "unreachable"));
+        Receive<MemberDowned>(e => LoseAt(e.Member.Address, "downed"));
+        Receive<MemberRemoved>(e => LoseAt(e.Member.Address, "removed from the cluster"));
+        Receive<InputStatsReply>(OnInputStats);
+        Receive<BnStats>(OnBnStats);
+        Receive<BnGradStats>(OnBnGradStats);
+        Receive<StepGradients>(OnGradients);
+        Receive<EvalResult>(OnEvalResult);
+        Receive<StepTimeout>(OnStepTimeout);
+        Receive<RoundTimeout>(OnRoundTimeout);
+        Receive<WaitWarning>(_ =>
+        {
+            if (_waitingForJoins && _phase != Phase.Done)
+                _log.Warning("Waiting for workers: {Members} up, {Needed} needed", _roster.Count, Needed);
+        });
+    }
+
+    protected override void PreStart()
+    {
+        _total.Start();
+        Timers.StartPeriodicTimer("wait-warning", new WaitWarning(), _options.WaitWarningInterval);
+        _waitingForJoins = true;
+    }
+
+    private int Needed => _started ? _options.MinWorkers : _options.Workers;
+    private int Epoch => _epoch;
+
+    // ---- Membership ----
+
+    private void OnRegister(RegisterWorker r)
+    {
+        string? refusal =
+            r.ProtocolVersion != ProtocolInfo.Version ? $"protocol version {r.ProtocolVersion}, coordinator speaks {ProtocolInfo.Version}" :
+            r.JobId != _options.JobId ? $"job '{r.JobId}', coordinator runs '{_options.JobId}'" :
+            _options.DatasetSha256.Length > 0 && !string.Equals(r.DatasetSha256, _options.DatasetSha256, StringComparison.OrdinalIgnoreCase)
+                ? $"dataset sha256 {r.DatasetSha256}, coordinator has {_options.DatasetSha256}" : null;
+        if (refusal is not null)
+        {
+            _log.ForContext(ClusterLog.Phase, ClusterLog.Membership).Warning("Worker on {Node:l} refused: {Reason:l}", r.Node, refusal);
+            Sender.Tell(new RegistrationRefused(refusal), Self);
+            return;
+        }
+        if (Find(Sender) is { } known)
+        {
+            // Registering again (a restarted worker): it holds nothing, so send it everything again.
+            known.SentVersion = -1;
+            known.Actor.Tell(new WorkerRegistered(known.Id, _roster.Count), Self);
+            if (_input is not null) known.Actor.Tell(NormalizationMessage(_input), Self);
+            return;
+        }
+        var member = new Member(_nextWorkerId++, Sender, r.Node);
+        _roster.Add(member);
+        Context.Watch(member.Actor);
+        _log.ForContext(ClusterLog.Phase, ClusterLog.Membership).Information(ClusterLog.WorkerJoinedTemplate, member.Id, member.Node, _roster.Count);
+        member.Actor.Tell(new WorkerRegistered(member.Id, _roster.Count), Self);
+        if (_input is not null) member.Actor.Tell(NormalizationMessage(_input), Self);
+        if (_waitingForJoins && _roster.Count >= Needed) Continue();
+    }
+
+    private void LoseAt(Address address, string reason)
+    {
+        var lost = _roster.Where(m => m.Actor.Path.Address.Equals(address)).ToList();
+        if (lost.Count > 0) Lose(lost, $"{reason} ({address})");
+    }
+
+    private Member? Find(IActorRef actor)
+    {
+        foreach (var m in _roster) if (m.Actor.Equals(actor)) return m;
+        return null;
+    }
+
+    private int RankOf(IActorRef actor)
+    {
+        for (int r = 0; r < _participants.Length; r++) if (_participants[r].Actor.Equals(actor)) return r;
+        return -1;
+    }
+
+    /// <summary>Removes workers from the roster; aborts and re-runs the attempt or round they were part of.</summary>
+    private void Lose(IReadOnlyList<Member> lost, string reason)
+    {
+        bool participated = false;
+        foreach (var m in lost)
+        {
+            if (!_roster.Remove(m)) continue;
+            Context.Unwatch(m.Actor);
+            participated |= Array.IndexOf(_participants, m) >= 0;
+            _log.ForContext(ClusterLog.Phase, ClusterLog.Membership).Warning(ClusterLog.WorkerLeftTemplate, m.Id, m.Node, reason, _roster.Count);
+        }
+        if (!participated || _phase == Phase.Done || _waitingForJoins) return;
+        string why = lost.Count == 1 ? $"worker {lost[0].Id} on {lost[0].Node} {reason}" : $"workers {string.Join(", ", lost.Select(m => m.Id))} {reason}";
+        if (_phase == Phase.Training) AbortAttempt(why);
+        else _log.Warning("Round {Round} of {Phase:l} restarted: {Reason:l}", _round, _phase.ToString(), why);
+        Continue();
+    }
+
+    /// <summary>Runs (again) whatever the current phase needs, or waits for joins when too few workers are up.</summary>
+    private void Continue()
+    {
+        if (_phase == Phase.Done) return;
+        if (_roster.Count < Needed)
+        {
+            if (!_waitingForJoins) _log.Warning("Waiting for workers: {Members} up, {Needed} needed", _roster.Count, Needed);
+            _waitingForJoins = true;
+            _participants = [];
+            return;
+        }
+        _waitingForJoins = false;
+        _started = true;
+        switch (_phase)
+        {
+            case Phase.WaitingForWorkers:
+            case Phase.InputStats: StartInputRound(); break;
+            case Phase.Training: StartAttempt(); break;
+            case Phase.Evaluating: StartEvalRound(); break;
+        }
+    }
+
+    private void Fail(Exception error)
+    {
+        if (_phase == Phase.Done) return;
+        if (_phase == Phase.Training) foreach (var m in _participants) m.Actor.Tell(new StepAborted(_step, _attempt, error.Message), Self);
+        _phase = Phase.Done;
+        Timers.CancelAll();
+        _log.Error(error, "Training stopped: {Reason:l}", error.Message);
+        _completion.TrySetException(error);
+    }
+
+    // ---- Input normalization ----
+
+    private void StartInputRound()
+    {
+        _phase = Phase.InputStats;
+        _round++;
+        _participants = _roster.Take(Math.Min(_roster.Count, _shape.TrainRows)).ToArray();
+        _roundReplies = new object?[_participants.Length];
+        for (int r = 0; r < _participants.Length; r++)
+        {
+            var (start, count) = ShardSplit.Shard(_shape.TrainRows, _participants.Length, r);
+            _participants[r].Actor.Tell(new InputStatsRequest(_round, start, count), Self);
+        }
+        Timers.StartSingleTimer("round-timeout", new RoundTimeout(_round), _timeout);
+    }
+
+    private void OnInputStats(InputStatsReply m)
+    {
+        int rank = RankOf(Sender);
+        if (_phase != Phase.InputStats || m.Round != _round || rank < 0) { Stale(m); return; }
+        if (_roundReplies[rank] is not null) { Duplicate(m, rank); return; }
+        var (_, expected) = ShardSplit.Shard(_shape.TrainRows, _participants.Length, rank);
+        if (m.Count != expected || m.Mean.Length != _shape.Features || m.M2.Length != _shape.Features || !AllFinite(m.Mean) || !AllFinite(m.M2))
+        {
+            Fail(new InvalidOperationException($"worker {_participants[rank].Id} on {_participants[rank].Node} sent invalid input statistics ({m.Count} rows of {m.Mean.Length} features, expected {expected} of {_shape.Features})"));
+            return;
+        }
+        _roundReplies[rank] = m;
+        if (Array.Exists(_roundReplies, x => x is null)) return;
+        Timers.Cancel("round-timeout");
+        var merged = new BatchNormStats(_shape.Features);
+        foreach (InputStatsReply reply in _roundReplies.Cast<InputStatsReply>()) merged.Merge(new BatchNormStats(reply.Count, reply.Mean, reply.M2));
+        _input = InputNormalizer.FromStats(merged);
+        foreach (var member in _roster) member.Actor.Tell(NormalizationMessage(_input), Self);
+        StartEpoch(1);
+    }
+
+    private static SetInputNormalization NormalizationMessage(InputNormalizer input) =>
+        new((float[])input.Mean.Clone(), (float[])input.Variance.Clone(), input.Epsilon);
+
+    // ---- Steps ----
+
+    private void StartEpoch(int epoch)
+    {
+        _epoch = epoch;
+        _plan = new EpochPlan(_shape.TrainRows, _options.Trainer.BatchSize, _options.Trainer.Seed, epoch);
+        _batch = 0;
+        _epochTrain = new LossPartial(0, 0, 0);
+        _epochStepElapsed = TimeSpan.Zero;
+        NextStep();
+    }
+
+    private void NextStep()
+    {
+        bool maxed = _options.Trainer.MaxSteps is { } max && _committed >= max;
+        if (maxed || _batch >= _plan!.BatchCount)
+        {
+            _phase = Phase.Evaluating;
+            Continue();
+            return;
+        }
+        _phase = Phase.Training;
+        _step = _committed + 1;
+        _attempt = 0;
+        _nonFiniteRetries = 0;
+        Continue();
+    }
+
+    private void StartAttempt()
+    {
+        _attempt++;
+        var rows = _plan!.Batch(_batch);
+        int n = rows.Length;
+        _participants = _roster.Take(Math.Min(_roster.Count, n)).ToArray();
+        int k = _participants.Length, layers = _p.HiddenLayers;
+        _stats = new BatchNormStats?[layers][];
+        _gradSums = new BatchNormGradSums?[layers][];
+        for (int l = 0; l < layers; l++)
+        {
+            _stats[l] = new BatchNormStats?[k];
+            _gradSums[l] = new BatchNormGradSums?[k];
+            _merged[l] = null;
+        }
+        _gradients = new StepGradients?[k];
+        _stepTime.Restart();
+        for (int r = 0; r < k; r++)
+        {
+            var m = _participants[r];
+            int[] shard = ShardSplit.Slice(rows, k, r).ToArray();
+            float[][]? snapshot = m.SentVersion == _committed ? null : ParameterSnapshot.Capture(_p);
+            m.SentVersion = _committed;
+            m.Actor.Tell(new StartStep(_step, _epoch, _attempt, n, r, shard, _committed, snapshot), Self);
+        }
+        Timers.StartSingleTimer("step-timeout", new StepTimeout(_step, _attempt), _timeout);
+    }
+
+    private void AbortAttempt(string reason)
+    {
+        Timers.Cancel("step-timeout");
+        _log.ForContext(ClusterLog.Phase, ClusterLog.Abort).Warning(ClusterLog.StepAbortedTemplate, _step, Epoch, reason);
+        foreach (var m in _participants)
+            if (_roster.Contains(m)) m.Actor.Tell(new StepAborted(_step, _attempt, reason), Self);
+    }
+
+    private bool Current(long step, int attempt, out int rank)
+    {
+        rank = RankOf(Sender);
+        return _phase == Phase.Training && !_waitingForJoins && step == _step && attempt == _attempt && rank >= 0;
+    }
+
+    private void OnBnStats(BnStats m)
+    {
+        if (!Current(m.Step, m.Attempt, out int rank)) { Stale(m); return; }
+        if (!ValidLayer(m.Layer, m.Mean.Length, m.M2.Length)) { BadMessage(m, rank); return; }
+        if (_stats[m.Layer][rank] is not null) { Duplicate(m, rank); return; }
+        if (!AllFinite(m.Mean) || !AllFinite(m.M2)) { NonFinite(rank, $"BN statistic of layer {m.Layer}"); return; }
+        var slots = _stats[m.Layer];
+        slots[rank] = new BatchNormStats(m.Count, m.Mean, m.M2);
+        if (Array.Exists(slots, s => s is null)) return;
+        // Chan's merge in rank order: the result does not depend on arrival order.
+        var merged = new BatchNormStats(m.Mean.Length);
+        foreach (var s in slots) merged.Merge(s!);
+        _merged[m.Layer] = merged;
+        foreach (var p in _participants)
+            p.Actor.Tell(new BnGlobal(_step, _attempt, m.Layer, merged.Count, (double[])merged.Mean.Clone(), (double[])merged.M2.Clone()), Self);
+    }
+
+    private void OnBnGradStats(BnGradStats m)
+    {
+        if (!Current(m.Step, m.Attempt, out int rank)) { Stale(m); return; }
+        if (!ValidLayer(m.Layer, m.SumDy.Length, m.SumDyXhat.Length)) { BadMessage(m, rank); return; }
+        if (_gradSums[m.Layer][rank] is not null) { Duplicate(m, rank); return; }
+        if (!AllFinite(m.SumDy) || !AllFinite(m.SumDyXhat)) { NonFinite(rank, $"BN gradient sum of layer {m.Layer}"); return; }
+        var slots = _gradSums[m.Layer];
+        slots[rank] = new BatchNormGradSums(m.SumDy, m.SumDyXhat);
+        if (Array.Exists(slots, s => s is null)) return;
+        var sum = new BatchNormGradSums(m.SumDy.Length);
+        foreach (var s in slots) sum.Add(s!);
+        foreach (var p in _participants)
+            p.Actor.Tell(new BnGradGlobal(_step, _attempt, m.Layer, (double[])sum.SumDy.Clone(), (double[])sum.SumDyXhat.Clone()), Self);
+    }
+
+    private void OnGradients(StepGradients m)
+    {
+        if (!Current(m.Step, m.Attempt, out int rank)) { Stale(m); return; }
+        if (!ValidGradients(m.Tensors)) { BadMessage(m, rank); return; }
+        if (_gradients[rank] is not null) { Duplicate(m, rank); return; }
+        if (!double.IsFinite(m.SumLoss)) { NonFinite(rank, "loss"); return; }
+        for (int i = 0; i < m.Tensors.Length; i++)
+            if (!AllFinite(m.Tensors[i])) { NonFinite(rank, $"gradient of {_p.Trainable[i].Name}"); return; }
+        _gradients[rank] = m;
+        if (Array.Exists(_gradients, g => g is null)) return;
+        Commit();
+    }
+
+    private void Commit()
+    {
+        Timers.Cancel("step-timeout");
+        // Sum in rank order (0 + g₀ + g₁ + …), then optimizer and running averages: the commit.
+        _gradSum.Clear();
+        var loss = new LossPartial(0, 0, 0);
+        foreach (var g in _gradients)
+        {
+            for (int i = 0; i < g!.Tensors.Length; i++)
+            {
+                var sum = _gradSum.Tensors[i].Values;
+                TensorPrimitives.Add(sum, g.Tensors[i], sum);
+            }
+            loss = loss.Add(new LossPartial(g.SumLoss, g.Correct, g.Count));
+        }
+        _optimizer.Apply(_p, _gradSum);
+        TrainingStep.UpdateRunningStats(_p, _merged);
+        _committed++;
+        _stepTime.Stop();
+        _epochStepElapsed += _stepTime.Elapsed; // step time only, like the single-node trainer's samples/s
+        _epochTrain = _epochTrain.Add(loss);
+        _log.ForContext(ClusterLog.Phase, ClusterLog.Commit).Debug(ClusterLog.StepCommittedTemplate, _step, Epoch,
+            loss.Count > 0 ? loss.SumLoss / loss.Count : double.NaN, loss.Count > 0 ? (double)loss.Correct / loss.Count : double.NaN, _stepTime.Elapsed.TotalMilliseconds);
+        _batchProgress?.Report(new BatchProgress(_epoch, _batch, _plan!.BatchCount, _committed,
+            _epochTrain.SumLoss / _epochTrain.Count, (double)_epochTrain.Correct / _epochTrain.Count));
+        _batch++;
+        NextStep();
+    }
+
+    private void NonFinite(int rank, string what)
+    {
+        var m = _participants[rank];
+        _log.ForContext(ClusterLog.Phase, ClusterLog.Abort).Error("Worker {Worker} on {Node:l} sent a non-finite {What:l} at step {Step} attempt {Attempt}",
+            m.Id, m.Node, what, _step, _attempt);
+        string reason = $"worker {m.Id} on {m.Node} sent a non-finite {what}";
+        if (_nonFiniteRetries++ == 0)
+        {
+            AbortAttempt(reason);
+            Continue();
+        }
+        else Fail(new InvalidOperationException($"{reason} at step {_step} twice; training stopped (lower the learning rate?)"));
+    }
+
+    private void OnStepTimeout(StepTimeout t)
+    {
+        if (_phase != Phase.Training || t.Step != _step || t.Attempt != _attempt || _waitingForJoins) return;
+        Lose(MissingAtFirstIncompleteStage(), $"sent nothing within the step timeout of {_timeout.TotalSeconds:0.###} s");
+    }
+
+    /// <summary>The workers whose contribution the coordinator is waiting for: the missing ranks of the first incomplete reduction.</summary>
+    private List<Member> MissingAtFirstIncompleteStage()
+    {
+        IEnumerable<object?[]> Stages()
+        {
+            for (int l = 0; l < _p.HiddenLayers; l++) if (_p.BatchNorm[l] is not null) yield return _stats[l];
+            for (int l = _p.HiddenLayers - 1; l >= 0; l--) if (_p.BatchNorm[l] is not null) yield return _gradSums[l];
+            yield return _gradients;
+        }
+        foreach (var slots in Stages())
+        {
+            var missing = new List<Member>();
+            for (int r = 0; r < slots.Length; r++) if (slots[r] is null) missing.Add(_participants[r]);
+            if (missing.Count > 0) return missing;
+        }
+        return [];
+    }
+
+    // ---- Evaluation ----
+
+    private void StartEvalRound()
+    {
+        _round++;
+        int testRows = _shape.TestRows;
+        if (testRows == 0)
+        {
+            EndEpoch(new LossPartial(0, 0, 0));
+            return;
+        }
+        _participants = _roster.Take(Math.Min(_roster.Count, testRows)).ToArray();
+        _roundReplies = new object?[_participants.Length];
+        for (int r = 0; r < _participants.Length; r++)
+        {
+            var m = _participants[r];
+            var (start, count) = ShardSplit.Shard(testRows, _participants.Length, r);
+            float[][]? snapshot = m.SentVersion == _committed ? null : ParameterSnapshot.Capture(_p);
+            m.SentVersion = _committed;
+            m.Actor.Tell(new Evaluate(_round, start, count, _committed, snapshot), Self);
+        }
+        Timers.StartSingleTimer("round-timeout", new RoundTimeout(_round), _timeout);
+    }
+
+    private void OnEvalResult(EvalResult m)
+    {
+        int rank = RankOf(Sender);
+        if (_phase != Phase.Evaluating || m.Round != _round || rank < 0 || _waitingForJoins) { Stale(m); return; }
+        if (_roundReplies[rank] is not null) { Duplicate(m, rank); return; }
+        _roundReplies[rank] = m;
+        if (Array.Exists(_roundReplies, x => x is null)) return;
+        Timers.Cancel("round-timeout");
+        var total = new LossPartial(0, 0, 0);
+        foreach (var r in _roundReplies.Cast<EvalResult>()) total = total.Add(new LossPartial(r.SumLoss, r.Correct, r.Count));
+        EndEpoch(total);
+    }
+
+    private void EndEpoch(LossPartial test)
+    {
+        double seconds = _epochStepElapsed.TotalSeconds;
+        var metrics = new EpochMetrics(_epoch, _committed,
+            _epochTrain.Count > 0 ? _epochTrain.SumLoss / _epochTrain.Count : double.NaN,
+            _epochTrain.Count > 0 ? (double)_epochTrain.Correct / _epochTrain.Count : double.NaN,
+            test.Count > 0 ? test.SumLoss / test.Count : double.NaN,
+            test.Count > 0 ? (double)test.Correct / test.Count : double.NaN,
+            seconds > 0 ? _epochTrain.Count / seconds : 0,
+            _total.Elapsed.TotalSeconds);
+        _epochStepElapsed = TimeSpan.Zero;
+        _epochs.Add(metrics);
+        _log.ForContext(ClusterLog.Phase, ClusterLog.EpochEnd).Information(ClusterLog.EpochTemplate, metrics.Epoch, metrics.Step, metrics.TrainLoss,
+            metrics.TrainAccuracy, metrics.TestLoss, metrics.TestAccuracy, metrics.SamplesPerSecond, metrics.Seconds * 1000);
+        _epochProgress?.Report(metrics);
+        bool maxed = _options.Trainer.MaxSteps is { } max && _committed >= max;
+        if (maxed || _epoch >= _options.Trainer.Epochs)
+        {
+            _phase = Phase.Done;
+            Timers.CancelAll();
+            _completion.TrySetResult(new TrainingResult(_p.Clone(), _input!, _epochs.ToArray(), _committed));
+            return;
+        }
+        StartEpoch(_epoch + 1);
+    }
+
+    private void OnRoundTimeout(RoundTimeout t)
+    {
+        if (t.Round != _round || _phase is not (Phase.InputStats or Phase.Evaluating) || _waitingForJoins) return;
+        var missing = new List<Member>();
+        for (int r = 0; r < _participants.Length; r++) if (_roundReplies[r] is null) missing.Add(_participants[r]);
+        Lose(missing, $"sent nothing within the step timeout of {_timeout.TotalSeconds:0.###} s");
+    }
+
+    // ---- Checks ----
+
+    private bool ValidLayer(int layer, int a, int b) =>
+        (uint)layer < (uint)_p.HiddenLayers && _p.BatchNorm[layer] is not null && a == _p.Spec.Hidden[layer] && b == a;
+
+    private bool ValidGradients(float[][] tensors)
+    {
+        if (tensors.Length != _p.Trainable.Count) return false;
+        for (int i = 0; i < tensors.Length; i++) if (tensors[i].Length != _p.Trainable[i].Values.Length) return false;
+        return true;
+    }
+
+    private static bool AllFinite(ReadOnlySpan<double> values)
+    {
+        foreach (double v in values) if (!double.IsFinite(v)) return false;
+        return true;
+    }
+
+    private static bool AllFinite(ReadOnlySpan<float> values)
+    {
+        foreach (float v in values) if (!float.IsFinite(v)) return false;
+        return true;
+    }
+
+    private void Stale(object message) =>
+        _log.Debug("Ignored {MessageType:l} from {Sender:l}: not of the running step/attempt/round (step {Step} attempt {Attempt} round {Round})",
+            message.GetType().Name, Sender.Path.ToString(), _step, _attempt, _round);
+
+    private void Duplicate(object message, int rank) =>
+        _log.Debug("Ignored a second {MessageType:l} from worker {Worker} at step {Step} attempt {Attempt}", message.GetType().Name, _participants[rank].Id, _step, _attempt);
+
+    private void BadMessage(object message, int rank) =>
+        _log.Warning("Ignored a malformed {MessageType:l} from worker {Worker} at step {Step}: shape does not match the network", message.GetType().Name, _participants[rank].Id, _step);
+}

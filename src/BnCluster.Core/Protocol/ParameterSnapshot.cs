@@ -1,0 +1,41 @@
+using BnCluster.Core.Training;
+
+namespace BnCluster.Core.Protocol;
+
+/// <summary>
+/// Every tensor of a <see cref="Parameters"/> as fresh arrays, for a message: the trainable tensors in their
+/// canonical order, then r_μ and r_σ² of each BN layer (the running averages are needed for evaluation).
+/// </summary>
+public static class ParameterSnapshot
+{
+    public static float[][] Capture(Parameters p)
+    {
+        var list = new List<float[]>(p.Trainable.Count + 2 * p.HiddenLayers);
+        foreach (var t in p.Trainable) list.Add((float[])t.Values.Clone());
+        for (int l = 0; l < p.HiddenLayers; l++)
+        {
+            if (p.RunningMean[l] is { } m) list.Add((float[])m.Clone());
+            if (p.RunningVar[l] is { } v) list.Add((float[])v.Clone());
+        }
+        return list.ToArray();
+    }
+
+    public static void Restore(Parameters p, float[][] snapshot)
+    {
+        int i = 0;
+        foreach (var t in p.Trainable) CopyInto(snapshot, i++, t.Values, t.Name);
+        for (int l = 0; l < p.HiddenLayers; l++)
+        {
+            if (p.RunningMean[l] is { } m) CopyInto(snapshot, i++, m, $"layer{l}.running_mean");
+            if (p.RunningVar[l] is { } v) CopyInto(snapshot, i++, v, $"layer{l}.running_var");
+        }
+        if (i != snapshot.Length) throw new ArgumentException($"parameter snapshot has {snapshot.Length} tensors, the network {i}");
+    }
+
+    private static void CopyInto(float[][] snapshot, int index, float[] target, string name)
+    {
+        if (index >= snapshot.Length) throw new ArgumentException($"parameter snapshot has {snapshot.Length} tensors, missing {name}");
+        if (snapshot[index].Length != target.Length) throw new ArgumentException($"parameter snapshot tensor {name} has {snapshot[index].Length} values, expected {target.Length}");
+        snapshot[index].CopyTo(target, 0);
+    }
+}

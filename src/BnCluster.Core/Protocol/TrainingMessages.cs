@@ -1,0 +1,75 @@
+namespace BnCluster.Core.Protocol;
+
+// The messages between the coordinator and its workers (DESIGN §3). Each message owns its arrays: the
+// sender allocates them for this message and never touches them again, so in-process they travel as
+// objects without serialization. TrainingCodec encodes every one of them for remoting.
+
+/// <summary>Version of the training protocol; a worker of another version is refused at join.</summary>
+public static class ProtocolInfo
+{
+    public const int Version = 1;
+}
+
+// ---- Membership ----
+
+/// <summary>Worker → coordinator: join request; refused when version, job id or dataset hash differ.</summary>
+public sealed record RegisterWorker(int ProtocolVersion, string JobId, string DatasetSha256, string Node);
+
+/// <summary>Coordinator → worker: accepted with this worker id (ids are never reused); it enters at the next step.</summary>
+public sealed record WorkerRegistered(int WorkerId, int Members);
+
+/// <summary>Coordinator → worker: join refused (the reason names the mismatch).</summary>
+public sealed record RegistrationRefused(string Reason);
+
+// ---- Input normalization ----
+
+/// <summary>Coordinator → worker: the (n, mean, M2) of training rows [Start, Start+Count) of the raw data, for round <paramref name="Round"/>.</summary>
+public sealed record InputStatsRequest(long Round, int Start, int Count);
+
+/// <summary>Worker → coordinator: the moments of the requested slice (float64).</summary>
+public sealed record InputStatsReply(long Round, long Count, double[] Mean, double[] M2);
+
+/// <summary>Coordinator → worker: the merged input normalization to apply to train and test data.</summary>
+public sealed record SetInputNormalization(float[] Mean, float[] Variance, float Epsilon);
+
+// ---- One step ----
+
+/// <summary>
+/// Coordinator → worker: run attempt <paramref name="Attempt"/> of step <paramref name="Step"/> (1-based) on
+/// <paramref name="Rows"/> (dataset rows of this worker's shard) of a global batch of <paramref name="GlobalBatchSize"/>.
+/// <paramref name="Parameters"/> is the committed parameter snapshot (<see cref="ParameterSnapshot"/>) of
+/// <paramref name="ParametersVersion"/> (= committed steps), or null when the worker already holds that version.
+/// Rank 0 is the one worker that contributes dγ, dβ to the gradient sum.
+/// </summary>
+public sealed record StartStep(long Step, int Epoch, int Attempt, int GlobalBatchSize, int Rank, int[] Rows,
+    long ParametersVersion, float[][]? Parameters);
+
+/// <summary>Worker → coordinator: forward BN moments (n, mean, M2) of its shard at hidden layer <paramref name="Layer"/>.</summary>
+public sealed record BnStats(long Step, int Attempt, int Layer, long Count, double[] Mean, double[] M2);
+
+/// <summary>Coordinator → worker: the moments of the global batch at <paramref name="Layer"/>, merged in rank order.</summary>
+public sealed record BnGlobal(long Step, int Attempt, int Layer, long Count, double[] Mean, double[] M2);
+
+/// <summary>Worker → coordinator: Σdy and Σdy·z_norm of its shard at <paramref name="Layer"/>.</summary>
+public sealed record BnGradStats(long Step, int Attempt, int Layer, double[] SumDy, double[] SumDyXhat);
+
+/// <summary>Coordinator → worker: the sums over the global batch (dβ, dγ), added in rank order.</summary>
+public sealed record BnGradGlobal(long Step, int Attempt, int Layer, double[] SumDy, double[] SumDyXhat);
+
+/// <summary>
+/// Worker → coordinator: the end of a step: its loss partial (Σ loss, correct, rows) and its gradients in the
+/// order of <c>Parameters.Trainable</c>. (The loss partial rides here rather than in its own message: both are
+/// needed at the same moment, and one message per step is one less thing to order.)
+/// </summary>
+public sealed record StepGradients(long Step, int Attempt, double SumLoss, int Correct, int Count, float[][] Tensors);
+
+/// <summary>Coordinator → worker: stop working on this attempt (a worker was lost or sent a non-finite value).</summary>
+public sealed record StepAborted(long Step, int Attempt, string Reason);
+
+// ---- Evaluation ----
+
+/// <summary>Coordinator → worker: eval-mode loss and correct count of test rows [Start, Start+Count) with parameters of <paramref name="ParametersVersion"/>.</summary>
+public sealed record Evaluate(long Round, int Start, int Count, long ParametersVersion, float[][]? Parameters);
+
+/// <summary>Worker → coordinator: Σ loss, correct and rows of its test slice.</summary>
+public sealed record EvalResult(long Round, double SumLoss, int Correct, int Count);

@@ -1,0 +1,81 @@
+using System.Diagnostics;
+using BnCluster.Actors;
+using BnCluster.Core.Protocol;
+using BnCluster.Core.Training;
+using BnCluster.Node.Logging;
+using Serilog;
+
+namespace BnCluster.Node.Cluster;
+
+/// <summary>
+/// The worker's <see cref="ICollective"/>: sends its partials to the coordinator and awaits the matching global
+/// reply, routed by (step, attempt, layer, direction) from the worker actor's mailbox (<see cref="Deliver(BnGlobal)"/>).
+/// The awaiting step runs outside the actor, so the actor keeps receiving while the step waits.
+/// Each sent message gets fresh arrays (the step reuses its workspace buffers).
+/// </summary>
+internal sealed class ClusterCollective(IActorRef coordinator, IActorRef self, ILogger log, string node) : ICollective
+{
+    private readonly object _gate = new();
+    private readonly Dictionary<(long Step, int Attempt, int Layer, bool Backward), TaskCompletionSource<object>> _pending = [];
+    private long _step;
+    private int _epoch, _attempt, _worker;
+
+    /// <summary>Time spent waiting for global statistics in the current step.</summary>
+    public TimeSpan WaitTotal { get; private set; }
+
+    public void Begin(long step, int epoch, int attempt, int worker)
+    {
+        _step = step;
+        _epoch = epoch;
+        _attempt = attempt;
+        _worker = worker;
+        WaitTotal = TimeSpan.Zero;
+    }
+
+    public async ValueTask<BatchNormStats> AllReduceStatsAsync(int layer, BatchNormStats local, CancellationToken cancellationToken = default)
+    {
+        var reply = (BnGlobal)await Exchange(layer, false,
+            new BnStats(_step, _attempt, layer, local.Count, (double[])local.Mean.Clone(), (double[])local.M2.Clone()), cancellationToken).ConfigureAwait(false);
+        return new BatchNormStats(reply.Count, reply.Mean, reply.M2);
+    }
+
+    public async ValueTask<BatchNormGradSums> AllReduceGradSumsAsync(int layer, BatchNormGradSums local, CancellationToken cancellationToken = default)
+    {
+        var reply = (BnGradGlobal)await Exchange(layer, true,
+            new BnGradStats(_step, _attempt, layer, (double[])local.SumDy.Clone(), (double[])local.SumDyXhat.Clone()), cancellationToken).ConfigureAwait(false);
+        return new BatchNormGradSums(reply.SumDy, reply.SumDyXhat);
+    }
+
+    private async Task<object> Exchange(int layer, bool backward, object message, CancellationToken ct)
+    {
+        var key = (_step, _attempt, layer, backward);
+        var tcs = new TaskCompletionSource<object>(TaskCreationOptions.RunContinuationsAsynchronously);
+        lock (_gate) _pending[key] = tcs; // before sending: the reply may arrive at once
+        long start = Stopwatch.GetTimestamp();
+        try
+        {
+            coordinator.Tell(message, self);
+            using (ct.Register(() => tcs.TrySetCanceled(ct)))
+                return await tcs.Task.ConfigureAwait(false);
+        }
+        finally
+        {
+            lock (_gate) _pending.Remove(key);
+            var waited = Stopwatch.GetElapsedTime(start);
+            WaitTotal += waited;
+            log.StepPhase(_step, _epoch, _worker, node, LogEvents.Phases.BnWait, waited.TotalMilliseconds, layer);
+        }
+    }
+
+    public void Deliver(BnGlobal g) => Complete((g.Step, g.Attempt, g.Layer, false), g);
+
+    public void Deliver(BnGradGlobal g) => Complete((g.Step, g.Attempt, g.Layer, true), g);
+
+    private void Complete((long, int, int, bool) key, object reply)
+    {
+        TaskCompletionSource<object>? tcs;
+        lock (_gate) _pending.TryGetValue(key, out tcs);
+        if (tcs is null) log.Debug("Ignored {MessageType:l} for step/attempt/layer {Key} nobody awaits", reply.GetType().Name, key.ToString());
+        else tcs.TrySetResult(reply);
+    }
+}

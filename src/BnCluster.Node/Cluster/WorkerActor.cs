@@ -1,0 +1,167 @@
+using System.Diagnostics;
+using BnCluster.Actors;
+using BnCluster.Core.Data;
+using BnCluster.Core.Kernels;
+using BnCluster.Core.Model;
+using BnCluster.Core.Protocol;
+using BnCluster.Core.Training;
+using BnCluster.Node.Logging;
+using Serilog;
+
+namespace BnCluster.Node.Cluster;
+
+/// <summary>What a worker needs: its coordinator, the network, its local copy of the dataset and who it is.</summary>
+public sealed record WorkerSettings(
+    IActorRef Coordinator, NetworkSpec Spec, Dataset Train, Dataset Test, string DatasetSha256, string JobId, string Node,
+    ILogger Log, int Threads = 1);
+
+/// <summary>
+/// A worker (DESIGN §3): registers with the coordinator, computes input statistics of the slices it is asked
+/// for, runs its shard of each step with a <see cref="ClusterCollective"/>, sends its gradients, and evaluates
+/// test slices. All work runs as a chain of tasks outside the actor (one at a time, in arrival order), so the
+/// actor keeps receiving BnGlobal, BnGradGlobal and StepAborted while a step awaits; StepAborted cancels it.
+/// </summary>
+public sealed class WorkerActor : ReceiveActor
+{
+    private readonly WorkerSettings _s;
+    private readonly ILogger _log;
+    private readonly Parameters _p;
+    private readonly MatMul _matMul;
+    private readonly ClusterCollective _collective;
+    private Workspace? _ws;
+    private Dataset? _trainN, _testN;
+    private Task _chain = Task.CompletedTask;
+    private CancellationTokenSource? _stepCts;
+    private (long Step, int Attempt) _running = (-1, -1);
+    private int _id = -1;
+    private readonly object _exchangeGate = new();
+    private (long Step, int Epoch, long SentAt)? _gradientsSent;
+
+    public WorkerActor(WorkerSettings settings)
+    {
+        _s = settings;
+        _log = settings.Log.ForContext(LogEvents.Node, settings.Node);
+        _p = new Parameters(settings.Spec);
+        _matMul = new MatMul(settings.Threads);
+        _collective = new ClusterCollective(settings.Coordinator, Self, _log, settings.Node);
+
+        Receive<WorkerRegistered>(r => { _id = r.WorkerId; _log.Debug("Worker {Worker} registered ({Members} members)", r.WorkerId, r.Members); });
+        Receive<RegistrationRefused>(r => { _log.Error("Worker on {Node:l} refused by the coordinator: {Reason:l}", _s.Node, r.Reason); Context.Stop(Self); });
+        Receive<InputStatsRequest>(OnInputStats);
+        Receive<SetInputNormalization>(OnSetInput);
+        Receive<StartStep>(OnStartStep);
+        Receive<BnGlobal>(_collective.Deliver);
+        Receive<BnGradGlobal>(_collective.Deliver);
+        Receive<StepAborted>(OnAborted);
+        Receive<Evaluate>(OnEvaluate);
+    }
+
+    protected override void PreStart() =>
+        _s.Coordinator.Tell(new RegisterWorker(ProtocolInfo.Version, _s.JobId, _s.DatasetSha256, _s.Node), Self);
+
+    protected override void PostStop()
+    {
+        _stepCts?.Cancel();
+        // The chain observes the cancellation at its next await; the MatMul is released when it has finished.
+        _chain.ContinueWith(_ => _matMul.Dispose(), TaskScheduler.Default);
+    }
+
+    /// <summary>Runs <paramref name="work"/> after everything queued before it, on the thread pool.</summary>
+    private void Enqueue(string what, Func<Task> work)
+    {
+        var previous = _chain;
+        _chain = Task.Run(async () =>
+        {
+            await previous.ConfigureAwait(false); // never faults: failures are caught below
+            try { await work().ConfigureAwait(false); }
+            catch (OperationCanceledException) { _log.Debug("Worker {Worker}: {What:l} cancelled", _id, what); }
+            catch (Exception e) { _log.Error(e, "Worker {Worker} on {Node:l} failed in {What:l}", _id, _s.Node, what); }
+        });
+    }
+
+    private void OnInputStats(InputStatsRequest m)
+    {
+        var coordinator = _s.Coordinator;
+        var self = Self;
+        Enqueue("input statistics", () =>
+        {
+            var stats = InputNormalizer.SliceStats(_s.Train, m.Start, m.Count);
+            coordinator.Tell(new InputStatsReply(m.Round, stats.Count, stats.Mean, stats.M2), self);
+            return Task.CompletedTask;
+        });
+    }
+
+    private void OnSetInput(SetInputNormalization m) => Enqueue("input normalization", () =>
+    {
+        var input = new InputNormalizer(m.Mean, m.Variance, m.Epsilon);
+        _trainN = input.Apply(_s.Train);
+        _testN = input.Apply(_s.Test);
+        return Task.CompletedTask;
+    });
+
+    private void OnStartStep(StartStep m)
+    {
+        LogGradientExchange();
+        _stepCts?.Cancel();
+        var cts = _stepCts = new CancellationTokenSource();
+        _running = (m.Step, m.Attempt);
+        var coordinator = _s.Coordinator;
+        var self = Self;
+        Enqueue($"step {m.Step} attempt {m.Attempt}", async () =>
+        {
+            // Parameters first, even when this attempt is already cancelled: the coordinator counts them as delivered.
+            if (m.Parameters is { } snapshot) ParameterSnapshot.Restore(_p, snapshot);
+            cts.Token.ThrowIfCancellationRequested();
+            var train = _trainN ?? throw new InvalidOperationException("a step arrived before the input normalization");
+            var ws = EnsureWorkspace(m.Rows.Length);
+            ws.ContributesBatchNormGradients = m.Rank == 0;
+            _collective.Begin(m.Step, m.Epoch, m.Attempt, _id);
+            long start = Stopwatch.GetTimestamp();
+            var loss = await TrainingStep.ForwardBackwardAsync(_p, ws, train, m.Rows, m.GlobalBatchSize, _collective, cts.Token).ConfigureAwait(false);
+            var compute = Stopwatch.GetElapsedTime(start) - _collective.WaitTotal;
+            _log.StepPhase(m.Step, m.Epoch, _id, _s.Node, LogEvents.Phases.Compute, compute.TotalMilliseconds);
+            var tensors = new float[ws.Gradients.Tensors.Count][];
+            for (int i = 0; i < tensors.Length; i++) tensors[i] = (float[])ws.Gradients.Tensors[i].Values.Clone();
+            lock (_exchangeGate) _gradientsSent = (m.Step, m.Epoch, Stopwatch.GetTimestamp());
+            coordinator.Tell(new StepGradients(m.Step, m.Attempt, loss.SumLoss, loss.Correct, loss.Count, tensors), self);
+        });
+    }
+
+    private void OnAborted(StepAborted m)
+    {
+        if (_running != (m.Step, m.Attempt)) return;
+        _log.Debug("Worker {Worker}: step {Step} attempt {Attempt} aborted: {Reason:l}", _id, m.Step, m.Attempt, m.Reason);
+        _stepCts?.Cancel();
+    }
+
+    private void OnEvaluate(Evaluate m)
+    {
+        LogGradientExchange();
+        var coordinator = _s.Coordinator;
+        var self = Self;
+        Enqueue($"evaluation round {m.Round}", () =>
+        {
+            if (m.Parameters is { } snapshot) ParameterSnapshot.Restore(_p, snapshot);
+            var test = _testN ?? throw new InvalidOperationException("an evaluation arrived before the input normalization");
+            var ws = EnsureWorkspace(Math.Max(1, Math.Min(m.Count, 1024)));
+            var result = TrainingStep.Evaluate(_p, ws, test, m.Start, m.Count);
+            coordinator.Tell(new EvalResult(m.Round, result.SumLoss, result.Correct, result.Count), self);
+            return Task.CompletedTask;
+        });
+    }
+
+    /// <summary>Time from sending the gradients to the next work arriving (the coordinator's sum and optimizer).</summary>
+    private void LogGradientExchange()
+    {
+        (long Step, int Epoch, long SentAt)? sent;
+        lock (_exchangeGate) { sent = _gradientsSent; _gradientsSent = null; }
+        if (sent is { } s) _log.StepPhase(s.Step, s.Epoch, _id, _s.Node, LogEvents.Phases.GradExchange, Stopwatch.GetElapsedTime(s.SentAt).TotalMilliseconds);
+    }
+
+    /// <summary>The workspace, grown (rarely: only when the shards grow after a worker left) to hold <paramref name="rows"/>.</summary>
+    private Workspace EnsureWorkspace(int rows)
+    {
+        if (_ws is null || _ws.MaxRows < rows) _ws = new Workspace(_p, Math.Max(1, rows), _matMul);
+        return _ws;
+    }
+}

@@ -1,0 +1,234 @@
+using BnCluster.Core.Protocol;
+using BnCluster.TestKit;
+using Serilog.Events;
+using Xunit;
+using static BnCluster.Coordinator.Tests.CoordinatorHarness;
+
+namespace BnCluster.Coordinator.Tests;
+
+public sealed class CoordinatorProtocolTests : ActorTestKit
+{
+    private static readonly TimeSpan Quiet = TimeSpan.FromMilliseconds(200);
+
+    [Fact]
+    public void A_step_reduces_in_rank_order_and_sends_every_worker_its_shard_with_the_parameters()
+    {
+        var h = new CoordinatorHarness(this, workers: 2);
+        var a = h.Join("a");
+        var b = h.Join("b");
+        AnswerInputStats(a, b);
+        var sa = a.ExpectMsg<StartStep>();
+        var sb = b.ExpectMsg<StartStep>();
+        Assert.Equal((0, 1), (sa.Rank, sb.Rank));
+        Assert.Equal(4, sa.GlobalBatchSize);
+        Assert.Equal(2, sa.Rows.Length);
+        Assert.Empty(sa.Rows.Intersect(sb.Rows));
+        Assert.NotNull(sa.Parameters);
+        // b answers first: the merge still waits for a, and the result is the rank-order merge.
+        b.Reply(Stats(sb, value: 3));
+        a.ExpectNoMsg(Quiet);
+        a.Reply(Stats(sa, value: 1));
+        var g = a.ExpectMsg<BnGlobal>();
+        Assert.Equal(4, g.Count);
+        Assert.Equal(2.0, g.Mean[0], 12);              // (2·1 + 2·3)/4
+        Assert.Equal(2 + 2 + 4.0 * 2 * 2 / 4, g.M2[0], 12); // M2a + M2b + δ²·na·nb/n
+        Assert.NotSame(g.Mean, b.ExpectMsg<BnGlobal>().Mean); // each message owns its arrays
+    }
+
+    [Fact]
+    public void A_second_answer_from_the_same_worker_is_ignored()
+    {
+        var h = new CoordinatorHarness(this, workers: 2);
+        var a = h.Join("a");
+        var b = h.Join("b");
+        AnswerInputStats(a, b);
+        var sa = a.ExpectMsg<StartStep>();
+        var sb = b.ExpectMsg<StartStep>();
+        a.Reply(Stats(sa));
+        a.Reply(Stats(sa, count: 50));
+        a.ExpectNoMsg(Quiet);             // not "all present": b has not answered
+        b.Reply(Stats(sb));
+        Assert.Equal(4, a.ExpectMsg<BnGlobal>().Count);
+        a.ExpectNoMsg(Quiet);             // exactly one global reply
+    }
+
+    [Fact]
+    public void An_answer_for_a_stale_step_or_attempt_is_ignored()
+    {
+        var h = new CoordinatorHarness(this, workers: 2);
+        var a = h.Join("a");
+        var b = h.Join("b");
+        AnswerInputStats(a, b);
+        var sa = a.ExpectMsg<StartStep>();
+        var sb = b.ExpectMsg<StartStep>();
+        a.Reply(Stats(sa with { Attempt = sa.Attempt + 5 }, count: 100));
+        a.Reply(Stats(sa with { Step = sa.Step - 1 }, count: 100));
+        b.Reply(Stats(sb));
+        b.ExpectNoMsg(Quiet);
+        a.Reply(Stats(sa));
+        Assert.Equal(4, b.ExpectMsg<BnGlobal>().Count);
+        Assert.Contains(h.Sink.Events, e => e.Level == LogEventLevel.Debug && e.RenderMessage().Contains("Ignored BnStats"));
+    }
+
+    [Fact]
+    public void A_silent_worker_is_dropped_after_the_step_timeout_and_the_same_batch_is_rerun_on_the_survivors()
+    {
+        var h = new CoordinatorHarness(this, workers: 2, stepTimeout: TimeSpan.FromSeconds(1));
+        var a = h.Join("a");
+        var silent = h.Join("silent");
+        AnswerInputStats(a, silent);
+        var first = a.ExpectMsg<StartStep>();
+        var silentStart = silent.ExpectMsg<StartStep>();
+        a.Reply(Stats(first));
+        var aborted = a.ExpectMsg<StepAborted>(timeout: TimeSpan.FromSeconds(3));
+        Assert.Equal((first.Step, first.Attempt), (aborted.Step, aborted.Attempt));
+        var rerun = a.ExpectMsg<StartStep>();
+        Assert.Equal(first.Step, rerun.Step);
+        Assert.Equal(first.Attempt + 1, rerun.Attempt);
+        Assert.Equal(first.Rows.Concat(silentStart.Rows).Order(), rerun.Rows.Order()); // the same global batch
+        Assert.Null(rerun.Parameters);   // a already holds the committed parameters
+        Assert.Contains(h.Sink.Events, e => e.RenderMessage().Contains("step timeout") && e.Properties.ContainsKey("Worker"));
+    }
+
+    [Fact]
+    public async Task A_worker_that_dies_mid_step_aborts_it_and_the_batch_is_rerun_on_the_survivors()
+    {
+        var h = new CoordinatorHarness(this, workers: 2, maxSteps: 1);
+        var a = h.Join("a");
+        var b = h.Join("b");
+        AnswerInputStats(a, b);
+        var first = a.ExpectMsg<StartStep>();
+        b.ExpectMsg<StartStep>();
+        a.Reply(Stats(first));
+        Sys.Stop(b.Ref);
+        a.ExpectMsg<StepAborted>();
+        var rerun = a.ExpectMsg<StartStep>();
+        Assert.Equal((first.Step, first.Attempt + 1, 4), (rerun.Step, rerun.Attempt, rerun.Rows.Length));
+        FinishAlone(a, rerun);
+        var eval = a.ExpectMsg<Evaluate>();
+        Assert.NotNull(eval.Parameters);
+        a.Reply(new EvalResult(eval.Round, 2.0, 3, eval.Count));
+        var result = await h.Completion.Task.WaitAsync(TimeSpan.FromSeconds(3));
+        Assert.Equal(1, result.Steps);
+        Assert.Equal(0.75, result.Epochs.Single().TestAccuracy, 12);
+        Assert.Contains(h.Sink.Events, e => e.Properties.TryGetValue("Phase", out var p) && p.ToString() == "\"abort\"");
+    }
+
+    [Fact]
+    public void A_worker_joining_mid_step_enters_at_the_next_step()
+    {
+        var h = new CoordinatorHarness(this, workers: 1);
+        var a = h.Join("a");
+        AnswerInputStats(a);
+        var first = a.ExpectMsg<StartStep>();
+        Assert.Equal(4, first.Rows.Length);
+        var c = h.Join("c");
+        c.ExpectMsg<SetInputNormalization>();
+        c.ExpectNoMsg(Quiet);           // not part of the running step
+        FinishAlone(a, first);
+        var next = PlayStepStarts(a, c);
+        Assert.Equal(first.Step + 1, next[0].Step);
+        Assert.Equal((2, 2), (next[0].Rows.Length, next[1].Rows.Length));
+        Assert.NotNull(next[0].Parameters);  // the commit changed them
+        Assert.NotNull(next[1].Parameters);
+    }
+
+    private static StartStep[] PlayStepStarts(params TestProbe[] probes) => probes.Select(p => p.ExpectMsg<StartStep>()).ToArray();
+
+    [Fact]
+    public async Task A_non_finite_gradient_is_not_applied_the_worker_is_named_and_a_second_one_stops_training()
+    {
+        var h = new CoordinatorHarness(this, workers: 2);
+        var a = h.Join("a");
+        var b = h.Join("b");
+        AnswerInputStats(a, b);
+        var starts = new[] { a.ExpectMsg<StartStep>(), b.ExpectMsg<StartStep>() };
+        a.Reply(Stats(starts[0])); b.Reply(Stats(starts[1]));
+        a.ExpectMsg<BnGlobal>(); b.ExpectMsg<BnGlobal>();
+        a.Reply(GradStats(starts[0])); b.Reply(GradStats(starts[1]));
+        a.ExpectMsg<BnGradGlobal>(); b.ExpectMsg<BnGradGlobal>();
+        a.Reply(Gradients(starts[0]));
+        b.Reply(Gradients(starts[1], float.NaN));
+        Assert.Equal(starts[0].Attempt, a.ExpectMsg<StepAborted>().Attempt);
+        var error = Assert.Single(h.Sink.Events, e => e.Level == LogEventLevel.Error);
+        Assert.Equal("\"b\"", error.Properties["Node"].ToString());
+        // The retry (attempt 2) runs on the same workers with the same parameters: nothing was applied.
+        var retry = a.ExpectMsg<StartStep>();
+        Assert.Equal((starts[0].Step, starts[0].Attempt + 1), (retry.Step, retry.Attempt));
+        Assert.Null(retry.Parameters);
+        var retryB = b.FishForMessage<StartStep>(_ => true);
+        a.Reply(Stats(retry));
+        b.Reply(Stats(retryB, value: double.PositiveInfinity));
+        var failure = await Assert.ThrowsAsync<InvalidOperationException>(() => h.Completion.Task.WaitAsync(TimeSpan.FromSeconds(3)));
+        Assert.Contains("on b", failure.Message);
+    }
+
+    [Fact]
+    public void A_worker_with_another_dataset_is_refused_with_the_reason()
+    {
+        var h = new CoordinatorHarness(this, workers: 1);
+        var probe = CreateTestProbe("other");
+        h.Coordinator.Tell(new RegisterWorker(ProtocolInfo.Version, "job", "def", "other"), probe.Ref);
+        Assert.Contains("sha256 def", probe.ExpectMsg<RegistrationRefused>().Reason);
+        h.Coordinator.Tell(new RegisterWorker(ProtocolInfo.Version + 1, "job", "abc", "other"), probe.Ref);
+        Assert.Contains("protocol version", probe.ExpectMsg<RegistrationRefused>().Reason);
+    }
+
+    [Fact]
+    public void Below_min_workers_the_coordinator_waits_for_a_join_and_warns()
+    {
+        var h = new CoordinatorHarness(this, workers: 2, minWorkers: 2);
+        var a = h.Join("a");
+        var b = h.Join("b");
+        AnswerInputStats(a, b);
+        var first = a.ExpectMsg<StartStep>();
+        b.ExpectMsg<StartStep>();
+        Sys.Stop(b.Ref);
+        a.ExpectMsg<StepAborted>();
+        a.ExpectNoMsg(Quiet);            // one worker is below min-workers 2: nothing runs
+        Assert.Contains(h.Sink.Events, e => e.Level == LogEventLevel.Warning && e.RenderMessage().Contains("Waiting for workers"));
+        var c = h.Join("c");
+        c.ExpectMsg<SetInputNormalization>();
+        var rerun = a.ExpectMsg<StartStep>();
+        Assert.Equal((first.Step, first.Attempt + 1), (rerun.Step, rerun.Attempt));
+        Assert.NotNull(c.ExpectMsg<StartStep>().Parameters);
+    }
+
+    [Fact]
+    public void A_node_reported_unreachable_loses_its_workers_and_the_step_is_rerun()
+    {
+        using var remote = new ActorTestKit("remote");
+        var h = new CoordinatorHarness(this, workers: 2);
+        var a = h.Join("a");
+        var b = remote.CreateTestProbe("b");
+        h.Coordinator.Tell(new RegisterWorker(ProtocolInfo.Version, "job", "abc", "b"), b.Ref);
+        b.ExpectMsg<WorkerRegistered>();
+        AnswerInputStats(a, b);
+        var first = a.ExpectMsg<StartStep>();
+        b.ExpectMsg<StartStep>();
+        h.Coordinator.Tell(new BnCluster.Actors.Cluster.MemberUnreachable(
+            new BnCluster.Actors.Cluster.Member(b.Ref.Path.Address, BnCluster.Actors.Cluster.MemberStatus.Up, ["worker"], IsReachable: false)));
+        a.ExpectMsg<StepAborted>();
+        var rerun = a.ExpectMsg<StartStep>();
+        Assert.Equal((first.Attempt + 1, 4), (rerun.Attempt, rerun.Rows.Length));
+        Assert.Contains(h.Sink.Events, e => e.RenderMessage().Contains("unreachable"));
+    }
+
+    [Fact]
+    public void A_worker_registering_again_gets_the_normalization_and_the_parameters_again()
+    {
+        var h = new CoordinatorHarness(this, workers: 2);
+        var a = h.Join("a");
+        var b = h.Join("b");
+        AnswerInputStats(a, b);
+        var first = a.ExpectMsg<StartStep>();
+        Assert.NotNull(b.ExpectMsg<StartStep>().Parameters);
+        h.Coordinator.Tell(new RegisterWorker(ProtocolInfo.Version, "job", "abc", "b"), b.Ref); // e.g. restarted
+        b.ExpectMsg<WorkerRegistered>();
+        b.ExpectMsg<SetInputNormalization>();
+        Sys.Stop(a.Ref); // forces a re-run with unchanged parameters
+        var rerun = b.FishForMessage<StartStep>(_ => true);
+        Assert.Equal(first.Attempt + 1, rerun.Attempt);
+        Assert.NotNull(rerun.Parameters); // without the re-registration b would get null (it held this version)
+    }
+}

@@ -1,0 +1,104 @@
+using System.Buffers;
+using BnCluster.Core.Protocol;
+using BnCluster.Core.Serialization;
+using Xunit;
+
+namespace BnCluster.Coordinator.Tests;
+
+public sealed class TrainingCodecTests
+{
+    public static TheoryData<object> Messages() =>
+    [
+        new RegisterWorker(ProtocolInfo.Version, "job-1", "ab12", "node-a"),
+        new WorkerRegistered(3, 4),
+        new RegistrationRefused("dataset sha256 differs"),
+        new InputStatsRequest(2, 10, 90),
+        new InputStatsReply(2, 90, [1.5, -2e300], [0, 1e-300]),
+        new SetInputNormalization([0.5f, -1f], [1f, 2f], 1e-8f),
+        new StartStep(17, 2, 3, 13, 1, [5, 9, 200_000], 16, [[1f, -2f], [3.5f]]),
+        new StartStep(17, 2, 3, 13, 0, [], 16, null),
+        new BnStats(17, 3, 1, 5, [0.1, 0.2], [3, 4]),
+        new BnGlobal(17, 3, 1, 13, [0.1, double.Epsilon], [3, 4]),
+        new BnGradStats(17, 3, 0, [1, 2], [-3, 4]),
+        new BnGradGlobal(17, 3, 0, [1, 2], [-3, 4]),
+        new StepGradients(17, 3, 12.25, 4, 5, [[0.25f, float.MaxValue], [], [float.NaN]]),
+        new StepAborted(17, 3, "worker 2 terminated"),
+        new Evaluate(9, 0, 23, 40, [[1f]]),
+        new Evaluate(9, 0, 23, 40, null),
+        new EvalResult(9, 20.5, 11, 23),
+    ];
+
+    private static byte[] Encode(object message)
+    {
+        var buffer = new ArrayBufferWriter<byte>();
+        Assert.True(TrainingMessageCodec.Instance.TryWrite(message, new MessagePackWriter(buffer)));
+        return buffer.WrittenSpan.ToArray();
+    }
+
+    private static object Decode(byte[] bytes)
+    {
+        var reader = new MessagePackReader(bytes);
+        var message = TrainingMessageCodec.Instance.Read(ref reader);
+        Assert.True(reader.End, "bytes left after the message");
+        return message;
+    }
+
+    [Theory]
+    [MemberData(nameof(Messages))]
+    public void Every_message_survives_a_round_trip(object message)
+    {
+        var bytes = Encode(message);
+        var back = Decode(bytes);
+        Assert.IsType(message.GetType(), back);
+        Assert.Equal(bytes, Encode(back)); // the encoding writes every field, so equal bytes mean equal fields
+        var header = new MessagePackReader(bytes);
+        header.ReadArrayHeader();
+        Assert.True(TrainingMessageCodec.Instance.Handles(header.ReadInt32()));
+    }
+
+    [Fact]
+    public void Tensors_and_statistics_travel_as_little_endian_bins_with_their_values()
+    {
+        var start = (StartStep)Decode(Encode(new StartStep(1, 1, 1, 4, 0, [3, 1], 0, [[1f, -2f]])));
+        Assert.Equal([3, 1], start.Rows);
+        Assert.Equal([1f, -2f], start.Parameters![0]);
+        var stats = (BnStats)Decode(Encode(new BnStats(1, 1, 0, 2, [0.1], [0.2])));
+        Assert.Equal(0.1, stats.Mean[0]);
+        Assert.Equal(2, stats.Count);
+        // [type 47, …]: the mean is a bin8 of 8 bytes holding 0.1 as little-endian float64.
+        var bytes = Encode(new BnStats(1, 1, 0, 2, [0.1], [0.2]));
+        int at = Array.IndexOf(bytes, (byte)0xc4);
+        Assert.Equal(8, bytes[at + 1]);
+        Assert.Equal(BitConverter.GetBytes(0.1), bytes[(at + 2)..(at + 10)]);
+    }
+
+    [Fact]
+    public void Unknown_types_and_messages_of_other_protocols_are_not_claimed()
+    {
+        Assert.False(TrainingMessageCodec.Instance.TryWrite("a string", new MessagePackWriter(new ArrayBufferWriter<byte>())));
+        Assert.False(TrainingMessageCodec.Instance.Handles(39));
+        Assert.False(TrainingMessageCodec.Instance.Handles(60));
+    }
+
+    [Fact]
+    public void A_message_with_the_wrong_field_count_or_cut_short_is_refused()
+    {
+        var buffer = new ArrayBufferWriter<byte>();
+        var w = new MessagePackWriter(buffer);
+        w.WriteArrayHeader(2);
+        w.WriteInt32(52); // StepAborted needs 3 fields
+        w.WriteInt64(1);
+        var wrongCount = buffer.WrittenSpan.ToArray();
+        var e = Assert.Throws<MessagePackException>(() => Decode(wrongCount));
+        Assert.Contains("StepAborted", e.Message);
+
+        var full = Encode(new StepGradients(1, 1, 1, 1, 1, [[1f, 2f]]));
+        Assert.Throws<MessagePackException>(() => Decode(full[..^3]));
+
+        var unknown = new ArrayBufferWriter<byte>();
+        var u = new MessagePackWriter(unknown);
+        u.WriteArrayHeader(1);
+        u.WriteInt32(58);
+        Assert.Throws<MessagePackException>(() => Decode(unknown.WrittenSpan.ToArray()));
+    }
+}
