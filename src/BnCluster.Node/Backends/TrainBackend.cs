@@ -45,7 +45,18 @@ public static class TrainBackend
             options.MaxSteps > 0 ? options.MaxSteps : null, unchecked((ulong)options.Seed), options.Threads);
         cancel.ThrowIfCancellationRequested();
 
-        using var session = StartSession(options.OutDirectory, options.Epochs, context);
+        string summary;
+        using (var session = StartSession(options.OutDirectory, options.Epochs, context))
+            summary = await TrainAsync(options, cluster, data, trainerOptions, session, cancel).ConfigureAwait(false);
+        // After the session is disposed: the live progress display has stopped and the log is flushed.
+        context.Out.WriteLine(summary);
+        return Cli.ExitOk;
+    }
+
+    /// <summary>Trains and writes model.bnc; returns the summary line.</summary>
+    private static async Task<string> TrainAsync(TrainOptions options, ClusterTrainer? cluster, DatasetSplit data,
+        TrainerOptions trainerOptions, RunSession session, CancellationToken cancel)
+    {
         var log = session.Log;
         log.Information("Training {Dataset:l} ({TrainRows} train rows, {TestRows} test rows, {Features} features, {Classes} classes, sha256 {Sha256:l}) on {Workers} worker(s), {Threads} thread(s), run folder {Folder:l}",
             data.Train.Name, data.Train.Count, data.Test.Count, data.Train.FeatureCount, data.Train.ClassCount, data.Sha256,
@@ -76,9 +87,8 @@ public static class TrainBackend
         log.Information("Model written to {Model:l}", session.Folder.ModelPath);
 
         double samplesPerSecond = result.Epochs.Count > 0 ? result.Epochs.Average(e => e.SamplesPerSecond) : 0;
-        context.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"test accuracy {last?.TestAccuracy ?? double.NaN:F4}, test loss {last?.TestLoss ?? double.NaN:F4}, {samplesPerSecond:F0} samples/s, {result.Steps} steps in {wall.Elapsed.TotalSeconds:F1} s, run folder {session.Folder.Path}"));
-        return Cli.ExitOk;
+        return string.Create(CultureInfo.InvariantCulture,
+            $"test accuracy {last?.TestAccuracy ?? double.NaN:F4}, test loss {last?.TestLoss ?? double.NaN:F4}, {samplesPerSecond:F0} samples/s, {result.Steps} steps in {wall.Elapsed.TotalSeconds:F1} s, run folder {session.Folder.Path}");
     }
 
     /// <summary>The process console gets colours and a live display; any other writer (tests) gets plain lines.</summary>
