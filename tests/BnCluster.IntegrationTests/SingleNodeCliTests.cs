@@ -67,7 +67,18 @@ public sealed class SingleNodeCliTests
 
         var logs = CliHarness.Run("logs", Path.Combine(run, "log.jsonl"), "--json");
         Assert.True(logs.Exit == 0, logs.Error);
-        using (JsonDocument.Parse(logs.Out)) { }
+        var summary = JsonDocument.Parse(logs.Out).RootElement;
+        Assert.Equal(60, summary.GetProperty("committed_steps").GetInt32());
+        var worker = Assert.Single(summary.GetProperty("workers").EnumerateArray().ToList());
+        Assert.True(worker.GetProperty("compute_ms").GetDouble() > 0);
+    }
+
+    [Fact]
+    public void Bench_on_a_dataset_takes_its_shape()
+    {
+        var run = CliHarness.Run("bench", "--dataset", "digits", "--hidden", "16", "--batch", "32", "--steps", "3", "--threads", "1");
+        Assert.True(run.Exit == 0, run.Error);
+        Assert.Matches(@"^\d+ samples/s, [\d.]+ ms/step \(batch 32, hidden 16, 1 thread\(s\)\)", run.Out);
     }
 
     [Fact]
