@@ -241,7 +241,7 @@ public static class Cli
     /// <summary>The training flags shared by `train` and `coordinator`, added to one command.</summary>
     private sealed class TrainingFlags
     {
-        private readonly Option<string> _dataset = OptionParsers.Dataset("--dataset", "digits", "Dataset: fashion-mnist, digits (built in) or a CSV file.");
+        private readonly Option<string> _dataset = OptionParsers.Dataset("--dataset", "digits", "Dataset: digits (shipped), fashion-mnist or mnist (IDX files in ~/.bncluster/datasets or /usr/share/datasets), a folder of the four IDX files, or a labelled CSV file.");
         private readonly Option<string?> _label = new("--label-column") { Description = "Label column of a CSV dataset (default: the last column).", HelpName = "NAME" };
         private readonly Option<string> _hidden = OptionParsers.PositiveList("--hidden", "256,128", "Hidden layer sizes, comma-separated.");
         private readonly Option<string> _activation = OptionParsers.Choice("--activation", "relu", OptionParsers.Activations, "Hidden activation.");
