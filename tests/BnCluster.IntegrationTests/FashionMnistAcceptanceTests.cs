@@ -7,14 +7,15 @@ namespace BnCluster.IntegrationTests;
 /// <summary>
 /// Issue 2's acceptance on real data: fashion-mnist (from ~/.bncluster/datasets or /usr/share/datasets),
 /// 784-512-256-10, batch 256, adam 1e-3, 2 epochs, one worker with 2 threads. Both runs record their accuracy
-/// in the test output. With the naive MatMul placeholder each run takes about 4 minutes on 2 cores; with the
-/// SIMD kernels it should be well under a minute.
+/// in the test output. Measured with the naive MatMul placeholder (seed 1, 2 threads, 2 shared cores): --bn before
+/// 0.8682 (epoch 1: 0.8637), --bn none 0.8650 (epoch 1: 0.8516); each run took 2 minutes uncontended, 5–8 under
+/// load. The issue asks ≥ 0.86 with BN; the no-BN bound is only that it trains comparably.
 /// </summary>
 public sealed class FashionMnistAcceptanceTests(ITestOutputHelper output)
 {
     [Theory]
     [InlineData("before", 0.86)]
-    [InlineData("none", 0.80)]
+    [InlineData("none", 0.84)]
     public void Fashion_mnist_two_epochs_reach_the_issue_accuracy(string bn, double minimum)
     {
         using var tmp = new TempFolder();
