@@ -62,7 +62,8 @@ public static class TrainBackend
             data.Train.Name, data.Train.Count, data.Test.Count, data.Train.FeatureCount, data.Train.ClassCount, data.Sha256,
             options.Workers, options.Threads, session.Folder.Path);
 
-        var batchSink = new BatchSink(session, log, options.Batch);
+        // The cluster's coordinator and workers log their own step events; the single-node loop is logged here.
+        var batchSink = new BatchSink(session, log, options.Batch, logSteps: options.Workers == 1);
         var epochSink = new EpochSink(session, batchSink);
         TrainingResult result;
         var wall = Stopwatch.StartNew();
@@ -138,7 +139,7 @@ public static class TrainBackend
     /// Per step (called synchronously on the training loop): the console progress and two Debug events in
     /// log.jsonl — the step's compute time (time since the previous step) and its commit. No other allocation.
     /// </summary>
-    private sealed class BatchSink(RunSession session, ILogger log, int batch) : IProgress<BatchProgress>
+    private sealed class BatchSink(RunSession session, ILogger log, int batch, bool logSteps) : IProgress<BatchProgress>
     {
         private readonly Stopwatch _step = new();
         private readonly Stopwatch _epoch = new();
@@ -150,8 +151,11 @@ public static class TrainBackend
         {
             double ms = _step.Elapsed.TotalMilliseconds;
             _step.Restart();
-            _log.StepPhase(p.Step, p.Epoch, 0, "local", LogEvents.Phases.Compute, ms);
-            _log.StepCommitted(p.Step, p.Epoch, p.TrainLoss, p.TrainAccuracy, ms);
+            if (logSteps)
+            {
+                _log.StepPhase(p.Step, p.Epoch, 0, "local", LogEvents.Phases.Compute, ms);
+                _log.StepCommitted(p.Step, p.Epoch, p.TrainLoss, p.TrainAccuracy, ms);
+            }
             double seconds = _epoch.Elapsed.TotalSeconds;
             double samplesPerSecond = seconds > 0 ? (p.Batch + 1) * (double)batch / seconds : 0;
             session.Progress.OnBatch(p.Epoch, p.Step, p.Batch + 1, p.BatchesInEpoch, p.TrainLoss, p.TrainAccuracy, samplesPerSecond);
