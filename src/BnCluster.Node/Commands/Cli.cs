@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.CommandLine.Help;
 using System.Globalization;
 using BnCluster.Core.Data;
+using BnCluster.Core.Model;
 using BnCluster.Node.Logging;
 
 namespace BnCluster.Node.Commands;
@@ -12,11 +13,11 @@ public sealed class CliInputException(string message) : Exception(message);
 /// <summary>
 /// The `bncluster` command line. Errors never print System.CommandLine's multi-line report: the first
 /// error becomes one line "bncluster: --option: what is wrong" on stderr and the exit code is 2.
-/// Exit codes: 0 ok, 1 runtime failure, 2 wrong input.
+/// Exit codes: 0 ok, 1 runtime failure, 2 wrong input, 130 cancelled (Ctrl+C).
 /// </summary>
 public static class Cli
 {
-    public const int ExitOk = 0, ExitFailure = 1, ExitUsage = 2;
+    public const int ExitOk = 0, ExitFailure = 1, ExitUsage = 2, ExitCancelled = 130;
 
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr, CliBackends? backends = null,
         CancellationToken cancel = default) =>
@@ -44,7 +45,7 @@ public static class Cli
         {
             return await parse.InvokeAsync(config, cancel).ConfigureAwait(false);
         }
-        catch (Exception ex) when (ex is CliInputException or DatasetException or LogFormatException
+        catch (Exception ex) when (ex is CliInputException or DatasetException or LogFormatException or ModelFileException
                                    or FileNotFoundException or DirectoryNotFoundException)
         {
             stderr.WriteLine("bncluster: " + OneLine(ex.Message));
@@ -53,7 +54,7 @@ public static class Cli
         catch (OperationCanceledException) when (cancel.IsCancellationRequested)
         {
             stderr.WriteLine("bncluster: cancelled");
-            return ExitFailure;
+            return ExitCancelled;
         }
         catch (Exception ex)
         {
@@ -222,15 +223,16 @@ public static class Cli
         var steps = OptionParsers.Int("--steps", 50, 1, "Timed steps (after warm-up).");
         var threads = OptionParsers.Int("--threads", Environment.ProcessorCount, 1, "Compute threads per worker.");
         var processes = new Option<bool>("--processes") { Description = "Run workers as local processes." };
+        var dataset = new Option<string?>("--dataset") { Description = "Time steps on this dataset's training split instead of random data (--features/--classes are then the dataset's).", HelpName = "DATASET" };
         var json = new Option<bool>("--json") { Description = "Print one JSON object instead of text." };
-        foreach (var o in new Option[] { features, classes, hidden, batch, workers, steps, threads, processes, json })
+        foreach (var o in new Option[] { features, classes, hidden, batch, workers, steps, threads, processes, dataset, json })
             command.Options.Add(o);
         command.SetAction((parse, cancel) => backends.Bench is { } run
             ? run(new BenchOptions
             {
                 Features = parse.GetValue(features), Classes = parse.GetValue(classes), HiddenSizes = OptionParsers.ParseSizes(parse.GetValue(hidden)!)!,
                 Batch = parse.GetValue(batch), Workers = parse.GetValue(workers), Steps = parse.GetValue(steps),
-                Threads = parse.GetValue(threads), Processes = parse.GetValue(processes), Json = parse.GetValue(json),
+                Threads = parse.GetValue(threads), Processes = parse.GetValue(processes), Dataset = parse.GetValue(dataset), Json = parse.GetValue(json),
             }, context, cancel)
             : NotAvailable(context, "bench"));
         return command;
@@ -239,7 +241,7 @@ public static class Cli
     /// <summary>The training flags shared by `train` and `coordinator`, added to one command.</summary>
     private sealed class TrainingFlags
     {
-        private readonly Option<string> _dataset = OptionParsers.Dataset("--dataset", "digits", "Dataset: fashion-mnist, digits (built in) or a CSV file.");
+        private readonly Option<string> _dataset = OptionParsers.Dataset("--dataset", "digits", "Dataset: digits (shipped), fashion-mnist or mnist (IDX files in ~/.bncluster/datasets or /usr/share/datasets), a folder of the four IDX files, or a labelled CSV file.");
         private readonly Option<string?> _label = new("--label-column") { Description = "Label column of a CSV dataset (default: the last column).", HelpName = "NAME" };
         private readonly Option<string> _hidden = OptionParsers.PositiveList("--hidden", "256,128", "Hidden layer sizes, comma-separated.");
         private readonly Option<string> _activation = OptionParsers.Choice("--activation", "relu", OptionParsers.Activations, "Hidden activation.");
@@ -269,7 +271,8 @@ public static class Cli
         public TrainingFlags(Command command, bool listenMode)
         {
             _listenMode = listenMode;
-            _workers = OptionParsers.Int("--workers", 2, 1, listenMode ? "Workers to wait for before training." : "Number of workers.");
+            _workers = OptionParsers.Int("--workers", listenMode ? 2 : 1, 1, listenMode ? "Workers to wait for before training."
+                : "Number of workers (1 = the single-node trainer; the default becomes 2 once the in-process cluster is in this build).");
             _out.Validators.Add(r =>
             {
                 if (r.Tokens.Count == 0) return;

@@ -128,13 +128,13 @@ internal static class OptionParsers
         var option = new Option<string>(name)
         {
             Description = description,
-            HelpName = "fashion-mnist|digits|PATH",
+            HelpName = "fashion-mnist|mnist|digits|PATH",
             CustomParser = r =>
             {
                 if (!TryToken(r, out var text)) return defaultValue!;
                 if (KnownDatasets.Contains(text, StringComparer.OrdinalIgnoreCase)) return text.ToLowerInvariant();
-                if (File.Exists(text)) return text;
-                return Fail(r, defaultValue!, $"{name}: \"{text}\" is neither fashion-mnist, digits nor an existing file");
+                if (File.Exists(text) || Directory.Exists(text)) return text;
+                return Fail(r, defaultValue!, $"{name}: \"{text}\" is neither fashion-mnist, mnist, digits, an existing CSV file nor a folder of IDX files");
             },
         };
         if (defaultValue is null) option.Required = true;
@@ -157,7 +157,7 @@ internal static class OptionParsers
             },
         };
 
-    public static readonly string[] KnownDatasets = ["fashion-mnist", "digits"];
+    public static readonly string[] KnownDatasets = ["fashion-mnist", "mnist", "digits"];
 
     public static HostPort? ParseHostPort(string text, int minPort)
     {

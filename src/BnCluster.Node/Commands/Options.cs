@@ -33,7 +33,7 @@ public sealed record TrainOptions
     public double BnMomentum { get; init; } = 0.1;
     public double BnEpsilon { get; init; } = 1e-5;
     public int Seed { get; init; } = 1;
-    public int Workers { get; init; } = 2;
+    public int Workers { get; init; } = 1;
     /// <summary>Run the workers as local child processes instead of in-process actors.</summary>
     public bool Processes { get; init; }
     /// <summary>Keep training while at least this many workers remain.</summary>
@@ -72,6 +72,8 @@ public sealed record BenchOptions
     public int Batch { get; init; } = 256;
     public int Workers { get; init; } = 1;
     public int Steps { get; init; } = 50;
+    /// <summary>Time steps on this dataset's (normalized) training split instead of random data; null = random data.</summary>
+    public string? Dataset { get; init; }
     public int Threads { get; init; } = Environment.ProcessorCount;
     public bool Processes { get; init; }
     public bool Json { get; init; }

@@ -1,0 +1,174 @@
+using System.Diagnostics;
+using System.Globalization;
+using BnCluster.Core.Data;
+using BnCluster.Core.Model;
+using BnCluster.Core.Optimizers;
+using BnCluster.Core.Training;
+using BnCluster.Node.Commands;
+using BnCluster.Node.Logging;
+using Serilog;
+using CoreEpochMetrics = BnCluster.Core.Training.EpochMetrics;
+
+namespace BnCluster.Node.Backends;
+
+/// <summary>What a cluster trainer gets from `train`: the options, the loaded data, the trainer settings and the run's sinks.</summary>
+public sealed record TrainRequest(
+    TrainOptions Options,
+    DatasetSplit Data,
+    TrainerOptions TrainerOptions,
+    IProgress<BatchProgress> BatchProgress,
+    IProgress<CoreEpochMetrics> EpochProgress,
+    ILogger Log);
+
+/// <summary>
+/// The seam for `train --workers K` with K &gt; 1 (the in-process cluster, issue 4): trains like
+/// <see cref="Trainer.RunAsync"/> and reports through the request's progress sinks. The caller writes the model.
+/// </summary>
+public delegate Task<TrainingResult> ClusterTrainer(TrainRequest request, CancellationToken cancel);
+
+/// <summary>
+/// `bncluster train`: load the dataset (nothing is created before it loads), create the run folder, train
+/// (single node for --workers 1, else the <see cref="ClusterTrainer"/>), write model.bnc atomically at the end.
+/// </summary>
+public static class TrainBackend
+{
+    public static async Task<int> RunAsync(TrainOptions options, CliContext context, ClusterTrainer? cluster, CancellationToken cancel)
+    {
+        if (options.Workers > 1 && cluster is null)
+        {
+            context.Error.WriteLine($"bncluster: --workers {options.Workers}: the in-process cluster is not available in this build; use --workers 1");
+            return Cli.ExitUsage;
+        }
+        var data = DatasetCatalog.Load(options.Dataset, options.Seed, options.LabelColumn);
+        var spec = options.ToNetworkSpec(data.Train.FeatureCount, data.Train.ClassCount);
+        var trainerOptions = new TrainerOptions(spec, ToOptimizerSettings(options), options.Batch, options.Epochs,
+            options.MaxSteps > 0 ? options.MaxSteps : null, unchecked((ulong)options.Seed), options.Threads);
+        cancel.ThrowIfCancellationRequested();
+
+        string summary;
+        using (var session = StartSession(options.OutDirectory, options.Epochs, context))
+            summary = await TrainAsync(options, cluster, data, trainerOptions, session, cancel).ConfigureAwait(false);
+        // After the session is disposed: the live progress display has stopped and the log is flushed.
+        context.Out.WriteLine(summary);
+        return Cli.ExitOk;
+    }
+
+    /// <summary>Trains and writes model.bnc; returns the summary line.</summary>
+    private static async Task<string> TrainAsync(TrainOptions options, ClusterTrainer? cluster, DatasetSplit data,
+        TrainerOptions trainerOptions, RunSession session, CancellationToken cancel)
+    {
+        var log = session.Log;
+        log.Information("Training {Dataset:l} ({TrainRows} train rows, {TestRows} test rows, {Features} features, {Classes} classes, sha256 {Sha256:l}) on {Workers} worker(s), {Threads} thread(s), run folder {Folder:l}",
+            data.Train.Name, data.Train.Count, data.Test.Count, data.Train.FeatureCount, data.Train.ClassCount, data.Sha256,
+            options.Workers, options.Threads, session.Folder.Path);
+
+        // The cluster's coordinator and workers log their own step events; the single-node loop is logged here.
+        var batchSink = new BatchSink(session, log, options.Batch, logSteps: options.Workers == 1);
+        var epochSink = new EpochSink(session, batchSink);
+        TrainingResult result;
+        var wall = Stopwatch.StartNew();
+        if (options.Workers == 1)
+        {
+            var trainer = new Trainer(trainerOptions) { BatchProgress = batchSink, EpochProgress = epochSink };
+            batchSink.Restart();
+            result = await trainer.RunAsync(data.Train, data.Test, cancel).ConfigureAwait(false);
+        }
+        else
+        {
+            batchSink.Restart();
+            result = await cluster!(new TrainRequest(options, data, trainerOptions, batchSink, epochSink, log), cancel).ConfigureAwait(false);
+        }
+        wall.Stop();
+        cancel.ThrowIfCancellationRequested();
+
+        var last = result.Epochs.Count > 0 ? result.Epochs[^1] : null;
+        var metadata = Metadata(options, data, result, last);
+        var document = result.ToDocument(data.Train.ClassNames, metadata);
+        session.SaveModel(stream => stream.Write(ModelFile.Serialize(document)));
+        log.Information("Model written to {Model:l}", session.Folder.ModelPath);
+
+        double samplesPerSecond = result.Epochs.Count > 0 ? result.Epochs.Average(e => e.SamplesPerSecond) : 0;
+        return string.Create(CultureInfo.InvariantCulture,
+            $"test accuracy {last?.TestAccuracy ?? double.NaN:F4}, test loss {last?.TestLoss ?? double.NaN:F4}, {samplesPerSecond:F0} samples/s, {result.Steps} steps in {wall.Elapsed.TotalSeconds:F1} s, run folder {session.Folder.Path}");
+    }
+
+    /// <summary>The process console gets colours and a live display; any other writer (tests) gets plain lines.</summary>
+    private static RunSession StartSession(string outDirectory, int epochs, CliContext context)
+    {
+        if (ReferenceEquals(context.Out, Console.Out)) return RunSession.Start(outDirectory, epochs, "local");
+        var folder = RunFolder.Create(outDirectory);
+        var log = RunLogging.Create(folder.LogPath, "local", context.Error);
+        return new RunSession(folder, log, new TrainingProgress(context.Error, interactive: false, epochs));
+    }
+
+    public static OptimizerSettings ToOptimizerSettings(TrainOptions o) => new(
+        o.Optimizer switch
+        {
+            OptimizerChoice.Gd => OptimizerKind.Gd,
+            OptimizerChoice.Momentum => OptimizerKind.Momentum,
+            OptimizerChoice.RmsProp => OptimizerKind.RmsProp,
+            _ => OptimizerKind.Adam,
+        },
+        (float)o.LearningRate, (float)o.Beta1, (float)o.Beta2, (float)o.OptimizerEpsilon);
+
+    /// <summary>The model file's training entry (DESIGN §5): enough to reproduce the run and to evaluate on the same split.</summary>
+    public static IReadOnlyDictionary<string, object?> Metadata(TrainOptions o, DatasetSplit data, TrainingResult result, CoreEpochMetrics? last) =>
+        new Dictionary<string, object?>
+        {
+            ["dataset"] = o.Dataset,
+            ["dataset_sha256"] = data.Sha256,
+            ["hidden"] = o.HiddenSizes.Select(h => (long)h).ToList(),
+            ["activation"] = o.Activation.ToString().ToLowerInvariant(),
+            ["bn"] = o.BatchNorm.ToString().ToLowerInvariant(),
+            ["optimizer"] = o.Optimizer.ToString().ToLowerInvariant(),
+            ["lr"] = o.LearningRate,
+            ["beta1"] = o.Beta1,
+            ["beta2"] = o.Beta2,
+            ["batch"] = (long)o.Batch,
+            ["epochs"] = (long)result.Epochs.Count,
+            ["steps"] = result.Steps,
+            ["seed"] = (long)o.Seed,
+            ["workers"] = (long)o.Workers,
+            ["test_accuracy"] = last?.TestAccuracy ?? double.NaN,
+        };
+
+    private static EpochMetrics ToRunMetrics(CoreEpochMetrics m) =>
+        new(m.Epoch, m.Step, m.TrainLoss, m.TrainAccuracy, m.TestLoss, m.TestAccuracy, m.SamplesPerSecond, m.Seconds);
+
+    /// <summary>
+    /// Per step (called synchronously on the training loop): the console progress and two Debug events in
+    /// log.jsonl — the step's compute time (time since the previous step) and its commit. No other allocation.
+    /// </summary>
+    private sealed class BatchSink(RunSession session, ILogger log, int batch, bool logSteps) : IProgress<BatchProgress>
+    {
+        private readonly Stopwatch _step = new();
+        private readonly Stopwatch _epoch = new();
+        private readonly ILogger _log = log;
+
+        public void Restart() { _step.Restart(); _epoch.Restart(); }
+
+        public void Report(BatchProgress p)
+        {
+            double ms = _step.Elapsed.TotalMilliseconds;
+            _step.Restart();
+            if (logSteps)
+            {
+                _log.StepPhase(p.Step, p.Epoch, 0, "local", LogEvents.Phases.Compute, ms);
+                _log.StepCommitted(p.Step, p.Epoch, p.TrainLoss, p.TrainAccuracy, ms);
+            }
+            double seconds = _epoch.Elapsed.TotalSeconds;
+            double samplesPerSecond = seconds > 0 ? (p.Batch + 1) * (double)batch / seconds : 0;
+            session.Progress.OnBatch(p.Epoch, p.Step, p.Batch + 1, p.BatchesInEpoch, p.TrainLoss, p.TrainAccuracy, samplesPerSecond);
+        }
+    }
+
+    /// <summary>After each epoch: metrics.jsonl, training.svg, the epoch event. The test evaluation is not counted as step time.</summary>
+    private sealed class EpochSink(RunSession session, BatchSink steps) : IProgress<CoreEpochMetrics>
+    {
+        public void Report(CoreEpochMetrics m)
+        {
+            session.RecordEpoch(ToRunMetrics(m));
+            steps.Restart();
+        }
+    }
+}
