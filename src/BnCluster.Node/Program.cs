@@ -1,12 +1,22 @@
+using BnCluster.Coordinator;
 using BnCluster.Node.Backends;
+using BnCluster.Node.Cluster;
 using BnCluster.Node.Commands;
 
 namespace BnCluster.Node;
 
 public static class Program
 {
-    /// <summary>Trains `train --workers K` for K &gt; 1 (the in-process cluster, issue 4); null until it is merged.</summary>
-    internal static ClusterTrainer? ClusterTrainer => null;
+    /// <summary>Trains `train --workers K` for K &gt; 1: a coordinator and K worker actors in this process.</summary>
+    internal static ClusterTrainer ClusterTrainer { get; } = (request, cancel) =>
+    {
+        int workers = request.Options.Workers;
+        // The workers share this process's cores: split the kernel threads between them rather than oversubscribe.
+        var perWorker = request.TrainerOptions with { Threads = Math.Max(1, request.TrainerOptions.Threads / workers) };
+        var options = new ClusterTrainingOptions(perWorker, workers, request.Options.MinWorkers, DatasetSha256: request.Data.Sha256);
+        return ClusterTraining.RunAsync(options, request.Data.Train, request.Data.Test, request.EpochProgress, request.Log,
+            cancel, request.BatchProgress);
+    };
 
     /// <summary>The command backends of this build.</summary>
     internal static CliBackends Backends { get; } = NodeBackends.Create(ClusterTrainer);

@@ -98,12 +98,30 @@ public sealed class SingleNodeCliTests
     }
 
     [Fact]
-    public void Workers_above_one_without_the_cluster_exit_2_in_one_line()
+    public void Train_on_the_in_process_cluster_writes_a_model_as_good_as_one_node()
     {
         using var tmp = new TempFolder();
-        var run = CliHarness.Run("train", "--dataset", "digits", "--workers", "2", "--out", tmp["run"]);
+        var run = CliHarness.Run("train", "--dataset", "digits", "--epochs", "3", "--workers", "3", "--out", tmp["run"]);
+        Assert.True(run.Exit == Cli.ExitOk, run.Error);
+        Assert.True(File.Exists(Path.Combine(tmp["run"], "model.bnc")));
+        var eval = CliHarness.Run("eval", "--model", Path.Combine(tmp["run"], "model.bnc"), "--dataset", "digits", "--json");
+        Assert.Equal(Cli.ExitOk, eval.Exit);
+        using var json = System.Text.Json.JsonDocument.Parse(eval.Out);
+        Assert.True(json.RootElement.GetProperty("accuracy").GetDouble() >= 0.9, eval.Out);
+        // The coordinator logs the per-worker phases the log summary reads.
+        var logs = CliHarness.Run("logs", Path.Combine(tmp["run"], "log.jsonl"), "--json");
+        Assert.Equal(Cli.ExitOk, logs.Exit);
+        using var summary = System.Text.Json.JsonDocument.Parse(logs.Out);
+        Assert.Equal(3, summary.RootElement.GetProperty("workers").GetArrayLength());
+    }
+
+    [Fact]
+    public void Processes_not_yet_available_exit_2_in_one_line()
+    {
+        using var tmp = new TempFolder();
+        var run = CliHarness.Run("train", "--dataset", "digits", "--workers", "2", "--processes", "--out", tmp["run"]);
         Assert.Equal(Cli.ExitUsage, run.Exit);
-        Assert.Equal("bncluster: --workers 2: the in-process cluster is not available in this build; use --workers 1", Assert.Single(run.ErrorLines));
+        Assert.Contains("--processes", Assert.Single(run.ErrorLines));
         Assert.False(Directory.Exists(tmp["run"]));
     }
 

@@ -55,7 +55,7 @@ public sealed class CliTests
         Assert.Equal(0.1, o.BnMomentum);
         Assert.Equal(1e-5, o.BnEpsilon);
         Assert.Equal(1, o.Seed);
-        Assert.Equal(1, o.Workers); // single-node trainer until the in-process cluster is in the build
+        Assert.Equal(2, o.Workers); // the in-process cluster by default
         Assert.False(o.Processes);
         Assert.Equal(1, o.MinWorkers);
         Assert.Equal(Environment.ProcessorCount, o.Threads);

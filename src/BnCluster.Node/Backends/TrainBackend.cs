@@ -39,6 +39,11 @@ public static class TrainBackend
             context.Error.WriteLine($"bncluster: --workers {options.Workers}: the in-process cluster is not available in this build; use --workers 1");
             return Cli.ExitUsage;
         }
+        if (options.Processes)
+        {
+            context.Error.WriteLine("bncluster: --processes: local worker processes are not available in this build yet; omit --processes to train on in-process workers");
+            return Cli.ExitUsage;
+        }
         var data = DatasetCatalog.Load(options.Dataset, options.Seed, options.LabelColumn);
         var spec = options.ToNetworkSpec(data.Train.FeatureCount, data.Train.ClassCount);
         var trainerOptions = new TrainerOptions(spec, ToOptimizerSettings(options), options.Batch, options.Epochs,

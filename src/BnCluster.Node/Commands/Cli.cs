@@ -271,8 +271,8 @@ public static class Cli
         public TrainingFlags(Command command, bool listenMode)
         {
             _listenMode = listenMode;
-            _workers = OptionParsers.Int("--workers", listenMode ? 2 : 1, 1, listenMode ? "Workers to wait for before training."
-                : "Number of workers (1 = the single-node trainer; the default becomes 2 once the in-process cluster is in this build).");
+            _workers = OptionParsers.Int("--workers", 2, 1, listenMode ? "Workers to wait for before training."
+                : "Number of worker actors in this process, each taking a shard of every batch (1 = the single-node trainer).");
             _out.Validators.Add(r =>
             {
                 if (r.Tokens.Count == 0) return;

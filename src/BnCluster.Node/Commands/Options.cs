@@ -33,7 +33,7 @@ public sealed record TrainOptions
     public double BnMomentum { get; init; } = 0.1;
     public double BnEpsilon { get; init; } = 1e-5;
     public int Seed { get; init; } = 1;
-    public int Workers { get; init; } = 1;
+    public int Workers { get; init; } = 2;
     /// <summary>Run the workers as local child processes instead of in-process actors.</summary>
     public bool Processes { get; init; }
     /// <summary>Keep training while at least this many workers remain.</summary>
