@@ -506,7 +506,8 @@ public sealed class CoordinatorActor : ReceiveActor
             _total.Elapsed.TotalSeconds);
         _epochStepElapsed = TimeSpan.Zero;
         _epochs.Add(metrics);
-        _log.ForContext(ClusterLog.Phase, ClusterLog.EpochEnd).Information(ClusterLog.EpochTemplate, metrics.Epoch, metrics.Step, metrics.TrainLoss,
+        // Debug: the host reports the epoch to the user (it also gets _epochProgress); this is for the log file.
+        _log.ForContext(ClusterLog.Phase, ClusterLog.EpochEnd).Debug(ClusterLog.EpochTemplate, metrics.Epoch, metrics.Step, metrics.TrainLoss,
             metrics.TrainAccuracy, metrics.TestLoss, metrics.TestAccuracy, metrics.SamplesPerSecond, metrics.Seconds * 1000);
         _epochProgress?.Report(metrics);
         bool maxed = _options.Trainer.MaxSteps is { } max && _committed >= max;
