@@ -131,10 +131,12 @@ public static class TrainingStep
         int rows = ws.Rows, c = bn.Features;
         bn.PrepareNormalize(ws.GlobalStats[l]!, ws.BnMeanD[l], ws.BnInvStdD[l], ws.BnMean[l], ws.BnInvStd[l]);
         var bnIn = BnInput(p, ws, l);
-        bn.Normalize(bnIn.AsSpan(0, rows * c), ws.BnMean[l], ws.BnInvStd[l], p.Gamma[l], p.Beta[l],
-            ws.BnOut[l].AsSpan(0, rows * c), rows);
         if (p.Spec.BatchNorm == BatchNormPlacement.Before)
-            ActivationLayer.Forward(p.Spec.Activation, ws.BnOut[l].AsSpan(0, rows * c), ws.Act[l].AsSpan(0, rows * c));
+            bn.NormalizeActivate(p.Spec.Activation, bnIn.AsSpan(0, rows * c), ws.BnMean[l], ws.BnInvStd[l], p.Gamma[l], p.Beta[l],
+                ws.Act[l].AsSpan(0, rows * c), rows);
+        else
+            bn.Normalize(bnIn.AsSpan(0, rows * c), ws.BnMean[l], ws.BnInvStd[l], p.Gamma[l], p.Beta[l],
+                ws.BnOut[l].AsSpan(0, rows * c), rows);
     }
 
     // BN normalizes the dense output when it precedes the activation, the activation output when it follows it.
@@ -161,17 +163,11 @@ public static class TrainingStep
     private static void BackwardToSums(Parameters p, Workspace ws, int l, BatchNormLayer bn)
     {
         int rows = ws.Rows, n = rows * bn.Features;
-        Span<float> dBnOut;
         if (p.Spec.BatchNorm == BatchNormPlacement.Before)
-        {
-            dBnOut = ws.DTemp[l].AsSpan(0, n);
-            ActivationLayer.Backward(p.Spec.Activation, ws.Act[l].AsSpan(0, n), ws.DOutput[l].AsSpan(0, n), dBnOut);
-        }
+            bn.ActivationBackwardGradSums(p.Spec.Activation, ws.Act[l].AsSpan(0, n), ws.DOutput[l].AsSpan(0, n), ws.Z[l].AsSpan(0, n),
+                ws.BnMeanD[l], ws.BnInvStdD[l], ws.DTemp[l].AsSpan(0, n), rows, ws.LocalGradSums[l]!);
         else
-        {
-            dBnOut = ws.DOutput[l].AsSpan(0, n);
-        }
-        bn.LocalGradSums(dBnOut, BnInput(p, ws, l).AsSpan(0, n), ws.BnMeanD[l], ws.BnInvStdD[l], rows, ws.LocalGradSums[l]!);
+            bn.LocalGradSums(ws.DOutput[l].AsSpan(0, n), ws.Act[l].AsSpan(0, n), ws.BnMeanD[l], ws.BnInvStdD[l], rows, ws.LocalGradSums[l]!);
     }
 
     /// <summary>BN input gradient from the global sums, dγ, dβ, the activation (BN after / none), then dense backward.</summary>

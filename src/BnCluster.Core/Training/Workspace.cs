@@ -98,7 +98,7 @@ public sealed class Workspace
     public int[] Predicted { get; }      // [rows] argmax of the logits (evaluation)
     public float[][] Z { get; }          // [rows × out_l] dense output
     public float[][] Act { get; }        // [rows × out_l] activation output
-    public float[]?[] BnOut { get; }     // [rows × out_l] γ z_norm + β
+    public float[]?[] BnOut { get; }     // [rows × out_l] γ z_norm + β (BN after; BN before writes it only in eval, training fuses it into Act)
     public float[]?[] BnMean { get; }    // [out_l] global μ as float
     public float[]?[] BnInvStd { get; }  // [out_l] 1/sqrt(σ²+ε)
     public double[]?[] BnMeanD { get; }  // [out_l] global μ
