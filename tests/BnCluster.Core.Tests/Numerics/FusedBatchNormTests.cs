@@ -118,6 +118,32 @@ public sealed class FusedBatchNormTests
         Assert.Equal(expected, dz);
     }
 
+    [Theory]
+    [InlineData(13)]
+    [InlineData(32)]
+    public void LocalMomentsEqualScalarTwoPass(int c)
+    {
+        var rng = new Random(31 + c);
+        var z = Rand(rng, Rows * c, 0.01f, 1000f); // |μ| ≫ σ: where a one-pass Σz² form would cancel
+        var stats = new BatchNormStats(c);
+        stats.M2[0] = 99; // stale values must be cleared
+        stats.ComputeFrom(z, Rows);
+
+        double[] mean = new double[c], m2 = new double[c];
+        for (int i = 0; i < Rows; i++) for (int j = 0; j < c; j++) mean[j] += z[i * c + j];
+        for (int j = 0; j < c; j++) mean[j] /= Rows;
+        for (int i = 0; i < Rows; i++)
+            for (int j = 0; j < c; j++)
+            {
+                double d = z[i * c + j] - mean[j];
+                m2[j] += d * d;
+            }
+        Assert.Equal(Rows, stats.Count);
+        Assert.Equal(mean, stats.Mean);
+        Assert.Equal(m2, stats.M2);
+        Assert.All(stats.M2, v => Assert.True(v > 0));
+    }
+
     [Fact]
     public void ShortBuffersAreRejectedBeforeAnyUncheckedRead()
     {
