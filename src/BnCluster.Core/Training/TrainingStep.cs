@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using BnCluster.Core.Data;
 using BnCluster.Core.Layers;
 using BnCluster.Core.Model;
@@ -109,7 +110,9 @@ public static class TrainingStep
         var dense = p.Dense[l];
         int c = dense.Outputs;
         var z = ws.Z[l].AsSpan(0, rows * c);
+        long t0 = Stopwatch.GetTimestamp();
         dense.Forward(ws.MatMul, LayerInput(ws, l, rows, dense.Inputs), p.W[l], p.B[l], z, rows);
+        ws.DenseTicks += Stopwatch.GetTimestamp() - t0;
         switch (p.Spec.BatchNorm)
         {
             case BatchNormPlacement.Before:
@@ -150,12 +153,16 @@ public static class TrainingStep
         int last = p.HiddenLayers - 1;
         var input = LayerInput(ws, p.HiddenLayers, rows, output.Inputs);
         var logits = ws.Logits.AsSpan(0, rows * k);
+        long t0 = Stopwatch.GetTimestamp();
         output.Forward(ws.MatMul, input, p.WOut, p.BOut, logits, rows);
+        ws.DenseTicks += Stopwatch.GetTimestamp() - t0;
         var labels = ws.Labels.AsSpan(0, rows);
         var (sumLoss, correct) = SoftmaxCrossEntropy.Forward(logits, labels, ws.Probs, rows, k);
         SoftmaxCrossEntropy.Backward(ws.Probs, labels, ws.DLogits, rows, k, globalBatchSize);
         var da = last >= 0 ? ws.DOutput[last].AsSpan(0, rows * output.Inputs) : Span<float>.Empty;
+        t0 = Stopwatch.GetTimestamp();
         output.Backward(ws.MatMul, ws.DLogits.AsSpan(0, rows * k), input, p.WOut, ws.Gradients.DWOut, ws.Gradients.DBOut, da, rows);
+        ws.DenseTicks += Stopwatch.GetTimestamp() - t0;
         return new LossPartial(sumLoss, correct, rows);
     }
 
@@ -204,7 +211,9 @@ public static class TrainingStep
             ActivationLayer.Backward(p.Spec.Activation, ws.Act[l].AsSpan(0, n), ws.DOutput[l].AsSpan(0, n), dz);
         }
         var da = l > 0 ? ws.DOutput[l - 1].AsSpan(0, rows * dense.Inputs) : Span<float>.Empty;
+        long t0 = Stopwatch.GetTimestamp();
         dense.Backward(ws.MatMul, dz, LayerInput(ws, l, rows, dense.Inputs), p.W[l], grads.DW[l], grads.DB[l], da, rows);
+        ws.DenseTicks += Stopwatch.GetTimestamp() - t0;
     }
 
     /// <summary>

@@ -119,4 +119,10 @@ public sealed class Workspace
 
     /// <summary>This worker's gradients of the last step.</summary>
     public Gradients Gradients { get; }
+
+    /// <summary>
+    /// Stopwatch ticks spent in the dense layers (GEMM plus bias add / bias gradient) of training steps, summed
+    /// since the caller last reset it: lets the step benchmark split a step into GEMM and the rest in place.
+    /// </summary>
+    public long DenseTicks { get; set; }
 }
