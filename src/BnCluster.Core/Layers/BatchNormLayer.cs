@@ -169,7 +169,21 @@ public sealed class BatchNormLayer(int features, float epsilon = 1e-5f, float mo
     /// features with the scalar form's operations and order. <paramref name="scratch"/> holds 3×C doubles.
     /// </summary>
     public void InputGradient(ReadOnlySpan<float> dy, ReadOnlySpan<float> z, ReadOnlySpan<double> mean, ReadOnlySpan<double> invStd,
-        BatchNormGradSums global, long globalCount, ReadOnlySpan<float> gamma, Span<float> dz, int rows, Span<double> scratch)
+        BatchNormGradSums global, long globalCount, ReadOnlySpan<float> gamma, Span<float> dz, int rows, Span<double> scratch) =>
+        InputGradient(null, dy, z, mean, invStd, global, globalCount, gamma, dz, rows, scratch);
+
+    /// <summary>
+    /// BN after the activation, backward pass 2 fused with the activation: BN's input is the activation output a,
+    /// so dz_pre[n×C] = g'(a) ⊙ <see cref="InputGradient"/>(dy, a), each row taken through g' while it is in L1.
+    /// </summary>
+    public void InputGradientThroughActivation(Activation kind, ReadOnlySpan<float> dy, ReadOnlySpan<float> a, ReadOnlySpan<double> mean,
+        ReadOnlySpan<double> invStd, BatchNormGradSums global, long globalCount, ReadOnlySpan<float> gamma, Span<float> dzPre, int rows,
+        Span<double> scratch) =>
+        InputGradient(kind, dy, a, mean, invStd, global, globalCount, gamma, dzPre, rows, scratch);
+
+    private void InputGradient(Activation? activation, ReadOnlySpan<float> dy, ReadOnlySpan<float> z, ReadOnlySpan<double> mean,
+        ReadOnlySpan<double> invStd, BatchNormGradSums global, long globalCount, ReadOnlySpan<float> gamma, Span<float> dz, int rows,
+        Span<double> scratch)
     {
         int c = Features;
         CheckRows(dy.Length, z.Length, rows);
@@ -218,6 +232,7 @@ public sealed class BatchNormLayer(int features, float epsilon = 1e-5f, float mo
                 double zn = (zRow[j] - mean[j]) * invStd[j];
                 dzRow[j] = (float)(scale[j] * (dyRow[j] - meanDy[j] - zn * meanDyXhat[j]));
             }
+            if (activation is { } kind) ActivationLayer.Backward(kind, zRow, dzRow, dzRow);
         }
     }
 

@@ -201,9 +201,8 @@ public static class TrainingStep
             }
             else
             {
-                var dAct = ws.DTemp[l].AsSpan(0, n);
-                bn.InputGradient(ws.DOutput[l].AsSpan(0, n), ws.Act[l].AsSpan(0, n), ws.BnMeanD[l], ws.BnInvStdD[l], global, globalCount, p.Gamma[l], dAct, rows, ws.ScratchD);
-                ActivationLayer.Backward(p.Spec.Activation, ws.Act[l].AsSpan(0, n), dAct, dz);
+                bn.InputGradientThroughActivation(p.Spec.Activation, ws.DOutput[l].AsSpan(0, n), ws.Act[l].AsSpan(0, n), ws.BnMeanD[l], ws.BnInvStdD[l],
+                    global, globalCount, p.Gamma[l], dz, rows, ws.ScratchD);
             }
         }
         else

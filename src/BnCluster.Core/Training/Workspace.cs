@@ -109,7 +109,7 @@ public sealed class Workspace
     public BatchNormGradSums?[] LocalGradSums { get; }
     public BatchNormGradSums?[] GlobalGradSums { get; }
     public float[][] DOutput { get; }    // [rows × out_l] ∂L/∂(layer output)
-    public float[][] DTemp { get; }      // [rows × out_l] ∂L/∂(BN output) or ∂L/∂(activation output)
+    public float[][] DTemp { get; }      // [rows × out_l] ∂L/∂(BN output) when BN precedes the activation
     public float[][] DZ { get; }         // [rows × out_l] ∂L/∂z (dense output)
     public float[] Logits { get; }       // [rows × classes]
     public float[] Probs { get; }        // [rows × classes]

@@ -119,6 +119,33 @@ public sealed class FusedBatchNormTests
     }
 
     [Theory]
+    [MemberData(nameof(Cases))]
+    public void InputGradientThroughActivationEqualsInputGradientThenActivation(Activation kind, int c)
+    {
+        var rng = new Random(41 + c);
+        var bn = new BatchNormLayer(c);
+        float[] pre = Rand(rng, Rows * c, 2f, 0f), dy = Rand(rng, Rows * c, 1f, 0f), gamma = Rand(rng, c, 1f, 1f);
+        var a = new float[Rows * c];
+        ActivationLayer.Forward(kind, pre, a);
+        double[] mean = new double[c], invStd = new double[c], sumDy = new double[c], sumDyXhat = new double[c];
+        for (int j = 0; j < c; j++)
+        {
+            mean[j] = rng.NextDouble() - 0.5; invStd[j] = 0.5 + rng.NextDouble();
+            sumDy[j] = rng.NextDouble() - 0.5; sumDyXhat[j] = rng.NextDouble() - 0.5;
+        }
+        var sums = new BatchNormGradSums(sumDy, sumDyXhat);
+        var fused = new float[Rows * c];
+        bn.InputGradientThroughActivation(kind, dy, a, mean, invStd, sums, 20, gamma, fused, Rows, new double[3 * c]);
+
+        var dBnIn = new float[Rows * c];
+        bn.InputGradient(dy, a, mean, invStd, sums, 20, gamma, dBnIn, Rows, new double[3 * c]);
+        var expected = new float[Rows * c];
+        ActivationLayer.Backward(kind, a, dBnIn, expected);
+        Assert.Equal(expected, fused);
+        Assert.NotEqual(dBnIn, fused); // g' did change something
+    }
+
+    [Theory]
     [InlineData(13)]
     [InlineData(32)]
     public void LocalMomentsEqualScalarTwoPass(int c)
