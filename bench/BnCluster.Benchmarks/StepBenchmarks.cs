@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using BnCluster.Core.Data;
 using BnCluster.Core.Kernels;
+using BnCluster.Core.Layers;
 using BnCluster.Core.Model;
 using BnCluster.Core.Optimizers;
 using BnCluster.Core.Training;
@@ -38,6 +39,7 @@ internal static class StepBench
         var spec = new NetworkSpec(784, [512, 256], 10, Activation.Relu, BatchNormPlacement.Before);
         var data = Synthetic(4096, spec.Inputs, spec.Classes);
         Console.WriteLine("threads  ms/step  dense ms  adam ms  other ms  other %  gemm-alone ms  samples/s  gen0/100  alloc B/100");
+        var softmaxUs = new List<double>();
         foreach (int threads in threadCounts)
         {
             using var mm = new MatMul(threads);
@@ -85,9 +87,18 @@ internal static class StepBench
             long allocated = GC.GetTotalAllocatedBytes(precise: true) - total;
 
             double gemmMs = BestMs(GemmSequence(mm), steps);
+            // Softmax CE forward + backward of the step's 256×10 logits alone (scalar Math.Exp on 10 classes).
+            var labels = ws.Labels.AsSpan(0, Batch).ToArray();
+            double softmaxMs = BestMs(() =>
+            {
+                SoftmaxCrossEntropy.Forward(ws.Logits, labels, ws.Probs, Batch, spec.Classes);
+                SoftmaxCrossEntropy.Backward(ws.Probs, labels, ws.DLogits, Batch, spec.Classes, Batch);
+            }, steps);
+            softmaxUs.Add(softmaxMs * 1000);
             double otherMs = stepMs - denseMs - adamMs;
             Console.WriteLine($"{mm.Threads,7}  {stepMs,7:F3}  {denseMs,8:F3}  {adamMs,7:F3}  {otherMs,8:F3}  {100 * otherMs / stepMs,6:F1}%  {gemmMs,13:F3}  {Batch / stepMs * 1000,9:F0}  {gen0,8}  {allocated,11}");
         }
+        Console.WriteLine($"softmax CE forward+backward alone: {softmaxUs.Min():F1} µs per step");
     }
 
     private static double TicksToMs(long ticks) => ticks * 1000.0 / Stopwatch.Frequency;
