@@ -22,6 +22,19 @@ public static class Program
                 return 2;
             }
         }
+        if (args.Length > 0 && args[0] == "step")
+        {
+            try
+            {
+                StepBench.Run(args.AsSpan(1));
+                return 0;
+            }
+            catch (ArgumentException e)
+            {
+                Console.Error.WriteLine(e.Message);
+                return 2;
+            }
+        }
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
         return 0;
     }

@@ -1,4 +1,7 @@
 using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using BnCluster.Core.Model;
 using BnCluster.Core.Training;
 
 namespace BnCluster.Core.Layers;
@@ -40,13 +43,51 @@ public sealed class BatchNormLayer(int features, float epsilon = 1e-5f, float mo
         ReadOnlySpan<float> gamma, ReadOnlySpan<float> beta, Span<float> y, int rows)
     {
         int c = Features;
+        CheckRows(z.Length, y.Length, rows);
+        CheckFeatures(mean.Length, invStd.Length, gamma.Length, beta.Length);
+        for (int i = 0; i < rows; i++) NormalizeRow(z.Slice(i * c, c), mean, invStd, gamma, beta, y.Slice(i * c, c));
+    }
+
+    /// <summary>
+    /// BN before the activation, fused: a[n×C] = g(γ ⊙ (z − μ)·invStd + β), one pass over z. The BN output itself is
+    /// not stored (the backward needs only z and a); each row's activation runs while the row is still in L1.
+    /// </summary>
+    public void NormalizeActivate(Activation kind, ReadOnlySpan<float> z, ReadOnlySpan<float> mean, ReadOnlySpan<float> invStd,
+        ReadOnlySpan<float> gamma, ReadOnlySpan<float> beta, Span<float> a, int rows)
+    {
+        int c = Features;
+        CheckRows(z.Length, a.Length, rows);
+        CheckFeatures(mean.Length, invStd.Length, gamma.Length, beta.Length);
         for (int i = 0; i < rows; i++)
         {
-            var yRow = y.Slice(i * c, c);
-            TensorPrimitives.Subtract(z.Slice(i * c, c), mean, yRow);
-            TensorPrimitives.Multiply(yRow, invStd, yRow);
-            TensorPrimitives.MultiplyAdd(yRow, gamma, beta, yRow);
+            var aRow = a.Slice(i * c, c);
+            NormalizeRow(z.Slice(i * c, c), mean, invStd, gamma, beta, aRow);
+            ActivationLayer.Forward(kind, aRow, aRow);
         }
+    }
+
+    // y = ((z − μ)·invStd)·γ + β for one row, vectorized across features; the same float32 operations in the same
+    // order as the scalar form (no fused multiply-add), so the result does not depend on the vector width.
+    private static void NormalizeRow(ReadOnlySpan<float> z, ReadOnlySpan<float> mean, ReadOnlySpan<float> invStd,
+        ReadOnlySpan<float> gamma, ReadOnlySpan<float> beta, Span<float> y)
+    {
+        int c = z.Length, j = 0;
+        ref float zr = ref MemoryMarshal.GetReference(z);
+        ref float mr = ref MemoryMarshal.GetReference(mean);
+        ref float sr = ref MemoryMarshal.GetReference(invStd);
+        ref float gr = ref MemoryMarshal.GetReference(gamma);
+        ref float br = ref MemoryMarshal.GetReference(beta);
+        ref float yr = ref MemoryMarshal.GetReference(y);
+        if (Vector256.IsHardwareAccelerated)
+        {
+            for (; j <= c - Vector256<float>.Count; j += Vector256<float>.Count)
+            {
+                nuint o = (nuint)j;
+                var v = (Vector256.LoadUnsafe(ref zr, o) - Vector256.LoadUnsafe(ref mr, o)) * Vector256.LoadUnsafe(ref sr, o);
+                (v * Vector256.LoadUnsafe(ref gr, o) + Vector256.LoadUnsafe(ref br, o)).StoreUnsafe(ref yr, o);
+            }
+        }
+        for (; j < c; j++) y[j] = (z[j] - mean[j]) * invStd[j] * gamma[j] + beta[j];
     }
 
     /// <summary>
@@ -58,31 +99,97 @@ public sealed class BatchNormLayer(int features, float epsilon = 1e-5f, float mo
         int rows, BatchNormGradSums local)
     {
         int c = Features;
-        var sumDy = local.SumDy;
-        var sumDyXhat = local.SumDyXhat;
-        Array.Clear(sumDy);
-        Array.Clear(sumDyXhat);
+        CheckRows(dy.Length, z.Length, rows);
+        CheckFeatures(mean.Length, invStd.Length, local.Features, c);
+        Array.Clear(local.SumDy);
+        Array.Clear(local.SumDyXhat);
+        for (int i = 0; i < rows; i++) AccumulateGradSumsRow(dy.Slice(i * c, c), z.Slice(i * c, c), mean, invStd, local.SumDy, local.SumDyXhat);
+    }
+
+    /// <summary>
+    /// BN before the activation, backward pass 1 fused: dy[n×C] = da ⊙ g'(a) (kept for pass 2,
+    /// <see cref="InputGradient"/>) and this shard's Σdy, Σdy·z_norm as in <see cref="LocalGradSums"/>,
+    /// each row accumulated while it is still in L1.
+    /// </summary>
+    public void ActivationBackwardGradSums(Activation kind, ReadOnlySpan<float> a, ReadOnlySpan<float> da, ReadOnlySpan<float> z,
+        ReadOnlySpan<double> mean, ReadOnlySpan<double> invStd, Span<float> dy, int rows, BatchNormGradSums local)
+    {
+        int c = Features;
+        CheckRows(a.Length, da.Length, rows);
+        CheckRows(z.Length, dy.Length, rows);
+        CheckFeatures(mean.Length, invStd.Length, local.Features, c);
+        Array.Clear(local.SumDy);
+        Array.Clear(local.SumDyXhat);
         for (int i = 0; i < rows; i++)
         {
             var dyRow = dy.Slice(i * c, c);
-            var zRow = z.Slice(i * c, c);
-            for (int j = 0; j < c; j++)
+            ActivationLayer.Backward(kind, a.Slice(i * c, c), da.Slice(i * c, c), dyRow);
+            AccumulateGradSumsRow(dyRow, z.Slice(i * c, c), mean, invStd, local.SumDy, local.SumDyXhat);
+        }
+    }
+
+    // sumDy += dy; sumDyXhat += dy·((z − μ)·invStd) for one row, in float64, vectorized across features (four
+    // doubles per vector). Per feature the operations and the row order are those of the scalar loop, so the sums
+    // are bit-identical to it.
+    private static void AccumulateGradSumsRow(ReadOnlySpan<float> dy, ReadOnlySpan<float> z, ReadOnlySpan<double> mean,
+        ReadOnlySpan<double> invStd, Span<double> sumDy, Span<double> sumDyXhat)
+    {
+        int c = dy.Length, j = 0;
+        ref float dyr = ref MemoryMarshal.GetReference(dy);
+        ref float zr = ref MemoryMarshal.GetReference(z);
+        ref double mr = ref MemoryMarshal.GetReference(mean);
+        ref double sr = ref MemoryMarshal.GetReference(invStd);
+        ref double s1 = ref MemoryMarshal.GetReference(sumDy);
+        ref double s2 = ref MemoryMarshal.GetReference(sumDyXhat);
+        if (Vector256.IsHardwareAccelerated)
+        {
+            for (; j <= c - Vector256<float>.Count; j += Vector256<float>.Count)
             {
-                sumDy[j] += dyRow[j];
-                sumDyXhat[j] += dyRow[j] * ((zRow[j] - mean[j]) * invStd[j]);
+                nuint o = (nuint)j, o4 = o + 4;
+                var (dyLo, dyHi) = Vector256.Widen(Vector256.LoadUnsafe(ref dyr, o));
+                var (zLo, zHi) = Vector256.Widen(Vector256.LoadUnsafe(ref zr, o));
+                var znLo = (zLo - Vector256.LoadUnsafe(ref mr, o)) * Vector256.LoadUnsafe(ref sr, o);
+                var znHi = (zHi - Vector256.LoadUnsafe(ref mr, o4)) * Vector256.LoadUnsafe(ref sr, o4);
+                (Vector256.LoadUnsafe(ref s1, o) + dyLo).StoreUnsafe(ref s1, o);
+                (Vector256.LoadUnsafe(ref s1, o4) + dyHi).StoreUnsafe(ref s1, o4);
+                (Vector256.LoadUnsafe(ref s2, o) + dyLo * znLo).StoreUnsafe(ref s2, o);
+                (Vector256.LoadUnsafe(ref s2, o4) + dyHi * znHi).StoreUnsafe(ref s2, o4);
             }
+        }
+        for (; j < c; j++)
+        {
+            sumDy[j] += dy[j];
+            sumDyXhat[j] += dy[j] * ((z[j] - mean[j]) * invStd[j]);
         }
     }
 
     /// <summary>
     /// dz[n×C] = γ·invStd · (dy − Σdy/N − z_norm · Σ(dy·z_norm)/N), with the sums over the global batch of N rows;
-    /// evaluated in float64 per element (see <see cref="LocalGradSums"/>), stored as float32.
-    /// <paramref name="scratch"/> holds 3×C doubles.
+    /// evaluated in float64 per element (see <see cref="LocalGradSums"/>), stored as float32; vectorized across
+    /// features with the scalar form's operations and order. <paramref name="scratch"/> holds 3×C doubles.
     /// </summary>
     public void InputGradient(ReadOnlySpan<float> dy, ReadOnlySpan<float> z, ReadOnlySpan<double> mean, ReadOnlySpan<double> invStd,
-        BatchNormGradSums global, long globalCount, ReadOnlySpan<float> gamma, Span<float> dz, int rows, Span<double> scratch)
+        BatchNormGradSums global, long globalCount, ReadOnlySpan<float> gamma, Span<float> dz, int rows, Span<double> scratch) =>
+        InputGradient(null, dy, z, mean, invStd, global, globalCount, gamma, dz, rows, scratch);
+
+    /// <summary>
+    /// BN after the activation, backward pass 2 fused with the activation: BN's input is the activation output a,
+    /// so dz_pre[n×C] = g'(a) ⊙ <see cref="InputGradient"/>(dy, a), each row taken through g' while it is in L1.
+    /// </summary>
+    public void InputGradientThroughActivation(Activation kind, ReadOnlySpan<float> dy, ReadOnlySpan<float> a, ReadOnlySpan<double> mean,
+        ReadOnlySpan<double> invStd, BatchNormGradSums global, long globalCount, ReadOnlySpan<float> gamma, Span<float> dzPre, int rows,
+        Span<double> scratch) =>
+        InputGradient(kind, dy, a, mean, invStd, global, globalCount, gamma, dzPre, rows, scratch);
+
+    private void InputGradient(Activation? activation, ReadOnlySpan<float> dy, ReadOnlySpan<float> z, ReadOnlySpan<double> mean,
+        ReadOnlySpan<double> invStd, BatchNormGradSums global, long globalCount, ReadOnlySpan<float> gamma, Span<float> dz, int rows,
+        Span<double> scratch)
     {
         int c = Features;
+        CheckRows(dy.Length, z.Length, rows);
+        CheckRows(dz.Length, dz.Length, rows);
+        CheckFeatures(mean.Length, invStd.Length, gamma.Length, global.Features);
+        if (scratch.Length < 3 * c) throw new ArgumentException($"scratch holds {scratch.Length} of {3 * c} doubles", nameof(scratch));
         var scale = scratch.Slice(0, c);          // γ·invStd
         var meanDy = scratch.Slice(c, c);         // Σdy/N
         var meanDyXhat = scratch.Slice(2 * c, c); // Σ(dy·z_norm)/N
@@ -92,17 +199,55 @@ public sealed class BatchNormLayer(int features, float epsilon = 1e-5f, float mo
             meanDy[j] = global.SumDy[j] / globalCount;
             meanDyXhat[j] = global.SumDyXhat[j] / globalCount;
         }
+        ref double mr = ref MemoryMarshal.GetReference(mean);
+        ref double sr = ref MemoryMarshal.GetReference(invStd);
+        ref double kr = ref MemoryMarshal.GetReference(scale);
+        ref double ar = ref MemoryMarshal.GetReference(meanDy);
+        ref double br = ref MemoryMarshal.GetReference(meanDyXhat);
         for (int i = 0; i < rows; i++)
         {
             var dyRow = dy.Slice(i * c, c);
             var zRow = z.Slice(i * c, c);
             var dzRow = dz.Slice(i * c, c);
-            for (int j = 0; j < c; j++)
+            ref float dyr = ref MemoryMarshal.GetReference(dyRow);
+            ref float zr = ref MemoryMarshal.GetReference(zRow);
+            ref float dzr = ref MemoryMarshal.GetReference(dzRow);
+            int j = 0;
+            if (Vector256.IsHardwareAccelerated)
+            {
+                for (; j <= c - Vector256<float>.Count; j += Vector256<float>.Count)
+                {
+                    nuint o = (nuint)j, o4 = o + 4;
+                    var (dyLo, dyHi) = Vector256.Widen(Vector256.LoadUnsafe(ref dyr, o));
+                    var (zLo, zHi) = Vector256.Widen(Vector256.LoadUnsafe(ref zr, o));
+                    var znLo = (zLo - Vector256.LoadUnsafe(ref mr, o)) * Vector256.LoadUnsafe(ref sr, o);
+                    var znHi = (zHi - Vector256.LoadUnsafe(ref mr, o4)) * Vector256.LoadUnsafe(ref sr, o4);
+                    var dzLo = Vector256.LoadUnsafe(ref kr, o) * (dyLo - Vector256.LoadUnsafe(ref ar, o) - znLo * Vector256.LoadUnsafe(ref br, o));
+                    var dzHi = Vector256.LoadUnsafe(ref kr, o4) * (dyHi - Vector256.LoadUnsafe(ref ar, o4) - znHi * Vector256.LoadUnsafe(ref br, o4));
+                    Vector256.Narrow(dzLo, dzHi).StoreUnsafe(ref dzr, o);
+                }
+            }
+            for (; j < c; j++)
             {
                 double zn = (zRow[j] - mean[j]) * invStd[j];
                 dzRow[j] = (float)(scale[j] * (dyRow[j] - meanDy[j] - zn * meanDyXhat[j]));
             }
+            if (activation is { } kind) ActivationLayer.Backward(kind, zRow, dzRow, dzRow);
         }
+    }
+
+    // The vector loops read through unchecked references: check every length once per call.
+    private void CheckRows(int lengthA, int lengthB, int rows)
+    {
+        long need = (long)rows * Features;
+        if (rows < 0 || lengthA < need || lengthB < need)
+            throw new ArgumentException($"batch norm over {rows} rows of {Features} features needs {need} values, got {lengthA} and {lengthB}");
+    }
+
+    private void CheckFeatures(int a, int b, int c, int d)
+    {
+        if (a < Features || b < Features || c < Features || d < Features)
+            throw new ArgumentException($"batch norm per-feature vectors hold {a}, {b}, {c}, {d} values, need {Features}");
     }
 
     /// <summary>dγ = Σ(dy·z_norm), dβ = Σdy over the global batch, rounded to float32.</summary>

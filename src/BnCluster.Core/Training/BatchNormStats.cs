@@ -1,3 +1,6 @@
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+
 namespace BnCluster.Core.Training;
 
 /// <summary>
@@ -57,20 +60,55 @@ public sealed class BatchNormStats
         Array.Clear(M2);
         Count = rows;
         if (rows == 0) return;
-        for (int i = 0; i < rows; i++)
-        {
-            var row = z.Slice(i * c, c);
-            for (int j = 0; j < c; j++) Mean[j] += row[j];
-        }
+        // Both passes run across features (rows are samples, features contiguous), four doubles per vector, with
+        // the scalar form's operations and row order per feature: bit-identical to it.
+        for (int i = 0; i < rows; i++) AddRow(z.Slice(i * c, c), Mean);
         for (int j = 0; j < c; j++) Mean[j] /= rows;
-        for (int i = 0; i < rows; i++)
+        for (int i = 0; i < rows; i++) AddSquaredDeviationsRow(z.Slice(i * c, c), Mean, M2);
+    }
+
+    // sum[j] += row[j] in float64.
+    private static void AddRow(ReadOnlySpan<float> row, Span<double> sum)
+    {
+        int c = row.Length, j = 0;
+        ref float r = ref MemoryMarshal.GetReference(row);
+        ref double s = ref MemoryMarshal.GetReference(sum);
+        if (Vector256.IsHardwareAccelerated)
         {
-            var row = z.Slice(i * c, c);
-            for (int j = 0; j < c; j++)
+            for (; j <= c - Vector256<float>.Count; j += Vector256<float>.Count)
             {
-                double d = row[j] - Mean[j];
-                M2[j] += d * d;
+                nuint o = (nuint)j, o4 = o + 4;
+                var (lo, hi) = Vector256.Widen(Vector256.LoadUnsafe(ref r, o));
+                (Vector256.LoadUnsafe(ref s, o) + lo).StoreUnsafe(ref s, o);
+                (Vector256.LoadUnsafe(ref s, o4) + hi).StoreUnsafe(ref s, o4);
             }
+        }
+        for (; j < c; j++) sum[j] += row[j];
+    }
+
+    // m2[j] += (row[j] − mean[j])² in float64.
+    private static void AddSquaredDeviationsRow(ReadOnlySpan<float> row, ReadOnlySpan<double> mean, Span<double> m2)
+    {
+        int c = row.Length, j = 0;
+        ref float r = ref MemoryMarshal.GetReference(row);
+        ref double mr = ref MemoryMarshal.GetReference(mean);
+        ref double s = ref MemoryMarshal.GetReference(m2);
+        if (Vector256.IsHardwareAccelerated)
+        {
+            for (; j <= c - Vector256<float>.Count; j += Vector256<float>.Count)
+            {
+                nuint o = (nuint)j, o4 = o + 4;
+                var (lo, hi) = Vector256.Widen(Vector256.LoadUnsafe(ref r, o));
+                var dLo = lo - Vector256.LoadUnsafe(ref mr, o);
+                var dHi = hi - Vector256.LoadUnsafe(ref mr, o4);
+                (Vector256.LoadUnsafe(ref s, o) + dLo * dLo).StoreUnsafe(ref s, o);
+                (Vector256.LoadUnsafe(ref s, o4) + dHi * dHi).StoreUnsafe(ref s, o4);
+            }
+        }
+        for (; j < c; j++)
+        {
+            double d = row[j] - mean[j];
+            m2[j] += d * d;
         }
     }
 

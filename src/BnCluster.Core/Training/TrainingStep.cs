@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using BnCluster.Core.Data;
 using BnCluster.Core.Layers;
 using BnCluster.Core.Model;
@@ -109,7 +110,9 @@ public static class TrainingStep
         var dense = p.Dense[l];
         int c = dense.Outputs;
         var z = ws.Z[l].AsSpan(0, rows * c);
+        long t0 = Stopwatch.GetTimestamp();
         dense.Forward(ws.MatMul, LayerInput(ws, l, rows, dense.Inputs), p.W[l], p.B[l], z, rows);
+        ws.DenseTicks += Stopwatch.GetTimestamp() - t0;
         switch (p.Spec.BatchNorm)
         {
             case BatchNormPlacement.Before:
@@ -131,10 +134,12 @@ public static class TrainingStep
         int rows = ws.Rows, c = bn.Features;
         bn.PrepareNormalize(ws.GlobalStats[l]!, ws.BnMeanD[l], ws.BnInvStdD[l], ws.BnMean[l], ws.BnInvStd[l]);
         var bnIn = BnInput(p, ws, l);
-        bn.Normalize(bnIn.AsSpan(0, rows * c), ws.BnMean[l], ws.BnInvStd[l], p.Gamma[l], p.Beta[l],
-            ws.BnOut[l].AsSpan(0, rows * c), rows);
         if (p.Spec.BatchNorm == BatchNormPlacement.Before)
-            ActivationLayer.Forward(p.Spec.Activation, ws.BnOut[l].AsSpan(0, rows * c), ws.Act[l].AsSpan(0, rows * c));
+            bn.NormalizeActivate(p.Spec.Activation, bnIn.AsSpan(0, rows * c), ws.BnMean[l], ws.BnInvStd[l], p.Gamma[l], p.Beta[l],
+                ws.Act[l].AsSpan(0, rows * c), rows);
+        else
+            bn.Normalize(bnIn.AsSpan(0, rows * c), ws.BnMean[l], ws.BnInvStd[l], p.Gamma[l], p.Beta[l],
+                ws.BnOut[l].AsSpan(0, rows * c), rows);
     }
 
     // BN normalizes the dense output when it precedes the activation, the activation output when it follows it.
@@ -148,12 +153,16 @@ public static class TrainingStep
         int last = p.HiddenLayers - 1;
         var input = LayerInput(ws, p.HiddenLayers, rows, output.Inputs);
         var logits = ws.Logits.AsSpan(0, rows * k);
+        long t0 = Stopwatch.GetTimestamp();
         output.Forward(ws.MatMul, input, p.WOut, p.BOut, logits, rows);
+        ws.DenseTicks += Stopwatch.GetTimestamp() - t0;
         var labels = ws.Labels.AsSpan(0, rows);
         var (sumLoss, correct) = SoftmaxCrossEntropy.Forward(logits, labels, ws.Probs, rows, k);
         SoftmaxCrossEntropy.Backward(ws.Probs, labels, ws.DLogits, rows, k, globalBatchSize);
         var da = last >= 0 ? ws.DOutput[last].AsSpan(0, rows * output.Inputs) : Span<float>.Empty;
+        t0 = Stopwatch.GetTimestamp();
         output.Backward(ws.MatMul, ws.DLogits.AsSpan(0, rows * k), input, p.WOut, ws.Gradients.DWOut, ws.Gradients.DBOut, da, rows);
+        ws.DenseTicks += Stopwatch.GetTimestamp() - t0;
         return new LossPartial(sumLoss, correct, rows);
     }
 
@@ -161,17 +170,11 @@ public static class TrainingStep
     private static void BackwardToSums(Parameters p, Workspace ws, int l, BatchNormLayer bn)
     {
         int rows = ws.Rows, n = rows * bn.Features;
-        Span<float> dBnOut;
         if (p.Spec.BatchNorm == BatchNormPlacement.Before)
-        {
-            dBnOut = ws.DTemp[l].AsSpan(0, n);
-            ActivationLayer.Backward(p.Spec.Activation, ws.Act[l].AsSpan(0, n), ws.DOutput[l].AsSpan(0, n), dBnOut);
-        }
+            bn.ActivationBackwardGradSums(p.Spec.Activation, ws.Act[l].AsSpan(0, n), ws.DOutput[l].AsSpan(0, n), ws.Z[l].AsSpan(0, n),
+                ws.BnMeanD[l], ws.BnInvStdD[l], ws.DTemp[l].AsSpan(0, n), rows, ws.LocalGradSums[l]!);
         else
-        {
-            dBnOut = ws.DOutput[l].AsSpan(0, n);
-        }
-        bn.LocalGradSums(dBnOut, BnInput(p, ws, l).AsSpan(0, n), ws.BnMeanD[l], ws.BnInvStdD[l], rows, ws.LocalGradSums[l]!);
+            bn.LocalGradSums(ws.DOutput[l].AsSpan(0, n), ws.Act[l].AsSpan(0, n), ws.BnMeanD[l], ws.BnInvStdD[l], rows, ws.LocalGradSums[l]!);
     }
 
     /// <summary>BN input gradient from the global sums, dγ, dβ, the activation (BN after / none), then dense backward.</summary>
@@ -198,9 +201,8 @@ public static class TrainingStep
             }
             else
             {
-                var dAct = ws.DTemp[l].AsSpan(0, n);
-                bn.InputGradient(ws.DOutput[l].AsSpan(0, n), ws.Act[l].AsSpan(0, n), ws.BnMeanD[l], ws.BnInvStdD[l], global, globalCount, p.Gamma[l], dAct, rows, ws.ScratchD);
-                ActivationLayer.Backward(p.Spec.Activation, ws.Act[l].AsSpan(0, n), dAct, dz);
+                bn.InputGradientThroughActivation(p.Spec.Activation, ws.DOutput[l].AsSpan(0, n), ws.Act[l].AsSpan(0, n), ws.BnMeanD[l], ws.BnInvStdD[l],
+                    global, globalCount, p.Gamma[l], dz, rows, ws.ScratchD);
             }
         }
         else
@@ -208,7 +210,9 @@ public static class TrainingStep
             ActivationLayer.Backward(p.Spec.Activation, ws.Act[l].AsSpan(0, n), ws.DOutput[l].AsSpan(0, n), dz);
         }
         var da = l > 0 ? ws.DOutput[l - 1].AsSpan(0, rows * dense.Inputs) : Span<float>.Empty;
+        long t0 = Stopwatch.GetTimestamp();
         dense.Backward(ws.MatMul, dz, LayerInput(ws, l, rows, dense.Inputs), p.W[l], grads.DW[l], grads.DB[l], da, rows);
+        ws.DenseTicks += Stopwatch.GetTimestamp() - t0;
     }
 
     /// <summary>

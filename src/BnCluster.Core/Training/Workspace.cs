@@ -98,7 +98,7 @@ public sealed class Workspace
     public int[] Predicted { get; }      // [rows] argmax of the logits (evaluation)
     public float[][] Z { get; }          // [rows × out_l] dense output
     public float[][] Act { get; }        // [rows × out_l] activation output
-    public float[]?[] BnOut { get; }     // [rows × out_l] γ z_norm + β
+    public float[]?[] BnOut { get; }     // [rows × out_l] γ z_norm + β (BN after; BN before writes it only in eval, training fuses it into Act)
     public float[]?[] BnMean { get; }    // [out_l] global μ as float
     public float[]?[] BnInvStd { get; }  // [out_l] 1/sqrt(σ²+ε)
     public double[]?[] BnMeanD { get; }  // [out_l] global μ
@@ -109,7 +109,7 @@ public sealed class Workspace
     public BatchNormGradSums?[] LocalGradSums { get; }
     public BatchNormGradSums?[] GlobalGradSums { get; }
     public float[][] DOutput { get; }    // [rows × out_l] ∂L/∂(layer output)
-    public float[][] DTemp { get; }      // [rows × out_l] ∂L/∂(BN output) or ∂L/∂(activation output)
+    public float[][] DTemp { get; }      // [rows × out_l] ∂L/∂(BN output) when BN precedes the activation
     public float[][] DZ { get; }         // [rows × out_l] ∂L/∂z (dense output)
     public float[] Logits { get; }       // [rows × classes]
     public float[] Probs { get; }        // [rows × classes]
@@ -119,4 +119,10 @@ public sealed class Workspace
 
     /// <summary>This worker's gradients of the last step.</summary>
     public Gradients Gradients { get; }
+
+    /// <summary>
+    /// Stopwatch ticks spent in the dense layers (GEMM plus bias add / bias gradient) of training steps, summed
+    /// since the caller last reset it: lets the step benchmark split a step into GEMM and the rest in place.
+    /// </summary>
+    public long DenseTicks { get; set; }
 }

@@ -1,0 +1,192 @@
+using BnCluster.Core.Layers;
+using BnCluster.Core.Model;
+using BnCluster.Core.Training;
+using Xunit;
+
+namespace BnCluster.Core.Tests.Numerics;
+
+/// <summary>
+/// The fused, vectorized batch-norm and activation kernels against plain scalar loops of the documented formulas.
+/// They use the same operations in the same order per element, so the results must be bit-identical — for a
+/// feature count that is not a multiple of the vector width (the scalar tail) and one that is.
+/// </summary>
+public sealed class FusedBatchNormTests
+{
+    private const int Rows = 7;
+
+    public static TheoryData<Activation, int> Cases()
+    {
+        var data = new TheoryData<Activation, int>();
+        foreach (var kind in new[] { Activation.Relu, Activation.Tanh, Activation.Sigmoid })
+            foreach (int c in new[] { 13, 32 })
+                data.Add(kind, c);
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void NormalizeActivateEqualsNormalizeThenActivation(Activation kind, int c)
+    {
+        var rng = new Random(11 + c);
+        var bn = new BatchNormLayer(c);
+        float[] z = Rand(rng, Rows * c, 3f, 0.5f), mean = Rand(rng, c, 1f, 0.5f), invStd = Rand(rng, c, 1f, 1.5f),
+            gamma = Rand(rng, c, 1f, 1f), beta = Rand(rng, c, 0.5f, 0f);
+        var fused = new float[Rows * c];
+        bn.NormalizeActivate(kind, z, mean, invStd, gamma, beta, fused, Rows);
+
+        var y = new float[Rows * c];
+        for (int i = 0; i < Rows; i++)
+            for (int j = 0; j < c; j++)
+                y[i * c + j] = (z[i * c + j] - mean[j]) * invStd[j] * gamma[j] + beta[j];
+        var normalized = new float[Rows * c];
+        bn.Normalize(z, mean, invStd, gamma, beta, normalized, Rows);
+        Assert.Equal(y, normalized);
+        var expected = new float[Rows * c];
+        ActivationLayer.Forward(kind, y, expected);
+        Assert.Equal(expected, fused);
+        if (kind == Activation.Relu) Assert.Contains(fused, v => v == 0f); // the data does reach the clamp
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void ActivationBackwardGradSumsEqualsScalarLoops(Activation kind, int c)
+    {
+        var rng = new Random(23 + c);
+        var bn = new BatchNormLayer(c);
+        float[] z = Rand(rng, Rows * c, 3f, 0.5f), pre = Rand(rng, Rows * c, 2f, 0f), da = Rand(rng, Rows * c, 1f, 0f);
+        var a = new float[Rows * c];
+        ActivationLayer.Forward(kind, pre, a);
+        double[] mean = new double[c], invStd = new double[c];
+        for (int j = 0; j < c; j++) { mean[j] = rng.NextDouble() - 0.5; invStd[j] = 0.5 + rng.NextDouble(); }
+
+        var dy = new float[Rows * c];
+        var sums = new BatchNormGradSums(c);
+        sums.SumDy[0] = 99; // stale values must be cleared
+        bn.ActivationBackwardGradSums(kind, a, da, z, mean, invStd, dy, Rows, sums);
+
+        var expectedDy = new float[Rows * c];
+        double[] sumDy = new double[c], sumDyXhat = new double[c];
+        for (int i = 0; i < Rows; i++)
+            for (int j = 0; j < c; j++)
+            {
+                int e = i * c + j;
+                expectedDy[e] = kind switch
+                {
+                    Activation.Relu => a[e] > 0f ? da[e] : 0f,
+                    Activation.Tanh => da[e] * (1f - a[e] * a[e]),
+                    _ => da[e] * a[e] * (1f - a[e]),
+                };
+                sumDy[j] += expectedDy[e];
+                sumDyXhat[j] += expectedDy[e] * ((z[e] - mean[j]) * invStd[j]);
+            }
+        Assert.Equal(expectedDy, dy);
+        Assert.Equal(sumDy, sums.SumDy);
+        Assert.Equal(sumDyXhat, sums.SumDyXhat);
+
+        var unfused = new BatchNormGradSums(c);
+        bn.LocalGradSums(dy, z, mean, invStd, Rows, unfused);
+        Assert.Equal(sumDy, unfused.SumDy);
+        Assert.Equal(sumDyXhat, unfused.SumDyXhat);
+    }
+
+    [Theory]
+    [InlineData(13)]
+    [InlineData(32)]
+    public void InputGradientEqualsScalarFormula(int c)
+    {
+        var rng = new Random(5 + c);
+        var bn = new BatchNormLayer(c);
+        float[] z = Rand(rng, Rows * c, 3f, 0.5f), dy = Rand(rng, Rows * c, 1f, 0f), gamma = Rand(rng, c, 1f, 1f);
+        double[] mean = new double[c], invStd = new double[c], sumDy = new double[c], sumDyXhat = new double[c];
+        for (int j = 0; j < c; j++)
+        {
+            mean[j] = rng.NextDouble() - 0.5; invStd[j] = 0.5 + rng.NextDouble();
+            sumDy[j] = rng.NextDouble() - 0.5; sumDyXhat[j] = rng.NextDouble() - 0.5;
+        }
+        const long n = 20;
+        var dz = new float[Rows * c];
+        bn.InputGradient(dy, z, mean, invStd, new BatchNormGradSums(sumDy, sumDyXhat), n, gamma, dz, Rows, new double[3 * c]);
+
+        var expected = new float[Rows * c];
+        for (int i = 0; i < Rows; i++)
+            for (int j = 0; j < c; j++)
+            {
+                int e = i * c + j;
+                double zn = (z[e] - mean[j]) * invStd[j];
+                expected[e] = (float)(gamma[j] * invStd[j] * (dy[e] - sumDy[j] / n - zn * (sumDyXhat[j] / n)));
+            }
+        Assert.Equal(expected, dz);
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void InputGradientThroughActivationEqualsInputGradientThenActivation(Activation kind, int c)
+    {
+        var rng = new Random(41 + c);
+        var bn = new BatchNormLayer(c);
+        float[] pre = Rand(rng, Rows * c, 2f, 0f), dy = Rand(rng, Rows * c, 1f, 0f), gamma = Rand(rng, c, 1f, 1f);
+        var a = new float[Rows * c];
+        ActivationLayer.Forward(kind, pre, a);
+        double[] mean = new double[c], invStd = new double[c], sumDy = new double[c], sumDyXhat = new double[c];
+        for (int j = 0; j < c; j++)
+        {
+            mean[j] = rng.NextDouble() - 0.5; invStd[j] = 0.5 + rng.NextDouble();
+            sumDy[j] = rng.NextDouble() - 0.5; sumDyXhat[j] = rng.NextDouble() - 0.5;
+        }
+        var sums = new BatchNormGradSums(sumDy, sumDyXhat);
+        var fused = new float[Rows * c];
+        bn.InputGradientThroughActivation(kind, dy, a, mean, invStd, sums, 20, gamma, fused, Rows, new double[3 * c]);
+
+        var dBnIn = new float[Rows * c];
+        bn.InputGradient(dy, a, mean, invStd, sums, 20, gamma, dBnIn, Rows, new double[3 * c]);
+        var expected = new float[Rows * c];
+        ActivationLayer.Backward(kind, a, dBnIn, expected);
+        Assert.Equal(expected, fused);
+        Assert.NotEqual(dBnIn, fused); // g' did change something
+    }
+
+    [Theory]
+    [InlineData(13)]
+    [InlineData(32)]
+    public void LocalMomentsEqualScalarTwoPass(int c)
+    {
+        var rng = new Random(31 + c);
+        var z = Rand(rng, Rows * c, 0.01f, 1000f); // |μ| ≫ σ: where a one-pass Σz² form would cancel
+        var stats = new BatchNormStats(c);
+        stats.M2[0] = 99; // stale values must be cleared
+        stats.ComputeFrom(z, Rows);
+
+        double[] mean = new double[c], m2 = new double[c];
+        for (int i = 0; i < Rows; i++) for (int j = 0; j < c; j++) mean[j] += z[i * c + j];
+        for (int j = 0; j < c; j++) mean[j] /= Rows;
+        for (int i = 0; i < Rows; i++)
+            for (int j = 0; j < c; j++)
+            {
+                double d = z[i * c + j] - mean[j];
+                m2[j] += d * d;
+            }
+        Assert.Equal(Rows, stats.Count);
+        Assert.Equal(mean, stats.Mean);
+        Assert.Equal(m2, stats.M2);
+        Assert.All(stats.M2, v => Assert.True(v > 0));
+    }
+
+    [Fact]
+    public void ShortBuffersAreRejectedBeforeAnyUncheckedRead()
+    {
+        var bn = new BatchNormLayer(8);
+        var ex = Assert.Throws<ArgumentException>(() =>
+            bn.NormalizeActivate(Activation.Relu, new float[15], new float[8], new float[8], new float[8], new float[8], new float[16], 2));
+        Assert.Contains("2 rows of 8 features", ex.Message);
+        Assert.Throws<ArgumentException>(() =>
+            bn.LocalGradSums(new float[16], new float[16], new double[7], new double[8], 2, new BatchNormGradSums(8)));
+        Assert.Throws<ArgumentException>(() => ActivationLayer.Backward(Activation.Relu, new float[9], new float[8], new float[9]));
+    }
+
+    private static float[] Rand(Random rng, int length, float spread, float offset)
+    {
+        var x = new float[length];
+        for (int i = 0; i < length; i++) x[i] = (float)((rng.NextDouble() - 0.5) * 2 * spread + offset);
+        return x;
+    }
+}
