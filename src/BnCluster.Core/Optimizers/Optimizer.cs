@@ -1,3 +1,5 @@
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using BnCluster.Core.Training;
 
 namespace BnCluster.Core.Optimizers;
@@ -97,16 +99,66 @@ public sealed class Optimizer
                     }
                     break;
                 case OptimizerKind.Adam:
-                    for (int j = 0; j < w.Length; j++)
-                    {
-                        v[j] = b1 * v[j] + (1 - b1) * grad[j];
-                        s[j] = b2 * s[j] + (1 - b2) * grad[j] * grad[j];
-                        w[j] -= lr * (v[j] / c1) / (MathF.Sqrt(s[j] / c2) + eps);
-                    }
+                    AdamUpdate(w, grad, v, s, lr, b1, b2, eps, c1, c2);
                     break;
                 default:
                     throw new InvalidOperationException($"unknown optimizer {Settings.Kind}");
             }
+        }
+    }
+
+    /// <summary>
+    /// Adam on one tensor: v = β1 v + (1−β1) g; s = β2 s + (1−β2) g²; w −= α (v/c1) / (sqrt(s/c2) + ε).
+    /// Vectorized across elements with the scalar formula's exact operation order and no fused multiply-add,
+    /// so every element is bit-identical to the scalar loop (the tail runs it). Adam touches every
+    /// parameter each step, which made the scalar loop a quarter of a 784-512-256-10 step.
+    /// </summary>
+    private static void AdamUpdate(float[] w, float[] g, float[] v, float[] s, float lr, float b1, float b2, float eps, float c1, float c2)
+    {
+        int n = w.Length, j = 0;
+        if (v.Length < n || s.Length < n || g.Length < n) throw new ArgumentException("Adam state shorter than its parameter");
+        float omb1 = 1 - b1, omb2 = 1 - b2;
+        ref float wr = ref MemoryMarshal.GetArrayDataReference(w);
+        ref float gr = ref MemoryMarshal.GetArrayDataReference(g);
+        ref float vr = ref MemoryMarshal.GetArrayDataReference(v);
+        ref float sr = ref MemoryMarshal.GetArrayDataReference(s);
+        if (Vector512.IsHardwareAccelerated)
+        {
+            var vb1 = Vector512.Create(b1); var vomb1 = Vector512.Create(omb1);
+            var vb2 = Vector512.Create(b2); var vomb2 = Vector512.Create(omb2);
+            var vlr = Vector512.Create(lr); var vc1 = Vector512.Create(c1); var vc2 = Vector512.Create(c2); var veps = Vector512.Create(eps);
+            for (; j <= n - Vector512<float>.Count; j += Vector512<float>.Count)
+            {
+                var gj = Vector512.LoadUnsafe(ref gr, (nuint)j);
+                var vj = vb1 * Vector512.LoadUnsafe(ref vr, (nuint)j) + vomb1 * gj;
+                var sj = vb2 * Vector512.LoadUnsafe(ref sr, (nuint)j) + vomb2 * gj * gj;
+                vj.StoreUnsafe(ref vr, (nuint)j);
+                sj.StoreUnsafe(ref sr, (nuint)j);
+                var wj = Vector512.LoadUnsafe(ref wr, (nuint)j) - vlr * (vj / vc1) / (Vector512.Sqrt(sj / vc2) + veps);
+                wj.StoreUnsafe(ref wr, (nuint)j);
+            }
+        }
+        else if (Vector256.IsHardwareAccelerated)
+        {
+            var vb1 = Vector256.Create(b1); var vomb1 = Vector256.Create(omb1);
+            var vb2 = Vector256.Create(b2); var vomb2 = Vector256.Create(omb2);
+            var vlr = Vector256.Create(lr); var vc1 = Vector256.Create(c1); var vc2 = Vector256.Create(c2); var veps = Vector256.Create(eps);
+            for (; j <= n - Vector256<float>.Count; j += Vector256<float>.Count)
+            {
+                var gj = Vector256.LoadUnsafe(ref gr, (nuint)j);
+                var vj = vb1 * Vector256.LoadUnsafe(ref vr, (nuint)j) + vomb1 * gj;
+                var sj = vb2 * Vector256.LoadUnsafe(ref sr, (nuint)j) + vomb2 * gj * gj;
+                vj.StoreUnsafe(ref vr, (nuint)j);
+                sj.StoreUnsafe(ref sr, (nuint)j);
+                var wj = Vector256.LoadUnsafe(ref wr, (nuint)j) - vlr * (vj / vc1) / (Vector256.Sqrt(sj / vc2) + veps);
+                wj.StoreUnsafe(ref wr, (nuint)j);
+            }
+        }
+        for (; j < n; j++)
+        {
+            v[j] = b1 * v[j] + omb1 * g[j];
+            s[j] = b2 * s[j] + omb2 * g[j] * g[j];
+            w[j] -= lr * (v[j] / c1) / (MathF.Sqrt(s[j] / c2) + eps);
         }
     }
 }
