@@ -17,9 +17,30 @@ namespace BnCluster.Node.Backends;
 public static class ClusterBackends
 {
     /// <summary>`coordinator --listen HOST:PORT --workers K`: the train command with a TCP coordinator as its trainer.</summary>
-    public static Task<int> Coordinator(CoordinatorOptions options, CliContext context, CancellationToken cancel) =>
-        TrainBackend.RunAsync(options.Train with { Processes = false }, context,
+    public static Task<int> Coordinator(CoordinatorOptions options, CliContext context, CancellationToken cancel)
+    {
+        if (IsWildcard(options.Listen.Host))
+        {
+            context.Error.WriteLine($"bncluster: --listen {options.Listen.Host}: give this machine's address as the workers reach it (e.g. --listen 10.0.0.1:{options.Listen.Port}); a node's address is also its identity, so a wildcard cannot be used");
+            return Task.FromResult(Cli.ExitUsage);
+        }
+        return TrainBackend.RunAsync(options.Train with { Processes = false }, context,
             (request, ct) => RunCoordinator(request, options.Listen.Host, options.Listen.Port, null, ct), cancel, alwaysCluster: true);
+    }
+
+    private static bool IsWildcard(string host) => host is "0.0.0.0" or "::" or "[::]" or "*";
+
+    /// <summary>The local address this machine uses to reach <paramref name="join"/> (no packet is sent), else 127.0.0.1.</summary>
+    private static string RouteAddressTo(HostPort join)
+    {
+        try
+        {
+            using var probe = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.InterNetwork, System.Net.Sockets.SocketType.Dgram, System.Net.Sockets.ProtocolType.Udp);
+            probe.Connect(join.Host, join.Port);
+            return probe.LocalEndPoint is System.Net.IPEndPoint ep ? ep.Address.ToString() : "127.0.0.1";
+        }
+        catch (System.Net.Sockets.SocketException) { return "127.0.0.1"; }
+    }
 
     /// <summary>`train --workers K --processes`: the coordinator here on 127.0.0.1:0 and K child worker processes.</summary>
     public static Task<TrainingResult> LocalProcesses(TrainRequest request, CancellationToken cancel)
@@ -37,7 +58,7 @@ public static class ClusterBackends
                 {
                     for (int i = 0; i < workers; i++)
                         children.Start(i, ["worker", "--join", $"127.0.0.1:{port}", "--dataset", request.Options.Dataset,
-                            .. request.Options.LabelColumn is { } label ? (string[])["--label", label] : [], "--threads", threads.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
+                            .. request.Options.LabelColumn is { } label ? (string[])["--label-column", label] : [], "--threads", threads.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
                     return Task.CompletedTask;
                 }, cancel).ConfigureAwait(false);
             }
@@ -65,9 +86,14 @@ public static class ClusterBackends
         var first = DatasetCatalog.Load(options.Dataset, 0, options.LabelColumn);
         using var logger = RunLogging.Create(null, "worker", ReferenceEquals(context.Error, Console.Error) ? null : context.Error);
         ILogger log = logger;
+        if (options.Listen is { } own && IsWildcard(own.Host))
+        {
+            context.Error.WriteLine($"bncluster: --listen {own.Host}: give this machine's address as the coordinator reaches it; a node's address is also its identity");
+            return Cli.ExitUsage;
+        }
         var system = ActorSystem.Create(RemoteCluster.WorkerSystem, new ActorSystemOptions
         {
-            Logger = log, Host = "127.0.0.1", Port = 0, Codecs = [TrainingMessageCodec.Instance],
+            Logger = log, Host = options.Listen?.Host ?? RouteAddressTo(options.Join), Port = options.Listen?.Port ?? 0, Codecs = [TrainingMessageCodec.Instance],
             Remote = new RemoteSettings
             {
                 JobId = RemoteCluster.JobId, DatasetHash = first.Sha256, Roles = [MemberRoles.Worker],
