@@ -46,9 +46,9 @@ public static class RemoteCluster
             return new MembershipSettings
             {
                 HeartbeatInterval = TimeSpan.FromMilliseconds(ms),
-                AcceptableHeartbeatPause = TimeSpan.FromMilliseconds(3 * ms),
+                AcceptableHeartbeatPause = TimeSpan.FromMilliseconds(4 * ms),
                 MinStdDeviation = TimeSpan.FromMilliseconds(Math.Max(10, ms / 5)),
-                DownUnreachableAfter = TimeSpan.FromMilliseconds(5 * ms),
+                DownUnreachableAfter = TimeSpan.FromMilliseconds(8 * ms),
             };
         return new MembershipSettings();
     }
