@@ -19,7 +19,7 @@ public static class Program
     };
 
     /// <summary>The command backends of this build.</summary>
-    internal static CliBackends Backends { get; } = NodeBackends.Create(ClusterTrainer);
+    internal static CliBackends Backends { get; } = NodeBackends.Create(ClusterTrainer, ClusterBackends.LocalProcesses);
 
     public static int Main(string[] args)
     {

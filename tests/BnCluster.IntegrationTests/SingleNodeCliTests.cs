@@ -116,16 +116,6 @@ public sealed class SingleNodeCliTests
     }
 
     [Fact]
-    public void Processes_not_yet_available_exit_2_in_one_line()
-    {
-        using var tmp = new TempFolder();
-        var run = CliHarness.Run("train", "--dataset", "digits", "--workers", "2", "--processes", "--out", tmp["run"]);
-        Assert.Equal(Cli.ExitUsage, run.Exit);
-        Assert.Contains("--processes", Assert.Single(run.ErrorLines));
-        Assert.False(Directory.Exists(tmp["run"]));
-    }
-
-    [Fact]
     public void Cancel_after_the_first_epoch_exits_130_without_a_model()
     {
         using var tmp = new TempFolder();

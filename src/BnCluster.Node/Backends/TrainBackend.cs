@@ -32,7 +32,10 @@ public delegate Task<TrainingResult> ClusterTrainer(TrainRequest request, Cancel
 /// </summary>
 public static class TrainBackend
 {
-    public static async Task<int> RunAsync(TrainOptions options, CliContext context, ClusterTrainer? cluster, CancellationToken cancel)
+    /// <param name="processes">Trainer for `--processes` (local worker processes); null = refused.</param>
+    /// <param name="alwaysCluster">Use <paramref name="cluster"/> even for one worker (the TCP coordinator).</param>
+    public static async Task<int> RunAsync(TrainOptions options, CliContext context, ClusterTrainer? cluster, CancellationToken cancel,
+        ClusterTrainer? processes = null, bool alwaysCluster = false)
     {
         if (options.Workers > 1 && cluster is null)
         {
@@ -41,8 +44,13 @@ public static class TrainBackend
         }
         if (options.Processes)
         {
-            context.Error.WriteLine("bncluster: --processes: local worker processes are not available in this build yet; omit --processes to train on in-process workers");
-            return Cli.ExitUsage;
+            if (processes is null)
+            {
+                context.Error.WriteLine("bncluster: --processes: local worker processes are not available in this build; omit --processes to train on in-process workers");
+                return Cli.ExitUsage;
+            }
+            cluster = processes;
+            alwaysCluster = true;
         }
         var data = DatasetCatalog.Load(options.Dataset, options.Seed, options.LabelColumn);
         var spec = options.ToNetworkSpec(data.Train.FeatureCount, data.Train.ClassCount);
@@ -52,7 +60,7 @@ public static class TrainBackend
 
         string summary;
         using (var session = StartSession(options.OutDirectory, options.Epochs, context))
-            summary = await TrainAsync(options, cluster, data, trainerOptions, session, cancel).ConfigureAwait(false);
+            summary = await TrainAsync(options, alwaysCluster ? cluster : options.Workers > 1 ? cluster : null, data, trainerOptions, session, cancel).ConfigureAwait(false);
         // After the session is disposed: the live progress display has stopped and the log is flushed.
         context.Out.WriteLine(summary);
         return Cli.ExitOk;
@@ -68,11 +76,11 @@ public static class TrainBackend
             options.Workers, options.Threads, session.Folder.Path);
 
         // The cluster's coordinator and workers log their own step events; the single-node loop is logged here.
-        var batchSink = new BatchSink(session, log, options.Batch, logSteps: options.Workers == 1);
+        var batchSink = new BatchSink(session, log, options.Batch, logSteps: cluster is null);
         var epochSink = new EpochSink(session, batchSink);
         TrainingResult result;
         var wall = Stopwatch.StartNew();
-        if (options.Workers == 1)
+        if (cluster is null)
         {
             var trainer = new Trainer(trainerOptions) { BatchProgress = batchSink, EpochProgress = epochSink };
             batchSink.Restart();

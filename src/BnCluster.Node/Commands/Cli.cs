@@ -130,7 +130,7 @@ public static class Cli
     private static Command CoordinatorCommand(CliBackends backends, CliContext context)
     {
         var command = new Command("coordinator", "Coordinate a multi-process or multi-node run: listen for workers, wait for --workers of them, train.");
-        var listen = OptionParsers.Endpoint("--listen", new HostPort("0.0.0.0", 7077), 0,
+        var listen = OptionParsers.Endpoint("--listen", new HostPort("127.0.0.1", 7077), 0,
             "Address to listen on for workers (port 0 = any free port).");
         command.Options.Add(listen);
         var flags = new TrainingFlags(command, listenMode: true);
@@ -150,12 +150,15 @@ public static class Cli
         var dataset = OptionParsers.Dataset("--dataset", "digits", "Dataset on this node's disk (must match the coordinator's).");
         var label = new Option<string?>("--label-column") { Description = "Label column of a CSV dataset.", HelpName = "NAME" };
         var threads = OptionParsers.Int("--threads", Environment.ProcessorCount, 1, "Compute threads of this worker.");
+        var listen = OptionParsers.Endpoint("--listen", null, 0,
+            "This worker's address as the coordinator reaches it (port 0 = any); default: the local address that routes to --join, port 0.");
         command.Options.Add(join);
+        command.Options.Add(listen);
         command.Options.Add(dataset);
         command.Options.Add(label);
         command.Options.Add(threads);
         command.SetAction((parse, cancel) => backends.Worker is { } run
-            ? run(new WorkerOptions(parse.GetValue(join)!, parse.GetValue(dataset)!, parse.GetValue(label), parse.GetValue(threads)), context, cancel)
+            ? run(new WorkerOptions(parse.GetValue(join)!, parse.GetValue(dataset)!, parse.GetValue(label), parse.GetValue(threads)) { Listen = parse.GetValue(listen) }, context, cancel)
             : NotAvailable(context, "worker"));
         return command;
     }

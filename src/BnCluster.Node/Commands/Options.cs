@@ -52,7 +52,11 @@ public sealed record TrainOptions
 public sealed record CoordinatorOptions(HostPort Listen, TrainOptions Train);
 
 /// <summary>`worker`: joins a coordinator and serves its dataset rows.</summary>
-public sealed record WorkerOptions(HostPort Join, string Dataset, string? LabelColumn, int Threads);
+public sealed record WorkerOptions(HostPort Join, string Dataset, string? LabelColumn, int Threads)
+{
+    /// <summary>This worker's own address (null = the local address that routes to <see cref="Join"/>, port 0).</summary>
+    public HostPort? Listen { get; init; }
+}
 
 /// <summary>`eval`: accuracy and loss of a model file on a dataset's test split.</summary>
 public sealed record EvalOptions(string ModelPath, string Dataset, string? LabelColumn, bool Json);

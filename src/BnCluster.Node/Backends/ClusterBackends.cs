@@ -1,0 +1,218 @@
+using System.Diagnostics;
+using System.Text.Json;
+using BnCluster.Actors;
+using BnCluster.Actors.Cluster;
+using BnCluster.Actors.Remote;
+using BnCluster.Coordinator;
+using BnCluster.Core.Data;
+using BnCluster.Core.Training;
+using BnCluster.Node.Cluster;
+using BnCluster.Node.Commands;
+using BnCluster.Node.Logging;
+using Serilog;
+
+namespace BnCluster.Node.Backends;
+
+/// <summary>`bncluster coordinator`, `bncluster worker` and `train --processes`: the cluster over TCP.</summary>
+public static class ClusterBackends
+{
+    /// <summary>`coordinator --listen HOST:PORT --workers K`: the train command with a TCP coordinator as its trainer.</summary>
+    public static Task<int> Coordinator(CoordinatorOptions options, CliContext context, CancellationToken cancel)
+    {
+        if (IsWildcard(options.Listen.Host))
+        {
+            context.Error.WriteLine($"bncluster: --listen {options.Listen.Host}: give this machine's address as the workers reach it (e.g. --listen 10.0.0.1:{options.Listen.Port}); a node's address is also its identity, so a wildcard cannot be used");
+            return Task.FromResult(Cli.ExitUsage);
+        }
+        return TrainBackend.RunAsync(options.Train with { Processes = false }, context,
+            (request, ct) => RunCoordinator(request, options.Listen.Host, options.Listen.Port, null, ct), cancel, alwaysCluster: true);
+    }
+
+    private static bool IsWildcard(string host) => host is "0.0.0.0" or "::" or "[::]" or "*";
+
+    /// <summary>The local address this machine uses to reach <paramref name="join"/> (no packet is sent), else 127.0.0.1.</summary>
+    private static string RouteAddressTo(HostPort join)
+    {
+        try
+        {
+            using var probe = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.InterNetwork, System.Net.Sockets.SocketType.Dgram, System.Net.Sockets.ProtocolType.Udp);
+            probe.Connect(join.Host, join.Port);
+            return probe.LocalEndPoint is System.Net.IPEndPoint ep ? ep.Address.ToString() : "127.0.0.1";
+        }
+        catch (System.Net.Sockets.SocketException) { return "127.0.0.1"; }
+    }
+
+    /// <summary>`train --workers K --processes`: the coordinator here on 127.0.0.1:0 and K child worker processes.</summary>
+    public static Task<TrainingResult> LocalProcesses(TrainRequest request, CancellationToken cancel)
+    {
+        int workers = request.Options.Workers;
+        int threads = Math.Max(1, request.Options.Threads / workers);
+        var children = new WorkerProcesses(request.Log);
+        return RunWithChildren();
+
+        async Task<TrainingResult> RunWithChildren()
+        {
+            try
+            {
+                return await RunCoordinator(request, "127.0.0.1", 0, port =>
+                {
+                    for (int i = 0; i < workers; i++)
+                        children.Start(i, ["worker", "--join", $"127.0.0.1:{port}", "--dataset", request.Options.Dataset,
+                            .. request.Options.LabelColumn is { } label ? (string[])["--label-column", label] : [], "--threads", threads.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
+                    return Task.CompletedTask;
+                }, cancel).ConfigureAwait(false);
+            }
+            finally { children.Dispose(); }
+        }
+    }
+
+    private static Task<TrainingResult> RunCoordinator(TrainRequest request, string host, int port, Func<int, Task>? onListening, CancellationToken cancel)
+    {
+        var o = request.Options;
+        var options = new ClusterTrainingOptions(request.TrainerOptions, o.Workers, o.MinWorkers, JobId: RemoteCluster.JobId, DatasetSha256: request.Data.Sha256);
+        var spec = request.TrainerOptions.Spec;
+        var job = new JobDescription(o.Seed, o.LabelColumn, spec.Hidden.ToArray(), spec.Activation, spec.BatchNorm, spec.BnEpsilon, spec.BnMomentum);
+        var shape = new ClusterDataShape(request.Data.Train.Count, request.Data.Test.Count, request.Data.Train.FeatureCount);
+        return RemoteCluster.RunCoordinatorAsync(host, port, options, job, shape, request.Log, request.EpochProgress, request.BatchProgress, onListening, cancel);
+    }
+
+    /// <summary>
+    /// `worker --join HOST:PORT`: loads the dataset (its sha256 goes in the handshake), joins the cluster, asks the
+    /// coordinator for the job, registers its worker actor and trains until the coordinator stops or its node is
+    /// removed. Ctrl+C / SIGTERM: leave the cluster gracefully.
+    /// </summary>
+    public static async Task<int> Worker(WorkerOptions options, CliContext context, CancellationToken cancel)
+    {
+        var first = DatasetCatalog.Load(options.Dataset, 0, options.LabelColumn);
+        using var logger = RunLogging.Create(null, "worker", ReferenceEquals(context.Error, Console.Error) ? null : context.Error);
+        ILogger log = logger;
+        if (options.Listen is { } own && IsWildcard(own.Host))
+        {
+            context.Error.WriteLine($"bncluster: --listen {own.Host}: give this machine's address as the coordinator reaches it; a node's address is also its identity");
+            return Cli.ExitUsage;
+        }
+        var system = ActorSystem.Create(RemoteCluster.WorkerSystem, new ActorSystemOptions
+        {
+            Logger = log, Host = options.Listen?.Host ?? RouteAddressTo(options.Join), Port = options.Listen?.Port ?? 0, Codecs = [TrainingMessageCodec.Instance],
+            Remote = new RemoteSettings
+            {
+                JobId = RemoteCluster.JobId, DatasetHash = first.Sha256, Roles = [MemberRoles.Worker],
+                HandshakeValidator = RemoteCluster.Validator(first.Sha256),
+            },
+        });
+        try
+        {
+            string node = system.Address.ToString();
+            log.Information("Worker {Node:l} joining {Host:l}:{Port} with {Dataset:l} (sha256 {Sha256:l})", node, options.Join.Host, options.Join.Port, options.Dataset, first.Sha256);
+            var seed = Address.Parse($"bncluster://{RemoteCluster.CoordinatorSystem}@{options.Join.Host}:{options.Join.Port}");
+            var cluster = ClusterNode.Start(system, new ClusterSettings { SeedNodes = [seed], Membership = RemoteCluster.Membership() });
+            using var signals = cluster.LeaveAndTerminateOnShutdownSignals();
+
+            var jobRef = system.ActorSelection(RemoteCluster.JobPath(options.Join.Host, options.Join.Port));
+            string json;
+            try { json = await jobRef.Ask<string>(JobInfoActor.Query, TimeSpan.FromSeconds(15), cancel).ConfigureAwait(false); }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                log.Error("Worker {Node:l}: no answer from the coordinator at {Host:l}:{Port} ({Reason:l}); see the refusal above if any", node, options.Join.Host, options.Join.Port, e.Message);
+                return Cli.ExitFailure;
+            }
+            var job = JsonSerializer.Deserialize<JobDescription>(json) ?? throw new InvalidOperationException("empty job description from the coordinator");
+            var data = job.Seed == 0 && job.LabelColumn == options.LabelColumn ? first : DatasetCatalog.Load(options.Dataset, job.Seed, job.LabelColumn ?? options.LabelColumn);
+            var spec = job.ToSpec(data.Train.FeatureCount, data.Train.ClassCount);
+
+            var coordinator = system.ActorSelection(RemoteCluster.CoordinatorPath(options.Join.Host, options.Join.Port));
+            var settings = new WorkerSettings(coordinator, spec, data.Train, data.Test, data.Sha256, RemoteCluster.JobId, node, log, options.Threads);
+            var done = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
+            var worker = system.ActorOf(Props.Create(() => new WorkerActor(settings)), "worker");
+            system.ActorOf(Props.Create(() => new WorkerWatch(coordinator, worker, done)), "watch");
+            _ = cluster.WhenRemoved.ContinueWith(_ => done.TrySetResult("this node was removed from the cluster"), TaskScheduler.Default);
+            _ = system.WhenTerminated.ContinueWith(_ => done.TrySetResult("the actor system terminated"), TaskScheduler.Default);
+            string why = await done.Task.WaitAsync(cancel).ConfigureAwait(false);
+            log.Information("Worker {Node:l} exiting: {Reason:l}", node, why);
+            return Cli.ExitOk;
+        }
+        finally
+        {
+            await system.Terminate().ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Completes when the coordinator (its actor, or its node) or this worker's actor is gone.</summary>
+    private sealed class WorkerWatch : ReceiveActor
+    {
+        public WorkerWatch(IActorRef coordinator, IActorRef worker, TaskCompletionSource<string> done)
+        {
+            Receive<Terminated>(t => done.TrySetResult(t.ActorRef.Equals(worker)
+                ? "the worker actor stopped (refused or failed, see above)"
+                : "the coordinator stopped (training done, or its node was removed)"));
+            Context.Watch(coordinator);
+            Context.Watch(worker);
+        }
+    }
+}
+
+/// <summary>
+/// Local worker child processes: started as `dotnet bncluster.dll worker …` (or the apphost), their output forwarded
+/// to the log with a worker prefix, every one killed (whole tree) on dispose — no orphans whatever happened.
+/// </summary>
+public sealed class WorkerProcesses(ILogger log) : IDisposable
+{
+    private readonly List<Process> _processes = [];
+    private readonly object _gate = new();
+
+    public IReadOnlyList<Process> Processes { get { lock (_gate) return _processes.ToArray(); } }
+
+    /// <summary>Raised for every output line of a child: (worker index, line).</summary>
+    public static event Action<int, string>? OutputLine;
+
+    public void Start(int index, IReadOnlyList<string> args)
+    {
+        var psi = Executable();
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        psi.RedirectStandardOutput = true;
+        psi.RedirectStandardError = true;
+        psi.UseShellExecute = false;
+        var p = new Process { StartInfo = psi, EnableRaisingEvents = true };
+        p.OutputDataReceived += (_, e) => Forward(index, e.Data);
+        p.ErrorDataReceived += (_, e) => Forward(index, e.Data);
+        lock (_gate) _processes.Add(p);
+        p.Start();
+        p.BeginOutputReadLine();
+        p.BeginErrorReadLine();
+        log.Information("Started worker process {Index} (pid {Pid})", index, p.Id);
+    }
+
+    private void Forward(int index, string? line)
+    {
+        if (line is null) return;
+        log.Information("[worker {Index}] {Line:l}", index, line);
+        OutputLine?.Invoke(index, line);
+    }
+
+    /// <summary>This program: the apphost itself, or `dotnet bncluster.dll` when run through the muxer.</summary>
+    public static ProcessStartInfo Executable()
+    {
+        string? processPath = Environment.ProcessPath;
+        string dll = Path.Combine(AppContext.BaseDirectory, "bncluster.dll");
+        bool isMuxer = processPath is null || Path.GetFileNameWithoutExtension(processPath).Equals("dotnet", StringComparison.OrdinalIgnoreCase)
+                       || !Path.GetFileNameWithoutExtension(processPath).Equals("bncluster", StringComparison.OrdinalIgnoreCase);
+        if (!isMuxer) return new ProcessStartInfo(processPath!);
+        var psi = new ProcessStartInfo(processPath is not null && Path.GetFileNameWithoutExtension(processPath).Equals("dotnet", StringComparison.OrdinalIgnoreCase) ? processPath : "dotnet");
+        psi.ArgumentList.Add(dll);
+        return psi;
+    }
+
+    public void Dispose()
+    {
+        foreach (var p in Processes)
+        {
+            try
+            {
+                if (!p.HasExited) p.Kill(entireProcessTree: true);
+                p.WaitForExit(5000);
+            }
+            catch (InvalidOperationException) { /* never started or already gone */ }
+            finally { p.Dispose(); }
+        }
+    }
+}

@@ -1,0 +1,226 @@
+using System.Diagnostics;
+using System.Text;
+using System.Text.RegularExpressions;
+using BnCluster.Core.Model;
+using BnCluster.Node.Backends;
+using Xunit;
+
+namespace BnCluster.IntegrationTests.Processes;
+
+/// <summary>
+/// The cluster over TCP with real worker processes (`dotnet bncluster.dll worker`): same model as the in-process
+/// cluster, survives a kill -9 of a worker, refuses a worker with another dataset. Every child is killed in finally.
+/// </summary>
+[Collection(ProcessCollection.Name)]
+public sealed class ProcessClusterTests
+{
+    private static readonly TimeSpan Limit = TimeSpan.FromSeconds(60);
+
+    static ProcessClusterTests() =>
+        // Faster failure detection (a silent node is unreachable after ~2 s) for the coordinator here and
+        // (inherited) its child workers; shorter gives false positives while 4 processes JIT on 2 cores.
+        Environment.SetEnvironmentVariable("BNCLUSTER_HEARTBEAT_MS", "500");
+
+    private static string[] Train(string outDir, int workers, bool processes, string extra = "") =>
+    [
+        "train", "--dataset", "digits", "--hidden", "16,16", "--batch", "96", "--epochs", "1", "--max-steps", "6",
+        "--seed", "7", "--workers", workers.ToString(), "--threads", workers.ToString(), "--out", outDir,
+        .. processes ? ["--processes"] : Array.Empty<string>(),
+        .. extra.Split(' ', StringSplitOptions.RemoveEmptyEntries),
+    ];
+
+    [Fact]
+    public async Task Two_worker_processes_give_the_in_process_model_bitwise()
+    {
+        using var temp = new TempFolder();
+        var inProcess = await Task.Run(() => CliHarness.Run(Train(temp["inproc"], 2, processes: false))).WaitAsync(Limit);
+        Assert.True(inProcess.Exit == 0, inProcess.Error);
+        var processes = await Task.Run(() => CliHarness.Run(Train(temp["proc"], 2, processes: true))).WaitAsync(Limit);
+        Assert.True(processes.Exit == 0, processes.Error);
+        Assert.Contains("[worker 0]", processes.Error);
+        Assert.Contains("[worker 1]", processes.Error);
+
+        var a = ModelFile.Read(Path.Combine(temp["inproc"], "model.bnc"));
+        var b = ModelFile.Read(Path.Combine(temp["proc"], "model.bnc"));
+        AssertTensors(a, b, relative: 0);
+    }
+
+    [Fact]
+    public async Task A_killed_worker_process_is_replaced_by_the_survivors_and_the_run_completes()
+    {
+        using var temp = new TempFolder();
+        // 1437 rows / batch 96 = 15 steps per epoch; 3 epochs, the kill after epoch 1.
+
+        var reference = await Task.Run(() => CliHarness.Run(Override(Train(temp["ref"], 3, false)))).WaitAsync(Limit);
+        Assert.True(reference.Exit == 0, reference.Error);
+
+        var tap = new LineTap();
+        var epochOne = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var pids = new List<int>();
+        tap.Line += line =>
+        {
+            var started = Regex.Match(line, @"Started worker process \d+ \(pid (\d+)\)");
+            if (started.Success) lock (pids) pids.Add(int.Parse(started.Groups[1].Value));
+            if (line.Contains("Epoch 1 done", StringComparison.Ordinal)) epochOne.TrySetResult();
+        };
+        using var cancel = new CancellationTokenSource();
+        var running = Task.Run(() => CliHarness.Run(cancel.Token, tap, Override(Train(temp["proc"], 3, true))));
+        var killed = new TaskCompletionSource<int>();
+        CliRun run;
+        try
+        {
+            await Task.WhenAny(epochOne.Task, running).WaitAsync(Limit);
+            if (epochOne.Task.IsCompleted)
+            {
+                int pid;
+                lock (pids) pid = pids[1];
+                using var victim = Process.GetProcessById(pid);
+                victim.Kill(entireProcessTree: true); // kill -9
+                killed.SetResult(pid);
+            }
+            run = await running.WaitAsync(Limit);
+        }
+        catch (TimeoutException)
+        {
+            cancel.Cancel();
+            await running.WaitAsync(Limit);
+            throw new Xunit.Sdk.XunitException("the run did not finish in time:\n" + tap);
+        }
+        Assert.True(run.Exit == 0, run.Error);
+        Assert.True(killed.Task.IsCompleted, "the worker was never killed:\n" + run.Error);
+        Assert.Matches(@"Worker \d+ on .* (left|unreachable|terminated|removed)", run.Error);
+
+        var a = ModelFile.Read(Path.Combine(temp["ref"], "model.bnc"));
+        var b = ModelFile.Read(Path.Combine(temp["proc"], "model.bnc"));
+        Assert.Equal(45L, Convert.ToInt64(b.Training["steps"]));
+        AssertTensors(a, b, relative: 1e-4);
+
+    }
+
+    [Fact]
+    public async Task A_worker_with_another_dataset_is_refused_with_the_reason_on_both_sides()
+    {
+        using var temp = new TempFolder();
+        string csv = temp["other.csv"];
+        File.WriteAllText(csv, "a,b,label\n" + string.Join("\n", Enumerable.Range(0, 20).Select(i => $"{i},{i * 2},{i % 2}")) + "\n");
+
+        var tap = new LineTap();
+        var listening = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var refusedHere = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        tap.Line += line =>
+        {
+            var m = Regex.Match(line, @"--join (127\.0\.0\.1:\d+)");
+            if (m.Success) listening.TrySetResult(m.Groups[1].Value);
+            if (line.Contains("Refused connection", StringComparison.Ordinal) && line.Contains("dataset sha256", StringComparison.Ordinal)) refusedHere.TrySetResult();
+        };
+        using var cancel = new CancellationTokenSource();
+        var coordinator = Task.Run(() => CliHarness.Run(cancel.Token, tap,
+            "coordinator", "--listen", "127.0.0.1:0", "--workers", "1", "--dataset", "digits", "--hidden", "8", "--max-steps", "2", "--out", temp["run"]));
+        Process? worker = null;
+        try
+        {
+            string endpoint = await listening.Task.WaitAsync(Limit);
+            var psi = WorkerProcesses.Executable();
+            foreach (var a in new[] { "worker", "--join", endpoint, "--dataset", csv }) psi.ArgumentList.Add(a);
+            psi.RedirectStandardError = true;
+            psi.RedirectStandardOutput = true;
+            worker = Process.Start(psi)!;
+            var stdoutTask = worker.StandardOutput.ReadToEndAsync();
+            string workerErr = await worker.StandardError.ReadToEndAsync().WaitAsync(Limit);
+            await worker.WaitForExitAsync().WaitAsync(Limit);
+            await refusedHere.Task.WaitAsync(Limit);
+            Assert.NotEqual(0, worker.ExitCode);
+            Assert.Contains("refused", workerErr, StringComparison.Ordinal);
+            Assert.Contains("dataset sha256", workerErr, StringComparison.Ordinal);
+            _ = await stdoutTask;
+        }
+        finally
+        {
+            if (worker is { HasExited: false }) worker.Kill(entireProcessTree: true);
+            worker?.Dispose();
+            cancel.Cancel();
+            await coordinator.WaitAsync(Limit);
+        }
+    }
+
+    /// <summary>Three epochs of 15 steps (no --max-steps), so that a kill after epoch 1 lands mid-run; momentum SGD.</summary>
+    private static string[] Override(string[] args)
+    {
+        var list = args.ToList();
+        int i = list.IndexOf("--max-steps");
+        list.RemoveRange(i, 2);
+        list[list.IndexOf("--epochs") + 1] = "3";
+        // Momentum rather than Adam: Adam's m/sqrt(v) turns the float32 rounding of a different shard sum (3 → 2
+        // workers) into lr-sized steps on near-zero gradients; momentum keeps the difference at rounding scale.
+        list.AddRange(["--optimizer", "momentum", "--lr", "0.05"]);
+        return [.. list];
+    }
+
+    private static void AssertTensors(ModelDocument a, ModelDocument b, double relative)
+    {
+        Assert.Equal(a.Layers.Count, b.Layers.Count);
+        Compare("input mean", a.Input.Mean, b.Input.Mean, relative);
+        Compare("input var", a.Input.Var, b.Input.Var, relative);
+        for (int l = 0; l < a.Layers.Count; l++)
+        {
+            switch (a.Layers[l], b.Layers[l])
+            {
+                case (DenseLayerRecord x, DenseLayerRecord y):
+                    Compare($"layer {l} weight", x.Weight, y.Weight, relative);
+                    Compare($"layer {l} bias", x.Bias ?? [], y.Bias ?? [], relative);
+                    break;
+                case (BatchNormLayerRecord x, BatchNormLayerRecord y):
+                    Compare($"layer {l} gamma", x.Gamma, y.Gamma, relative);
+                    Compare($"layer {l} beta", x.Beta, y.Beta, relative);
+                    Compare($"layer {l} running mean", x.RunningMean, y.RunningMean, relative);
+                    Compare($"layer {l} running var", x.RunningVar, y.RunningVar, relative);
+                    break;
+                case (ActivationLayerRecord x, ActivationLayerRecord y):
+                    Assert.Equal(x.Type, y.Type);
+                    break;
+                default:
+                    Assert.Fail($"layer {l}: {a.Layers[l].GetType().Name} vs {b.Layers[l].GetType().Name}");
+                    break;
+            }
+        }
+    }
+
+    private static void Compare(string what, float[] x, float[] y, double relative)
+    {
+        Assert.Equal(x.Length, y.Length);
+        for (int i = 0; i < x.Length; i++)
+        {
+            if (relative == 0)
+                Assert.True(BitConverter.SingleToInt32Bits(x[i]) == BitConverter.SingleToInt32Bits(y[i]), $"{what}[{i}]: {x[i]:R} vs {y[i]:R}");
+            else
+                Assert.True(Math.Abs(x[i] - y[i]) <= relative * Math.Max(1e-3, Math.Max(Math.Abs(x[i]), Math.Abs(y[i]))),
+                    $"{what}[{i}]: {x[i]:R} vs {y[i]:R}");
+        }
+    }
+}
+
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class ProcessCollection { public const string Name = "worker processes"; }
+
+/// <summary>A TextWriter that keeps everything and raises <see cref="Line"/> for every complete line.</summary>
+public sealed class LineTap : TextWriter
+{
+    private readonly StringBuilder _all = new();
+    private readonly StringBuilder _line = new();
+    public event Action<string>? Line;
+    public override Encoding Encoding => Encoding.UTF8;
+
+    public override void Write(char value)
+    {
+        string? complete = null;
+        lock (_all)
+        {
+            _all.Append(value);
+            if (value == '\n') { complete = _line.ToString(); _line.Clear(); }
+            else _line.Append(value);
+        }
+        if (complete is not null) Line?.Invoke(complete);
+    }
+
+    public override string ToString() { lock (_all) return _all.ToString(); }
+}
