@@ -120,6 +120,10 @@ public sealed class CliTests
         Assert.Equal(0, Run(capture.Backends, "bench", "--hidden", "1024,1024", "--batch", "512", "--workers", "2", "--steps", "7").Exit);
         Assert.Equal(new[] { 1024, 1024 }, capture.Bench!.HiddenSizes);
         Assert.Equal((512, 2, 7), (capture.Bench.Batch, capture.Bench.Workers, capture.Bench.Steps));
+        Assert.Equal((OptimizerChoice.Adam, 1e-3), (capture.Bench.Optimizer, capture.Bench.LearningRate));
+
+        Assert.Equal(0, Run(capture.Backends, "bench", "--optimizer", "momentum", "--lr", "0.05").Exit);
+        Assert.Equal((OptimizerChoice.Momentum, 0.05), (capture.Bench!.Optimizer, capture.Bench.LearningRate));
     }
 
     [Theory]

@@ -34,7 +34,7 @@ public static class BenchBackend
         var data = options.Dataset is { } spec
             ? NormalizedTrainSplit(spec)
             : Synthetic(options.Features, options.Classes, Math.Max(options.Batch * 4, 1024), seed: 1);
-        var result = await MeasureAsync(data, options.HiddenSizes, options.Batch, options.Steps, options.Threads, cancel).ConfigureAwait(false);
+        var result = await MeasureAsync(data, options.HiddenSizes, options.Batch, options.Steps, options.Threads, cancel, TrainBackend.ToOptimizerSettings(options.Optimizer, options.LearningRate)).ConfigureAwait(false);
         if (options.Json) context.Out.WriteLine(ToJson(result));
         else
             context.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
@@ -60,11 +60,12 @@ public static class BenchBackend
         return new Dataset("synthetic", x, y, features, names);
     }
 
-    public static async Task<BenchResult> MeasureAsync(Dataset data, IReadOnlyList<int> hidden, int batch, int steps, int threads, CancellationToken cancel)
+    public static async Task<BenchResult> MeasureAsync(Dataset data, IReadOnlyList<int> hidden, int batch, int steps, int threads, CancellationToken cancel,
+        OptimizerSettings? optimizerSettings = null)
     {
         var spec = new NetworkSpec(data.FeatureCount, hidden.ToArray(), data.ClassCount, Activation.Relu, BatchNormPlacement.Before, 1e-5f, 0.1f);
         var p = Parameters.Initialize(spec, 1);
-        var optimizer = new Optimizer(new OptimizerSettings(OptimizerKind.Adam, 1e-3f), p);
+        var optimizer = new Optimizer(optimizerSettings ?? new OptimizerSettings(OptimizerKind.Adam, 1e-3f), p);
         using var matMul = new MatMul(threads);
         int rowsPerStep = Math.Min(batch, data.Count);
         var ws = new Workspace(p, rowsPerStep, matMul);

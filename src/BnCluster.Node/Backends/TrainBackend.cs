@@ -114,15 +114,18 @@ public static class TrainBackend
         return new RunSession(folder, log, new TrainingProgress(context.Error, interactive: false, epochs));
     }
 
-    public static OptimizerSettings ToOptimizerSettings(TrainOptions o) => new(
-        o.Optimizer switch
+    public static OptimizerSettings ToOptimizerSettings(TrainOptions o) =>
+        ToOptimizerSettings(o.Optimizer, o.LearningRate, o.Beta1, o.Beta2, o.OptimizerEpsilon);
+
+    public static OptimizerSettings ToOptimizerSettings(OptimizerChoice choice, double lr, double beta1 = 0.9, double beta2 = 0.999, double epsilon = 1e-8) => new(
+        choice switch
         {
             OptimizerChoice.Gd => OptimizerKind.Gd,
             OptimizerChoice.Momentum => OptimizerKind.Momentum,
             OptimizerChoice.RmsProp => OptimizerKind.RmsProp,
             _ => OptimizerKind.Adam,
         },
-        (float)o.LearningRate, (float)o.Beta1, (float)o.Beta2, (float)o.OptimizerEpsilon);
+        (float)lr, (float)beta1, (float)beta2, (float)epsilon);
 
     /// <summary>The model file's training entry (DESIGN §5): enough to reproduce the run and to evaluate on the same split.</summary>
     public static IReadOnlyDictionary<string, object?> Metadata(TrainOptions o, DatasetSplit data, TrainingResult result, CoreEpochMetrics? last) =>

@@ -227,8 +227,10 @@ public static class Cli
         var threads = OptionParsers.Int("--threads", Environment.ProcessorCount, 1, "Compute threads per worker.");
         var processes = new Option<bool>("--processes") { Description = "Run workers as local processes." };
         var dataset = new Option<string?>("--dataset") { Description = "Time steps on this dataset's training split instead of random data (--features/--classes are then the dataset's).", HelpName = "DATASET" };
+        var optimizer = OptionParsers.Choice("--optimizer", "adam", OptionParsers.Optimizers, "Optimizer the timed steps apply.");
+        var lr = OptionParsers.Double("--lr", 1e-3, 0, true, double.PositiveInfinity, false, "Learning rate α.");
         var json = new Option<bool>("--json") { Description = "Print one JSON object instead of text." };
-        foreach (var o in new Option[] { features, classes, hidden, batch, workers, steps, threads, processes, dataset, json })
+        foreach (var o in new Option[] { features, classes, hidden, batch, workers, steps, threads, processes, dataset, optimizer, lr, json })
             command.Options.Add(o);
         command.SetAction((parse, cancel) => backends.Bench is { } run
             ? run(new BenchOptions
@@ -236,6 +238,7 @@ public static class Cli
                 Features = parse.GetValue(features), Classes = parse.GetValue(classes), HiddenSizes = OptionParsers.ParseSizes(parse.GetValue(hidden)!)!,
                 Batch = parse.GetValue(batch), Workers = parse.GetValue(workers), Steps = parse.GetValue(steps),
                 Threads = parse.GetValue(threads), Processes = parse.GetValue(processes), Dataset = parse.GetValue(dataset), Json = parse.GetValue(json),
+                Optimizer = OptionParsers.Pick(OptionParsers.Optimizers, parse.GetValue(optimizer)!), LearningRate = parse.GetValue(lr),
             }, context, cancel)
             : NotAvailable(context, "bench"));
         return command;

@@ -77,6 +77,9 @@ public sealed record BenchOptions
     public int Workers { get; init; } = 1;
     public int Steps { get; init; } = 50;
     /// <summary>Time steps on this dataset's (normalized) training split instead of random data; null = random data.</summary>
+    /// <summary>The optimizer the timed steps apply (Adam by default, as in the comparison with PyTorch).</summary>
+    public OptimizerChoice Optimizer { get; init; } = OptimizerChoice.Adam;
+    public double LearningRate { get; init; } = 1e-3;
     public string? Dataset { get; init; }
     public int Threads { get; init; } = Environment.ProcessorCount;
     public bool Processes { get; init; }
