@@ -1,8 +1,8 @@
 namespace BnCluster.Coordinator;
 
 /// <summary>
-/// The run log's property names and Phase values (DESIGN §5), replicated from the Node's LogEvents so the
-/// coordinator and workers log what `bncluster logs` summarizes. Keep in step with Node/Logging/LogEvents.cs.
+/// The run log's property names, Phase values and message templates (DESIGN §5), defined once here: the
+/// coordinator logs with them, and the Node's LogEvents (its helpers and `bncluster logs`) refers to them.
 /// </summary>
 public static class ClusterLog
 {

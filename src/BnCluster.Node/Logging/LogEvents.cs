@@ -1,3 +1,4 @@
+using BnCluster.Coordinator;
 using Serilog;
 
 namespace BnCluster.Node.Logging;
@@ -10,42 +11,42 @@ namespace BnCluster.Node.Logging;
 /// </summary>
 public static class LogEvents
 {
-    // Property names.
-    public const string Step = "Step", Epoch = "Epoch", Layer = "Layer", Worker = "Worker", Node = "Node",
-        Phase = "Phase", ElapsedMs = "ElapsedMs", Loss = "Loss", Accuracy = "Accuracy";
+    // Property names (defined once, in the coordinator's ClusterLog, which logs the cluster's steps).
+    public const string Step = ClusterLog.Step, Epoch = ClusterLog.Epoch, Layer = ClusterLog.Layer, Worker = ClusterLog.Worker,
+        Node = ClusterLog.Node, Phase = ClusterLog.Phase, ElapsedMs = ClusterLog.ElapsedMs, Loss = ClusterLog.Loss, Accuracy = ClusterLog.Accuracy;
 
     /// <summary>Values of the Phase property.</summary>
     public static class Phases
     {
         /// <summary>A worker computing (forward or backward of its shard).</summary>
-        public const string Compute = "compute";
+        public const string Compute = ClusterLog.Compute;
         /// <summary>A worker waiting for the global batch-norm statistics (forward or backward).</summary>
-        public const string BnWait = "bn-wait";
+        public const string BnWait = ClusterLog.BnWait;
         /// <summary>A worker sending its gradients and waiting for the next step's parameters.</summary>
-        public const string GradExchange = "grad-exchange";
+        public const string GradExchange = ClusterLog.GradExchange;
         /// <summary>The coordinator applying the optimizer.</summary>
-        public const string Optimizer = "optimizer";
+        public const string Optimizer = ClusterLog.Optimizer;
         /// <summary>A step committed by the coordinator (one event per step).</summary>
-        public const string Commit = "commit";
+        public const string Commit = ClusterLog.Commit;
         /// <summary>A step aborted (a worker left mid-step); it is re-run on the survivors.</summary>
-        public const string Abort = "abort";
+        public const string Abort = ClusterLog.Abort;
         /// <summary>A worker joined or left the roster.</summary>
-        public const string Membership = "membership";
+        public const string Membership = ClusterLog.Membership;
         /// <summary>An epoch finished (metrics).</summary>
-        public const string EpochEnd = "epoch";
+        public const string EpochEnd = ClusterLog.EpochEnd;
 
         /// <summary>Phases in which a worker waits for others rather than computing.</summary>
         public static bool IsWaiting(string phase) => phase is BnWait or GradExchange;
     }
 
     // Message templates. Keep the property names; the summary reads properties, not text.
-    public const string StepPhaseTemplate = "Step {Step} epoch {Epoch} worker {Worker} on {Node:l}: {Phase:l} {ElapsedMs:F3} ms";
-    public const string StepLayerPhaseTemplate = "Step {Step} epoch {Epoch} worker {Worker} on {Node:l}: {Phase:l} layer {Layer} {ElapsedMs:F3} ms";
-    public const string StepCommittedTemplate = "Step {Step} epoch {Epoch} committed: loss {Loss:F4} accuracy {Accuracy:P2} in {ElapsedMs:F1} ms";
-    public const string StepAbortedTemplate = "Step {Step} epoch {Epoch} aborted: {Reason:l}";
-    public const string WorkerJoinedTemplate = "Worker {Worker} on {Node:l} joined ({Members} members)";
-    public const string WorkerLeftTemplate = "Worker {Worker} on {Node:l} left: {Reason:l} ({Members} members)";
-    public const string EpochTemplate = "Epoch {Epoch} done at step {Step}: loss {Loss:F4} accuracy {Accuracy:P2}, test loss {TestLoss:F4} accuracy {TestAccuracy:P2}, {SamplesPerSecond:F0} samples/s, {ElapsedMs:F0} ms";
+    public const string StepPhaseTemplate = ClusterLog.StepPhaseTemplate;
+    public const string StepLayerPhaseTemplate = ClusterLog.StepLayerPhaseTemplate;
+    public const string StepCommittedTemplate = ClusterLog.StepCommittedTemplate;
+    public const string StepAbortedTemplate = ClusterLog.StepAbortedTemplate;
+    public const string WorkerJoinedTemplate = ClusterLog.WorkerJoinedTemplate;
+    public const string WorkerLeftTemplate = ClusterLog.WorkerLeftTemplate;
+    public const string EpochTemplate = ClusterLog.EpochTemplate;
 
     /// <summary>Time a worker spent in one phase of one step (layer: for per-layer phases).</summary>
     public static void StepPhase(this ILogger log, long step, int epoch, int worker, string node, string phase, double elapsedMs, int? layer = null)
