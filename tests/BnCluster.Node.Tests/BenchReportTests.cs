@@ -38,6 +38,21 @@ public sealed class BenchReportTests
     }
 
     [Fact]
+    public void Only_a_worker_process_s_warnings_errors_and_crashes_reach_the_bench_console()
+    {
+        var captured = new CapturedLogEvents();
+        using (var log = new LoggerConfiguration().MinimumLevel.Debug().WriteTo.Sink(captured).CreateLogger())
+        {
+            log.Information("[worker {Index}] {Line:l}", 0, "01:02:03 INF Worker joining 127.0.0.1:4000");
+            log.Information("[worker {Index}] {Line:l}", 1, "01:02:03 ERR Worker on n1 refused by the coordinator: dataset differs");
+            log.Information("[worker {Index}] {Line:l}", 1, "01:02:04 WRN slow");
+            log.Information("[worker {Index}] {Line:l}", 1, "Unhandled exception. System.IO.IOException: disk");
+            log.Information("{Line:l} has ERR in it but no worker index", " ERR ");
+        }
+        Assert.Equal([false, true, true, true, false], captured.Events.Select(BenchBackend.IsWorkerProcessProblem));
+    }
+
+    [Fact]
     public void VmHWM_is_read_in_kB_from_a_status_file_with_tabs()
     {
         Assert.Equal(45256, ProcessMemory.ParseVmHwmKb(["Name:\tdotnet", "VmPeak:\t  999 kB", "VmHWM:\t   45256 kB", "VmRSS:\t 1 kB"], "status"));

@@ -155,7 +155,10 @@ public static class BenchBackend
             .MinimumLevel.Debug()
             .Enrich.WithProperty(LogEvents.Node, "bench")
             .WriteTo.Sink(captured)
-            .WriteTo.Sink(new TextWriterSink(context.Error), LogEventLevel.Warning)
+            // The console gets only what needs attention: warnings, errors, and a worker process's own ones.
+            .WriteTo.Logger(console => console
+                .Filter.ByIncludingOnly(e => e.Level >= LogEventLevel.Warning || IsWorkerProcessProblem(e))
+                .WriteTo.Sink(new TextWriterSink(context.Error)))
             .CreateLogger();
         var window = new StepWindow(lastWarmup, lastTimed, () => WorkerPids(captured).Select(ProcessMemory.PeakRssMb).ToArray());
         await trainer(new TrainRequest(options, data, trainerOptions, window, window, log), cancel).ConfigureAwait(false);
@@ -169,6 +172,16 @@ public static class BenchBackend
             window.Gc.Gen0, window.Gc.Gen1, window.Gc.Gen2, window.Gc.AllocatedBytes / (double)o.Steps,
             OwnPeakRssMb(), window.WorkerPeakRssMb, o.Workers, o.Processes, o.Threads, o.Batch, o.HiddenSizes, o.Steps, o.Warmup);
     }
+
+    /// <summary>
+    /// A line a worker process wrote that is a warning, an error or a crash: its log lines carry the level
+    /// (<see cref="RunLogging.ConsoleTemplate"/>), and an unhandled exception starts "Unhandled exception".
+    /// </summary>
+    internal static bool IsWorkerProcessProblem(LogEvent e) =>
+        CapturedLogEvents.IntegerProperty(e, "Index") is not null
+        && e.Properties.TryGetValue("Line", out var value) && value is ScalarValue { Value: string line }
+        && (line.Contains(" WRN ", StringComparison.Ordinal) || line.Contains(" ERR ", StringComparison.Ordinal)
+            || line.Contains(" FTL ", StringComparison.Ordinal) || line.StartsWith("Unhandled exception", StringComparison.Ordinal));
 
     private sealed record Split(double ComputeMs, double BnWaitMs, double GradExchangeMs, double WaitingPercent);
 
