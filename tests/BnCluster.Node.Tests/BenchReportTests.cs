@@ -1,5 +1,6 @@
 using System.Text.Json;
 using BnCluster.Node.Backends;
+using BnCluster.Node.Commands;
 using BnCluster.Node.Diagnostics;
 using BnCluster.Node.Logging;
 using Serilog;
@@ -9,6 +10,37 @@ namespace BnCluster.Node.Tests;
 /// <summary>The pieces of `bench` on the cluster: captured events read by LogSummary, /proc peak RSS, the n/a report.</summary>
 public sealed class BenchReportTests
 {
+    private static BenchOptions ParseBench(params string[] args)
+    {
+        BenchOptions? parsed = null;
+        var backends = new CliBackends { Bench = (o, _, _) => { parsed = o; return Task.FromResult(Cli.ExitOk); } };
+        var error = new StringWriter();
+        Assert.True(Cli.Run(["bench", .. args], new StringWriter(), error, backends, CancellationToken.None) == Cli.ExitOk, error.ToString());
+        return parsed!;
+    }
+
+    [Fact]
+    public void Bench_threads_are_per_worker_and_default_to_the_cores_shared_between_the_workers()
+    {
+        var two = ParseBench("--workers", "2", "--processes", "--dataset", "digits");
+        Assert.Equal((2, true, "digits"), (two.Workers, two.Processes, two.Dataset));
+        Assert.Equal(Math.Max(1, Environment.ProcessorCount / 2), two.Threads);
+        Assert.Equal(BenchOptions.DefaultWarmup, two.Warmup);
+
+        var given = ParseBench("--workers", "2", "--threads", "3", "--warmup", "1");
+        Assert.Equal((3, 1), (given.Threads, given.Warmup));
+        Assert.Equal(Environment.ProcessorCount, ParseBench().Threads);
+    }
+
+    [Fact]
+    public void Bench_warmup_must_be_at_least_one_step()
+    {
+        var error = new StringWriter();
+        var backends = new CliBackends { Bench = (_, _, _) => Task.FromResult(Cli.ExitOk) };
+        Assert.Equal(Cli.ExitUsage, Cli.Run(["bench", "--warmup", "0"], new StringWriter(), error, backends, CancellationToken.None));
+        Assert.Contains("--warmup", error.ToString());
+    }
+
     [Fact]
     public void Captured_events_render_as_log_lines_that_LogSummary_sums_with_the_filter_applied()
     {
