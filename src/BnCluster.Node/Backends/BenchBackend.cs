@@ -100,12 +100,14 @@ public static class BenchBackend
         var ws = new Workspace(p, rowsPerStep, matMul);
         // One epoch plan per pass over the data; plans are made before timing so no step allocates them.
         int epoch = 1, b = 0;
+        long samples = 0; // an epoch's last batch may be short
         var plan = new EpochPlan(data.Count, batch, 1, epoch);
 
         async Task Step()
         {
             if (b == plan.BatchCount) { plan = new EpochPlan(data.Count, batch, 1, ++epoch); b = 0; }
             var rows = plan.Batch(b++);
+            samples += rows.Length;
             await TrainingStep.ForwardBackwardAsync(p, ws, data, rows, rows.Length, LocalCollective.Instance, cancel).ConfigureAwait(false);
             optimizer.Apply(p, ws.Gradients);
             TrainingStep.UpdateRunningStats(p, ws);
@@ -113,13 +115,14 @@ public static class BenchBackend
 
         for (int i = 0; i < warmupSteps; i++) await Step().ConfigureAwait(false);
         var before = GcSnapshot.Take();
+        long samplesBefore = samples;
         var clock = Stopwatch.StartNew();
         for (int i = 0; i < steps; i++) await Step().ConfigureAwait(false);
         clock.Stop();
         var gc = GcSnapshot.Take() - before;
         double msPerStep = clock.Elapsed.TotalMilliseconds / steps;
         return new BenchResult(
-            SamplesPerSecond: steps * (double)rowsPerStep / clock.Elapsed.TotalSeconds,
+            SamplesPerSecond: (samples - samplesBefore) / clock.Elapsed.TotalSeconds,
             MsPerStep: msPerStep, ComputeMs: msPerStep, BnWaitMs: 0, GradExchangeMs: 0, WaitingPercent: 0,
             gc.Gen0, gc.Gen1, gc.Gen2, gc.AllocatedBytes / (double)steps, OwnPeakRssMb(), WorkerPeakRssMb: [],
             Workers: 1, Processes: false, threads, batch, hidden, steps, warmupSteps);
@@ -127,9 +130,9 @@ public static class BenchBackend
 
     /// <summary>
     /// K workers through the trainer `train` uses (<paramref name="trainer"/>): warm-up + N + 1 steps, the window from
-    /// the commit of the last warm-up step to the commit of step warm-up + N, minus any test evaluation inside it
-    /// (an epoch end). The extra step makes every worker log the gradient exchange of the last timed step, which ends
-    /// only when the next step arrives. Worker processes' peak RSS is read at the end of the window, while they live.
+    /// the commit of the last warm-up step to the commit of step warm-up + N, minus the steps that end an epoch (see
+    /// <see cref="StepWindow"/>). The extra step makes every worker log the gradient exchange of the last timed step,
+    /// which ends only when the next step arrives. Worker processes' peak RSS is read while they live.
     /// </summary>
     private static async Task<BenchResult> MeasureClusterAsync(BenchOptions o, ClusterTrainer trainer, CliContext context, CancellationToken cancel)
     {
@@ -160,16 +163,16 @@ public static class BenchBackend
                 .Filter.ByIncludingOnly(e => e.Level >= LogEventLevel.Warning || IsWorkerProcessProblem(e))
                 .WriteTo.Sink(new TextWriterSink(context.Error)))
             .CreateLogger();
-        var window = new StepWindow(lastWarmup, lastTimed, () => WorkerPids(captured).Select(ProcessMemory.PeakRssMb).ToArray());
+        var window = new StepWindow(lastWarmup, lastTimed, data.Train.Count, o.Batch, () => WorkerPids(captured).Select(ProcessMemory.PeakRssMb).ToArray());
         await trainer(new TrainRequest(options, data, trainerOptions, window, window, log), cancel).ConfigureAwait(false);
         if (!window.Complete) throw new InvalidOperationException($"the cluster stopped before step {lastTimed}");
 
-        var split = WorkerSplit(captured, lastWarmup, lastTimed);
+        var split = WorkerSplit(captured, window);
         double seconds = window.Elapsed.TotalSeconds;
         return new BenchResult(
-            SamplesPerSecond: o.Steps * (double)o.Batch / seconds, MsPerStep: seconds * 1000 / o.Steps,
+            SamplesPerSecond: window.Samples / seconds, MsPerStep: seconds * 1000 / window.CountedSteps,
             split?.ComputeMs, split?.BnWaitMs, split?.GradExchangeMs, split?.WaitingPercent,
-            window.Gc.Gen0, window.Gc.Gen1, window.Gc.Gen2, window.Gc.AllocatedBytes / (double)o.Steps,
+            window.Gc.Gen0, window.Gc.Gen1, window.Gc.Gen2, window.Gc.AllocatedBytes / (double)o.Steps, // GC: the whole window
             OwnPeakRssMb(), window.WorkerPeakRssMb, o.Workers, o.Processes, o.Threads, o.Batch, o.HiddenSizes, o.Steps, o.Warmup);
     }
 
@@ -186,16 +189,16 @@ public static class BenchBackend
     private sealed record Split(double ComputeMs, double BnWaitMs, double GradExchangeMs, double WaitingPercent);
 
     /// <summary>
-    /// Per step, averaged over the workers: the phases the workers logged for the timed steps, summed per worker by
+    /// Per step, averaged over the workers: the phases the workers logged for the counted steps, summed per worker by
     /// <see cref="LogSummary"/> (as `bncluster logs` does). Null when no worker logged a phase.
     /// </summary>
-    private static Split? WorkerSplit(CapturedLogEvents captured, long lastWarmup, long lastTimed)
+    private static Split? WorkerSplit(CapturedLogEvents captured, StepWindow window)
     {
         using var lines = new StringWriter(CultureInfo.InvariantCulture);
-        captured.WriteJsonLines(lines, e => CapturedLogEvents.IntegerProperty(e, LogEvents.Step) is long s && s > lastWarmup && s <= lastTimed);
+        captured.WriteJsonLines(lines, e => CapturedLogEvents.IntegerProperty(e, LogEvents.Step) is long s && window.Counts(s));
         var workers = LogSummary.Read(new StringReader(lines.ToString()), "bench").Workers;
         if (workers.Count == 0) return null;
-        double steps = lastTimed - lastWarmup;
+        double steps = window.CountedSteps;
         return new Split(
             workers.Average(w => w.ComputeMs) / steps,
             workers.Average(w => w.PhaseMs.GetValueOrDefault(LogEvents.Phases.BnWait)) / steps,
@@ -231,39 +234,62 @@ public static class BenchBackend
 
     /// <summary>
     /// The timed window, from the coordinator's progress reports (called on its loop, so each report does little):
-    /// it opens at the commit of step <paramref name="lastWarmup"/> and closes at the commit of <paramref name="lastTimed"/>;
-    /// from the commit of an epoch's last step to the epoch report (the test evaluation) the clock is paused. Worker
-    /// peak RSS is read one step later: reading /proc at the close would delay the next step, and so lengthen the
-    /// last timed step's gradient exchange.
+    /// it opens at the commit of step <paramref name="lastWarmup"/> and closes at the commit of <paramref name="lastTimed"/>.
+    /// A step that ends an epoch before the close is left out — from the previous commit to the epoch report: a short
+    /// batch, then the test evaluation, whose start the workers count as gradient exchange — and so are its events.
+    /// It counts the rows of the counted steps (of <paramref name="trainRows"/>, an epoch's last batch is short). Worker
+    /// peak RSS is read one step after the close: reading /proc at the close would delay the next step, and so lengthen
+    /// the last timed step's gradient exchange.
     /// </summary>
-    private sealed class StepWindow(long lastWarmup, long lastTimed, Func<double?[]> readWorkerPeakRss)
+    private sealed class StepWindow(long lastWarmup, long lastTimed, int trainRows, int batch, Func<double?[]> readWorkerPeakRss)
         : IProgress<BatchProgress>, IProgress<CoreEpochMetrics>
     {
-        private long _opened, _closed, _pausedAt, _pausedTicks;
+        private long _opened, _closed, _previousCommit, _pausedAt, _pausedTicks;
         private GcSnapshot _gcAtOpen;
+        private readonly HashSet<long> _leftOut = [];
 
         public bool Complete => _closed != 0;
         public TimeSpan Elapsed => Stopwatch.GetElapsedTime(_opened, _closed) - TimeSpan.FromSeconds(_pausedTicks / (double)Stopwatch.Frequency);
+        public long Samples { get; private set; }
+        public int CountedSteps { get; private set; }
         public GcSnapshot Gc { get; private set; }
         public IReadOnlyList<double?> WorkerPeakRssMb { get; private set; } = [];
+
+        /// <summary>Whether <paramref name="step"/>'s time and events are in the figures.</summary>
+        public bool Counts(long step) => step > lastWarmup && step <= lastTimed && !_leftOut.Contains(step);
 
         public void Report(BatchProgress p)
         {
             long now = Stopwatch.GetTimestamp();
+            bool endsEpoch = p.Batch + 1 == p.BatchesInEpoch;
             if (p.Step == lastWarmup)
             {
                 // Take (and so JIT) everything the close needs before the clock starts.
                 _gcAtOpen = GcSnapshot.Take();
                 Gc = GcSnapshot.Take() - _gcAtOpen;
                 _opened = now = Stopwatch.GetTimestamp();
+                if (endsEpoch) _pausedAt = now; // the evaluation follows
             }
-            if (p.Step == lastTimed)
+            else if (p.Step > lastWarmup && p.Step <= lastTimed)
             {
-                _closed = now;
-                Gc = GcSnapshot.Take() - _gcAtOpen;
+                if (endsEpoch && p.Step < lastTimed)
+                {
+                    _pausedAt = _previousCommit;
+                    _leftOut.Add(p.Step);
+                }
+                else
+                {
+                    CountedSteps++;
+                    Samples += Math.Min(batch, trainRows - (long)p.Batch * batch);
+                }
+                if (p.Step == lastTimed)
+                {
+                    _closed = now;
+                    Gc = GcSnapshot.Take() - _gcAtOpen;
+                }
             }
-            else if (p.Step >= lastWarmup && p.Step < lastTimed && p.Batch + 1 == p.BatchesInEpoch) _pausedAt = now;
-            if (p.Step == lastTimed + 1) WorkerPeakRssMb = readWorkerPeakRss();
+            else if (p.Step == lastTimed + 1) WorkerPeakRssMb = readWorkerPeakRss();
+            _previousCommit = now;
         }
 
         public void Report(CoreEpochMetrics m)
