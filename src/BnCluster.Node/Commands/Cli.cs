@@ -225,7 +225,7 @@ public static class Cli
         var workers = OptionParsers.Int("--workers", 1, 1, "Number of workers: 1 = the training step in this process; more = the cluster `train --workers` runs.");
         var steps = OptionParsers.Int("--steps", 50, 1, "Timed steps (after warm-up).");
         var warmup = OptionParsers.Int("--warmup", BenchOptions.DefaultWarmup, 1, "Untimed warm-up steps before the timed ones.");
-        var threads = OptionParsers.Int("--threads", Environment.ProcessorCount, 1, "Compute threads per worker (default: the cores divided between the workers).");
+        var threads = OptionParsers.Int("--threads", Environment.ProcessorCount, 1, "Compute threads per worker; the default is for one worker: without --threads, K workers share the cores (cores / K each).");
         var processes = new Option<bool>("--processes") { Description = "Run the workers as local processes over loopback, as `train --processes` (needs --dataset)." };
         var dataset = new Option<string?>("--dataset") { Description = "Time steps on this dataset's training split instead of random data (--features/--classes are then the dataset's).", HelpName = "DATASET" };
         var optimizer = OptionParsers.Choice("--optimizer", "adam", OptionParsers.Optimizers, "Optimizer the timed steps apply.");
