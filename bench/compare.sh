@@ -101,10 +101,11 @@ run() {
 skip() { echo "$2" >"$WORK/$1.fail"; log "skip $1: $2"; }
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-BN_ARGS=(bench --dataset fashion-mnist --hidden "$HIDDEN" --batch "$BATCH" --optimizer adam --lr "$LR" --steps "$STEPS" --json)
+BN_ARGS=(bench --dataset fashion-mnist --hidden "$HIDDEN" --batch "$BATCH" --optimizer adam --lr "$LR" --steps "$STEPS" --warmup "$WARMUP" --json)
 read -r -a BN_CMD <<<"${BNCLUSTER:-dotnet $NODE_DLL}"
 if [[ $NODE_BUILD == ok || -n ${BNCLUSTER:-} ]]; then
     run bn_1p "${BN_CMD[@]}" "${BN_ARGS[@]}" --workers 1 --threads 2
+    # The cluster path of `train --workers 2 --processes`: a coordinator here, 2 worker processes over loopback.
     run bn_2p "${BN_CMD[@]}" "${BN_ARGS[@]}" --workers 2 --processes --threads 1
 else
     skip bn_1p "$NODE_BUILD"; skip bn_2p "$NODE_BUILD"
@@ -229,17 +230,67 @@ for n in notes:
     print(n)
     print()
 
+# -- targets beyond throughput (issue 5)
+def target_row(label, value, why, limit, unit, fmt_value):
+    bound = f"= {limit}{unit}" if limit == 0 else f"≤ {limit}{unit}"
+    if value is None:
+        print(f"| {label} | {na(why)} | {bound} | n/a |")
+    else:
+        print(f"| {label} | {fmt_value(value)} | {bound} | {'met' if value <= limit else 'missed'} |")
+
+
+def measured(obj, why, key, what):
+    """(number or None, reason): obj[key] when numeric."""
+    if obj is None:
+        return None, why
+    value = obj.get(key)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value), None
+    return None, what
+
+
+print("| Target | Measured | Target | |")
+print("|---|---:|---:|---|")
+waiting, waiting_why = measured(bn2_obj, bn2_why, "waiting_percent",
+                                "no per-worker phase events reached the coordinator")
+target_row("waiting for reductions and gradients, 2 processes (mean over workers, % of step)", waiting, waiting_why, 10, "%",
+           lambda v: f"{v:.1f}%")
+rss = (bn2_obj or {}).get("worker_peak_rss_mb")
+if isinstance(rss, list) and rss and all(isinstance(m, (int, float)) for m in rss):
+    worst, worst_why = float(max(rss)), None
+else:
+    worst, worst_why = None, (bn2_why if bn2_obj is None else "worker peak RSS not read")
+target_row("worker process peak RSS (VmHWM, largest of the 2)", worst, worst_why, 200, " MB",
+           lambda v: f"{v:.0f} MB (" + ", ".join(f"{m:.0f}" for m in rss) + ")")
+for lbl, o, why in [("1 process", bn1_obj, bn1_why), ("2 processes, coordinator", bn2_obj, bn2_why)]:
+    gen0, gen0_why = measured(o, why, "gen0", "no gen0 count")
+    target_row(f"gen0 collections in {os.environ['STEPS']} steady-state steps, {lbl}", gen0, gen0_why, 0, "",
+               lambda v: f"{v:.0f}")
+print()
+
 # -- BnCluster breakdown
 rows = [(lbl, o) for lbl, o in [("1 process, 2 threads", bn1_obj), ("2 processes × 1 thread", bn2_obj)] if o]
 if rows:
-    keys = ["ms_per_step", "compute_ms", "bn_wait_ms", "grad_exchange_ms", "allocated_bytes_per_step",
-            "gen0", "gen1", "gen2", "peak_rss_mb"]
-    print("BnCluster step breakdown:")
+    keys = ["ms_per_step", "compute_ms", "bn_wait_ms", "grad_exchange_ms", "waiting_percent", "allocated_bytes_per_step",
+            "gen0", "gen1", "gen2", "peak_rss_mb", "worker_peak_rss_mb"]
+
+    def show(v):
+        if v is None:
+            return "n/a"
+        if isinstance(v, list):
+            return ", ".join(show(x) for x in v) or "—"
+        if isinstance(v, float):
+            return f"{v:,.2f}" if abs(v) < 1000 else f"{v:,.0f}"
+        return str(v)
+
+    print("BnCluster step breakdown (times per step; compute, bn_wait, grad_exchange and waiting_percent per worker, "
+          "averaged over the workers, from the run's own step-phase log events; n/a = no per-worker events reached "
+          "the coordinator; GC and allocation of the process running `bench` — the coordinator with --processes):")
     print()
     print("| Configuration | " + " | ".join(keys) + " |")
     print("|---|" + "---:|" * len(keys))
     for lbl, o in rows:
-        print(f"| {lbl} | " + " | ".join(str(o.get(k, "—")) for k in keys) + " |")
+        print(f"| {lbl} | " + " | ".join(show(o.get(k, "—")) for k in keys) + " |")
     print()
 
 # -- accuracy (optional)

@@ -14,6 +14,6 @@ public static class NodeBackends
         Worker = ClusterBackends.Worker,
         Eval = ModelBackends.Eval,
         Predict = ModelBackends.Predict,
-        Bench = BenchBackend.RunAsync,
+        Bench = (options, context, cancel) => BenchBackend.RunAsync(options, context, cancel, cluster, processes),
     };
 }

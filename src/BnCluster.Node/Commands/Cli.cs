@@ -217,30 +217,36 @@ public static class Cli
 
     private static Command BenchCommand(CliBackends backends, CliContext context)
     {
-        var command = new Command("bench", "Time training steps on random data of a given network shape.");
-        var features = OptionParsers.Int("--features", 784, 1, "Input features.");
-        var classes = OptionParsers.Int("--classes", 10, 2, "Output classes.");
+        var command = new Command("bench", "Time training steps (samples/s, ms per step, and per worker: compute, batch-norm reductions, gradient exchange) on one worker or on the cluster.");
+        var features = OptionParsers.Int("--features", 784, 1, "Input features of the random data.");
+        var classes = OptionParsers.Int("--classes", 10, 2, "Output classes of the random data.");
         var hidden = OptionParsers.PositiveList("--hidden", "256,128", "Hidden layer sizes, comma-separated.");
         var batch = OptionParsers.Int("--batch", 256, 1, "Global mini-batch size.");
-        var workers = OptionParsers.Int("--workers", 1, 1, "Number of workers.");
+        var workers = OptionParsers.Int("--workers", 1, 1, "Number of workers: 1 = the training step in this process; more = the cluster `train --workers` runs.");
         var steps = OptionParsers.Int("--steps", 50, 1, "Timed steps (after warm-up).");
-        var threads = OptionParsers.Int("--threads", Environment.ProcessorCount, 1, "Compute threads per worker.");
-        var processes = new Option<bool>("--processes") { Description = "Run workers as local processes." };
+        var warmup = OptionParsers.Int("--warmup", BenchOptions.DefaultWarmup, 1, "Untimed warm-up steps before the timed ones.");
+        var threads = OptionParsers.Int("--threads", Environment.ProcessorCount, 1, "Compute threads per worker; the default is for one worker: without --threads, K workers share the cores (cores / K each).");
+        var processes = new Option<bool>("--processes") { Description = "Run the workers as local processes over loopback, as `train --processes` (needs --dataset)." };
         var dataset = new Option<string?>("--dataset") { Description = "Time steps on this dataset's training split instead of random data (--features/--classes are then the dataset's).", HelpName = "DATASET" };
         var optimizer = OptionParsers.Choice("--optimizer", "adam", OptionParsers.Optimizers, "Optimizer the timed steps apply.");
         var lr = OptionParsers.Double("--lr", 1e-3, 0, true, double.PositiveInfinity, false, "Learning rate α.");
         var json = new Option<bool>("--json") { Description = "Print one JSON object instead of text." };
-        foreach (var o in new Option[] { features, classes, hidden, batch, workers, steps, threads, processes, dataset, optimizer, lr, json })
+        foreach (var o in new Option[] { features, classes, hidden, batch, workers, steps, warmup, threads, processes, dataset, optimizer, lr, json })
             command.Options.Add(o);
-        command.SetAction((parse, cancel) => backends.Bench is { } run
-            ? run(new BenchOptions
+        command.SetAction((parse, cancel) =>
+        {
+            if (backends.Bench is not { } run) return NotAvailable(context, "bench");
+            int workerCount = parse.GetValue(workers);
+            // Not given: share the cores between the workers rather than oversubscribe them.
+            int threadsPerWorker = parse.GetResult(threads) is { Implicit: false } ? parse.GetValue(threads) : Math.Max(1, Environment.ProcessorCount / workerCount);
+            return run(new BenchOptions
             {
                 Features = parse.GetValue(features), Classes = parse.GetValue(classes), HiddenSizes = OptionParsers.ParseSizes(parse.GetValue(hidden)!)!,
-                Batch = parse.GetValue(batch), Workers = parse.GetValue(workers), Steps = parse.GetValue(steps),
-                Threads = parse.GetValue(threads), Processes = parse.GetValue(processes), Dataset = parse.GetValue(dataset), Json = parse.GetValue(json),
+                Batch = parse.GetValue(batch), Workers = workerCount, Steps = parse.GetValue(steps), Warmup = parse.GetValue(warmup),
+                Threads = threadsPerWorker, Processes = parse.GetValue(processes), Dataset = parse.GetValue(dataset), Json = parse.GetValue(json),
                 Optimizer = OptionParsers.Pick(OptionParsers.Optimizers, parse.GetValue(optimizer)!), LearningRate = parse.GetValue(lr),
-            }, context, cancel)
-            : NotAvailable(context, "bench"));
+            }, context, cancel);
+        });
         return command;
     }
 

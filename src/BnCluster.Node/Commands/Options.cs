@@ -67,21 +67,28 @@ public sealed record PredictOptions(string ModelPath, string InputPath, bool Jso
 /// <summary>`logs`: summary of a run's log.jsonl.</summary>
 public sealed record LogsOptions(string LogPath, bool Json);
 
-/// <summary>`bench`: timed training steps on random data of the given shape.</summary>
+/// <summary>`bench`: timed training steps on random data of the given shape or on a dataset, on one worker or a cluster.</summary>
 public sealed record BenchOptions
 {
+    public const int DefaultWarmup = 5;
+
     public int Features { get; init; } = 784;
     public int Classes { get; init; } = 10;
     public required IReadOnlyList<int> HiddenSizes { get; init; }
     public int Batch { get; init; } = 256;
     public int Workers { get; init; } = 1;
+    /// <summary>Timed steps.</summary>
     public int Steps { get; init; } = 50;
-    /// <summary>Time steps on this dataset's (normalized) training split instead of random data; null = random data.</summary>
+    /// <summary>Steps run before the timed ones (JIT, first-touch of buffers, connections), excluded from every figure.</summary>
+    public int Warmup { get; init; } = DefaultWarmup;
     /// <summary>The optimizer the timed steps apply (Adam by default, as in the comparison with PyTorch).</summary>
     public OptimizerChoice Optimizer { get; init; } = OptimizerChoice.Adam;
     public double LearningRate { get; init; } = 1e-3;
+    /// <summary>Time steps on this dataset's training split instead of random data; null = random data (in-process only).</summary>
     public string? Dataset { get; init; }
+    /// <summary>Compute threads per worker.</summary>
     public int Threads { get; init; } = Environment.ProcessorCount;
+    /// <summary>Run the workers as local child processes (the path of `train --processes`); needs <see cref="Dataset"/>.</summary>
     public bool Processes { get; init; }
     public bool Json { get; init; }
 }

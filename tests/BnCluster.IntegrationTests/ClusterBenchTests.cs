@@ -1,0 +1,105 @@
+using System.Text.Json;
+using BnCluster.IntegrationTests.Processes;
+using BnCluster.Node.Commands;
+using Xunit;
+
+namespace BnCluster.IntegrationTests;
+
+/// <summary>`bncluster bench` on the cluster, through the real backends: in-process actors, and worker processes.</summary>
+public sealed class ClusterBenchTests
+{
+    private static readonly TimeSpan Limit = TimeSpan.FromSeconds(60);
+
+    [Fact]
+    public async Task Bench_on_two_in_process_workers_prints_a_split_that_adds_up_to_the_step_time()
+    {
+        var run = await Task.Run(() => CliHarness.Run("bench", "--workers", "2", "--dataset", "digits", "--hidden", "64,32", "--batch", "128",
+            "--steps", "30", "--threads", "1", "--json")).WaitAsync(Limit);
+
+        Assert.True(run.Exit == Cli.ExitOk, run.Error);
+        var json = JsonDocument.Parse(run.Out).RootElement;
+        Assert.Equal(2, json.GetProperty("workers").GetInt32());
+        Assert.False(json.GetProperty("processes").GetBoolean());
+        Assert.Equal(1, json.GetProperty("threads").GetInt32());
+        Assert.Empty(json.GetProperty("worker_peak_rss_mb").EnumerateArray()); // the workers are this process
+        double ms = json.GetProperty("ms_per_step").GetDouble();
+        // Digits: 1437 training rows = 11 batches of 128 and one of 29 per epoch; the steps that end an epoch (12 and
+        // 24: the short batch, then the test evaluation) are left out, so every counted step has 128 rows.
+        Assert.Equal(128 * 1000 / ms, json.GetProperty("samples_per_second").GetDouble(), 128 * 1000 / ms * 1e-9);
+
+        double compute = json.GetProperty("compute_ms").GetDouble(), bn = json.GetProperty("bn_wait_ms").GetDouble(),
+            grad = json.GetProperty("grad_exchange_ms").GetDouble(), waiting = json.GetProperty("waiting_percent").GetDouble();
+        Assert.True(compute > 0 && bn > 0 && grad > 0, $"compute {compute}, bn-wait {bn}, grad-exchange {grad}: every phase takes time");
+        // A worker's step is compute, then waits, until the next step arrives: the phases tile the coordinator's step.
+        double sum = compute + bn + grad;
+        Assert.True(Math.Abs(sum - ms) <= 0.25 * ms + 0.2, $"compute + bn-wait + grad-exchange = {sum:F3} ms per worker, step {ms:F3} ms");
+        // Mean of the workers' shares vs share of the means: equal when the workers' step times are (nearly) equal.
+        Assert.InRange(waiting, 100 * (bn + grad) / sum - 5, 100 * (bn + grad) / sum + 5);
+        Assert.True(json.GetProperty("peak_rss_mb").GetDouble() > 10);
+    }
+
+    [Fact]
+    public void Bench_on_two_in_process_workers_takes_random_data_and_says_so_in_text()
+    {
+        var run = CliHarness.Run("bench", "--workers", "2", "--features", "20", "--classes", "3", "--hidden", "16", "--batch", "32", "--steps", "5");
+
+        Assert.True(run.Exit == Cli.ExitOk, run.Error);
+        Assert.Matches(@"^\d+ samples/s, [\d.]+ ms/step \(batch 32, hidden 16, 2 workers, 1 thread\(s\) each\); per step per worker: compute [\d.]+ ms, bn-wait [\d.]+ ms, grad-exchange [\d.]+ ms, waiting [\d.]+%;", run.Out);
+        Assert.Contains("5 timed steps after 5 warm-up", run.Out);
+    }
+
+    [Fact]
+    public void Bench_with_processes_and_no_dataset_is_refused_in_one_line()
+    {
+        var run = CliHarness.Run("bench", "--workers", "2", "--processes", "--steps", "3");
+
+        Assert.Equal(Cli.ExitUsage, run.Exit);
+        Assert.Equal("", run.Out);
+        var line = Assert.Single(run.ErrorLines);
+        Assert.Contains("--processes needs --dataset", line);
+    }
+}
+
+/// <summary>The bench of worker processes; in the process collection so it never runs beside the other process tests.</summary>
+[Collection(ProcessCollection.Name)]
+public sealed class ProcessBenchTests
+{
+    [Fact]
+    public async Task Bench_on_two_worker_processes_reports_their_peak_rss_and_leaves_none_behind()
+    {
+        var run = await Task.Run(() => CliHarness.Run("bench", "--workers", "2", "--processes", "--dataset", "digits", "--hidden", "16",
+            "--batch", "96", "--steps", "5", "--warmup", "2", "--threads", "1", "--json")).WaitAsync(TimeSpan.FromSeconds(90));
+
+        Assert.True(run.Exit == Cli.ExitOk, run.Error);
+        var json = JsonDocument.Parse(run.Out).RootElement;
+        Assert.True(json.GetProperty("processes").GetBoolean());
+        Assert.True(json.GetProperty("samples_per_second").GetDouble() > 0);
+        var rss = json.GetProperty("worker_peak_rss_mb").EnumerateArray().Select(e => e.GetDouble()).ToArray();
+        Assert.Equal(2, rss.Length);
+        Assert.All(rss, mb => Assert.InRange(mb, 10, 2000));
+        // The split comes from per-worker events; whether they reach the coordinator or not, it is all there or all n/a.
+        string[] split = ["compute_ms", "bn_wait_ms", "grad_exchange_ms", "waiting_percent"];
+        var kinds = split.Select(k => json.GetProperty(k).ValueKind).Distinct().ToArray();
+        Assert.True(kinds is [JsonValueKind.Null] or [JsonValueKind.Number], string.Join(",", kinds));
+        // The launcher killed its children: no `bncluster.dll worker` child of this process remains.
+        Assert.DoesNotContain(ChildCommandLines(), c => c.Contains("bncluster.dll") && c.Contains("worker"));
+    }
+
+    private static IEnumerable<string> ChildCommandLines()
+    {
+        string self = Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        {
+            string stat, cmdline;
+            try
+            {
+                stat = File.ReadAllText(Path.Combine(dir, "stat"));
+                cmdline = File.ReadAllText(Path.Combine(dir, "cmdline")).Replace('\0', ' ');
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { continue; }
+            // stat: "pid (comm) state ppid …"; comm may contain spaces, so split after the last ')'.
+            var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+            if (fields.Length > 1 && fields[1] == self) yield return cmdline;
+        }
+    }
+}
