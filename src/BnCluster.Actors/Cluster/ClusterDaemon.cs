@@ -40,10 +40,7 @@ internal sealed class ClusterDaemon : ReceiveActor
         Receive<Tick>(_ => OnTick());
         Receive<LeaveCommand>(_ => OnLeave());
         Receive<JoinRequest>(OnJoin);
-        Receive<ClusterHeartbeat>(h =>
-        {
-            if (_membership is not null && _uids.TryGetValue(h.Address, out var uid) && uid == h.Uid) _membership.Heartbeat(h.Address);
-        });
+        Receive<ClusterHeartbeat>(OnHeartbeat);
         Receive<LeaveRequest>(l =>
         {
             if (_membership is null || !_uids.TryGetValue(l.Address, out var uid) || uid != l.Uid) return;
@@ -78,6 +75,22 @@ internal sealed class ClusterDaemon : ReceiveActor
         }
     }
 
+    private void OnHeartbeat(ClusterHeartbeat h)
+    {
+        if (_membership is null) return;
+        if (_uids.TryGetValue(h.Address, out var uid))
+        {
+            if (uid == h.Uid) _membership.Heartbeat(h.Address);
+            return;
+        }
+        // A heartbeat from a node that is no longer a member: it was removed while alive (a pause longer than the
+        // failure detector allows). The member list, without it, tells it so; it then joins again.
+        DaemonAt(h.Address).Tell(CurrentState());
+    }
+
+    private MembershipState CurrentState() =>
+        new(_membership!.Members.Select(m => new MemberInfo(m, _uids.GetValueOrDefault(m.Address))).ToArray());
+
     private void OnLeave()
     {
         _leaving = true;
@@ -107,7 +120,7 @@ internal sealed class ClusterDaemon : ReceiveActor
             _pendingDowns.Clear();
             foreach (var address in _leavers)
                 if (_membership.Find(address) is { Status: MemberStatus.Joining or MemberStatus.Up }) _membership.Leave(address);
-            var state = new MembershipState(_membership.Members.Select(m => new MemberInfo(m, _uids.GetValueOrDefault(m.Address))).ToArray());
+            var state = CurrentState();
             foreach (var info in state.Members)
                 if (!info.Member.Address.Equals(_node.SelfAddress)) DaemonAt(info.Member.Address).Tell(state);
             foreach (var leaver in _leavers.ToArray())
@@ -170,6 +183,17 @@ internal sealed class ClusterDaemon : ReceiveActor
         if (!_leaderReachable)
             members = members.Select(i => i.Member.Address.Equals(_node.LeaderAddress) ? i with { Member = i.Member with { IsReachable = true } } : i).ToArray();
         Apply(members);
+        if (containsSelf) return;
+        if (_leaving)
+        {
+            MarkSelfRemoved();
+            return;
+        }
+        // Removed by the leader while alive (it took a pause for a crash): join again as the same incarnation. Actors
+        // here keep running; those who care (a worker) learn from the member events or their peers that they were out.
+        Context.System.Log.Warning("Cluster: the leader {Leader} removed this node ({Address}) although it is running; joining again",
+            _node.LeaderAddress.ToString(), _node.SelfAddress.ToString());
+        _joined = false;
     }
 
     /// <summary>Publishes the events that lead from the previous view to <paramref name="members"/>.</summary>
@@ -218,7 +242,6 @@ internal sealed class ClusterDaemon : ReceiveActor
         }
         _view = next;
         _node.SetMembers(members.Select(i => i.Member).OrderBy(m => m.Address.ToString(), StringComparer.Ordinal).ToArray());
-        if (_joined && !next.ContainsKey(_node.SelfAddress) && _membership is null) MarkSelfRemoved();
         if (_membership is not null && _membership.Find(_node.SelfAddress) is null) MarkSelfRemoved();
     }
 
