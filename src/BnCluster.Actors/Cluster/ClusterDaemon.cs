@@ -247,6 +247,7 @@ internal sealed class ClusterDaemon : ReceiveActor
 
     private void Removed(Member member)
     {
+        Context.System.Log.Information("Cluster: member {Address} removed (was {Status})", member.Address.ToString(), member.Status);
         Context.System.EventStream.Publish(new MemberRemoved(member with { Status = MemberStatus.Removed }, member.Status));
         if (member.Address.Equals(_node.SelfAddress)) return;
         _node.Transport.AddressTerminated(member.Address);

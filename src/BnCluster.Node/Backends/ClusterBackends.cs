@@ -5,6 +5,7 @@ using BnCluster.Actors.Cluster;
 using BnCluster.Actors.Remote;
 using BnCluster.Coordinator;
 using BnCluster.Core.Data;
+using BnCluster.Core.Protocol;
 using BnCluster.Core.Training;
 using BnCluster.Node.Cluster;
 using BnCluster.Node.Commands;
@@ -124,7 +125,7 @@ public static class ClusterBackends
             var settings = new WorkerSettings(coordinator, spec, data.Train, data.Test, data.Sha256, RemoteCluster.JobId, node, log, options.Threads);
             var done = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
             var worker = system.ActorOf(Props.Create(() => new WorkerActor(settings)), "worker");
-            system.ActorOf(Props.Create(() => new WorkerWatch(coordinator, worker, done)), "watch");
+            cluster.Subscribe(system.ActorOf(Props.Create(() => new WorkerWatch(coordinator, worker, system.Address, done)), "watch"));
             _ = cluster.WhenRemoved.ContinueWith(_ => done.TrySetResult("this node was removed from the cluster"), TaskScheduler.Default);
             _ = system.WhenTerminated.ContinueWith(_ => done.TrySetResult("the actor system terminated"), TaskScheduler.Default);
             string why = await done.Task.WaitAsync(cancel).ConfigureAwait(false);
@@ -137,11 +138,23 @@ public static class ClusterBackends
         }
     }
 
-    /// <summary>Completes when the coordinator (its actor, or its node) or this worker's actor is gone.</summary>
+    /// <summary>Completes when the coordinator (its actor, or its node) or this worker's actor is gone. When this
+    /// node was removed from the cluster while alive (a long pause) and is Up again, the coordinator has dropped the
+    /// worker for sure: the worker is told, like the coordinator would, so that it registers again.</summary>
     private sealed class WorkerWatch : ReceiveActor
     {
-        public WorkerWatch(IActorRef coordinator, IActorRef worker, TaskCompletionSource<string> done)
+        private bool _removed;
+
+        public WorkerWatch(IActorRef coordinator, IActorRef worker, Address self, TaskCompletionSource<string> done)
         {
+            Receive<MemberRemoved>(e => _removed |= e.Member.Address.Equals(self));
+            Receive<MemberUp>(e =>
+            {
+                if (!_removed || !e.Member.Address.Equals(self)) return;
+                _removed = false;
+                worker.Tell(new WorkerDropped("this node was removed from the cluster and has joined again"), Self);
+            });
+            Receive<MemberEvent>(_ => { });
             Receive<Terminated>(t => done.TrySetResult(t.ActorRef.Equals(worker)
                 ? "the worker actor stopped (refused or failed, see above)"
                 : "the coordinator stopped (training done, or its node was removed)"));

@@ -66,7 +66,7 @@ public sealed class WorkerActor : ReceiveActor
     /// the full parameters. A step still running is orphaned: the next StartStep cancels it.</summary>
     private void OnDropped(WorkerDropped m)
     {
-        _log.Warning("Worker {Worker} on {Node:l} was dropped by the coordinator ({Reason:l}); registering again", _id, _s.Node, m.Reason);
+        _log.Warning("Worker {Worker} on {Node:l} was dropped ({Reason:l}); registering again", _id, _s.Node, m.Reason);
         Register();
     }
 
