@@ -6,6 +6,7 @@ internal sealed class ClusterDaemon : ReceiveActor
 {
     internal sealed class Tick { public static readonly Tick Instance = new(); }
     internal sealed class LeaveCommand { public static readonly LeaveCommand Instance = new(); }
+    internal sealed record PauseCommand(bool Paused);
 
     private readonly ClusterNode _node;
     private readonly MembershipSettings _settings;
@@ -21,6 +22,7 @@ internal sealed class ClusterDaemon : ReceiveActor
     private bool _joined;
     private bool _leaving;
     private bool _removed;
+    private bool _paused; // test hook: a frozen node (no ticks, no member lists), like a process under SIGSTOP
 
     public ClusterDaemon(ClusterNode node)
     {
@@ -37,7 +39,8 @@ internal sealed class ClusterDaemon : ReceiveActor
             _leaderDetector = new PhiAccrualFailureDetector(_settings.PhiThreshold, 1000, _settings.MinStdDeviation,
                 _settings.AcceptableHeartbeatPause, _settings.HeartbeatInterval);
         }
-        Receive<Tick>(_ => OnTick());
+        Receive<Tick>(_ => { if (!_paused) OnTick(); });
+        Receive<PauseCommand>(p => _paused = p.Paused);
         Receive<LeaveCommand>(_ => OnLeave());
         Receive<JoinRequest>(OnJoin);
         Receive<ClusterHeartbeat>(OnHeartbeat);
@@ -174,7 +177,7 @@ internal sealed class ClusterDaemon : ReceiveActor
 
     private void OnState(MembershipState state)
     {
-        if (_membership is not null || _removed || _leaderGone) return;
+        if (_membership is not null || _removed || _leaderGone || _paused) return;
         var containsSelf = state.Members.Any(m => m.Member.Address.Equals(_node.SelfAddress) && m.Uid == _node.SelfUid);
         if (!_joined && !containsSelf) return;
         _joined = true;
