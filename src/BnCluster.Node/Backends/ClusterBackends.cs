@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json;
+using System.Text.RegularExpressions;
 using BnCluster.Actors;
 using BnCluster.Actors.Cluster;
 using BnCluster.Actors.Remote;
@@ -11,6 +12,7 @@ using BnCluster.Node.Cluster;
 using BnCluster.Node.Commands;
 using BnCluster.Node.Logging;
 using Serilog;
+using Serilog.Events;
 
 namespace BnCluster.Node.Backends;
 
@@ -195,10 +197,24 @@ public sealed class WorkerProcesses(ILogger log) : IDisposable
         log.Information("Started worker process {Index} (pid {Pid})", index, p.Id);
     }
 
+    // A child's console line is "HH:mm:ss LVL message" (RunLogging.ConsoleTemplate). It is logged again here at the
+    // child's level without the child's timestamp, so that it prints with one timestamp (the parent's).
+    private static readonly Regex ChildConsoleLine = new(@"^\d\d:\d\d:\d\d (VRB|DBG|INF|WRN|ERR|FTL) (.*)$", RegexOptions.Compiled);
+
     private void Forward(int index, string? line)
     {
         if (line is null) return;
-        log.Information("[worker {Index}] {Line:l}", index, line);
+        var parsed = ChildConsoleLine.Match(line);
+        var level = !parsed.Success ? LogEventLevel.Information : parsed.Groups[1].Value switch
+        {
+            "VRB" => LogEventLevel.Verbose,
+            "DBG" => LogEventLevel.Debug,
+            "WRN" => LogEventLevel.Warning,
+            "ERR" => LogEventLevel.Error,
+            "FTL" => LogEventLevel.Fatal,
+            _ => LogEventLevel.Information,
+        };
+        log.Write(level, "[worker {Index}] {Line:l}", index, parsed.Success ? parsed.Groups[2].Value : line);
         OutputLine?.Invoke(index, line);
     }
 
