@@ -21,7 +21,9 @@ namespace BnCluster.Coordinator;
 /// - A worker that terminates (DeathWatch) or, when the step timeout fires, has not sent the contribution the
 ///   coordinator is waiting for (silent but alive) is removed from the roster; the attempt is aborted
 ///   (StepAborted to the others) and re-run on the survivors. A removed worker gets no more work; to come back
-///   it registers again and enters at the next step.
+///   it registers again and enters at the next step. A worker dropped alive (not Terminated) is told so
+///   (WorkerDropped) when its node is reachable or up again, or a late message shows it alive; it re-enters with
+///   its old id and rank.
 /// - Fewer than MinWorkers left: the coordinator waits for joins and warns every WaitWarningInterval.
 /// - A non-finite statistic, gradient or loss: the attempt is aborted and retried once with the same workers
 ///   (a transient fault recovers); a second non-finite value in the same step stops training with an error
