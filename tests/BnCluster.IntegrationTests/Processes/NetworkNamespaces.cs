@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Text.RegularExpressions;
 
 namespace BnCluster.IntegrationTests.Processes;
 
@@ -19,6 +20,7 @@ public sealed class NetworkNamespaces : IDisposable
     public NetworkNamespaces(int hosts)
     {
         Subnet = $"10.66.{Environment.ProcessId % 250 + 1}";
+        DeleteLeftovers();
         try
         {
             string bridge = Add("br");
@@ -67,6 +69,17 @@ public sealed class NetworkNamespaces : IDisposable
         return p;
     }
 
+    /// <summary>Namespaces of an earlier test process that died before its Dispose (its pid is gone) are deleted.</summary>
+    private static void DeleteLeftovers()
+    {
+        foreach (var line in Ip("netns", "list").Split('\n', StringSplitOptions.RemoveEmptyEntries))
+        {
+            var name = Regex.Match(line, @"^(bnc(\d+)-\S+)");
+            if (name.Success && int.TryParse(name.Groups[2].Value, out int pid) && !Directory.Exists($"/proc/{pid}"))
+                Ip("netns", "del", name.Groups[1].Value);
+        }
+    }
+
     private string Add(string suffix)
     {
         string name = $"{_prefix}-{suffix}";
@@ -75,7 +88,8 @@ public sealed class NetworkNamespaces : IDisposable
         return name;
     }
 
-    private static void Ip(params string[] args)
+    /// <summary>Runs `ip args…` and returns its output; throws with the command and its error output when it fails.</summary>
+    private static string Ip(params string[] args)
     {
         var psi = new ProcessStartInfo("ip") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (var a in args) psi.ArgumentList.Add(a);
@@ -87,12 +101,13 @@ public sealed class NetworkNamespaces : IDisposable
         }
         using (p)
         {
+            var stdout = p.StandardOutput.ReadToEndAsync();
             string stderr = p.StandardError.ReadToEnd();
-            p.StandardOutput.ReadToEnd();
             p.WaitForExit();
             if (p.ExitCode != 0)
                 throw new InvalidOperationException($"`ip {string.Join(' ', args)}` failed with exit code {p.ExitCode}: {stderr.Trim()}" +
                     (Environment.UserName == "root" ? "" : " (network namespaces need root; this test runs as " + Environment.UserName + ")"));
+            return stdout.Result;
         }
     }
 
