@@ -47,9 +47,10 @@ public sealed class CoordinatorActor : ReceiveActor
         public long SentVersion { get; set; } = -1;
     }
 
-    private sealed class Dropped(int id, string reason)
+    private sealed class Dropped(int id, string node, string reason)
     {
         public int Id { get; } = id;
+        public string Node { get; } = node;
         public string Reason { get; } = reason;
         public bool Told { get; set; }
     }
@@ -211,7 +212,7 @@ public sealed class CoordinatorActor : ReceiveActor
     {
         if (_phase == Phase.Done) return;
         dropped.Told = true;
-        _log.Information("Dropped worker {Worker} on {Node:l} is {Why:l}: telling it to register again", dropped.Id, actor.Path.Address.ToString(), why);
+        _log.Information("Dropped worker {Worker} on {Node:l} is {Why:l}: telling it to register again", dropped.Id, dropped.Node, why);
         actor.Tell(new WorkerDropped(dropped.Reason), Self);
     }
 
@@ -241,7 +242,7 @@ public sealed class CoordinatorActor : ReceiveActor
         {
             if (!_roster.Remove(m)) continue;
             Context.Unwatch(m.Actor);
-            if (alive) _dropped[m.Actor] = new Dropped(m.Id, reason); // it may come back; a terminated actor cannot
+            if (alive) _dropped[m.Actor] = new Dropped(m.Id, m.Node, reason); // it may come back; a terminated actor cannot
             participated |= Array.IndexOf(_participants, m) >= 0;
             _log.ForContext(ClusterLog.Phase, ClusterLog.Membership).Warning(ClusterLog.WorkerLeftTemplate, m.Id, m.Node, reason, _roster.Count);
         }
