@@ -17,6 +17,7 @@ public static class ClusterLog
     public const string StepCommittedTemplate = "Step {Step} epoch {Epoch} committed: loss {Loss:F4} accuracy {Accuracy:P2} in {ElapsedMs:F1} ms";
     public const string StepAbortedTemplate = "Step {Step} epoch {Epoch} aborted: {Reason:l}";
     public const string WorkerJoinedTemplate = "Worker {Worker} on {Node:l} joined ({Members} members)";
+    public const string WorkerRejoinedTemplate = "Worker {Worker} on {Node:l} joined again ({Members} members)";
     public const string WorkerLeftTemplate = "Worker {Worker} on {Node:l} left: {Reason:l} ({Members} members)";
     public const string EpochTemplate = "Epoch {Epoch} done at step {Step}: loss {Loss:F4} accuracy {Accuracy:P2}, test loss {TestLoss:F4} accuracy {TestAccuracy:P2}, {SamplesPerSecond:F0} samples/s, {ElapsedMs:F0} ms";
 }

@@ -21,7 +21,9 @@ namespace BnCluster.Coordinator;
 /// - A worker that terminates (DeathWatch) or, when the step timeout fires, has not sent the contribution the
 ///   coordinator is waiting for (silent but alive) is removed from the roster; the attempt is aborted
 ///   (StepAborted to the others) and re-run on the survivors. A removed worker gets no more work; to come back
-///   it registers again and enters at the next step.
+///   it registers again and enters at the next step. A worker dropped alive (not Terminated) is told so
+///   (WorkerDropped) when its node is reachable or up again, or a late message shows it alive; it re-enters with
+///   its old id and rank.
 /// - Fewer than MinWorkers left: the coordinator waits for joins and warns every WaitWarningInterval.
 /// - A non-finite statistic, gradient or loss: the attempt is aborted and retried once with the same workers
 ///   (a transient fault recovers); a second non-finite value in the same step stops training with an error
@@ -45,6 +47,14 @@ public sealed class CoordinatorActor : ReceiveActor
         public long SentVersion { get; set; } = -1;
     }
 
+    private sealed class Dropped(int id, string node, string reason)
+    {
+        public int Id { get; } = id;
+        public string Node { get; } = node;
+        public string Reason { get; } = reason;
+        public bool Told { get; set; }
+    }
+
     private enum Phase { WaitingForWorkers, InputStats, Training, Evaluating, Done }
 
     private readonly ClusterTrainingOptions _options;
@@ -56,6 +66,8 @@ public sealed class CoordinatorActor : ReceiveActor
     private readonly TimeSpan _timeout;
 
     private readonly List<Member> _roster = [];
+    // Workers dropped while possibly alive (unreachable, silent), by actor: their id, to re-admit them in their rank.
+    private readonly Dictionary<IActorRef, Dropped> _dropped = [];
     private int _nextWorkerId;
     private bool _started;
     private Phase _phase = Phase.WaitingForWorkers;
@@ -106,11 +118,15 @@ public sealed class CoordinatorActor : ReceiveActor
         _merged = new BatchNormStats?[_p.HiddenLayers];
 
         Receive<RegisterWorker>(OnRegister);
-        Receive<Terminated>(t => { if (Find(t.ActorRef) is { } m) Lose([m], "terminated"); });
+        Receive<Terminated>(t => { if (Find(t.ActorRef) is { } m) Lose([m], "terminated", alive: false); });
         // Remoting's failure detector: a node that stops answering (or is removed) takes its workers with it.
         Receive<MemberUnreachable>(e => LoseAt(e.Member.Address, "unreachable"));
         Receive<MemberDowned>(e => LoseAt(e.Member.Address, "downed"));
         Receive<MemberRemoved>(e => LoseAt(e.Member.Address, "removed from the cluster"));
+        // …and a node that answers again (a GC pause, a network blip), or rejoins after its removal, gets its
+        // dropped workers back: they are told, and register again.
+        Receive<MemberReachable>(e => TellDroppedAt(e.Member.Address, "reachable again"));
+        Receive<MemberUp>(e => TellDroppedAt(e.Member.Address, "up again"));
         Receive<InputStatsReply>(OnInputStats);
         Receive<BnStats>(OnBnStats);
         Receive<BnGradStats>(OnBnGradStats);
@@ -158,10 +174,22 @@ public sealed class CoordinatorActor : ReceiveActor
             if (_input is not null) known.Actor.Tell(NormalizationMessage(_input), Self);
             return;
         }
-        var member = new Member(_nextWorkerId++, Sender, r.Node);
-        _roster.Add(member);
+        Member member;
+        if (_dropped.Remove(Sender, out var dropped))
+        {
+            // A dropped worker that was alive after all: its old id and rank back (the roster stays in id order,
+            // so the shards are those of an uninterrupted run); it holds nothing we can rely on (SentVersion -1).
+            member = new Member(dropped.Id, Sender, r.Node);
+            _roster.Insert(_roster.FindIndex(m => m.Id > dropped.Id) is var at and >= 0 ? at : _roster.Count, member);
+            _log.ForContext(ClusterLog.Phase, ClusterLog.Membership).Information(ClusterLog.WorkerRejoinedTemplate, member.Id, member.Node, _roster.Count);
+        }
+        else
+        {
+            member = new Member(_nextWorkerId++, Sender, r.Node);
+            _roster.Add(member);
+            _log.ForContext(ClusterLog.Phase, ClusterLog.Membership).Information(ClusterLog.WorkerJoinedTemplate, member.Id, member.Node, _roster.Count);
+        }
         Context.Watch(member.Actor);
-        _log.ForContext(ClusterLog.Phase, ClusterLog.Membership).Information(ClusterLog.WorkerJoinedTemplate, member.Id, member.Node, _roster.Count);
         member.Actor.Tell(new WorkerRegistered(member.Id, _roster.Count), Self);
         if (_input is not null) member.Actor.Tell(NormalizationMessage(_input), Self);
         if (_waitingForJoins && _roster.Count >= Needed) Continue();
@@ -171,6 +199,27 @@ public sealed class CoordinatorActor : ReceiveActor
     {
         var lost = _roster.Where(m => m.Actor.Path.Address.Equals(address)).ToList();
         if (lost.Count > 0) Lose(lost, $"{reason} ({address})");
+    }
+
+    /// <summary>The node at <paramref name="address"/> is back: its dropped workers are told to register again.</summary>
+    private void TellDroppedAt(Address address, string why)
+    {
+        foreach (var (actor, dropped) in _dropped)
+            if (actor.Path.Address.Equals(address)) TellDropped(actor, dropped, why);
+    }
+
+    private void TellDropped(IActorRef actor, Dropped dropped, string why)
+    {
+        if (_phase == Phase.Done) return;
+        dropped.Told = true;
+        _log.Information("Dropped worker {Worker} on {Node:l} is {Why:l}: telling it to register again", dropped.Id, dropped.Node, why);
+        actor.Tell(new WorkerDropped(dropped.Reason), Self);
+    }
+
+    /// <summary>A message from a dropped worker shows it is alive: told once per drop (the node events tell it again).</summary>
+    private void TellIfDropped(IActorRef sender)
+    {
+        if (_dropped.TryGetValue(sender, out var dropped) && !dropped.Told) TellDropped(sender, dropped, "alive after all");
     }
 
     private Member? Find(IActorRef actor)
@@ -186,13 +235,14 @@ public sealed class CoordinatorActor : ReceiveActor
     }
 
     /// <summary>Removes workers from the roster; aborts and re-runs the attempt or round they were part of.</summary>
-    private void Lose(IReadOnlyList<Member> lost, string reason)
+    private void Lose(IReadOnlyList<Member> lost, string reason, bool alive = true)
     {
         bool participated = false;
         foreach (var m in lost)
         {
             if (!_roster.Remove(m)) continue;
             Context.Unwatch(m.Actor);
+            if (alive) _dropped[m.Actor] = new Dropped(m.Id, m.Node, reason); // it may come back; a terminated actor cannot
             participated |= Array.IndexOf(_participants, m) >= 0;
             _log.ForContext(ClusterLog.Phase, ClusterLog.Membership).Warning(ClusterLog.WorkerLeftTemplate, m.Id, m.Node, reason, _roster.Count);
         }
@@ -553,9 +603,12 @@ public sealed class CoordinatorActor : ReceiveActor
         return true;
     }
 
-    private void Stale(object message) =>
+    private void Stale(object message)
+    {
+        TellIfDropped(Sender);
         _log.Debug("Ignored {MessageType:l} from {Sender:l}: not of the running step/attempt/round (step {Step} attempt {Attempt} round {Round})",
             message.GetType().Name, Sender.Path.ToString(), _step, _attempt, _round);
+    }
 
     private void Duplicate(object message, int rank) =>
         _log.Debug("Ignored a second {MessageType:l} from worker {Worker} at step {Step} attempt {Attempt}", message.GetType().Name, _participants[rank].Id, _step, _attempt);

@@ -4,7 +4,7 @@ using BnCluster.Core.Serialization;
 
 namespace BnCluster.Coordinator;
 
-/// <summary>The training protocol (<see cref="TrainingCodec"/>, type ids 40–54) as a remoting codec.</summary>
+/// <summary>The training protocol (<see cref="TrainingCodec"/>, type ids 40–55) as a remoting codec.</summary>
 public sealed class TrainingMessageCodec : IMessageCodec
 {
     public static TrainingMessageCodec Instance { get; } = new();

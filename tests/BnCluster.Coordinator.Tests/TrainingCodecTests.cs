@@ -12,6 +12,7 @@ public sealed class TrainingCodecTests
         new RegisterWorker(ProtocolInfo.Version, "job-1", "ab12", "node-a"),
         new WorkerRegistered(3, 4),
         new RegistrationRefused("dataset sha256 differs"),
+        new WorkerDropped("unreachable (bncluster://worker@10.0.0.2:4000)"),
         new InputStatsRequest(2, 10, 90),
         new InputStatsReply(2, 90, [1.5, -2e300], [0, 1e-300]),
         new SetInputNormalization([0.5f, -1f], [1f, 2f], 1e-8f),

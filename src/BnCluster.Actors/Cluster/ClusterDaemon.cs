@@ -6,6 +6,7 @@ internal sealed class ClusterDaemon : ReceiveActor
 {
     internal sealed class Tick { public static readonly Tick Instance = new(); }
     internal sealed class LeaveCommand { public static readonly LeaveCommand Instance = new(); }
+    internal sealed record PauseCommand(bool Paused);
 
     private readonly ClusterNode _node;
     private readonly MembershipSettings _settings;
@@ -21,6 +22,7 @@ internal sealed class ClusterDaemon : ReceiveActor
     private bool _joined;
     private bool _leaving;
     private bool _removed;
+    private bool _paused; // test hook: a frozen node (no ticks, no member lists), like a process under SIGSTOP
 
     public ClusterDaemon(ClusterNode node)
     {
@@ -37,13 +39,11 @@ internal sealed class ClusterDaemon : ReceiveActor
             _leaderDetector = new PhiAccrualFailureDetector(_settings.PhiThreshold, 1000, _settings.MinStdDeviation,
                 _settings.AcceptableHeartbeatPause, _settings.HeartbeatInterval);
         }
-        Receive<Tick>(_ => OnTick());
+        Receive<Tick>(_ => { if (!_paused) OnTick(); });
+        Receive<PauseCommand>(p => _paused = p.Paused);
         Receive<LeaveCommand>(_ => OnLeave());
         Receive<JoinRequest>(OnJoin);
-        Receive<ClusterHeartbeat>(h =>
-        {
-            if (_membership is not null && _uids.TryGetValue(h.Address, out var uid) && uid == h.Uid) _membership.Heartbeat(h.Address);
-        });
+        Receive<ClusterHeartbeat>(OnHeartbeat);
         Receive<LeaveRequest>(l =>
         {
             if (_membership is null || !_uids.TryGetValue(l.Address, out var uid) || uid != l.Uid) return;
@@ -78,6 +78,22 @@ internal sealed class ClusterDaemon : ReceiveActor
         }
     }
 
+    private void OnHeartbeat(ClusterHeartbeat h)
+    {
+        if (_membership is null) return;
+        if (_uids.TryGetValue(h.Address, out var uid))
+        {
+            if (uid == h.Uid) _membership.Heartbeat(h.Address);
+            return;
+        }
+        // A heartbeat from a node that is no longer a member: it was removed while alive (a pause longer than the
+        // failure detector allows). The member list, without it, tells it so; it then joins again.
+        DaemonAt(h.Address).Tell(CurrentState());
+    }
+
+    private MembershipState CurrentState() =>
+        new(_membership!.Members.Select(m => new MemberInfo(m, _uids.GetValueOrDefault(m.Address))).ToArray());
+
     private void OnLeave()
     {
         _leaving = true;
@@ -107,7 +123,7 @@ internal sealed class ClusterDaemon : ReceiveActor
             _pendingDowns.Clear();
             foreach (var address in _leavers)
                 if (_membership.Find(address) is { Status: MemberStatus.Joining or MemberStatus.Up }) _membership.Leave(address);
-            var state = new MembershipState(_membership.Members.Select(m => new MemberInfo(m, _uids.GetValueOrDefault(m.Address))).ToArray());
+            var state = CurrentState();
             foreach (var info in state.Members)
                 if (!info.Member.Address.Equals(_node.SelfAddress)) DaemonAt(info.Member.Address).Tell(state);
             foreach (var leaver in _leavers.ToArray())
@@ -161,7 +177,7 @@ internal sealed class ClusterDaemon : ReceiveActor
 
     private void OnState(MembershipState state)
     {
-        if (_membership is not null || _removed || _leaderGone) return;
+        if (_membership is not null || _removed || _leaderGone || _paused) return;
         var containsSelf = state.Members.Any(m => m.Member.Address.Equals(_node.SelfAddress) && m.Uid == _node.SelfUid);
         if (!_joined && !containsSelf) return;
         _joined = true;
@@ -170,6 +186,17 @@ internal sealed class ClusterDaemon : ReceiveActor
         if (!_leaderReachable)
             members = members.Select(i => i.Member.Address.Equals(_node.LeaderAddress) ? i with { Member = i.Member with { IsReachable = true } } : i).ToArray();
         Apply(members);
+        if (containsSelf) return;
+        if (_leaving)
+        {
+            MarkSelfRemoved();
+            return;
+        }
+        // Removed by the leader while alive (it took a pause for a crash): join again as the same incarnation. Actors
+        // here keep running; those who care (a worker) learn from the member events or their peers that they were out.
+        Context.System.Log.Warning("Cluster: the leader {Leader} removed this node ({Address}) although it is running; joining again",
+            _node.LeaderAddress.ToString(), _node.SelfAddress.ToString());
+        _joined = false;
     }
 
     /// <summary>Publishes the events that lead from the previous view to <paramref name="members"/>.</summary>
@@ -218,12 +245,12 @@ internal sealed class ClusterDaemon : ReceiveActor
         }
         _view = next;
         _node.SetMembers(members.Select(i => i.Member).OrderBy(m => m.Address.ToString(), StringComparer.Ordinal).ToArray());
-        if (_joined && !next.ContainsKey(_node.SelfAddress) && _membership is null) MarkSelfRemoved();
         if (_membership is not null && _membership.Find(_node.SelfAddress) is null) MarkSelfRemoved();
     }
 
     private void Removed(Member member)
     {
+        Context.System.Log.Information("Cluster: member {Address} removed (was {Status})", member.Address.ToString(), member.Status);
         Context.System.EventStream.Publish(new MemberRemoved(member with { Status = MemberStatus.Removed }, member.Status));
         if (member.Address.Equals(_node.SelfAddress)) return;
         _node.Transport.AddressTerminated(member.Address);

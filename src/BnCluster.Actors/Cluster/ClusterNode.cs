@@ -122,6 +122,9 @@ public sealed class ClusterNode
     /// <summary>Test hook: close every socket at once without leaving, like a crash of this node.</summary>
     internal Task AbortAsync() => Transport.AbortAsync().AsTask();
 
+    /// <summary>Test hook: this node stops (or resumes) heartbeating and reading member lists, like a paused process.</summary>
+    internal void Pause(bool paused) => Daemon.Tell(new ClusterDaemon.PauseCommand(paused));
+
     internal void SetMembers(IReadOnlyList<Member> members)
     {
         _members = members;

@@ -13,9 +13,9 @@ public static class TrainingCodec
     public const int FirstTypeId = 40, LastTypeId = 59;
     private const int TRegister = 40, TRegistered = 41, TRefused = 42, TInputReq = 43, TInputReply = 44, TSetInput = 45,
         TStart = 46, TBnStats = 47, TBnGlobal = 48, TGradStats = 49, TGradGlobal = 50, TGradients = 51, TAborted = 52,
-        TEvaluate = 53, TEvalResult = 54;
+        TEvaluate = 53, TEvalResult = 54, TDropped = 55;
 
-    public static bool Handles(int typeId) => typeId is >= TRegister and <= TEvalResult;
+    public static bool Handles(int typeId) => typeId is >= TRegister and <= TDropped;
 
     public static bool TryWrite(object message, MessagePackWriter w)
     {
@@ -24,6 +24,7 @@ public static class TrainingCodec
             case RegisterWorker m: Header(w, TRegister, 4); w.WriteInt32(m.ProtocolVersion); w.WriteString(m.JobId); w.WriteString(m.DatasetSha256); w.WriteString(m.Node); return true;
             case WorkerRegistered m: Header(w, TRegistered, 2); w.WriteInt32(m.WorkerId); w.WriteInt32(m.Members); return true;
             case RegistrationRefused m: Header(w, TRefused, 1); w.WriteString(m.Reason); return true;
+            case WorkerDropped m: Header(w, TDropped, 1); w.WriteString(m.Reason); return true;
             case InputStatsRequest m: Header(w, TInputReq, 3); w.WriteInt64(m.Round); w.WriteInt32(m.Start); w.WriteInt32(m.Count); return true;
             case InputStatsReply m: Header(w, TInputReply, 4); w.WriteInt64(m.Round); w.WriteInt64(m.Count); w.WriteFloat64Array(m.Mean); w.WriteFloat64Array(m.M2); return true;
             case SetInputNormalization m: Header(w, TSetInput, 3); w.WriteFloat32Array(m.Mean); w.WriteFloat32Array(m.Variance); w.WriteSingle(m.Epsilon); return true;
@@ -62,6 +63,9 @@ public static class TrainingCodec
             case TRefused:
                 Expect(ref r, start, fields, 1, "RegistrationRefused");
                 return new RegistrationRefused(r.ReadString());
+            case TDropped:
+                Expect(ref r, start, fields, 1, "WorkerDropped");
+                return new WorkerDropped(r.ReadString());
             case TInputReq:
                 Expect(ref r, start, fields, 3, "InputStatsRequest");
                 return new InputStatsRequest(r.ReadInt64(), r.ReadInt32(), r.ReadInt32());
@@ -99,7 +103,7 @@ public static class TrainingCodec
                 Expect(ref r, start, fields, 4, "EvalResult");
                 return new EvalResult(r.ReadInt64(), r.ReadDouble(), r.ReadInt32(), r.ReadInt32());
             default:
-                throw r.Error(start, "a training message type (40–54)", $"type {type}");
+                throw r.Error(start, "a training message type (40–55)", $"type {type}");
         }
     }
 

@@ -21,6 +21,10 @@ public sealed record WorkerRegistered(int WorkerId, int Members);
 /// <summary>Coordinator → worker: join refused (the reason names the mismatch).</summary>
 public sealed record RegistrationRefused(string Reason);
 
+/// <summary>Coordinator → worker: you were dropped from the roster (unreachable, silent past the step timeout)
+/// but are alive after all; register again to be admitted at the next step.</summary>
+public sealed record WorkerDropped(string Reason);
+
 // ---- Input normalization ----
 
 /// <summary>Coordinator → worker: the (n, mean, M2) of training rows [Start, Start+Count) of the raw data, for round <paramref name="Round"/>.</summary>

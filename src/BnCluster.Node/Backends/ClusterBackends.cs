@@ -1,15 +1,18 @@
 using System.Diagnostics;
 using System.Text.Json;
+using System.Text.RegularExpressions;
 using BnCluster.Actors;
 using BnCluster.Actors.Cluster;
 using BnCluster.Actors.Remote;
 using BnCluster.Coordinator;
 using BnCluster.Core.Data;
+using BnCluster.Core.Protocol;
 using BnCluster.Core.Training;
 using BnCluster.Node.Cluster;
 using BnCluster.Node.Commands;
 using BnCluster.Node.Logging;
 using Serilog;
+using Serilog.Events;
 
 namespace BnCluster.Node.Backends;
 
@@ -124,7 +127,7 @@ public static class ClusterBackends
             var settings = new WorkerSettings(coordinator, spec, data.Train, data.Test, data.Sha256, RemoteCluster.JobId, node, log, options.Threads);
             var done = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
             var worker = system.ActorOf(Props.Create(() => new WorkerActor(settings)), "worker");
-            system.ActorOf(Props.Create(() => new WorkerWatch(coordinator, worker, done)), "watch");
+            cluster.Subscribe(system.ActorOf(Props.Create(() => new WorkerWatch(coordinator, worker, system.Address, done)), "watch"));
             _ = cluster.WhenRemoved.ContinueWith(_ => done.TrySetResult("this node was removed from the cluster"), TaskScheduler.Default);
             _ = system.WhenTerminated.ContinueWith(_ => done.TrySetResult("the actor system terminated"), TaskScheduler.Default);
             string why = await done.Task.WaitAsync(cancel).ConfigureAwait(false);
@@ -137,11 +140,23 @@ public static class ClusterBackends
         }
     }
 
-    /// <summary>Completes when the coordinator (its actor, or its node) or this worker's actor is gone.</summary>
+    /// <summary>Completes when the coordinator (its actor, or its node) or this worker's actor is gone. When this
+    /// node was removed from the cluster while alive (a long pause) and is Up again, the coordinator has dropped the
+    /// worker for sure: the worker is told, like the coordinator would, so that it registers again.</summary>
     private sealed class WorkerWatch : ReceiveActor
     {
-        public WorkerWatch(IActorRef coordinator, IActorRef worker, TaskCompletionSource<string> done)
+        private bool _removed;
+
+        public WorkerWatch(IActorRef coordinator, IActorRef worker, Address self, TaskCompletionSource<string> done)
         {
+            Receive<MemberRemoved>(e => _removed |= e.Member.Address.Equals(self));
+            Receive<MemberUp>(e =>
+            {
+                if (!_removed || !e.Member.Address.Equals(self)) return;
+                _removed = false;
+                worker.Tell(new WorkerDropped("this node was removed from the cluster and has joined again"), Self);
+            });
+            Receive<MemberEvent>(_ => { });
             Receive<Terminated>(t => done.TrySetResult(t.ActorRef.Equals(worker)
                 ? "the worker actor stopped (refused or failed, see above)"
                 : "the coordinator stopped (training done, or its node was removed)"));
@@ -182,10 +197,24 @@ public sealed class WorkerProcesses(ILogger log) : IDisposable
         log.Information("Started worker process {Index} (pid {Pid})", index, p.Id);
     }
 
+    // A child's console line is "HH:mm:ss LVL message" (RunLogging.ConsoleTemplate). It is logged again here at the
+    // child's level without the child's timestamp, so that it prints with one timestamp (the parent's).
+    private static readonly Regex ChildConsoleLine = new(@"^\d\d:\d\d:\d\d (VRB|DBG|INF|WRN|ERR|FTL) (.*)$", RegexOptions.Compiled);
+
     private void Forward(int index, string? line)
     {
         if (line is null) return;
-        log.Information("[worker {Index}] {Line:l}", index, line);
+        var parsed = ChildConsoleLine.Match(line);
+        var level = !parsed.Success ? LogEventLevel.Information : parsed.Groups[1].Value switch
+        {
+            "VRB" => LogEventLevel.Verbose,
+            "DBG" => LogEventLevel.Debug,
+            "WRN" => LogEventLevel.Warning,
+            "ERR" => LogEventLevel.Error,
+            "FTL" => LogEventLevel.Fatal,
+            _ => LogEventLevel.Information,
+        };
+        log.Write(level, "[worker {Index}] {Line:l}", index, parsed.Success ? parsed.Groups[2].Value : line);
         OutputLine?.Invoke(index, line);
     }
 

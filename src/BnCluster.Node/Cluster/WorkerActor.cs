@@ -47,6 +47,7 @@ public sealed class WorkerActor : ReceiveActor
 
         Receive<WorkerRegistered>(r => { _id = r.WorkerId; _log.Debug("Worker {Worker} registered ({Members} members)", r.WorkerId, r.Members); });
         Receive<RegistrationRefused>(r => { _log.Error("Worker on {Node:l} refused by the coordinator: {Reason:l}", _s.Node, r.Reason); Context.Stop(Self); });
+        Receive<WorkerDropped>(OnDropped);
         Receive<InputStatsRequest>(OnInputStats);
         Receive<SetInputNormalization>(OnSetInput);
         Receive<StartStep>(OnStartStep);
@@ -56,8 +57,18 @@ public sealed class WorkerActor : ReceiveActor
         Receive<Evaluate>(OnEvaluate);
     }
 
-    protected override void PreStart() =>
-        _s.Coordinator.Tell(new RegisterWorker(ProtocolInfo.Version, _s.JobId, _s.DatasetSha256, _s.Node), Self);
+    protected override void PreStart() => Register();
+
+    private void Register() => _s.Coordinator.Tell(new RegisterWorker(ProtocolInfo.Version, _s.JobId, _s.DatasetSha256, _s.Node), Self);
+
+    /// <summary>The coordinator dropped this worker (it looked dead: a pause, a network blip) and has seen it alive
+    /// again. Nothing here is trusted any more: register again; the coordinator re-admits it at the next step with
+    /// the full parameters. A step still running is orphaned: the next StartStep cancels it.</summary>
+    private void OnDropped(WorkerDropped m)
+    {
+        _log.Warning("Worker {Worker} on {Node:l} was dropped ({Reason:l}); registering again", _id, _s.Node, m.Reason);
+        Register();
+    }
 
     protected override void PostStop()
     {

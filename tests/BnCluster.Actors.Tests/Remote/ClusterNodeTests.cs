@@ -105,6 +105,32 @@ public sealed class ClusterNodeTests
     }
 
     [Fact]
+    public async Task A_node_removed_while_alive_joins_again_and_is_Up_everywhere()
+    {
+        var (seedKit, seed, seedEvents) = Start("seed", null, MemberRoles.Coordinator);
+        using var _1 = seedKit;
+        var (k1, c1, e1) = Start("w1", seedKit.Sys.Address, MemberRoles.Worker);
+        using var _2 = k1;
+        await Task.WhenAll(seed.WhenUp, c1.WhenUp).WaitAsync(Timeout);
+        var address = k1.Sys.Address;
+        ExpectUp(seedEvents, address);
+        ExpectUp(e1, address);
+
+        c1.Pause(true); // frozen: a GC pause or SIGSTOP longer than the failure detector allows
+        seedEvents.FishForMessage<MemberUnreachable>(e => e.Member.Address.Equals(address), Timeout);
+        seedEvents.FishForMessage<MemberRemoved>(e => e.Member.Address.Equals(address), Timeout);
+        c1.Pause(false);
+
+        // It learns from the leader that it is out, and joins again as the same incarnation.
+        e1.FishForMessage<MemberRemoved>(e => e.Member.Address.Equals(address), Timeout);
+        ExpectUp(e1, address);
+        ExpectUp(seedEvents, address);
+        Assert.False(c1.WhenRemoved.IsCompleted);
+        Assert.Contains(seed.Members, m => m.Address.Equals(address) && m.Status == MemberStatus.Up);
+        Assert.Contains(c1.Members, m => m.Address.Equals(seedKit.Sys.Address) && m.IsReachable);
+    }
+
+    [Fact]
     public async Task A_graceful_leave_goes_Leaving_Exiting_Removed_everywhere()
     {
         var (seedKit, seed, seedEvents) = Start("seed", null, MemberRoles.Coordinator);

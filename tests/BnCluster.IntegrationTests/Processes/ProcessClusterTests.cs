@@ -156,7 +156,7 @@ public sealed class ProcessClusterTests
         return [.. list];
     }
 
-    private static void AssertTensors(ModelDocument a, ModelDocument b, double relative)
+    internal static void AssertTensors(ModelDocument a, ModelDocument b, double relative)
     {
         Assert.Equal(a.Layers.Count, b.Layers.Count);
         Compare("input mean", a.Input.Mean, b.Input.Mean, relative);
