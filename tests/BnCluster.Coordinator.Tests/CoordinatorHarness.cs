@@ -69,7 +69,7 @@ internal sealed class CoordinatorHarness
     {
         var shape = new Parameters(Spec);
         var tensors = shape.Trainable.Select(t => Enumerable.Repeat(value, t.Values.Length).ToArray()).ToArray();
-        return new StepGradients(s.Step, s.Attempt, s.Rows.Length * 0.7, s.Rows.Length / 2, s.Rows.Length, tensors);
+        return new StepGradients(s.Step, s.Attempt, s.Rows.Length * 0.7, s.Rows.Length / 2, s.Rows.Length, tensors, StepTimings.None);
     }
 
     /// <summary>Plays the rest of a step one probe runs alone.</summary>

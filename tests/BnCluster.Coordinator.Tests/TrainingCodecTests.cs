@@ -21,7 +21,8 @@ public sealed class TrainingCodecTests
         new BnGlobal(17, 3, 1, 13, [0.1, double.Epsilon], [3, 4]),
         new BnGradStats(17, 3, 0, [1, 2], [-3, 4]),
         new BnGradGlobal(17, 3, 0, [1, 2], [-3, 4]),
-        new StepGradients(17, 3, 12.25, 4, 5, [[0.25f, float.MaxValue], [], [float.NaN]]),
+        new StepGradients(17, 3, 12.25, 4, 5, [[0.25f, float.MaxValue], [], [float.NaN]], StepTimings.None),
+        new StepGradients(17, 3, 12.25, 4, 5, [[1f]], new StepTimings(3.5, [new BnWait(0, false, 0.25), new BnWait(1, true, 1e-3)], 16, 2, 7.125)),
         new StepAborted(17, 3, "worker 2 terminated"),
         new Evaluate(9, 0, 23, 40, [[1f]]),
         new Evaluate(9, 0, 23, 40, null),
@@ -92,7 +93,7 @@ public sealed class TrainingCodecTests
         var e = Assert.Throws<MessagePackException>(() => Decode(wrongCount));
         Assert.Contains("StepAborted", e.Message);
 
-        var full = Encode(new StepGradients(1, 1, 1, 1, 1, [[1f, 2f]]));
+        var full = Encode(new StepGradients(1, 1, 1, 1, 1, [[1f, 2f]], StepTimings.None));
         Assert.Throws<MessagePackException>(() => Decode(full[..^3]));
 
         var unknown = new ArrayBufferWriter<byte>();
