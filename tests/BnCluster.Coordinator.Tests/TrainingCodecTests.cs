@@ -74,6 +74,23 @@ public sealed class TrainingCodecTests
     }
 
     [Fact]
+    public void A_sent_message_returns_its_tensors_to_the_pool_and_the_decoder_rents_them_again()
+    {
+        // A length no other test uses: the pool is process-wide.
+        var tensor = TensorPool.Rent(4099);
+        for (int i = 0; i < tensor.Length; i++) tensor[i] = i * 0.5f;
+        var sent = new StepGradients(1, 1, 1, 1, 1, [tensor], StepTimings.None);
+        var bytes = Encode(sent);
+        TrainingMessageCodec.Instance.Sent(sent);
+        Assert.Equal(1, TensorPool.Pooled(4099));
+        Array.Fill(tensor, -1f); // (only a test touches a returned array) so the decoder must write every value
+        var received = (StepGradients)Decode(bytes);
+        Assert.Same(tensor, received.Tensors[0]); // decoded straight into the pooled array
+        Assert.Equal(0, TensorPool.Pooled(4099));
+        Assert.Equal(Enumerable.Range(0, 4099).Select(i => i * 0.5f), received.Tensors[0]);
+    }
+
+    [Fact]
     public void Unknown_types_and_messages_of_other_protocols_are_not_claimed()
     {
         Assert.False(TrainingMessageCodec.Instance.TryWrite("a string", new MessagePackWriter(new ArrayBufferWriter<byte>())));

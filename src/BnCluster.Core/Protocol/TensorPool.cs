@@ -62,10 +62,10 @@ public static class TensorPool
         lock (Gate)
         {
             if (!Buckets.TryGetValue(array.Length, out var bucket)) Buckets[array.Length] = bucket = new Bucket();
-            if (bucket.Count == ArraysPerLength) return;
+            // A second return would hand one array to two renters: a bug to name rather than corrupt tensors.
             for (int i = 0; i < bucket.Count; i++)
                 if (ReferenceEquals(bucket.Arrays[i], array)) throw new InvalidOperationException($"a tensor of {array.Length} floats was returned to the pool twice");
-            bucket.Arrays[bucket.Count++] = array;
+            if (bucket.Count < ArraysPerLength) bucket.Arrays[bucket.Count++] = array;
         }
     }
 
