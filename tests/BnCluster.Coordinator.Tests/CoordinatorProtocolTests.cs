@@ -39,15 +39,8 @@ public sealed class CoordinatorProtocolTests : ActorTestKit
     public void The_coordinator_logs_each_workers_own_timings_of_the_step_it_accepts()
     {
         var h = new CoordinatorHarness(this, workers: 2);
-        var a = h.Join("a");
-        var b = h.Join("b");
-        AnswerInputStats(a, b);
-        var sa = a.ExpectMsg<StartStep>();
-        var sb = b.ExpectMsg<StartStep>();
-        a.Reply(Stats(sa)); b.Reply(Stats(sb));
-        a.ExpectMsg<BnGlobal>(); b.ExpectMsg<BnGlobal>();
-        a.Reply(GradStats(sa)); b.Reply(GradStats(sb));
-        a.ExpectMsg<BnGradGlobal>(); b.ExpectMsg<BnGradGlobal>();
+        var (a, b, sa, sb) = h.StartTwo();
+        ReduceBatchNorm(a, sa, b, sb);
         b.Reply(Gradients(sb) with { Timings = new StepTimings(7.5, [new BnWait(0, false, 1.25), new BnWait(0, true, 0.5)], 0, 0, 0) });
         b.Reply(Gradients(sb) with { Timings = new StepTimings(99, [], 0, 0, 0) }); // a duplicate: not logged
         a.Reply(Gradients(sa) with { Timings = new StepTimings(6.5, [], 0, 0, 0) });
@@ -173,14 +166,9 @@ public sealed class CoordinatorProtocolTests : ActorTestKit
     public async Task A_non_finite_gradient_is_not_applied_the_worker_is_named_and_a_second_one_stops_training()
     {
         var h = new CoordinatorHarness(this, workers: 2);
-        var a = h.Join("a");
-        var b = h.Join("b");
-        AnswerInputStats(a, b);
-        var starts = new[] { a.ExpectMsg<StartStep>(), b.ExpectMsg<StartStep>() };
-        a.Reply(Stats(starts[0])); b.Reply(Stats(starts[1]));
-        a.ExpectMsg<BnGlobal>(); b.ExpectMsg<BnGlobal>();
-        a.Reply(GradStats(starts[0])); b.Reply(GradStats(starts[1]));
-        a.ExpectMsg<BnGradGlobal>(); b.ExpectMsg<BnGradGlobal>();
+        var (a, b, sa, sb) = h.StartTwo();
+        var starts = new[] { sa, sb };
+        ReduceBatchNorm(a, sa, b, sb);
         a.Reply(Gradients(starts[0]));
         b.Reply(Gradients(starts[1], float.NaN));
         Assert.Equal(starts[0].Attempt, a.ExpectMsg<StepAborted>().Attempt);
