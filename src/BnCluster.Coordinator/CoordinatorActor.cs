@@ -94,11 +94,20 @@ public sealed class CoordinatorActor : ReceiveActor
     private int _nonFiniteRetries;
     private BatchNormStats?[][] _stats = [];
     private BatchNormGradSums?[][] _gradSums = [];
-    private StepGradients?[] _gradients = [];
+    // Gradients: each worker's loss partial once its message is accepted; its tensors wait in _pendingTensors
+    // until every lower rank has been added to _gradSum (the sum is in rank order however they arrive), then
+    // go back to the pool. So the sum overlaps the wait for the slowest worker.
+    private LossPartial?[] _losses = [];
+    private float[][]?[] _pendingTensors = [];
+    private int _summedRanks;
     private readonly BatchNormStats?[] _merged;
     private readonly Stopwatch _stepTime = new();
     private long _round;
     private object?[] _roundReplies = [];
+
+    // Where the coordinator's own time goes, per epoch (logged at Debug with the epoch): handler time by kind
+    // and this process's garbage collections.
+    private readonly HandlerClock _clock = new();
 
     public CoordinatorActor(ClusterTrainingOptions options, ClusterDataShape shape, TaskCompletionSource<TrainingResult> completion,
         ILogger log, IProgress<EpochMetrics>? epochProgress = null, IProgress<BatchProgress>? batchProgress = null)
@@ -128,9 +137,9 @@ public sealed class CoordinatorActor : ReceiveActor
         Receive<MemberReachable>(e => TellDroppedAt(e.Member.Address, "reachable again"));
         Receive<MemberUp>(e => TellDroppedAt(e.Member.Address, "up again"));
         Receive<InputStatsReply>(OnInputStats);
-        Receive<BnStats>(OnBnStats);
-        Receive<BnGradStats>(OnBnGradStats);
-        Receive<StepGradients>(OnGradients);
+        Receive<BnStats>(m => { long t = HandlerClock.Now; OnBnStats(m); _clock.Add(HandlerClock.Kind.BnStats, t); });
+        Receive<BnGradStats>(m => { long t = HandlerClock.Now; OnBnGradStats(m); _clock.Add(HandlerClock.Kind.BnGradStats, t); });
+        Receive<StepGradients>(m => { long t = HandlerClock.Now; OnGradients(m); _clock.Add(HandlerClock.Kind.Gradients, t); });
         Receive<EvalResult>(OnEvalResult);
         Receive<StepTimeout>(OnStepTimeout);
         Receive<RoundTimeout>(OnRoundTimeout);
@@ -368,17 +377,35 @@ public sealed class CoordinatorActor : ReceiveActor
             _gradSums[l] = new BatchNormGradSums?[k];
             _merged[l] = null;
         }
-        _gradients = new StepGradients?[k];
+        foreach (var pending in _pendingTensors) if (pending is not null) TensorPool.Release(pending); // of an aborted attempt
+        _losses = new LossPartial?[k];
+        _pendingTensors = new float[k][][];
+        _summedRanks = 0;
+        _gradSum.Clear();
         _stepTime.Restart();
+        float[][]? snapshot = SharedSnapshot();
         for (int r = 0; r < k; r++)
         {
             var m = _participants[r];
             int[] shard = ShardSplit.Slice(rows, k, r).ToArray();
-            float[][]? snapshot = m.SentVersion == _committed ? null : ParameterSnapshot.Capture(_p);
+            m.Actor.Tell(new StartStep(_step, _epoch, _attempt, n, r, shard, _committed, m.SentVersion == _committed ? null : snapshot), Self);
             m.SentVersion = _committed;
-            m.Actor.Tell(new StartStep(_step, _epoch, _attempt, n, r, shard, _committed, snapshot), Self);
         }
         Timers.StartSingleTimer("step-timeout", new StepTimeout(_step, _attempt), _timeout);
+    }
+
+    /// <summary>
+    /// One pooled copy of the committed parameters for all participants that do not hold them yet (null when
+    /// all do): each of them releases it once (TensorPool.Share), the last one returns it to the pool.
+    /// </summary>
+    private float[][]? SharedSnapshot()
+    {
+        int holders = 0;
+        foreach (var m in _participants) if (m.SentVersion != _committed) holders++;
+        if (holders == 0) return null;
+        var snapshot = ParameterSnapshot.Capture(_p);
+        TensorPool.Share(snapshot, holders);
+        return snapshot;
     }
 
     private void AbortAttempt(string reason)
@@ -429,32 +456,56 @@ public sealed class CoordinatorActor : ReceiveActor
 
     private void OnGradients(StepGradients m)
     {
+        // A message that is not used here is left to the garbage collector rather than returned: a stale or
+        // duplicate message's arrays are not known to be unshared.
         if (!Current(m.Step, m.Attempt, out int rank)) { Stale(m); return; }
         if (!ValidGradients(m.Tensors)) { BadMessage(m, rank); return; }
-        if (_gradients[rank] is not null) { Duplicate(m, rank); return; }
+        if (_losses[rank] is not null) { Duplicate(m, rank); return; }
         if (!double.IsFinite(m.SumLoss)) { NonFinite(rank, "loss"); return; }
         for (int i = 0; i < m.Tensors.Length; i++)
-            if (!AllFinite(m.Tensors[i])) { NonFinite(rank, $"gradient of {_p.Trainable[i].Name}"); return; }
-        _gradients[rank] = m;
-        if (Array.Exists(_gradients, g => g is null)) return;
-        Commit();
+            if (!TensorPrimitives.IsFiniteAll<float>(m.Tensors[i])) { NonFinite(rank, $"gradient of {_p.Trainable[i].Name}"); return; }
+        _losses[rank] = new LossPartial(m.SumLoss, m.Correct, m.Count);
+        _pendingTensors[rank] = m.Tensors;
+        LogWorkerTimings(m.Step, _participants[rank], m.Timings);
+        AddGradientsInRankOrder();
+        if (_summedRanks == _participants.Length) Commit();
+    }
+
+    /// <summary>Adds the waiting gradients of the next ranks to the sum (0 + g₀ + g₁ + …) and returns their arrays to the pool.</summary>
+    private void AddGradientsInRankOrder()
+    {
+        while (_summedRanks < _pendingTensors.Length && _pendingTensors[_summedRanks] is { } tensors)
+        {
+            for (int i = 0; i < tensors.Length; i++)
+            {
+                var sum = _gradSum.Tensors[i].Values;
+                TensorPrimitives.Add(sum, tensors[i], sum);
+            }
+            _pendingTensors[_summedRanks++] = null;
+            TensorPool.Release(tensors);
+        }
+    }
+
+    /// <summary>
+    /// Logs a worker's own timings of the step (StepPhase events, the same wherever the worker runs: workers do
+    /// not log them themselves, so a --processes or multi-machine run log has the per-worker split too).
+    /// </summary>
+    private void LogWorkerTimings(long step, Member worker, StepTimings t)
+    {
+        if (!_log.IsEnabled(Serilog.Events.LogEventLevel.Debug)) return;
+        if (t.ExchangeStep > 0)
+            _log.Debug(ClusterLog.StepPhaseTemplate, t.ExchangeStep, t.ExchangeEpoch, worker.Id, worker.Node, ClusterLog.GradExchange, t.ExchangeMs);
+        foreach (var w in t.BnWaits)
+            _log.Debug(ClusterLog.StepLayerPhaseTemplate, step, Epoch, worker.Id, worker.Node, ClusterLog.BnWait, w.Layer, w.Ms);
+        _log.Debug(ClusterLog.StepPhaseTemplate, step, Epoch, worker.Id, worker.Node, ClusterLog.Compute, t.ComputeMs);
     }
 
     private void Commit()
     {
         Timers.Cancel("step-timeout");
-        // Sum in rank order (0 + g₀ + g₁ + …), then optimizer and running averages: the commit.
-        _gradSum.Clear();
+        // The gradients are summed already (in rank order); the optimizer and running averages make the commit.
         var loss = new LossPartial(0, 0, 0);
-        foreach (var g in _gradients)
-        {
-            for (int i = 0; i < g!.Tensors.Length; i++)
-            {
-                var sum = _gradSum.Tensors[i].Values;
-                TensorPrimitives.Add(sum, g.Tensors[i], sum);
-            }
-            loss = loss.Add(new LossPartial(g.SumLoss, g.Correct, g.Count));
-        }
+        foreach (var l in _losses) loss = loss.Add(l!.Value);
         _optimizer.Apply(_p, _gradSum);
         TrainingStep.UpdateRunningStats(_p, _merged);
         _committed++;
@@ -496,7 +547,7 @@ public sealed class CoordinatorActor : ReceiveActor
         {
             for (int l = 0; l < _p.HiddenLayers; l++) if (_p.BatchNorm[l] is not null) yield return _stats[l];
             for (int l = _p.HiddenLayers - 1; l >= 0; l--) if (_p.BatchNorm[l] is not null) yield return _gradSums[l];
-            yield return _gradients;
+            yield return Array.ConvertAll(_losses, l => (object?)l);
         }
         foreach (var slots in Stages())
         {
@@ -520,13 +571,13 @@ public sealed class CoordinatorActor : ReceiveActor
         }
         _participants = _roster.Take(Math.Min(_roster.Count, testRows)).ToArray();
         _roundReplies = new object?[_participants.Length];
+        float[][]? snapshot = SharedSnapshot();
         for (int r = 0; r < _participants.Length; r++)
         {
             var m = _participants[r];
             var (start, count) = ShardSplit.Shard(testRows, _participants.Length, r);
-            float[][]? snapshot = m.SentVersion == _committed ? null : ParameterSnapshot.Capture(_p);
+            m.Actor.Tell(new Evaluate(_round, start, count, _committed, m.SentVersion == _committed ? null : snapshot), Self);
             m.SentVersion = _committed;
-            m.Actor.Tell(new Evaluate(_round, start, count, _committed, snapshot), Self);
         }
         Timers.StartSingleTimer("round-timeout", new RoundTimeout(_round), _timeout);
     }
@@ -556,6 +607,7 @@ public sealed class CoordinatorActor : ReceiveActor
             _total.Elapsed.TotalSeconds);
         _epochStepElapsed = TimeSpan.Zero;
         _epochs.Add(metrics);
+        _clock.LogAndReset(_log, _epoch);
         // Debug: the host reports the epoch to the user (it also gets _epochProgress); this is for the log file.
         _log.ForContext(ClusterLog.Phase, ClusterLog.EpochEnd).Debug(ClusterLog.EpochTemplate, metrics.Epoch, metrics.Step, metrics.TrainLoss,
             metrics.TrainAccuracy, metrics.TestLoss, metrics.TestAccuracy, metrics.SamplesPerSecond, metrics.Seconds * 1000);
@@ -591,17 +643,7 @@ public sealed class CoordinatorActor : ReceiveActor
         return true;
     }
 
-    private static bool AllFinite(ReadOnlySpan<double> values)
-    {
-        foreach (double v in values) if (!double.IsFinite(v)) return false;
-        return true;
-    }
-
-    private static bool AllFinite(ReadOnlySpan<float> values)
-    {
-        foreach (float v in values) if (!float.IsFinite(v)) return false;
-        return true;
-    }
+    private static bool AllFinite(ReadOnlySpan<double> values) => TensorPrimitives.IsFiniteAll(values);
 
     private void Stale(object message)
     {

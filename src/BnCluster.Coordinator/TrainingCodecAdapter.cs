@@ -11,6 +11,8 @@ public sealed class TrainingMessageCodec : IMessageCodec
 
     public bool TryWrite(object message, MessagePackWriter writer) => TrainingCodec.TryWrite(message, writer);
 
+    public void Sent(object message) => TrainingCodec.Sent(message);
+
     public bool Handles(int typeId) => TrainingCodec.Handles(typeId);
 
     public object Read(ref MessagePackReader reader) => TrainingCodec.Read(ref reader);

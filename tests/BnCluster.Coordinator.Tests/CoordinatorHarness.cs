@@ -69,7 +69,25 @@ internal sealed class CoordinatorHarness
     {
         var shape = new Parameters(Spec);
         var tensors = shape.Trainable.Select(t => Enumerable.Repeat(value, t.Values.Length).ToArray()).ToArray();
-        return new StepGradients(s.Step, s.Attempt, s.Rows.Length * 0.7, s.Rows.Length / 2, s.Rows.Length, tensors);
+        return new StepGradients(s.Step, s.Attempt, s.Rows.Length * 0.7, s.Rows.Length / 2, s.Rows.Length, tensors, StepTimings.None);
+    }
+
+    /// <summary>Two workers joined, through the input statistics, and their first StartStep.</summary>
+    public (TestProbe A, TestProbe B, StartStep Sa, StartStep Sb) StartTwo()
+    {
+        var a = Join("a");
+        var b = Join("b");
+        AnswerInputStats(a, b);
+        return (a, b, a.ExpectMsg<StartStep>(), b.ExpectMsg<StartStep>());
+    }
+
+    /// <summary>Plays the BN reductions of a step two probes run, up to their gradients.</summary>
+    public static void ReduceBatchNorm(TestProbe a, StartStep sa, TestProbe b, StartStep sb)
+    {
+        a.Reply(Stats(sa)); b.Reply(Stats(sb));
+        a.ExpectMsg<BnGlobal>(); b.ExpectMsg<BnGlobal>();
+        a.Reply(GradStats(sa)); b.Reply(GradStats(sb));
+        a.ExpectMsg<BnGradGlobal>(); b.ExpectMsg<BnGradGlobal>();
     }
 
     /// <summary>Plays the rest of a step one probe runs alone.</summary>

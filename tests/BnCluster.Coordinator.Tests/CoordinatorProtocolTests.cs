@@ -36,6 +36,33 @@ public sealed class CoordinatorProtocolTests : ActorTestKit
     }
 
     [Fact]
+    public void The_coordinator_logs_each_workers_own_timings_of_the_step_it_accepts()
+    {
+        var h = new CoordinatorHarness(this, workers: 2);
+        var (a, b, sa, sb) = h.StartTwo();
+        ReduceBatchNorm(a, sa, b, sb);
+        b.Reply(Gradients(sb) with { Timings = new StepTimings(7.5, [new BnWait(0, false, 1.25), new BnWait(0, true, 0.5)], 0, 0, 0) });
+        b.Reply(Gradients(sb) with { Timings = new StepTimings(99, [], 0, 0, 0) }); // a duplicate: not logged
+        a.Reply(Gradients(sa) with { Timings = new StepTimings(6.5, [], 0, 0, 0) });
+        b.ExpectMsg<StartStep>();
+        b.Reply(Gradients(sb) with { Timings = new StepTimings(1, [], 0, 0, 0) }); // of a committed step: not logged
+        b.ExpectNoMsg(Quiet);
+
+        string Prop(LogEvent e, string name) => e.Properties.TryGetValue(name, out var v) ? v.ToString().Trim('"') : "";
+        var phases = h.Sink.Events.Where(e => Prop(e, ClusterLog.Phase) is ClusterLog.Compute or ClusterLog.BnWait or ClusterLog.GradExchange)
+            .Select(e => (Worker: Prop(e, ClusterLog.Worker), Node: Prop(e, ClusterLog.Node), Phase: Prop(e, ClusterLog.Phase), Step: Prop(e, ClusterLog.Step),
+                Layer: Prop(e, ClusterLog.Layer), Ms: Prop(e, ClusterLog.ElapsedMs)))
+            .ToList();
+        Assert.Equal(
+        [
+            ("1", "b", ClusterLog.BnWait, "1", "0", "1.25"),
+            ("1", "b", ClusterLog.BnWait, "1", "0", "0.5"),
+            ("1", "b", ClusterLog.Compute, "1", "", "7.5"),
+            ("0", "a", ClusterLog.Compute, "1", "", "6.5"),
+        ], phases);
+    }
+
+    [Fact]
     public void A_second_answer_from_the_same_worker_is_ignored()
     {
         var h = new CoordinatorHarness(this, workers: 2);
@@ -139,14 +166,9 @@ public sealed class CoordinatorProtocolTests : ActorTestKit
     public async Task A_non_finite_gradient_is_not_applied_the_worker_is_named_and_a_second_one_stops_training()
     {
         var h = new CoordinatorHarness(this, workers: 2);
-        var a = h.Join("a");
-        var b = h.Join("b");
-        AnswerInputStats(a, b);
-        var starts = new[] { a.ExpectMsg<StartStep>(), b.ExpectMsg<StartStep>() };
-        a.Reply(Stats(starts[0])); b.Reply(Stats(starts[1]));
-        a.ExpectMsg<BnGlobal>(); b.ExpectMsg<BnGlobal>();
-        a.Reply(GradStats(starts[0])); b.Reply(GradStats(starts[1]));
-        a.ExpectMsg<BnGradGlobal>(); b.ExpectMsg<BnGradGlobal>();
+        var (a, b, sa, sb) = h.StartTwo();
+        var starts = new[] { sa, sb };
+        ReduceBatchNorm(a, sa, b, sb);
         a.Reply(Gradients(starts[0]));
         b.Reply(Gradients(starts[1], float.NaN));
         Assert.Equal(starts[0].Attempt, a.ExpectMsg<StepAborted>().Attempt);

@@ -22,7 +22,8 @@ public sealed class TrainingCodecTests
         new BnGlobal(17, 3, 1, 13, [0.1, double.Epsilon], [3, 4]),
         new BnGradStats(17, 3, 0, [1, 2], [-3, 4]),
         new BnGradGlobal(17, 3, 0, [1, 2], [-3, 4]),
-        new StepGradients(17, 3, 12.25, 4, 5, [[0.25f, float.MaxValue], [], [float.NaN]]),
+        new StepGradients(17, 3, 12.25, 4, 5, [[0.25f, float.MaxValue], [], [float.NaN]], StepTimings.None),
+        new StepGradients(17, 3, 12.25, 4, 5, [[1f]], new StepTimings(3.5, [new BnWait(0, false, 0.25), new BnWait(1, true, 1e-3)], 16, 2, 7.125)),
         new StepAborted(17, 3, "worker 2 terminated"),
         new Evaluate(9, 0, 23, 40, [[1f]]),
         new Evaluate(9, 0, 23, 40, null),
@@ -74,6 +75,23 @@ public sealed class TrainingCodecTests
     }
 
     [Fact]
+    public void A_sent_message_returns_its_tensors_to_the_pool_and_the_decoder_rents_them_again()
+    {
+        // A length no other test uses: the pool is process-wide.
+        var tensor = TensorPool.Rent(4099);
+        for (int i = 0; i < tensor.Length; i++) tensor[i] = i * 0.5f;
+        var sent = new StepGradients(1, 1, 1, 1, 1, [tensor], StepTimings.None);
+        var bytes = Encode(sent);
+        TrainingMessageCodec.Instance.Sent(sent);
+        Assert.Equal(1, TensorPool.Pooled(4099));
+        Array.Fill(tensor, -1f); // (only a test touches a returned array) so the decoder must write every value
+        var received = (StepGradients)Decode(bytes);
+        Assert.Same(tensor, received.Tensors[0]); // decoded straight into the pooled array
+        Assert.Equal(0, TensorPool.Pooled(4099));
+        Assert.Equal(Enumerable.Range(0, 4099).Select(i => i * 0.5f), received.Tensors[0]);
+    }
+
+    [Fact]
     public void Unknown_types_and_messages_of_other_protocols_are_not_claimed()
     {
         Assert.False(TrainingMessageCodec.Instance.TryWrite("a string", new MessagePackWriter(new ArrayBufferWriter<byte>())));
@@ -93,7 +111,7 @@ public sealed class TrainingCodecTests
         var e = Assert.Throws<MessagePackException>(() => Decode(wrongCount));
         Assert.Contains("StepAborted", e.Message);
 
-        var full = Encode(new StepGradients(1, 1, 1, 1, 1, [[1f, 2f]]));
+        var full = Encode(new StepGradients(1, 1, 1, 1, 1, [[1f, 2f]], StepTimings.None));
         Assert.Throws<MessagePackException>(() => Decode(full[..^3]));
 
         var unknown = new ArrayBufferWriter<byte>();

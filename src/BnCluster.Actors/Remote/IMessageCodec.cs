@@ -12,6 +12,12 @@ public interface IMessageCodec
     /// <summary>Writes <paramref name="message"/> as one MessagePack value; false when this codec does not know its type.</summary>
     bool TryWrite(object message, MessagePackWriter writer);
 
+    /// <summary>
+    /// Called once after <see cref="TryWrite"/> wrote <paramref name="message"/> into an outbound frame: the
+    /// message will not be read again, so a codec whose messages carry pooled buffers returns them here.
+    /// </summary>
+    void Sent(object message) { }
+
     /// <summary>True when <paramref name="typeId"/> (the first element of the array) belongs to this codec.</summary>
     bool Handles(int typeId);
 

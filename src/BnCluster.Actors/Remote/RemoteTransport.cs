@@ -99,7 +99,11 @@ internal sealed class RemoteTransport : IAsyncDisposable
     internal bool TryWriteMessage(object message, MessagePackWriter writer)
     {
         foreach (var codec in _codecs)
-            if (codec.TryWrite(message, writer)) return true;
+            if (codec.TryWrite(message, writer))
+            {
+                codec.Sent(message);
+                return true;
+            }
         return false;
     }
 

@@ -3,21 +3,32 @@ using BnCluster.Core.Training;
 namespace BnCluster.Core.Protocol;
 
 /// <summary>
-/// Every tensor of a <see cref="Parameters"/> as fresh arrays, for a message: the trainable tensors in their
-/// canonical order, then r_μ and r_σ² of each BN layer (the running averages are needed for evaluation).
+/// Every tensor of a <see cref="Parameters"/> copied into arrays rented from <see cref="TensorPool"/>, for a
+/// message: the trainable tensors in their canonical order, then r_μ and r_σ² of each BN layer (the running
+/// averages are needed for evaluation). The receiver releases the snapshot after <see cref="Restore"/>.
 /// </summary>
 public static class ParameterSnapshot
 {
     public static float[][] Capture(Parameters p)
     {
-        var list = new List<float[]>(p.Trainable.Count + 2 * p.HiddenLayers);
-        foreach (var t in p.Trainable) list.Add((float[])t.Values.Clone());
+        int count = p.Trainable.Count;
+        for (int l = 0; l < p.HiddenLayers; l++) count += (p.RunningMean[l] is null ? 0 : 1) + (p.RunningVar[l] is null ? 0 : 1);
+        var snapshot = new float[count][];
+        int i = 0;
+        foreach (var t in p.Trainable) snapshot[i++] = Copy(t.Values);
         for (int l = 0; l < p.HiddenLayers; l++)
         {
-            if (p.RunningMean[l] is { } m) list.Add((float[])m.Clone());
-            if (p.RunningVar[l] is { } v) list.Add((float[])v.Clone());
+            if (p.RunningMean[l] is { } m) snapshot[i++] = Copy(m);
+            if (p.RunningVar[l] is { } v) snapshot[i++] = Copy(v);
         }
-        return list.ToArray();
+        return snapshot;
+    }
+
+    private static float[] Copy(float[] source)
+    {
+        var copy = TensorPool.Rent(source.Length);
+        source.CopyTo(copy, 0);
+        return copy;
     }
 
     public static void Restore(Parameters p, float[][] snapshot)

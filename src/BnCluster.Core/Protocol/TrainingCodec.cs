@@ -7,6 +7,8 @@ namespace BnCluster.Core.Protocol;
 /// MessagePack encoding of the training protocol (DESIGN §4): each message is an array <c>[type, …fields]</c>;
 /// float tensors are bin of little-endian float32, statistics bin of little-endian float64, row indices bin of
 /// little-endian int32, a missing parameter snapshot nil. Type ids 40–59 belong to this protocol.
+/// Float tensors are written straight from the message's arrays and read straight into arrays rented from
+/// <see cref="TensorPool"/>; <see cref="Sent"/> returns a sent message's pooled arrays.
 /// </summary>
 public static class TrainingCodec
 {
@@ -36,8 +38,8 @@ public static class TrainingCodec
             case BnGradStats m: Header(w, TGradStats, 5); w.WriteInt64(m.Step); w.WriteInt32(m.Attempt); w.WriteInt32(m.Layer); w.WriteFloat64Array(m.SumDy); w.WriteFloat64Array(m.SumDyXhat); return true;
             case BnGradGlobal m: Header(w, TGradGlobal, 5); w.WriteInt64(m.Step); w.WriteInt32(m.Attempt); w.WriteInt32(m.Layer); w.WriteFloat64Array(m.SumDy); w.WriteFloat64Array(m.SumDyXhat); return true;
             case StepGradients m:
-                Header(w, TGradients, 6); w.WriteInt64(m.Step); w.WriteInt32(m.Attempt); w.WriteDouble(m.SumLoss); w.WriteInt32(m.Correct); w.WriteInt32(m.Count);
-                WriteTensors(w, m.Tensors); return true;
+                Header(w, TGradients, 7); w.WriteInt64(m.Step); w.WriteInt32(m.Attempt); w.WriteDouble(m.SumLoss); w.WriteInt32(m.Correct); w.WriteInt32(m.Count);
+                WriteTensors(w, m.Tensors); WriteTimings(w, m.Timings); return true;
             case StepAborted m: Header(w, TAborted, 3); w.WriteInt64(m.Step); w.WriteInt32(m.Attempt); w.WriteString(m.Reason); return true;
             case Evaluate m: Header(w, TEvaluate, 5); w.WriteInt64(m.Round); w.WriteInt32(m.Start); w.WriteInt32(m.Count); w.WriteInt64(m.ParametersVersion); WriteTensors(w, m.Parameters); return true;
             case EvalResult m: Header(w, TEvalResult, 4); w.WriteInt64(m.Round); w.WriteDouble(m.SumLoss); w.WriteInt32(m.Correct); w.WriteInt32(m.Count); return true;
@@ -91,8 +93,9 @@ public static class TrainingCodec
                 Expect(ref r, start, fields, 5, "BnGradGlobal");
                 return new BnGradGlobal(r.ReadInt64(), r.ReadInt32(), r.ReadInt32(), r.ReadFloat64Array(), r.ReadFloat64Array());
             case TGradients:
-                Expect(ref r, start, fields, 6, "StepGradients");
-                return new StepGradients(r.ReadInt64(), r.ReadInt32(), r.ReadDouble(), r.ReadInt32(), r.ReadInt32(), ReadTensors(ref r) ?? throw r.Error(start, "gradient tensors", "nil"));
+                Expect(ref r, start, fields, 7, "StepGradients");
+                return new StepGradients(r.ReadInt64(), r.ReadInt32(), r.ReadDouble(), r.ReadInt32(), r.ReadInt32(),
+                    ReadTensors(ref r) ?? throw r.Error(start, "gradient tensors", "nil"), ReadTimings(ref r));
             case TAborted:
                 Expect(ref r, start, fields, 3, "StepAborted");
                 return new StepAborted(r.ReadInt64(), r.ReadInt32(), r.ReadString());
@@ -104,6 +107,20 @@ public static class TrainingCodec
                 return new EvalResult(r.ReadInt64(), r.ReadDouble(), r.ReadInt32(), r.ReadInt32());
             default:
                 throw r.Error(start, "a training message type (40–55)", $"type {type}");
+        }
+    }
+
+    /// <summary>
+    /// Called by remoting once <paramref name="message"/> has been encoded for sending: the pooled tensors it
+    /// carried go back to <see cref="TensorPool"/> (the sender never touches a sent message again).
+    /// </summary>
+    public static void Sent(object message)
+    {
+        switch (message)
+        {
+            case StartStep { Parameters: { } p }: TensorPool.Release(p); break;
+            case Evaluate { Parameters: { } p }: TensorPool.Release(p); break;
+            case StepGradients m: TensorPool.Release(m.Tensors); break;
         }
     }
 
@@ -147,7 +164,40 @@ public static class TrainingCodec
         if (r.TryReadNil()) return null;
         int n = r.ReadArrayHeader();
         var tensors = new float[n][];
-        for (int i = 0; i < n; i++) tensors[i] = r.ReadFloat32Array();
+        for (int i = 0; i < n; i++) tensors[i] = r.ReadFloat32Array(TensorPool.Rent);
         return tensors;
+    }
+
+    // [computeMs, [[layer, backward, ms]…], exchangeStep, exchangeEpoch, exchangeMs]
+    private static void WriteTimings(MessagePackWriter w, StepTimings t)
+    {
+        w.WriteArrayHeader(5);
+        w.WriteDouble(t.ComputeMs);
+        w.WriteArrayHeader(t.BnWaits.Length);
+        foreach (var b in t.BnWaits)
+        {
+            w.WriteArrayHeader(3);
+            w.WriteInt32(b.Layer);
+            w.WriteBoolean(b.Backward);
+            w.WriteDouble(b.Ms);
+        }
+        w.WriteInt64(t.ExchangeStep);
+        w.WriteInt32(t.ExchangeEpoch);
+        w.WriteDouble(t.ExchangeMs);
+    }
+
+    private static StepTimings ReadTimings(ref MessagePackReader r)
+    {
+        int start = r.Position;
+        if (r.ReadArrayHeader() != 5) throw r.Error(start, "step timings [computeMs, waits, exchangeStep, exchangeEpoch, exchangeMs]", "another array length");
+        double compute = r.ReadDouble();
+        var waits = new BnWait[r.ReadArrayHeader()];
+        for (int i = 0; i < waits.Length; i++)
+        {
+            int at = r.Position;
+            if (r.ReadArrayHeader() != 3) throw r.Error(at, "a BN wait [layer, backward, ms]", "another array length");
+            waits[i] = new BnWait(r.ReadInt32(), r.ReadBoolean(), r.ReadDouble());
+        }
+        return new StepTimings(compute, waits, r.ReadInt64(), r.ReadInt32(), r.ReadDouble());
     }
 }

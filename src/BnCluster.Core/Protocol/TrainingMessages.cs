@@ -3,6 +3,8 @@ namespace BnCluster.Core.Protocol;
 // The messages between the coordinator and its workers (DESIGN §3). Each message owns its arrays: the
 // sender allocates them for this message and never touches them again, so in-process they travel as
 // objects without serialization. TrainingCodec encodes every one of them for remoting.
+// The big tensors (StartStep/Evaluate parameters, StepGradients tensors) are rented from TensorPool: the
+// receiver returns them once consumed (see TensorPool for the rule).
 
 /// <summary>Version of the training protocol; a worker of another version is refused at join.</summary>
 public static class ProtocolInfo
@@ -44,6 +46,8 @@ public sealed record SetInputNormalization(float[] Mean, float[] Variance, float
 /// <paramref name="Parameters"/> is the committed parameter snapshot (<see cref="ParameterSnapshot"/>) of
 /// <paramref name="ParametersVersion"/> (= committed steps), or null when the worker already holds that version.
 /// Rank 0 is the one worker that contributes dγ, dβ to the gradient sum.
+/// <paramref name="Parameters"/> is pooled and may be shared by all workers of the step: the worker calls
+/// <see cref="TensorPool.Release(float[][])"/> once after restoring it.
 /// </summary>
 public sealed record StartStep(long Step, int Epoch, int Attempt, int GlobalBatchSize, int Rank, int[] Rows,
     long ParametersVersion, float[][]? Parameters);
@@ -63,16 +67,35 @@ public sealed record BnGradGlobal(long Step, int Attempt, int Layer, double[] Su
 /// <summary>
 /// Worker → coordinator: the end of a step: its loss partial (Σ loss, correct, rows) and its gradients in the
 /// order of <c>Parameters.Trainable</c>. (The loss partial rides here rather than in its own message: both are
-/// needed at the same moment, and one message per step is one less thing to order.)
+/// needed at the same moment, and one message per step is one less thing to order.) <paramref name="Tensors"/>
+/// are pooled: the coordinator returns them to <see cref="TensorPool"/> once added to the sum.
+/// <paramref name="Timings"/> is the worker's own account of the step, which the coordinator logs, so every
+/// worker's phases end up in the run log whatever process or machine the worker runs on.
 /// </summary>
-public sealed record StepGradients(long Step, int Attempt, double SumLoss, int Correct, int Count, float[][] Tensors);
+public sealed record StepGradients(long Step, int Attempt, double SumLoss, int Correct, int Count, float[][] Tensors, StepTimings Timings);
+
+/// <summary>One BN reduction a worker waited for: hidden layer, direction, and the time it waited (ms).</summary>
+public readonly record struct BnWait(int Layer, bool Backward, double Ms);
+
+/// <summary>
+/// A worker's timings of one step: its compute time (the step minus its BN waits), each BN wait, and the
+/// gradient exchange of its previous step (from sending those gradients to the next work arriving; step 0 when
+/// there is none, e.g. its first step).
+/// </summary>
+public sealed record StepTimings(double ComputeMs, BnWait[] BnWaits, long ExchangeStep, int ExchangeEpoch, double ExchangeMs)
+{
+    public static StepTimings None { get; } = new(0, [], 0, 0, 0);
+}
 
 /// <summary>Coordinator → worker: stop working on this attempt (a worker was lost or sent a non-finite value).</summary>
 public sealed record StepAborted(long Step, int Attempt, string Reason);
 
 // ---- Evaluation ----
 
-/// <summary>Coordinator → worker: eval-mode loss and correct count of test rows [Start, Start+Count) with parameters of <paramref name="ParametersVersion"/>.</summary>
+/// <summary>
+/// Coordinator → worker: eval-mode loss and correct count of test rows [Start, Start+Count) with parameters of
+/// <paramref name="ParametersVersion"/> (pooled and shared like <see cref="StartStep.Parameters"/>).
+/// </summary>
 public sealed record Evaluate(long Round, int Start, int Count, long ParametersVersion, float[][]? Parameters);
 
 /// <summary>Worker → coordinator: Σ loss, correct and rows of its test slice.</summary>

@@ -221,6 +221,19 @@ public ref struct MessagePackReader
         return result;
     }
 
+    /// <summary>
+    /// Reads a bin of little-endian float32 into an array of exactly its length from <paramref name="allocate"/>
+    /// (e.g. a pool's rent; called only after the length is checked).
+    /// </summary>
+    public float[] ReadFloat32Array(Func<int, float[]> allocate)
+    {
+        ReadOnlySpan<byte> bytes = ReadFloatBin(_position, sizeof(float), "float32");
+        float[] result = allocate(bytes.Length / sizeof(float));
+        if (result.Length != bytes.Length / sizeof(float)) throw new InvalidOperationException($"allocator returned {result.Length} floats for {bytes.Length / sizeof(float)}");
+        CopyFloat32(bytes, result);
+        return result;
+    }
+
     public void ReadFloat64Array(Span<double> destination)
     {
         int start = _position;

@@ -2,7 +2,6 @@ using System.Diagnostics;
 using BnCluster.Actors;
 using BnCluster.Core.Protocol;
 using BnCluster.Core.Training;
-using BnCluster.Node.Logging;
 using Serilog;
 
 namespace BnCluster.Node.Cluster;
@@ -11,24 +10,29 @@ namespace BnCluster.Node.Cluster;
 /// The worker's <see cref="ICollective"/>: sends its partials to the coordinator and awaits the matching global
 /// reply, routed by (step, attempt, layer, direction) from the worker actor's mailbox (<see cref="Deliver(BnGlobal)"/>).
 /// The awaiting step runs outside the actor, so the actor keeps receiving while the step waits.
-/// Each sent message gets fresh arrays (the step reuses its workspace buffers).
+/// Each sent message gets fresh arrays (the step reuses its workspace buffers; BN statistics are a few KB).
+/// It records each wait (<see cref="Waits"/>); the worker sends them to the coordinator with its gradients,
+/// and the coordinator logs them.
 /// </summary>
-internal sealed class ClusterCollective(IActorRef coordinator, IActorRef self, ILogger log, string node) : ICollective
+internal sealed class ClusterCollective(IActorRef coordinator, IActorRef self, ILogger log) : ICollective
 {
     private readonly object _gate = new();
     private readonly Dictionary<(long Step, int Attempt, int Layer, bool Backward), TaskCompletionSource<object>> _pending = [];
+    private readonly List<BnWait> _waits = [];
     private long _step;
-    private int _epoch, _attempt, _worker;
+    private int _attempt;
 
     /// <summary>Time spent waiting for global statistics in the current step.</summary>
     public TimeSpan WaitTotal { get; private set; }
 
-    public void Begin(long step, int epoch, int attempt, int worker)
+    /// <summary>The waits of the current step, in order.</summary>
+    public BnWait[] Waits() => _waits.ToArray();
+
+    public void Begin(long step, int attempt)
     {
         _step = step;
-        _epoch = epoch;
         _attempt = attempt;
-        _worker = worker;
+        _waits.Clear();
         WaitTotal = TimeSpan.Zero;
     }
 
@@ -63,7 +67,7 @@ internal sealed class ClusterCollective(IActorRef coordinator, IActorRef self, I
             lock (_gate) _pending.Remove(key);
             var waited = Stopwatch.GetElapsedTime(start);
             WaitTotal += waited;
-            log.StepPhase(_step, _epoch, _worker, node, LogEvents.Phases.BnWait, waited.TotalMilliseconds, layer);
+            _waits.Add(new BnWait(layer, backward, waited.TotalMilliseconds));
         }
     }
 

@@ -34,8 +34,11 @@ public sealed class WorkerActor : ReceiveActor
     private CancellationTokenSource? _stepCts;
     private (long Step, int Attempt) _running = (-1, -1);
     private int _id = -1;
+    // The gradient exchange (sending the gradients → the next work arriving) is measured here and reported
+    // with the next gradients; touched by the actor and the step chain, hence the lock.
     private readonly object _exchangeGate = new();
     private (long Step, int Epoch, long SentAt)? _gradientsSent;
+    private (long Step, int Epoch, double Ms)? _exchange;
 
     public WorkerActor(WorkerSettings settings)
     {
@@ -43,7 +46,7 @@ public sealed class WorkerActor : ReceiveActor
         _log = settings.Log.ForContext(LogEvents.Node, settings.Node);
         _p = new Parameters(settings.Spec);
         _matMul = new MatMul(settings.Threads);
-        _collective = new ClusterCollective(settings.Coordinator, Self, _log, settings.Node);
+        _collective = new ClusterCollective(settings.Coordinator, Self, _log);
 
         Receive<WorkerRegistered>(r => { _id = r.WorkerId; _log.Debug("Worker {Worker} registered ({Members} members)", r.WorkerId, r.Members); });
         Receive<RegistrationRefused>(r => { _log.Error("Worker on {Node:l} refused by the coordinator: {Reason:l}", _s.Node, r.Reason); Context.Stop(Self); });
@@ -112,7 +115,7 @@ public sealed class WorkerActor : ReceiveActor
 
     private void OnStartStep(StartStep m)
     {
-        LogGradientExchange();
+        EndGradientExchange();
         _stepCts?.Cancel();
         var cts = _stepCts = new CancellationTokenSource();
         _running = (m.Step, m.Attempt);
@@ -121,20 +124,32 @@ public sealed class WorkerActor : ReceiveActor
         Enqueue($"step {m.Step} attempt {m.Attempt}", async () =>
         {
             // Parameters first, even when this attempt is already cancelled: the coordinator counts them as delivered.
-            if (m.Parameters is { } snapshot) ParameterSnapshot.Restore(_p, snapshot);
+            if (m.Parameters is { } snapshot) RestoreAndRelease(snapshot);
             cts.Token.ThrowIfCancellationRequested();
             var train = _trainN ?? throw new InvalidOperationException("a step arrived before the input normalization");
             var ws = EnsureWorkspace(m.Rows.Length);
             ws.ContributesBatchNormGradients = m.Rank == 0;
-            _collective.Begin(m.Step, m.Epoch, m.Attempt, _id);
+            _collective.Begin(m.Step, m.Attempt);
             long start = Stopwatch.GetTimestamp();
             var loss = await TrainingStep.ForwardBackwardAsync(_p, ws, train, m.Rows, m.GlobalBatchSize, _collective, cts.Token).ConfigureAwait(false);
             var compute = Stopwatch.GetElapsedTime(start) - _collective.WaitTotal;
-            _log.StepPhase(m.Step, m.Epoch, _id, _s.Node, LogEvents.Phases.Compute, compute.TotalMilliseconds);
+            // The message owns pooled copies (the workspace's gradients are overwritten next step); the coordinator returns them.
             var tensors = new float[ws.Gradients.Tensors.Count][];
-            for (int i = 0; i < tensors.Length; i++) tensors[i] = (float[])ws.Gradients.Tensors[i].Values.Clone();
-            lock (_exchangeGate) _gradientsSent = (m.Step, m.Epoch, Stopwatch.GetTimestamp());
-            coordinator.Tell(new StepGradients(m.Step, m.Attempt, loss.SumLoss, loss.Correct, loss.Count, tensors), self);
+            for (int i = 0; i < tensors.Length; i++)
+            {
+                var g = ws.Gradients.Tensors[i].Values;
+                tensors[i] = TensorPool.Rent(g.Length);
+                g.CopyTo(tensors[i], 0);
+            }
+            StepTimings timings;
+            lock (_exchangeGate)
+            {
+                var (exchangeStep, exchangeEpoch, exchangeMs) = _exchange ?? (0, 0, 0);
+                _exchange = null;
+                timings = new StepTimings(compute.TotalMilliseconds, _collective.Waits(), exchangeStep, exchangeEpoch, exchangeMs);
+                _gradientsSent = (m.Step, m.Epoch, Stopwatch.GetTimestamp());
+            }
+            coordinator.Tell(new StepGradients(m.Step, m.Attempt, loss.SumLoss, loss.Correct, loss.Count, tensors, timings), self);
         });
     }
 
@@ -147,12 +162,12 @@ public sealed class WorkerActor : ReceiveActor
 
     private void OnEvaluate(Evaluate m)
     {
-        LogGradientExchange();
+        EndGradientExchange();
         var coordinator = _s.Coordinator;
         var self = Self;
         Enqueue($"evaluation round {m.Round}", () =>
         {
-            if (m.Parameters is { } snapshot) ParameterSnapshot.Restore(_p, snapshot);
+            if (m.Parameters is { } snapshot) RestoreAndRelease(snapshot);
             var test = _testN ?? throw new InvalidOperationException("an evaluation arrived before the input normalization");
             var ws = EnsureWorkspace(Math.Max(1, Math.Min(m.Count, 1024)));
             var result = TrainingStep.Evaluate(_p, ws, test, m.Start, m.Count);
@@ -161,12 +176,24 @@ public sealed class WorkerActor : ReceiveActor
         });
     }
 
-    /// <summary>Time from sending the gradients to the next work arriving (the coordinator's sum and optimizer).</summary>
-    private void LogGradientExchange()
+    /// <summary>
+    /// Time from sending the gradients to the next work arriving (the coordinator's sum and optimizer, and the
+    /// parameters' travel), kept until the next gradients carry it to the coordinator.
+    /// </summary>
+    private void EndGradientExchange()
     {
-        (long Step, int Epoch, long SentAt)? sent;
-        lock (_exchangeGate) { sent = _gradientsSent; _gradientsSent = null; }
-        if (sent is { } s) _log.StepPhase(s.Step, s.Epoch, _id, _s.Node, LogEvents.Phases.GradExchange, Stopwatch.GetElapsedTime(s.SentAt).TotalMilliseconds);
+        lock (_exchangeGate)
+        {
+            if (_gradientsSent is { } s) _exchange = (s.Step, s.Epoch, Stopwatch.GetElapsedTime(s.SentAt).TotalMilliseconds);
+            _gradientsSent = null;
+        }
+    }
+
+    /// <summary>Copies a received parameter snapshot into this worker's parameters and gives the snapshot back to the pool.</summary>
+    private void RestoreAndRelease(float[][] snapshot)
+    {
+        ParameterSnapshot.Restore(_p, snapshot);
+        TensorPool.Release(snapshot);
     }
 
     /// <summary>The workspace, grown (rarely: only when the shards grow after a worker left) to hold <paramref name="rows"/>.</summary>

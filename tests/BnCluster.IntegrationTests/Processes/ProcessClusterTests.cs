@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text;
+using System.Text.Json;
 using System.Text.RegularExpressions;
 using BnCluster.Core.Model;
 using BnCluster.Node.Backends;
@@ -43,6 +44,45 @@ public sealed class ProcessClusterTests
         var a = ModelFile.Read(Path.Combine(temp["inproc"], "model.bnc"));
         var b = ModelFile.Read(Path.Combine(temp["proc"], "model.bnc"));
         AssertTensors(a, b, relative: 0);
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task The_run_log_has_each_workers_compute_and_waiting_split_once_per_step_in_processes_and_in_process(bool processes)
+    {
+        using var temp = new TempFolder();
+        var run = await Task.Run(() => CliHarness.Run(Train(temp["proc"], 2, processes))).WaitAsync(Limit);
+        Assert.True(run.Exit == 0, run.Error);
+
+        // The workers send their timings with their gradients and the coordinator logs them: one compute event
+        // per worker and step (6 steps), 2 BN layers × forward and backward waits, 5 gradient exchanges (the
+        // exchange after a step is reported with the next step's gradients).
+        var events = File.ReadLines(Path.Combine(temp["proc"], "log.jsonl")).Select(l => JsonDocument.Parse(l).RootElement).ToList();
+        foreach (int worker in new[] { 0, 1 })
+        {
+            int Count(string phase) => events.Count(e => e.TryGetProperty("Properties", out var p)
+                && p.TryGetProperty("Worker", out var w) && w.GetInt32() == worker
+                && p.TryGetProperty("Phase", out var ph) && ph.GetString() == phase);
+            Assert.Equal(6, Count("compute"));
+            Assert.Equal(6 * 4, Count("bn-wait"));
+            Assert.Equal(5, Count("grad-exchange"));
+        }
+
+        var logs = CliHarness.Run("logs", temp["proc"], "--json");
+        Assert.True(logs.Exit == 0, logs.Error);
+        using var summary = JsonDocument.Parse(logs.Out);
+        var workers = summary.RootElement.GetProperty("workers").EnumerateArray().ToList();
+        Assert.Equal(["0", "1"], workers.Select(w => w.GetProperty("worker").GetString()));
+        foreach (var w in workers)
+        {
+            Assert.True(w.GetProperty("compute_ms").GetDouble() > 0, w.ToString());
+            Assert.True(w.GetProperty("phases_ms").GetProperty("bn-wait").GetDouble() > 0, w.ToString());
+            Assert.True(w.GetProperty("phases_ms").GetProperty("grad-exchange").GetDouble() > 0, w.ToString());
+        }
+        var text = CliHarness.Run("logs", temp["proc"]);
+        Assert.True(text.Exit == 0, text.Error);
+        Assert.Contains(text.OutLines, l => Regex.IsMatch(l, @"^1\s+\d+\.\d\s+\d+\.\d\s+\d+\.\d%"));
     }
 
     [Fact]

@@ -1,0 +1,109 @@
+using System.Runtime.CompilerServices;
+
+namespace BnCluster.Core.Protocol;
+
+/// <summary>
+/// A bounded, process-wide pool of float arrays of exact lengths, for the big tensors of the step messages
+/// (parameter snapshots, gradients) so that a step allocates none. Ownership rule: whoever creates a message
+/// rents its arrays and never touches them after sending; whoever consumes the message (the receiving actor
+/// after using it, or the remoting codec after encoding it, see <see cref="TrainingCodec.Sent"/>) returns them.
+/// A tensor set sent to several receivers at once is registered with <see cref="Share"/> and goes back to the
+/// pool at the last <see cref="Release(float[][])"/>. A message that is lost (dead letters, a stopped actor)
+/// simply leaves its arrays to the garbage collector: the pool then allocates new ones.
+/// </summary>
+public static class TensorPool
+{
+    /// <summary>Arrays kept per length; beyond that, returned arrays are dropped.</summary>
+    public const int ArraysPerLength = 32;
+
+    private sealed class Bucket
+    {
+        public readonly float[]?[] Arrays = new float[ArraysPerLength][];
+        public int Count;
+    }
+
+    private sealed class Holders
+    {
+        public int Count;
+    }
+
+    private static readonly Lock Gate = new();
+    private static readonly Dictionary<int, Bucket> Buckets = [];
+    // Shared sets: the entry lives as long as the set does, so a set nobody releases leaks nothing.
+    private static readonly ConditionalWeakTable<float[][], Holders> Shared = new();
+
+    /// <summary>An array of exactly <paramref name="length"/> floats; its contents are undefined (overwrite all of it).</summary>
+    public static float[] Rent(int length)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        if (length == 0) return [];
+        lock (Gate)
+        {
+            if (Buckets.TryGetValue(length, out var bucket) && bucket.Count > 0)
+            {
+                var array = bucket.Arrays[--bucket.Count]!;
+                bucket.Arrays[bucket.Count] = null;
+                return array;
+            }
+        }
+        Interlocked.Increment(ref _allocations);
+        return GC.AllocateUninitializedArray<float>(length);
+    }
+
+    private static long _allocations;
+
+    /// <summary>Arrays allocated because the pool had none of the length asked for (since the process started).</summary>
+    public static long Allocations => Interlocked.Read(ref _allocations);
+
+    /// <summary>Gives <paramref name="array"/> back; the caller must not touch it any more.</summary>
+    public static void Return(float[] array)
+    {
+        if (array.Length == 0) return;
+        lock (Gate)
+        {
+            if (!Buckets.TryGetValue(array.Length, out var bucket)) Buckets[array.Length] = bucket = new Bucket();
+            // A second return would hand one array to two renters: a bug to name rather than corrupt tensors.
+            for (int i = 0; i < bucket.Count; i++)
+                if (ReferenceEquals(bucket.Arrays[i], array)) throw new InvalidOperationException($"a tensor of {array.Length} floats was returned to the pool twice");
+            if (bucket.Count < ArraysPerLength) bucket.Arrays[bucket.Count++] = array;
+        }
+    }
+
+    /// <summary>Arrays of the given lengths, rented.</summary>
+    public static float[][] RentSet(IReadOnlyList<int> lengths)
+    {
+        var set = new float[lengths.Count][];
+        for (int i = 0; i < set.Length; i++) set[i] = Rent(lengths[i]);
+        return set;
+    }
+
+    /// <summary>Marks <paramref name="set"/> as held by <paramref name="holders"/> receivers, each of which calls <see cref="Release(float[][])"/> once.</summary>
+    public static void Share(float[][] set, int holders)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(holders, 1);
+        lock (Gate) Shared.AddOrUpdate(set, new Holders { Count = holders });
+    }
+
+    /// <summary>
+    /// One holder is done with <paramref name="set"/>: its arrays go back to the pool when it was not shared or
+    /// this was its last holder.
+    /// </summary>
+    public static void Release(float[][] set)
+    {
+        lock (Gate)
+        {
+            if (Shared.TryGetValue(set, out var holders))
+            {
+                if (--holders.Count > 0) return;
+                Shared.Remove(set);
+            }
+        }
+        foreach (var array in set) Return(array);
+    }
+
+    /// <summary>Arrays currently kept for <paramref name="length"/> (for tests).</summary>
+    public static int Pooled(int length)
+    {
+        lock (Gate) return Buckets.TryGetValue(length, out var bucket) ? bucket.Count : 0;
+    }
+}
