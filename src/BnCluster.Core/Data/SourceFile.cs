@@ -48,9 +48,20 @@ internal static class SourceFile
         {
             using var compressed = new MemoryStream(fileBytes, writable: false);
             using var gzip = new GZipStream(compressed, CompressionMode.Decompress);
-            var output = new MemoryStream(capacityHint);
-            gzip.CopyTo(output);
-            return new ReadOnlyMemory<byte>(output.GetBuffer(), 0, checked((int)output.Length));
+            // The content usually lives as long as the process (IDX pixels are kept as they are). It goes on the
+            // pinned object heap, not the LOH: tens of MB of long-lived LOH data raise the LOH's allocation budget
+            // so far that a worker's per-step message garbage piles up to hundreds of MB between gen2 collections.
+            var content = GC.AllocateUninitializedArray<byte>(capacityHint, pinned: true);
+            int read = gzip.ReadAtLeast(content, content.Length, throwOnEndOfStream: false);
+            if (read < content.Length) return content.AsMemory(0, read);
+            // ISIZE only covers the last gzip member (and is mod 2^32): if more follows, grow by copying.
+            var rest = new MemoryStream();
+            gzip.CopyTo(rest);
+            if (rest.Length == 0) return content;
+            var whole = GC.AllocateUninitializedArray<byte>(checked(content.Length + (int)rest.Length), pinned: true);
+            content.CopyTo(whole, 0);
+            rest.GetBuffer().AsSpan(0, (int)rest.Length).CopyTo(whole.AsSpan(content.Length));
+            return whole;
         }
         catch (Exception ex) when (ex is InvalidDataException or IOException or OverflowException)
         {

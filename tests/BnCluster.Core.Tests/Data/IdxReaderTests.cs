@@ -51,6 +51,16 @@ public sealed class IdxReaderTests : IDisposable
         Assert.Equal(Pixels[6] / 255f, dataset.RowToArray(1)[2]);
     }
 
+    [Fact]
+    public void MultiMemberGzipIsReadWhole()
+    {
+        // Two concatenated gzip members: the trailer's size covers only the last one, so the first guess is short.
+        byte[] raw = IdxFixture.Images(3, 2, 2, Pixels);
+        byte[] twoMembers = [.. IdxFixture.Gzip(raw[..10]), .. IdxFixture.Gzip(raw[10..])];
+        string images = _dir.Write("images", twoMembers);
+        AssertDecoded(IdxReader.ReadImages(images), [9, 0, 3]);
+    }
+
     private DatasetException ImagesError(string name, byte[] bytes)
     {
         string path = _dir.Write(name, bytes);
