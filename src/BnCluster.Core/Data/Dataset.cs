@@ -159,22 +159,34 @@ public sealed class Dataset
     private void DecodeRow(int row, Span<float> destination)
     {
         int f = FeatureCount;
-        if (_values is { } values) values.AsSpan(row * f, f).CopyTo(destination);
-        else DecodeBytes(_codes.Span.Slice(row * f, f), CodeDivisor, destination);
-        if (_shift is { } shift)
+        if (_values is { } values)
         {
-            TensorPrimitives.Subtract(destination, shift, destination);
-            TensorPrimitives.Multiply(destination, _scale!, destination);
+            var source = values.AsSpan(row * f, f);
+            if (_shift is { } shift)
+            {
+                TensorPrimitives.Subtract(source, shift, destination);
+                TensorPrimitives.Multiply(destination, _scale!, destination);
+            }
+            else source.CopyTo(destination);
         }
+        else if (_shift is { } shift) DecodeBytesNormalized(_codes.Span.Slice(row * f, f), CodeDivisor, shift, _scale!, destination);
+        else DecodeBytesNormalized(_codes.Span.Slice(row * f, f), CodeDivisor, default, default, destination);
     }
 
-    // destination[j] = (float)codes[j] / divisor: IEEE division is correctly rounded, so the vector and scalar forms
-    // give the same float32 (the same as a 256-entry table of b / divisor).
-    private static void DecodeBytes(ReadOnlySpan<byte> codes, float divisor, Span<float> destination)
+    /// <summary>
+    /// destination[j] = (float)codes[j] / divisor, then (· − shift[j]) · scale[j] when <paramref name="shift"/> is not
+    /// empty; one pass, each operation rounded to float32 on its own (no FMA). IEEE division is correctly rounded, so
+    /// the vector and scalar forms give the same bits (the same as a 256-entry table of b / divisor).
+    /// </summary>
+    private static void DecodeBytesNormalized(ReadOnlySpan<byte> codes, float divisor, ReadOnlySpan<float> shift, ReadOnlySpan<float> scale,
+        Span<float> destination)
     {
         int n = codes.Length, j = 0;
+        bool normalize = !shift.IsEmpty;
         ref byte c = ref MemoryMarshal.GetReference(codes);
         ref float d = ref MemoryMarshal.GetReference(destination);
+        ref float sh = ref MemoryMarshal.GetReference(shift);
+        ref float sc = ref MemoryMarshal.GetReference(scale);
         if (Vector256.IsHardwareAccelerated)
         {
             var div = Vector256.Create(divisor);
@@ -184,13 +196,28 @@ public sealed class Dataset
                 var (q0, q1) = Vector256.Widen(lo16);
                 var (q2, q3) = Vector256.Widen(hi16);
                 nuint o = (nuint)j;
-                (Vector256.ConvertToSingle(q0.AsInt32()) / div).StoreUnsafe(ref d, o);
-                (Vector256.ConvertToSingle(q1.AsInt32()) / div).StoreUnsafe(ref d, o + 8);
-                (Vector256.ConvertToSingle(q2.AsInt32()) / div).StoreUnsafe(ref d, o + 16);
-                (Vector256.ConvertToSingle(q3.AsInt32()) / div).StoreUnsafe(ref d, o + 24);
+                var v0 = Vector256.ConvertToSingle(q0.AsInt32()) / div;
+                var v1 = Vector256.ConvertToSingle(q1.AsInt32()) / div;
+                var v2 = Vector256.ConvertToSingle(q2.AsInt32()) / div;
+                var v3 = Vector256.ConvertToSingle(q3.AsInt32()) / div;
+                if (normalize)
+                {
+                    v0 = (v0 - Vector256.LoadUnsafe(ref sh, o)) * Vector256.LoadUnsafe(ref sc, o);
+                    v1 = (v1 - Vector256.LoadUnsafe(ref sh, o + 8)) * Vector256.LoadUnsafe(ref sc, o + 8);
+                    v2 = (v2 - Vector256.LoadUnsafe(ref sh, o + 16)) * Vector256.LoadUnsafe(ref sc, o + 16);
+                    v3 = (v3 - Vector256.LoadUnsafe(ref sh, o + 24)) * Vector256.LoadUnsafe(ref sc, o + 24);
+                }
+                v0.StoreUnsafe(ref d, o);
+                v1.StoreUnsafe(ref d, o + 8);
+                v2.StoreUnsafe(ref d, o + 16);
+                v3.StoreUnsafe(ref d, o + 24);
             }
         }
-        for (; j < n; j++) destination[j] = codes[j] / divisor;
+        for (; j < n; j++)
+        {
+            float v = codes[j] / divisor;
+            destination[j] = normalize ? (v - shift[j]) * scale[j] : v;
+        }
     }
 }
 
