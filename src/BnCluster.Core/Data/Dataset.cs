@@ -221,8 +221,12 @@ public sealed class Dataset
     }
 }
 
-/// <summary>A train/test pair and the SHA-256 of the source files (checked at join, DESIGN §3).</summary>
-public sealed record DatasetSplit(Dataset Train, Dataset Test, string Sha256);
+/// <summary>
+/// A train/test pair and the SHA-256 of the source files (checked at join, DESIGN §3). <see cref="SplitDependsOnSeed"/>
+/// is true when the split is drawn with the seed (CSV, digits) and false when the files fix it (IDX), so a node
+/// holding the split of one seed knows whether it must load again for another.
+/// </summary>
+public sealed record DatasetSplit(Dataset Train, Dataset Test, string Sha256, bool SplitDependsOnSeed);
 
 /// <summary>Bad dataset input; the message names the file and the row or offset.</summary>
 public sealed class DatasetException(string message) : Exception(message);

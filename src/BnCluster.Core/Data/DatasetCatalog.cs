@@ -140,7 +140,7 @@ public static class DatasetCatalog
         if (train.FeatureCount != test.FeatureCount)
             throw new DatasetException(
                 $"{files[2]}: images have {test.FeatureCount} pixels but {files[0]} has {train.FeatureCount}");
-        return new DatasetSplit(train, test, Convert.ToHexStringLower(hash.GetHashAndReset()));
+        return new DatasetSplit(train, test, Convert.ToHexStringLower(hash.GetHashAndReset()), SplitDependsOnSeed: false);
     }
 
     private static IReadOnlyList<string> ParseClassNames(string path, byte[] bytes)
@@ -156,7 +156,7 @@ public static class DatasetCatalog
         byte[] fileBytes = SourceFile.ReadAllBytes(path);
         var all = CsvDatasetReader.Parse(path, fileBytes, labelColumn, Path.GetFileName(path));
         var (train, test) = SeededSplit.Split(all, SeededSplit.TestCountFor(all.Count), seed);
-        return new DatasetSplit(train, test, Convert.ToHexStringLower(SHA256.HashData(fileBytes)));
+        return new DatasetSplit(train, test, Convert.ToHexStringLower(SHA256.HashData(fileBytes)), SplitDependsOnSeed: true);
     }
 
     /// <summary>The embedded digits.csv.gz bytes (see data/digits/README.md).</summary>
@@ -188,6 +188,6 @@ public static class DatasetCatalog
         }
         var all = new Dataset("digits", pixels, raw.Labels, raw.FeatureCount, DigitClassNames);
         var (train, test) = SeededSplit.Split(all, SeededSplit.TestCountFor(all.Count), seed);
-        return new DatasetSplit(train, test, Convert.ToHexStringLower(SHA256.HashData(fileBytes)));
+        return new DatasetSplit(train, test, Convert.ToHexStringLower(SHA256.HashData(fileBytes)), SplitDependsOnSeed: true);
     }
 }

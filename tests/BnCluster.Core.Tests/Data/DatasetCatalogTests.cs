@@ -32,6 +32,7 @@ public sealed class DatasetCatalogTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(784, split.Train.FeatureCount);
         Assert.Equal(784, split.Test.FeatureCount);
         Assert.True(split.Train.StoresBytes); // one byte per pixel: 47 MB, not 188 MB of float32
+        Assert.False(split.SplitDependsOnSeed); // the files fix the split: a worker never needs to load it again
         Assert.Equal(60000L * 784, split.Train.StorageBytes);
         Assert.Equal(10000L * 784, split.Test.StorageBytes);
         Assert.Equal(10, split.Train.ClassCount);
@@ -85,6 +86,7 @@ public sealed class DatasetCatalogTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(64, a.Train.FeatureCount);
         Assert.Equal(10, a.Train.ClassCount);
         Assert.Equal(DigitsSha256, a.Sha256);
+        Assert.True(a.SplitDependsOnSeed);
         Assert.Equal(0f, a.Train.Features.Min());
         Assert.Equal(1f, a.Train.Features.Max());
         Assert.All(a.Train.Features, v => Assert.Equal(0f, v * 16f - MathF.Round(v * 16f)));
