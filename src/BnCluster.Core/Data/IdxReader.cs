@@ -29,15 +29,15 @@ public static class IdxReader
 
     public static IdxImages ReadImages(string path)
     {
-        byte[] fileBytes = SourceFile.ReadAllBytes(path);
-        return ParseImages(path, fileBytes);
+        var content = SourceFile.ReadContent(path, hash: null, out bool wasGzip);
+        return ParseImages(path, content, wasGzip);
     }
 
     /// <summary>Labels as class indices; each must be below <paramref name="classCount"/>.</summary>
     public static int[] ReadLabels(string path, int classCount)
     {
-        byte[] fileBytes = SourceFile.ReadAllBytes(path);
-        return ParseLabels(path, fileBytes, classCount);
+        var content = SourceFile.ReadContent(path, hash: null, out bool wasGzip);
+        return ParseLabels(path, content.Span, wasGzip, classCount);
     }
 
     /// <summary>An images file and its labels file as one dataset (counts must agree).</summary>
@@ -58,10 +58,9 @@ public static class IdxReader
         return new Dataset(name, images.Pixels, PixelDivisor, labels, images.PixelsPerImage, classNames);
     }
 
-    /// <summary>Decodes an images file from its on-disk bytes (gunzipping if needed).</summary>
-    internal static IdxImages ParseImages(string path, byte[] fileBytes)
+    /// <summary>Decodes an images file from its content (<paramref name="wasGzip"/>: it was gunzipped, for messages).</summary>
+    internal static IdxImages ParseImages(string path, ReadOnlyMemory<byte> contentMemory, bool wasGzip)
     {
-        var contentMemory = SourceFile.Content(path, fileBytes, out bool wasGzip);
         var content = contentMemory.Span;
         string where = wasGzip ? " of the decompressed content" : "";
 
@@ -87,10 +86,9 @@ public static class IdxReader
         return new IdxImages(contentMemory.Slice(ImagesHeaderBytes, (int)expected), count, rows, columns);
     }
 
-    /// <summary>Decodes a labels file from its on-disk bytes; every label must be &lt; classCount.</summary>
-    internal static int[] ParseLabels(string path, byte[] fileBytes, int classCount)
+    /// <summary>Decodes a labels file from its content; every label must be &lt; classCount.</summary>
+    internal static int[] ParseLabels(string path, ReadOnlySpan<byte> content, bool wasGzip, int classCount)
     {
-        var content = SourceFile.Content(path, fileBytes, out bool wasGzip).Span;
         string where = wasGzip ? " of the decompressed content" : "";
 
         int count = ReadHeader(path, content, LabelsMagic, "IDX unsigned-byte labels, 1 dim", LabelsHeaderBytes)[0];
