@@ -1,4 +1,7 @@
 using BnCluster.Core.Data;
+using BnCluster.Core.Kernels;
+using BnCluster.Core.Model;
+using BnCluster.Core.Optimizers;
 using BnCluster.Core.Training;
 using Xunit;
 
@@ -40,7 +43,7 @@ public sealed class DatasetStorageTests
         Assert.Equal(expected.Length, actual.Length);
         for (int i = 0; i < expected.Length; i++)
             if (BitConverter.SingleToInt32Bits(expected[i]) != BitConverter.SingleToInt32Bits(actual[i]))
-                Assert.Fail($"value {i} (row {i / Features}, feature {i % Features}): expected {expected[i]:R}, got {actual[i]:R}");
+                Assert.Fail($"value {i} (row {i / Features}, feature {i % Features} for a dataset matrix): expected {expected[i]:R}, got {actual[i]:R}");
     }
 
     [Fact]
@@ -92,6 +95,55 @@ public sealed class DatasetStorageTests
         floatView.CopyRows(0, Rows, all);
         AssertBitsEqual(expected, all);
         AssertBitsEqual(OldFloatValues(codes), floats.Features); // the float source is not changed
+    }
+
+    [Fact]
+    public void TrainingStepsOnAByteViewMatchTheNormalizedCopyAndAllocateNothing()
+    {
+        var (codes, labels) = RandomBytes(seed: 7);
+        var bytes = new Dataset("bytes", codes, 255f, labels, Features, Classes);
+        var normalizer = InputNormalizer.Fit(bytes);
+        var copy = OldFloatValues(codes);
+        normalizer.ApplyInPlace(copy);
+        var oldPath = new Dataset("copy", copy, labels, Features, Classes);
+        var view = normalizer.Apply(bytes);
+
+        var spec = new NetworkSpec(Features, [16, 8], Classes.Length, Activation.Relu, BatchNormPlacement.Before);
+        using var matMul = new MatMul();
+        (Parameters P, Workspace Ws, Optimizer Opt) Model()
+        {
+            var p = Parameters.Initialize(spec, 3);
+            return (p, new Workspace(p, 16, matMul), new Optimizer(new OptimizerSettings(OptimizerKind.Adam, 0.01f), p));
+        }
+        var a = Model();
+        var b = Model();
+        var plan = new EpochPlan(Rows, 16, 1, 1);
+        void Step((Parameters P, Workspace Ws, Optimizer Opt) m, Dataset data, int batch)
+        {
+            var rows = plan.Batch(batch % plan.BatchCount);
+            TrainingStep.ForwardBackwardAsync(m.P, m.Ws, data, rows, rows.Length, LocalCollective.Instance).GetAwaiter().GetResult();
+            m.Opt.Apply(m.P, m.Ws.Gradients);
+            TrainingStep.UpdateRunningStats(m.P, m.Ws);
+        }
+
+        for (int i = 0; i < 4; i++)
+        {
+            Step(a, oldPath, i);
+            Step(b, view, i);
+        }
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int i = 4; i < 10; i++) Step(b, view, i);
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+        for (int i = 4; i < 10; i++) Step(a, oldPath, i);
+
+        Assert.NotEqual(Parameters.Initialize(spec, 3).WOut, b.P.WOut); // the steps did train
+        for (int t = 0; t < a.P.Trainable.Count; t++)
+            AssertBitsEqual(a.P.Trainable[t].Values, b.P.Trainable[t].Values);
+        for (int l = 0; l < spec.Hidden.Count; l++)
+        {
+            AssertBitsEqual(a.P.RunningMean[l], b.P.RunningMean[l]);
+            AssertBitsEqual(a.P.RunningVar[l], b.P.RunningVar[l]);
+        }
     }
 
     [Fact]
