@@ -56,7 +56,7 @@ public sealed class SingleNodeCliTests
         var test = DatasetCatalog.Load("digits", 1).Test;
         var csv = new StringBuilder();
         for (int r = 0; r < 5; r++)
-            csv.AppendLine(string.Join(',', test.Row(r).ToArray().Select(v => v.ToString("R", CultureInfo.InvariantCulture))));
+            csv.AppendLine(string.Join(',', test.RowToArray(r).Select(v => v.ToString("R", CultureInfo.InvariantCulture))));
         File.WriteAllText(tmp["rows.csv"], csv.ToString());
         var predict = CliHarness.Run("predict", "--model", Path.Combine(run, "model.bnc"), "--input", tmp["rows.csv"]);
         Assert.True(predict.Exit == 0, predict.Error);

@@ -110,37 +110,25 @@ public static class DatasetCatalog
 
     private static DatasetSplit LoadIdxFiles(string[] files, string name, IReadOnlyList<string> classNames, byte[]? extraHashedBytes = null)
     {
+        // One pass per file in hashing order: the on-disk bytes stream through the hash and the gunzip, so only the
+        // content is ever held (not also the compressed file); the pixels are kept as they are, as bytes.
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        var bytes = new byte[files.Length][];
-        for (int i = 0; i < files.Length; i++)
+        Dataset ReadPair(string imagesPath, string labelsPath)
         {
-            bytes[i] = SourceFile.ReadAllBytes(files[i]);
-            hash.AppendData(bytes[i]);
+            var images = IdxReader.ParseImages(imagesPath, SourceFile.ReadContent(imagesPath, hash, out bool imagesGzip), imagesGzip);
+            var labelsContent = SourceFile.ReadContent(labelsPath, hash, out bool labelsGzip);
+            var labels = IdxReader.ParseLabels(labelsPath, labelsContent.Span, labelsGzip, classNames.Count);
+            return IdxReader.Combine(imagesPath, images, labelsPath, labels, name, classNames);
         }
+        var train = ReadPair(files[0], files[1]);
+        var test = ReadPair(files[2], files[3]);
         if (extraHashedBytes is not null) hash.AppendData(extraHashedBytes);
-
-        // Train and test decode independently; two threads halve the wall time of the gunzip.
-        // Errors surface unwrapped, train's first, so the message does not depend on timing.
-        var trainTask = Task.Run(() => IdxReader.Combine(files[0], IdxReader.ParseImages(files[0], bytes[0]),
-            files[1], IdxReader.ParseLabels(files[1], bytes[1], classNames.Count), name, classNames));
-        var testTask = Task.Run(() => IdxReader.Combine(files[2], IdxReader.ParseImages(files[2], bytes[2]),
-            files[3], IdxReader.ParseLabels(files[3], bytes[3], classNames.Count), name, classNames));
-        try
-        {
-            Task.WaitAll(trainTask, testTask);
-        }
-        catch (AggregateException)
-        {
-            var first = (trainTask.Exception ?? testTask.Exception)!.InnerExceptions[0];
-            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(first);
-        }
-        Dataset train = trainTask.Result, test = testTask.Result;
         if (train.Count == 0) throw new DatasetException($"{files[0]}: holds no images");
         if (test.Count == 0) throw new DatasetException($"{files[2]}: holds no images");
         if (train.FeatureCount != test.FeatureCount)
             throw new DatasetException(
                 $"{files[2]}: images have {test.FeatureCount} pixels but {files[0]} has {train.FeatureCount}");
-        return new DatasetSplit(train, test, Convert.ToHexStringLower(hash.GetHashAndReset()));
+        return new DatasetSplit(train, test, Convert.ToHexStringLower(hash.GetHashAndReset()), SplitDependsOnSeed: false);
     }
 
     private static IReadOnlyList<string> ParseClassNames(string path, byte[] bytes)
@@ -156,7 +144,7 @@ public static class DatasetCatalog
         byte[] fileBytes = SourceFile.ReadAllBytes(path);
         var all = CsvDatasetReader.Parse(path, fileBytes, labelColumn, Path.GetFileName(path));
         var (train, test) = SeededSplit.Split(all, SeededSplit.TestCountFor(all.Count), seed);
-        return new DatasetSplit(train, test, Convert.ToHexStringLower(SHA256.HashData(fileBytes)));
+        return new DatasetSplit(train, test, Convert.ToHexStringLower(SHA256.HashData(fileBytes)), SplitDependsOnSeed: true);
     }
 
     /// <summary>The embedded digits.csv.gz bytes (see data/digits/README.md).</summary>
@@ -188,6 +176,6 @@ public static class DatasetCatalog
         }
         var all = new Dataset("digits", pixels, raw.Labels, raw.FeatureCount, DigitClassNames);
         var (train, test) = SeededSplit.Split(all, SeededSplit.TestCountFor(all.Count), seed);
-        return new DatasetSplit(train, test, Convert.ToHexStringLower(SHA256.HashData(fileBytes)));
+        return new DatasetSplit(train, test, Convert.ToHexStringLower(SHA256.HashData(fileBytes)), SplitDependsOnSeed: true);
     }
 }

@@ -60,7 +60,7 @@ public static class SeededSplit
         var labels = new int[rows.Count];
         for (int i = 0; i < rows.Count; i++)
         {
-            all.Row(rows[i]).CopyTo(features.AsSpan(i * width, width));
+            all.CopyRow(rows[i], features.AsSpan(i * width, width));
             labels[i] = all.Labels[rows[i]];
         }
         return new Dataset(all.Name, features, labels, width, all.ClassNames);

@@ -38,11 +38,11 @@ public sealed class InferenceModel : IDisposable
     {
         var normalized = Normalize(data);
         var predicted = new int[data.Count];
-        int f = data.FeatureCount, k = Parameters.Spec.Classes;
+        int k = Parameters.Spec.Classes;
         for (int start = 0; start < data.Count; start += ChunkRows)
         {
             int rows = Math.Min(ChunkRows, data.Count - start);
-            normalized.Features.AsSpan(start * f, rows * f).CopyTo(_workspace.X);
+            normalized.CopyRows(start, rows, _workspace.X);
             _workspace.Rows = rows;
             TrainingStep.EvalForward(Parameters, _workspace);
             SoftmaxCrossEntropy.Predict(_workspace.Logits, predicted.AsSpan(start, rows), rows, k);

@@ -67,6 +67,32 @@ public sealed class BatchNormStats
         for (int i = 0; i < rows; i++) AddSquaredDeviationsRow(z.Slice(i * c, c), Mean, M2);
     }
 
+    /// <summary>
+    /// The same two passes over <paramref name="rows"/> rows that <paramref name="readRow"/>(i, destination) writes
+    /// one at a time into a scratch row (a dataset decoding its rows on the fly): the same operations and order as
+    /// <see cref="ComputeFrom"/>, so the same bits as on the materialized matrix.
+    /// </summary>
+    public void ComputeFromRows(int rows, Action<int, Span<float>> readRow)
+    {
+        ArgumentNullException.ThrowIfNull(readRow);
+        Array.Clear(Mean);
+        Array.Clear(M2);
+        Count = rows;
+        if (rows == 0) return;
+        var row = new float[Features];
+        for (int i = 0; i < rows; i++)
+        {
+            readRow(i, row);
+            AddRow(row, Mean);
+        }
+        for (int j = 0; j < row.Length; j++) Mean[j] /= rows;
+        for (int i = 0; i < rows; i++)
+        {
+            readRow(i, row);
+            AddSquaredDeviationsRow(row, Mean, M2);
+        }
+    }
+
     // sum[j] += row[j] in float64.
     private static void AddRow(ReadOnlySpan<float> row, Span<double> sum)
     {

@@ -36,7 +36,7 @@ public sealed class InputNormalizer
     {
         if (start < 0 || count < 0 || start + count > data.Count) throw new ArgumentOutOfRangeException(nameof(count), $"rows [{start}, {start + count}) outside dataset '{data.Name}' of {data.Count} rows");
         var stats = new BatchNormStats(data.FeatureCount);
-        stats.ComputeFrom(data.Features.AsSpan(start * data.FeatureCount, count * data.FeatureCount), count);
+        stats.ComputeFromRows(count, (i, row) => data.CopyRow(start + i, row));
         return stats;
     }
 
@@ -73,13 +73,15 @@ public sealed class InputNormalizer
         }
     }
 
-    /// <summary>A normalized copy of a dataset (the source is not changed).</summary>
+    /// <summary>
+    /// The dataset normalized: a view sharing <paramref name="data"/>'s storage that normalizes each row as it is
+    /// copied out (no normalized copy of the whole set is made), element for element the same float32 values as
+    /// <see cref="ApplyInPlace"/> on the rows.
+    /// </summary>
     public Dataset Apply(Dataset data)
     {
         if (data.FeatureCount != Features) throw new ArgumentException($"dataset '{data.Name}' has {data.FeatureCount} features, the normalizer {Features}");
-        var copy = (float[])data.Features.Clone();
-        ApplyInPlace(copy);
-        return new Dataset(data.Name, copy, data.Labels, data.FeatureCount, data.ClassNames);
+        return data.WithNormalization(Mean, Scale);
     }
 
     public InputNormalization ToRecord() => new(Features, (float[])Mean.Clone(), (float[])Variance.Clone(), Epsilon);

@@ -82,12 +82,10 @@ public static class TrainingStep
 
     private static void Gather(Workspace ws, Dataset data, ReadOnlySpan<int> rowIndices, int classes)
     {
-        int f = data.FeatureCount;
+        data.GatherRows(rowIndices, ws.X);
         for (int i = 0; i < rowIndices.Length; i++)
         {
             int r = rowIndices[i];
-            if ((uint)r >= (uint)data.Count) throw new ArgumentOutOfRangeException(nameof(rowIndices), $"row {r} is outside dataset '{data.Name}' of {data.Count} rows");
-            data.Row(r).CopyTo(ws.X.AsSpan(i * f, f));
             int label = data.Labels[r];
             if ((uint)label >= (uint)classes) throw new ArgumentException($"row {r} of dataset '{data.Name}' has label {label}, network has {classes} classes");
             ws.Labels[i] = label;
@@ -224,12 +222,12 @@ public static class TrainingStep
         if (start < 0 || count < 0 || start + count > data.Count) throw new ArgumentOutOfRangeException(nameof(count), $"rows [{start}, {start + count}) outside dataset '{data.Name}' of {data.Count} rows");
         if (data.FeatureCount != p.Spec.Inputs) throw new ArgumentException($"dataset '{data.Name}' has {data.FeatureCount} features, network expects {p.Spec.Inputs}");
         if (!predicted.IsEmpty && predicted.Length < count) throw new ArgumentException($"predicted holds {predicted.Length} of {count} rows");
-        int f = data.FeatureCount, k = p.Spec.Classes;
+        int k = p.Spec.Classes;
         var total = new LossPartial(0, 0, 0);
         for (int chunk = 0; chunk < count; chunk += ws.MaxRows)
         {
             int rows = Math.Min(ws.MaxRows, count - chunk);
-            data.Features.AsSpan((start + chunk) * f, rows * f).CopyTo(ws.X);
+            data.CopyRows(start + chunk, rows, ws.X);
             for (int i = 0; i < rows; i++)
             {
                 int label = data.Labels[start + chunk + i];

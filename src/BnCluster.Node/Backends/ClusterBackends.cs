@@ -120,7 +120,8 @@ public static class ClusterBackends
                 return Cli.ExitFailure;
             }
             var job = JsonSerializer.Deserialize<JobDescription>(json) ?? throw new InvalidOperationException("empty job description from the coordinator");
-            var data = job.Seed == 0 && job.LabelColumn == options.LabelColumn ? first : DatasetCatalog.Load(options.Dataset, job.Seed, job.LabelColumn ?? options.LabelColumn);
+            // IDX splits do not depend on the seed: loading again would hold the dataset twice.
+            var data = (job.Seed == 0 || !first.SplitDependsOnSeed) && job.LabelColumn == options.LabelColumn ? first : DatasetCatalog.Load(options.Dataset, job.Seed, job.LabelColumn ?? options.LabelColumn);
             var spec = job.ToSpec(data.Train.FeatureCount, data.Train.ClassCount);
 
             var coordinator = system.ActorSelection(RemoteCluster.CoordinatorPath(options.Join.Host, options.Join.Port));

@@ -31,7 +31,10 @@ public sealed class DatasetCatalogTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(10000, split.Test.Count);
         Assert.Equal(784, split.Train.FeatureCount);
         Assert.Equal(784, split.Test.FeatureCount);
-        Assert.Equal(60000L * 784, split.Train.Features.Length);
+        Assert.True(split.Train.StoresBytes); // one byte per pixel: 47 MB, not 188 MB of float32
+        Assert.False(split.SplitDependsOnSeed); // the files fix the split: a worker never needs to load it again
+        Assert.Equal(60000L * 784, split.Train.StorageBytes);
+        Assert.Equal(10000L * 784, split.Test.StorageBytes);
         Assert.Equal(10, split.Train.ClassCount);
         Assert.Equal("Ankle boot", split.Train.ClassNames[9]);
         Assert.Equal(0, split.Train.Labels.Min());
@@ -41,8 +44,9 @@ public sealed class DatasetCatalogTests(ITestOutputHelper output) : IDisposable
         // Balanced: 6000 of each class in train, 1000 in test.
         Assert.All(split.Train.Labels.GroupBy(l => l), g => Assert.Equal(6000, g.Count()));
         Assert.All(split.Test.Labels.GroupBy(l => l), g => Assert.Equal(1000, g.Count()));
-        Assert.Equal(0f, split.Train.Features.Min());
-        Assert.Equal(1f, split.Train.Features.Max());
+        var (min, max) = ValueRange(split.Train);
+        Assert.Equal(0f, min);
+        Assert.Equal(1f, max);
 
         // Hash: SHA-256 over the four files' bytes in order train images, train labels, test images, test labels.
         using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
@@ -82,6 +86,7 @@ public sealed class DatasetCatalogTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(64, a.Train.FeatureCount);
         Assert.Equal(10, a.Train.ClassCount);
         Assert.Equal(DigitsSha256, a.Sha256);
+        Assert.True(a.SplitDependsOnSeed);
         Assert.Equal(0f, a.Train.Features.Min());
         Assert.Equal(1f, a.Train.Features.Max());
         Assert.All(a.Train.Features, v => Assert.Equal(0f, v * 16f - MathF.Round(v * 16f)));
@@ -107,7 +112,20 @@ public sealed class DatasetCatalogTests(ITestOutputHelper output) : IDisposable
     }
 
     private static IEnumerable<string> RowKeys(Dataset d) =>
-        Enumerable.Range(0, d.Count).Select(i => string.Join(",", d.Row(i).ToArray()) + ":" + d.Labels[i]);
+        Enumerable.Range(0, d.Count).Select(i => string.Join(",", d.RowToArray(i)) + ":" + d.Labels[i]);
+
+    private static (float Min, float Max) ValueRange(Dataset d)
+    {
+        var row = new float[d.FeatureCount];
+        float min = float.MaxValue, max = float.MinValue;
+        for (int i = 0; i < d.Count; i++)
+        {
+            d.CopyRow(i, row);
+            min = Math.Min(min, System.Numerics.Tensors.TensorPrimitives.Min(row));
+            max = Math.Max(max, System.Numerics.Tensors.TensorPrimitives.Max(row));
+        }
+        return (min, max);
+    }
 
     [Fact]
     public void SeededPermutationIsAPermutationAndSeedDependent()
@@ -138,7 +156,7 @@ public sealed class DatasetCatalogTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(2, split.Train.FeatureCount);
         Assert.Equal(DatasetCatalog.DigitClassNames, split.Train.ClassNames);
         Assert.Equal([2, 0], split.Test.Labels);
-        Assert.Equal(1f, split.Train.Features[1]);
+        Assert.Equal(1f, split.Train.RowToArray(0)[1]);
 
         string hashBefore = split.Sha256;
         Assert.Equal(hashBefore, DatasetCatalog.Load(_dir.Path + Path.DirectorySeparatorChar).Sha256);
@@ -180,7 +198,7 @@ public sealed class DatasetCatalogTests(ITestOutputHelper output) : IDisposable
         // Label is f1 mod 3 on every row of either side.
         foreach (var d in new[] { split.Train, split.Test })
             for (int i = 0; i < d.Count; i++)
-                Assert.Equal((int)d.Row(i)[0] % 3, d.Labels[i]);
+                Assert.Equal((int)d.RowToArray(i)[0] % 3, d.Labels[i]);
 
         var byIndex = DatasetCatalog.Load(path, seed: 3, labelColumn: "-1");
         Assert.Equal(split.Test.Features, byIndex.Test.Features);

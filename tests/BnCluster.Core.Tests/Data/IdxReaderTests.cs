@@ -17,10 +17,7 @@ public sealed class IdxReaderTests : IDisposable
         Assert.Equal(3, images.Count);
         Assert.Equal(2, images.Rows);
         Assert.Equal(2, images.Columns);
-        Assert.Equal(Pixels.Length, images.Pixels.Length);
-        for (int i = 0; i < Pixels.Length; i++) Assert.Equal(Pixels[i] / 255f, images.Pixels[i]);
-        Assert.Equal(0f, images.Pixels[0]);
-        Assert.Equal(1f, images.Pixels[1]);
+        Assert.Equal(Pixels, images.Pixels.ToArray()); // the file's bytes, decoded only when rows are read
         Assert.Equal([9, 0, 3], labels);
     }
 
@@ -44,7 +41,24 @@ public sealed class IdxReaderTests : IDisposable
         var dataset = IdxReader.ReadDataset(images, labels, "tiny", DatasetCatalog.DigitClassNames);
         Assert.Equal(3, dataset.Count);
         Assert.Equal(4, dataset.FeatureCount);
-        Assert.Equal(Pixels[6] / 255f, dataset.Row(1)[2]);
+        Assert.True(dataset.StoresBytes);
+        Assert.Equal(Pixels.Length, dataset.StorageBytes);
+        var values = new float[Pixels.Length];
+        dataset.CopyRows(0, 3, values);
+        for (int i = 0; i < Pixels.Length; i++) Assert.Equal(Pixels[i] / 255f, values[i]);
+        Assert.Equal(0f, values[0]);
+        Assert.Equal(1f, values[1]);
+        Assert.Equal(Pixels[6] / 255f, dataset.RowToArray(1)[2]);
+    }
+
+    [Fact]
+    public void MultiMemberGzipIsReadWhole()
+    {
+        // Two concatenated gzip members: the trailer's size covers only the last one, so the first guess is short.
+        byte[] raw = IdxFixture.Images(3, 2, 2, Pixels);
+        byte[] twoMembers = [.. IdxFixture.Gzip(raw[..10]), .. IdxFixture.Gzip(raw[10..])];
+        string images = _dir.Write("images", twoMembers);
+        AssertDecoded(IdxReader.ReadImages(images), [9, 0, 3]);
     }
 
     private DatasetException ImagesError(string name, byte[] bytes)
