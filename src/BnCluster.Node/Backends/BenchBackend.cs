@@ -141,7 +141,7 @@ public static class BenchBackend
             // Random data in-process: 16 batches per epoch, so that few steps end an epoch (they are not timed); the
             // test split only feeds the evaluations, so a small one.
             : new DatasetSplit(Synthetic(o.Features, o.Classes, Math.Max(o.Batch * 16, 1024), seed: 1),
-                Synthetic(o.Features, o.Classes, Math.Min(o.Batch, 256), seed: 2), "synthetic");
+                Synthetic(o.Features, o.Classes, Math.Min(o.Batch, 256), seed: 2), "synthetic", SplitDependsOnSeed: false);
         long lastWarmup = o.Warmup, lastTimed = o.Warmup + o.Steps, total = lastTimed + 1;
         var options = new TrainOptions
         {
