@@ -242,20 +242,22 @@ public sealed class MatMulAllocationTests
         }
         for (int i = 0; i < 5; i++) Step(); // warm up: JIT, buffer growth, lazily created wait handles
 
-        // Process-wide counts also see the test runner's own threads (result reporting etc.), so
+        // Process-wide counts also see the test runner's own threads (result reporting etc.), and the
+        // caller's count once saw a one-time runtime allocation (tier-up of a kernel under load), so
         // measure up to 3 windows and keep the quietest: a real per-call allocation (≥ 400 objects)
         // would show in every window.
-        long leastProcessWide = long.MaxValue;
-        for (int attempt = 0; attempt < 3 && leastProcessWide >= 1024; attempt++)
+        long leastCaller = long.MaxValue, leastProcessWide = long.MaxValue;
+        for (int attempt = 0; attempt < 3 && (leastCaller > 0 || leastProcessWide >= 1024); attempt++)
         {
             long callerBefore = GC.GetAllocatedBytesForCurrentThread();
             long totalBefore = GC.GetTotalAllocatedBytes(precise: true);
             for (int i = 0; i < 100; i++) Step();
             long totalAfter = GC.GetTotalAllocatedBytes(precise: true);
             long callerAfter = GC.GetAllocatedBytesForCurrentThread();
-            Assert.Equal(0, callerAfter - callerBefore);
+            leastCaller = Math.Min(leastCaller, callerAfter - callerBefore);
             leastProcessWide = Math.Min(leastProcessWide, totalAfter - totalBefore);
         }
+        Assert.Equal(0, leastCaller);
         Assert.True(leastProcessWide < 1024, $"{leastProcessWide} bytes allocated process-wide in 400 products");
     }
 }
