@@ -202,6 +202,8 @@ internal sealed class ClusterDaemon : ReceiveActor
     /// <summary>Publishes the events that lead from the previous view to <paramref name="members"/>.</summary>
     private void Apply(IReadOnlyList<MemberInfo> members)
     {
+        // The node's member list first: a subscriber that reads it on an event must see the state the event announces.
+        _node.SetMembers(members.Select(i => i.Member).OrderBy(m => m.Address.ToString(), StringComparer.Ordinal).ToArray());
         var stream = Context.System.EventStream;
         var next = members.ToDictionary(i => i.Member.Address);
         foreach (var (address, old) in _view)
@@ -244,7 +246,6 @@ internal sealed class ClusterDaemon : ReceiveActor
                 stream.Publish(member.IsReachable ? new MemberReachable(member) : new MemberUnreachable(member));
         }
         _view = next;
-        _node.SetMembers(members.Select(i => i.Member).OrderBy(m => m.Address.ToString(), StringComparer.Ordinal).ToArray());
         if (_membership is not null && _membership.Find(_node.SelfAddress) is null) MarkSelfRemoved();
     }
 
