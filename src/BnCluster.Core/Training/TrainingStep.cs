@@ -114,11 +114,11 @@ public static class TrainingStep
         switch (p.Spec.BatchNorm)
         {
             case BatchNormPlacement.Before:
-                p.BatchNorm[l]!.LocalStats(z, rows, ws.LocalStats[l]!);
+                p.BatchNorm[l]!.LocalStats(z, rows, ws.LocalStats[l]!, ws.MatMul);
                 break;
             case BatchNormPlacement.After:
                 ActivationLayer.Forward(p.Spec.Activation, z, ws.Act[l].AsSpan(0, rows * c));
-                p.BatchNorm[l]!.LocalStats(ws.Act[l], rows, ws.LocalStats[l]!);
+                p.BatchNorm[l]!.LocalStats(ws.Act[l], rows, ws.LocalStats[l]!, ws.MatMul);
                 break;
             default:
                 ActivationLayer.Forward(p.Spec.Activation, z, ws.Act[l].AsSpan(0, rows * c));
@@ -134,10 +134,10 @@ public static class TrainingStep
         var bnIn = BnInput(p, ws, l);
         if (p.Spec.BatchNorm == BatchNormPlacement.Before)
             bn.NormalizeActivate(p.Spec.Activation, bnIn.AsSpan(0, rows * c), ws.BnMean[l], ws.BnInvStd[l], p.Gamma[l], p.Beta[l],
-                ws.Act[l].AsSpan(0, rows * c), rows);
+                ws.Act[l].AsSpan(0, rows * c), rows, ws.MatMul);
         else
             bn.Normalize(bnIn.AsSpan(0, rows * c), ws.BnMean[l], ws.BnInvStd[l], p.Gamma[l], p.Beta[l],
-                ws.BnOut[l].AsSpan(0, rows * c), rows);
+                ws.BnOut[l].AsSpan(0, rows * c), rows, ws.MatMul);
     }
 
     // BN normalizes the dense output when it precedes the activation, the activation output when it follows it.
@@ -170,9 +170,9 @@ public static class TrainingStep
         int rows = ws.Rows, n = rows * bn.Features;
         if (p.Spec.BatchNorm == BatchNormPlacement.Before)
             bn.ActivationBackwardGradSums(p.Spec.Activation, ws.Act[l].AsSpan(0, n), ws.DOutput[l].AsSpan(0, n), ws.Z[l].AsSpan(0, n),
-                ws.BnMeanD[l], ws.BnInvStdD[l], ws.DTemp[l].AsSpan(0, n), rows, ws.LocalGradSums[l]!);
+                ws.BnMeanD[l], ws.BnInvStdD[l], ws.DTemp[l].AsSpan(0, n), rows, ws.LocalGradSums[l]!, ws.MatMul);
         else
-            bn.LocalGradSums(ws.DOutput[l].AsSpan(0, n), ws.Act[l].AsSpan(0, n), ws.BnMeanD[l], ws.BnInvStdD[l], rows, ws.LocalGradSums[l]!);
+            bn.LocalGradSums(ws.DOutput[l].AsSpan(0, n), ws.Act[l].AsSpan(0, n), ws.BnMeanD[l], ws.BnInvStdD[l], rows, ws.LocalGradSums[l]!, ws.MatMul);
     }
 
     /// <summary>BN input gradient from the global sums, dγ, dβ, the activation (BN after / none), then dense backward.</summary>
@@ -195,12 +195,12 @@ public static class TrainingStep
             }
             if (p.Spec.BatchNorm == BatchNormPlacement.Before)
             {
-                bn.InputGradient(ws.DTemp[l].AsSpan(0, n), ws.Z[l].AsSpan(0, n), ws.BnMeanD[l], ws.BnInvStdD[l], global, globalCount, p.Gamma[l], dz, rows, ws.ScratchD);
+                bn.InputGradient(ws.DTemp[l].AsSpan(0, n), ws.Z[l].AsSpan(0, n), ws.BnMeanD[l], ws.BnInvStdD[l], global, globalCount, p.Gamma[l], dz, rows, ws.ScratchD, ws.MatMul);
             }
             else
             {
                 bn.InputGradientThroughActivation(p.Spec.Activation, ws.DOutput[l].AsSpan(0, n), ws.Act[l].AsSpan(0, n), ws.BnMeanD[l], ws.BnInvStdD[l],
-                    global, globalCount, p.Gamma[l], dz, rows, ws.ScratchD);
+                    global, globalCount, p.Gamma[l], dz, rows, ws.ScratchD, ws.MatMul);
             }
         }
         else
