@@ -133,6 +133,30 @@ public sealed unsafe class MatMul : IDisposable
         }
     }
 
+    /// <summary>
+    /// <see cref="ParallelFor{T}"/> with a preallocated context object instead of a struct (for bodies that need managed
+    /// references, e.g. a dataset); <paramref name="body"/>(context, start, end) is a static function.
+    /// </summary>
+    internal void ParallelFor<TContext>(int count, long work, TContext context, delegate*<TContext, int, int, void> body, int align = 1, int minPerPart = 1)
+        where TContext : class
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (count <= 0) return;
+        int parts = _pool is null || work < _rangeThreshold ? 1 : Math.Min(Threads, Math.Max(1, count / Math.Max(1, minPerPart)));
+        if (parts == 1)
+        {
+            body(context, 0, count);
+            return;
+        }
+        _range.ContextBody = (delegate*<object, int, int, void>)body;
+        _range.Context = context;
+        _range.Count = count;
+        _range.Align = Math.Max(1, align);
+        _range.Parts = parts;
+        try { _pool!.Run(_range, parts); }
+        finally { _range.Context = null; }
+    }
+
     private static void Check(int aLength, int bLength, int cLength, int m, int n, int k, string op)
     {
         if (m < 0) throw new ArgumentOutOfRangeException(nameof(m), m, $"{op}: m must be ≥ 0");

@@ -4,7 +4,7 @@ namespace BnCluster.Core.Kernels;
 /// A range-partitioned body run on the <see cref="GemmThreadPool"/>: part p of <see cref="Parts"/> calls
 /// <c>Body(State, start, end)</c> on its contiguous share of [0, <see cref="Count"/>), shares cut at multiples of
 /// <see cref="Align"/>. The body is a static function and the state an unmanaged struct on the caller's stack
-/// (passed by pointer), so a dispatch allocates nothing. Reused for every call (fields are overwritten).
+/// (passed by pointer) or a preallocated context object, so a dispatch allocates nothing. Reused for every call (fields are overwritten).
 /// Bodies must only touch disjoint data per range (e.g. feature columns, element ranges): results then do not
 /// depend on the number of parts.
 /// </summary>
@@ -12,6 +12,8 @@ internal sealed unsafe class RangeJob : IParallelJob
 {
     public delegate*<void*, int, int, void> Body;
     public void* State;
+    public delegate*<object, int, int, void> ContextBody;
+    public object? Context;
     public int Count, Align, Parts;
 
     /// <summary>Share [start, end) of part <paramref name="part"/>: whole multiples of Align, the last share takes the rest.</summary>
@@ -25,6 +27,8 @@ internal sealed unsafe class RangeJob : IParallelJob
     public void Execute(int part)
     {
         ShareOf(part, Parts, Count, Align, out int start, out int end);
-        if (start < end) Body(State, start, end);
+        if (start >= end) return;
+        if (Context is not null) ContextBody(Context, start, end);
+        else Body(State, start, end);
     }
 }

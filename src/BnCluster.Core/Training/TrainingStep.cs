@@ -32,7 +32,7 @@ public static class TrainingStep
         if (globalBatchSize < rows || globalBatchSize <= 0) throw new ArgumentException($"global batch {globalBatchSize} is smaller than the {rows} local rows");
         if (data.FeatureCount != p.Spec.Inputs) throw new ArgumentException($"dataset has {data.FeatureCount} features, network expects {p.Spec.Inputs}");
         ct.ThrowIfCancellationRequested();
-        Gather(ws, data, rowIndices.Span, p.Spec.Classes);
+        Gather(ws, data, rowIndices, p.Spec.Classes);
 
         // Forward.
         for (int l = 0; l < p.HiddenLayers; l++)
@@ -80,17 +80,40 @@ public static class TrainingStep
                 bn.UpdateRunning(p.RunningMean[l], p.RunningVar[l], globalStats[l] ?? throw new ArgumentException($"no global stats for batch norm layer {l}"));
     }
 
-    private static void Gather(Workspace ws, Dataset data, ReadOnlySpan<int> rowIndices, int classes)
+    /// <summary>
+    /// X[n×inputs] = the dataset rows <paramref name="rowIndices"/> (decoded and normalized by the dataset), split by
+    /// row ranges over the MatMul's threads (every row is independent), then the labels.
+    /// </summary>
+    private static unsafe void Gather(Workspace ws, Dataset data, ReadOnlyMemory<int> rowIndices, int classes)
     {
-        data.GatherRows(rowIndices, ws.X);
-        for (int i = 0; i < rowIndices.Length; i++)
+        var gather = ws.RowGather;
+        gather.Data = data;
+        gather.Rows = rowIndices;
+        gather.X = ws.X;
+        try
         {
-            int r = rowIndices[i];
+            ws.MatMul.ParallelFor(rowIndices.Length, (long)rowIndices.Length * data.FeatureCount, gather, &GatherRange, minPerPart: 16);
+        }
+        finally
+        {
+            gather.Data = null;
+            gather.Rows = default;
+        }
+        var indices = rowIndices.Span;
+        for (int i = 0; i < indices.Length; i++)
+        {
+            int r = indices[i];
             int label = data.Labels[r];
             if ((uint)label >= (uint)classes) throw new ArgumentException($"row {r} of dataset '{data.Name}' has label {label}, network has {classes} classes");
             ws.Labels[i] = label;
         }
         ws.Rows = rowIndices.Length;
+    }
+
+    private static void GatherRange(RowGatherContext g, int start, int end)
+    {
+        int f = g.Data!.FeatureCount;
+        g.Data.GatherRows(g.Rows.Span[start..end], g.X.AsSpan(start * f, (end - start) * f));
     }
 
     private static ReadOnlySpan<float> LayerInput(Workspace ws, int l, int rows, int width) =>
@@ -273,4 +296,12 @@ public static class TrainingStep
         var output = p.OutputLayer;
         output.Forward(ws.MatMul, LayerInput(ws, p.HiddenLayers, rows, output.Inputs), p.WOut, p.BOut, ws.Logits.AsSpan(0, rows * p.Spec.Classes), rows);
     }
+}
+
+/// <summary>The arguments of the row gather while it runs on the MatMul's threads; one per workspace, reused.</summary>
+internal sealed class RowGatherContext
+{
+    public Dataset? Data;
+    public ReadOnlyMemory<int> Rows;
+    public float[] X = [];
 }
