@@ -1,3 +1,4 @@
+using BnCluster.Core.Data;
 using BnCluster.Core.Kernels;
 using BnCluster.Core.Model;
 using BnCluster.Core.Optimizers;
@@ -43,10 +44,27 @@ public sealed class ThreadedStepTests
         for (int i = 0; i < reference.Bits.Count; i++) Assert.Equal(reference.Bits[i], threaded.Bits[i]);
     }
 
-    private static (List<long> Loss, List<int[]> Bits) Run(NetworkSpec spec, MatMul matMul, int batch = 48, int steps = 4)
+    [Fact]
+    public void ByteDatasetStepsAreBitIdenticalToOneThread()
+    {
+        // The row gather decodes and normalizes byte rows on both threads.
+        var spec = new NetworkSpec(100, [96, 64], 10, Activation.Relu, BatchNormPlacement.Before);
+        var rng = new Random(9);
+        var codes = new byte[192 * spec.Inputs];
+        rng.NextBytes(codes);
+        var labels = Enumerable.Range(0, 192).Select(i => rng.Next(spec.Classes)).ToArray();
+        var raw = new Dataset("bytes", codes, 255f, labels, spec.Inputs, Enumerable.Range(0, spec.Classes).Select(c => c.ToString()).ToArray());
+        var data = InputNormalizer.Fit(raw).Apply(raw);
+        var reference = Run(spec, new MatMul(1), data: data);
+        var threaded = Run(spec, new MatMul(2, KernelPaths.Best, parallelThreshold: 0, rangeThreshold: 0), data: data);
+        Assert.Equal(reference.Loss, threaded.Loss);
+        for (int i = 0; i < reference.Bits.Count; i++) Assert.Equal(reference.Bits[i], threaded.Bits[i]);
+    }
+
+    private static (List<long> Loss, List<int[]> Bits) Run(NetworkSpec spec, MatMul matMul, int batch = 48, int steps = 4, Dataset? data = null)
     {
         using var mm = matMul;
-        var data = TestNetworks.RandomDataset(4 * batch, spec.Inputs, spec.Classes, seed: 5, shift: 0.5f, scale: 2f);
+        data ??= TestNetworks.RandomDataset(4 * batch, spec.Inputs, spec.Classes, seed: 5, shift: 0.5f, scale: 2f);
         var p = Parameters.Initialize(spec, 3);
         var optimizer = new Optimizer(new OptimizerSettings(OptimizerKind.Adam, 1e-2f), p);
         var ws = new Workspace(p, batch, mm);
