@@ -140,11 +140,11 @@ public static class TrainingStep
                 p.BatchNorm[l]!.LocalStats(z, rows, ws.LocalStats[l]!, ws.MatMul);
                 break;
             case BatchNormPlacement.After:
-                ActivationLayer.Forward(p.Spec.Activation, z, ws.Act[l].AsSpan(0, rows * c));
+                ActivationLayer.Forward(p.Spec.Activation, z, ws.Act[l].AsSpan(0, rows * c), ws.MatMul);
                 p.BatchNorm[l]!.LocalStats(ws.Act[l], rows, ws.LocalStats[l]!, ws.MatMul);
                 break;
             default:
-                ActivationLayer.Forward(p.Spec.Activation, z, ws.Act[l].AsSpan(0, rows * c));
+                ActivationLayer.Forward(p.Spec.Activation, z, ws.Act[l].AsSpan(0, rows * c), ws.MatMul);
                 break;
         }
     }
@@ -228,7 +228,7 @@ public static class TrainingStep
         }
         else
         {
-            ActivationLayer.Backward(p.Spec.Activation, ws.Act[l].AsSpan(0, n), ws.DOutput[l].AsSpan(0, n), dz);
+            ActivationLayer.Backward(p.Spec.Activation, ws.Act[l].AsSpan(0, n), ws.DOutput[l].AsSpan(0, n), dz, ws.MatMul);
         }
         var da = l > 0 ? ws.DOutput[l - 1].AsSpan(0, rows * dense.Inputs) : Span<float>.Empty;
         long t0 = Stopwatch.GetTimestamp();
