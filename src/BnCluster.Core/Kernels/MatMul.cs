@@ -103,14 +103,16 @@ public sealed unsafe class MatMul : IDisposable
 
     /// <summary>
     /// Runs <paramref name="body"/>(ref state, start, end) over [0, <paramref name="count"/>) split into contiguous
-    /// shares (multiples of <paramref name="align"/>, at least <paramref name="minPerPart"/> each) on this instance's
+    /// shares (inner boundaries at <paramref name="phase"/> + multiples of <paramref name="align"/>, at least
+    /// <paramref name="minPerPart"/> each) on this instance's
     /// threads, or in one call on the caller when <paramref name="work"/> (elements touched) is below the range
     /// threshold or there is one thread. Allocates nothing: <paramref name="state"/> is an unmanaged struct the
     /// caller keeps on its stack, <paramref name="body"/> a static function. The body must write disjoint data per
     /// range and keep every reduction inside one range, so the result is the same for any split.
     /// Same rule as the products: one call at a time per instance.
     /// </summary>
-    internal void ParallelFor<T>(int count, long work, ref T state, delegate*<ref T, int, int, void> body, int align = 1, int minPerPart = 1)
+    internal void ParallelFor<T>(int count, long work, ref T state, delegate*<ref T, int, int, void> body, int align = 1, int minPerPart = 1,
+        int phase = 0)
         where T : unmanaged
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
@@ -127,6 +129,7 @@ public sealed unsafe class MatMul : IDisposable
             _range.State = s;
             _range.Count = count;
             _range.Align = Math.Max(1, align);
+            _range.Phase = phase >= 0 && phase < _range.Align ? phase : 0;
             _range.Parts = parts;
             try { _pool!.Run(_range, parts); }
             finally { _range.State = null; }
@@ -152,6 +155,7 @@ public sealed unsafe class MatMul : IDisposable
         _range.Context = context;
         _range.Count = count;
         _range.Align = Math.Max(1, align);
+        _range.Phase = 0;
         _range.Parts = parts;
         try { _pool!.Run(_range, parts); }
         finally { _range.Context = null; }

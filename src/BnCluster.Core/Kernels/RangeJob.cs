@@ -14,19 +14,30 @@ internal sealed unsafe class RangeJob : IParallelJob
     public void* State;
     public delegate*<object, int, int, void> ContextBody;
     public object? Context;
-    public int Count, Align, Parts;
+    public int Count, Align, Phase, Parts;
 
-    /// <summary>Share [start, end) of part <paramref name="part"/>: whole multiples of Align, the last share takes the rest.</summary>
-    public static void ShareOf(int part, int parts, int count, int align, out int start, out int end)
+    /// <summary>
+    /// Share [start, end) of part <paramref name="part"/>: the inner boundaries lie at <paramref name="phase"/> + a
+    /// multiple of <paramref name="align"/> (0 ≤ phase &lt; align; a phase lets the caller put them on cache-line
+    /// boundaries of an unaligned array); the first share starts at 0, the last ends at <paramref name="count"/>.
+    /// </summary>
+    public static void ShareOf(int part, int parts, int count, int align, int phase, out int start, out int end)
     {
-        int units = (count + align - 1) / align;
-        start = Math.Min(count, (int)((long)units * part / parts) * align);
-        end = part == parts - 1 ? count : Math.Min(count, (int)((long)units * (part + 1) / parts) * align);
+        start = Boundary(part, parts, count, align, phase);
+        end = Boundary(part + 1, parts, count, align, phase);
+    }
+
+    private static int Boundary(int p, int parts, int count, int align, int phase)
+    {
+        if (p <= 0) return 0;
+        if (p >= parts || count <= phase) return count;
+        int units = (count - phase + align - 1) / align;
+        return Math.Min(count, phase + (int)((long)units * p / parts) * align);
     }
 
     public void Execute(int part)
     {
-        ShareOf(part, Parts, Count, Align, out int start, out int end);
+        ShareOf(part, Parts, Count, Align, Phase, out int start, out int end);
         if (start >= end) return;
         if (Context is not null) ContextBody(Context, start, end);
         else Body(State, start, end);

@@ -13,9 +13,10 @@ namespace BnCluster.Core.Layers;
 /// local backward sums → (collective sum) → input gradient from the global sums and global N;
 /// running averages (coordinator, once per committed step); eval-mode normalize.
 /// All matrices are [rows × Features] row-major.
-/// <para>The training passes take an optional <see cref="MatMul"/> whose threads run them split by feature columns
-/// (<see cref="MatMul.ParallelFor{T}"/>): every per-feature sum keeps its row order and every element its
-/// operations, so the results are bit-identical for any number of threads. Null runs on the caller.</para>
+/// <para>The training passes take an optional <see cref="MatMul"/> whose threads run them split
+/// (<see cref="MatMul.ParallelFor{T}"/>): the passes with per-feature sums by feature columns, so every sum keeps its
+/// row order; the element-wise passes by rows. Every element keeps its operations, so the results are bit-identical
+/// for any number of threads. Null runs on the caller.</para>
 /// </summary>
 public sealed class BatchNormLayer(int features, float epsilon = 1e-5f, float momentum = 0.1f)
 {
@@ -52,17 +53,29 @@ public sealed class BatchNormLayer(int features, float epsilon = 1e-5f, float mo
         public int Rows, C;
     }
 
+    // Feature columns [j0, j1): the two passes over the rows in order, summed in a private buffer, then stored.
     private static unsafe void StatsColumns(ref StatsArgs a, int j0, int j1)
     {
         int w = j1 - j0;
-        var mean = new Span<double>(a.Mean + j0, w);
-        var m2 = new Span<double>(a.M2 + j0, w);
+        var outMean = new Span<double>(a.Mean + j0, w);
+        var outM2 = new Span<double>(a.M2 + j0, w);
+        bool local = w <= MaxPrivateSums;
+        Span<double> buffer = local ? stackalloc double[2 * w] : default;
+        var mean = local ? buffer.Slice(0, w) : outMean;
+        var m2 = local ? buffer.Slice(w, w) : outM2;
         mean.Clear();
         m2.Clear();
-        if (a.Rows == 0) return;
-        for (int i = 0; i < a.Rows; i++) AddRow(new ReadOnlySpan<float>(a.Z + (long)i * a.C + j0, w), mean);
-        for (int j = 0; j < w; j++) mean[j] /= a.Rows;
-        for (int i = 0; i < a.Rows; i++) AddSquaredDeviationsRow(new ReadOnlySpan<float>(a.Z + (long)i * a.C + j0, w), mean, m2);
+        if (a.Rows > 0)
+        {
+            for (int i = 0; i < a.Rows; i++) AddRow(new ReadOnlySpan<float>(a.Z + (long)i * a.C + j0, w), mean);
+            for (int j = 0; j < w; j++) mean[j] /= a.Rows;
+            for (int i = 0; i < a.Rows; i++) AddSquaredDeviationsRow(new ReadOnlySpan<float>(a.Z + (long)i * a.C + j0, w), mean, m2);
+        }
+        if (local)
+        {
+            mean.CopyTo(outMean);
+            m2.CopyTo(outM2);
+        }
     }
 
     // sum[j] += row[j] in float64 (as BatchNormStats.ComputeFrom's first pass).
@@ -110,15 +123,37 @@ public sealed class BatchNormLayer(int features, float epsilon = 1e-5f, float mo
         }
     }
 
-    // Runs a column-range body on the caller or split over the threads of `parallel`. Shares are whole cache lines
-    // (16 floats) and at least 64 features, so a split never leaves a short tail that TensorPrimitives would take
-    // through a scalar path, and a narrow layer stays on one thread.
-    private static unsafe void ForColumns<T>(MatMul? parallel, int c, int rows, ref T args, delegate*<ref T, int, int, void> body)
+    // Runs a column-range body (the passes with per-feature sums) on the caller or split over the threads of
+    // `parallel`. Shares are multiples of 16 features and at least 64, so a narrow layer stays on one thread. The
+    // bodies accumulate their sums in private buffers (a share boundary inside a cache line of the sums would
+    // otherwise bounce that line between the cores on every row).
+    // `written` is a float matrix the body writes row by row (null: none): the column boundaries are then put on
+    // cache-line boundaries of its rows when the row length allows, so the threads never write the same line.
+    private static unsafe void ForColumns<T>(MatMul? parallel, int c, int rows, ref T args, delegate*<ref T, int, int, void> body,
+        float* written = null)
         where T : unmanaged
     {
-        if (parallel is null) body(ref args, 0, c);
-        else parallel.ParallelFor(c, (long)rows * c, ref args, body, align: 16, minPerPart: 64);
+        if (parallel is null)
+        {
+            body(ref args, 0, c);
+            return;
+        }
+        int phase = written != null && c % 16 == 0 ? (int)((64 - ((nuint)written & 63)) & 63) / sizeof(float) : 0;
+        parallel.ParallelFor(c, (long)rows * c, ref args, body, align: 16, minPerPart: 64, phase: phase);
     }
+
+    // Runs a row-range body (the element-wise passes, no sums) on the caller or split over the threads of `parallel`
+    // by whole rows: each thread writes one contiguous block, so the threads never write the same cache line except
+    // at the single boundary (a column split would share one line per row). At least 8 rows per share.
+    private static unsafe void ForRows<T>(MatMul? parallel, int c, int rows, ref T args, delegate*<ref T, int, int, void> body)
+        where T : unmanaged
+    {
+        if (parallel is null) body(ref args, 0, rows);
+        else parallel.ParallelFor(rows, (long)rows * c, ref args, body, align: 1, minPerPart: 8);
+    }
+
+    // Per-feature sums longer than this are accumulated in place instead of in a private stack buffer.
+    private const int MaxPrivateSums = 2048;
 
     /// <summary>
     /// From the merged global moments (σ² biased = M2/N), per feature: μ and invStd = 1/sqrt(σ² + ε) in float64
@@ -162,7 +197,7 @@ public sealed class BatchNormLayer(int features, float epsilon = 1e-5f, float mo
                 Z = pz, Mean = pm, InvStd = ps, Gamma = pg, Beta = pb, Y = py, Rows = rows, C = c,
                 Activate = activation.HasValue, Kind = activation.GetValueOrDefault(),
             };
-            ForColumns(parallel, c, rows, ref args, &NormalizeColumns);
+            ForRows(parallel, c, rows, ref args, &NormalizeRows);
         }
     }
 
@@ -174,17 +209,17 @@ public sealed class BatchNormLayer(int features, float epsilon = 1e-5f, float mo
         public Activation Kind;
     }
 
-    // Feature columns [j0, j1) of every row: y = γ(z − μ)invStd + β, then g(y) in place when fused.
-    private static unsafe void NormalizeColumns(ref NormalizeArgs a, int j0, int j1)
+    // Rows [i0, i1): y = γ(z − μ)invStd + β, then g(y) in place when fused (each row while it is in L1).
+    private static unsafe void NormalizeRows(ref NormalizeArgs a, int i0, int i1)
     {
-        int w = j1 - j0;
-        var mean = new ReadOnlySpan<float>(a.Mean + j0, w);
-        var invStd = new ReadOnlySpan<float>(a.InvStd + j0, w);
-        var gamma = new ReadOnlySpan<float>(a.Gamma + j0, w);
-        var beta = new ReadOnlySpan<float>(a.Beta + j0, w);
-        for (int i = 0; i < a.Rows; i++)
+        int w = a.C;
+        var mean = new ReadOnlySpan<float>(a.Mean, w);
+        var invStd = new ReadOnlySpan<float>(a.InvStd, w);
+        var gamma = new ReadOnlySpan<float>(a.Gamma, w);
+        var beta = new ReadOnlySpan<float>(a.Beta, w);
+        for (int i = i0; i < i1; i++)
         {
-            long o = (long)i * a.C + j0;
+            long o = (long)i * w;
             var yRow = new Span<float>(a.Y + o, w);
             NormalizeRow(new ReadOnlySpan<float>(a.Z + o, w), mean, invStd, gamma, beta, yRow);
             if (a.Activate) ActivationLayer.Forward(a.Kind, yRow, yRow);
@@ -254,7 +289,7 @@ public sealed class BatchNormLayer(int features, float epsilon = 1e-5f, float mo
                 A = pa, DA = pda, Dy = pdy, Z = pz, Mean = pm, InvStd = ps, SumDy = s1, SumDyXhat = s2, Rows = rows, C = c,
                 Activate = true, Kind = kind,
             };
-            ForColumns(parallel, c, rows, ref args, &GradSumsColumns);
+            ForColumns(parallel, c, rows, ref args, &GradSumsColumns, written: pdy);
         }
     }
 
@@ -273,8 +308,12 @@ public sealed class BatchNormLayer(int features, float epsilon = 1e-5f, float mo
         int w = j1 - j0;
         var mean = new ReadOnlySpan<double>(a.Mean + j0, w);
         var invStd = new ReadOnlySpan<double>(a.InvStd + j0, w);
-        var sumDy = new Span<double>(a.SumDy + j0, w);
-        var sumDyXhat = new Span<double>(a.SumDyXhat + j0, w);
+        var outSumDy = new Span<double>(a.SumDy + j0, w);
+        var outSumDyXhat = new Span<double>(a.SumDyXhat + j0, w);
+        bool local = w <= MaxPrivateSums;
+        Span<double> buffer = local ? stackalloc double[2 * w] : default;
+        var sumDy = local ? buffer.Slice(0, w) : outSumDy;
+        var sumDyXhat = local ? buffer.Slice(w, w) : outSumDyXhat;
         sumDy.Clear();
         sumDyXhat.Clear();
         for (int i = 0; i < a.Rows; i++)
@@ -283,6 +322,11 @@ public sealed class BatchNormLayer(int features, float epsilon = 1e-5f, float mo
             var dyRow = new Span<float>(a.Dy + o, w);
             if (a.Activate) ActivationLayer.Backward(a.Kind, new ReadOnlySpan<float>(a.A + o, w), new ReadOnlySpan<float>(a.DA + o, w), dyRow);
             AccumulateGradSumsRow(dyRow, new ReadOnlySpan<float>(a.Z + o, w), mean, invStd, sumDy, sumDyXhat);
+        }
+        if (local)
+        {
+            sumDy.CopyTo(outSumDy);
+            sumDyXhat.CopyTo(outSumDyXhat);
         }
     }
 
@@ -366,7 +410,7 @@ public sealed class BatchNormLayer(int features, float epsilon = 1e-5f, float mo
                 Dy = pdy, Z = pz, Dz = pdz, Mean = pm, InvStd = ps, Scale = pk, MeanDy = pa, MeanDyXhat = pb, Rows = rows, C = c,
                 Activate = activation.HasValue, Kind = activation.GetValueOrDefault(),
             };
-            ForColumns(parallel, c, rows, ref args, &InputGradientColumns);
+            ForRows(parallel, c, rows, ref args, &InputGradientRows);
         }
     }
 
@@ -379,15 +423,15 @@ public sealed class BatchNormLayer(int features, float epsilon = 1e-5f, float mo
         public Activation Kind;
     }
 
-    // Feature columns [j0, j1) of every row: dz = scale·(dy − Σdy/N − z_norm·Σ(dy·z_norm)/N) in float64, stored as
-    // float32, then through g' in place when fused.
-    private static unsafe void InputGradientColumns(ref InputGradientArgs p, int j0, int j1)
+    // Rows [i0, i1): dz = scale·(dy − Σdy/N − z_norm·Σ(dy·z_norm)/N) in float64, stored as float32, then through g'
+    // in place when fused.
+    private static unsafe void InputGradientRows(ref InputGradientArgs p, int i0, int i1)
     {
-        int c = j1 - j0;
-        double* mean = p.Mean + j0, invStd = p.InvStd + j0, scale = p.Scale + j0, meanDy = p.MeanDy + j0, meanDyXhat = p.MeanDyXhat + j0;
-        for (int i = 0; i < p.Rows; i++)
+        int c = p.C;
+        double* mean = p.Mean, invStd = p.InvStd, scale = p.Scale, meanDy = p.MeanDy, meanDyXhat = p.MeanDyXhat;
+        for (int i = i0; i < i1; i++)
         {
-            long o = (long)i * p.C + j0;
+            long o = (long)i * c;
             float* dyRow = p.Dy + o, zRow = p.Z + o, dzRow = p.Dz + o;
             int j = 0;
             if (Vector256.IsHardwareAccelerated)

@@ -78,16 +78,19 @@ public sealed unsafe class ParallelForTests
         for (int parts = 1; parts <= 4; parts++)
         foreach (int count in new[] { 1, 15, 16, 17, 200, 512, 784 })
         {
-            int next = 0;
-            for (int p = 0; p < parts; p++)
+            foreach (int phase in new[] { 0, 5, 15 })
             {
-                RangeJob.ShareOf(p, parts, count, 16, out int start, out int end);
-                Assert.Equal(next, start);
-                Assert.True(end >= start);
-                if (p < parts - 1) Assert.Equal(0, end % 16);
-                next = end;
+                int next = 0;
+                for (int p = 0; p < parts; p++)
+                {
+                    RangeJob.ShareOf(p, parts, count, 16, phase, out int start, out int end);
+                    Assert.Equal(next, start);
+                    Assert.True(end >= start);
+                    if (p < parts - 1 && end < count) Assert.Equal(phase, end % 16);
+                    next = end;
+                }
+                Assert.Equal(count, next);
             }
-            Assert.Equal(count, next);
         }
     }
 }
