@@ -21,7 +21,7 @@ internal sealed class WakeSignal
     // as much as a split pass saves, so a worker spins up to SpinMicroseconds for the next part before it blocks.
     // The machine is small and shared, so the spin stays short: it only bridges the gaps inside one step.
     private static readonly long SpinTicks = Stopwatch.Frequency * SpinMicroseconds / 1_000_000;
-    internal const int SpinMicroseconds = 200;
+    internal const int SpinMicroseconds = 50;
 
     private readonly object _gate = new();
     private bool _set;
