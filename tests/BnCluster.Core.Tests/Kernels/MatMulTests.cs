@@ -245,17 +245,21 @@ public sealed class MatMulAllocationTests
         // Process-wide counts also see the test runner's own threads (result reporting etc.), so
         // measure up to 3 windows and keep the quietest: a real per-call allocation (≥ 400 objects)
         // would show in every window.
-        long leastProcessWide = long.MaxValue;
-        for (int attempt = 0; attempt < 3 && leastProcessWide >= 1024; attempt++)
+        // The caller's own count can also see a one-off runtime allocation (suspected, not verified: tiered compilation promoting a method
+        // that crossed its call count inside the window: seen ~1 run in 5, with 1 thread as well), so it too keeps
+        // its quietest window; a real per-call allocation would show in all of them.
+        long leastProcessWide = long.MaxValue, leastCaller = long.MaxValue;
+        for (int attempt = 0; attempt < 3 && (leastProcessWide >= 1024 || leastCaller != 0); attempt++)
         {
             long callerBefore = GC.GetAllocatedBytesForCurrentThread();
             long totalBefore = GC.GetTotalAllocatedBytes(precise: true);
             for (int i = 0; i < 100; i++) Step();
             long totalAfter = GC.GetTotalAllocatedBytes(precise: true);
             long callerAfter = GC.GetAllocatedBytesForCurrentThread();
-            Assert.Equal(0, callerAfter - callerBefore);
+            leastCaller = Math.Min(leastCaller, callerAfter - callerBefore);
             leastProcessWide = Math.Min(leastProcessWide, totalAfter - totalBefore);
         }
+        Assert.Equal(0, leastCaller);
         Assert.True(leastProcessWide < 1024, $"{leastProcessWide} bytes allocated process-wide in 400 products");
     }
 }

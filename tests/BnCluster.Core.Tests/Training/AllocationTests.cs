@@ -37,9 +37,15 @@ public sealed class AllocationTests
         }
 
         for (int i = 0; i < 5; i++) Step(i);
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        for (int i = 0; i < 50; i++) Step(i);
-        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        // Quietest of up to 3 windows: a one-off runtime allocation (tiered compilation promoting a method inside the
+        // window is suspected, not verified; seen ~1 run in 6 before the threaded passes existed) can land in one; a per-step allocation shows in all.
+        long allocated = long.MaxValue;
+        for (int attempt = 0; attempt < 3 && allocated != 0; attempt++)
+        {
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            for (int i = 0; i < 50; i++) Step(i);
+            allocated = Math.Min(allocated, GC.GetAllocatedBytesForCurrentThread() - before);
+        }
         Assert.Equal(0, allocated);
     }
 }
