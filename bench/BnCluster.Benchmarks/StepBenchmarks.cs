@@ -57,7 +57,7 @@ internal static class StepBench
                 if (!pending.IsCompleted) throw new InvalidOperationException("the local collective should complete synchronously");
                 pending.GetAwaiter().GetResult();
                 long t0 = Stopwatch.GetTimestamp();
-                opt.Apply(p, ws.Gradients);
+                opt.Apply(p, ws.Gradients, mm);
                 adamTicks += Stopwatch.GetTimestamp() - t0;
                 TrainingStep.UpdateRunningStats(p, ws);
             }

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.ExceptionServices;
 
 namespace BnCluster.Core.Kernels;
@@ -15,9 +16,12 @@ internal interface IParallelJob
 /// </summary>
 internal sealed class WakeSignal
 {
-    // Products arrive back to back in a training step, but the machine is small and shared, so
-    // spin only briefly (SpinWait yields after ~10 spins) before blocking.
-    private const int SpinIterations = 20;
+    // A training step dispatches its products and its BN / Adam passes back to back, with gaps of tens of
+    // microseconds (a pass the caller runs alone, the collective's bookkeeping). Waking a blocked thread costs about
+    // as much as a split pass saves, so a worker spins up to SpinMicroseconds for the next part before it blocks.
+    // The machine is small and shared, so the spin stays short: it only bridges the gaps inside one step.
+    private static readonly long SpinTicks = Stopwatch.Frequency * SpinMicroseconds / 1_000_000;
+    internal const int SpinMicroseconds = 50;
 
     private readonly object _gate = new();
     private bool _set;
@@ -33,8 +37,11 @@ internal sealed class WakeSignal
 
     public void Wait()
     {
-        var spinner = new SpinWait();
-        for (int i = 0; i < SpinIterations && !Volatile.Read(ref _set); i++) spinner.SpinOnce(sleep1Threshold: -1);
+        if (!Volatile.Read(ref _set))
+        {
+            long start = Stopwatch.GetTimestamp();
+            while (!Volatile.Read(ref _set) && Stopwatch.GetTimestamp() - start < SpinTicks) Thread.SpinWait(32);
+        }
         lock (_gate)
         {
             while (!_set) Monitor.Wait(_gate);

@@ -19,16 +19,22 @@ public sealed unsafe class MatMul : IDisposable
     /// costs more than it saves.</summary>
     internal const long DefaultParallelThreshold = 64 * 1024;
 
+    /// <summary>Below this many elements a <see cref="ParallelFor{T}"/> body runs on the caller alone (measured
+    /// with the step benchmark: waking the worker costs a few microseconds).</summary>
+    internal const long DefaultRangeThreshold = 32 * 1024;
+
     private readonly GemmThreadPool? _pool;
     private readonly GemmJob _job;
+    private readonly RangeJob _range = new();
     private readonly long _parallelThreshold;
+    private readonly long _rangeThreshold;
     private bool _disposed;
 
     public MatMul(int threads = 1) : this(threads, KernelPaths.Best) { }
 
     /// <summary>Chooses the micro-kernel explicitly (tests run every path on one machine) and the
     /// size from which products are split across threads (tests force splitting tiny shapes with 0).</summary>
-    internal MatMul(int threads, KernelPath path, long parallelThreshold = DefaultParallelThreshold)
+    internal MatMul(int threads, KernelPath path, long parallelThreshold = DefaultParallelThreshold, long rangeThreshold = DefaultRangeThreshold)
     {
         if (threads < 1) throw new ArgumentOutOfRangeException(nameof(threads), threads, "threads must be at least 1");
         if (!KernelPaths.IsSupported(path))
@@ -36,6 +42,7 @@ public sealed unsafe class MatMul : IDisposable
         Threads = threads;
         Path = path;
         _parallelThreshold = parallelThreshold;
+        _rangeThreshold = rangeThreshold;
         _job = new GemmJob(path, threads);
         // threads = 1 starts no thread at all.
         if (threads > 1) _pool = new GemmThreadPool(threads - 1);
@@ -92,6 +99,66 @@ public sealed unsafe class MatMul : IDisposable
         // only after every part has finished.
         if (parts == 1) _job.Execute(0);
         else _pool!.Run(_job, parts);
+    }
+
+    /// <summary>
+    /// Runs <paramref name="body"/>(ref state, start, end) over [0, <paramref name="count"/>) split into contiguous
+    /// shares (inner boundaries at <paramref name="phase"/> + multiples of <paramref name="align"/>, at least
+    /// <paramref name="minPerPart"/> each) on this instance's
+    /// threads, or in one call on the caller when <paramref name="work"/> (elements touched) is below the range
+    /// threshold or there is one thread. Allocates nothing: <paramref name="state"/> is an unmanaged struct the
+    /// caller keeps on its stack, <paramref name="body"/> a static function. The body must write disjoint data per
+    /// range and keep every reduction inside one range, so the result is the same for any split.
+    /// Same rule as the products: one call at a time per instance.
+    /// </summary>
+    internal void ParallelFor<T>(int count, long work, ref T state, delegate*<ref T, int, int, void> body, int align = 1, int minPerPart = 1,
+        int phase = 0)
+        where T : unmanaged
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (count <= 0) return;
+        int parts = _pool is null || work < _rangeThreshold ? 1 : Math.Min(Threads, Math.Max(1, count / Math.Max(1, minPerPart)));
+        if (parts == 1)
+        {
+            body(ref state, 0, count);
+            return;
+        }
+        fixed (T* s = &state)
+        {
+            _range.Body = (delegate*<void*, int, int, void>)body;
+            _range.State = s;
+            _range.Count = count;
+            _range.Align = Math.Max(1, align);
+            _range.Phase = phase >= 0 && phase < _range.Align ? phase : 0;
+            _range.Parts = parts;
+            try { _pool!.Run(_range, parts); }
+            finally { _range.State = null; }
+        }
+    }
+
+    /// <summary>
+    /// <see cref="ParallelFor{T}"/> with a preallocated context object instead of a struct (for bodies that need managed
+    /// references, e.g. a dataset); <paramref name="body"/>(context, start, end) is a static function.
+    /// </summary>
+    internal void ParallelFor<TContext>(int count, long work, TContext context, delegate*<TContext, int, int, void> body, int align = 1, int minPerPart = 1)
+        where TContext : class
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (count <= 0) return;
+        int parts = _pool is null || work < _rangeThreshold ? 1 : Math.Min(Threads, Math.Max(1, count / Math.Max(1, minPerPart)));
+        if (parts == 1)
+        {
+            body(context, 0, count);
+            return;
+        }
+        _range.ContextBody = (delegate*<object, int, int, void>)body;
+        _range.Context = context;
+        _range.Count = count;
+        _range.Align = Math.Max(1, align);
+        _range.Phase = 0;
+        _range.Parts = parts;
+        try { _pool!.Run(_range, parts); }
+        finally { _range.Context = null; }
     }
 
     private static void Check(int aLength, int bLength, int cLength, int m, int n, int k, string op)

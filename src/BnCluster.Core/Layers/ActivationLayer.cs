@@ -1,6 +1,7 @@
 using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using BnCluster.Core.Kernels;
 using BnCluster.Core.Model;
 
 namespace BnCluster.Core.Layers;
@@ -62,6 +63,62 @@ public static class ActivationLayer
                 break;
             default: throw new ArgumentOutOfRangeException(nameof(kind), kind, "unknown activation");
         }
+    }
+
+    private unsafe struct ElementArgs
+    {
+        public float* A, B, Out;
+        public Activation Kind;
+    }
+
+    // Shares of whole cache lines and at least 4096 elements: no thread shares a line, and no share is so short that
+    // TensorPrimitives would take a scalar path where the whole span took a vector one (tanh, sigmoid).
+    private const int ElementAlign = 16, MinElementsPerPart = 4096;
+
+    /// <summary>
+    /// <see cref="Forward(Activation, ReadOnlySpan{float}, Span{float})"/> split by element ranges over the threads of
+    /// <paramref name="parallel"/> (null: the caller alone); every element is independent, so the result is the same.
+    /// </summary>
+    public static unsafe void Forward(Activation kind, ReadOnlySpan<float> z, Span<float> a, MatMul? parallel)
+    {
+        if (parallel is null || a.Length < z.Length)
+        {
+            Forward(kind, z, a);
+            return;
+        }
+        fixed (float* pz = z) fixed (float* pa = a)
+        {
+            var args = new ElementArgs { A = pz, Out = pa, Kind = kind };
+            parallel.ParallelFor(z.Length, z.Length, ref args, &ForwardRange, ElementAlign, MinElementsPerPart);
+        }
+    }
+
+    private static unsafe void ForwardRange(ref ElementArgs p, int start, int end) =>
+        Forward(p.Kind, new ReadOnlySpan<float>(p.A + start, end - start), new Span<float>(p.Out + start, end - start));
+
+    /// <summary>
+    /// <see cref="Backward(Activation, ReadOnlySpan{float}, ReadOnlySpan{float}, Span{float})"/> split by element ranges
+    /// over the threads of <paramref name="parallel"/> (null: the caller alone); the same result.
+    /// </summary>
+    public static unsafe void Backward(Activation kind, ReadOnlySpan<float> a, ReadOnlySpan<float> da, Span<float> dz, MatMul? parallel)
+    {
+        int n = a.Length;
+        if (parallel is null || da.Length < n || dz.Length < n)
+        {
+            Backward(kind, a, da, dz);
+            return;
+        }
+        fixed (float* pa = a) fixed (float* pda = da) fixed (float* pdz = dz)
+        {
+            var args = new ElementArgs { A = pa, B = pda, Out = pdz, Kind = kind };
+            parallel.ParallelFor(n, n, ref args, &BackwardRange, ElementAlign, MinElementsPerPart);
+        }
+    }
+
+    private static unsafe void BackwardRange(ref ElementArgs p, int start, int end)
+    {
+        int n = end - start;
+        Backward(p.Kind, new ReadOnlySpan<float>(p.A + start, n), new ReadOnlySpan<float>(p.B + start, n), new Span<float>(p.Out + start, n));
     }
 
     public static string Name(Activation kind) => kind switch

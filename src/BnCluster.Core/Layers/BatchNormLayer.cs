@@ -1,6 +1,7 @@
 using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using BnCluster.Core.Kernels;
 using BnCluster.Core.Model;
 using BnCluster.Core.Training;
 
@@ -12,6 +13,10 @@ namespace BnCluster.Core.Layers;
 /// local backward sums → (collective sum) → input gradient from the global sums and global N;
 /// running averages (coordinator, once per committed step); eval-mode normalize.
 /// All matrices are [rows × Features] row-major.
+/// <para>The training passes take an optional <see cref="MatMul"/> whose threads run them split
+/// (<see cref="MatMul.ParallelFor{T}"/>): the passes with per-feature sums by feature columns, so every sum keeps its
+/// row order; the element-wise passes by rows. Every element keeps its operations, so the results are bit-identical
+/// for any number of threads. Null runs on the caller.</para>
 /// </summary>
 public sealed class BatchNormLayer(int features, float epsilon = 1e-5f, float momentum = 0.1f)
 {
@@ -19,8 +24,136 @@ public sealed class BatchNormLayer(int features, float epsilon = 1e-5f, float mo
     public float Epsilon { get; } = epsilon;
     public float Momentum { get; } = momentum;
 
-    /// <summary>Two-pass (n, mean, M2) of this shard's rows of z (float64).</summary>
-    public void LocalStats(ReadOnlySpan<float> z, int rows, BatchNormStats local) => local.ComputeFrom(z, rows);
+    /// <summary>
+    /// Two-pass (n, mean, M2) of this shard's rows of z[n×C] (float64): mean_j = Σ_i z_ij / n, then
+    /// M2_j = Σ_i (z_ij − mean_j)², rows in order. The same operations and order as
+    /// <see cref="BatchNormStats.ComputeFrom"/>, per feature column range.
+    /// </summary>
+    public unsafe void LocalStats(ReadOnlySpan<float> z, int rows, BatchNormStats local, MatMul? parallel = null)
+    {
+        int c = Features;
+        if (parallel is null || local.Features != c)
+        {
+            local.ComputeFrom(z, rows);
+            return;
+        }
+        CheckRows(z.Length, z.Length, rows);
+        local.Count = rows;
+        fixed (float* pz = z) fixed (double* pm = local.Mean) fixed (double* pm2 = local.M2)
+        {
+            var args = new StatsArgs { Z = pz, Mean = pm, M2 = pm2, Rows = rows, C = c };
+            ForColumns(parallel, c, rows, ref args, &StatsColumns);
+        }
+    }
+
+    private unsafe struct StatsArgs
+    {
+        public float* Z;
+        public double* Mean, M2;
+        public int Rows, C;
+    }
+
+    // Feature columns [j0, j1): the two passes over the rows in order, summed in a private buffer, then stored.
+    private static unsafe void StatsColumns(ref StatsArgs a, int j0, int j1)
+    {
+        int w = j1 - j0;
+        var outMean = new Span<double>(a.Mean + j0, w);
+        var outM2 = new Span<double>(a.M2 + j0, w);
+        bool local = w <= MaxPrivateSums;
+        Span<double> buffer = local ? stackalloc double[2 * w] : default;
+        var mean = local ? buffer.Slice(0, w) : outMean;
+        var m2 = local ? buffer.Slice(w, w) : outM2;
+        mean.Clear();
+        m2.Clear();
+        if (a.Rows > 0)
+        {
+            for (int i = 0; i < a.Rows; i++) AddRow(new ReadOnlySpan<float>(a.Z + (long)i * a.C + j0, w), mean);
+            for (int j = 0; j < w; j++) mean[j] /= a.Rows;
+            for (int i = 0; i < a.Rows; i++) AddSquaredDeviationsRow(new ReadOnlySpan<float>(a.Z + (long)i * a.C + j0, w), mean, m2);
+        }
+        if (local)
+        {
+            mean.CopyTo(outMean);
+            m2.CopyTo(outM2);
+        }
+    }
+
+    // sum[j] += row[j] in float64 (as BatchNormStats.ComputeFrom's first pass).
+    private static void AddRow(ReadOnlySpan<float> row, Span<double> sum)
+    {
+        int c = row.Length, j = 0;
+        ref float r = ref MemoryMarshal.GetReference(row);
+        ref double s = ref MemoryMarshal.GetReference(sum);
+        if (Vector256.IsHardwareAccelerated)
+        {
+            for (; j <= c - Vector256<float>.Count; j += Vector256<float>.Count)
+            {
+                nuint o = (nuint)j, o4 = o + 4;
+                var (lo, hi) = Vector256.Widen(Vector256.LoadUnsafe(ref r, o));
+                (Vector256.LoadUnsafe(ref s, o) + lo).StoreUnsafe(ref s, o);
+                (Vector256.LoadUnsafe(ref s, o4) + hi).StoreUnsafe(ref s, o4);
+            }
+        }
+        for (; j < c; j++) sum[j] += row[j];
+    }
+
+    // m2[j] += (row[j] − mean[j])² in float64 (as BatchNormStats.ComputeFrom's second pass).
+    private static void AddSquaredDeviationsRow(ReadOnlySpan<float> row, ReadOnlySpan<double> mean, Span<double> m2)
+    {
+        int c = row.Length, j = 0;
+        ref float r = ref MemoryMarshal.GetReference(row);
+        ref double mr = ref MemoryMarshal.GetReference(mean);
+        ref double s = ref MemoryMarshal.GetReference(m2);
+        if (Vector256.IsHardwareAccelerated)
+        {
+            for (; j <= c - Vector256<float>.Count; j += Vector256<float>.Count)
+            {
+                nuint o = (nuint)j, o4 = o + 4;
+                var (lo, hi) = Vector256.Widen(Vector256.LoadUnsafe(ref r, o));
+                var dLo = lo - Vector256.LoadUnsafe(ref mr, o);
+                var dHi = hi - Vector256.LoadUnsafe(ref mr, o4);
+                (Vector256.LoadUnsafe(ref s, o) + dLo * dLo).StoreUnsafe(ref s, o);
+                (Vector256.LoadUnsafe(ref s, o4) + dHi * dHi).StoreUnsafe(ref s, o4);
+            }
+        }
+        for (; j < c; j++)
+        {
+            double d = row[j] - mean[j];
+            m2[j] += d * d;
+        }
+    }
+
+    // Runs a column-range body (the passes with per-feature sums) on the caller or split over the threads of
+    // `parallel`. Shares are multiples of 16 features and at least 64, so a narrow layer stays on one thread. The
+    // bodies accumulate their sums in private buffers (a share boundary inside a cache line of the sums would
+    // otherwise bounce that line between the cores on every row).
+    // `written` is a float matrix the body writes row by row (null: none): the column boundaries are then put on
+    // cache-line boundaries of its rows when the row length allows, so the threads never write the same line.
+    private static unsafe void ForColumns<T>(MatMul? parallel, int c, int rows, ref T args, delegate*<ref T, int, int, void> body,
+        float* written = null)
+        where T : unmanaged
+    {
+        if (parallel is null)
+        {
+            body(ref args, 0, c);
+            return;
+        }
+        int phase = written != null && c % 16 == 0 ? (int)((64 - ((nuint)written & 63)) & 63) / sizeof(float) : 0;
+        parallel.ParallelFor(c, (long)rows * c, ref args, body, align: 16, minPerPart: 64, phase: phase);
+    }
+
+    // Runs a row-range body (the element-wise passes, no sums) on the caller or split over the threads of `parallel`
+    // by whole rows: each thread writes one contiguous block, so the threads never write the same cache line except
+    // at the single boundary (a column split would share one line per row). At least 8 rows per share.
+    private static unsafe void ForRows<T>(MatMul? parallel, int c, int rows, ref T args, delegate*<ref T, int, int, void> body)
+        where T : unmanaged
+    {
+        if (parallel is null) body(ref args, 0, rows);
+        else parallel.ParallelFor(rows, (long)rows * c, ref args, body, align: 1, minPerPart: 8);
+    }
+
+    // Per-feature sums longer than this are accumulated in place instead of in a private stack buffer.
+    private const int MaxPrivateSums = 2048;
 
     /// <summary>
     /// From the merged global moments (σ² biased = M2/N), per feature: μ and invStd = 1/sqrt(σ² + ε) in float64
@@ -40,29 +173,56 @@ public sealed class BatchNormLayer(int features, float epsilon = 1e-5f, float mo
 
     /// <summary>y[n×C] = γ ⊙ z_norm + β with z_norm = (z − μ)·invStd (float32; the backward recomputes z_norm in float64).</summary>
     public void Normalize(ReadOnlySpan<float> z, ReadOnlySpan<float> mean, ReadOnlySpan<float> invStd,
-        ReadOnlySpan<float> gamma, ReadOnlySpan<float> beta, Span<float> y, int rows)
-    {
-        int c = Features;
-        CheckRows(z.Length, y.Length, rows);
-        CheckFeatures(mean.Length, invStd.Length, gamma.Length, beta.Length);
-        for (int i = 0; i < rows; i++) NormalizeRow(z.Slice(i * c, c), mean, invStd, gamma, beta, y.Slice(i * c, c));
-    }
+        ReadOnlySpan<float> gamma, ReadOnlySpan<float> beta, Span<float> y, int rows, MatMul? parallel = null) =>
+        Normalize(null, z, mean, invStd, gamma, beta, y, rows, parallel);
 
     /// <summary>
     /// BN before the activation, fused: a[n×C] = g(γ ⊙ (z − μ)·invStd + β), one pass over z. The BN output itself is
     /// not stored (the backward needs only z and a); each row's activation runs while the row is still in L1.
     /// </summary>
     public void NormalizeActivate(Activation kind, ReadOnlySpan<float> z, ReadOnlySpan<float> mean, ReadOnlySpan<float> invStd,
-        ReadOnlySpan<float> gamma, ReadOnlySpan<float> beta, Span<float> a, int rows)
+        ReadOnlySpan<float> gamma, ReadOnlySpan<float> beta, Span<float> a, int rows, MatMul? parallel = null) =>
+        Normalize(kind, z, mean, invStd, gamma, beta, a, rows, parallel);
+
+    private unsafe void Normalize(Activation? activation, ReadOnlySpan<float> z, ReadOnlySpan<float> mean, ReadOnlySpan<float> invStd,
+        ReadOnlySpan<float> gamma, ReadOnlySpan<float> beta, Span<float> y, int rows, MatMul? parallel)
     {
         int c = Features;
-        CheckRows(z.Length, a.Length, rows);
+        CheckRows(z.Length, y.Length, rows);
         CheckFeatures(mean.Length, invStd.Length, gamma.Length, beta.Length);
-        for (int i = 0; i < rows; i++)
+        fixed (float* pz = z) fixed (float* pm = mean) fixed (float* ps = invStd) fixed (float* pg = gamma) fixed (float* pb = beta) fixed (float* py = y)
         {
-            var aRow = a.Slice(i * c, c);
-            NormalizeRow(z.Slice(i * c, c), mean, invStd, gamma, beta, aRow);
-            ActivationLayer.Forward(kind, aRow, aRow);
+            var args = new NormalizeArgs
+            {
+                Z = pz, Mean = pm, InvStd = ps, Gamma = pg, Beta = pb, Y = py, Rows = rows, C = c,
+                Activate = activation.HasValue, Kind = activation.GetValueOrDefault(),
+            };
+            ForRows(parallel, c, rows, ref args, &NormalizeRows);
+        }
+    }
+
+    private unsafe struct NormalizeArgs
+    {
+        public float* Z, Mean, InvStd, Gamma, Beta, Y;
+        public int Rows, C;
+        public bool Activate;
+        public Activation Kind;
+    }
+
+    // Rows [i0, i1): y = γ(z − μ)invStd + β, then g(y) in place when fused (each row while it is in L1).
+    private static unsafe void NormalizeRows(ref NormalizeArgs a, int i0, int i1)
+    {
+        int w = a.C;
+        var mean = new ReadOnlySpan<float>(a.Mean, w);
+        var invStd = new ReadOnlySpan<float>(a.InvStd, w);
+        var gamma = new ReadOnlySpan<float>(a.Gamma, w);
+        var beta = new ReadOnlySpan<float>(a.Beta, w);
+        for (int i = i0; i < i1; i++)
+        {
+            long o = (long)i * w;
+            var yRow = new Span<float>(a.Y + o, w);
+            NormalizeRow(new ReadOnlySpan<float>(a.Z + o, w), mean, invStd, gamma, beta, yRow);
+            if (a.Activate) ActivationLayer.Forward(a.Kind, yRow, yRow);
         }
     }
 
@@ -95,15 +255,18 @@ public sealed class BatchNormLayer(int features, float epsilon = 1e-5f, float mo
     /// [n×C]; z_norm = (z − μ)·invStd is recomputed in float64 because dz below is a difference of nearly equal
     /// terms when N is small (N = 2 leaves only the ε part), and float32 z_norm would dominate its error.
     /// </summary>
-    public void LocalGradSums(ReadOnlySpan<float> dy, ReadOnlySpan<float> z, ReadOnlySpan<double> mean, ReadOnlySpan<double> invStd,
-        int rows, BatchNormGradSums local)
+    public unsafe void LocalGradSums(ReadOnlySpan<float> dy, ReadOnlySpan<float> z, ReadOnlySpan<double> mean, ReadOnlySpan<double> invStd,
+        int rows, BatchNormGradSums local, MatMul? parallel = null)
     {
         int c = Features;
         CheckRows(dy.Length, z.Length, rows);
         CheckFeatures(mean.Length, invStd.Length, local.Features, c);
-        Array.Clear(local.SumDy);
-        Array.Clear(local.SumDyXhat);
-        for (int i = 0; i < rows; i++) AccumulateGradSumsRow(dy.Slice(i * c, c), z.Slice(i * c, c), mean, invStd, local.SumDy, local.SumDyXhat);
+        fixed (float* pdy = dy) fixed (float* pz = z) fixed (double* pm = mean) fixed (double* ps = invStd)
+        fixed (double* s1 = local.SumDy) fixed (double* s2 = local.SumDyXhat)
+        {
+            var args = new GradSumsArgs { Dy = pdy, Z = pz, Mean = pm, InvStd = ps, SumDy = s1, SumDyXhat = s2, Rows = rows, C = c };
+            ForColumns(parallel, c, rows, ref args, &GradSumsColumns);
+        }
     }
 
     /// <summary>
@@ -111,20 +274,59 @@ public sealed class BatchNormLayer(int features, float epsilon = 1e-5f, float mo
     /// <see cref="InputGradient"/>) and this shard's Σdy, Σdy·z_norm as in <see cref="LocalGradSums"/>,
     /// each row accumulated while it is still in L1.
     /// </summary>
-    public void ActivationBackwardGradSums(Activation kind, ReadOnlySpan<float> a, ReadOnlySpan<float> da, ReadOnlySpan<float> z,
-        ReadOnlySpan<double> mean, ReadOnlySpan<double> invStd, Span<float> dy, int rows, BatchNormGradSums local)
+    public unsafe void ActivationBackwardGradSums(Activation kind, ReadOnlySpan<float> a, ReadOnlySpan<float> da, ReadOnlySpan<float> z,
+        ReadOnlySpan<double> mean, ReadOnlySpan<double> invStd, Span<float> dy, int rows, BatchNormGradSums local, MatMul? parallel = null)
     {
         int c = Features;
         CheckRows(a.Length, da.Length, rows);
         CheckRows(z.Length, dy.Length, rows);
         CheckFeatures(mean.Length, invStd.Length, local.Features, c);
-        Array.Clear(local.SumDy);
-        Array.Clear(local.SumDyXhat);
-        for (int i = 0; i < rows; i++)
+        fixed (float* pa = a) fixed (float* pda = da) fixed (float* pdy = dy) fixed (float* pz = z) fixed (double* pm = mean) fixed (double* ps = invStd)
+        fixed (double* s1 = local.SumDy) fixed (double* s2 = local.SumDyXhat)
         {
-            var dyRow = dy.Slice(i * c, c);
-            ActivationLayer.Backward(kind, a.Slice(i * c, c), da.Slice(i * c, c), dyRow);
-            AccumulateGradSumsRow(dyRow, z.Slice(i * c, c), mean, invStd, local.SumDy, local.SumDyXhat);
+            var args = new GradSumsArgs
+            {
+                A = pa, DA = pda, Dy = pdy, Z = pz, Mean = pm, InvStd = ps, SumDy = s1, SumDyXhat = s2, Rows = rows, C = c,
+                Activate = true, Kind = kind,
+            };
+            ForColumns(parallel, c, rows, ref args, &GradSumsColumns, written: pdy);
+        }
+    }
+
+    private unsafe struct GradSumsArgs
+    {
+        public float* A, DA, Dy, Z;
+        public double* Mean, InvStd, SumDy, SumDyXhat;
+        public int Rows, C;
+        public bool Activate;
+        public Activation Kind;
+    }
+
+    // Feature columns [j0, j1): dy = da ⊙ g'(a) first when fused, then Σdy, Σdy·z_norm over the rows in order.
+    private static unsafe void GradSumsColumns(ref GradSumsArgs a, int j0, int j1)
+    {
+        int w = j1 - j0;
+        var mean = new ReadOnlySpan<double>(a.Mean + j0, w);
+        var invStd = new ReadOnlySpan<double>(a.InvStd + j0, w);
+        var outSumDy = new Span<double>(a.SumDy + j0, w);
+        var outSumDyXhat = new Span<double>(a.SumDyXhat + j0, w);
+        bool local = w <= MaxPrivateSums;
+        Span<double> buffer = local ? stackalloc double[2 * w] : default;
+        var sumDy = local ? buffer.Slice(0, w) : outSumDy;
+        var sumDyXhat = local ? buffer.Slice(w, w) : outSumDyXhat;
+        sumDy.Clear();
+        sumDyXhat.Clear();
+        for (int i = 0; i < a.Rows; i++)
+        {
+            long o = (long)i * a.C + j0;
+            var dyRow = new Span<float>(a.Dy + o, w);
+            if (a.Activate) ActivationLayer.Backward(a.Kind, new ReadOnlySpan<float>(a.A + o, w), new ReadOnlySpan<float>(a.DA + o, w), dyRow);
+            AccumulateGradSumsRow(dyRow, new ReadOnlySpan<float>(a.Z + o, w), mean, invStd, sumDy, sumDyXhat);
+        }
+        if (local)
+        {
+            sumDy.CopyTo(outSumDy);
+            sumDyXhat.CopyTo(outSumDyXhat);
         }
     }
 
@@ -169,8 +371,9 @@ public sealed class BatchNormLayer(int features, float epsilon = 1e-5f, float mo
     /// features with the scalar form's operations and order. <paramref name="scratch"/> holds 3×C doubles.
     /// </summary>
     public void InputGradient(ReadOnlySpan<float> dy, ReadOnlySpan<float> z, ReadOnlySpan<double> mean, ReadOnlySpan<double> invStd,
-        BatchNormGradSums global, long globalCount, ReadOnlySpan<float> gamma, Span<float> dz, int rows, Span<double> scratch) =>
-        InputGradient(null, dy, z, mean, invStd, global, globalCount, gamma, dz, rows, scratch);
+        BatchNormGradSums global, long globalCount, ReadOnlySpan<float> gamma, Span<float> dz, int rows, Span<double> scratch,
+        MatMul? parallel = null) =>
+        InputGradient(null, dy, z, mean, invStd, global, globalCount, gamma, dz, rows, scratch, parallel);
 
     /// <summary>
     /// BN after the activation, backward pass 2 fused with the activation: BN's input is the activation output a,
@@ -178,12 +381,12 @@ public sealed class BatchNormLayer(int features, float epsilon = 1e-5f, float mo
     /// </summary>
     public void InputGradientThroughActivation(Activation kind, ReadOnlySpan<float> dy, ReadOnlySpan<float> a, ReadOnlySpan<double> mean,
         ReadOnlySpan<double> invStd, BatchNormGradSums global, long globalCount, ReadOnlySpan<float> gamma, Span<float> dzPre, int rows,
-        Span<double> scratch) =>
-        InputGradient(kind, dy, a, mean, invStd, global, globalCount, gamma, dzPre, rows, scratch);
+        Span<double> scratch, MatMul? parallel = null) =>
+        InputGradient(kind, dy, a, mean, invStd, global, globalCount, gamma, dzPre, rows, scratch, parallel);
 
-    private void InputGradient(Activation? activation, ReadOnlySpan<float> dy, ReadOnlySpan<float> z, ReadOnlySpan<double> mean,
+    private unsafe void InputGradient(Activation? activation, ReadOnlySpan<float> dy, ReadOnlySpan<float> z, ReadOnlySpan<double> mean,
         ReadOnlySpan<double> invStd, BatchNormGradSums global, long globalCount, ReadOnlySpan<float> gamma, Span<float> dz, int rows,
-        Span<double> scratch)
+        Span<double> scratch, MatMul? parallel)
     {
         int c = Features;
         CheckRows(dy.Length, z.Length, rows);
@@ -199,32 +402,50 @@ public sealed class BatchNormLayer(int features, float epsilon = 1e-5f, float mo
             meanDy[j] = global.SumDy[j] / globalCount;
             meanDyXhat[j] = global.SumDyXhat[j] / globalCount;
         }
-        ref double mr = ref MemoryMarshal.GetReference(mean);
-        ref double sr = ref MemoryMarshal.GetReference(invStd);
-        ref double kr = ref MemoryMarshal.GetReference(scale);
-        ref double ar = ref MemoryMarshal.GetReference(meanDy);
-        ref double br = ref MemoryMarshal.GetReference(meanDyXhat);
-        for (int i = 0; i < rows; i++)
+        fixed (float* pdy = dy) fixed (float* pz = z) fixed (float* pdz = dz) fixed (double* pm = mean) fixed (double* ps = invStd)
+        fixed (double* pk = scale) fixed (double* pa = meanDy) fixed (double* pb = meanDyXhat)
         {
-            var dyRow = dy.Slice(i * c, c);
-            var zRow = z.Slice(i * c, c);
-            var dzRow = dz.Slice(i * c, c);
-            ref float dyr = ref MemoryMarshal.GetReference(dyRow);
-            ref float zr = ref MemoryMarshal.GetReference(zRow);
-            ref float dzr = ref MemoryMarshal.GetReference(dzRow);
+            var args = new InputGradientArgs
+            {
+                Dy = pdy, Z = pz, Dz = pdz, Mean = pm, InvStd = ps, Scale = pk, MeanDy = pa, MeanDyXhat = pb, Rows = rows, C = c,
+                Activate = activation.HasValue, Kind = activation.GetValueOrDefault(),
+            };
+            ForRows(parallel, c, rows, ref args, &InputGradientRows);
+        }
+    }
+
+    private unsafe struct InputGradientArgs
+    {
+        public float* Dy, Z, Dz;
+        public double* Mean, InvStd, Scale, MeanDy, MeanDyXhat;
+        public int Rows, C;
+        public bool Activate;
+        public Activation Kind;
+    }
+
+    // Rows [i0, i1): dz = scale·(dy − Σdy/N − z_norm·Σ(dy·z_norm)/N) in float64, stored as float32, then through g'
+    // in place when fused.
+    private static unsafe void InputGradientRows(ref InputGradientArgs p, int i0, int i1)
+    {
+        int c = p.C;
+        double* mean = p.Mean, invStd = p.InvStd, scale = p.Scale, meanDy = p.MeanDy, meanDyXhat = p.MeanDyXhat;
+        for (int i = i0; i < i1; i++)
+        {
+            long o = (long)i * c;
+            float* dyRow = p.Dy + o, zRow = p.Z + o, dzRow = p.Dz + o;
             int j = 0;
             if (Vector256.IsHardwareAccelerated)
             {
                 for (; j <= c - Vector256<float>.Count; j += Vector256<float>.Count)
                 {
-                    nuint o = (nuint)j, o4 = o + 4;
-                    var (dyLo, dyHi) = Vector256.Widen(Vector256.LoadUnsafe(ref dyr, o));
-                    var (zLo, zHi) = Vector256.Widen(Vector256.LoadUnsafe(ref zr, o));
-                    var znLo = (zLo - Vector256.LoadUnsafe(ref mr, o)) * Vector256.LoadUnsafe(ref sr, o);
-                    var znHi = (zHi - Vector256.LoadUnsafe(ref mr, o4)) * Vector256.LoadUnsafe(ref sr, o4);
-                    var dzLo = Vector256.LoadUnsafe(ref kr, o) * (dyLo - Vector256.LoadUnsafe(ref ar, o) - znLo * Vector256.LoadUnsafe(ref br, o));
-                    var dzHi = Vector256.LoadUnsafe(ref kr, o4) * (dyHi - Vector256.LoadUnsafe(ref ar, o4) - znHi * Vector256.LoadUnsafe(ref br, o4));
-                    Vector256.Narrow(dzLo, dzHi).StoreUnsafe(ref dzr, o);
+                    int j4 = j + 4;
+                    var (dyLo, dyHi) = Vector256.Widen(Vector256.Load(dyRow + j));
+                    var (zLo, zHi) = Vector256.Widen(Vector256.Load(zRow + j));
+                    var znLo = (zLo - Vector256.Load(mean + j)) * Vector256.Load(invStd + j);
+                    var znHi = (zHi - Vector256.Load(mean + j4)) * Vector256.Load(invStd + j4);
+                    var dzLo = Vector256.Load(scale + j) * (dyLo - Vector256.Load(meanDy + j) - znLo * Vector256.Load(meanDyXhat + j));
+                    var dzHi = Vector256.Load(scale + j4) * (dyHi - Vector256.Load(meanDy + j4) - znHi * Vector256.Load(meanDyXhat + j4));
+                    Vector256.Narrow(dzLo, dzHi).Store(dzRow + j);
                 }
             }
             for (; j < c; j++)
@@ -232,7 +453,11 @@ public sealed class BatchNormLayer(int features, float epsilon = 1e-5f, float mo
                 double zn = (zRow[j] - mean[j]) * invStd[j];
                 dzRow[j] = (float)(scale[j] * (dyRow[j] - meanDy[j] - zn * meanDyXhat[j]));
             }
-            if (activation is { } kind) ActivationLayer.Backward(kind, zRow, dzRow, dzRow);
+            if (p.Activate)
+            {
+                var dzSpan = new Span<float>(dzRow, c);
+                ActivationLayer.Backward(p.Kind, new ReadOnlySpan<float>(zRow, c), dzSpan, dzSpan);
+            }
         }
     }
 

@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using BnCluster.Core.Kernels;
 using BnCluster.Core.Training;
 
 namespace BnCluster.Core.Optimizers;
@@ -66,7 +67,14 @@ public sealed class Optimizer
     public void SetStep(long step) => Step = step >= 0 ? step : throw new ArgumentOutOfRangeException(nameof(step));
 
     /// <summary>One update of every trainable tensor of <paramref name="p"/> with the (global, summed) gradients <paramref name="g"/>.</summary>
-    public void Apply(Parameters p, Gradients g)
+    public void Apply(Parameters p, Gradients g) => Apply(p, g, null);
+
+    /// <summary>
+    /// The same update with Adam split by element ranges over the threads of <paramref name="parallel"/> (the step's
+    /// <see cref="MatMul"/>; null runs on the caller). Every element's update is independent, so the result is
+    /// bit-identical for any number of threads.
+    /// </summary>
+    public void Apply(Parameters p, Gradients g, MatMul? parallel)
     {
         if (p.Trainable.Count != _v.Length || g.Tensors.Count != _v.Length) throw new ArgumentException("parameters or gradients of another network shape");
         long t = ++Step;
@@ -99,7 +107,8 @@ public sealed class Optimizer
                     }
                     break;
                 case OptimizerKind.Adam:
-                    AdamUpdate(w, grad, v, s, lr, b1, b2, eps, c1, c2);
+                    if (v.Length < w.Length || s.Length < w.Length) throw new ArgumentException("Adam state shorter than its parameter");
+                    AdamTensor(parallel, w, grad, v, s, lr, b1, b2, eps, c1, c2);
                     break;
                 default:
                     throw new InvalidOperationException($"unknown optimizer {Settings.Kind}");
@@ -107,22 +116,38 @@ public sealed class Optimizer
         }
     }
 
-    /// <summary>
-    /// Adam on one tensor: v = β1 v + (1−β1) g; s = β2 s + (1−β2) g²; w −= α (v/c1) / (sqrt(s/c2) + ε).
-    /// Vectorized across elements with the scalar formula's exact operation order and no fused multiply-add,
-    /// so every element is bit-identical to the scalar loop (the tail runs it). Adam touches every
-    /// parameter each step, which made the scalar loop a quarter of a 784-512-256-10 step; it streams four
-    /// arrays, so it is bound by memory bandwidth and 256-bit vectors (as in the BN kernels) are enough.
-    /// </summary>
-    private static void AdamUpdate(float[] w, float[] g, float[] v, float[] s, float lr, float b1, float b2, float eps, float c1, float c2)
+    private unsafe struct AdamArgs
     {
-        int n = w.Length, j = 0;
-        if (v.Length < n || s.Length < n || g.Length < n) throw new ArgumentException("Adam state shorter than its parameter");
+        public float* W, G, V, S;
+        public float Lr, B1, B2, Eps, C1, C2;
+    }
+
+    private static unsafe void AdamTensor(MatMul? parallel, float[] w, float[] g, float[] v, float[] s,
+        float lr, float b1, float b2, float eps, float c1, float c2)
+    {
+        fixed (float* pw = w) fixed (float* pg = g) fixed (float* pv = v) fixed (float* ps = s)
+        {
+            var args = new AdamArgs { W = pw, G = pg, V = pv, S = ps, Lr = lr, B1 = b1, B2 = b2, Eps = eps, C1 = c1, C2 = c2 };
+            // Cut at multiples of 16 elements (one cache line) so the threads never share a line.
+            if (parallel is null) AdamRange(ref args, 0, w.Length);
+            else parallel.ParallelFor(w.Length, w.Length, ref args, &AdamRange, align: 16, minPerPart: 4096);
+        }
+    }
+
+    /// <summary>
+    /// Adam on elements [start, end) of one tensor: v = β1 v + (1−β1) g; s = β2 s + (1−β2) g²;
+    /// w −= α (v/c1) / (sqrt(s/c2) + ε).
+    /// Vectorized across elements with the scalar formula's exact operation order and no fused multiply-add,
+    /// so every element is bit-identical to the scalar loop (the tail runs it), whatever the range bounds. Adam
+    /// touches every parameter each step, which made the scalar loop a quarter of a 784-512-256-10 step; it streams
+    /// four arrays, so it is bound by memory bandwidth and 256-bit vectors (as in the BN kernels) are enough.
+    /// </summary>
+    private static unsafe void AdamRange(ref AdamArgs a, int start, int end)
+    {
+        float* w = a.W + start, g = a.G + start, v = a.V + start, s = a.S + start;
+        int n = end - start, j = 0;
+        float lr = a.Lr, b1 = a.B1, b2 = a.B2, eps = a.Eps, c1 = a.C1, c2 = a.C2;
         float omb1 = 1 - b1, omb2 = 1 - b2;
-        ref float wr = ref MemoryMarshal.GetArrayDataReference(w);
-        ref float gr = ref MemoryMarshal.GetArrayDataReference(g);
-        ref float vr = ref MemoryMarshal.GetArrayDataReference(v);
-        ref float sr = ref MemoryMarshal.GetArrayDataReference(s);
         if (Vector256.IsHardwareAccelerated)
         {
             var vb1 = Vector256.Create(b1); var vomb1 = Vector256.Create(omb1);
@@ -130,13 +155,13 @@ public sealed class Optimizer
             var vlr = Vector256.Create(lr); var vc1 = Vector256.Create(c1); var vc2 = Vector256.Create(c2); var veps = Vector256.Create(eps);
             for (; j <= n - Vector256<float>.Count; j += Vector256<float>.Count)
             {
-                var gj = Vector256.LoadUnsafe(ref gr, (nuint)j);
-                var vj = vb1 * Vector256.LoadUnsafe(ref vr, (nuint)j) + vomb1 * gj;
-                var sj = vb2 * Vector256.LoadUnsafe(ref sr, (nuint)j) + vomb2 * gj * gj;
-                vj.StoreUnsafe(ref vr, (nuint)j);
-                sj.StoreUnsafe(ref sr, (nuint)j);
-                var wj = Vector256.LoadUnsafe(ref wr, (nuint)j) - vlr * (vj / vc1) / (Vector256.Sqrt(sj / vc2) + veps);
-                wj.StoreUnsafe(ref wr, (nuint)j);
+                var gj = Vector256.Load(g + j);
+                var vj = vb1 * Vector256.Load(v + j) + vomb1 * gj;
+                var sj = vb2 * Vector256.Load(s + j) + vomb2 * gj * gj;
+                vj.Store(v + j);
+                sj.Store(s + j);
+                var wj = Vector256.Load(w + j) - vlr * (vj / vc1) / (Vector256.Sqrt(sj / vc2) + veps);
+                wj.Store(w + j);
             }
         }
         for (; j < n; j++)

@@ -32,7 +32,7 @@ public static class TrainingStep
         if (globalBatchSize < rows || globalBatchSize <= 0) throw new ArgumentException($"global batch {globalBatchSize} is smaller than the {rows} local rows");
         if (data.FeatureCount != p.Spec.Inputs) throw new ArgumentException($"dataset has {data.FeatureCount} features, network expects {p.Spec.Inputs}");
         ct.ThrowIfCancellationRequested();
-        Gather(ws, data, rowIndices.Span, p.Spec.Classes);
+        Gather(ws, data, rowIndices, p.Spec.Classes);
 
         // Forward.
         for (int l = 0; l < p.HiddenLayers; l++)
@@ -80,17 +80,40 @@ public static class TrainingStep
                 bn.UpdateRunning(p.RunningMean[l], p.RunningVar[l], globalStats[l] ?? throw new ArgumentException($"no global stats for batch norm layer {l}"));
     }
 
-    private static void Gather(Workspace ws, Dataset data, ReadOnlySpan<int> rowIndices, int classes)
+    /// <summary>
+    /// X[n×inputs] = the dataset rows <paramref name="rowIndices"/> (decoded and normalized by the dataset), split by
+    /// row ranges over the MatMul's threads (every row is independent), then the labels.
+    /// </summary>
+    private static unsafe void Gather(Workspace ws, Dataset data, ReadOnlyMemory<int> rowIndices, int classes)
     {
-        data.GatherRows(rowIndices, ws.X);
-        for (int i = 0; i < rowIndices.Length; i++)
+        var gather = ws.RowGather;
+        gather.Data = data;
+        gather.Rows = rowIndices;
+        gather.X = ws.X;
+        try
         {
-            int r = rowIndices[i];
+            ws.MatMul.ParallelFor(rowIndices.Length, (long)rowIndices.Length * data.FeatureCount, gather, &GatherRange, minPerPart: 16);
+        }
+        finally
+        {
+            gather.Data = null;
+            gather.Rows = default;
+        }
+        var indices = rowIndices.Span;
+        for (int i = 0; i < indices.Length; i++)
+        {
+            int r = indices[i];
             int label = data.Labels[r];
             if ((uint)label >= (uint)classes) throw new ArgumentException($"row {r} of dataset '{data.Name}' has label {label}, network has {classes} classes");
             ws.Labels[i] = label;
         }
         ws.Rows = rowIndices.Length;
+    }
+
+    private static void GatherRange(RowGatherContext g, int start, int end)
+    {
+        int f = g.Data!.FeatureCount;
+        g.Data.GatherRows(g.Rows.Span[start..end], g.X.AsSpan(start * f, (end - start) * f));
     }
 
     private static ReadOnlySpan<float> LayerInput(Workspace ws, int l, int rows, int width) =>
@@ -114,14 +137,14 @@ public static class TrainingStep
         switch (p.Spec.BatchNorm)
         {
             case BatchNormPlacement.Before:
-                p.BatchNorm[l]!.LocalStats(z, rows, ws.LocalStats[l]!);
+                p.BatchNorm[l]!.LocalStats(z, rows, ws.LocalStats[l]!, ws.MatMul);
                 break;
             case BatchNormPlacement.After:
-                ActivationLayer.Forward(p.Spec.Activation, z, ws.Act[l].AsSpan(0, rows * c));
-                p.BatchNorm[l]!.LocalStats(ws.Act[l], rows, ws.LocalStats[l]!);
+                ActivationLayer.Forward(p.Spec.Activation, z, ws.Act[l].AsSpan(0, rows * c), ws.MatMul);
+                p.BatchNorm[l]!.LocalStats(ws.Act[l], rows, ws.LocalStats[l]!, ws.MatMul);
                 break;
             default:
-                ActivationLayer.Forward(p.Spec.Activation, z, ws.Act[l].AsSpan(0, rows * c));
+                ActivationLayer.Forward(p.Spec.Activation, z, ws.Act[l].AsSpan(0, rows * c), ws.MatMul);
                 break;
         }
     }
@@ -134,10 +157,10 @@ public static class TrainingStep
         var bnIn = BnInput(p, ws, l);
         if (p.Spec.BatchNorm == BatchNormPlacement.Before)
             bn.NormalizeActivate(p.Spec.Activation, bnIn.AsSpan(0, rows * c), ws.BnMean[l], ws.BnInvStd[l], p.Gamma[l], p.Beta[l],
-                ws.Act[l].AsSpan(0, rows * c), rows);
+                ws.Act[l].AsSpan(0, rows * c), rows, ws.MatMul);
         else
             bn.Normalize(bnIn.AsSpan(0, rows * c), ws.BnMean[l], ws.BnInvStd[l], p.Gamma[l], p.Beta[l],
-                ws.BnOut[l].AsSpan(0, rows * c), rows);
+                ws.BnOut[l].AsSpan(0, rows * c), rows, ws.MatMul);
     }
 
     // BN normalizes the dense output when it precedes the activation, the activation output when it follows it.
@@ -170,9 +193,9 @@ public static class TrainingStep
         int rows = ws.Rows, n = rows * bn.Features;
         if (p.Spec.BatchNorm == BatchNormPlacement.Before)
             bn.ActivationBackwardGradSums(p.Spec.Activation, ws.Act[l].AsSpan(0, n), ws.DOutput[l].AsSpan(0, n), ws.Z[l].AsSpan(0, n),
-                ws.BnMeanD[l], ws.BnInvStdD[l], ws.DTemp[l].AsSpan(0, n), rows, ws.LocalGradSums[l]!);
+                ws.BnMeanD[l], ws.BnInvStdD[l], ws.DTemp[l].AsSpan(0, n), rows, ws.LocalGradSums[l]!, ws.MatMul);
         else
-            bn.LocalGradSums(ws.DOutput[l].AsSpan(0, n), ws.Act[l].AsSpan(0, n), ws.BnMeanD[l], ws.BnInvStdD[l], rows, ws.LocalGradSums[l]!);
+            bn.LocalGradSums(ws.DOutput[l].AsSpan(0, n), ws.Act[l].AsSpan(0, n), ws.BnMeanD[l], ws.BnInvStdD[l], rows, ws.LocalGradSums[l]!, ws.MatMul);
     }
 
     /// <summary>BN input gradient from the global sums, dγ, dβ, the activation (BN after / none), then dense backward.</summary>
@@ -195,17 +218,17 @@ public static class TrainingStep
             }
             if (p.Spec.BatchNorm == BatchNormPlacement.Before)
             {
-                bn.InputGradient(ws.DTemp[l].AsSpan(0, n), ws.Z[l].AsSpan(0, n), ws.BnMeanD[l], ws.BnInvStdD[l], global, globalCount, p.Gamma[l], dz, rows, ws.ScratchD);
+                bn.InputGradient(ws.DTemp[l].AsSpan(0, n), ws.Z[l].AsSpan(0, n), ws.BnMeanD[l], ws.BnInvStdD[l], global, globalCount, p.Gamma[l], dz, rows, ws.ScratchD, ws.MatMul);
             }
             else
             {
                 bn.InputGradientThroughActivation(p.Spec.Activation, ws.DOutput[l].AsSpan(0, n), ws.Act[l].AsSpan(0, n), ws.BnMeanD[l], ws.BnInvStdD[l],
-                    global, globalCount, p.Gamma[l], dz, rows, ws.ScratchD);
+                    global, globalCount, p.Gamma[l], dz, rows, ws.ScratchD, ws.MatMul);
             }
         }
         else
         {
-            ActivationLayer.Backward(p.Spec.Activation, ws.Act[l].AsSpan(0, n), ws.DOutput[l].AsSpan(0, n), dz);
+            ActivationLayer.Backward(p.Spec.Activation, ws.Act[l].AsSpan(0, n), ws.DOutput[l].AsSpan(0, n), dz, ws.MatMul);
         }
         var da = l > 0 ? ws.DOutput[l - 1].AsSpan(0, rows * dense.Inputs) : Span<float>.Empty;
         long t0 = Stopwatch.GetTimestamp();
@@ -273,4 +296,12 @@ public static class TrainingStep
         var output = p.OutputLayer;
         output.Forward(ws.MatMul, LayerInput(ws, p.HiddenLayers, rows, output.Inputs), p.WOut, p.BOut, ws.Logits.AsSpan(0, rows * p.Spec.Classes), rows);
     }
+}
+
+/// <summary>The arguments of the row gather while it runs on the MatMul's threads; one per workspace, reused.</summary>
+internal sealed class RowGatherContext
+{
+    public Dataset? Data;
+    public ReadOnlyMemory<int> Rows;
+    public float[] X = [];
 }

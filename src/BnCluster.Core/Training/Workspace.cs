@@ -81,6 +81,7 @@ public sealed class Workspace
 
     public int MaxRows { get; }
     public MatMul MatMul { get; }
+    internal RowGatherContext RowGather { get; } = new();
     internal bool AfterPlacement { get; }
 
     /// <summary>Rows of the last step or evaluation chunk.</summary>

@@ -242,12 +242,14 @@ public sealed class MatMulAllocationTests
         }
         for (int i = 0; i < 5; i++) Step(); // warm up: JIT, buffer growth, lazily created wait handles
 
-        // Process-wide counts also see the test runner's own threads (result reporting etc.), and the
-        // caller's count once saw a one-time runtime allocation (tier-up of a kernel under load), so
+        // Process-wide counts also see the test runner's own threads (result reporting etc.), so
         // measure up to 3 windows and keep the quietest: a real per-call allocation (≥ 400 objects)
         // would show in every window.
-        long leastCaller = long.MaxValue, leastProcessWide = long.MaxValue;
-        for (int attempt = 0; attempt < 3 && (leastCaller > 0 || leastProcessWide >= 1024); attempt++)
+        // The caller's own count can also see a one-off runtime allocation (suspected, not verified: tiered compilation promoting a method
+        // that crossed its call count inside the window: seen ~1 run in 5, with 1 thread as well), so it too keeps
+        // its quietest window; a real per-call allocation would show in all of them.
+        long leastProcessWide = long.MaxValue, leastCaller = long.MaxValue;
+        for (int attempt = 0; attempt < 3 && (leastProcessWide >= 1024 || leastCaller != 0); attempt++)
         {
             long callerBefore = GC.GetAllocatedBytesForCurrentThread();
             long totalBefore = GC.GetTotalAllocatedBytes(precise: true);

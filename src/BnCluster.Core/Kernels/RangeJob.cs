@@ -1,0 +1,45 @@
+namespace BnCluster.Core.Kernels;
+
+/// <summary>
+/// A range-partitioned body run on the <see cref="GemmThreadPool"/>: part p of <see cref="Parts"/> calls
+/// <c>Body(State, start, end)</c> on its contiguous share of [0, <see cref="Count"/>), shares cut at multiples of
+/// <see cref="Align"/>. The body is a static function and the state an unmanaged struct on the caller's stack
+/// (passed by pointer) or a preallocated context object, so a dispatch allocates nothing. Reused for every call (fields are overwritten).
+/// Bodies must only touch disjoint data per range (e.g. feature columns, element ranges): results then do not
+/// depend on the number of parts.
+/// </summary>
+internal sealed unsafe class RangeJob : IParallelJob
+{
+    public delegate*<void*, int, int, void> Body;
+    public void* State;
+    public delegate*<object, int, int, void> ContextBody;
+    public object? Context;
+    public int Count, Align, Phase, Parts;
+
+    /// <summary>
+    /// Share [start, end) of part <paramref name="part"/>: the inner boundaries lie at <paramref name="phase"/> + a
+    /// multiple of <paramref name="align"/> (0 ≤ phase &lt; align; a phase lets the caller put them on cache-line
+    /// boundaries of an unaligned array); the first share starts at 0, the last ends at <paramref name="count"/>.
+    /// </summary>
+    public static void ShareOf(int part, int parts, int count, int align, int phase, out int start, out int end)
+    {
+        start = Boundary(part, parts, count, align, phase);
+        end = Boundary(part + 1, parts, count, align, phase);
+    }
+
+    private static int Boundary(int p, int parts, int count, int align, int phase)
+    {
+        if (p <= 0) return 0;
+        if (p >= parts || count <= phase) return count;
+        int units = (count - phase + align - 1) / align;
+        return Math.Min(count, phase + (int)((long)units * p / parts) * align);
+    }
+
+    public void Execute(int part)
+    {
+        ShareOf(part, Parts, Count, Align, Phase, out int start, out int end);
+        if (start >= end) return;
+        if (Context is not null) ContextBody(Context, start, end);
+        else Body(State, start, end);
+    }
+}
