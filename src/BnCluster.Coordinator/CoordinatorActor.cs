@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Numerics.Tensors;
 using BnCluster.Actors;
 using BnCluster.Actors.Cluster;
+using BnCluster.Core.Kernels;
 using BnCluster.Core.Optimizers;
 using BnCluster.Core.Protocol;
 using BnCluster.Core.Training;
@@ -75,6 +76,8 @@ public sealed class CoordinatorActor : ReceiveActor
 
     private readonly Parameters _p;
     private readonly Optimizer _optimizer;
+    // The commit runs while every worker waits for it, so the optimizer may use all the cores.
+    private MatMul? _optimizerThreads; // from PreStart to PostStop
     private readonly Gradients _gradSum;
     private InputNormalizer? _input;
     private long _committed;
@@ -150,8 +153,11 @@ public sealed class CoordinatorActor : ReceiveActor
         });
     }
 
+    protected override void PostStop() => _optimizerThreads?.Dispose();
+
     protected override void PreStart()
     {
+        _optimizerThreads = new MatMul(Environment.ProcessorCount);
         _total.Start();
         Timers.StartPeriodicTimer("wait-warning", new WaitWarning(), _options.WaitWarningInterval);
         _waitingForJoins = true;
@@ -506,7 +512,7 @@ public sealed class CoordinatorActor : ReceiveActor
         // The gradients are summed already (in rank order); the optimizer and running averages make the commit.
         var loss = new LossPartial(0, 0, 0);
         foreach (var l in _losses) loss = loss.Add(l!.Value);
-        _optimizer.Apply(_p, _gradSum);
+        _optimizer.Apply(_p, _gradSum, _optimizerThreads);
         TrainingStep.UpdateRunningStats(_p, _merged);
         _committed++;
         _stepTime.Stop();

@@ -84,7 +84,7 @@ public sealed class Trainer(TrainerOptions options)
                 var rows = plan.Batch(b);
                 stepTime.Start();
                 var partial = await TrainingStep.ForwardBackwardAsync(p, ws, trainN, rows, rows.Length, LocalCollective.Instance, ct).ConfigureAwait(false);
-                optimizer.Apply(p, ws.Gradients);
+                optimizer.Apply(p, ws.Gradients, ws.MatMul);
                 TrainingStep.UpdateRunningStats(p, ws);
                 stepTime.Stop();
                 step++;

@@ -109,7 +109,7 @@ public static class BenchBackend
             var rows = plan.Batch(b++);
             samples += rows.Length;
             await TrainingStep.ForwardBackwardAsync(p, ws, data, rows, rows.Length, LocalCollective.Instance, cancel).ConfigureAwait(false);
-            optimizer.Apply(p, ws.Gradients);
+            optimizer.Apply(p, ws.Gradients, ws.MatMul);
             TrainingStep.UpdateRunningStats(p, ws);
         }
 
