@@ -67,59 +67,14 @@ public sealed class BatchNormLayer(int features, float epsilon = 1e-5f, float mo
         m2.Clear();
         if (a.Rows > 0)
         {
-            for (int i = 0; i < a.Rows; i++) AddRow(new ReadOnlySpan<float>(a.Z + (long)i * a.C + j0, w), mean);
+            for (int i = 0; i < a.Rows; i++) BatchNormStats.AddRow(new ReadOnlySpan<float>(a.Z + (long)i * a.C + j0, w), mean);
             for (int j = 0; j < w; j++) mean[j] /= a.Rows;
-            for (int i = 0; i < a.Rows; i++) AddSquaredDeviationsRow(new ReadOnlySpan<float>(a.Z + (long)i * a.C + j0, w), mean, m2);
+            for (int i = 0; i < a.Rows; i++) BatchNormStats.AddSquaredDeviationsRow(new ReadOnlySpan<float>(a.Z + (long)i * a.C + j0, w), mean, m2);
         }
         if (local)
         {
             mean.CopyTo(outMean);
             m2.CopyTo(outM2);
-        }
-    }
-
-    // sum[j] += row[j] in float64 (as BatchNormStats.ComputeFrom's first pass).
-    private static void AddRow(ReadOnlySpan<float> row, Span<double> sum)
-    {
-        int c = row.Length, j = 0;
-        ref float r = ref MemoryMarshal.GetReference(row);
-        ref double s = ref MemoryMarshal.GetReference(sum);
-        if (Vector256.IsHardwareAccelerated)
-        {
-            for (; j <= c - Vector256<float>.Count; j += Vector256<float>.Count)
-            {
-                nuint o = (nuint)j, o4 = o + 4;
-                var (lo, hi) = Vector256.Widen(Vector256.LoadUnsafe(ref r, o));
-                (Vector256.LoadUnsafe(ref s, o) + lo).StoreUnsafe(ref s, o);
-                (Vector256.LoadUnsafe(ref s, o4) + hi).StoreUnsafe(ref s, o4);
-            }
-        }
-        for (; j < c; j++) sum[j] += row[j];
-    }
-
-    // m2[j] += (row[j] − mean[j])² in float64 (as BatchNormStats.ComputeFrom's second pass).
-    private static void AddSquaredDeviationsRow(ReadOnlySpan<float> row, ReadOnlySpan<double> mean, Span<double> m2)
-    {
-        int c = row.Length, j = 0;
-        ref float r = ref MemoryMarshal.GetReference(row);
-        ref double mr = ref MemoryMarshal.GetReference(mean);
-        ref double s = ref MemoryMarshal.GetReference(m2);
-        if (Vector256.IsHardwareAccelerated)
-        {
-            for (; j <= c - Vector256<float>.Count; j += Vector256<float>.Count)
-            {
-                nuint o = (nuint)j, o4 = o + 4;
-                var (lo, hi) = Vector256.Widen(Vector256.LoadUnsafe(ref r, o));
-                var dLo = lo - Vector256.LoadUnsafe(ref mr, o);
-                var dHi = hi - Vector256.LoadUnsafe(ref mr, o4);
-                (Vector256.LoadUnsafe(ref s, o) + dLo * dLo).StoreUnsafe(ref s, o);
-                (Vector256.LoadUnsafe(ref s, o4) + dHi * dHi).StoreUnsafe(ref s, o4);
-            }
-        }
-        for (; j < c; j++)
-        {
-            double d = row[j] - mean[j];
-            m2[j] += d * d;
         }
     }
 

@@ -93,8 +93,8 @@ public sealed class BatchNormStats
         }
     }
 
-    // sum[j] += row[j] in float64.
-    private static void AddRow(ReadOnlySpan<float> row, Span<double> sum)
+    // sum[j] += row[j] in float64 (also the first pass of BatchNormLayer's local statistics).
+    internal static void AddRow(ReadOnlySpan<float> row, Span<double> sum)
     {
         int c = row.Length, j = 0;
         ref float r = ref MemoryMarshal.GetReference(row);
@@ -112,8 +112,8 @@ public sealed class BatchNormStats
         for (; j < c; j++) sum[j] += row[j];
     }
 
-    // m2[j] += (row[j] − mean[j])² in float64.
-    private static void AddSquaredDeviationsRow(ReadOnlySpan<float> row, ReadOnlySpan<double> mean, Span<double> m2)
+    // m2[j] += (row[j] − mean[j])² in float64 (also BatchNormLayer's second pass).
+    internal static void AddSquaredDeviationsRow(ReadOnlySpan<float> row, ReadOnlySpan<double> mean, Span<double> m2)
     {
         int c = row.Length, j = 0;
         ref float r = ref MemoryMarshal.GetReference(row);
