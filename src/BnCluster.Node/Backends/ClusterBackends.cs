@@ -50,20 +50,33 @@ public static class ClusterBackends
     {
         int workers = request.Options.Workers;
         int threads = Math.Max(1, request.Options.Threads / workers);
-        var children = new WorkerProcesses(request.Log);
+        var children = new WorkerProcesses(request.Log, workers);
         return RunWithChildren();
 
         async Task<TrainingResult> RunWithChildren()
         {
+            // With every worker process gone nobody can join any more: fail with their exit codes instead of waiting forever.
+            using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancel);
             try
             {
-                return await RunCoordinator(request, "127.0.0.1", 0, port =>
+                var training = RunCoordinator(request, "127.0.0.1", 0, port =>
                 {
                     for (int i = 0; i < workers; i++)
                         children.Start(i, ["worker", "--join", $"127.0.0.1:{port}", "--dataset", request.Options.Dataset,
                             .. request.Options.LabelColumn is { } label ? (string[])["--label-column", label] : [], "--threads", threads.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
                     return Task.CompletedTask;
-                }, cancel).ConfigureAwait(false);
+                }, stop.Token);
+                if (await Task.WhenAny(training, children.AllExited).ConfigureAwait(false) != training)
+                {
+                    string exits = await children.AllExited.ConfigureAwait(false);
+                    stop.Cancel();
+                    try { return await training.ConfigureAwait(false); } // it may have finished in the meantime
+                    catch (OperationCanceledException) when (!cancel.IsCancellationRequested)
+                    {
+                        throw new InvalidOperationException($"every worker process exited before the run finished ({exits}); see the [worker i] lines above");
+                    }
+                }
+                return await training.ConfigureAwait(false);
             }
             finally { children.Dispose(); }
         }
@@ -171,10 +184,15 @@ public static class ClusterBackends
 /// Local worker child processes: started as `dotnet bncluster.dll worker …` (or the apphost), their output forwarded
 /// to the log with a worker prefix, every one killed (whole tree) on dispose — no orphans whatever happened.
 /// </summary>
-public sealed class WorkerProcesses(ILogger log) : IDisposable
+public sealed class WorkerProcesses(ILogger log, int expected) : IDisposable
 {
     private readonly List<Process> _processes = [];
     private readonly object _gate = new();
+    private readonly List<string> _exits = [];
+    private readonly TaskCompletionSource<string> _allExited = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <summary>Completes when all <c>expected</c> worker processes have exited, with their exit codes ("worker 0: code 1, …").</summary>
+    public Task<string> AllExited => _allExited.Task;
 
     public IReadOnlyList<Process> Processes { get { lock (_gate) return _processes.ToArray(); } }
 
@@ -191,11 +209,23 @@ public sealed class WorkerProcesses(ILogger log) : IDisposable
         var p = new Process { StartInfo = psi, EnableRaisingEvents = true };
         p.OutputDataReceived += (_, e) => Forward(index, e.Data);
         p.ErrorDataReceived += (_, e) => Forward(index, e.Data);
+        p.Exited += (_, _) => OnExited(index, p);
         lock (_gate) _processes.Add(p);
         p.Start();
         p.BeginOutputReadLine();
         p.BeginErrorReadLine();
         log.Information("Started worker process {Index} (pid {Pid})", index, p.Id);
+    }
+
+    private void OnExited(int index, Process p)
+    {
+        string exit = $"worker {index}: code {p.ExitCode}";
+        log.Debug("Worker process {Index} exited with code {ExitCode}", index, p.ExitCode);
+        lock (_gate)
+        {
+            _exits.Add(exit);
+            if (_exits.Count == expected) _allExited.TrySetResult(string.Join(", ", _exits.Order(StringComparer.Ordinal)));
+        }
     }
 
     // A child's console line is "HH:mm:ss LVL message" (RunLogging.ConsoleTemplate). It is logged again here at the
