@@ -83,9 +83,7 @@ public sealed class Trainer(TrainerOptions options)
                 ct.ThrowIfCancellationRequested();
                 var rows = plan.Batch(b);
                 stepTime.Start();
-                var partial = await TrainingStep.ForwardBackwardAsync(p, ws, trainN, rows, rows.Length, LocalCollective.Instance, ct).ConfigureAwait(false);
-                optimizer.Apply(p, ws.Gradients, ws.MatMul);
-                TrainingStep.UpdateRunningStats(p, ws);
+                var partial = await TrainingStep.TrainLocalAsync(p, ws, optimizer, trainN, rows, ct).ConfigureAwait(false);
                 stepTime.Stop();
                 step++;
                 trainTotal = trainTotal.Add(partial);

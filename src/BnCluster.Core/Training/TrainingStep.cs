@@ -2,6 +2,7 @@ using System.Diagnostics;
 using BnCluster.Core.Data;
 using BnCluster.Core.Layers;
 using BnCluster.Core.Model;
+using BnCluster.Core.Optimizers;
 
 namespace BnCluster.Core.Training;
 
@@ -58,6 +59,20 @@ public static class TrainingStep
             }
             BackwardFromSums(p, ws, l);
         }
+        return loss;
+    }
+
+    /// <summary>
+    /// One whole single-node step on <paramref name="rowIndices"/> (the global batch): forward and backward with no
+    /// one to reduce with, the optimizer on the workspace's threads, the running averages. The trainer, `bench` and
+    /// the tests run this, so what is timed is what trains.
+    /// </summary>
+    public static async ValueTask<LossPartial> TrainLocalAsync(Parameters p, Workspace ws, Optimizer optimizer, Dataset data,
+        ReadOnlyMemory<int> rowIndices, CancellationToken ct = default)
+    {
+        var loss = await ForwardBackwardAsync(p, ws, data, rowIndices, rowIndices.Length, LocalCollective.Instance, ct).ConfigureAwait(false);
+        optimizer.Apply(p, ws.Gradients, ws.MatMul);
+        UpdateRunningStats(p, ws);
         return loss;
     }
 

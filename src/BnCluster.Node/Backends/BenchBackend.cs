@@ -108,9 +108,7 @@ public static class BenchBackend
             if (b == plan.BatchCount) { plan = new EpochPlan(data.Count, batch, 1, ++epoch); b = 0; }
             var rows = plan.Batch(b++);
             samples += rows.Length;
-            await TrainingStep.ForwardBackwardAsync(p, ws, data, rows, rows.Length, LocalCollective.Instance, cancel).ConfigureAwait(false);
-            optimizer.Apply(p, ws.Gradients, ws.MatMul);
-            TrainingStep.UpdateRunningStats(p, ws);
+            await TrainingStep.TrainLocalAsync(p, ws, optimizer, data, rows, cancel).ConfigureAwait(false);
         }
 
         for (int i = 0; i < warmupSteps; i++) await Step().ConfigureAwait(false);

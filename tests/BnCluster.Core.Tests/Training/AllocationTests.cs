@@ -30,9 +30,7 @@ public sealed class AllocationTests
         void Step(int i)
         {
             var rows = batches[i % 2];
-            var loss = TrainingStep.ForwardBackwardAsync(p, ws, data, rows, rows.Length, LocalCollective.Instance).GetAwaiter().GetResult();
-            optimizer.Apply(p, ws.Gradients, matMul);
-            TrainingStep.UpdateRunningStats(p, ws);
+            var loss = TrainingStep.TrainLocalAsync(p, ws, optimizer, data, rows).GetAwaiter().GetResult();
             Assert.True(double.IsFinite(loss.SumLoss));
         }
 

@@ -73,9 +73,7 @@ public sealed class ThreadedStepTests
         for (int s = 0; s < steps; s++)
         {
             var rows = plan.Batch(s % plan.BatchCount);
-            var loss = TrainingStep.ForwardBackwardAsync(p, ws, data, rows, rows.Length, LocalCollective.Instance).GetAwaiter().GetResult();
-            optimizer.Apply(p, ws.Gradients, mm);
-            TrainingStep.UpdateRunningStats(p, ws);
+            var loss = TrainingStep.TrainLocalAsync(p, ws, optimizer, data, rows).GetAwaiter().GetResult();
             losses.Add(BitConverter.DoubleToInt64Bits(loss.SumLoss));
             losses.Add(loss.Correct);
         }
