@@ -21,6 +21,12 @@ public sealed record ClusterTrainingOptions(
     /// <summary>How often the coordinator warns while it waits for enough workers.</summary>
     public TimeSpan WaitWarningInterval { get; init; } = TimeSpan.FromSeconds(5);
 
+    /// <summary>
+    /// Offer each remote worker a shared-memory file for the step's tensors (taken only by a worker on this
+    /// machine; others keep the socket). Off: every tensor travels over TCP.
+    /// </summary>
+    public bool SharedMemory { get; init; } = true;
+
     public ClusterTrainingOptions Validate()
     {
         ArgumentNullException.ThrowIfNull(Trainer);

@@ -46,6 +46,17 @@ public sealed class CoordinatorActor : ReceiveActor
         public IActorRef Actor { get; } = actor;
         public string Node { get; } = node;
         public long SentVersion { get; set; } = -1;
+        // The shared-memory file offered to this worker, and once it has accepted it, the one its tensors go through.
+        public SharedTensorRegion? Offered { get; set; }
+        public SharedTensorRegion? Region { get; set; }
+
+        public void DisposeRegions()
+        {
+            Offered?.Unlink();
+            Offered?.Dispose();
+            Region?.Dispose();
+            Offered = Region = null;
+        }
     }
 
     private sealed class Dropped(int id, string node, string reason)
@@ -79,6 +90,7 @@ public sealed class CoordinatorActor : ReceiveActor
     // The commit runs while every worker waits for it, so the optimizer may use all the cores.
     private MatMul? _optimizerThreads; // from PreStart to PostStop
     private readonly Gradients _gradSum;
+    private readonly int[] _gradientLengths;
     private InputNormalizer? _input;
     private long _committed;
 
@@ -94,7 +106,7 @@ public sealed class CoordinatorActor : ReceiveActor
     private Member[] _participants = [];
     private long _step;
     private int _attempt;
-    private int _nonFiniteRetries;
+    private int _unusableRetries;
     private BatchNormStats?[][] _stats = [];
     private BatchNormGradSums?[][] _gradSums = [];
     // Gradients: each worker's loss partial once its message is accepted; its tensors wait in _pendingTensors
@@ -127,6 +139,7 @@ public sealed class CoordinatorActor : ReceiveActor
         _p = Parameters.Initialize(options.Trainer.Spec, options.Trainer.Seed);
         _optimizer = new Optimizer(options.Trainer.Optimizer, _p);
         _gradSum = new Gradients(_p);
+        _gradientLengths = _p.Trainable.Select(t => t.Values.Length).ToArray();
         _merged = new BatchNormStats?[_p.HiddenLayers];
 
         Receive<RegisterWorker>(OnRegister);
@@ -139,6 +152,7 @@ public sealed class CoordinatorActor : ReceiveActor
         // dropped workers back: they are told, and register again.
         Receive<MemberReachable>(e => TellDroppedAt(e.Member.Address, "reachable again"));
         Receive<MemberUp>(e => TellDroppedAt(e.Member.Address, "up again"));
+        Receive<SharedMemoryAnswer>(OnSharedMemoryAnswer);
         Receive<InputStatsReply>(OnInputStats);
         Receive<BnStats>(m => { long t = HandlerClock.Now; OnBnStats(m); _clock.Add(HandlerClock.Kind.BnStats, t); });
         Receive<BnGradStats>(m => { long t = HandlerClock.Now; OnBnGradStats(m); _clock.Add(HandlerClock.Kind.BnGradStats, t); });
@@ -153,7 +167,11 @@ public sealed class CoordinatorActor : ReceiveActor
         });
     }
 
-    protected override void PostStop() => _optimizerThreads?.Dispose();
+    protected override void PostStop()
+    {
+        _optimizerThreads?.Dispose();
+        foreach (var m in _roster) m.DisposeRegions();
+    }
 
     protected override void PreStart()
     {
@@ -186,6 +204,7 @@ public sealed class CoordinatorActor : ReceiveActor
             // Registering again (a restarted worker): it holds nothing, so send it everything again.
             known.SentVersion = -1;
             known.Actor.Tell(new WorkerRegistered(known.Id, _roster.Count), Self);
+            OfferSharedMemory(known);
             if (_input is not null) known.Actor.Tell(NormalizationMessage(_input), Self);
             return;
         }
@@ -206,8 +225,49 @@ public sealed class CoordinatorActor : ReceiveActor
         }
         Context.Watch(member.Actor);
         member.Actor.Tell(new WorkerRegistered(member.Id, _roster.Count), Self);
+        OfferSharedMemory(member);
         if (_input is not null) member.Actor.Tell(NormalizationMessage(_input), Self);
         if (_waitingForJoins && _roster.Count >= Needed) Continue();
+    }
+
+    /// <summary>
+    /// Offers a worker in another process a new shared-memory file for its tensors (a worker on another machine
+    /// cannot open it, or finds another token, and answers no). Until it accepts, its tensors use the socket.
+    /// </summary>
+    private void OfferSharedMemory(Member member)
+    {
+        member.DisposeRegions(); // a worker registering again starts from nothing
+        if (!_options.SharedMemory || member.Actor.Path.Address.HasLocalScope) return; // in-process: messages are objects already
+        string path = System.IO.Path.Combine(SharedTensorRegion.DefaultFolder,
+            $"bncluster-{Environment.ProcessId}-{Guid.NewGuid():N}-w{member.Id}.shm");
+        try
+        {
+            member.Offered = SharedTensorRegion.Create(path, _p);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            _log.Information("Worker {Worker} on {Node:l}: tensors over TCP (no shared-memory file: {Reason:l})", member.Id, member.Node, e.Message);
+            return;
+        }
+        member.Actor.Tell(new SharedMemoryOffer(path, member.Offered.Token), Self);
+    }
+
+    private void OnSharedMemoryAnswer(SharedMemoryAnswer a)
+    {
+        if (Find(Sender) is not { } m || m.Offered is not { } offered || offered.Path != a.Path) return; // an old offer's answer
+        offered.Unlink(); // both sides have it mapped (or never will): nothing stays on disk
+        m.Offered = null;
+        if (a.Accepted)
+        {
+            m.Region = offered;
+            m.SentVersion = -1; // its next parameters go through the file
+            _log.Information("Worker {Worker} on {Node:l}: tensors through shared memory", m.Id, m.Node);
+        }
+        else
+        {
+            offered.Dispose();
+            _log.Information("Worker {Worker} on {Node:l}: tensors over TCP ({Reason:l})", m.Id, m.Node, a.Reason);
+        }
     }
 
     private void LoseAt(Address address, string reason)
@@ -257,6 +317,7 @@ public sealed class CoordinatorActor : ReceiveActor
         {
             if (!_roster.Remove(m)) continue;
             Context.Unwatch(m.Actor);
+            m.DisposeRegions(); // a worker that comes back registers again and gets a new file
             if (alive) _dropped[m.Actor] = new Dropped(m.Id, m.Node, reason); // it may come back; a terminated actor cannot
             participated |= Array.IndexOf(_participants, m) >= 0;
             _log.ForContext(ClusterLog.Phase, ClusterLog.Membership).Warning(ClusterLog.WorkerLeftTemplate, m.Id, m.Node, reason, _roster.Count);
@@ -364,7 +425,7 @@ public sealed class CoordinatorActor : ReceiveActor
         _phase = Phase.Training;
         _step = _committed + 1;
         _attempt = 0;
-        _nonFiniteRetries = 0;
+        _unusableRetries = 0;
         Continue();
     }
 
@@ -389,12 +450,15 @@ public sealed class CoordinatorActor : ReceiveActor
         _summedRanks = 0;
         _gradSum.Clear();
         _stepTime.Restart();
-        float[][]? snapshot = SharedSnapshot();
+        float[][]? snapshot = SharedSnapshot(viaRegions: true);
         for (int r = 0; r < k; r++)
         {
             var m = _participants[r];
             int[] shard = ShardSplit.Slice(rows, k, r).ToArray();
-            m.Actor.Tell(new StartStep(_step, _epoch, _attempt, n, r, shard, _committed, m.SentVersion == _committed ? null : snapshot), Self);
+            bool holds = m.SentVersion == _committed;
+            if (!holds && m.Region is { } region) region.WriteParameters(_committed, _p);
+            m.Actor.Tell(new StartStep(_step, _epoch, _attempt, n, r, shard, _committed,
+                holds || m.Region is not null ? null : snapshot, SharedParameters: !holds && m.Region is not null), Self);
             m.SentVersion = _committed;
         }
         Timers.StartSingleTimer("step-timeout", new StepTimeout(_step, _attempt), _timeout);
@@ -402,12 +466,13 @@ public sealed class CoordinatorActor : ReceiveActor
 
     /// <summary>
     /// One pooled copy of the committed parameters for all participants that do not hold them yet (null when
-    /// all do): each of them releases it once (TensorPool.Share), the last one returns it to the pool.
+    /// all do; <paramref name="viaRegions"/>: those with a shared-memory file get them through it instead): each of
+    /// them releases it once (TensorPool.Share), the last one returns it to the pool.
     /// </summary>
-    private float[][]? SharedSnapshot()
+    private float[][]? SharedSnapshot(bool viaRegions)
     {
         int holders = 0;
-        foreach (var m in _participants) if (m.SentVersion != _committed) holders++;
+        foreach (var m in _participants) if (m.SentVersion != _committed && !(viaRegions && m.Region is not null)) holders++;
         if (holders == 0) return null;
         var snapshot = ParameterSnapshot.Capture(_p);
         TensorPool.Share(snapshot, holders);
@@ -465,8 +530,9 @@ public sealed class CoordinatorActor : ReceiveActor
         // A message that is not used here is left to the garbage collector rather than returned: a stale or
         // duplicate message's arrays are not known to be unshared.
         if (!Current(m.Step, m.Attempt, out int rank)) { Stale(m); return; }
-        if (!ValidGradients(m.Tensors)) { BadMessage(m, rank); return; }
         if (_losses[rank] is not null) { Duplicate(m, rank); return; }
+        if (m.Shared && !TryReadShared(m, rank, out m)) return;
+        if (!ValidGradients(m.Tensors)) { BadMessage(m, rank); return; }
         if (!double.IsFinite(m.SumLoss)) { NonFinite(rank, "loss"); return; }
         for (int i = 0; i < m.Tensors.Length; i++)
             if (!TensorPrimitives.IsFiniteAll<float>(m.Tensors[i])) { NonFinite(rank, $"gradient of {_p.Trainable[i].Name}"); return; }
@@ -475,6 +541,25 @@ public sealed class CoordinatorActor : ReceiveActor
         LogWorkerTimings(m.Step, _participants[rank], m.Timings);
         AddGradientsInRankOrder();
         if (_summedRanks == _participants.Length) Commit();
+    }
+
+    /// <summary>
+    /// The gradients a worker left in its shared-memory file, copied into pooled arrays so they are summed like
+    /// any others. Another stamp or a torn copy aborts the attempt (retried once, like a non-finite value).
+    /// </summary>
+    private bool TryReadShared(StepGradients m, int rank, out StepGradients read)
+    {
+        read = m;
+        var member = _participants[rank];
+        var tensors = TensorPool.RentSet(_gradientLengths);
+        if (member.Region is { } region && region.TryReadGradients(m.Step, m.Attempt, tensors))
+        {
+            read = m with { Tensors = tensors, Shared = false };
+            return true;
+        }
+        TensorPool.Release(tensors);
+        Unusable(rank, member.Region is null ? "gradients in shared memory, but it has no shared-memory file" : "gradients that are not in its shared-memory file (another stamp, or changed while read)");
+        return false;
     }
 
     /// <summary>Adds the waiting gradients of the next ranks to the sum (0 + g₀ + g₁ + …) and returns their arrays to the pool.</summary>
@@ -526,18 +611,21 @@ public sealed class CoordinatorActor : ReceiveActor
         NextStep();
     }
 
-    private void NonFinite(int rank, string what)
+    private void NonFinite(int rank, string what) => Unusable(rank, $"a non-finite {what}", " (lower the learning rate?)");
+
+    /// <summary>A contribution that cannot be used: the attempt is aborted and retried once, then training stops.</summary>
+    private void Unusable(int rank, string what, string hint = "")
     {
         var m = _participants[rank];
-        _log.ForContext(ClusterLog.Phase, ClusterLog.Abort).Error("Worker {Worker} on {Node:l} sent a non-finite {What:l} at step {Step} attempt {Attempt}",
+        _log.ForContext(ClusterLog.Phase, ClusterLog.Abort).Error("Worker {Worker} on {Node:l} sent {What:l} at step {Step} attempt {Attempt}",
             m.Id, m.Node, what, _step, _attempt);
-        string reason = $"worker {m.Id} on {m.Node} sent a non-finite {what}";
-        if (_nonFiniteRetries++ == 0)
+        string reason = $"worker {m.Id} on {m.Node} sent {what}";
+        if (_unusableRetries++ == 0)
         {
             AbortAttempt(reason);
             Continue();
         }
-        else Fail(new InvalidOperationException($"{reason} at step {_step} twice; training stopped (lower the learning rate?)"));
+        else Fail(new InvalidOperationException($"{reason} at step {_step} twice; training stopped{hint}"));
     }
 
     private void OnStepTimeout(StepTimeout t)
@@ -577,7 +665,7 @@ public sealed class CoordinatorActor : ReceiveActor
         }
         _participants = _roster.Take(Math.Min(_roster.Count, testRows)).ToArray();
         _roundReplies = new object?[_participants.Length];
-        float[][]? snapshot = SharedSnapshot();
+        float[][]? snapshot = SharedSnapshot(viaRegions: false);
         for (int r = 0; r < _participants.Length; r++)
         {
             var m = _participants[r];

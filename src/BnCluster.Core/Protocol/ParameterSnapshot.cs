@@ -11,16 +11,9 @@ public static class ParameterSnapshot
 {
     public static float[][] Capture(Parameters p)
     {
-        int count = p.Trainable.Count;
-        for (int l = 0; l < p.HiddenLayers; l++) count += (p.RunningMean[l] is null ? 0 : 1) + (p.RunningVar[l] is null ? 0 : 1);
-        var snapshot = new float[count][];
-        int i = 0;
-        foreach (var t in p.Trainable) snapshot[i++] = Copy(t.Values);
-        for (int l = 0; l < p.HiddenLayers; l++)
-        {
-            if (p.RunningMean[l] is { } m) snapshot[i++] = Copy(m);
-            if (p.RunningVar[l] is { } v) snapshot[i++] = Copy(v);
-        }
+        var tensors = p.AllTensors;
+        var snapshot = new float[tensors.Count][];
+        for (int i = 0; i < snapshot.Length; i++) snapshot[i] = Copy(tensors[i].Values);
         return snapshot;
     }
 
@@ -33,14 +26,9 @@ public static class ParameterSnapshot
 
     public static void Restore(Parameters p, float[][] snapshot)
     {
-        int i = 0;
-        foreach (var t in p.Trainable) CopyInto(snapshot, i++, t.Values, t.Name);
-        for (int l = 0; l < p.HiddenLayers; l++)
-        {
-            if (p.RunningMean[l] is { } m) CopyInto(snapshot, i++, m, $"layer{l}.running_mean");
-            if (p.RunningVar[l] is { } v) CopyInto(snapshot, i++, v, $"layer{l}.running_var");
-        }
-        if (i != snapshot.Length) throw new ArgumentException($"parameter snapshot has {snapshot.Length} tensors, the network {i}");
+        var tensors = p.AllTensors;
+        for (int i = 0; i < tensors.Count; i++) CopyInto(snapshot, i, tensors[i].Values, tensors[i].Name);
+        if (tensors.Count != snapshot.Length) throw new ArgumentException($"parameter snapshot has {snapshot.Length} tensors, the network {tensors.Count}");
     }
 
     private static void CopyInto(float[][] snapshot, int index, float[] target, string name)

@@ -15,9 +15,9 @@ public static class TrainingCodec
     public const int FirstTypeId = 40, LastTypeId = 59;
     private const int TRegister = 40, TRegistered = 41, TRefused = 42, TInputReq = 43, TInputReply = 44, TSetInput = 45,
         TStart = 46, TBnStats = 47, TBnGlobal = 48, TGradStats = 49, TGradGlobal = 50, TGradients = 51, TAborted = 52,
-        TEvaluate = 53, TEvalResult = 54, TDropped = 55;
+        TEvaluate = 53, TEvalResult = 54, TDropped = 55, TShmOffer = 56, TShmAnswer = 57;
 
-    public static bool Handles(int typeId) => typeId is >= TRegister and <= TDropped;
+    public static bool Handles(int typeId) => typeId is >= TRegister and <= TShmAnswer;
 
     public static bool TryWrite(object message, MessagePackWriter w)
     {
@@ -27,19 +27,21 @@ public static class TrainingCodec
             case WorkerRegistered m: Header(w, TRegistered, 2); w.WriteInt32(m.WorkerId); w.WriteInt32(m.Members); return true;
             case RegistrationRefused m: Header(w, TRefused, 1); w.WriteString(m.Reason); return true;
             case WorkerDropped m: Header(w, TDropped, 1); w.WriteString(m.Reason); return true;
+            case SharedMemoryOffer m: Header(w, TShmOffer, 2); w.WriteString(m.Path); w.WriteBinary(m.Token); return true;
+            case SharedMemoryAnswer m: Header(w, TShmAnswer, 3); w.WriteString(m.Path); w.WriteBoolean(m.Accepted); w.WriteString(m.Reason); return true;
             case InputStatsRequest m: Header(w, TInputReq, 3); w.WriteInt64(m.Round); w.WriteInt32(m.Start); w.WriteInt32(m.Count); return true;
             case InputStatsReply m: Header(w, TInputReply, 4); w.WriteInt64(m.Round); w.WriteInt64(m.Count); w.WriteFloat64Array(m.Mean); w.WriteFloat64Array(m.M2); return true;
             case SetInputNormalization m: Header(w, TSetInput, 3); w.WriteFloat32Array(m.Mean); w.WriteFloat32Array(m.Variance); w.WriteSingle(m.Epsilon); return true;
             case StartStep m:
-                Header(w, TStart, 8); w.WriteInt64(m.Step); w.WriteInt32(m.Epoch); w.WriteInt32(m.Attempt); w.WriteInt32(m.GlobalBatchSize);
-                w.WriteInt32(m.Rank); WriteInt32Array(w, m.Rows); w.WriteInt64(m.ParametersVersion); WriteTensors(w, m.Parameters); return true;
+                Header(w, TStart, 9); w.WriteInt64(m.Step); w.WriteInt32(m.Epoch); w.WriteInt32(m.Attempt); w.WriteInt32(m.GlobalBatchSize);
+                w.WriteInt32(m.Rank); WriteInt32Array(w, m.Rows); w.WriteInt64(m.ParametersVersion); WriteTensors(w, m.Parameters); w.WriteBoolean(m.SharedParameters); return true;
             case BnStats m: Header(w, TBnStats, 6); w.WriteInt64(m.Step); w.WriteInt32(m.Attempt); w.WriteInt32(m.Layer); w.WriteInt64(m.Count); w.WriteFloat64Array(m.Mean); w.WriteFloat64Array(m.M2); return true;
             case BnGlobal m: Header(w, TBnGlobal, 6); w.WriteInt64(m.Step); w.WriteInt32(m.Attempt); w.WriteInt32(m.Layer); w.WriteInt64(m.Count); w.WriteFloat64Array(m.Mean); w.WriteFloat64Array(m.M2); return true;
             case BnGradStats m: Header(w, TGradStats, 5); w.WriteInt64(m.Step); w.WriteInt32(m.Attempt); w.WriteInt32(m.Layer); w.WriteFloat64Array(m.SumDy); w.WriteFloat64Array(m.SumDyXhat); return true;
             case BnGradGlobal m: Header(w, TGradGlobal, 5); w.WriteInt64(m.Step); w.WriteInt32(m.Attempt); w.WriteInt32(m.Layer); w.WriteFloat64Array(m.SumDy); w.WriteFloat64Array(m.SumDyXhat); return true;
             case StepGradients m:
-                Header(w, TGradients, 7); w.WriteInt64(m.Step); w.WriteInt32(m.Attempt); w.WriteDouble(m.SumLoss); w.WriteInt32(m.Correct); w.WriteInt32(m.Count);
-                WriteTensors(w, m.Tensors); WriteTimings(w, m.Timings); return true;
+                Header(w, TGradients, 8); w.WriteInt64(m.Step); w.WriteInt32(m.Attempt); w.WriteDouble(m.SumLoss); w.WriteInt32(m.Correct); w.WriteInt32(m.Count);
+                WriteTensors(w, m.Tensors); WriteTimings(w, m.Timings); w.WriteBoolean(m.Shared); return true;
             case StepAborted m: Header(w, TAborted, 3); w.WriteInt64(m.Step); w.WriteInt32(m.Attempt); w.WriteString(m.Reason); return true;
             case Evaluate m: Header(w, TEvaluate, 5); w.WriteInt64(m.Round); w.WriteInt32(m.Start); w.WriteInt32(m.Count); w.WriteInt64(m.ParametersVersion); WriteTensors(w, m.Parameters); return true;
             case EvalResult m: Header(w, TEvalResult, 4); w.WriteInt64(m.Round); w.WriteDouble(m.SumLoss); w.WriteInt32(m.Correct); w.WriteInt32(m.Count); return true;
@@ -68,6 +70,12 @@ public static class TrainingCodec
             case TDropped:
                 Expect(ref r, start, fields, 1, "WorkerDropped");
                 return new WorkerDropped(r.ReadString());
+            case TShmOffer:
+                Expect(ref r, start, fields, 2, "SharedMemoryOffer");
+                return new SharedMemoryOffer(r.ReadString(), r.ReadBinary().ToArray());
+            case TShmAnswer:
+                Expect(ref r, start, fields, 3, "SharedMemoryAnswer");
+                return new SharedMemoryAnswer(r.ReadString(), r.ReadBoolean(), r.ReadString());
             case TInputReq:
                 Expect(ref r, start, fields, 3, "InputStatsRequest");
                 return new InputStatsRequest(r.ReadInt64(), r.ReadInt32(), r.ReadInt32());
@@ -78,8 +86,8 @@ public static class TrainingCodec
                 Expect(ref r, start, fields, 3, "SetInputNormalization");
                 return new SetInputNormalization(r.ReadFloat32Array(), r.ReadFloat32Array(), r.ReadSingle());
             case TStart:
-                Expect(ref r, start, fields, 8, "StartStep");
-                return new StartStep(r.ReadInt64(), r.ReadInt32(), r.ReadInt32(), r.ReadInt32(), r.ReadInt32(), ReadInt32Array(ref r), r.ReadInt64(), ReadTensors(ref r));
+                Expect(ref r, start, fields, 9, "StartStep");
+                return new StartStep(r.ReadInt64(), r.ReadInt32(), r.ReadInt32(), r.ReadInt32(), r.ReadInt32(), ReadInt32Array(ref r), r.ReadInt64(), ReadTensors(ref r), r.ReadBoolean());
             case TBnStats:
                 Expect(ref r, start, fields, 6, "BnStats");
                 return new BnStats(r.ReadInt64(), r.ReadInt32(), r.ReadInt32(), r.ReadInt64(), r.ReadFloat64Array(), r.ReadFloat64Array());
@@ -93,9 +101,9 @@ public static class TrainingCodec
                 Expect(ref r, start, fields, 5, "BnGradGlobal");
                 return new BnGradGlobal(r.ReadInt64(), r.ReadInt32(), r.ReadInt32(), r.ReadFloat64Array(), r.ReadFloat64Array());
             case TGradients:
-                Expect(ref r, start, fields, 7, "StepGradients");
+                Expect(ref r, start, fields, 8, "StepGradients");
                 return new StepGradients(r.ReadInt64(), r.ReadInt32(), r.ReadDouble(), r.ReadInt32(), r.ReadInt32(),
-                    ReadTensors(ref r) ?? throw r.Error(start, "gradient tensors", "nil"), ReadTimings(ref r));
+                    ReadTensors(ref r) ?? throw r.Error(start, "gradient tensors", "nil"), ReadTimings(ref r), r.ReadBoolean());
             case TAborted:
                 Expect(ref r, start, fields, 3, "StepAborted");
                 return new StepAborted(r.ReadInt64(), r.ReadInt32(), r.ReadString());
@@ -106,7 +114,7 @@ public static class TrainingCodec
                 Expect(ref r, start, fields, 4, "EvalResult");
                 return new EvalResult(r.ReadInt64(), r.ReadDouble(), r.ReadInt32(), r.ReadInt32());
             default:
-                throw r.Error(start, "a training message type (40–55)", $"type {type}");
+                throw r.Error(start, "a training message type (40–57)", $"type {type}");
         }
     }
 

@@ -9,7 +9,7 @@ namespace BnCluster.Core.Protocol;
 /// <summary>Version of the training protocol; a worker of another version is refused at join.</summary>
 public static class ProtocolInfo
 {
-    public const int Version = 1;
+    public const int Version = 2; // 2: tensors through shared memory (SharedMemoryOffer, StartStep.SharedParameters, StepGradients.Shared)
 }
 
 // ---- Membership ----
@@ -26,6 +26,16 @@ public sealed record RegistrationRefused(string Reason);
 /// <summary>Coordinator → worker: you were dropped from the roster (unreachable, silent past the step timeout)
 /// but are alive after all; register again to be admitted at the next step.</summary>
 public sealed record WorkerDropped(string Reason);
+
+/// <summary>
+/// Coordinator → worker process: the <see cref="SharedTensorRegion"/> file created for it. A worker that opens it
+/// and finds <paramref name="Token"/> in it is on the coordinator's machine; from then on its step tensors go
+/// through the file instead of the socket.
+/// </summary>
+public sealed record SharedMemoryOffer(string Path, byte[] Token);
+
+/// <summary>Worker → coordinator: the answer to the offer of <paramref name="Path"/>; <paramref name="Reason"/> says why not.</summary>
+public sealed record SharedMemoryAnswer(string Path, bool Accepted, string Reason);
 
 // ---- Input normalization ----
 
@@ -47,10 +57,11 @@ public sealed record SetInputNormalization(float[] Mean, float[] Variance, float
 /// <paramref name="ParametersVersion"/> (= committed steps), or null when the worker already holds that version.
 /// Rank 0 is the one worker that contributes dγ, dβ to the gradient sum.
 /// <paramref name="Parameters"/> is pooled and may be shared by all workers of the step: the worker calls
-/// <see cref="TensorPool.Release(float[][])"/> once after restoring it.
+/// <see cref="TensorPool.Release(float[][])"/> once after restoring it. <paramref name="SharedParameters"/>: the
+/// parameters of that version wait in the worker's <see cref="SharedTensorRegion"/> instead (Parameters is null).
 /// </summary>
 public sealed record StartStep(long Step, int Epoch, int Attempt, int GlobalBatchSize, int Rank, int[] Rows,
-    long ParametersVersion, float[][]? Parameters);
+    long ParametersVersion, float[][]? Parameters, bool SharedParameters = false);
 
 /// <summary>Worker → coordinator: forward BN moments (n, mean, M2) of its shard at hidden layer <paramref name="Layer"/>.</summary>
 public sealed record BnStats(long Step, int Attempt, int Layer, long Count, double[] Mean, double[] M2);
@@ -71,8 +82,11 @@ public sealed record BnGradGlobal(long Step, int Attempt, int Layer, double[] Su
 /// are pooled: the coordinator returns them to <see cref="TensorPool"/> once added to the sum.
 /// <paramref name="Timings"/> is the worker's own account of the step, which the coordinator logs, so every
 /// worker's phases end up in the run log whatever process or machine the worker runs on.
+/// <paramref name="Shared"/>: the gradients are in the worker's <see cref="SharedTensorRegion"/>, stamped with this
+/// step and attempt, and <paramref name="Tensors"/> is empty.
 /// </summary>
-public sealed record StepGradients(long Step, int Attempt, double SumLoss, int Correct, int Count, float[][] Tensors, StepTimings Timings);
+public sealed record StepGradients(long Step, int Attempt, double SumLoss, int Correct, int Count, float[][] Tensors, StepTimings Timings,
+    bool Shared = false);
 
 /// <summary>One BN reduction a worker waited for: hidden layer, direction, and the time it waited (ms).</summary>
 public readonly record struct BnWait(int Layer, bool Backward, double Ms);

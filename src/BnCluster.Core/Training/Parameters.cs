@@ -67,6 +67,14 @@ public sealed class Parameters
         trainable.Add(new("output.weight", WOut));
         trainable.Add(new("output.bias", BOut));
         Trainable = trainable;
+        var all = new List<NamedTensor>(trainable);
+        for (int l = 0; l < layers; l++)
+            if (bn)
+            {
+                all.Add(new($"layer{l}.running_mean", RunningMean[l]!));
+                all.Add(new($"layer{l}.running_var", RunningVar[l]!));
+            }
+        AllTensors = all;
     }
 
     public NetworkSpec Spec { get; }
@@ -85,6 +93,9 @@ public sealed class Parameters
 
     /// <summary>Trainable tensors in the canonical order (the optimizer and the cluster walk this).</summary>
     public IReadOnlyList<NamedTensor> Trainable { get; }
+
+    /// <summary>What a worker needs of the model: <see cref="Trainable"/>, then r_μ and r_σ² of each BN layer (the order of a parameter snapshot).</summary>
+    public IReadOnlyList<NamedTensor> AllTensors { get; }
 
     /// <summary>
     /// Seeded init: hidden W He normal std sqrt(2/in) for ReLU, Xavier (Glorot) normal std sqrt(2/(in+out))

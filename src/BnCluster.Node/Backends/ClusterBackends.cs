@@ -85,7 +85,10 @@ public static class ClusterBackends
     private static Task<TrainingResult> RunCoordinator(TrainRequest request, string host, int port, Func<int, Task>? onListening, CancellationToken cancel)
     {
         var o = request.Options;
-        var options = new ClusterTrainingOptions(request.TrainerOptions, o.Workers, o.MinWorkers, JobId: RemoteCluster.JobId, DatasetSha256: request.Data.Sha256);
+        var options = new ClusterTrainingOptions(request.TrainerOptions, o.Workers, o.MinWorkers, JobId: RemoteCluster.JobId, DatasetSha256: request.Data.Sha256)
+        {
+            SharedMemory = o.SharedMemory,
+        };
         var spec = request.TrainerOptions.Spec;
         var job = new JobDescription(o.Seed, o.LabelColumn, spec.Hidden.ToArray(), spec.Activation, spec.BatchNorm, spec.BnEpsilon, spec.BnMomentum);
         var shape = new ClusterDataShape(request.Data.Train.Count, request.Data.Test.Count, request.Data.Train.FeatureCount);

@@ -34,6 +34,8 @@ public sealed class WorkerActor : ReceiveActor
     private CancellationTokenSource? _stepCts;
     private (long Step, int Attempt) _running = (-1, -1);
     private int _id = -1;
+    // The coordinator's shared-memory file once opened (same machine): step tensors go through it. Chain only.
+    private SharedTensorRegion? _region;
     // The gradient exchange (sending the gradients → the next work arriving) is measured here and reported
     // with the next gradients; touched by the actor and the step chain, hence the lock.
     private readonly object _exchangeGate = new();
@@ -51,6 +53,7 @@ public sealed class WorkerActor : ReceiveActor
         Receive<WorkerRegistered>(r => { _id = r.WorkerId; _log.Debug("Worker {Worker} registered ({Members} members)", r.WorkerId, r.Members); });
         Receive<RegistrationRefused>(r => { _log.Error("Worker on {Node:l} refused by the coordinator: {Reason:l}", _s.Node, r.Reason); Context.Stop(Self); });
         Receive<WorkerDropped>(OnDropped);
+        Receive<SharedMemoryOffer>(OnSharedMemoryOffer);
         Receive<InputStatsRequest>(OnInputStats);
         Receive<SetInputNormalization>(OnSetInput);
         Receive<StartStep>(OnStartStep);
@@ -77,7 +80,7 @@ public sealed class WorkerActor : ReceiveActor
     {
         _stepCts?.Cancel();
         // The chain observes the cancellation at its next await; the MatMul is released when it has finished.
-        _chain.ContinueWith(_ => _matMul.Dispose(), TaskScheduler.Default);
+        _chain.ContinueWith(_ => { _matMul.Dispose(); _region?.Dispose(); }, TaskScheduler.Default);
     }
 
     /// <summary>Runs <paramref name="work"/> after everything queued before it, on the thread pool.</summary>
@@ -90,6 +93,33 @@ public sealed class WorkerActor : ReceiveActor
             try { await work().ConfigureAwait(false); }
             catch (OperationCanceledException) { _log.Debug("Worker {Worker}: {What:l} cancelled", _id, what); }
             catch (Exception e) { _log.Error(e, "Worker {Worker} on {Node:l} failed in {What:l}", _id, _s.Node, what); }
+        });
+    }
+
+    /// <summary>
+    /// Opens the coordinator's shared-memory file (in the chain: a running step may still use the old one) and
+    /// answers; a file that is not there or holds another token means another machine, and the socket it is.
+    /// </summary>
+    private void OnSharedMemoryOffer(SharedMemoryOffer m)
+    {
+        var coordinator = _s.Coordinator;
+        var self = Self;
+        Enqueue("shared-memory offer", () =>
+        {
+            _region?.Dispose();
+            _region = null;
+            string reason = "";
+            try
+            {
+                _region = SharedTensorRegion.Open(m.Path, m.Token, _p);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidDataException)
+            {
+                reason = e.Message;
+                _log.Debug("Worker {Worker}: shared-memory file not taken, tensors over TCP: {Reason:l}", _id, reason);
+            }
+            coordinator.Tell(new SharedMemoryAnswer(m.Path, _region is not null, reason), self);
+            return Task.CompletedTask;
         });
     }
 
@@ -125,6 +155,8 @@ public sealed class WorkerActor : ReceiveActor
         {
             // Parameters first, even when this attempt is already cancelled: the coordinator counts them as delivered.
             if (m.Parameters is { } snapshot) RestoreAndRelease(snapshot);
+            if (m.SharedParameters && _region?.TryReadParameters(m.ParametersVersion, _p) != true)
+                throw new InvalidOperationException($"the parameters of version {m.ParametersVersion} are not in the shared-memory file (it was replaced, or they were overwritten)");
             cts.Token.ThrowIfCancellationRequested();
             var train = _trainN ?? throw new InvalidOperationException("a step arrived before the input normalization");
             var ws = EnsureWorkspace(m.Rows.Length);
@@ -133,14 +165,11 @@ public sealed class WorkerActor : ReceiveActor
             long start = Stopwatch.GetTimestamp();
             var loss = await TrainingStep.ForwardBackwardAsync(_p, ws, train, m.Rows, m.GlobalBatchSize, _collective, cts.Token).ConfigureAwait(false);
             var compute = Stopwatch.GetElapsedTime(start) - _collective.WaitTotal;
-            // The message owns pooled copies (the workspace's gradients are overwritten next step); the coordinator returns them.
-            var tensors = new float[ws.Gradients.Tensors.Count][];
-            for (int i = 0; i < tensors.Length; i++)
-            {
-                var g = ws.Gradients.Tensors[i].Values;
-                tensors[i] = TensorPool.Rent(g.Length);
-                g.CopyTo(tensors[i], 0);
-            }
+            // Through the shared-memory file, or as pooled copies the message owns (the workspace's gradients are
+            // overwritten next step; the coordinator returns them).
+            var region = _region;
+            float[][] tensors = region is null ? Copies(ws.Gradients) : [];
+            region?.WriteGradients(m.Step, m.Attempt, ws.Gradients.Tensors);
             StepTimings timings;
             lock (_exchangeGate)
             {
@@ -149,8 +178,20 @@ public sealed class WorkerActor : ReceiveActor
                 timings = new StepTimings(compute.TotalMilliseconds, _collective.Waits(), exchangeStep, exchangeEpoch, exchangeMs);
                 _gradientsSent = (m.Step, m.Epoch, Stopwatch.GetTimestamp());
             }
-            coordinator.Tell(new StepGradients(m.Step, m.Attempt, loss.SumLoss, loss.Correct, loss.Count, tensors, timings), self);
+            coordinator.Tell(new StepGradients(m.Step, m.Attempt, loss.SumLoss, loss.Correct, loss.Count, tensors, timings, Shared: region is not null), self);
         });
+    }
+
+    private static float[][] Copies(Gradients gradients)
+    {
+        var tensors = new float[gradients.Tensors.Count][];
+        for (int i = 0; i < tensors.Length; i++)
+        {
+            var g = gradients.Tensors[i].Values;
+            tensors[i] = TensorPool.Rent(g.Length);
+            g.CopyTo(tensors[i], 0);
+        }
+        return tensors;
     }
 
     private void OnAborted(StepAborted m)

@@ -230,8 +230,9 @@ public static class Cli
         var dataset = new Option<string?>("--dataset") { Description = "Time steps on this dataset's training split instead of random data (--features/--classes are then the dataset's).", HelpName = "DATASET" };
         var optimizer = OptionParsers.Choice("--optimizer", "adam", OptionParsers.Optimizers, "Optimizer the timed steps apply.");
         var lr = OptionParsers.Double("--lr", 1e-3, 0, true, double.PositiveInfinity, false, "Learning rate α.");
+        var noSharedMemory = new Option<bool>("--no-shared-memory") { Description = NoSharedMemoryHelp };
         var json = new Option<bool>("--json") { Description = "Print one JSON object instead of text." };
-        foreach (var o in new Option[] { features, classes, hidden, batch, workers, steps, warmup, threads, processes, dataset, optimizer, lr, json })
+        foreach (var o in new Option[] { features, classes, hidden, batch, workers, steps, warmup, threads, processes, noSharedMemory, dataset, optimizer, lr, json })
             command.Options.Add(o);
         command.SetAction((parse, cancel) =>
         {
@@ -243,7 +244,7 @@ public static class Cli
             {
                 Features = parse.GetValue(features), Classes = parse.GetValue(classes), HiddenSizes = OptionParsers.ParseSizes(parse.GetValue(hidden)!)!,
                 Batch = parse.GetValue(batch), Workers = workerCount, Steps = parse.GetValue(steps), Warmup = parse.GetValue(warmup),
-                Threads = threadsPerWorker, Processes = parse.GetValue(processes), Dataset = parse.GetValue(dataset), Json = parse.GetValue(json),
+                Threads = threadsPerWorker, Processes = parse.GetValue(processes), SharedMemory = !parse.GetValue(noSharedMemory), Dataset = parse.GetValue(dataset), Json = parse.GetValue(json),
                 Optimizer = OptionParsers.Pick(OptionParsers.Optimizers, parse.GetValue(optimizer)!), LearningRate = parse.GetValue(lr),
             }, context, cancel);
         });
@@ -251,6 +252,8 @@ public static class Cli
     }
 
     /// <summary>The training flags shared by `train` and `coordinator`, added to one command.</summary>
+    private const string NoSharedMemoryHelp = "Send every tensor over TCP, also to worker processes on this machine (default: a shared-memory file for those).";
+
     private sealed class TrainingFlags
     {
         private readonly Option<string> _dataset = OptionParsers.Dataset("--dataset", "digits", "Dataset: digits (shipped), fashion-mnist or mnist (IDX files in ~/.bncluster/datasets or /usr/share/datasets), a folder of the four IDX files, or a labelled CSV file.");
@@ -272,6 +275,7 @@ public static class Cli
         private readonly Option<int> _workers;
         private readonly Option<bool> _processes = new("--processes") { Description = "Run the workers as local child processes." };
         private readonly Option<int> _minWorkers = OptionParsers.Int("--min-workers", 1, 1, "Keep training while at least this many workers remain.");
+        private readonly Option<bool> _noSharedMemory = new("--no-shared-memory") { Description = NoSharedMemoryHelp };
         private readonly Option<int> _threads = OptionParsers.Int("--threads", Environment.ProcessorCount, 1, "Compute threads per worker.");
         private readonly Option<string> _out = new("--out")
         {
@@ -295,7 +299,7 @@ public static class Cli
             var all = new List<Option> { _dataset, _label, _hidden, _activation, _bn, _batch, _epochs, _maxSteps, _optimizer, _lr,
                 _beta1, _beta2, _optEps, _bnMomentum, _bnEps, _seed, _workers };
             if (!listenMode) all.Add(_processes);
-            all.AddRange([_minWorkers, _threads, _out]);
+            all.AddRange([_minWorkers, _noSharedMemory, _threads, _out]);
             foreach (var o in all) command.Options.Add(o);
         }
 
@@ -331,6 +335,7 @@ public static class Cli
             Workers = p.GetValue(_workers),
             Processes = !_listenMode && p.GetValue(_processes),
             MinWorkers = p.GetValue(_minWorkers),
+            SharedMemory = !p.GetValue(_noSharedMemory),
             Threads = p.GetValue(_threads),
             OutDirectory = p.GetValue(_out) ?? Path.Combine("runs", DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture)),
         };

@@ -38,6 +38,8 @@ public sealed record TrainOptions
     public bool Processes { get; init; }
     /// <summary>Keep training while at least this many workers remain.</summary>
     public int MinWorkers { get; init; } = 1;
+    /// <summary>Offer worker processes on this machine a shared-memory file for the step's tensors (false: all over TCP).</summary>
+    public bool SharedMemory { get; init; } = true;
     /// <summary>Compute threads per worker process.</summary>
     public int Threads { get; init; } = Environment.ProcessorCount;
     /// <summary>Run folder (model.bnc, metrics.jsonl, log.jsonl, training.svg).</summary>
@@ -90,6 +92,8 @@ public sealed record BenchOptions
     public int Threads { get; init; } = Environment.ProcessorCount;
     /// <summary>Run the workers as local child processes (the path of `train --processes`); needs <see cref="Dataset"/>.</summary>
     public bool Processes { get; init; }
+    /// <summary>With --processes: the step's tensors through shared memory (as `train --processes` does), or all over TCP.</summary>
+    public bool SharedMemory { get; init; } = true;
     public bool Json { get; init; }
 }
 

@@ -29,7 +29,9 @@ public sealed class MultiMachineTests
         using var net = new NetworkNamespaces(hosts: 3);
         var output = new LineTap();
         string listen = $"{net.Address(0)}:{Port}";
-        var coordinator = net.Start(0, Command(["coordinator", "--listen", listen, .. Training, "--out", temp["net"]]), output);
+        // Network namespaces share the file system: without --no-shared-memory the workers would take the
+        // coordinator's shared-memory files, and this test is about tensors crossing a network.
+        var coordinator = net.Start(0, Command(["coordinator", "--listen", listen, .. Training, "--no-shared-memory", "--out", temp["net"]]), output);
         var workers = new[] { 1, 2 }.Select(h => net.Start(h, Command(["worker", "--join", listen, "--dataset", "digits"]), output)).ToArray();
 
         try { await coordinator.WaitForExitAsync().WaitAsync(Limit); }

@@ -30,16 +30,24 @@ public sealed class ProcessClusterTests
         .. extra.Split(' ', StringSplitOptions.RemoveEmptyEntries),
     ];
 
-    [Fact]
-    public async Task Two_worker_processes_give_the_in_process_model_bitwise()
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task Two_worker_processes_give_the_in_process_model_bitwise_with_tensors_through_shared_memory_or_tcp(bool sharedMemory)
     {
         using var temp = new TempFolder();
         var inProcess = await Task.Run(() => CliHarness.Run(Train(temp["inproc"], 2, processes: false))).WaitAsync(Limit);
         Assert.True(inProcess.Exit == 0, inProcess.Error);
-        var processes = await Task.Run(() => CliHarness.Run(Train(temp["proc"], 2, processes: true))).WaitAsync(Limit);
+        var processes = await Task.Run(() => CliHarness.Run(Train(temp["proc"], 2, processes: true, sharedMemory ? "" : "--no-shared-memory"))).WaitAsync(Limit);
         Assert.True(processes.Exit == 0, processes.Error);
         Assert.Contains("[worker 0]", processes.Error);
         Assert.Contains("[worker 1]", processes.Error);
+        // The coordinator says which way each worker's tensors went; the in-process run has no such choice.
+        foreach (int worker in new[] { 0, 1 })
+            Assert.Equal(sharedMemory, Regex.IsMatch(processes.Error, $@"Worker {worker} on \S+: tensors through shared memory"));
+        Assert.DoesNotContain("tensors through shared memory", inProcess.Error);
+        // The files were unlinked once both sides had them mapped: nothing is left behind.
+        Assert.Empty(Directory.GetFiles(Core.Protocol.SharedTensorRegion.DefaultFolder, $"bncluster-{Environment.ProcessId}-*"));
 
         var a = ModelFile.Read(Path.Combine(temp["inproc"], "model.bnc"));
         var b = ModelFile.Read(Path.Combine(temp["proc"], "model.bnc"));

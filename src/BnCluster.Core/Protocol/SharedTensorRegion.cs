@@ -1,0 +1,297 @@
+using System.Buffers.Binary;
+using System.IO.MemoryMappedFiles;
+using System.Security.Cryptography;
+using BnCluster.Core.Training;
+
+namespace BnCluster.Core.Protocol;
+
+/// <summary>
+/// A memory-mapped file shared by the coordinator and one worker process on the same machine, so the step's
+/// big tensors skip the socket: the worker writes its gradients into it and the coordinator the committed
+/// parameters, and the messages that say so (<see cref="StepGradients.Shared"/>, <see cref="StartStep.SharedParameters"/>)
+/// carry no tensor. Remoting would copy each tensor four times (encode, kernel send, kernel receive, decode);
+/// here each side copies it once. The coordinator creates the file and offers it (<see cref="SharedMemoryOffer"/>);
+/// a worker that opens it and finds the offer's random token is on the same machine; the file is then unlinked
+/// (the mappings stay), so nothing is left behind however the processes end.
+///
+/// Layout: a header (magic, token, tensor lengths), then two areas, each with a seqlock stamp on a cache line of
+/// its own: gradients (Parameters.Trainable order; written by the worker, stamped with step and attempt) and
+/// parameters (Parameters.AllTensors order; written by the coordinator, stamped with the committed version).
+/// A writer makes the sequence odd, writes, makes it even; a reader that sees an odd or changed sequence, or another
+/// stamp, reports the area unreadable instead of using a torn copy. The protocol never lets both sides touch an
+/// area at once (a worker writes its gradients only while the coordinator waits for them, the coordinator writes
+/// a worker's parameters only between its steps); the stamps catch what a dropped and returning worker could break.
+/// </summary>
+public sealed unsafe class SharedTensorRegion : IDisposable
+{
+    private const ulong Magic = 0x31304D4853434E42; // "BNCSHM01"
+    private const int TokenBytes = 16;
+    private const int Line = 64;
+    // Stamp: [sequence u64][a i64][b i64]; gradients: a = step, b = attempt; parameters: a = version.
+    private const int SequenceOffset = 0, FirstOffset = 8, SecondOffset = 16;
+
+    private readonly MemoryMappedFile _file;
+    private readonly MemoryMappedViewAccessor _view;
+    private readonly byte* _base;
+    private readonly long _gradStamp, _paramStamp;
+    private readonly long[] _gradOffsets, _paramOffsets;
+    private readonly int[] _gradLengths, _paramLengths;
+    private bool _disposed;
+
+    private SharedTensorRegion(MemoryMappedFile file, string path, byte[] token, int[] gradLengths, int[] paramLengths)
+    {
+        _file = file;
+        Path = path;
+        Token = token;
+        _gradLengths = gradLengths;
+        _paramLengths = paramLengths;
+        long headerBytes = Align(8 + TokenBytes + 8 + 4L * (gradLengths.Length + paramLengths.Length));
+        _gradStamp = headerBytes;
+        _gradOffsets = Offsets(gradLengths, _gradStamp + Line, out long gradEnd);
+        _paramStamp = Align(gradEnd);
+        _paramOffsets = Offsets(paramLengths, _paramStamp + Line, out long end);
+        Capacity = end;
+        _view = file.CreateViewAccessor(0, Capacity, MemoryMappedFileAccess.ReadWrite);
+        byte* pointer = null;
+        _view.SafeMemoryMappedViewHandle.AcquirePointer(ref pointer);
+        _base = pointer + _view.PointerOffset;
+    }
+
+    /// <summary>The file the region was created from (gone once <see cref="Unlink"/> ran).</summary>
+    public string Path { get; }
+
+    /// <summary>The random token in the header: the proof, for whoever opens the file, that it is this offer's.</summary>
+    public byte[] Token { get; }
+
+    public long Capacity { get; }
+
+    /// <summary>Bytes a region for <paramref name="p"/>'s tensors takes.</summary>
+    public static long CapacityFor(Parameters p)
+    {
+        long header = Align(8 + TokenBytes + 8 + 4L * (p.Trainable.Count + p.AllTensors.Count));
+        Offsets(Lengths(p.Trainable), header + Line, out long gradEnd);
+        Offsets(Lengths(p.AllTensors), Align(gradEnd) + Line, out long end);
+        return end;
+    }
+
+    /// <summary>The folder for region files: /dev/shm where the system has it (memory, not disk), else the temp folder.</summary>
+    public static string DefaultFolder => Directory.Exists("/dev/shm") ? "/dev/shm" : System.IO.Path.GetTempPath();
+
+    /// <summary>Creates a new region file at <paramref name="path"/> (owner-only access) laid out for <paramref name="p"/>.</summary>
+    public static SharedTensorRegion Create(string path, Parameters p)
+    {
+        int[] grads = Lengths(p.Trainable), parameters = Lengths(p.AllTensors);
+        long capacity = CapacityFor(p);
+        var token = RandomNumberGenerator.GetBytes(TokenBytes);
+        var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.ReadWrite, Share = FileShare.ReadWrite };
+        if (!OperatingSystem.IsWindows()) options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        var stream = new FileStream(path, options);
+        SharedTensorRegion? region = null;
+        try
+        {
+            stream.SetLength(capacity);
+            var file = MemoryMappedFile.CreateFromFile(stream, null, capacity, MemoryMappedFileAccess.ReadWrite, HandleInheritability.None, leaveOpen: false);
+            region = new SharedTensorRegion(file, path, token, grads, parameters);
+            region.WriteHeader();
+            return region;
+        }
+        catch
+        {
+            if (region is null) stream.Dispose(); else region.Dispose();
+            TryDelete(path);
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Opens the region another process created at <paramref name="path"/>. Throws <see cref="InvalidDataException"/>
+    /// naming what differs when it is not a region, not the offer's (another token) or laid out for another network.
+    /// </summary>
+    public static SharedTensorRegion Open(string path, ReadOnlySpan<byte> token, Parameters p)
+    {
+        int[] grads = Lengths(p.Trainable), parameters = Lengths(p.AllTensors);
+        long capacity = CapacityFor(p);
+        var stream = new FileStream(path, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite);
+        if (stream.Length != capacity)
+        {
+            long length = stream.Length;
+            stream.Dispose();
+            throw new InvalidDataException($"shared tensor file {path} has {length} bytes, this network needs {capacity}");
+        }
+        SharedTensorRegion? region = null;
+        try
+        {
+            var file = MemoryMappedFile.CreateFromFile(stream, null, capacity, MemoryMappedFileAccess.ReadWrite, HandleInheritability.None, leaveOpen: false);
+            region = new SharedTensorRegion(file, path, token.ToArray(), grads, parameters);
+            region.CheckHeader();
+            return region;
+        }
+        catch
+        {
+            if (region is null) stream.Dispose(); else region.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Removes the file; both mappings stay valid (POSIX), so a crash can leave nothing behind.</summary>
+    public void Unlink() => TryDelete(Path);
+
+    /// <summary>Worker: writes <paramref name="gradients"/> (Trainable order) stamped with the step and attempt.</summary>
+    public void WriteGradients(long step, int attempt, IReadOnlyList<NamedTensor> gradients)
+    {
+        CheckCount(gradients.Count, _gradLengths, "gradient");
+        byte* stamp = BeginWrite(_gradStamp);
+        for (int i = 0; i < gradients.Count; i++) gradients[i].Values.AsSpan(0, Checked(gradients[i].Values.Length, _gradLengths, i)).CopyTo(Area(_gradOffsets[i], _gradLengths[i]));
+        EndWrite(stamp, step, attempt);
+    }
+
+    /// <summary>
+    /// Coordinator: copies the gradients stamped (<paramref name="step"/>, <paramref name="attempt"/>) into
+    /// <paramref name="into"/> (Trainable order); false when the area holds another stamp or changed while read.
+    /// </summary>
+    public bool TryReadGradients(long step, int attempt, float[][] into)
+    {
+        CheckCount(into.Length, _gradLengths, "gradient");
+        return TryRead(_gradStamp, step, attempt, _gradOffsets, _gradLengths, into, null);
+    }
+
+    /// <summary>Coordinator: writes <paramref name="p"/>'s tensors (AllTensors order) stamped with <paramref name="version"/>.</summary>
+    public void WriteParameters(long version, Parameters p)
+    {
+        var tensors = p.AllTensors;
+        CheckCount(tensors.Count, _paramLengths, "parameter");
+        byte* stamp = BeginWrite(_paramStamp);
+        for (int i = 0; i < tensors.Count; i++) tensors[i].Values.AsSpan(0, Checked(tensors[i].Values.Length, _paramLengths, i)).CopyTo(Area(_paramOffsets[i], _paramLengths[i]));
+        EndWrite(stamp, version, 0);
+    }
+
+    /// <summary>Worker: copies the parameters of <paramref name="version"/> into <paramref name="p"/>; false when the area holds another version or changed while read.</summary>
+    public bool TryReadParameters(long version, Parameters p)
+    {
+        var tensors = p.AllTensors;
+        CheckCount(tensors.Count, _paramLengths, "parameter");
+        return TryRead(_paramStamp, version, 0, _paramOffsets, _paramLengths, null, tensors);
+    }
+
+    // Into arrays or into named tensors (no delegate: this runs every step).
+    private bool TryRead(long stampOffset, long first, long second, long[] offsets, int[] lengths, float[][]? arrays, IReadOnlyList<NamedTensor>? tensors)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        byte* stamp = _base + stampOffset;
+        ulong before = Volatile.Read(ref *(ulong*)(stamp + SequenceOffset));
+        if ((before & 1) != 0 || *(long*)(stamp + FirstOffset) != first || *(long*)(stamp + SecondOffset) != second) return false;
+        Interlocked.MemoryBarrier();
+        for (int i = 0; i < offsets.Length; i++)
+        {
+            var into = arrays is not null ? arrays[i] : tensors![i].Values;
+            if (into.Length != lengths[i]) throw new ArgumentException($"tensor {i} has {into.Length} values, the region {lengths[i]}");
+            Area(offsets[i], lengths[i]).CopyTo(into);
+        }
+        Interlocked.MemoryBarrier();
+        return Volatile.Read(ref *(ulong*)(stamp + SequenceOffset)) == before;
+    }
+
+    private byte* BeginWrite(long stampOffset)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        byte* stamp = _base + stampOffset;
+        ulong sequence = Volatile.Read(ref *(ulong*)(stamp + SequenceOffset));
+        Volatile.Write(ref *(ulong*)(stamp + SequenceOffset), (sequence | 1) + 2); // odd: being written
+        Interlocked.MemoryBarrier();
+        return stamp;
+    }
+
+    private static void EndWrite(byte* stamp, long first, long second)
+    {
+        *(long*)(stamp + FirstOffset) = first;
+        *(long*)(stamp + SecondOffset) = second;
+        Interlocked.MemoryBarrier();
+        ulong sequence = Volatile.Read(ref *(ulong*)(stamp + SequenceOffset));
+        Volatile.Write(ref *(ulong*)(stamp + SequenceOffset), sequence + 1); // even: complete
+    }
+
+    private Span<float> Area(long offset, int length) => new(_base + offset, length);
+
+    private void WriteHeader()
+    {
+        var header = new Span<byte>(_base, (int)_gradStamp);
+        BinaryPrimitives.WriteUInt64LittleEndian(header, Magic);
+        Token.CopyTo(header[8..]);
+        BinaryPrimitives.WriteInt32LittleEndian(header[(8 + TokenBytes)..], _gradLengths.Length);
+        BinaryPrimitives.WriteInt32LittleEndian(header[(12 + TokenBytes)..], _paramLengths.Length);
+        int at = 16 + TokenBytes;
+        foreach (int length in _gradLengths.Concat(_paramLengths)) { BinaryPrimitives.WriteInt32LittleEndian(header[at..], length); at += 4; }
+        // Stamps start "holding nothing": step/version −1 never matches a real one.
+        foreach (long stamp in new[] { _gradStamp, _paramStamp })
+        {
+            *(ulong*)(_base + stamp + SequenceOffset) = 0;
+            *(long*)(_base + stamp + FirstOffset) = -1;
+            *(long*)(_base + stamp + SecondOffset) = -1;
+        }
+        Interlocked.MemoryBarrier();
+    }
+
+    private void CheckHeader()
+    {
+        var header = new ReadOnlySpan<byte>(_base, (int)_gradStamp);
+        if (BinaryPrimitives.ReadUInt64LittleEndian(header) != Magic) throw new InvalidDataException($"{Path} is not a BnCluster shared tensor file (magic)");
+        if (!header.Slice(8, TokenBytes).SequenceEqual(Token)) throw new InvalidDataException($"{Path} holds another token: not the file the coordinator offered (another machine?)");
+        int grads = BinaryPrimitives.ReadInt32LittleEndian(header[(8 + TokenBytes)..]), parameters = BinaryPrimitives.ReadInt32LittleEndian(header[(12 + TokenBytes)..]);
+        if (grads != _gradLengths.Length || parameters != _paramLengths.Length)
+            throw new InvalidDataException($"{Path} is laid out for {grads} gradient and {parameters} parameter tensors, this network has {_gradLengths.Length} and {_paramLengths.Length}");
+        int at = 16 + TokenBytes, index = 0;
+        foreach (int expected in _gradLengths.Concat(_paramLengths))
+        {
+            int length = BinaryPrimitives.ReadInt32LittleEndian(header[at..]);
+            if (length != expected) throw new InvalidDataException($"{Path}: tensor {index} has {length} values, this network's {expected}");
+            at += 4;
+            index++;
+        }
+    }
+
+    private static int[] Lengths(IReadOnlyList<NamedTensor> tensors)
+    {
+        var lengths = new int[tensors.Count];
+        for (int i = 0; i < lengths.Length; i++) lengths[i] = tensors[i].Values.Length;
+        return lengths;
+    }
+
+    private static long[] Offsets(int[] lengths, long start, out long end)
+    {
+        var offsets = new long[lengths.Length];
+        long at = start;
+        for (int i = 0; i < lengths.Length; i++)
+        {
+            offsets[i] = at;
+            at = Align(at + 4L * lengths[i]);
+        }
+        end = at;
+        return offsets;
+    }
+
+    private static long Align(long bytes) => (bytes + Line - 1) / Line * Line;
+
+    private static void CheckCount(int count, int[] lengths, string what)
+    {
+        if (count != lengths.Length) throw new ArgumentException($"{count} {what} tensors, the region holds {lengths.Length}");
+    }
+
+    private static int Checked(int length, int[] lengths, int i) =>
+        length == lengths[i] ? length : throw new ArgumentException($"tensor {i} has {length} values, the region {lengths[i]}");
+
+    private static void TryDelete(string path)
+    {
+        try { File.Delete(path); }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
+    }
+
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        _view.SafeMemoryMappedViewHandle.ReleasePointer();
+        _view.Dispose();
+        _file.Dispose();
+    }
+}

@@ -1,0 +1,145 @@
+using BnCluster.Core.Model;
+using BnCluster.Core.Protocol;
+using BnCluster.Core.Tests.Data;
+using BnCluster.Core.Training;
+using Xunit;
+
+namespace BnCluster.Core.Tests.Protocol;
+
+/// <summary>
+/// The shared-memory file between the coordinator and a worker process: both ends are opened here in one process
+/// (two mappings of one file behave as in two processes).
+/// </summary>
+public sealed class SharedTensorRegionTests
+{
+    private static readonly NetworkSpec Spec = new(13, [11, 7], 3, Activation.Relu, BatchNormPlacement.Before);
+
+    private static Parameters Filled(NetworkSpec spec, float offset)
+    {
+        var p = Parameters.Initialize(spec, 5);
+        foreach (var t in p.AllTensors)
+            for (int i = 0; i < t.Values.Length; i++) t.Values[i] = offset + i * 0.5f;
+        return p;
+    }
+
+    private static float[][] Rent(Parameters p) => p.Trainable.Select(t => new float[t.Values.Length]).ToArray();
+
+    [Fact]
+    public void Gradients_and_parameters_cross_between_the_two_mappings_and_survive_the_unlink()
+    {
+        using var dir = new TempDirectory();
+        string path = Path.Combine(dir.Path, "region.shm");
+        var coordinatorSide = Filled(Spec, 1f);
+        using var coordinator = SharedTensorRegion.Create(path, coordinatorSide);
+        var workerSide = new Parameters(Spec);
+        using var worker = SharedTensorRegion.Open(path, coordinator.Token, workerSide);
+        coordinator.Unlink();
+        Assert.False(File.Exists(path));
+
+        coordinator.WriteParameters(4, coordinatorSide);
+        Assert.True(worker.TryReadParameters(4, workerSide));
+        for (int i = 0; i < workerSide.AllTensors.Count; i++)
+            Assert.Equal(coordinatorSide.AllTensors[i].Values, workerSide.AllTensors[i].Values);
+
+        var gradients = new Gradients(workerSide);
+        foreach (var t in gradients.Tensors) Array.Fill(t.Values, -2.5f);
+        worker.WriteGradients(5, 2, gradients.Tensors);
+        var into = Rent(coordinatorSide);
+        Assert.True(coordinator.TryReadGradients(5, 2, into));
+        Assert.All(into, t => Assert.All(t, v => Assert.Equal(-2.5f, v)));
+    }
+
+    [Fact]
+    public void A_reader_asking_for_another_step_attempt_or_version_gets_false_and_nothing()
+    {
+        using var dir = new TempDirectory();
+        string path = Path.Combine(dir.Path, "region.shm");
+        var p = Filled(Spec, 3f);
+        using var coordinator = SharedTensorRegion.Create(path, p);
+        var other = new Parameters(Spec);
+        using var worker = SharedTensorRegion.Open(path, coordinator.Token, other);
+
+        Assert.False(worker.TryReadParameters(0, other)); // nothing written yet
+        Assert.False(coordinator.TryReadGradients(1, 1, Rent(p)));
+        coordinator.WriteParameters(7, p);
+        Assert.False(worker.TryReadParameters(6, other));
+        worker.WriteGradients(3, 1, new Gradients(other).Tensors);
+        Assert.False(coordinator.TryReadGradients(3, 2, Rent(p)));
+        Assert.False(coordinator.TryReadGradients(4, 1, Rent(p)));
+        Assert.True(coordinator.TryReadGradients(3, 1, Rent(p)));
+    }
+
+    [Fact]
+    public void Opening_refuses_another_token_another_network_and_a_file_that_is_no_region_naming_why()
+    {
+        using var dir = new TempDirectory();
+        string path = Path.Combine(dir.Path, "region.shm");
+        var p = new Parameters(Spec);
+        using var coordinator = SharedTensorRegion.Create(path, p);
+
+        var token = coordinator.Token.ToArray();
+        token[0] ^= 1;
+        Assert.Contains("another token", Assert.Throws<InvalidDataException>(() => SharedTensorRegion.Open(path, token, p)).Message);
+
+        var otherNetwork = new Parameters(Spec with { Hidden = [11, 8] });
+        Assert.Contains("bytes", Assert.Throws<InvalidDataException>(() => SharedTensorRegion.Open(path, coordinator.Token, otherNetwork)).Message);
+
+        string junk = dir.Write("junk.shm", new byte[SharedTensorRegion.CapacityFor(p)]);
+        Assert.Contains("magic", Assert.Throws<InvalidDataException>(() => SharedTensorRegion.Open(junk, coordinator.Token, p)).Message);
+
+        Assert.Throws<FileNotFoundException>(() => SharedTensorRegion.Open(Path.Combine(dir.Path, "absent.shm"), coordinator.Token, p));
+        Assert.Throws<IOException>(() => SharedTensorRegion.Create(path, p)); // never overwrites a file
+    }
+
+    [Fact]
+    public async Task A_reader_racing_the_writer_never_accepts_a_torn_copy()
+    {
+        // The writer stamps version v with every value = v; whatever the reader accepts must be all one version.
+        // Every 16th version the writer waits until the reader has tried it, so accepted reads happen.
+        using var dir = new TempDirectory();
+        string path = Path.Combine(dir.Path, "region.shm");
+        var spec = new NetworkSpec(300, [200], 10, Activation.Relu, BatchNormPlacement.Before);
+        var written = new Parameters(spec);
+        using var coordinator = SharedTensorRegion.Create(path, written);
+        var read = new Parameters(spec);
+        using var worker = SharedTensorRegion.Open(path, coordinator.Token, read);
+        const int Versions = 400;
+        long published = -1, tried = -1;
+        int accepted = 0;
+        bool readerDone = false;
+        var writer = Task.Run(() =>
+        {
+            for (int v = 0; v < Versions; v++)
+            {
+                foreach (var t in written.AllTensors) Array.Fill(t.Values, v);
+                coordinator.WriteParameters(v, written);
+                Volatile.Write(ref published, v);
+                if (v % 16 == 0) SpinWait.SpinUntil(() => Volatile.Read(ref tried) >= v || Volatile.Read(ref readerDone), TimeSpan.FromSeconds(30));
+            }
+        });
+        var reader = Task.Run(() =>
+        {
+            try { Read(); }
+            finally { Volatile.Write(ref readerDone, true); }
+        });
+        await Task.WhenAll(writer, reader).WaitAsync(TimeSpan.FromMinutes(1)); // rethrows a torn read
+        Assert.True(accepted > 0);
+
+        void Read()
+        {
+            while (Volatile.Read(ref published) < Versions - 1)
+            {
+                long v = Volatile.Read(ref published);
+                if (v < 0) continue;
+                if (worker.TryReadParameters(v, read))
+                {
+                    accepted++;
+                    foreach (var t in read.AllTensors)
+                        for (int i = 0; i < t.Values.Length; i++)
+                            if (t.Values[i] != v) throw new InvalidOperationException($"version {v} accepted with value {t.Values[i]}");
+                }
+                Volatile.Write(ref tried, v);
+            }
+        }
+    }
+}
