@@ -90,7 +90,6 @@ public sealed class CoordinatorActor : ReceiveActor
     // The commit runs while every worker waits for it, so the optimizer may use all the cores.
     private MatMul? _optimizerThreads; // from PreStart to PostStop
     private readonly Gradients _gradSum;
-    private readonly int[] _gradientLengths;
     private InputNormalizer? _input;
     private long _committed;
 
@@ -139,7 +138,6 @@ public sealed class CoordinatorActor : ReceiveActor
         _p = Parameters.Initialize(options.Trainer.Spec, options.Trainer.Seed);
         _optimizer = new Optimizer(options.Trainer.Optimizer, _p);
         _gradSum = new Gradients(_p);
-        _gradientLengths = _p.Trainable.Select(t => t.Values.Length).ToArray();
         _merged = new BatchNormStats?[_p.HiddenLayers];
 
         Receive<RegisterWorker>(OnRegister);
@@ -444,7 +442,8 @@ public sealed class CoordinatorActor : ReceiveActor
             _gradSums[l] = new BatchNormGradSums?[k];
             _merged[l] = null;
         }
-        foreach (var pending in _pendingTensors) if (pending is not null) TensorPool.Release(pending); // of an aborted attempt
+        foreach (var pending in _pendingTensors) // of an aborted attempt
+            if (pending is not null && !ReferenceEquals(pending, InSharedMemory)) TensorPool.Release(pending);
         _losses = new LossPartial?[k];
         _pendingTensors = new float[k][][];
         _summedRanks = 0;
@@ -456,7 +455,7 @@ public sealed class CoordinatorActor : ReceiveActor
             var m = _participants[r];
             int[] shard = ShardSplit.Slice(rows, k, r).ToArray();
             bool holds = m.SentVersion == _committed;
-            if (!holds && m.Region is { } region) region.WriteParameters(_committed, _p);
+            if (!holds && m.Region is { } region) region.WriteParameters(_committed, _p, _optimizerThreads); // every worker waits for it: all cores
             m.Actor.Tell(new StartStep(_step, _epoch, _attempt, n, r, shard, _committed,
                 holds || m.Region is not null ? null : snapshot, SharedParameters: !holds && m.Region is not null), Self);
             m.SentVersion = _committed;
@@ -531,50 +530,58 @@ public sealed class CoordinatorActor : ReceiveActor
         // duplicate message's arrays are not known to be unshared.
         if (!Current(m.Step, m.Attempt, out int rank)) { Stale(m); return; }
         if (_losses[rank] is not null) { Duplicate(m, rank); return; }
-        if (m.Shared && !TryReadShared(m, rank, out m)) return;
-        if (!ValidGradients(m.Tensors)) { BadMessage(m, rank); return; }
+        if (m.Shared && _participants[rank].Region is null) { Unusable(rank, "gradients in shared memory, but it has no shared-memory file"); return; }
+        if (!m.Shared && !ValidGradients(m.Tensors)) { BadMessage(m, rank); return; }
         if (!double.IsFinite(m.SumLoss)) { NonFinite(rank, "loss"); return; }
-        for (int i = 0; i < m.Tensors.Length; i++)
+        for (int i = 0; i < m.Tensors.Length; i++) // (shared-memory gradients are checked as they are added)
             if (!TensorPrimitives.IsFiniteAll<float>(m.Tensors[i])) { NonFinite(rank, $"gradient of {_p.Trainable[i].Name}"); return; }
         _losses[rank] = new LossPartial(m.SumLoss, m.Correct, m.Count);
-        _pendingTensors[rank] = m.Tensors;
+        _pendingTensors[rank] = m.Shared ? InSharedMemory : m.Tensors;
         LogWorkerTimings(m.Step, _participants[rank], m.Timings);
-        AddGradientsInRankOrder();
-        if (_summedRanks == _participants.Length) Commit();
+        if (AddGradientsInRankOrder() && _summedRanks == _participants.Length) Commit();
     }
+
+    // Stands in _pendingTensors for gradients waiting in the worker's shared-memory file (it writes there again
+    // only for a later attempt, which starts after this one is summed or aborted).
+    private static readonly float[][] InSharedMemory = [];
 
     /// <summary>
-    /// The gradients a worker left in its shared-memory file, copied into pooled arrays so they are summed like
-    /// any others. Another stamp or a torn copy aborts the attempt (retried once, like a non-finite value).
+    /// Adds the waiting gradients of the next ranks to the sum (0 + g₀ + g₁ + …): pooled arrays go back to the pool,
+    /// shared-memory gradients are added straight from the file on all cores. False when a file's gradients were
+    /// unusable (another stamp, torn, non-finite): the attempt was aborted.
     /// </summary>
-    private bool TryReadShared(StepGradients m, int rank, out StepGradients read)
-    {
-        read = m;
-        var member = _participants[rank];
-        var tensors = TensorPool.RentSet(_gradientLengths);
-        if (member.Region is { } region && region.TryReadGradients(m.Step, m.Attempt, tensors))
-        {
-            read = m with { Tensors = tensors, Shared = false };
-            return true;
-        }
-        TensorPool.Release(tensors);
-        Unusable(rank, member.Region is null ? "gradients in shared memory, but it has no shared-memory file" : "gradients that are not in its shared-memory file (another stamp, or changed while read)");
-        return false;
-    }
-
-    /// <summary>Adds the waiting gradients of the next ranks to the sum (0 + g₀ + g₁ + …) and returns their arrays to the pool.</summary>
-    private void AddGradientsInRankOrder()
+    private bool AddGradientsInRankOrder()
     {
         while (_summedRanks < _pendingTensors.Length && _pendingTensors[_summedRanks] is { } tensors)
         {
-            for (int i = 0; i < tensors.Length; i++)
+            int rank = _summedRanks;
+            if (ReferenceEquals(tensors, InSharedMemory))
             {
-                var sum = _gradSum.Tensors[i].Values;
-                TensorPrimitives.Add(sum, tensors[i], sum);
+                // (A worker that registered again meanwhile has no file any more: its old gradients are gone with it.)
+                bool nonFinite = false;
+                if (_participants[rank].Region is not { } region || !region.TryAddGradients(_step, _attempt, _gradSum.Tensors, _optimizerThreads, out nonFinite))
+                {
+                    Unusable(rank, "gradients that are not in its shared-memory file (another stamp, or changed while read)");
+                    return false;
+                }
+                if (nonFinite)
+                {
+                    NonFinite(rank, "gradient");
+                    return false;
+                }
+            }
+            else
+            {
+                for (int i = 0; i < tensors.Length; i++)
+                {
+                    var sum = _gradSum.Tensors[i].Values;
+                    TensorPrimitives.Add(sum, tensors[i], sum);
+                }
+                TensorPool.Release(tensors);
             }
             _pendingTensors[_summedRanks++] = null;
-            TensorPool.Release(tensors);
         }
+        return true;
     }
 
     /// <summary>

@@ -186,6 +186,22 @@ public sealed class CoordinatorProtocolTests : ActorTestKit
     }
 
     [Fact]
+    public void Gradients_said_to_be_in_shared_memory_from_a_worker_without_a_file_abort_the_attempt_naming_it()
+    {
+        // In-process workers are never offered a file; a message claiming one cannot be summed.
+        var h = new CoordinatorHarness(this, workers: 2);
+        var (a, b, sa, sb) = h.StartTwo();
+        ReduceBatchNorm(a, sa, b, sb);
+        a.Reply(Gradients(sa));
+        b.Reply(Gradients(sb) with { Tensors = [], Shared = true });
+        Assert.Equal(sa.Attempt, a.ExpectMsg<StepAborted>().Attempt);
+        var error = Assert.Single(h.Sink.Events, e => e.Level == LogEventLevel.Error);
+        Assert.Contains("no shared-memory file", error.RenderMessage());
+        Assert.Equal("\"b\"", error.Properties["Node"].ToString());
+        Assert.Equal(sa.Attempt + 1, a.ExpectMsg<StartStep>().Attempt); // retried on the same workers
+    }
+
+    [Fact]
     public void A_worker_with_another_dataset_is_refused_with_the_reason()
     {
         var h = new CoordinatorHarness(this, workers: 1);

@@ -1,6 +1,8 @@
 using System.Buffers.Binary;
 using System.IO.MemoryMappedFiles;
 using System.Security.Cryptography;
+using System.Numerics.Tensors;
+using BnCluster.Core.Kernels;
 using BnCluster.Core.Training;
 
 namespace BnCluster.Core.Protocol;
@@ -146,35 +148,86 @@ public sealed unsafe class SharedTensorRegion : IDisposable
     }
 
     /// <summary>
-    /// Coordinator: copies the gradients stamped (<paramref name="step"/>, <paramref name="attempt"/>) into
-    /// <paramref name="into"/> (Trainable order); false when the area holds another stamp or changed while read.
+    /// Coordinator: adds the gradients stamped (<paramref name="step"/>, <paramref name="attempt"/>) to
+    /// <paramref name="sums"/> (sum += g, Trainable order) straight from the file, split by element ranges over
+    /// <paramref name="threads"/> (element-wise, so the same for any split). False when the area holds another stamp
+    /// or changed while read; <paramref name="nonFinite"/> when a gradient holds NaN or ±∞. Either way the sums are
+    /// then unusable (the caller aborts the attempt).
     /// </summary>
-    public bool TryReadGradients(long step, int attempt, float[][] into)
+    public bool TryAddGradients(long step, int attempt, IReadOnlyList<NamedTensor> sums, MatMul? threads, out bool nonFinite)
     {
-        CheckCount(into.Length, _gradLengths, "gradient");
-        return TryRead(_gradStamp, step, attempt, _gradOffsets, _gradLengths, into, null);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        CheckCount(sums.Count, _gradLengths, "gradient");
+        nonFinite = false;
+        byte* stamp = _base + _gradStamp;
+        ulong before = Volatile.Read(ref *(ulong*)(stamp + SequenceOffset));
+        if ((before & 1) != 0 || *(long*)(stamp + FirstOffset) != step || *(long*)(stamp + SecondOffset) != attempt) return false;
+        Interlocked.MemoryBarrier();
+        for (int i = 0; i < sums.Count; i++)
+        {
+            int length = Checked(sums[i].Values.Length, _gradLengths, i);
+            fixed (float* sum = sums[i].Values)
+            {
+                var state = new RangeState { Region = (float*)(_base + _gradOffsets[i]), Array = sum };
+                if (threads is null) AddRange(ref state, 0, length);
+                else threads.ParallelFor(length, length, ref state, &AddRange, align: Line / sizeof(float));
+                nonFinite |= state.NonFinite != 0;
+            }
+        }
+        Interlocked.MemoryBarrier();
+        return Volatile.Read(ref *(ulong*)(stamp + SequenceOffset)) == before;
     }
 
-    /// <summary>Coordinator: writes <paramref name="p"/>'s tensors (AllTensors order) stamped with <paramref name="version"/>.</summary>
-    public void WriteParameters(long version, Parameters p)
+    /// <summary>
+    /// Coordinator: writes <paramref name="p"/>'s tensors (AllTensors order) stamped with <paramref name="version"/>,
+    /// split by element ranges over <paramref name="threads"/> when given.
+    /// </summary>
+    public void WriteParameters(long version, Parameters p, MatMul? threads = null)
     {
         var tensors = p.AllTensors;
         CheckCount(tensors.Count, _paramLengths, "parameter");
         byte* stamp = BeginWrite(_paramStamp);
-        for (int i = 0; i < tensors.Count; i++) tensors[i].Values.AsSpan(0, Checked(tensors[i].Values.Length, _paramLengths, i)).CopyTo(Area(_paramOffsets[i], _paramLengths[i]));
+        for (int i = 0; i < tensors.Count; i++)
+        {
+            int length = Checked(tensors[i].Values.Length, _paramLengths, i);
+            fixed (float* values = tensors[i].Values)
+            {
+                var state = new RangeState { Region = (float*)(_base + _paramOffsets[i]), Array = values };
+                if (threads is null) CopyToRegionRange(ref state, 0, length);
+                else threads.ParallelFor(length, length, ref state, &CopyToRegionRange, align: Line / sizeof(float));
+            }
+        }
         EndWrite(stamp, version, 0);
     }
+
+    // One tensor's element range of a parallel pass: the region's floats and the array's (pinned by the caller).
+    private struct RangeState
+    {
+        public float* Region;
+        public float* Array;
+        public int NonFinite; // set by any range that saw NaN or ±∞ (all write the same 1)
+    }
+
+    private static void AddRange(ref RangeState s, int start, int end)
+    {
+        var gradient = new ReadOnlySpan<float>(s.Region + start, end - start);
+        var sum = new Span<float>(s.Array + start, end - start);
+        if (!TensorPrimitives.IsFiniteAll(gradient)) s.NonFinite = 1;
+        TensorPrimitives.Add(sum, gradient, sum);
+    }
+
+    private static void CopyToRegionRange(ref RangeState s, int start, int end) =>
+        new ReadOnlySpan<float>(s.Array + start, end - start).CopyTo(new Span<float>(s.Region + start, end - start));
 
     /// <summary>Worker: copies the parameters of <paramref name="version"/> into <paramref name="p"/>; false when the area holds another version or changed while read.</summary>
     public bool TryReadParameters(long version, Parameters p)
     {
         var tensors = p.AllTensors;
         CheckCount(tensors.Count, _paramLengths, "parameter");
-        return TryRead(_paramStamp, version, 0, _paramOffsets, _paramLengths, null, tensors);
+        return TryRead(_paramStamp, version, 0, _paramOffsets, _paramLengths, tensors);
     }
 
-    // Into arrays or into named tensors (no delegate: this runs every step).
-    private bool TryRead(long stampOffset, long first, long second, long[] offsets, int[] lengths, float[][]? arrays, IReadOnlyList<NamedTensor>? tensors)
+    private bool TryRead(long stampOffset, long first, long second, long[] offsets, int[] lengths, IReadOnlyList<NamedTensor> tensors)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         byte* stamp = _base + stampOffset;
@@ -183,7 +236,7 @@ public sealed unsafe class SharedTensorRegion : IDisposable
         Interlocked.MemoryBarrier();
         for (int i = 0; i < offsets.Length; i++)
         {
-            var into = arrays is not null ? arrays[i] : tensors![i].Values;
+            var into = tensors[i].Values;
             if (into.Length != lengths[i]) throw new ArgumentException($"tensor {i} has {into.Length} values, the region {lengths[i]}");
             Area(offsets[i], lengths[i]).CopyTo(into);
         }

@@ -1,3 +1,4 @@
+using BnCluster.Core.Kernels;
 using BnCluster.Core.Model;
 using BnCluster.Core.Protocol;
 using BnCluster.Core.Tests.Data;
@@ -13,6 +14,8 @@ namespace BnCluster.Core.Tests.Protocol;
 public sealed class SharedTensorRegionTests
 {
     private static readonly NetworkSpec Spec = new(13, [11, 7], 3, Activation.Relu, BatchNormPlacement.Before);
+    // Big enough (a 200×300 weight) for the parallel passes to split.
+    private static readonly NetworkSpec Wide = new(300, [200], 10, Activation.Relu, BatchNormPlacement.Before);
 
     private static Parameters Filled(NetworkSpec spec, float offset)
     {
@@ -22,21 +25,23 @@ public sealed class SharedTensorRegionTests
         return p;
     }
 
-    private static float[][] Rent(Parameters p) => p.Trainable.Select(t => new float[t.Values.Length]).ToArray();
+    private static bool TryAdd(SharedTensorRegion region, long step, int attempt, Gradients sums) =>
+        region.TryAddGradients(step, attempt, sums.Tensors, threads: null, out _);
 
     [Fact]
     public void Gradients_and_parameters_cross_between_the_two_mappings_and_survive_the_unlink()
     {
         using var dir = new TempDirectory();
         string path = Path.Combine(dir.Path, "region.shm");
-        var coordinatorSide = Filled(Spec, 1f);
+        var coordinatorSide = Filled(Wide, 1f);
         using var coordinator = SharedTensorRegion.Create(path, coordinatorSide);
-        var workerSide = new Parameters(Spec);
+        var workerSide = new Parameters(Wide);
         using var worker = SharedTensorRegion.Open(path, coordinator.Token, workerSide);
         coordinator.Unlink();
         Assert.False(File.Exists(path));
 
-        coordinator.WriteParameters(4, coordinatorSide);
+        using var threads = new MatMul(2); // W (200×300) is split over both threads
+        coordinator.WriteParameters(4, coordinatorSide, threads);
         Assert.True(worker.TryReadParameters(4, workerSide));
         for (int i = 0; i < workerSide.AllTensors.Count; i++)
             Assert.Equal(coordinatorSide.AllTensors[i].Values, workerSide.AllTensors[i].Values);
@@ -44,9 +49,16 @@ public sealed class SharedTensorRegionTests
         var gradients = new Gradients(workerSide);
         foreach (var t in gradients.Tensors) Array.Fill(t.Values, -2.5f);
         worker.WriteGradients(5, 2, gradients.Tensors);
-        var into = Rent(coordinatorSide);
-        Assert.True(coordinator.TryReadGradients(5, 2, into));
-        Assert.All(into, t => Assert.All(t, v => Assert.Equal(-2.5f, v)));
+        var sums = new Gradients(coordinatorSide);
+        foreach (var t in sums.Tensors) Array.Fill(t.Values, 1f);
+        Assert.True(coordinator.TryAddGradients(5, 2, sums.Tensors, threads, out bool nonFinite));
+        Assert.False(nonFinite);
+        Assert.All(sums.Tensors, t => Assert.All(t.Values, v => Assert.Equal(1f + -2.5f, v)));
+
+        gradients.DWOut[3] = float.NaN;
+        worker.WriteGradients(6, 1, gradients.Tensors);
+        Assert.True(coordinator.TryAddGradients(6, 1, sums.Tensors, threads, out nonFinite));
+        Assert.True(nonFinite);
     }
 
     [Fact]
@@ -60,13 +72,15 @@ public sealed class SharedTensorRegionTests
         using var worker = SharedTensorRegion.Open(path, coordinator.Token, other);
 
         Assert.False(worker.TryReadParameters(0, other)); // nothing written yet
-        Assert.False(coordinator.TryReadGradients(1, 1, Rent(p)));
+        Assert.False(TryAdd(coordinator, 1, 1, new Gradients(p)));
         coordinator.WriteParameters(7, p);
         Assert.False(worker.TryReadParameters(6, other));
         worker.WriteGradients(3, 1, new Gradients(other).Tensors);
-        Assert.False(coordinator.TryReadGradients(3, 2, Rent(p)));
-        Assert.False(coordinator.TryReadGradients(4, 1, Rent(p)));
-        Assert.True(coordinator.TryReadGradients(3, 1, Rent(p)));
+        var untouched = new Gradients(p);
+        Assert.False(TryAdd(coordinator, 3, 2, untouched));
+        Assert.False(TryAdd(coordinator, 4, 1, untouched));
+        Assert.All(untouched.Tensors, t => Assert.All(t.Values, v => Assert.Equal(0f, v)));
+        Assert.True(TryAdd(coordinator, 3, 1, untouched));
     }
 
     [Fact]
@@ -98,10 +112,9 @@ public sealed class SharedTensorRegionTests
         // Every 16th version the writer waits until the reader has tried it, so accepted reads happen.
         using var dir = new TempDirectory();
         string path = Path.Combine(dir.Path, "region.shm");
-        var spec = new NetworkSpec(300, [200], 10, Activation.Relu, BatchNormPlacement.Before);
-        var written = new Parameters(spec);
+        var written = new Parameters(Wide);
         using var coordinator = SharedTensorRegion.Create(path, written);
-        var read = new Parameters(spec);
+        var read = new Parameters(Wide);
         using var worker = SharedTensorRegion.Open(path, coordinator.Token, read);
         const int Versions = 400;
         long published = -1, tried = -1;
