@@ -505,8 +505,10 @@ public sealed class CoordinatorActor : ReceiveActor
         var merged = new BatchNormStats(m.Mean.Length);
         foreach (var s in slots) merged.Merge(s!);
         _merged[m.Layer] = merged;
+        // One set of fresh arrays for all participants: receivers only read them, and nobody here writes them again
+        // (the running averages read them at the commit).
         foreach (var p in _participants)
-            p.Actor.Tell(new BnGlobal(_step, _attempt, m.Layer, merged.Count, (double[])merged.Mean.Clone(), (double[])merged.M2.Clone()), Self);
+            p.Actor.Tell(new BnGlobal(_step, _attempt, m.Layer, merged.Count, merged.Mean, merged.M2), Self);
     }
 
     private void OnBnGradStats(BnGradStats m)
@@ -520,8 +522,8 @@ public sealed class CoordinatorActor : ReceiveActor
         if (Array.Exists(slots, s => s is null)) return;
         var sum = new BatchNormGradSums(m.SumDy.Length);
         foreach (var s in slots) sum.Add(s!);
-        foreach (var p in _participants)
-            p.Actor.Tell(new BnGradGlobal(_step, _attempt, m.Layer, (double[])sum.SumDy.Clone(), (double[])sum.SumDyXhat.Clone()), Self);
+        foreach (var p in _participants) // shared read-only, as BnGlobal's
+            p.Actor.Tell(new BnGradGlobal(_step, _attempt, m.Layer, sum.SumDy, sum.SumDyXhat), Self);
     }
 
     private void OnGradients(StepGradients m)

@@ -2,7 +2,8 @@ namespace BnCluster.Core.Protocol;
 
 // The messages between the coordinator and its workers (DESIGN §3). Each message owns its arrays: the
 // sender allocates them for this message and never touches them again, so in-process they travel as
-// objects without serialization. TrainingCodec encodes every one of them for remoting.
+// objects without serialization. (BnGlobal and BnGradGlobal of one reduction share one set of arrays
+// between all its receivers, which only read them.) TrainingCodec encodes every one of them for remoting.
 // The big tensors (StartStep/Evaluate parameters, StepGradients tensors) are rented from TensorPool: the
 // receiver returns them once consumed (see TensorPool for the rule).
 
