@@ -101,6 +101,7 @@ run() {
 skip() { echo "$2" >"$WORK/$1.fail"; log "skip $1: $2"; }
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+stat_before=$(head -n 1 /proc/stat)  # CPU time by kind; steal = time the hypervisor gave our vCPUs to others
 BN_ARGS=(bench --dataset fashion-mnist --hidden "$HIDDEN" --batch "$BATCH" --optimizer adam --lr "$LR" --steps "$STEPS" --warmup "$WARMUP" --json)
 read -r -a BN_CMD <<<"${BNCLUSTER:-dotnet $NODE_DLL}"
 if [[ $NODE_BUILD == ok || -n ${BNCLUSTER:-} ]]; then
@@ -130,11 +131,14 @@ fi
 OPENBLAS_NUM_THREADS=1 run gemm_np1 "$PY" bench/pytorch/gemm.py
 OPENBLAS_NUM_THREADS=2 run gemm_np2 "$PY" bench/pytorch/gemm.py
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+stat_after=$(head -n 1 /proc/stat)
+steal=$(awk -v a="$stat_before" -v b="$stat_after" 'BEGIN { n = split(a, x); split(b, y); t = 0
+    for (i = 2; i <= n; i++) t += y[i] - x[i]; printf "%.0f%%", (t > 0 ? 100 * (y[9] - x[9]) / t : 0) }')
 
 # ---------------------------------------------------------------- report
 CPU_MODEL=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)
 CPUS=$(nproc --all)
-export WORK STEPS WARMUP BATCH CPU_MODEL CPUS load_before load_after
+export WORK STEPS WARMUP BATCH CPU_MODEL CPUS load_before load_after steal
 "$PY" - <<'EOF'
 import glob, json, os
 
@@ -184,7 +188,9 @@ def fmt(value, reason, digits=0):
 print(f"## BnCluster vs PyTorch — {os.popen('date -u +%Y-%m-%dT%H:%MZ').read().strip()}")
 print()
 print(f"Machine: {os.environ['CPU_MODEL']}, {os.environ['CPUS']} CPUs; load average "
-      f"{os.environ['load_before']} before, {os.environ['load_after']} after. "
+      f"{os.environ['load_before']} before, {os.environ['load_after']} after; CPU steal over the runs "
+      f"{os.environ['steal']} (time the hypervisor gave this machine's vCPUs to others; a shared host can be slow "
+      f"without it too: the single-thread GEMM figures below tell how fast the cores were). "
       f"Network 784-512-256-10 (Linear no-bias → BatchNorm → ReLU), Fashion-MNIST, global batch "
       f"{os.environ['BATCH']}, Adam lr 1e-3; {os.environ['STEPS']} timed steps"
       f" (PyTorch after {os.environ['WARMUP']} warm-up steps).")
