@@ -85,7 +85,8 @@ public sealed unsafe class SharedTensorRegion : IDisposable
         int[] grads = Lengths(p.Trainable), parameters = Lengths(p.AllTensors);
         long capacity = CapacityFor(p);
         var token = RandomNumberGenerator.GetBytes(TokenBytes);
-        var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.ReadWrite, Share = FileShare.ReadWrite };
+        // Preallocated (fallocate): a full /dev/shm fails here with an IOException, not later with SIGBUS on a write.
+        var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.ReadWrite, Share = FileShare.ReadWrite, PreallocationSize = capacity };
         if (!OperatingSystem.IsWindows()) options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
         var stream = new FileStream(path, options);
         SharedTensorRegion? region = null;
