@@ -12,7 +12,10 @@ internal static class GoldenFiles
         var dir = new DirectoryInfo(AppContext.BaseDirectory);
         while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "BnCluster.sln"))) dir = dir.Parent;
         if (dir is null) throw new InvalidOperationException($"no BnCluster.sln above {AppContext.BaseDirectory}; set BNCLUSTER_GOLDEN_DIR");
-        return Path.GetFullPath(Path.Combine(dir.FullName, "..", "shared", "golden"));
+        // The shared folder next to the checkout is the source of truth; a clone on its own (CI) uses the copy
+        // kept in the repository (tests/BnCluster.Core.Tests/Golden/data, copied from shared/golden on 2026-12-02).
+        var shared = Path.GetFullPath(Path.Combine(dir.FullName, "..", "shared", "golden"));
+        return System.IO.Directory.Exists(shared) ? shared : Path.Combine(dir.FullName, "tests", "BnCluster.Core.Tests", "Golden", "data");
     }
 
     public static string[] Cases(string prefix) =>
