@@ -454,10 +454,9 @@ public sealed class CoordinatorActor : ReceiveActor
         {
             var m = _participants[r];
             int[] shard = ShardSplit.Slice(rows, k, r).ToArray();
-            bool holds = m.SentVersion == _committed;
-            if (!holds && m.Region is { } region) region.WriteParameters(_committed, _p, _optimizerThreads); // every worker waits for it: all cores
-            m.Actor.Tell(new StartStep(_step, _epoch, _attempt, n, r, shard, _committed,
-                holds || m.Region is not null ? null : snapshot, SharedParameters: !holds && m.Region is not null), Self);
+            bool holds = m.SentVersion == _committed, viaFile = !holds && m.Region is not null;
+            if (viaFile) m.Region!.WriteParameters(_committed, _p, _optimizerThreads); // every worker waits for it: all cores
+            m.Actor.Tell(new StartStep(_step, _epoch, _attempt, n, r, shard, _committed, holds || viaFile ? null : snapshot, viaFile), Self);
             m.SentVersion = _committed;
         }
         Timers.StartSingleTimer("step-timeout", new StepTimeout(_step, _attempt), _timeout);

@@ -9,20 +9,7 @@ namespace BnCluster.Core.Protocol;
 /// </summary>
 public static class ParameterSnapshot
 {
-    public static float[][] Capture(Parameters p)
-    {
-        var tensors = p.AllTensors;
-        var snapshot = new float[tensors.Count][];
-        for (int i = 0; i < snapshot.Length; i++) snapshot[i] = Copy(tensors[i].Values);
-        return snapshot;
-    }
-
-    private static float[] Copy(float[] source)
-    {
-        var copy = TensorPool.Rent(source.Length);
-        source.CopyTo(copy, 0);
-        return copy;
-    }
+    public static float[][] Capture(Parameters p) => TensorPool.RentCopies(p.AllTensors);
 
     public static void Restore(Parameters p, float[][] snapshot)
     {

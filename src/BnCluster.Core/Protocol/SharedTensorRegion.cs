@@ -144,7 +144,7 @@ public sealed unsafe class SharedTensorRegion : IDisposable
     {
         CheckCount(gradients.Count, _gradLengths, "gradient");
         byte* stamp = BeginWrite(_gradStamp);
-        for (int i = 0; i < gradients.Count; i++) gradients[i].Values.AsSpan(0, Checked(gradients[i].Values.Length, _gradLengths, i)).CopyTo(Area(_gradOffsets[i], _gradLengths[i]));
+        for (int i = 0; i < gradients.Count; i++) Pass(_gradOffsets[i], _gradLengths, i, gradients[i].Values, null, &CopyToRegionRange);
         EndWrite(stamp, step, attempt);
     }
 
@@ -157,26 +157,11 @@ public sealed unsafe class SharedTensorRegion : IDisposable
     /// </summary>
     public bool TryAddGradients(long step, int attempt, IReadOnlyList<NamedTensor> sums, MatMul? threads, out bool nonFinite)
     {
-        ObjectDisposedException.ThrowIf(_disposed, this);
         CheckCount(sums.Count, _gradLengths, "gradient");
         nonFinite = false;
-        byte* stamp = _base + _gradStamp;
-        ulong before = Volatile.Read(ref *(ulong*)(stamp + SequenceOffset));
-        if ((before & 1) != 0 || *(long*)(stamp + FirstOffset) != step || *(long*)(stamp + SecondOffset) != attempt) return false;
-        Interlocked.MemoryBarrier();
-        for (int i = 0; i < sums.Count; i++)
-        {
-            int length = Checked(sums[i].Values.Length, _gradLengths, i);
-            fixed (float* sum = sums[i].Values)
-            {
-                var state = new RangeState { Region = (float*)(_base + _gradOffsets[i]), Array = sum };
-                if (threads is null) AddRange(ref state, 0, length);
-                else threads.ParallelFor(length, length, ref state, &AddRange, align: Line / sizeof(float));
-                nonFinite |= state.NonFinite != 0;
-            }
-        }
-        Interlocked.MemoryBarrier();
-        return Volatile.Read(ref *(ulong*)(stamp + SequenceOffset)) == before;
+        if (!BeginRead(_gradStamp, step, attempt, out ulong sequence)) return false;
+        for (int i = 0; i < sums.Count; i++) nonFinite |= Pass(_gradOffsets[i], _gradLengths, i, sums[i].Values, threads, &AddRange);
+        return EndRead(_gradStamp, sequence);
     }
 
     /// <summary>
@@ -188,25 +173,42 @@ public sealed unsafe class SharedTensorRegion : IDisposable
         var tensors = p.AllTensors;
         CheckCount(tensors.Count, _paramLengths, "parameter");
         byte* stamp = BeginWrite(_paramStamp);
-        for (int i = 0; i < tensors.Count; i++)
-        {
-            int length = Checked(tensors[i].Values.Length, _paramLengths, i);
-            fixed (float* values = tensors[i].Values)
-            {
-                var state = new RangeState { Region = (float*)(_base + _paramOffsets[i]), Array = values };
-                if (threads is null) CopyToRegionRange(ref state, 0, length);
-                else threads.ParallelFor(length, length, ref state, &CopyToRegionRange, align: Line / sizeof(float));
-            }
-        }
+        for (int i = 0; i < tensors.Count; i++) Pass(_paramOffsets[i], _paramLengths, i, tensors[i].Values, threads, &CopyToRegionRange);
         EndWrite(stamp, version, 0);
     }
 
-    // One tensor's element range of a parallel pass: the region's floats and the array's (pinned by the caller).
+    /// <summary>Worker: copies the parameters of <paramref name="version"/> into <paramref name="p"/>; false when the area holds another version or changed while read.</summary>
+    public bool TryReadParameters(long version, Parameters p)
+    {
+        var tensors = p.AllTensors;
+        CheckCount(tensors.Count, _paramLengths, "parameter");
+        if (!BeginRead(_paramStamp, version, 0, out ulong sequence)) return false;
+        for (int i = 0; i < tensors.Count; i++) Pass(_paramOffsets[i], _paramLengths, i, tensors[i].Values, null, &CopyFromRegionRange);
+        return EndRead(_paramStamp, sequence);
+    }
+
+    // One tensor's element range of a pass: the region's floats and the array's (pinned by Pass).
     private struct RangeState
     {
         public float* Region;
         public float* Array;
         public int NonFinite; // set by any range that saw NaN or ±∞ (all write the same 1)
+    }
+
+    /// <summary>
+    /// Runs <paramref name="body"/> over tensor <paramref name="index"/> of an area (at <paramref name="offset"/>) and
+    /// <paramref name="array"/>, split over <paramref name="threads"/> when given; true when a range saw a non-finite value.
+    /// </summary>
+    private bool Pass(long offset, int[] lengths, int index, float[] array, MatMul? threads, delegate*<ref RangeState, int, int, void> body)
+    {
+        int length = Checked(array.Length, lengths, index);
+        fixed (float* values = array)
+        {
+            var state = new RangeState { Region = (float*)(_base + offset), Array = values };
+            if (threads is null) body(ref state, 0, length);
+            else threads.ParallelFor(length, length, ref state, body, align: Line / sizeof(float));
+            return state.NonFinite != 0;
+        }
     }
 
     private static void AddRange(ref RangeState s, int start, int end)
@@ -220,29 +222,25 @@ public sealed unsafe class SharedTensorRegion : IDisposable
     private static void CopyToRegionRange(ref RangeState s, int start, int end) =>
         new ReadOnlySpan<float>(s.Array + start, end - start).CopyTo(new Span<float>(s.Region + start, end - start));
 
-    /// <summary>Worker: copies the parameters of <paramref name="version"/> into <paramref name="p"/>; false when the area holds another version or changed while read.</summary>
-    public bool TryReadParameters(long version, Parameters p)
-    {
-        var tensors = p.AllTensors;
-        CheckCount(tensors.Count, _paramLengths, "parameter");
-        return TryRead(_paramStamp, version, 0, _paramOffsets, _paramLengths, tensors);
-    }
+    private static void CopyFromRegionRange(ref RangeState s, int start, int end) =>
+        new ReadOnlySpan<float>(s.Region + start, end - start).CopyTo(new Span<float>(s.Array + start, end - start));
 
-    private bool TryRead(long stampOffset, long first, long second, long[] offsets, int[] lengths, IReadOnlyList<NamedTensor> tensors)
+    /// <summary>The area holds the stamp (first, second) and nobody is writing it: read, then check <see cref="EndRead"/>.</summary>
+    private bool BeginRead(long stampOffset, long first, long second, out ulong sequence)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         byte* stamp = _base + stampOffset;
-        ulong before = Volatile.Read(ref *(ulong*)(stamp + SequenceOffset));
-        if ((before & 1) != 0 || *(long*)(stamp + FirstOffset) != first || *(long*)(stamp + SecondOffset) != second) return false;
+        sequence = Volatile.Read(ref *(ulong*)(stamp + SequenceOffset));
+        bool stamped = (sequence & 1) == 0 && *(long*)(stamp + FirstOffset) == first && *(long*)(stamp + SecondOffset) == second;
         Interlocked.MemoryBarrier();
-        for (int i = 0; i < offsets.Length; i++)
-        {
-            var into = tensors[i].Values;
-            if (into.Length != lengths[i]) throw new ArgumentException($"tensor {i} has {into.Length} values, the region {lengths[i]}");
-            Area(offsets[i], lengths[i]).CopyTo(into);
-        }
+        return stamped;
+    }
+
+    /// <summary>Nobody wrote the area while it was read (the copy is whole).</summary>
+    private bool EndRead(long stampOffset, ulong sequence)
+    {
         Interlocked.MemoryBarrier();
-        return Volatile.Read(ref *(ulong*)(stamp + SequenceOffset)) == before;
+        return Volatile.Read(ref *(ulong*)(_base + stampOffset + SequenceOffset)) == sequence;
     }
 
     private byte* BeginWrite(long stampOffset)
@@ -263,8 +261,6 @@ public sealed unsafe class SharedTensorRegion : IDisposable
         ulong sequence = Volatile.Read(ref *(ulong*)(stamp + SequenceOffset));
         Volatile.Write(ref *(ulong*)(stamp + SequenceOffset), sequence + 1); // even: complete
     }
-
-    private Span<float> Area(long offset, int length) => new(_base + offset, length);
 
     private void WriteHeader()
     {

@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using BnCluster.Core.Training;
 
 namespace BnCluster.Core.Protocol;
 
@@ -74,6 +75,19 @@ public static class TensorPool
     {
         var set = new float[lengths.Count][];
         for (int i = 0; i < set.Length; i++) set[i] = Rent(lengths[i]);
+        return set;
+    }
+
+    /// <summary>Rented copies of <paramref name="tensors"/>' values, for a message that must own them.</summary>
+    public static float[][] RentCopies(IReadOnlyList<NamedTensor> tensors)
+    {
+        var set = new float[tensors.Count][];
+        for (int i = 0; i < set.Length; i++)
+        {
+            var source = tensors[i].Values;
+            set[i] = Rent(source.Length);
+            source.CopyTo(set[i], 0);
+        }
         return set;
     }
 

@@ -168,7 +168,7 @@ public sealed class WorkerActor : ReceiveActor
             // Through the shared-memory file, or as pooled copies the message owns (the workspace's gradients are
             // overwritten next step; the coordinator returns them).
             var region = _region;
-            float[][] tensors = region is null ? Copies(ws.Gradients) : [];
+            float[][] tensors = region is null ? TensorPool.RentCopies(ws.Gradients.Tensors) : [];
             region?.WriteGradients(m.Step, m.Attempt, ws.Gradients.Tensors);
             StepTimings timings;
             lock (_exchangeGate)
@@ -180,18 +180,6 @@ public sealed class WorkerActor : ReceiveActor
             }
             coordinator.Tell(new StepGradients(m.Step, m.Attempt, loss.SumLoss, loss.Correct, loss.Count, tensors, timings, Shared: region is not null), self);
         });
-    }
-
-    private static float[][] Copies(Gradients gradients)
-    {
-        var tensors = new float[gradients.Tensors.Count][];
-        for (int i = 0; i < tensors.Length; i++)
-        {
-            var g = gradients.Tensors[i].Values;
-            tensors[i] = TensorPool.Rent(g.Length);
-            g.CopyTo(tensors[i], 0);
-        }
-        return tensors;
     }
 
     private void OnAborted(StepAborted m)
