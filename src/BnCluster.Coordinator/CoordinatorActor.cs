@@ -106,15 +106,24 @@ public sealed class CoordinatorActor : ReceiveActor
     private long _step;
     private int _attempt;
     private int _unusableRetries;
-    private BatchNormStats?[][] _stats = [];
-    private BatchNormGradSums?[][] _gradSums = [];
+    // Each worker's partial BN messages, per BN layer by rank. Once a layer's slots are full they are merged and
+    // their arrays go back to the pool: from then on a slot only marks that its rank's partial arrived.
+    private BnStats?[][] _stats = [];
+    private BnGradStats?[][] _gradSums = [];
     // Gradients: each worker's loss partial once its message is accepted; its tensors wait in _pendingTensors
     // until every lower rank has been added to _gradSum (the sum is in rank order however they arrive), then
     // go back to the pool. So the sum overlaps the wait for the slowest worker.
     private LossPartial?[] _losses = [];
     private float[][]?[] _pendingTensors = [];
     private int _summedRanks;
+    // A BN layer's merged moments and summed gradient sums live in buffers allocated once; _merged[l] points at
+    // layer l's once this attempt has merged it. The BnGlobal / BnGradGlobal replies carry these buffers
+    // themselves: a receiver reads (copies or encodes) a reply before it sends its gradients, and the buffers are
+    // written again only at the next reduction of their layer, after every gradient of this step has arrived or
+    // after this attempt was aborted (its replies then carry a stale stamp, which the workers discard).
     private readonly BatchNormStats?[] _merged;
+    private readonly BatchNormStats?[] _mergedBuffers;
+    private readonly BatchNormGradSums?[] _gradSumBuffers;
     private readonly Stopwatch _stepTime = new();
     private long _round;
     private object?[] _roundReplies = [];
@@ -139,6 +148,14 @@ public sealed class CoordinatorActor : ReceiveActor
         _optimizer = new Optimizer(options.Trainer.Optimizer, _p);
         _gradSum = new Gradients(_p);
         _merged = new BatchNormStats?[_p.HiddenLayers];
+        _mergedBuffers = new BatchNormStats?[_p.HiddenLayers];
+        _gradSumBuffers = new BatchNormGradSums?[_p.HiddenLayers];
+        for (int l = 0; l < _p.HiddenLayers; l++)
+            if (_p.BatchNorm[l] is { } bn)
+            {
+                _mergedBuffers[l] = new BatchNormStats(bn.Features);
+                _gradSumBuffers[l] = new BatchNormGradSums(bn.Features);
+            }
 
         Receive<RegisterWorker>(OnRegister);
         Receive<Terminated>(t => { if (Find(t.ActorRef) is { } m) Lose([m], "terminated", alive: false); });
@@ -434,18 +451,32 @@ public sealed class CoordinatorActor : ReceiveActor
         int n = rows.Length;
         _participants = _roster.Take(Math.Min(_roster.Count, n)).ToArray();
         int k = _participants.Length, layers = _p.HiddenLayers;
-        _stats = new BatchNormStats?[layers][];
-        _gradSums = new BatchNormGradSums?[layers][];
+        if (_stats.Length != layers || (layers > 0 && _stats[0].Length != k))
+        {
+            _stats = new BnStats?[layers][];
+            _gradSums = new BnGradStats?[layers][];
+            for (int l = 0; l < layers; l++)
+            {
+                _stats[l] = new BnStats?[k];
+                _gradSums[l] = new BnGradStats?[k];
+            }
+        }
         for (int l = 0; l < layers; l++)
         {
-            _stats[l] = new BatchNormStats?[k];
-            _gradSums[l] = new BatchNormGradSums?[k];
+            // (an aborted attempt's unmerged partials are left to the garbage collector)
+            Array.Clear(_stats[l]);
+            Array.Clear(_gradSums[l]);
             _merged[l] = null;
         }
         foreach (var pending in _pendingTensors) // of an aborted attempt
             if (pending is not null && !ReferenceEquals(pending, InSharedMemory)) TensorPool.Release(pending);
-        _losses = new LossPartial?[k];
-        _pendingTensors = new float[k][][];
+        if (_losses.Length != k)
+        {
+            _losses = new LossPartial?[k];
+            _pendingTensors = new float[k][][];
+        }
+        Array.Clear(_losses);
+        Array.Clear(_pendingTensors);
         _summedRanks = 0;
         _gradSum.Clear();
         _stepTime.Restart();
@@ -498,14 +529,19 @@ public sealed class CoordinatorActor : ReceiveActor
         if (_stats[m.Layer][rank] is not null) { Duplicate(m, rank); return; }
         if (!AllFinite(m.Mean) || !AllFinite(m.M2)) { NonFinite(rank, $"BN statistic of layer {m.Layer}"); return; }
         var slots = _stats[m.Layer];
-        slots[rank] = new BatchNormStats(m.Count, m.Mean, m.M2);
-        if (Array.Exists(slots, s => s is null)) return;
+        slots[rank] = m;
+        if (Array.IndexOf(slots, null) >= 0) return;
         // Chan's merge in rank order: the result does not depend on arrival order.
-        var merged = new BatchNormStats(m.Mean.Length);
-        foreach (var s in slots) merged.Merge(s!);
+        var merged = _mergedBuffers[m.Layer]!;
+        merged.Clear();
+        foreach (var s in slots)
+        {
+            merged.Merge(s!.Count, s.Mean, s.M2);
+            TensorPool.Return(s.Mean);
+            TensorPool.Return(s.M2);
+        }
         _merged[m.Layer] = merged;
-        // One set of fresh arrays for all participants: receivers only read them, and nobody here writes them again
-        // (the running averages read them at the commit).
+        // The layer's buffers go to all participants: receivers only read them (see _merged).
         foreach (var p in _participants)
             p.Actor.Tell(new BnGlobal(_step, _attempt, m.Layer, merged.Count, merged.Mean, merged.M2), Self);
     }
@@ -517,11 +553,17 @@ public sealed class CoordinatorActor : ReceiveActor
         if (_gradSums[m.Layer][rank] is not null) { Duplicate(m, rank); return; }
         if (!AllFinite(m.SumDy) || !AllFinite(m.SumDyXhat)) { NonFinite(rank, $"BN gradient sum of layer {m.Layer}"); return; }
         var slots = _gradSums[m.Layer];
-        slots[rank] = new BatchNormGradSums(m.SumDy, m.SumDyXhat);
-        if (Array.Exists(slots, s => s is null)) return;
-        var sum = new BatchNormGradSums(m.SumDy.Length);
-        foreach (var s in slots) sum.Add(s!);
-        foreach (var p in _participants) // shared read-only, as BnGlobal's
+        slots[rank] = m;
+        if (Array.IndexOf(slots, null) >= 0) return;
+        var sum = _gradSumBuffers[m.Layer]!;
+        sum.Clear();
+        foreach (var s in slots)
+        {
+            sum.Add(s!.SumDy, s.SumDyXhat);
+            TensorPool.Return(s.SumDy);
+            TensorPool.Return(s.SumDyXhat);
+        }
+        foreach (var p in _participants) // the layer's buffers, read-only, as BnGlobal's
             p.Actor.Tell(new BnGradGlobal(_step, _attempt, m.Layer, sum.SumDy, sum.SumDyXhat), Self);
     }
 

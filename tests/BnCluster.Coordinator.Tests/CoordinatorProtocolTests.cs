@@ -37,6 +37,38 @@ public sealed class CoordinatorProtocolTests : ActorTestKit
     }
 
     [Fact]
+    public void Every_step_merges_into_the_same_buffers_which_the_replies_carry()
+    {
+        // The coordinator allocates no statistics per step: each BN layer's merged moments and gradient sums live in
+        // one pair of buffers, which every reply carries (a receiver copies them before it sends its gradients).
+        var h = new CoordinatorHarness(this, workers: 2, maxSteps: 3);
+        var (a, b, sa, sb) = h.StartTwo();
+        a.Reply(Stats(sa, value: 1)); b.Reply(Stats(sb, value: 3));
+        var first = a.ExpectMsg<BnGlobal>();
+        Assert.Same(first.Mean, b.ExpectMsg<BnGlobal>().Mean);
+        Assert.Equal(2.0, first.Mean[0], 12);
+        a.Reply(GradStats(sa, value: 0.5)); b.Reply(GradStats(sb, value: 0.25));
+        var firstSums = a.ExpectMsg<BnGradGlobal>();
+        b.ExpectMsg<BnGradGlobal>();
+        Assert.Equal(0.75, firstSums.SumDy[0], 12);
+        a.Reply(Gradients(sa)); b.Reply(Gradients(sb));
+
+        sa = a.ExpectMsg<StartStep>();
+        sb = b.ExpectMsg<StartStep>();
+        a.Reply(Stats(sa, value: 5)); b.Reply(Stats(sb, value: 9));
+        var second = a.ExpectMsg<BnGlobal>();
+        Assert.Same(first.Mean, second.Mean);
+        Assert.Same(first.M2, second.M2);
+        Assert.Equal(7.0, second.Mean[0], 12); // this step's merge, not the last one's
+        Assert.Equal(2 + 2 + 16.0 * 2 * 2 / 4, second.M2[0], 12);
+        b.ExpectMsg<BnGlobal>();
+        a.Reply(GradStats(sa, value: 1)); b.Reply(GradStats(sb, value: 2));
+        var secondSums = a.ExpectMsg<BnGradGlobal>();
+        Assert.Same(firstSums.SumDy, secondSums.SumDy);
+        Assert.Equal(3.0, secondSums.SumDyXhat[0], 12);
+    }
+
+    [Fact]
     public void The_coordinator_logs_each_workers_own_timings_of_the_step_it_accepts()
     {
         var h = new CoordinatorHarness(this, workers: 2);

@@ -96,6 +96,44 @@ public sealed class TrainingCodecTests
         Assert.Equal(Enumerable.Range(0, 4099).Select(i => i * 0.5f), received.Tensors[0]);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void A_sent_partial_BN_message_returns_its_arrays_and_the_decoder_rents_them_again(bool backward)
+    {
+        int length = backward ? 4111 : 4127; // lengths no other test uses: the pool is process-wide
+        var a = TensorPool.RentDoubles(length);
+        var b = TensorPool.RentDoubles(length);
+        for (int i = 0; i < length; i++) (a[i], b[i]) = (i * 0.25, -i);
+        object sent = backward ? new BnGradStats(1, 1, 0, a, b) : new BnStats(1, 1, 0, 9, a, b);
+        var bytes = Encode(sent);
+        TrainingMessageCodec.Instance.Sent(sent);
+        Assert.Equal(2, TensorPool.PooledDoubles(length));
+        Array.Fill(a, double.NaN); // (only a test touches a returned array) so the decoder must write every value
+        Array.Fill(b, double.NaN);
+        var (first, second) = Decode(bytes) switch
+        {
+            BnGradStats g => (g.SumDy, g.SumDyXhat),
+            BnStats s => (s.Mean, s.M2),
+            var other => throw new InvalidOperationException($"decoded {other}"),
+        };
+        Assert.Equal(0, TensorPool.PooledDoubles(length)); // decoded straight into the pooled arrays
+        Assert.Equal(Enumerable.Range(0, length).Select(i => i * 0.25), first);
+        Assert.Equal(Enumerable.Range(0, length).Select(i => (double)-i), second);
+    }
+
+    [Fact]
+    public void A_sent_global_BN_reply_keeps_its_arrays_they_are_the_coordinators_buffers()
+    {
+        var mean = new double[4133];
+        var m2 = new double[4133];
+        var reply = new BnGlobal(1, 1, 0, 4, mean, m2);
+        Encode(reply);
+        TrainingMessageCodec.Instance.Sent(reply);
+        TrainingMessageCodec.Instance.Sent(new BnGradGlobal(1, 1, 0, mean, m2));
+        Assert.Equal(0, TensorPool.PooledDoubles(4133));
+    }
+
     [Fact]
     public void Unknown_types_and_messages_of_other_protocols_are_not_claimed()
     {

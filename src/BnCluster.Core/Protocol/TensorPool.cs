@@ -5,7 +5,8 @@ namespace BnCluster.Core.Protocol;
 
 /// <summary>
 /// A bounded, process-wide pool of float arrays of exact lengths, for the big tensors of the step messages
-/// (parameter snapshots, gradients) so that a step allocates none. Ownership rule: whoever creates a message
+/// (parameter snapshots, gradients), and of float64 arrays for the BN statistics messages, so that a step allocates
+/// none. Ownership rule: whoever creates a message
 /// rents its arrays and never touches them after sending; whoever consumes the message (the receiving actor
 /// after using it, or the remoting codec after encoding it, see <see cref="TrainingCodec.Sent"/>) returns them.
 /// A tensor set sent to several receivers at once is registered with <see cref="Share"/> and goes back to the
@@ -17,10 +18,36 @@ public static class TensorPool
     /// <summary>Arrays kept per length; beyond that, returned arrays are dropped.</summary>
     public const int ArraysPerLength = 32;
 
-    private sealed class Bucket
+    /// <summary>The arrays of one element type, by length (guarded by <see cref="Gate"/>).</summary>
+    private sealed class Buckets<T>
     {
-        public readonly float[]?[] Arrays = new float[ArraysPerLength][];
-        public int Count;
+        private sealed class Bucket
+        {
+            public readonly T[]?[] Arrays = new T[ArraysPerLength][];
+            public int Count;
+        }
+
+        private readonly Dictionary<int, Bucket> _byLength = [];
+
+        public T[]? TryTake(int length)
+        {
+            if (!_byLength.TryGetValue(length, out var bucket) || bucket.Count == 0) return null;
+            var array = bucket.Arrays[--bucket.Count]!;
+            bucket.Arrays[bucket.Count] = null;
+            return array;
+        }
+
+        public void Put(T[] array)
+        {
+            if (!_byLength.TryGetValue(array.Length, out var bucket)) _byLength[array.Length] = bucket = new Bucket();
+            // A second return would hand one array to two renters: a bug to name rather than corrupt tensors.
+            for (int i = 0; i < bucket.Count; i++)
+                if (ReferenceEquals(bucket.Arrays[i], array))
+                    throw new InvalidOperationException($"an array of {array.Length} {typeof(T).Name} was returned to the pool twice");
+            if (bucket.Count < ArraysPerLength) bucket.Arrays[bucket.Count++] = array;
+        }
+
+        public int Count(int length) => _byLength.TryGetValue(length, out var bucket) ? bucket.Count : 0;
     }
 
     private sealed class Holders
@@ -29,7 +56,8 @@ public static class TensorPool
     }
 
     private static readonly Lock Gate = new();
-    private static readonly Dictionary<int, Bucket> Buckets = [];
+    private static readonly Buckets<float> Floats = new();
+    private static readonly Buckets<double> Doubles = new();
     // Shared sets: the entry lives as long as the set does, so a set nobody releases leaks nothing.
     private static readonly ConditionalWeakTable<float[][], Holders> Shared = new();
 
@@ -39,16 +67,20 @@ public static class TensorPool
         ArgumentOutOfRangeException.ThrowIfNegative(length);
         if (length == 0) return [];
         lock (Gate)
-        {
-            if (Buckets.TryGetValue(length, out var bucket) && bucket.Count > 0)
-            {
-                var array = bucket.Arrays[--bucket.Count]!;
-                bucket.Arrays[bucket.Count] = null;
-                return array;
-            }
-        }
+            if (Floats.TryTake(length) is { } array) return array;
         Interlocked.Increment(ref _allocations);
         return GC.AllocateUninitializedArray<float>(length);
+    }
+
+    /// <summary>An array of exactly <paramref name="length"/> float64 (BN statistics); its contents are undefined.</summary>
+    public static double[] RentDoubles(int length)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        if (length == 0) return [];
+        lock (Gate)
+            if (Doubles.TryTake(length) is { } array) return array;
+        Interlocked.Increment(ref _allocations);
+        return GC.AllocateUninitializedArray<double>(length);
     }
 
     private static long _allocations;
@@ -60,14 +92,22 @@ public static class TensorPool
     public static void Return(float[] array)
     {
         if (array.Length == 0) return;
-        lock (Gate)
-        {
-            if (!Buckets.TryGetValue(array.Length, out var bucket)) Buckets[array.Length] = bucket = new Bucket();
-            // A second return would hand one array to two renters: a bug to name rather than corrupt tensors.
-            for (int i = 0; i < bucket.Count; i++)
-                if (ReferenceEquals(bucket.Arrays[i], array)) throw new InvalidOperationException($"a tensor of {array.Length} floats was returned to the pool twice");
-            if (bucket.Count < ArraysPerLength) bucket.Arrays[bucket.Count++] = array;
-        }
+        lock (Gate) Floats.Put(array);
+    }
+
+    /// <summary>Gives <paramref name="array"/> back; the caller must not touch it any more.</summary>
+    public static void Return(double[] array)
+    {
+        if (array.Length == 0) return;
+        lock (Gate) Doubles.Put(array);
+    }
+
+    /// <summary>A rented copy of <paramref name="values"/>, for a message that must own it.</summary>
+    public static double[] RentCopy(ReadOnlySpan<double> values)
+    {
+        var copy = RentDoubles(values.Length);
+        values.CopyTo(copy);
+        return copy;
     }
 
     /// <summary>Arrays of the given lengths, rented.</summary>
@@ -115,9 +155,15 @@ public static class TensorPool
         foreach (var array in set) Return(array);
     }
 
-    /// <summary>Arrays currently kept for <paramref name="length"/> (for tests).</summary>
+    /// <summary>Float arrays currently kept for <paramref name="length"/> (for tests).</summary>
     public static int Pooled(int length)
     {
-        lock (Gate) return Buckets.TryGetValue(length, out var bucket) ? bucket.Count : 0;
+        lock (Gate) return Floats.Count(length);
+    }
+
+    /// <summary>Float64 arrays currently kept for <paramref name="length"/> (for tests).</summary>
+    public static int PooledDoubles(int length)
+    {
+        lock (Gate) return Doubles.Count(length);
     }
 }

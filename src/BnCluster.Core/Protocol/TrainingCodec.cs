@@ -7,8 +7,8 @@ namespace BnCluster.Core.Protocol;
 /// MessagePack encoding of the training protocol (DESIGN §4): each message is an array <c>[type, …fields]</c>;
 /// float tensors are bin of little-endian float32, statistics bin of little-endian float64, row indices bin of
 /// little-endian int32, a missing parameter snapshot nil. Type ids 40–59 belong to this protocol.
-/// Float tensors are written straight from the message's arrays and read straight into arrays rented from
-/// <see cref="TensorPool"/>; <see cref="Sent"/> returns a sent message's pooled arrays.
+/// Float tensors and the workers' partial BN statistics are written straight from the message's arrays and read
+/// straight into arrays rented from <see cref="TensorPool"/>; <see cref="Sent"/> returns a sent message's pooled arrays.
 /// </summary>
 public static class TrainingCodec
 {
@@ -90,13 +90,13 @@ public static class TrainingCodec
                 return new StartStep(r.ReadInt64(), r.ReadInt32(), r.ReadInt32(), r.ReadInt32(), r.ReadInt32(), ReadInt32Array(ref r), r.ReadInt64(), ReadTensors(ref r), r.ReadBoolean());
             case TBnStats:
                 Expect(ref r, start, fields, 6, "BnStats");
-                return new BnStats(r.ReadInt64(), r.ReadInt32(), r.ReadInt32(), r.ReadInt64(), r.ReadFloat64Array(), r.ReadFloat64Array());
+                return new BnStats(r.ReadInt64(), r.ReadInt32(), r.ReadInt32(), r.ReadInt64(), r.ReadFloat64Array(TensorPool.RentDoubles), r.ReadFloat64Array(TensorPool.RentDoubles));
             case TBnGlobal:
                 Expect(ref r, start, fields, 6, "BnGlobal");
                 return new BnGlobal(r.ReadInt64(), r.ReadInt32(), r.ReadInt32(), r.ReadInt64(), r.ReadFloat64Array(), r.ReadFloat64Array());
             case TGradStats:
                 Expect(ref r, start, fields, 5, "BnGradStats");
-                return new BnGradStats(r.ReadInt64(), r.ReadInt32(), r.ReadInt32(), r.ReadFloat64Array(), r.ReadFloat64Array());
+                return new BnGradStats(r.ReadInt64(), r.ReadInt32(), r.ReadInt32(), r.ReadFloat64Array(TensorPool.RentDoubles), r.ReadFloat64Array(TensorPool.RentDoubles));
             case TGradGlobal:
                 Expect(ref r, start, fields, 5, "BnGradGlobal");
                 return new BnGradGlobal(r.ReadInt64(), r.ReadInt32(), r.ReadInt32(), r.ReadFloat64Array(), r.ReadFloat64Array());
@@ -129,6 +129,9 @@ public static class TrainingCodec
             case StartStep { Parameters: { } p }: TensorPool.Release(p); break;
             case Evaluate { Parameters: { } p }: TensorPool.Release(p); break;
             case StepGradients m: TensorPool.Release(m.Tensors); break;
+            // A worker's partial statistics; the global replies are the coordinator's reused buffers, never returned.
+            case BnStats m: TensorPool.Return(m.Mean); TensorPool.Return(m.M2); break;
+            case BnGradStats m: TensorPool.Return(m.SumDy); TensorPool.Return(m.SumDyXhat); break;
         }
     }
 
@@ -145,9 +148,18 @@ public static class TrainingCodec
 
     private static void WriteInt32Array(MessagePackWriter w, int[] values)
     {
-        var bytes = new byte[values.Length * sizeof(int)];
-        for (int i = 0; i < values.Length; i++) BinaryPrimitives.WriteInt32LittleEndian(bytes.AsSpan(i * sizeof(int)), values[i]);
-        w.WriteBinary(bytes);
+        if (BitConverter.IsLittleEndian)
+        {
+            w.WriteBinary(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()));
+            return;
+        }
+        Span<byte> bytes = stackalloc byte[sizeof(int)];
+        w.WriteBinaryHeader(values.Length * sizeof(int));
+        foreach (int v in values)
+        {
+            BinaryPrimitives.WriteInt32LittleEndian(bytes, v);
+            w.WriteRaw(bytes);
+        }
     }
 
     private static int[] ReadInt32Array(ref MessagePackReader r)

@@ -243,6 +243,19 @@ public ref struct MessagePackReader
         CopyFloat64(bytes, destination);
     }
 
+    /// <summary>
+    /// Reads a bin of little-endian float64 into an array of exactly its length from <paramref name="allocate"/>
+    /// (e.g. a pool's rent; called only after the length is checked).
+    /// </summary>
+    public double[] ReadFloat64Array(Func<int, double[]> allocate)
+    {
+        ReadOnlySpan<byte> bytes = ReadFloatBin(_position, sizeof(double), "float64");
+        double[] result = allocate(bytes.Length / sizeof(double));
+        if (result.Length != bytes.Length / sizeof(double)) throw new InvalidOperationException($"allocator returned {result.Length} doubles for {bytes.Length / sizeof(double)}");
+        CopyFloat64(bytes, result);
+        return result;
+    }
+
     public double[] ReadFloat64Array()
     {
         ReadOnlySpan<byte> bytes = ReadFloatBin(_position, sizeof(double), "float64");

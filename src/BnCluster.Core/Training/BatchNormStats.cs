@@ -142,23 +142,28 @@ public sealed class BatchNormStats
     /// Chan's merge of <paramref name="other"/> (b) into this (a):
     /// n = na + nb; δ = mb − ma; mean = ma + δ·nb/n; M2 = M2a + M2b + δ²·na·nb/n.
     /// </summary>
-    public void Merge(BatchNormStats other)
+    public void Merge(BatchNormStats other) => Merge(other.Count, other.Mean, other.M2);
+
+    /// <summary>The same merge of the moments (<paramref name="count"/>, <paramref name="mean"/>, <paramref name="m2"/>) of another set of rows.</summary>
+    public void Merge(long count, ReadOnlySpan<double> mean, ReadOnlySpan<double> m2)
     {
-        if (other.Features != Features) throw new ArgumentException($"stats for {other.Features} features merged into {Features}");
-        if (other.Count == 0) return;
+        if (mean.Length != Features || m2.Length != Features) throw new ArgumentException($"stats for {mean.Length} features merged into {Features}");
+        if (count == 0) return;
         if (Count == 0)
         {
-            CopyFrom(other);
+            Count = count;
+            mean.CopyTo(Mean);
+            m2.CopyTo(M2);
             return;
         }
-        double na = Count, nb = other.Count, n = na + nb;
+        double na = Count, nb = count, n = na + nb;
         for (int j = 0; j < Features; j++)
         {
-            double delta = other.Mean[j] - Mean[j];
+            double delta = mean[j] - Mean[j];
             Mean[j] += delta * nb / n;
-            M2[j] += other.M2[j] + delta * delta * na * nb / n;
+            M2[j] += m2[j] + delta * delta * na * nb / n;
         }
-        Count += other.Count;
+        Count += count;
     }
 }
 
@@ -198,13 +203,16 @@ public sealed class BatchNormGradSums
         other.SumDyXhat.CopyTo(SumDyXhat, 0);
     }
 
-    public void Add(BatchNormGradSums other)
+    public void Add(BatchNormGradSums other) => Add(other.SumDy, other.SumDyXhat);
+
+    /// <summary>Adds another set of rows' Σdy and Σdy·z_norm.</summary>
+    public void Add(ReadOnlySpan<double> sumDy, ReadOnlySpan<double> sumDyXhat)
     {
-        if (other.Features != Features) throw new ArgumentException($"sums for {other.Features} features added to {Features}");
+        if (sumDy.Length != Features || sumDyXhat.Length != Features) throw new ArgumentException($"sums for {sumDy.Length} features added to {Features}");
         for (int j = 0; j < Features; j++)
         {
-            SumDy[j] += other.SumDy[j];
-            SumDyXhat[j] += other.SumDyXhat[j];
+            SumDy[j] += sumDy[j];
+            SumDyXhat[j] += sumDyXhat[j];
         }
     }
 }

@@ -10,7 +10,8 @@ namespace BnCluster.Node.Cluster;
 /// The worker's <see cref="ICollective"/>: sends its partials to the coordinator and awaits the matching global
 /// reply, routed by (step, attempt, layer, direction) from the worker actor's mailbox (<see cref="Deliver(BnGlobal)"/>).
 /// The awaiting step runs outside the actor, so the actor keeps receiving while the step waits.
-/// Each sent message gets fresh arrays (the step reuses its workspace buffers; BN statistics are a few KB).
+/// Each sent message gets rented copies (the step reuses its workspace buffers); the coordinator, or the codec once
+/// it has encoded them, returns them to the pool.
 /// It records each wait (<see cref="Waits"/>); the worker sends them to the coordinator with its gradients,
 /// and the coordinator logs them.
 /// </summary>
@@ -39,14 +40,14 @@ internal sealed class ClusterCollective(IActorRef coordinator, IActorRef self, I
     public async ValueTask<BatchNormStats> AllReduceStatsAsync(int layer, BatchNormStats local, CancellationToken cancellationToken = default)
     {
         var reply = (BnGlobal)await Exchange(layer, false,
-            new BnStats(_step, _attempt, layer, local.Count, (double[])local.Mean.Clone(), (double[])local.M2.Clone()), cancellationToken).ConfigureAwait(false);
+            new BnStats(_step, _attempt, layer, local.Count, TensorPool.RentCopy(local.Mean), TensorPool.RentCopy(local.M2)), cancellationToken).ConfigureAwait(false);
         return new BatchNormStats(reply.Count, reply.Mean, reply.M2);
     }
 
     public async ValueTask<BatchNormGradSums> AllReduceGradSumsAsync(int layer, BatchNormGradSums local, CancellationToken cancellationToken = default)
     {
         var reply = (BnGradGlobal)await Exchange(layer, true,
-            new BnGradStats(_step, _attempt, layer, (double[])local.SumDy.Clone(), (double[])local.SumDyXhat.Clone()), cancellationToken).ConfigureAwait(false);
+            new BnGradStats(_step, _attempt, layer, TensorPool.RentCopy(local.SumDy), TensorPool.RentCopy(local.SumDyXhat)), cancellationToken).ConfigureAwait(false);
         return new BatchNormGradSums(reply.SumDy, reply.SumDyXhat);
     }
 

@@ -33,6 +33,23 @@ public sealed class TensorPoolTests
     }
 
     [Fact]
+    public void Float64_arrays_are_pooled_apart_from_float_arrays_of_the_same_length()
+    {
+        var values = Enumerable.Range(0, 7937).Select(i => i * -1.5).ToArray();
+        var copy = TensorPool.RentCopy(values);
+        Assert.Equal(values, copy);
+        TensorPool.Return(copy);
+        Assert.Equal(1, TensorPool.PooledDoubles(7937));
+        Assert.Equal(0, TensorPool.Pooled(7937));
+        var e = Assert.Throws<InvalidOperationException>(() => TensorPool.Return(copy));
+        Assert.Contains("7937 Double", e.Message);
+        long allocations = TensorPool.Allocations;
+        Assert.Same(copy, TensorPool.RentDoubles(7937));
+        Assert.Equal(allocations, TensorPool.Allocations);
+        Assert.Empty(TensorPool.RentDoubles(0));
+    }
+
+    [Fact]
     public void A_shared_set_goes_back_to_the_pool_at_its_last_release_only()
     {
         var set = TensorPool.RentSet([7919, 7927]);

@@ -161,6 +161,11 @@ public class MessagePackReaderTests
         Assert.Equal([1f, -2f], dest);
         Assert.Equal([1.0], Reader("c408000000000000f03f").ReadFloat64Array());
         Assert.Throws<MessagePackException>(() => Reader("c40400000000").ReadFloat64Array());
+        var rented = new double[1];
+        Assert.Same(rented, Reader("c408000000000000f03f").ReadFloat64Array(n => n == 1 ? rented : throw new InvalidOperationException($"asked for {n}")));
+        Assert.Equal([1.0], rented);
+        var wrong = Assert.Throws<InvalidOperationException>(() => Reader("c408000000000000f03f").ReadFloat64Array(_ => new double[2]));
+        Assert.Equal("allocator returned 2 doubles for 1", wrong.Message);
     }
 
     [Fact]
