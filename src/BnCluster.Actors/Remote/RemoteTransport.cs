@@ -1,6 +1,9 @@
+using System.Buffers;
 using System.Collections.Concurrent;
 using System.Net;
 using System.Net.Sockets;
+using System.Text;
+using System.Text.Unicode;
 using BnCluster.Actors.Transport;
 using BnCluster.Core.Serialization;
 using Serilog;
@@ -16,6 +19,12 @@ internal sealed class RemoteTransport : IAsyncDisposable
     private readonly IMessageCodec[] _codecs;
     private readonly ConcurrentDictionary<Address, OutboundEndpoint> _endpoints = new();
     private readonly ConcurrentDictionary<string, RemoteActorRef> _refCache = new(StringComparer.Ordinal);
+    // The recipient and sender paths of envelopes repeat on every message of a training step: each text is decoded
+    // and parsed once, then found again by its UTF-16 form on the stack, so a delivery allocates no string or path.
+    private readonly ConcurrentDictionary<string, EnvelopePath> _pathCache = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, EnvelopePath>.AlternateLookup<ReadOnlySpan<char>> _pathLookup;
+    private const int MaxCachedPaths = 10_000, MaxCachedPathChars = 512;
+    private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
     private readonly ConcurrentDictionary<TcpClient, Task> _inbound = new();
     private readonly Dictionary<Address, List<(RemoteActorRef Watchee, IInternalActorRef Watcher)>> _watches = new();
     private readonly CancellationTokenSource _shutdown = new();
@@ -28,6 +37,7 @@ internal sealed class RemoteTransport : IAsyncDisposable
         FrameLimits.Validate(settings.MaxFrameSize);
         Log = log;
         _codecs = [.. codecs, BuiltInCodec.Instance, Cluster.ClusterCodec.Instance];
+        _pathLookup = _pathCache.GetAlternateLookup<ReadOnlySpan<char>>();
         Uid = Random.Shared.NextInt64(1, long.MaxValue);
         var ip = IPAddress.TryParse(host, out var parsed) ? parsed
             : host == "localhost" ? IPAddress.Loopback
@@ -266,8 +276,8 @@ internal sealed class RemoteTransport : IAsyncDisposable
     /// <summary>Decodes one envelope and delivers it; malformed input throws <see cref="RemoteProtocolException"/>.</summary>
     private void Dispatch(ReadOnlySpan<byte> payload)
     {
-        string recipientText;
-        string? senderText;
+        ReadOnlySpan<byte> recipientText, senderText = default;
+        bool hasSender;
         object message;
         try
         {
@@ -278,14 +288,14 @@ internal sealed class RemoteTransport : IAsyncDisposable
             var type = count >= 1 ? r.ReadInt32() : -1;
             if (type != Wire.EnvelopeType) throw new RemoteProtocolException($"unknown frame type {type} (expected an envelope, type {Wire.EnvelopeType})");
             if (count != 4) throw new RemoteProtocolException($"envelope has {count} elements; expected 4");
-            recipientText = r.ReadString();
-            senderText = r.ReadNullableString();
+            recipientText = r.ReadStringUtf8();
+            hasSender = !r.TryReadNil();
+            if (hasSender) senderText = r.ReadStringUtf8();
             var peek = r;
             var fields = peek.ReadArrayHeader();
             if (fields < 1) throw new RemoteProtocolException("message is an empty array; expected [typeId, …]");
             var typeId = peek.ReadInt32();
-            var codec = Array.Find(_codecs, c => c.Handles(typeId))
-                ?? throw new RemoteProtocolException($"message type id {typeId} is not handled by any registered codec");
+            var codec = CodecFor(typeId) ?? throw new RemoteProtocolException($"message type id {typeId} is not handled by any registered codec");
             message = codec.Read(ref r);
             if (!r.End) throw new RemoteProtocolException($"envelope has {r.Remaining} trailing bytes");
         }
@@ -297,8 +307,8 @@ internal sealed class RemoteTransport : IAsyncDisposable
         IActorRef? sender;
         try
         {
-            recipientPath = ActorPath.Parse(recipientText);
-            sender = senderText is null ? null : ResolveSender(senderText);
+            recipientPath = PathOf(recipientText).Path;
+            sender = hasSender ? ResolveSender(PathOf(senderText)) : null;
         }
         catch (FormatException e)
         {
@@ -314,12 +324,39 @@ internal sealed class RemoteTransport : IAsyncDisposable
         recipient.Tell(message, sender ?? ActorRefs.Nobody);
     }
 
-    private IActorRef ResolveSender(string text)
+    private IMessageCodec? CodecFor(int typeId)
     {
-        if (_refCache.TryGetValue(text, out var cached)) return cached;
-        var path = ActorPath.Parse(text);
-        if (path.Address.Equals(_system!.Address)) return _system.ResolveLocal(path) ?? _system.DeadLetters;
-        return RefFor(text, path);
+        foreach (var codec in _codecs) if (codec.Handles(typeId)) return codec;
+        return null;
+    }
+
+    /// <summary>A path's text and parsed form.</summary>
+    private sealed record EnvelopePath(string Text, ActorPath Path);
+
+    /// <summary>
+    /// The envelope path whose UTF-8 text is <paramref name="utf8"/>, from the cache when it was seen before; throws
+    /// <see cref="RemoteProtocolException"/> for invalid UTF-8 and <see cref="FormatException"/> for an invalid path.
+    /// </summary>
+    private EnvelopePath PathOf(ReadOnlySpan<byte> utf8)
+    {
+        Span<char> chars = stackalloc char[MaxCachedPathChars];
+        if (Utf8.ToUtf16(utf8, chars, out _, out int written, replaceInvalidSequences: false) == OperationStatus.Done
+            && _pathLookup.TryGetValue(chars[..written], out var cached))
+            return cached;
+        string text;
+        try { text = StrictUtf8.GetString(utf8); }
+        catch (DecoderFallbackException e) { throw new RemoteProtocolException($"malformed envelope: a path is not valid UTF-8 ({e.Message})", e); }
+        var entry = new EnvelopePath(text, ActorPath.Parse(text));
+        if (text.Length > MaxCachedPathChars) return entry;
+        if (_pathCache.Count > MaxCachedPaths) _pathCache.Clear(); // temp ask paths would grow it forever
+        return _pathCache.GetOrAdd(text, entry);
+    }
+
+    private IActorRef ResolveSender(EnvelopePath sender)
+    {
+        if (_refCache.TryGetValue(sender.Text, out var cached)) return cached;
+        if (sender.Path.Address.Equals(_system!.Address)) return _system.ResolveLocal(sender.Path) ?? _system.DeadLetters;
+        return RefFor(sender.Text, sender.Path);
     }
 
     public async ValueTask DisposeAsync()

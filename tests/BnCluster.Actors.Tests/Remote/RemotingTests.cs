@@ -75,6 +75,30 @@ public sealed class RemotingTests
     }
 
     [Fact]
+    public async Task An_actor_created_again_under_a_stopped_ones_name_gets_the_messages_sent_to_that_path()
+    {
+        // Remoting caches envelope paths, never the actors they resolve to.
+        using var a = new RemoteNode("a");
+        using var b = new RemoteNode("b");
+        var first = b.Sys.ActorOf(Props.Create(() => new EchoActor()), "echo");
+        var remoteEcho = a.RefOn(b, "/user/echo");
+        Assert.Equal(1, (await remoteEcho.Ask<Pong>(new Ping(1), Timeout)).N);
+        var watcher = b.CreateTestProbe();
+        watcher.Watch(first);
+        b.Sys.Stop(first);
+        watcher.ExpectTerminated(first, Timeout);
+        b.Sys.ActorOf(Props.Create(() => new PlusHundredActor()), "echo");
+        var probe = a.CreateTestProbe();
+        remoteEcho.Tell(new Ping(2), probe.Ref);
+        Assert.Equal(102, probe.ExpectMsg<Pong>(timeout: Timeout).N);
+    }
+
+    private sealed class PlusHundredActor : ReceiveActor
+    {
+        public PlusHundredActor() => Receive<Ping>(p => Sender.Tell(new Pong(p.N + 100)));
+    }
+
+    [Fact]
     public void Watching_a_remote_actor_gives_Terminated_when_it_stops_or_was_never_there()
     {
         using var a = new RemoteNode("a");
@@ -126,7 +150,7 @@ public sealed class RemotingTests
         Assert.Equal(5, (await good.RefOn(server, "/user/echo").Ask<Pong>(new Ping(5), Timeout)).N);
     }
 
-    public static TheoryData<string> BadInputs => new() { "garbage", "oversized", "wrong-first-frame", "bad-envelope" };
+    public static TheoryData<string> BadInputs => new() { "garbage", "oversized", "wrong-first-frame", "bad-envelope", "path-not-utf8", "not-a-path" };
 
     [Theory]
     [MemberData(nameof(BadInputs))]
@@ -145,6 +169,8 @@ public sealed class RemotingTests
             "garbage" => Frame([0xc1, 0xc1, 0xff, 0x00]),
             "oversized" => [0x7f, 0xff, 0xff, 0xff, 1, 2, 3],
             "wrong-first-frame" => Frame(Envelope()),
+            "path-not-utf8" => [.. Frame(Handshake()), .. Frame(Envelope([0xff, 0xfe, 0x2f]))],
+            "not-a-path" => [.. Frame(Handshake()), .. Frame(Envelope("echo, please"u8.ToArray()))],
             _ => [.. Frame(Handshake()), .. Frame([0x93, 0x04, 0xa1, 0x78, 0xc0])],
         };
         await stream.WriteAsync(bytes);
@@ -158,6 +184,8 @@ public sealed class RemotingTests
             "garbage" => "not a valid handshake",
             "oversized" => "exceeds the maximum frame size",
             "wrong-first-frame" => "expected a handshake",
+            "path-not-utf8" => "a path is not valid UTF-8",
+            "not-a-path" => "envelope has an invalid path",
             _ => "envelope has 3 elements",
         };
         server.AwaitLog(expected);
@@ -181,13 +209,16 @@ public sealed class RemotingTests
         return buffer.WrittenSpan[4..].ToArray();
     }
 
-    private static byte[] Envelope()
+    /// <summary>An envelope of the string "hi" to <paramref name="recipientUtf8"/> (default: an echo actor's path), bytes as given.</summary>
+    private static byte[] Envelope(byte[]? recipientUtf8 = null)
     {
         var buffer = new System.Buffers.ArrayBufferWriter<byte>();
         var w = new MessagePackWriter(buffer);
         w.WriteArrayHeader(4);
         w.WriteInt32(Wire.EnvelopeType);
-        w.WriteString("bncluster://x@127.0.0.1:1/user/echo");
+        recipientUtf8 ??= "bncluster://x@127.0.0.1:1/user/echo"u8.ToArray();
+        w.WriteRaw([0xd9, (byte)recipientUtf8.Length]); // str8
+        w.WriteRaw(recipientUtf8);
         w.WriteNil();
         BuiltInCodec.Instance.TryWrite("hi", w);
         return buffer.WrittenSpan.ToArray();
