@@ -90,6 +90,7 @@ public sealed class CoordinatorActor : ReceiveActor
     // The commit runs while every worker waits for it, so the optimizer may use all the cores.
     private MatMul? _optimizerThreads; // from PreStart to PostStop
     private readonly Gradients _gradSum;
+    private readonly List<SharedTensorRegion> _mirrors = []; // the files a commit writes the new parameters into
     private InputNormalizer? _input;
     private long _committed;
 
@@ -486,7 +487,9 @@ public sealed class CoordinatorActor : ReceiveActor
             var m = _participants[r];
             int[] shard = ShardSplit.Slice(rows, k, r).ToArray();
             bool holds = m.SentVersion == _committed, viaFile = !holds && m.Region is not null;
-            if (viaFile) m.Region!.WriteParameters(_committed, _p, _optimizerThreads); // every worker waits for it: all cores
+            // (The commit writes the participants' files as it updates; this is for a worker new to the step.)
+            if (viaFile && m.Region!.WrittenParametersVersion != _committed)
+                m.Region.WriteParameters(_committed, _p, _optimizerThreads); // every worker waits for it: all cores
             m.Actor.Tell(new StartStep(_step, _epoch, _attempt, n, r, shard, _committed, holds || viaFile ? null : snapshot, viaFile), Self);
             m.SentVersion = _committed;
         }
@@ -647,9 +650,19 @@ public sealed class CoordinatorActor : ReceiveActor
         // The gradients are summed already (in rank order); the optimizer and running averages make the commit.
         var loss = new LossPartial(0, 0, 0);
         foreach (var l in _losses) loss = loss.Add(l!.Value);
-        _optimizer.Apply(_p, _gradSum, _optimizerThreads);
+        // The update also writes the new parameters into the shared-memory files of the participants (who all take
+        // part in the next attempt unless lost meanwhile) while they are in cache: no second pass reads them again.
+        _mirrors.Clear();
+        foreach (var m in _participants)
+            if (m.Region is { } region && _mirrors.Count < Optimizer.MaxMirrors) // (the rest: written at the next start)
+            {
+                region.BeginWriteParameters(_p);
+                _mirrors.Add(region);
+            }
+        _optimizer.Apply(_p, _gradSum, _optimizerThreads, _mirrors);
         TrainingStep.UpdateRunningStats(_p, _merged);
         _committed++;
+        foreach (var region in _mirrors) region.EndWriteParameters(_committed, _p);
         _stepTime.Stop();
         _epochStepElapsed += _stepTime.Elapsed; // step time only, like the single-node trainer's samples/s
         _epochTrain = _epochTrain.Add(loss);

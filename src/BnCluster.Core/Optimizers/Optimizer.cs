@@ -21,6 +21,16 @@ public sealed record OptimizerSettings(OptimizerKind Kind, float LearningRate, f
 }
 
 /// <summary>
+/// Where an update also writes each trainable tensor's new values, range by range while they are still in cache
+/// (the coordinator's shared-memory files of worker processes), instead of a second pass that reads them again.
+/// </summary>
+public unsafe interface IParameterMirror
+{
+    /// <summary>The destination of trainable tensor <paramref name="index"/>, which has <paramref name="length"/> values.</summary>
+    float* Trainable(int index, int length);
+}
+
+/// <summary>
 /// The course-form optimizers of DESIGN §1, t = committed step counted from 1:
 ///   gd        p −= α g
 ///   momentum  v = β1 v + (1−β1) g;  p −= α v           (note: not torch's v = μ v + g)
@@ -74,9 +84,17 @@ public sealed class Optimizer
     /// <see cref="MatMul"/>; null runs on the caller). Every element's update is independent, so the result is
     /// bit-identical for any number of threads.
     /// </summary>
-    public void Apply(Parameters p, Gradients g, MatMul? parallel)
+    public void Apply(Parameters p, Gradients g, MatMul? parallel) => Apply(p, g, parallel, []);
+
+    /// <summary>
+    /// The same update, also writing every updated tensor into each of <paramref name="mirrors"/> (Adam: block by
+    /// block as the update produces it; the other optimizers after each tensor). The parameters are the same.
+    /// </summary>
+    public unsafe void Apply(Parameters p, Gradients g, MatMul? parallel, IReadOnlyList<IParameterMirror> mirrors)
     {
         if (p.Trainable.Count != _v.Length || g.Tensors.Count != _v.Length) throw new ArgumentException("parameters or gradients of another network shape");
+        if (mirrors.Count > MaxMirrors) throw new ArgumentException($"{mirrors.Count} parameter mirrors, at most {MaxMirrors}");
+        nint* destinations = stackalloc nint[MaxMirrors];
         long t = ++Step;
         float lr = Settings.LearningRate, b1 = Settings.Beta1, b2 = Settings.Beta2, eps = Settings.Epsilon;
         float c1 = (float)(1 - Math.Pow(b1, t)), c2 = (float)(1 - Math.Pow(b2, t));
@@ -87,6 +105,7 @@ public sealed class Optimizer
             if (grad.Length != w.Length) throw new ArgumentException($"gradient {g.Tensors[i].Name} has {grad.Length} values, parameter has {w.Length}");
             var v = _v[i];
             var s = _s[i];
+            for (int k = 0; k < mirrors.Count; k++) destinations[k] = (nint)mirrors[k].Trainable(i, w.Length);
             switch (Settings.Kind)
             {
                 case OptimizerKind.Gd:
@@ -108,29 +127,55 @@ public sealed class Optimizer
                     break;
                 case OptimizerKind.Adam:
                     if (v.Length < w.Length || s.Length < w.Length) throw new ArgumentException("Adam state shorter than its parameter");
-                    AdamTensor(parallel, w, grad, v, s, lr, b1, b2, eps, c1, c2);
-                    break;
+                    AdamTensor(parallel, w, grad, v, s, lr, b1, b2, eps, c1, c2, (float**)destinations, mirrors.Count);
+                    continue; // (mirrored as it went)
                 default:
                     throw new InvalidOperationException($"unknown optimizer {Settings.Kind}");
             }
+            for (int k = 0; k < mirrors.Count; k++) w.AsSpan().CopyTo(new Span<float>((float*)destinations[k], w.Length));
         }
     }
+
+    /// <summary>Parameter mirrors one update can write (one per worker process on the coordinator's machine).</summary>
+    public const int MaxMirrors = 64;
+
+    // Adam elements per block when mirroring: the block's new values are copied out while in L1 (4 arrays × 8 KB).
+    private const int MirrorBlock = 2048;
 
     private unsafe struct AdamArgs
     {
         public float* W, G, V, S;
         public float Lr, B1, B2, Eps, C1, C2;
+        public float** Mirrors;
+        public int MirrorCount;
     }
 
     private static unsafe void AdamTensor(MatMul? parallel, float[] w, float[] g, float[] v, float[] s,
-        float lr, float b1, float b2, float eps, float c1, float c2)
+        float lr, float b1, float b2, float eps, float c1, float c2, float** mirrors, int mirrorCount)
     {
         fixed (float* pw = w) fixed (float* pg = g) fixed (float* pv = v) fixed (float* ps = s)
         {
-            var args = new AdamArgs { W = pw, G = pg, V = pv, S = ps, Lr = lr, B1 = b1, B2 = b2, Eps = eps, C1 = c1, C2 = c2 };
+            var args = new AdamArgs { W = pw, G = pg, V = pv, S = ps, Lr = lr, B1 = b1, B2 = b2, Eps = eps, C1 = c1, C2 = c2, Mirrors = mirrors, MirrorCount = mirrorCount };
             // Cut at multiples of 16 elements (one cache line) so the threads never share a line.
             if (parallel is null) AdamRange(ref args, 0, w.Length);
             else parallel.ParallelFor(w.Length, w.Length, ref args, &AdamRange, align: 16, minPerPart: 4096);
+        }
+    }
+
+    /// <summary>Adam on elements [start, end) of one tensor, each block copied to the mirrors right after its update.</summary>
+    private static unsafe void AdamRange(ref AdamArgs a, int start, int end)
+    {
+        if (a.MirrorCount == 0)
+        {
+            AdamBlock(ref a, start, end);
+            return;
+        }
+        for (int at = start; at < end; at += MirrorBlock)
+        {
+            int blockEnd = Math.Min(end, at + MirrorBlock);
+            AdamBlock(ref a, at, blockEnd);
+            var updated = new ReadOnlySpan<float>(a.W + at, blockEnd - at);
+            for (int k = 0; k < a.MirrorCount; k++) updated.CopyTo(new Span<float>(a.Mirrors[k] + at, blockEnd - at));
         }
     }
 
@@ -142,7 +187,7 @@ public sealed class Optimizer
     /// touches every parameter each step, which made the scalar loop a quarter of a 784-512-256-10 step; it streams
     /// four arrays, so it is bound by memory bandwidth and 256-bit vectors (as in the BN kernels) are enough.
     /// </summary>
-    private static unsafe void AdamRange(ref AdamArgs a, int start, int end)
+    private static unsafe void AdamBlock(ref AdamArgs a, int start, int end)
     {
         float* w = a.W + start, g = a.G + start, v = a.V + start, s = a.S + start;
         int n = end - start, j = 0;

@@ -3,6 +3,7 @@ using System.IO.MemoryMappedFiles;
 using System.Security.Cryptography;
 using System.Numerics.Tensors;
 using BnCluster.Core.Kernels;
+using BnCluster.Core.Optimizers;
 using BnCluster.Core.Training;
 
 namespace BnCluster.Core.Protocol;
@@ -24,7 +25,7 @@ namespace BnCluster.Core.Protocol;
 /// area at once (a worker writes its gradients only while the coordinator waits for them, the coordinator writes
 /// a worker's parameters only between its steps); the stamps catch what a dropped and returning worker could break.
 /// </summary>
-public sealed unsafe class SharedTensorRegion : IDisposable
+public sealed unsafe class SharedTensorRegion : IDisposable, IParameterMirror
 {
     private const ulong Magic = 0x31304D4853434E42; // "BNCSHM01"
     private const int TokenBytes = 16;
@@ -38,6 +39,7 @@ public sealed unsafe class SharedTensorRegion : IDisposable
     private readonly long _gradStamp, _paramStamp;
     private readonly long[] _gradOffsets, _paramOffsets;
     private readonly int[] _gradLengths, _paramLengths;
+    private byte* _parameterWrite; // the parameter stamp between BeginWriteParameters and EndWriteParameters
     private bool _disposed;
 
     private SharedTensorRegion(MemoryMappedFile file, string path, byte[] token, int[] gradLengths, int[] paramLengths)
@@ -170,11 +172,43 @@ public sealed unsafe class SharedTensorRegion : IDisposable
     /// </summary>
     public void WriteParameters(long version, Parameters p, MatMul? threads = null)
     {
+        BeginWriteParameters(p);
+        for (int i = 0; i < p.Trainable.Count; i++) Pass(_paramOffsets[i], _paramLengths, i, p.Trainable[i].Values, threads, &CopyToRegionRange);
+        EndWriteParameters(version, p);
+    }
+
+    /// <summary>The parameter version this process last wrote (−1: none yet).</summary>
+    public long WrittenParametersVersion { get; private set; } = -1;
+
+    /// <summary>
+    /// Coordinator: opens the parameter area for a write that an optimizer update fills as it goes (this region as its
+    /// <see cref="IParameterMirror"/>); readers refuse the area until <see cref="EndWriteParameters"/>.
+    /// </summary>
+    public void BeginWriteParameters(Parameters p)
+    {
+        CheckCount(p.AllTensors.Count, _paramLengths, "parameter");
+        if (_parameterWrite != null) throw new InvalidOperationException("the parameter area is being written already");
+        _parameterWrite = BeginWrite(_paramStamp);
+    }
+
+    /// <summary>Trainable tensor <paramref name="index"/>'s place in the parameter area (written between Begin- and EndWriteParameters).</summary>
+    public float* Trainable(int index, int length)
+    {
+        if (_parameterWrite == null) throw new InvalidOperationException("the parameter area is written only between BeginWriteParameters and EndWriteParameters");
+        if ((uint)index >= (uint)_paramLengths.Length) throw new ArgumentOutOfRangeException(nameof(index), index, $"the region holds {_paramLengths.Length} parameter tensors");
+        Checked(length, _paramLengths, index);
+        return (float*)(_base + _paramOffsets[index]);
+    }
+
+    /// <summary>Writes the rest of <paramref name="p"/> (the running statistics after the trainable tensors) and stamps the area with <paramref name="version"/>.</summary>
+    public void EndWriteParameters(long version, Parameters p)
+    {
+        if (_parameterWrite == null) throw new InvalidOperationException("EndWriteParameters without BeginWriteParameters");
         var tensors = p.AllTensors;
-        CheckCount(tensors.Count, _paramLengths, "parameter");
-        byte* stamp = BeginWrite(_paramStamp);
-        for (int i = 0; i < tensors.Count; i++) Pass(_paramOffsets[i], _paramLengths, i, tensors[i].Values, threads, &CopyToRegionRange);
-        EndWrite(stamp, version, 0);
+        for (int i = p.Trainable.Count; i < tensors.Count; i++) Pass(_paramOffsets[i], _paramLengths, i, tensors[i].Values, null, &CopyToRegionRange);
+        EndWrite(_parameterWrite, version, 0);
+        _parameterWrite = null;
+        WrittenParametersVersion = version;
     }
 
     /// <summary>Worker: copies the parameters of <paramref name="version"/> into <paramref name="p"/>; false when the area holds another version or changed while read.</summary>

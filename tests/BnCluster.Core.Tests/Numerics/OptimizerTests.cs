@@ -1,3 +1,4 @@
+using BnCluster.Core.Kernels;
 using BnCluster.Core.Model;
 using BnCluster.Core.Optimizers;
 using BnCluster.Core.Training;
@@ -45,5 +46,76 @@ public sealed class OptimizerTests
                 Assert.Equal(s[i], optimizer.SecondMoments[i]);
             }
         }
+    }
+
+    /// <summary>A mirror backed by plain arrays: what the update wrote into it.</summary>
+    private sealed unsafe class ArrayMirror : IParameterMirror, IDisposable
+    {
+        private readonly nint[] _tensors;
+
+        public ArrayMirror(Parameters shape)
+        {
+            _tensors = shape.Trainable.Select(t =>
+            {
+                var memory = (float*)System.Runtime.InteropServices.NativeMemory.Alloc((nuint)t.Values.Length, sizeof(float));
+                new Span<float>(memory, t.Values.Length).Fill(float.NaN);
+                return (nint)memory;
+            }).ToArray();
+            Lengths = shape.Trainable.Select(t => t.Values.Length).ToArray();
+        }
+
+        public int[] Lengths { get; }
+
+        public float* Trainable(int index, int length) =>
+            length == Lengths[index] ? (float*)_tensors[index] : throw new ArgumentException($"tensor {index}: {length} values asked, {Lengths[index]} held");
+
+        public float[] Values(int index) => new ReadOnlySpan<float>((float*)_tensors[index], Lengths[index]).ToArray();
+
+        public void Dispose()
+        {
+            foreach (var t in _tensors) System.Runtime.InteropServices.NativeMemory.Free((void*)t);
+        }
+    }
+
+    /// <summary>
+    /// An update that also writes into mirrors (the coordinator's shared-memory files) changes nothing of the update,
+    /// and leaves each mirror holding exactly the new parameters, for every optimizer, on one thread and on two (a
+    /// 300×200 weight is split over both, and Adam copies it out block by block).
+    /// </summary>
+    [Theory]
+    [InlineData(OptimizerKind.Adam, 1)]
+    [InlineData(OptimizerKind.Adam, 2)]
+    [InlineData(OptimizerKind.Gd, 2)]
+    [InlineData(OptimizerKind.Momentum, 1)]
+    [InlineData(OptimizerKind.RmsProp, 2)]
+    public void An_update_that_mirrors_its_parameters_is_the_same_update_and_the_mirrors_hold_its_result(OptimizerKind kind, int threads)
+    {
+        var spec = new NetworkSpec(300, new[] { 200 }, 3);
+        var mirrored = TestNetworks.RandomParameters(spec, 5);
+        var plain = TestNetworks.RandomParameters(spec, 5);
+        var settings = new OptimizerSettings(kind, 0.01f);
+        var withMirrors = new Optimizer(settings, mirrored);
+        var without = new Optimizer(settings, plain);
+        var g = new Gradients(plain);
+        var rng = new Random(7);
+        using var mm = new MatMul(threads);
+        using var first = new ArrayMirror(mirrored);
+        using var second = new ArrayMirror(mirrored);
+        for (int t = 1; t <= 3; t++)
+        {
+            foreach (var tensor in g.Tensors)
+                for (int j = 0; j < tensor.Values.Length; j++) tensor.Values[j] = (float)(rng.NextDouble() * 2 - 1);
+            without.Apply(plain, g, mm);
+            withMirrors.Apply(mirrored, g, mm, [first, second]);
+            for (int i = 0; i < plain.Trainable.Count; i++)
+            {
+                Assert.Equal(plain.Trainable[i].Values, mirrored.Trainable[i].Values);
+                Assert.Equal(plain.Trainable[i].Values, first.Values(i));
+                Assert.Equal(plain.Trainable[i].Values, second.Values(i));
+            }
+        }
+        var tooMany = Enumerable.Repeat<IParameterMirror>(first, Optimizer.MaxMirrors + 1).ToArray();
+        var e = Assert.Throws<ArgumentException>(() => withMirrors.Apply(mirrored, g, mm, tooMany));
+        Assert.Contains($"at most {Optimizer.MaxMirrors}", e.Message);
     }
 }

@@ -62,6 +62,32 @@ public sealed class SharedTensorRegionTests
     }
 
     [Fact]
+    public unsafe void Parameters_an_update_writes_into_the_region_are_readable_only_once_the_write_is_ended()
+    {
+        using var dir = new TempDirectory();
+        string path = Path.Combine(dir.Path, "region.shm");
+        var p = Filled(Spec, 2f);
+        using var coordinator = SharedTensorRegion.Create(path, p);
+        var other = new Parameters(Spec);
+        using var worker = SharedTensorRegion.Open(path, coordinator.Token, other);
+        Assert.Equal(-1, coordinator.WrittenParametersVersion);
+        Assert.Throws<InvalidOperationException>(() => (nint)coordinator.Trainable(0, p.Trainable[0].Values.Length)); // no write open
+
+        coordinator.BeginWriteParameters(p);
+        Assert.Throws<InvalidOperationException>(() => coordinator.BeginWriteParameters(p));
+        Assert.Throws<ArgumentException>(() => (nint)coordinator.Trainable(0, p.Trainable[0].Values.Length + 1));
+        for (int i = 0; i < p.Trainable.Count; i++)
+            p.Trainable[i].Values.CopyTo(new Span<float>(coordinator.Trainable(i, p.Trainable[i].Values.Length), p.Trainable[i].Values.Length));
+        Assert.False(worker.TryReadParameters(-1, other)); // being written: refused whatever the stamp
+        Assert.False(worker.TryReadParameters(9, other));
+        coordinator.EndWriteParameters(9, p); // also writes the running statistics
+        Assert.Equal(9, coordinator.WrittenParametersVersion);
+        Assert.True(worker.TryReadParameters(9, other));
+        for (int i = 0; i < p.AllTensors.Count; i++) Assert.Equal(p.AllTensors[i].Values, other.AllTensors[i].Values);
+        Assert.Throws<InvalidOperationException>(() => coordinator.EndWriteParameters(10, p));
+    }
+
+    [Fact]
     public void A_reader_asking_for_another_step_attempt_or_version_gets_false_and_nothing()
     {
         using var dir = new TempDirectory();
