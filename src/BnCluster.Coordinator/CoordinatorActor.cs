@@ -587,6 +587,10 @@ public sealed class CoordinatorActor : ReceiveActor
         if (AddGradientsInRankOrder() && _summedRanks == _participants.Length) Commit();
     }
 
+    // While a worker still computes, it has a core to itself: an early rank's sum runs on this thread alone (on the core
+    // of a worker that is waiting) rather than on all cores, which would slow the last worker down.
+    private bool AllGradientsIn() => Array.IndexOf(_losses, null) < 0;
+
     // Stands in _pendingTensors for gradients waiting in the worker's shared-memory file (it writes there again
     // only for a later attempt, which starts after this one is summed or aborted).
     private static readonly float[][] InSharedMemory = [];
@@ -605,7 +609,7 @@ public sealed class CoordinatorActor : ReceiveActor
             {
                 // (A worker that registered again meanwhile has no file any more: its old gradients are gone with it.)
                 bool nonFinite = false;
-                if (_participants[rank].Region is not { } region || !region.TryAddGradients(_step, _attempt, _gradSum.Tensors, _optimizerThreads, out nonFinite))
+                if (_participants[rank].Region is not { } region || !region.TryAddGradients(_step, _attempt, _gradSum.Tensors, AllGradientsIn() ? _optimizerThreads : null, out nonFinite))
                 {
                     Unusable(rank, "gradients that are not in its shared-memory file (another stamp, or changed while read)");
                     return false;
