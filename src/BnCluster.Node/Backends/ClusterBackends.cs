@@ -51,6 +51,7 @@ public static class ClusterBackends
         int workers = request.Options.Workers;
         int threads = Math.Max(1, request.Options.Threads / workers);
         var children = new WorkerProcesses(request.Log, workers);
+        var cpus = request.Options.PinWorkers ? CpuPinning.Plan(workers, threads) : null;
         return RunWithChildren();
 
         async Task<TrainingResult> RunWithChildren()
@@ -63,7 +64,8 @@ public static class ClusterBackends
                 {
                     for (int i = 0; i < workers; i++)
                         children.Start(i, ["worker", "--join", $"127.0.0.1:{port}", "--dataset", request.Options.Dataset,
-                            .. request.Options.LabelColumn is { } label ? (string[])["--label-column", label] : [], "--threads", threads.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
+                            .. request.Options.LabelColumn is { } label ? (string[])["--label-column", label] : [], "--threads", threads.ToString(System.Globalization.CultureInfo.InvariantCulture)],
+                            cpus?[i]);
                     return Task.CompletedTask;
                 }, stop.Token);
                 if (await Task.WhenAny(training, children.AllExited).ConfigureAwait(false) != training)
@@ -202,7 +204,8 @@ public sealed class WorkerProcesses(ILogger log, int expected) : IDisposable
     /// <summary>Raised for every output line of a child: (worker index, line).</summary>
     public static event Action<int, string>? OutputLine;
 
-    public void Start(int index, IReadOnlyList<string> args)
+    /// <summary>Starts worker process <paramref name="index"/>; pinned to <paramref name="cpus"/> when given (see <see cref="CpuPinning"/>).</summary>
+    public void Start(int index, IReadOnlyList<string> args, IReadOnlyList<int>? cpus = null)
     {
         var psi = Executable();
         foreach (var a in args) psi.ArgumentList.Add(a);
@@ -214,10 +217,12 @@ public sealed class WorkerProcesses(ILogger log, int expected) : IDisposable
         p.ErrorDataReceived += (_, e) => Forward(index, e.Data);
         p.Exited += (_, _) => OnExited(index, p);
         lock (_gate) _processes.Add(p);
-        p.Start();
+        if (cpus is null) p.Start();
+        else CpuPinning.StartPinned(cpus, () => p.Start());
         p.BeginOutputReadLine();
         p.BeginErrorReadLine();
-        log.Information("Started worker process {Index} (pid {Pid})", index, p.Id);
+        if (cpus is null) log.Information("Started worker process {Index} (pid {Pid})", index, p.Id);
+        else log.Information("Started worker process {Index} (pid {Pid}) on CPU {Cpus:l}", index, p.Id, string.Join(',', cpus));
     }
 
     private void OnExited(int index, Process p)

@@ -40,6 +40,8 @@ public sealed record TrainOptions
     public int MinWorkers { get; init; } = 1;
     /// <summary>Offer worker processes on this machine a shared-memory file for the step's tensors (false: all over TCP).</summary>
     public bool SharedMemory { get; init; } = true;
+    /// <summary>With <see cref="Processes"/>: each worker process on CPUs of its own when there are enough (see CpuPinning).</summary>
+    public bool PinWorkers { get; init; } = true;
     /// <summary>Compute threads per worker process.</summary>
     public int Threads { get; init; } = Environment.ProcessorCount;
     /// <summary>Run folder (model.bnc, metrics.jsonl, log.jsonl, training.svg).</summary>
@@ -94,6 +96,8 @@ public sealed record BenchOptions
     public bool Processes { get; init; }
     /// <summary>With --processes: the step's tensors through shared memory (as `train --processes` does), or all over TCP.</summary>
     public bool SharedMemory { get; init; } = true;
+    /// <summary>With --processes: each worker process on CPUs of its own when there are enough (as `train --processes`).</summary>
+    public bool PinWorkers { get; init; } = true;
     public bool Json { get; init; }
 }
 

@@ -42,6 +42,10 @@ public sealed class ProcessClusterTests
         Assert.True(processes.Exit == 0, processes.Error);
         Assert.Contains("[worker 0]", processes.Error);
         Assert.Contains("[worker 1]", processes.Error);
+        // Pinned by default, each worker process on a CPU of its own when there are 2 (see CpuPinningTests).
+        if (CpuPinning.Plan(2, 1) is { } cpus)
+            for (int worker = 0; worker < 2; worker++)
+                Assert.Matches($@"Started worker process {worker} \(pid \d+\) on CPU {cpus[worker][0]}\b", processes.Error);
         // The coordinator says which way each worker's tensors went; the in-process run has no such choice.
         foreach (int worker in new[] { 0, 1 })
             Assert.Equal(sharedMemory, Regex.IsMatch(processes.Error, $@"Worker {worker} on \S+: tensors through shared memory"));
