@@ -3,8 +3,8 @@
 # optimizer (issue 5). One command; runs every measurement one after the other (never two at once)
 # and prints a Markdown report on stdout (progress goes to stderr).
 #
-#   bench/compare.sh                 # defaults: STEPS=200 WARMUP=20
-#   STEPS=30 WARMUP=5 bench/compare.sh
+#   bench/compare.sh                 # defaults: STEPS=200 WARMUP=20 ROUNDS=3
+#   STEPS=30 WARMUP=5 ROUNDS=1 bench/compare.sh
 #   OUT=/tmp/cmp bench/compare.sh     # also keep every raw JSON/stderr file in /tmp/cmp
 #   ACCURACY=1 bench/compare.sh       # also train PyTorch 2 epochs and report its test accuracy
 #   BNCLUSTER="path/to/bncluster" bench/compare.sh   # another BnCluster command (default: the Release build)
@@ -15,10 +15,15 @@
 # processes with 1 thread each (PyTorch: DistributedDataParallel, gloo), and GEMM GFLOP/s of
 # BnCluster's kernels against numpy on OpenBLAS. A BnCluster or PyTorch run that fails shows
 # "n/a (reason)" in its cell; the rest of the comparison still runs.
+# The host is shared and its speed drifts within minutes, so every throughput run is repeated ROUNDS times, the
+# rounds interleaved (BnCluster, PyTorch, BnCluster, …): a slow minute hits both sides. Each side's figure is its best
+# round (as the GEMM figures are the best of 15), every round is listed, and the gen0 and RSS targets take the
+# worst round.
 set -euo pipefail
 
 STEPS=${STEPS:-200}
 WARMUP=${WARMUP:-20}
+ROUNDS=${ROUNDS:-3}
 BATCH=256
 HIDDEN=512,256
 LR=1e-3
@@ -44,8 +49,9 @@ fi
 log() { echo "[compare $(date -u +%H:%M:%S)] $*" >&2; }
 die() { echo "compare.sh: $*" >&2; exit 1; }
 
-case "$STEPS$WARMUP" in *[!0-9]*) die "STEPS and WARMUP must be whole numbers (got STEPS=$STEPS WARMUP=$WARMUP)";; esac
+case "$STEPS$WARMUP$ROUNDS" in *[!0-9]*) die "STEPS, WARMUP and ROUNDS must be whole numbers (got STEPS=$STEPS WARMUP=$WARMUP ROUNDS=$ROUNDS)";; esac
 (( STEPS > 0 )) || die "STEPS must be positive"
+(( ROUNDS > 0 )) || die "ROUNDS must be positive"
 
 # ---------------------------------------------------------------- prerequisites
 PACKAGES=(python3-torch python3-numpy libopenblas0-pthread dataset-fashion-mnist)
@@ -104,21 +110,33 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 stat_before=$(head -n 1 /proc/stat)  # CPU time by kind; steal = time the hypervisor gave our vCPUs to others
 BN_ARGS=(bench --dataset fashion-mnist --hidden "$HIDDEN" --batch "$BATCH" --optimizer adam --lr "$LR" --steps "$STEPS" --warmup "$WARMUP" --json)
 read -r -a BN_CMD <<<"${BNCLUSTER:-dotnet $NODE_DLL}"
-if [[ $NODE_BUILD == ok || -n ${BNCLUSTER:-} ]]; then
-    run bn_1p "${BN_CMD[@]}" "${BN_ARGS[@]}" --workers 1 --threads 2
-    # The cluster path of `train --workers 2 --processes`: a coordinator here, 2 worker processes over loopback.
-    run bn_2p "${BN_CMD[@]}" "${BN_ARGS[@]}" --workers 2 --processes --threads 1
-    # The same with every tensor over TCP (what a worker on another machine does), to show what shared memory saves.
-    run bn_2p_tcp "${BN_CMD[@]}" "${BN_ARGS[@]}" --workers 2 --processes --threads 1 --no-shared-memory
-else
-    skip bn_1p "$NODE_BUILD"; skip bn_2p "$NODE_BUILD"; skip bn_2p_tcp "$NODE_BUILD"
-fi
-
 PT_ARGS=(bench/pytorch/train_mlp.py --data "$DATA" --hidden "$HIDDEN" --batch "$BATCH" --lr "$LR" --steps "$STEPS" --warmup "$WARMUP")
-# Two OpenMP wait policies for the single process; the report keeps the faster (PyTorch's best).
-run pt_1p "$PY" "${PT_ARGS[@]}" --threads 2
-OMP_WAIT_POLICY=PASSIVE run pt_1p_passive "$PY" "${PT_ARGS[@]}" --threads 2
-run pt_ddp "$PY" "${PT_ARGS[@]}" --ddp 2
+for (( r = 1; r <= ROUNDS; r++ )); do
+    if [[ $NODE_BUILD == ok || -n ${BNCLUSTER:-} ]]; then
+        run bn_1p.$r "${BN_CMD[@]}" "${BN_ARGS[@]}" --workers 1 --threads 2
+    else
+        skip bn_1p.$r "$NODE_BUILD"
+    fi
+    # Two OpenMP wait policies for the single process; the report keeps the faster (PyTorch's best).
+    run pt_1p.$r "$PY" "${PT_ARGS[@]}" --threads 2
+    OMP_WAIT_POLICY=PASSIVE run pt_1p_passive.$r "$PY" "${PT_ARGS[@]}" --threads 2
+    if [[ $NODE_BUILD == ok || -n ${BNCLUSTER:-} ]]; then
+        # The cluster path of `train --workers 2 --processes`: a coordinator here, 2 worker processes over loopback.
+        run bn_2p.$r "${BN_CMD[@]}" "${BN_ARGS[@]}" --workers 2 --processes --threads 1
+    else
+        skip bn_2p.$r "$NODE_BUILD"
+    fi
+    run pt_ddp.$r "$PY" "${PT_ARGS[@]}" --ddp 2
+    # BnCluster pins its worker processes to CPUs of their own by default; PyTorch's ranks pinned the same way too,
+    # and the report keeps the faster.
+    run pt_ddp_pin.$r "$PY" "${PT_ARGS[@]}" --ddp 2 --pin
+    if [[ $NODE_BUILD == ok || -n ${BNCLUSTER:-} ]]; then
+        # The same with every tensor over TCP (what a worker on another machine does), to show what shared memory saves.
+        run bn_2p_tcp.$r "${BN_CMD[@]}" "${BN_ARGS[@]}" --workers 2 --processes --threads 1 --no-shared-memory
+    else
+        skip bn_2p_tcp.$r "$NODE_BUILD"
+    fi
+done
 if [[ $ACCURACY == 1 ]]; then
     run pt_accuracy "$PY" bench/pytorch/train_mlp.py --data "$DATA" --hidden "$HIDDEN" --batch "$BATCH" --lr "$LR" --threads 2 --epochs 2
 fi
@@ -138,7 +156,7 @@ steal=$(awk -v a="$stat_before" -v b="$stat_after" 'BEGIN { n = split(a, x); spl
 # ---------------------------------------------------------------- report
 CPU_MODEL=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)
 CPUS=$(nproc --all)
-export WORK STEPS WARMUP BATCH CPU_MODEL CPUS load_before load_after steal
+export WORK STEPS WARMUP ROUNDS BATCH CPU_MODEL CPUS load_before load_after steal
 "$PY" - <<'EOF'
 import glob, json, os
 
@@ -177,6 +195,24 @@ def one(name, key="samples_per_second"):
     return float(value), None, obj
 
 
+ROUNDS = int(os.environ["ROUNDS"])
+
+
+def rounds(name, key="samples_per_second"):
+    """[(value, reason, obj)] of run NAME.1 … NAME.ROUNDS, in run order."""
+    return [one(f"{name}.{r}", key) for r in range(1, ROUNDS + 1)]
+
+
+def best(name, key="samples_per_second"):
+    """(best value, reason when no round gave one, that round's object, every round's (value, reason, obj))."""
+    all_rounds = rounds(name, key)
+    good = [x for x in all_rounds if x[0] is not None]
+    if not good:
+        return None, all_rounds[-1][1], None, all_rounds
+    value, _, obj = max(good, key=lambda x: x[0])
+    return value, None, obj, all_rounds
+
+
 def na(reason):
     return f"n/a ({reason.replace('|', '/')})"
 
@@ -192,16 +228,16 @@ print(f"Machine: {os.environ['CPU_MODEL']}, {os.environ['CPUS']} CPUs; load aver
       f"{os.environ['steal']} (time the hypervisor gave this machine's vCPUs to others; a shared host can be slow "
       f"without it too: the single-thread GEMM figures below tell how fast the cores were). "
       f"Network 784-512-256-10 (Linear no-bias → BatchNorm → ReLU), Fashion-MNIST, global batch "
-      f"{os.environ['BATCH']}, Adam lr 1e-3; {os.environ['STEPS']} timed steps"
+      f"{os.environ['BATCH']}, Adam lr 1e-3; {os.environ['STEPS']} timed steps per run, {ROUNDS} round(s)"
       f" (PyTorch after {os.environ['WARMUP']} warm-up steps).")
 print()
 
 # -- throughput
-bn1, bn1_why, bn1_obj = one("bn_1p")
-bn2, bn2_why, bn2_obj = one("bn_2p")
-bn2_tcp, bn2_tcp_why, bn2_tcp_obj = one("bn_2p_tcp")
-pt_default, pt_default_why, pt_default_obj = one("pt_1p")
-pt_passive, pt_passive_why, pt_passive_obj = one("pt_1p_passive")
+bn1, bn1_why, bn1_obj, bn1_rounds = best("bn_1p")
+bn2, bn2_why, bn2_obj, bn2_rounds = best("bn_2p")
+bn2_tcp, bn2_tcp_why, bn2_tcp_obj, bn2_tcp_rounds = best("bn_2p_tcp")
+pt_default, pt_default_why, pt_default_obj, pt_default_rounds = best("pt_1p")
+pt_passive, pt_passive_why, pt_passive_obj, pt_passive_rounds = best("pt_1p_passive")
 candidates = [(v, o, "default") for v, o in [(pt_default, pt_default_obj)] if v is not None]
 candidates += [(v, o, "OMP_WAIT_POLICY=PASSIVE") for v, o in [(pt_passive, pt_passive_obj)] if v is not None]
 if candidates:
@@ -209,7 +245,14 @@ if candidates:
     pt1_why = None
 else:
     pt1, pt1_policy, pt1_why = None, None, pt_default_why
-ddp, ddp_why, _ = one("pt_ddp")
+ddp_free, ddp_free_why, _, ddp_rounds = best("pt_ddp")
+ddp_pin, ddp_pin_why, _, ddp_pin_rounds = best("pt_ddp_pin")
+if ddp_free is None and ddp_pin is None:
+    ddp, ddp_why, ddp_pinned = None, ddp_free_why, None
+elif ddp_pin is not None and (ddp_free is None or ddp_pin > ddp_free):
+    ddp, ddp_why, ddp_pinned = ddp_pin, None, True
+else:
+    ddp, ddp_why, ddp_pinned = ddp_free, None, False
 
 
 def ratio_row(label, bn, bn_why, pt, pt_why, target):
@@ -239,8 +282,20 @@ if pt1_policy:
     other = {"default": pt_passive, "OMP_WAIT_POLICY=PASSIVE": pt_default}[pt1_policy]
     other_txt = f"{other:,.0f}" if other is not None else "failed"
     notes.append(f"PyTorch 1-process figure: the faster of libgomp's default wait policy and "
-                 f"OMP_WAIT_POLICY=PASSIVE (this run: {pt1_policy}; the other gave {other_txt} samples/s); "
+                 f"OMP_WAIT_POLICY=PASSIVE (this run: {pt1_policy}; the other's best round gave {other_txt} samples/s); "
                  f"OMP_NUM_THREADS and OPENBLAS_NUM_THREADS = threads per process.")
+
+
+def listed(all_rounds):
+    return " / ".join(f"{v:,.0f}" if v is not None else na(why) for v, why, _ in all_rounds)
+
+
+notes.append(f"Each figure is the best of {ROUNDS} round(s), the rounds interleaved with the other side's; every round, "
+             f"in run order (samples/s): BnCluster 1 process {listed(bn1_rounds)}; PyTorch 1 process "
+             f"{listed(pt_default_rounds)} (default), {listed(pt_passive_rounds)} (PASSIVE); BnCluster 2 processes "
+             f"{listed(bn2_rounds)}; over TCP {listed(bn2_tcp_rounds)}; PyTorch DDP {listed(ddp_rounds)} (ranks not "
+             f"pinned), {listed(ddp_pin_rounds)} (rank i pinned to CPU i, as BnCluster pins its worker processes by default"
+             f"{'' if ddp_pinned is None else '; the table has the ' + ('pinned' if ddp_pinned else 'unpinned') + ' figure, the faster'}).")
 for n in notes:
     print(n)
     print()
@@ -268,19 +323,22 @@ print("| Target | Measured | Target | |")
 print("|---|---:|---:|---|")
 waiting, waiting_why = measured(bn2_obj, bn2_why, "waiting_percent",
                                 "no per-worker phase events reached the coordinator")
-target_row("waiting for reductions and gradients, 2 processes (mean over workers, % of step)", waiting, waiting_why, 10, "%",
+target_row("waiting for reductions and gradients, 2 processes (mean over workers, % of step; the best round)", waiting, waiting_why, 10, "%",
            lambda v: f"{v:.1f}%")
-rss = (bn2_obj or {}).get("worker_peak_rss_mb")
-if isinstance(rss, list) and rss and all(isinstance(m, (int, float)) for m in rss):
-    worst, worst_why = float(max(rss)), None
+# RSS and gen0: the worst round (the best round's figure could hide a collection another round had).
+rss_all = [m for _, _, o in bn2_rounds if o for m in (o.get("worker_peak_rss_mb") or [])]
+if rss_all and all(isinstance(m, (int, float)) for m in rss_all):
+    worst, worst_why = float(max(rss_all)), None
 else:
     worst, worst_why = None, (bn2_why if bn2_obj is None else "worker peak RSS not read")
-target_row("worker process peak RSS (VmHWM, largest of the 2)", worst, worst_why, 200, " MB",
-           lambda v: f"{v:.0f} MB (" + ", ".join(f"{m:.0f}" for m in rss) + ")")
-for lbl, o, why in [("1 process", bn1_obj, bn1_why), ("2 processes, coordinator", bn2_obj, bn2_why)]:
-    gen0, gen0_why = measured(o, why, "gen0", "no gen0 count")
-    target_row(f"gen0 collections in {os.environ['STEPS']} steady-state steps, {lbl}", gen0, gen0_why, 0, "",
-               lambda v: f"{v:.0f}")
+target_row(f"worker process peak RSS (VmHWM, largest of the 2 workers over {ROUNDS} round(s))", worst, worst_why, 200, " MB",
+           lambda v: f"{v:.0f} MB")
+for lbl, all_rounds, why in [("1 process", bn1_rounds, bn1_why), ("2 processes, coordinator", bn2_rounds, bn2_why)]:
+    counts = [measured(o, None, "gen0", "no gen0 count") for _, _, o in all_rounds if o]
+    values = [v for v, _ in counts if v is not None]
+    gen0, gen0_why = (max(values), None) if values else (None, why or "no gen0 count")
+    target_row(f"gen0 collections in {os.environ['STEPS']} steady-state steps, {lbl} (worst of {ROUNDS} round(s): "
+               + ", ".join(f"{v:.0f}" for v in values) + ")", gen0, gen0_why, 0, "", lambda v: f"{v:.0f}")
 print()
 
 # -- BnCluster breakdown
@@ -299,9 +357,10 @@ if rows:
             return f"{v:,.2f}" if abs(v) < 1000 else f"{v:,.0f}"
         return str(v)
 
-    print("BnCluster step breakdown (times per step; compute, bn_wait, grad_exchange and waiting_percent per worker, "
-          "averaged over the workers, from the run's own step-phase log events; n/a = no per-worker events reached "
-          "the coordinator; GC and allocation of the process running `bench` — the coordinator with --processes):")
+    print("BnCluster step breakdown of each configuration's best round (times per step; compute, bn_wait, grad_exchange "
+          "and waiting_percent per worker, averaged over the workers, from the run's own step-phase log events; n/a = no "
+          "per-worker events reached the coordinator; GC and allocation of the process running `bench` — the "
+          "coordinator with --processes):")
     print()
     print("| Configuration | " + " | ".join(keys) + " |")
     print("|---|" + "---:|" * len(keys))

@@ -152,6 +152,10 @@ def run_single(args, data):
 
 
 def ddp_worker(rank, args, port, queue):
+    if args.pin:  # each rank on a core of its own (of the cores this process may use), as BnCluster pins its workers
+        cores = sorted(os.sched_getaffinity(0))
+        if len(cores) >= args.ddp:
+            os.sched_setaffinity(0, {cores[rank]})
     torch.set_num_threads(1)
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
     dist.init_process_group("gloo", rank=rank, world_size=args.ddp)
@@ -171,7 +175,7 @@ def ddp_worker(rank, args, port, queue):
             queue.put({"threads": 1, "processes": args.ddp, "batch": args.batch, "steps": args.steps,
                        "samples_per_second": round(args.batch * args.steps / elapsed, 1),
                        "ms_per_step": round(1000 * elapsed / args.steps, 3),
-                       "batchnorm": "per-process (SyncBatchNorm refuses CPU tensors)"})
+                       "batchnorm": "per-process (SyncBatchNorm refuses CPU tensors)", "pinned": bool(args.pin)})
     finally:
         dist.destroy_process_group()
 
@@ -192,6 +196,7 @@ def main():
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--ddp", type=int, default=0, help="K > 0: DistributedDataParallel over K processes")
+    p.add_argument("--pin", action="store_true", help="with --ddp: pin rank i to the i-th allowed core")
     p.add_argument("--epochs", type=int, default=0, help="train E epochs and report test accuracy")
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args()
