@@ -91,6 +91,8 @@ public sealed class CoordinatorActor : ReceiveActor
     private MatMul? _optimizerThreads; // from PreStart to PostStop
     private readonly Gradients _gradSum;
     private readonly List<SharedTensorRegion> _mirrors = []; // the files a commit writes the new parameters into
+    private readonly List<SharedTensorRegion> _regionBatch = []; // the files one pass of the gradient sum reads
+    private readonly bool[] _regionNonFinite = new bool[SharedTensorRegion.MaxRegionsPerPass];
     private InputNormalizer? _input;
     private long _committed;
 
@@ -478,8 +480,7 @@ public sealed class CoordinatorActor : ReceiveActor
         }
         Array.Clear(_losses);
         Array.Clear(_pendingTensors);
-        _summedRanks = 0;
-        _gradSum.Clear();
+        _summedRanks = 0; // (rank 0's gradients overwrite the sum: no need to clear it)
         _stepTime.Restart();
         float[][]? snapshot = SharedSnapshot(viaRegions: true);
         for (int r = 0; r < k; r++)
@@ -597,7 +598,8 @@ public sealed class CoordinatorActor : ReceiveActor
 
     /// <summary>
     /// Adds the waiting gradients of the next ranks to the sum (0 + g₀ + g₁ + …): pooled arrays go back to the pool,
-    /// shared-memory gradients are added straight from the file on all cores. False when a file's gradients were
+    /// shared-memory gradients are added straight from the files, consecutive ready ranks in one pass over memory
+    /// (on all cores once every gradient is in). False when a file's gradients were
     /// unusable (another stamp, torn, non-finite): the attempt was aborted.
     /// </summary>
     private bool AddGradientsInRankOrder()
@@ -605,31 +607,49 @@ public sealed class CoordinatorActor : ReceiveActor
         while (_summedRanks < _pendingTensors.Length && _pendingTensors[_summedRanks] is { } tensors)
         {
             int rank = _summedRanks;
+            bool overwrite = rank == 0; // the sum still holds an earlier step's: rank 0 writes it without reading it
             if (ReferenceEquals(tensors, InSharedMemory))
             {
-                // (A worker that registered again meanwhile has no file any more: its old gradients are gone with it.)
-                bool nonFinite = false;
-                if (_participants[rank].Region is not { } region || !region.TryAddGradients(_step, _attempt, _gradSum.Tensors, AllGradientsIn() ? _optimizerThreads : null, out nonFinite))
+                // This rank and the ready ranks after it whose gradients also wait in their files: one pass adds them all.
+                int end = rank;
+                _regionBatch.Clear();
+                while (end < _pendingTensors.Length && ReferenceEquals(_pendingTensors[end], InSharedMemory) && _regionBatch.Count < SharedTensorRegion.MaxRegionsPerPass)
+                {
+                    // (A worker that registered again meanwhile has no file any more: its old gradients are gone with it.)
+                    if (_participants[end].Region is not { } region) break;
+                    _regionBatch.Add(region);
+                    end++;
+                }
+                if (end == rank)
                 {
                     Unusable(rank, "gradients that are not in its shared-memory file (another stamp, or changed while read)");
                     return false;
                 }
-                if (nonFinite)
+                var nonFinite = _regionNonFinite.AsSpan(0, end - rank);
+                if (!SharedTensorRegion.TryAddGradients(_regionBatch, _step, _attempt, _gradSum.Tensors, overwrite, AllGradientsIn() ? _optimizerThreads : null, nonFinite, out int failed))
                 {
-                    NonFinite(rank, "gradient");
+                    Unusable(rank + failed, "gradients that are not in its shared-memory file (another stamp, or changed while read)");
                     return false;
                 }
+                if (nonFinite.IndexOf(true) is var bad and >= 0)
+                {
+                    NonFinite(rank + bad, "gradient");
+                    return false;
+                }
+                for (int r = rank; r < end; r++) _pendingTensors[r] = null;
+                _summedRanks = end;
             }
             else
             {
                 for (int i = 0; i < tensors.Length; i++)
                 {
                     var sum = _gradSum.Tensors[i].Values;
-                    TensorPrimitives.Add(sum, tensors[i], sum);
+                    if (overwrite) TensorPrimitives.Add(tensors[i], 0f, sum); // = 0 + g₀, bit for bit
+                    else TensorPrimitives.Add(sum, tensors[i], sum);
                 }
                 TensorPool.Release(tensors);
+                _pendingTensors[_summedRanks++] = null;
             }
-            _pendingTensors[_summedRanks++] = null;
         }
         return true;
     }

@@ -159,11 +159,90 @@ public sealed unsafe class SharedTensorRegion : IDisposable, IParameterMirror
     /// </summary>
     public bool TryAddGradients(long step, int attempt, IReadOnlyList<NamedTensor> sums, MatMul? threads, out bool nonFinite)
     {
-        CheckCount(sums.Count, _gradLengths, "gradient");
-        nonFinite = false;
-        if (!BeginRead(_gradStamp, step, attempt, out ulong sequence)) return false;
-        for (int i = 0; i < sums.Count; i++) nonFinite |= Pass(_gradOffsets[i], _gradLengths, i, sums[i].Values, threads, &AddRange);
-        return EndRead(_gradStamp, sequence);
+        Span<bool> flags = stackalloc bool[1];
+        bool read = TryAddGradients([this], step, attempt, sums, overwrite: false, threads, flags, out _);
+        nonFinite = flags[0];
+        return read;
+    }
+
+    /// <summary>Regions one <see cref="TryAddGradients(IReadOnlyList{SharedTensorRegion}, long, int, IReadOnlyList{NamedTensor}, bool, MatMul?, Span{bool}, out int)"/> pass adds.</summary>
+    public const int MaxRegionsPerPass = 64;
+
+    /// <summary>
+    /// Coordinator: adds the gradients stamped (<paramref name="step"/>, <paramref name="attempt"/>) of several regions
+    /// (laid out for the same network), in their order, to <paramref name="sums"/>: sum = ((sum + g₀) + g₁) + …, or, with
+    /// <paramref name="overwrite"/>, sum = (g₀ + 0) + g₁ + … without reading the old sums (the same bits as starting from
+    /// zero: x + 0 = 0 + x). Block by block over element ranges split across <paramref name="threads"/>, so a block of the
+    /// sum stays in L1 while every region's block is added to it: one pass over memory for all the regions. False, with
+    /// <paramref name="failed"/> the region's index, when a region holds another stamp or changed while read;
+    /// <paramref name="nonFinite"/>[k] when region k's gradients hold NaN or ±∞. Either way the sums are unusable.
+    /// </summary>
+    public static bool TryAddGradients(IReadOnlyList<SharedTensorRegion> regions, long step, int attempt, IReadOnlyList<NamedTensor> sums,
+        bool overwrite, MatMul? threads, Span<bool> nonFinite, out int failed)
+    {
+        int count = regions.Count;
+        if (count is < 1 or > MaxRegionsPerPass) throw new ArgumentOutOfRangeException(nameof(regions), count, $"1 to {MaxRegionsPerPass} regions per pass");
+        if (nonFinite.Length < count) throw new ArgumentException($"{nonFinite.Length} non-finite flags for {count} regions", nameof(nonFinite));
+        var first = regions[0];
+        CheckCount(sums.Count, first._gradLengths, "gradient");
+        ulong* sequences = stackalloc ulong[count];
+        for (int k = 0; k < count; k++)
+        {
+            var region = regions[k];
+            if (!region._gradLengths.AsSpan().SequenceEqual(first._gradLengths)) throw new ArgumentException($"region {k} is laid out for another network");
+            if (!region.BeginRead(region._gradStamp, step, attempt, out sequences[k])) { failed = k; return false; }
+        }
+        nint* tensors = stackalloc nint[count];
+        int* flags = stackalloc int[count];
+        new Span<int>(flags, count).Clear();
+        for (int i = 0; i < sums.Count; i++)
+        {
+            var sum = sums[i].Values;
+            int length = Checked(sum.Length, first._gradLengths, i);
+            for (int k = 0; k < count; k++) tensors[k] = (nint)(regions[k]._base + regions[k]._gradOffsets[i]);
+            fixed (float* values = sum)
+            {
+                var state = new SumState { Sum = values, Regions = tensors, Count = count, Overwrite = overwrite ? 1 : 0, NonFinite = flags };
+                if (threads is null) SumRange(ref state, 0, length);
+                else threads.ParallelFor(length, (long)length * count, ref state, &SumRange, align: Line / sizeof(float));
+            }
+        }
+        for (int k = 0; k < count; k++)
+        {
+            nonFinite[k] = flags[k] != 0;
+            if (!regions[k].EndRead(regions[k]._gradStamp, sequences[k])) { failed = k; return false; }
+        }
+        failed = -1;
+        return true;
+    }
+
+    // One tensor's element range of a multi-region sum: the sum's floats and the tensor's place in each region.
+    private struct SumState
+    {
+        public float* Sum;
+        public nint* Regions;
+        public int Count;
+        public int Overwrite;
+        public int* NonFinite; // per region: set by any range that saw NaN or ±∞ (all write the same 1)
+    }
+
+    // Elements per block of a multi-region sum: 16 KB of the sum, kept in L1 while each region's block is added.
+    private const int SumBlock = 4096;
+
+    private static void SumRange(ref SumState s, int start, int end)
+    {
+        for (int at = start; at < end; at += SumBlock)
+        {
+            int n = Math.Min(SumBlock, end - at);
+            var sum = new Span<float>(s.Sum + at, n);
+            for (int k = 0; k < s.Count; k++)
+            {
+                var gradient = new ReadOnlySpan<float>((float*)s.Regions[k] + at, n);
+                if (!TensorPrimitives.IsFiniteAll(gradient)) s.NonFinite[k] = 1;
+                if (k == 0 && s.Overwrite != 0) TensorPrimitives.Add(gradient, 0f, sum);
+                else TensorPrimitives.Add(sum, gradient, sum);
+            }
+        }
     }
 
     /// <summary>
@@ -226,14 +305,13 @@ public sealed unsafe class SharedTensorRegion : IDisposable, IParameterMirror
     {
         public float* Region;
         public float* Array;
-        public int NonFinite; // set by any range that saw NaN or ±∞ (all write the same 1)
     }
 
     /// <summary>
     /// Runs <paramref name="body"/> over tensor <paramref name="index"/> of an area (at <paramref name="offset"/>) and
-    /// <paramref name="array"/>, split over <paramref name="threads"/> when given; true when a range saw a non-finite value.
+    /// <paramref name="array"/>, split over <paramref name="threads"/> when given.
     /// </summary>
-    private bool Pass(long offset, int[] lengths, int index, float[] array, MatMul? threads, delegate*<ref RangeState, int, int, void> body)
+    private void Pass(long offset, int[] lengths, int index, float[] array, MatMul? threads, delegate*<ref RangeState, int, int, void> body)
     {
         int length = Checked(array.Length, lengths, index);
         fixed (float* values = array)
@@ -241,16 +319,7 @@ public sealed unsafe class SharedTensorRegion : IDisposable, IParameterMirror
             var state = new RangeState { Region = (float*)(_base + offset), Array = values };
             if (threads is null) body(ref state, 0, length);
             else threads.ParallelFor(length, length, ref state, body, align: Line / sizeof(float));
-            return state.NonFinite != 0;
         }
-    }
-
-    private static void AddRange(ref RangeState s, int start, int end)
-    {
-        var gradient = new ReadOnlySpan<float>(s.Region + start, end - start);
-        var sum = new Span<float>(s.Array + start, end - start);
-        if (!TensorPrimitives.IsFiniteAll(gradient)) s.NonFinite = 1;
-        TensorPrimitives.Add(sum, gradient, sum);
     }
 
     private static void CopyToRegionRange(ref RangeState s, int start, int end) =>

@@ -61,6 +61,62 @@ public sealed class SharedTensorRegionTests
         Assert.True(nonFinite);
     }
 
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public void One_pass_sums_several_workers_files_in_order_bit_for_bit_and_names_the_file_that_fails(int threadCount)
+    {
+        using var dir = new TempDirectory();
+        var p = Filled(Wide, 0f);
+        var coordinatorSide = new List<SharedTensorRegion>();
+        var workerSide = new List<SharedTensorRegion>();
+        try
+        {
+            var rng = new Random(11);
+            var written = new List<Gradients>();
+            for (int w = 0; w < 3; w++)
+            {
+                string path = Path.Combine(dir.Path, $"w{w}.shm");
+                coordinatorSide.Add(SharedTensorRegion.Create(path, p));
+                workerSide.Add(SharedTensorRegion.Open(path, coordinatorSide[w].Token, p));
+                var g = new Gradients(p);
+                foreach (var t in g.Tensors)
+                    for (int i = 0; i < t.Values.Length; i++) t.Values[i] = (float)(rng.NextDouble() - 0.5) * (w + 1);
+                g.DWOut[0] = -0f; // 0 + −0 is +0: overwriting must give the same bits
+                written.Add(g);
+                workerSide[w].WriteGradients(8, 2, g.Tensors);
+            }
+            using var threads = new MatMul(threadCount);
+            var sums = new Gradients(p);
+            foreach (var t in sums.Tensors) Array.Fill(t.Values, float.NaN); // an earlier step's sums: never read
+            var nonFinite = new bool[3];
+            Assert.True(SharedTensorRegion.TryAddGradients(coordinatorSide, 8, 2, sums.Tensors, overwrite: true, threads, nonFinite, out int failed));
+            Assert.Equal(-1, failed);
+            Assert.Equal([false, false, false], nonFinite);
+            for (int i = 0; i < sums.Tensors.Count; i++)
+            {
+                var expected = new float[sums.Tensors[i].Values.Length];
+                foreach (var g in written)
+                    for (int j = 0; j < expected.Length; j++) expected[j] += g.Tensors[i].Values[j]; // 0 + g₀ + g₁ + g₂
+                Assert.Equal(expected.Select(BitConverter.SingleToInt32Bits), sums.Tensors[i].Values.Select(BitConverter.SingleToInt32Bits));
+            }
+
+            // Without overwrite the sums are added to; a NaN is reported for its file, a stale stamp names its file.
+            written[1].DW[0][5] = float.NaN;
+            workerSide[1].WriteGradients(9, 1, written[1].Tensors);
+            workerSide[0].WriteGradients(9, 1, written[0].Tensors);
+            Assert.True(SharedTensorRegion.TryAddGradients(coordinatorSide[..2], 9, 1, sums.Tensors, overwrite: false, threads, nonFinite, out failed));
+            Assert.Equal([false, true], nonFinite[..2]);
+            Assert.False(SharedTensorRegion.TryAddGradients(coordinatorSide, 9, 1, sums.Tensors, overwrite: false, threads, nonFinite, out failed));
+            Assert.Equal(2, failed); // file 2 still holds step 8
+            Assert.Throws<ArgumentOutOfRangeException>(() => SharedTensorRegion.TryAddGradients([], 9, 1, sums.Tensors, false, threads, new bool[1], out _));
+        }
+        finally
+        {
+            foreach (var r in coordinatorSide.Concat(workerSide)) r.Dispose();
+        }
+    }
+
     [Fact]
     public unsafe void Parameters_an_update_writes_into_the_region_are_readable_only_once_the_write_is_ended()
     {
