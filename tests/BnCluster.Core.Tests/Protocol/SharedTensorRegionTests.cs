@@ -25,20 +25,42 @@ public sealed class SharedTensorRegionTests
         return p;
     }
 
+    /// <summary>Both ends of one region file in a temporary folder: the coordinator's (creator) and the worker's.</summary>
+    private sealed class RegionPair : IDisposable
+    {
+        private readonly TempDirectory _dir = new();
+
+        public RegionPair(Parameters coordinatorSide, Parameters workerSide)
+        {
+            Path = System.IO.Path.Combine(_dir.Path, "region.shm");
+            Coordinator = SharedTensorRegion.Create(Path, coordinatorSide);
+            Worker = SharedTensorRegion.Open(Path, Coordinator.Token, workerSide);
+        }
+
+        public string Path { get; }
+        public SharedTensorRegion Coordinator { get; }
+        public SharedTensorRegion Worker { get; }
+
+        public void Dispose()
+        {
+            Worker.Dispose();
+            Coordinator.Dispose();
+            _dir.Dispose();
+        }
+    }
+
     private static bool TryAdd(SharedTensorRegion region, long step, int attempt, Gradients sums) =>
         region.TryAddGradients(step, attempt, sums.Tensors, threads: null, out _);
 
     [Fact]
     public void Gradients_and_parameters_cross_between_the_two_mappings_and_survive_the_unlink()
     {
-        using var dir = new TempDirectory();
-        string path = Path.Combine(dir.Path, "region.shm");
         var coordinatorSide = Filled(Wide, 1f);
-        using var coordinator = SharedTensorRegion.Create(path, coordinatorSide);
         var workerSide = new Parameters(Wide);
-        using var worker = SharedTensorRegion.Open(path, coordinator.Token, workerSide);
+        using var pair = new RegionPair(coordinatorSide, workerSide);
+        var (coordinator, worker) = (pair.Coordinator, pair.Worker);
         coordinator.Unlink();
-        Assert.False(File.Exists(path));
+        Assert.False(File.Exists(pair.Path));
 
         using var threads = new MatMul(2); // W (200×300) is split over both threads
         coordinator.WriteParameters(4, coordinatorSide, threads);
@@ -120,12 +142,10 @@ public sealed class SharedTensorRegionTests
     [Fact]
     public unsafe void Parameters_an_update_writes_into_the_region_are_readable_only_once_the_write_is_ended()
     {
-        using var dir = new TempDirectory();
-        string path = Path.Combine(dir.Path, "region.shm");
         var p = Filled(Spec, 2f);
-        using var coordinator = SharedTensorRegion.Create(path, p);
         var other = new Parameters(Spec);
-        using var worker = SharedTensorRegion.Open(path, coordinator.Token, other);
+        using var pair = new RegionPair(p, other);
+        var (coordinator, worker) = (pair.Coordinator, pair.Worker);
         Assert.Equal(-1, coordinator.WrittenParametersVersion);
         Assert.Throws<InvalidOperationException>(() => (nint)coordinator.Trainable(0, p.Trainable[0].Values.Length)); // no write open
 
@@ -146,12 +166,10 @@ public sealed class SharedTensorRegionTests
     [Fact]
     public void A_reader_asking_for_another_step_attempt_or_version_gets_false_and_nothing()
     {
-        using var dir = new TempDirectory();
-        string path = Path.Combine(dir.Path, "region.shm");
         var p = Filled(Spec, 3f);
-        using var coordinator = SharedTensorRegion.Create(path, p);
         var other = new Parameters(Spec);
-        using var worker = SharedTensorRegion.Open(path, coordinator.Token, other);
+        using var pair = new RegionPair(p, other);
+        var (coordinator, worker) = (pair.Coordinator, pair.Worker);
 
         Assert.False(worker.TryReadParameters(0, other)); // nothing written yet
         Assert.False(TryAdd(coordinator, 1, 1, new Gradients(p)));
@@ -192,12 +210,10 @@ public sealed class SharedTensorRegionTests
     {
         // The writer stamps version v with every value = v; whatever the reader accepts must be all one version.
         // Every 16th version the writer waits until the reader has tried it, so accepted reads happen.
-        using var dir = new TempDirectory();
-        string path = Path.Combine(dir.Path, "region.shm");
         var written = new Parameters(Wide);
-        using var coordinator = SharedTensorRegion.Create(path, written);
         var read = new Parameters(Wide);
-        using var worker = SharedTensorRegion.Open(path, coordinator.Token, read);
+        using var pair = new RegionPair(written, read);
+        var (coordinator, worker) = (pair.Coordinator, pair.Worker);
         const int Versions = 400;
         long published = -1, tried = -1;
         int accepted = 0;
