@@ -10,9 +10,7 @@ using BnCluster.Actors.Remote;
 using BnCluster.Core.Serialization;
 using Serilog;
 
-// As the bncluster command does (Program.InlineSocketCompletions): socket continuations inline, unless set otherwise.
-if (Environment.GetEnvironmentVariable("DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS") is null)
-    Environment.SetEnvironmentVariable("DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS", "1");
+InlineSocketCompletions.Prefer(); // as the bncluster command does
 var inv = CultureInfo.InvariantCulture;
 int Arg(string name, int fallback)
 {

@@ -150,22 +150,7 @@ public sealed unsafe class SharedTensorRegion : IDisposable, IParameterMirror
         EndWrite(stamp, step, attempt);
     }
 
-    /// <summary>
-    /// Coordinator: adds the gradients stamped (<paramref name="step"/>, <paramref name="attempt"/>) to
-    /// <paramref name="sums"/> (sum += g, Trainable order) straight from the file, split by element ranges over
-    /// <paramref name="threads"/> (element-wise, so the same for any split). False when the area holds another stamp
-    /// or changed while read; <paramref name="nonFinite"/> when a gradient holds NaN or ±∞. Either way the sums are
-    /// then unusable (the caller aborts the attempt).
-    /// </summary>
-    public bool TryAddGradients(long step, int attempt, IReadOnlyList<NamedTensor> sums, MatMul? threads, out bool nonFinite)
-    {
-        Span<bool> flags = stackalloc bool[1];
-        bool read = TryAddGradients([this], step, attempt, sums, overwrite: false, threads, flags, out _);
-        nonFinite = flags[0];
-        return read;
-    }
-
-    /// <summary>Regions one <see cref="TryAddGradients(IReadOnlyList{SharedTensorRegion}, long, int, IReadOnlyList{NamedTensor}, bool, MatMul?, Span{bool}, out int)"/> pass adds.</summary>
+    /// <summary>Regions one <see cref="TryAddGradients"/> pass adds.</summary>
     public const int MaxRegionsPerPass = 64;
 
     /// <summary>

@@ -49,8 +49,17 @@ public sealed class SharedTensorRegionTests
         }
     }
 
+    /// <summary>sum += g of one region's gradients stamped (step, attempt); <paramref name="nonFinite"/> when they hold NaN or ±∞.</summary>
+    private static bool TryAdd(SharedTensorRegion region, long step, int attempt, IReadOnlyList<NamedTensor> sums, MatMul? threads, out bool nonFinite)
+    {
+        var flags = new bool[1];
+        bool read = SharedTensorRegion.TryAddGradients([region], step, attempt, sums, overwrite: false, threads, flags, out _);
+        nonFinite = flags[0];
+        return read;
+    }
+
     private static bool TryAdd(SharedTensorRegion region, long step, int attempt, Gradients sums) =>
-        region.TryAddGradients(step, attempt, sums.Tensors, threads: null, out _);
+        TryAdd(region, step, attempt, sums.Tensors, threads: null, out _);
 
     [Fact]
     public void Gradients_and_parameters_cross_between_the_two_mappings_and_survive_the_unlink()
@@ -73,13 +82,13 @@ public sealed class SharedTensorRegionTests
         worker.WriteGradients(5, 2, gradients.Tensors);
         var sums = new Gradients(coordinatorSide);
         foreach (var t in sums.Tensors) Array.Fill(t.Values, 1f);
-        Assert.True(coordinator.TryAddGradients(5, 2, sums.Tensors, threads, out bool nonFinite));
+        Assert.True(TryAdd(coordinator, 5, 2, sums.Tensors, threads, out bool nonFinite));
         Assert.False(nonFinite);
         Assert.All(sums.Tensors, t => Assert.All(t.Values, v => Assert.Equal(1f + -2.5f, v)));
 
         gradients.DWOut[3] = float.NaN;
         worker.WriteGradients(6, 1, gradients.Tensors);
-        Assert.True(coordinator.TryAddGradients(6, 1, sums.Tensors, threads, out nonFinite));
+        Assert.True(TryAdd(coordinator, 6, 1, sums.Tensors, threads, out nonFinite));
         Assert.True(nonFinite);
     }
 
