@@ -49,6 +49,8 @@ public sealed class CoordinatorActor : ReceiveActor
         // The shared-memory file offered to this worker, and once it has accepted it, the one its tensors go through.
         public SharedTensorRegion? Offered { get; set; }
         public SharedTensorRegion? Region { get; set; }
+        // The batch-norm exchange this worker has opened (the coordinator's current one, or an older one).
+        public SharedBatchNormExchange? Exchange { get; set; }
 
         public void DisposeRegions()
         {
@@ -56,6 +58,7 @@ public sealed class CoordinatorActor : ReceiveActor
             Offered?.Dispose();
             Region?.Dispose();
             Offered = Region = null;
+            Exchange = null;
         }
     }
 
@@ -95,6 +98,13 @@ public sealed class CoordinatorActor : ReceiveActor
     private readonly bool[] _regionNonFinite = new bool[SharedTensorRegion.MaxRegionsPerPass];
     private InputNormalizer? _input;
     private long _committed;
+    // The batch-norm exchange file offered to every worker with a shared-memory file (replaced whenever that set
+    // changes, so a dropped worker never shares a file with the ones left), and the answers it still waits for.
+    private SharedBatchNormExchange? _exchange;
+    private int _exchangeAnswersDue;
+    // The running attempt's exchange and its ranks (0: BN partials as messages this attempt).
+    private SharedBatchNormExchange? _attemptExchange;
+    private int _attemptBnRanks;
 
     private int _epoch;
     private EpochPlan? _plan;
@@ -171,6 +181,7 @@ public sealed class CoordinatorActor : ReceiveActor
         Receive<MemberReachable>(e => TellDroppedAt(e.Member.Address, "reachable again"));
         Receive<MemberUp>(e => TellDroppedAt(e.Member.Address, "up again"));
         Receive<SharedMemoryAnswer>(OnSharedMemoryAnswer);
+        Receive<BatchNormExchangeAnswer>(OnBatchNormExchangeAnswer);
         Receive<InputStatsReply>(OnInputStats);
         Receive<BnStats>(m => { long t = HandlerClock.Now; OnBnStats(m); _clock.Add(HandlerClock.Kind.BnStats, t); });
         Receive<BnGradStats>(m => { long t = HandlerClock.Now; OnBnGradStats(m); _clock.Add(HandlerClock.Kind.BnGradStats, t); });
@@ -189,6 +200,8 @@ public sealed class CoordinatorActor : ReceiveActor
     {
         _optimizerThreads?.Dispose();
         foreach (var m in _roster) m.DisposeRegions();
+        ReleaseExchange();
+        _attemptExchange?.Dispose();
     }
 
     protected override void PreStart()
@@ -280,12 +293,61 @@ public sealed class CoordinatorActor : ReceiveActor
             m.Region = offered;
             m.SentVersion = -1; // its next parameters go through the file
             _log.Information("Worker {Worker} on {Node:l}: tensors through shared memory", m.Id, m.Node);
+            OfferBatchNormExchange();
         }
         else
         {
             offered.Dispose();
             _log.Information("Worker {Worker} on {Node:l}: tensors over TCP ({Reason:l})", m.Id, m.Node, a.Reason);
         }
+    }
+
+    /// <summary>
+    /// Offers every worker with a shared-memory file a new batch-norm exchange with a slot for each of them (the old
+    /// file stays with whoever still has it mapped, a dropped worker included). Until all have accepted, BN partials
+    /// travel as messages.
+    /// </summary>
+    private void OfferBatchNormExchange()
+    {
+        ReleaseExchange();
+        foreach (var m in _roster) m.Exchange = null;
+        var local = _roster.Where(m => m.Region is not null).ToList();
+        if (local.Count == 0 || !_p.BatchNorm.Any(bn => bn is not null)) return;
+        string path = System.IO.Path.Combine(SharedTensorRegion.DefaultFolder, $"bncluster-{Environment.ProcessId}-{Guid.NewGuid():N}-bn.shm");
+        try
+        {
+            _exchange = SharedBatchNormExchange.Create(path, _p, local.Count);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            _log.Information("Batch-norm partials over TCP (no exchange file: {Reason:l})", e.Message);
+            return;
+        }
+        _exchangeAnswersDue = local.Count;
+        foreach (var m in local) m.Actor.Tell(new BatchNormExchangeOffer(path, _exchange.Token, local.Count), Self);
+    }
+
+    private void OnBatchNormExchangeAnswer(BatchNormExchangeAnswer a)
+    {
+        if (Find(Sender) is not { } m || _exchange is not { } exchange || exchange.Path != a.Path) return; // an old offer's answer
+        if (a.Accepted) m.Exchange = exchange;
+        else _log.Information("Worker {Worker} on {Node:l}: batch-norm partials over TCP ({Reason:l})", m.Id, m.Node, a.Reason);
+        if (--_exchangeAnswersDue > 0) return;
+        exchange.Unlink(); // every worker has it mapped (or never will): nothing stays on disk
+        var members = _roster.Where(x => ReferenceEquals(x.Exchange, exchange)).Select(x => x.Id).ToList();
+        if (members.Count == 0) return;
+        // (Said once the whole roster is in it; the offers made while workers join one by one are details.)
+        var level = members.Count == _roster.Count ? Serilog.Events.LogEventLevel.Information : Serilog.Events.LogEventLevel.Debug;
+        _log.Write(level, "Workers {Workers:l}: batch-norm partials exchanged through shared memory", string.Join(", ", members));
+    }
+
+    /// <summary>The current exchange file is unlinked; its mapping is released unless the running attempt still uses it.</summary>
+    private void ReleaseExchange()
+    {
+        if (_exchange is not { } old) return;
+        _exchange = null;
+        old.Unlink();
+        if (!ReferenceEquals(old, _attemptExchange)) old.Dispose();
     }
 
     private void LoseAt(Address address, string reason)
@@ -340,6 +402,8 @@ public sealed class CoordinatorActor : ReceiveActor
             participated |= Array.IndexOf(_participants, m) >= 0;
             _log.ForContext(ClusterLog.Phase, ClusterLog.Membership).Warning(ClusterLog.WorkerLeftTemplate, m.Id, m.Node, reason, _roster.Count);
         }
+        // Those left get an exchange of their own: one that a dropped (maybe alive) worker still writes is not shared.
+        if (_exchange is not null) OfferBatchNormExchange();
         if (!participated || _phase == Phase.Done || _waitingForJoins) return;
         string why = lost.Count == 1 ? $"worker {lost[0].Id} on {lost[0].Node} {reason}" : $"workers {string.Join(", ", lost.Select(m => m.Id))} {reason}";
         if (_phase == Phase.Training) AbortAttempt(why);
@@ -481,6 +545,14 @@ public sealed class CoordinatorActor : ReceiveActor
         Array.Clear(_losses);
         Array.Clear(_pendingTensors);
         _summedRanks = 0; // (rank 0's gradients overwrite the sum: no need to clear it)
+        // BN partials through the exchange when every participant has the current one; else as messages.
+        var previousExchange = _attemptExchange;
+        bool shared = _exchange is not null && k <= _exchange.Ranks;
+        foreach (var m in _participants) shared &= ReferenceEquals(m.Exchange, _exchange);
+        _attemptExchange = shared ? _exchange : null;
+        _attemptBnRanks = shared ? k : 0;
+        if (previousExchange is not null && !ReferenceEquals(previousExchange, _attemptExchange) && !ReferenceEquals(previousExchange, _exchange))
+            previousExchange.Dispose(); // replaced while its attempt ran
         _stepTime.Restart();
         float[][]? snapshot = SharedSnapshot(viaRegions: true);
         for (int r = 0; r < k; r++)
@@ -491,7 +563,7 @@ public sealed class CoordinatorActor : ReceiveActor
             // (The commit writes the participants' files as it updates; this is for a worker new to the step.)
             if (viaFile && m.Region!.WrittenParametersVersion != _committed)
                 m.Region.WriteParameters(_committed, _p, _optimizerThreads); // every worker waits for it: all cores
-            m.Actor.Tell(new StartStep(_step, _epoch, _attempt, n, r, shard, _committed, holds || viaFile ? null : snapshot, viaFile), Self);
+            m.Actor.Tell(new StartStep(_step, _epoch, _attempt, n, r, shard, _committed, holds || viaFile ? null : snapshot, viaFile, _attemptBnRanks), Self);
             m.SentVersion = _committed;
         }
         Timers.StartSingleTimer("step-timeout", new StepTimeout(_step, _attempt), _timeout);
@@ -528,7 +600,7 @@ public sealed class CoordinatorActor : ReceiveActor
 
     private void OnBnStats(BnStats m)
     {
-        if (!Current(m.Step, m.Attempt, out int rank)) { Stale(m); return; }
+        if (!Current(m.Step, m.Attempt, out int rank) || _attemptBnRanks > 0) { Stale(m); return; }
         if (!ValidLayer(m.Layer, m.Mean.Length, m.M2.Length)) { BadMessage(m, rank); return; }
         if (_stats[m.Layer][rank] is not null) { Duplicate(m, rank); return; }
         if (!AllFinite(m.Mean) || !AllFinite(m.M2)) { NonFinite(rank, $"BN statistic of layer {m.Layer}"); return; }
@@ -552,7 +624,7 @@ public sealed class CoordinatorActor : ReceiveActor
 
     private void OnBnGradStats(BnGradStats m)
     {
-        if (!Current(m.Step, m.Attempt, out int rank)) { Stale(m); return; }
+        if (!Current(m.Step, m.Attempt, out int rank) || _attemptBnRanks > 0) { Stale(m); return; }
         if (!ValidLayer(m.Layer, m.SumDy.Length, m.SumDyXhat.Length)) { BadMessage(m, rank); return; }
         if (_gradSums[m.Layer][rank] is not null) { Duplicate(m, rank); return; }
         if (!AllFinite(m.SumDy) || !AllFinite(m.SumDyXhat)) { NonFinite(rank, $"BN gradient sum of layer {m.Layer}"); return; }
@@ -580,12 +652,38 @@ public sealed class CoordinatorActor : ReceiveActor
         if (m.Shared && _participants[rank].Region is null) { Unusable(rank, "gradients in shared memory, but it has no shared-memory file"); return; }
         if (!m.Shared && !ValidGradients(m.Tensors)) { BadMessage(m, rank); return; }
         if (!double.IsFinite(m.SumLoss)) { NonFinite(rank, "loss"); return; }
+        if (_attemptExchange is { } exchange) // its BN partials: all there before its gradients, and finite
+            switch (exchange.Check(rank, _step, _attempt, out int layer))
+            {
+                case SharedBatchNormExchange.SlotState.Missing: Unusable(rank, $"gradients without its BN partials of layer {layer} in the shared exchange"); return;
+                case SharedBatchNormExchange.SlotState.NonFinite: NonFinite(rank, $"BN statistic of layer {layer}"); return;
+            }
         for (int i = 0; i < m.Tensors.Length; i++) // (shared-memory gradients are checked as they are added)
             if (!TensorPrimitives.IsFiniteAll<float>(m.Tensors[i])) { NonFinite(rank, $"gradient of {_p.Trainable[i].Name}"); return; }
         _losses[rank] = new LossPartial(m.SumLoss, m.Correct, m.Count);
         _pendingTensors[rank] = m.Shared ? InSharedMemory : m.Tensors;
         LogWorkerTimings(m.Step, _participants[rank], m.Timings);
-        if (AddGradientsInRankOrder() && _summedRanks == _participants.Length) Commit();
+        if (AddGradientsInRankOrder() && _summedRanks == _participants.Length && MergeSharedStats()) Commit();
+    }
+
+    /// <summary>
+    /// With the exchange, the forward moments the running averages need are merged here from its slots, in rank order
+    /// as the workers merged them (they hold still: every worker has sent its gradients). False: aborted.
+    /// </summary>
+    private bool MergeSharedStats()
+    {
+        if (_attemptExchange is not { } exchange) return true;
+        for (int l = 0; l < _p.HiddenLayers; l++)
+        {
+            if (_mergedBuffers[l] is not { } merged) continue;
+            if (!exchange.TryMergeStats(l, _attemptBnRanks, _step, _attempt, merged, out int failed))
+            {
+                Unusable(failed, $"BN partials of layer {l} that changed in the shared exchange");
+                return false;
+            }
+            _merged[l] = merged;
+        }
+        return true;
     }
 
     // While a worker still computes, it has a core to itself: an early rank's sum runs on this thread alone (on the core

@@ -1,5 +1,4 @@
 using System.Buffers.Binary;
-using System.IO.MemoryMappedFiles;
 using System.Security.Cryptography;
 using System.Numerics.Tensors;
 using BnCluster.Core.Kernels;
@@ -33,8 +32,7 @@ public sealed unsafe class SharedTensorRegion : IDisposable, IParameterMirror
     // Stamp: [sequence u64][a i64][b i64]; gradients: a = step, b = attempt; parameters: a = version.
     private const int SequenceOffset = 0, FirstOffset = 8, SecondOffset = 16;
 
-    private readonly MemoryMappedFile _file;
-    private readonly MemoryMappedViewAccessor _view;
+    private readonly SharedMemoryFile _mapped;
     private readonly byte* _base;
     private readonly long _gradStamp, _paramStamp;
     private readonly long[] _gradOffsets, _paramOffsets;
@@ -42,10 +40,8 @@ public sealed unsafe class SharedTensorRegion : IDisposable, IParameterMirror
     private byte* _parameterWrite; // the parameter stamp between BeginWriteParameters and EndWriteParameters
     private bool _disposed;
 
-    private SharedTensorRegion(MemoryMappedFile file, string path, byte[] token, int[] gradLengths, int[] paramLengths)
+    private SharedTensorRegion(Func<long, SharedMemoryFile> map, byte[] token, int[] gradLengths, int[] paramLengths)
     {
-        _file = file;
-        Path = path;
         Token = token;
         _gradLengths = gradLengths;
         _paramLengths = paramLengths;
@@ -55,14 +51,12 @@ public sealed unsafe class SharedTensorRegion : IDisposable, IParameterMirror
         _paramStamp = Align(gradEnd);
         _paramOffsets = Offsets(paramLengths, _paramStamp + Line, out long end);
         Capacity = end;
-        _view = file.CreateViewAccessor(0, Capacity, MemoryMappedFileAccess.ReadWrite);
-        byte* pointer = null;
-        _view.SafeMemoryMappedViewHandle.AcquirePointer(ref pointer);
-        _base = pointer + _view.PointerOffset;
+        _mapped = map(Capacity);
+        _base = _mapped.Base;
     }
 
     /// <summary>The file the region was created from (gone once <see cref="Unlink"/> ran).</summary>
-    public string Path { get; }
+    public string Path => _mapped.Path;
 
     /// <summary>The random token in the header: the proof, for whoever opens the file, that it is this offer's.</summary>
     public byte[] Token { get; }
@@ -84,26 +78,17 @@ public sealed unsafe class SharedTensorRegion : IDisposable, IParameterMirror
     /// <summary>Creates a new region file at <paramref name="path"/> (owner-only access) laid out for <paramref name="p"/>.</summary>
     public static SharedTensorRegion Create(string path, Parameters p)
     {
-        int[] grads = Lengths(p.Trainable), parameters = Lengths(p.AllTensors);
-        long capacity = CapacityFor(p);
-        var token = RandomNumberGenerator.GetBytes(TokenBytes);
-        // Preallocated (fallocate): a full /dev/shm fails here with an IOException, not later with SIGBUS on a write.
-        var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.ReadWrite, Share = FileShare.ReadWrite, PreallocationSize = capacity };
-        if (!OperatingSystem.IsWindows()) options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
-        var stream = new FileStream(path, options);
-        SharedTensorRegion? region = null;
+        var region = new SharedTensorRegion(capacity => SharedMemoryFile.CreateNew(path, capacity),
+            RandomNumberGenerator.GetBytes(TokenBytes), Lengths(p.Trainable), Lengths(p.AllTensors));
         try
         {
-            stream.SetLength(capacity);
-            var file = MemoryMappedFile.CreateFromFile(stream, null, capacity, MemoryMappedFileAccess.ReadWrite, HandleInheritability.None, leaveOpen: false);
-            region = new SharedTensorRegion(file, path, token, grads, parameters);
             region.WriteHeader();
             return region;
         }
         catch
         {
-            if (region is null) stream.Dispose(); else region.Dispose();
-            TryDelete(path);
+            region.Dispose();
+            region.Unlink();
             throw;
         }
     }
@@ -114,32 +99,22 @@ public sealed unsafe class SharedTensorRegion : IDisposable, IParameterMirror
     /// </summary>
     public static SharedTensorRegion Open(string path, ReadOnlySpan<byte> token, Parameters p)
     {
-        int[] grads = Lengths(p.Trainable), parameters = Lengths(p.AllTensors);
-        long capacity = CapacityFor(p);
-        var stream = new FileStream(path, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite);
-        if (stream.Length != capacity)
-        {
-            long length = stream.Length;
-            stream.Dispose();
-            throw new InvalidDataException($"shared tensor file {path} has {length} bytes, this network needs {capacity}");
-        }
-        SharedTensorRegion? region = null;
+        var region = new SharedTensorRegion(capacity => SharedMemoryFile.OpenExisting(path, capacity, "shared tensor file"),
+            token.ToArray(), Lengths(p.Trainable), Lengths(p.AllTensors));
         try
         {
-            var file = MemoryMappedFile.CreateFromFile(stream, null, capacity, MemoryMappedFileAccess.ReadWrite, HandleInheritability.None, leaveOpen: false);
-            region = new SharedTensorRegion(file, path, token.ToArray(), grads, parameters);
             region.CheckHeader();
             return region;
         }
         catch
         {
-            if (region is null) stream.Dispose(); else region.Dispose();
+            region.Dispose();
             throw;
         }
     }
 
     /// <summary>Removes the file; both mappings stay valid (POSIX), so a crash can leave nothing behind.</summary>
-    public void Unlink() => TryDelete(Path);
+    public void Unlink() => _mapped.Unlink();
 
     /// <summary>Worker: writes <paramref name="gradients"/> (Trainable order) stamped with the step and attempt.</summary>
     public void WriteGradients(long step, int attempt, IReadOnlyList<NamedTensor> gradients)
@@ -417,19 +392,10 @@ public sealed unsafe class SharedTensorRegion : IDisposable, IParameterMirror
     private static int Checked(int length, int[] lengths, int i) =>
         length == lengths[i] ? length : throw new ArgumentException($"tensor {i} has {length} values, the region {lengths[i]}");
 
-    private static void TryDelete(string path)
-    {
-        try { File.Delete(path); }
-        catch (IOException) { }
-        catch (UnauthorizedAccessException) { }
-    }
-
     public void Dispose()
     {
         if (_disposed) return;
         _disposed = true;
-        _view.SafeMemoryMappedViewHandle.ReleasePointer();
-        _view.Dispose();
-        _file.Dispose();
+        _mapped.Dispose();
     }
 }

@@ -10,7 +10,9 @@ namespace BnCluster.Core.Protocol;
 /// <summary>Version of the training protocol; a worker of another version is refused at join.</summary>
 public static class ProtocolInfo
 {
-    public const int Version = 2; // 2: tensors through shared memory (SharedMemoryOffer, StartStep.SharedParameters, StepGradients.Shared)
+    // 2: tensors through shared memory (SharedMemoryOffer, StartStep.SharedParameters, StepGradients.Shared);
+    // 3: batch-norm partials exchanged between local workers (BatchNormExchangeOffer, StartStep.SharedBatchNormRanks)
+    public const int Version = 3;
 }
 
 // ---- Membership ----
@@ -38,6 +40,16 @@ public sealed record SharedMemoryOffer(string Path, byte[] Token);
 /// <summary>Worker → coordinator: the answer to the offer of <paramref name="Path"/>; <paramref name="Reason"/> says why not.</summary>
 public sealed record SharedMemoryAnswer(string Path, bool Accepted, string Reason);
 
+/// <summary>
+/// Coordinator → the worker processes that took a <see cref="SharedMemoryOffer"/>: a <see cref="SharedBatchNormExchange"/>
+/// file with slots for <paramref name="Ranks"/> workers, through which they all-reduce BN partials among themselves in
+/// the steps that say so (<see cref="StartStep.SharedBatchNormRanks"/>). A newer offer replaces an older one.
+/// </summary>
+public sealed record BatchNormExchangeOffer(string Path, byte[] Token, int Ranks);
+
+/// <summary>Worker → coordinator: the answer to the exchange offer of <paramref name="Path"/>; <paramref name="Reason"/> says why not.</summary>
+public sealed record BatchNormExchangeAnswer(string Path, bool Accepted, string Reason);
+
 // ---- Input normalization ----
 
 /// <summary>Coordinator → worker: the (n, mean, M2) of training rows [Start, Start+Count) of the raw data, for round <paramref name="Round"/>.</summary>
@@ -60,9 +72,11 @@ public sealed record SetInputNormalization(float[] Mean, float[] Variance, float
 /// <paramref name="Parameters"/> is pooled and may be shared by all workers of the step: the worker calls
 /// <see cref="TensorPool.Release(float[][])"/> once after restoring it. <paramref name="SharedParameters"/>: the
 /// parameters of that version wait in the worker's <see cref="SharedTensorRegion"/> instead (Parameters is null).
+/// <paramref name="SharedBatchNormRanks"/> &gt; 0: this attempt's BN partials are all-reduced by its that many workers
+/// through the last <see cref="BatchNormExchangeOffer"/>'s file instead of BnStats/BnGradStats messages.
 /// </summary>
 public sealed record StartStep(long Step, int Epoch, int Attempt, int GlobalBatchSize, int Rank, int[] Rows,
-    long ParametersVersion, float[][]? Parameters, bool SharedParameters = false);
+    long ParametersVersion, float[][]? Parameters, bool SharedParameters = false, int SharedBatchNormRanks = 0);
 
 /// <summary>Worker → coordinator: forward BN moments (n, mean, M2) of its shard at hidden layer <paramref name="Layer"/>.</summary>
 public sealed record BnStats(long Step, int Attempt, int Layer, long Count, double[] Mean, double[] M2);

@@ -36,6 +36,8 @@ public sealed class WorkerActor : ReceiveActor
     private int _id = -1;
     // The coordinator's shared-memory file once opened (same machine): step tensors go through it. Chain only.
     private SharedTensorRegion? _region;
+    // The coordinator's batch-norm exchange file once opened (same machine): the steps that say so all-reduce through it. Chain only.
+    private SharedBatchNormExchange? _bnExchange;
     // The gradient exchange (sending the gradients → the next work arriving) is measured here and reported
     // with the next gradients; touched by the actor and the step chain, hence the lock.
     private readonly object _exchangeGate = new();
@@ -54,6 +56,7 @@ public sealed class WorkerActor : ReceiveActor
         Receive<RegistrationRefused>(r => { _log.Error("Worker on {Node:l} refused by the coordinator: {Reason:l}", _s.Node, r.Reason); Context.Stop(Self); });
         Receive<WorkerDropped>(OnDropped);
         Receive<SharedMemoryOffer>(OnSharedMemoryOffer);
+        Receive<BatchNormExchangeOffer>(OnBatchNormExchangeOffer);
         Receive<InputStatsRequest>(OnInputStats);
         Receive<SetInputNormalization>(OnSetInput);
         Receive<StartStep>(OnStartStep);
@@ -80,7 +83,7 @@ public sealed class WorkerActor : ReceiveActor
     {
         _stepCts?.Cancel();
         // The chain observes the cancellation at its next await; the MatMul is released when it has finished.
-        _chain.ContinueWith(_ => { _matMul.Dispose(); _region?.Dispose(); }, TaskScheduler.Default);
+        _chain.ContinueWith(_ => { _matMul.Dispose(); _region?.Dispose(); _bnExchange?.Dispose(); }, TaskScheduler.Default);
     }
 
     /// <summary>Runs <paramref name="work"/> after everything queued before it, on the thread pool.</summary>
@@ -123,6 +126,30 @@ public sealed class WorkerActor : ReceiveActor
         });
     }
 
+    /// <summary>Opens the coordinator's new batch-norm exchange file (in the chain: a running step may still use the old one) and answers.</summary>
+    private void OnBatchNormExchangeOffer(BatchNormExchangeOffer m)
+    {
+        var coordinator = _s.Coordinator;
+        var self = Self;
+        Enqueue("batch-norm exchange offer", () =>
+        {
+            _bnExchange?.Dispose();
+            _bnExchange = null;
+            string reason = "";
+            try
+            {
+                _bnExchange = SharedBatchNormExchange.Open(m.Path, m.Token, _p, m.Ranks);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidDataException or ArgumentException)
+            {
+                reason = e.Message;
+                _log.Debug("Worker {Worker}: batch-norm exchange not taken, partials over TCP: {Reason:l}", _id, reason);
+            }
+            coordinator.Tell(new BatchNormExchangeAnswer(m.Path, _bnExchange is not null, reason), self);
+            return Task.CompletedTask;
+        });
+    }
+
     private void OnInputStats(InputStatsRequest m)
     {
         var coordinator = _s.Coordinator;
@@ -158,10 +185,12 @@ public sealed class WorkerActor : ReceiveActor
             if (m.SharedParameters && _region?.TryReadParameters(m.ParametersVersion, _p) != true)
                 throw new InvalidOperationException($"the parameters of version {m.ParametersVersion} are not in the shared-memory file (it was replaced, or they were overwritten)");
             cts.Token.ThrowIfCancellationRequested();
+            if (m.SharedBatchNormRanks > 0 && (_bnExchange is null || _bnExchange.Ranks < m.SharedBatchNormRanks))
+                throw new InvalidOperationException($"the step's batch-norm partials go through a shared exchange of {m.SharedBatchNormRanks} ranks this worker does not have");
             var train = _trainN ?? throw new InvalidOperationException("a step arrived before the input normalization");
             var ws = EnsureWorkspace(m.Rows.Length);
             ws.ContributesBatchNormGradients = m.Rank == 0;
-            _collective.Begin(m.Step, m.Attempt);
+            _collective.Begin(m.Step, m.Attempt, m.Rank, _bnExchange, m.SharedBatchNormRanks);
             long start = Stopwatch.GetTimestamp();
             var loss = await TrainingStep.ForwardBackwardAsync(_p, ws, train, m.Rows, m.GlobalBatchSize, _collective, cts.Token).ConfigureAwait(false);
             var compute = Stopwatch.GetElapsedTime(start) - _collective.WaitTotal;

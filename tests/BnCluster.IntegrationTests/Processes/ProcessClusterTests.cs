@@ -50,6 +50,9 @@ public sealed class ProcessClusterTests
         foreach (int worker in new[] { 0, 1 })
             Assert.Equal(sharedMemory, Regex.IsMatch(processes.Error, $@"Worker {worker} on \S+: tensors through shared memory"));
         Assert.DoesNotContain("tensors through shared memory", inProcess.Error);
+        // …and, with shared memory, the workers all-reduced their BN partials through the exchange file, not messages.
+        Assert.Equal(sharedMemory, processes.Error.Contains("Workers 0, 1: batch-norm partials exchanged through shared memory"));
+        Assert.DoesNotContain("batch-norm partials exchanged", inProcess.Error);
         // The files were unlinked once both sides had them mapped: nothing is left behind.
         Assert.Empty(Directory.GetFiles(Core.Protocol.SharedTensorRegion.DefaultFolder, $"bncluster-{Environment.ProcessId}-*"));
 
