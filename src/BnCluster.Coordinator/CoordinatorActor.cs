@@ -96,6 +96,13 @@ public sealed class CoordinatorActor : ReceiveActor
     private readonly List<SharedTensorRegion> _mirrors = []; // the files a commit writes the new parameters into
     private readonly List<SharedTensorRegion> _regionBatch = []; // the files one pass of the gradient sum reads
     private readonly bool[] _regionNonFinite = new bool[SharedTensorRegion.MaxRegionsPerPass];
+    // Adam: the files of the last ranks to arrive, which the commit's update adds to the sum as it reads them (one
+    // pass over memory less), with the seqlock sequences seen when their stamps were checked, and whether the
+    // first of them overwrites the sum (it is rank 0).
+    private readonly List<SharedTensorRegion> _addends = [];
+    private readonly ulong[] _addendSequences = new ulong[SharedTensorRegion.MaxRegionsPerPass];
+    private int _firstAddendRank;
+    private bool _addendsOverwrite;
     private InputNormalizer? _input;
     private long _committed;
     // The batch-norm exchange file offered to every worker with a shared-memory file (replaced whenever that set
@@ -545,6 +552,7 @@ public sealed class CoordinatorActor : ReceiveActor
         Array.Clear(_losses);
         Array.Clear(_pendingTensors);
         _summedRanks = 0; // (rank 0's gradients overwrite the sum: no need to clear it)
+        _addends.Clear(); // (an aborted attempt's)
         // BN partials through the exchange when every participant has the current one; else as messages.
         var previousExchange = _attemptExchange;
         bool shared = _exchange is not null && k <= _exchange.Ranks;
@@ -651,13 +659,13 @@ public sealed class CoordinatorActor : ReceiveActor
         if (_losses[rank] is not null) { Duplicate(m, rank); return; }
         if (m.Shared && _participants[rank].Region is null) { Unusable(rank, "gradients in shared memory, but it has no shared-memory file"); return; }
         if (!m.Shared && !ValidGradients(m.Tensors)) { BadMessage(m, rank); return; }
-        if (!double.IsFinite(m.SumLoss)) { NonFinite(rank, "loss"); return; }
-        if (_attemptExchange is { } exchange) // its BN partials: all there before its gradients, and finite
+        if (_attemptExchange is { } exchange) // its BN partials (the first to go non-finite): all there before its gradients, and finite
             switch (exchange.Check(rank, _step, _attempt, out int layer))
             {
                 case SharedBatchNormExchange.SlotState.Missing: Unusable(rank, $"gradients without its BN partials of layer {layer} in the shared exchange"); return;
                 case SharedBatchNormExchange.SlotState.NonFinite: NonFinite(rank, $"BN statistic of layer {layer}"); return;
             }
+        if (!double.IsFinite(m.SumLoss)) { NonFinite(rank, "loss"); return; }
         for (int i = 0; i < m.Tensors.Length; i++) // (shared-memory gradients are checked as they are added)
             if (!TensorPrimitives.IsFiniteAll<float>(m.Tensors[i])) { NonFinite(rank, $"gradient of {_p.Trainable[i].Name}"); return; }
         _losses[rank] = new LossPartial(m.SumLoss, m.Correct, m.Count);
@@ -723,6 +731,8 @@ public sealed class CoordinatorActor : ReceiveActor
                     Unusable(rank, "gradients that are not in its shared-memory file (another stamp, or changed while read)");
                     return false;
                 }
+                if (end == _pendingTensors.Length && AllGradientsIn() && _optimizer.Settings.Kind == OptimizerKind.Adam)
+                    return LeaveToTheUpdate(rank, end, overwrite);
                 var nonFinite = _regionNonFinite.AsSpan(0, end - rank);
                 if (!SharedTensorRegion.TryAddGradients(_regionBatch, _step, _attempt, _gradSum.Tensors, overwrite, AllGradientsIn() ? _optimizerThreads : null, nonFinite, out int failed))
                 {
@@ -749,6 +759,28 @@ public sealed class CoordinatorActor : ReceiveActor
                 _pendingTensors[_summedRanks++] = null;
             }
         }
+        return true;
+    }
+
+    /// <summary>
+    /// The last ranks' files [rank, end) are added by the commit's Adam update as it reads them. Their stamps are
+    /// checked here, before anything changes; their finiteness was checked by their workers as they wrote them (a
+    /// worker sends non-finite gradients in its message instead), and the update checks the sums again.
+    /// </summary>
+    private bool LeaveToTheUpdate(int rank, int end, bool overwrite)
+    {
+        for (int i = 0; i < _regionBatch.Count; i++)
+            if (!_regionBatch[i].TryBeginReadGradients(_step, _attempt, out _addendSequences[i]))
+            {
+                Unusable(rank + i, "gradients that are not in its shared-memory file (another stamp, or being written)");
+                return false;
+            }
+        _addends.Clear();
+        _addends.AddRange(_regionBatch);
+        _firstAddendRank = rank;
+        _addendsOverwrite = overwrite;
+        for (int r = rank; r < end; r++) _pendingTensors[r] = null;
+        _summedRanks = end;
         return true;
     }
 
@@ -781,7 +813,8 @@ public sealed class CoordinatorActor : ReceiveActor
                 region.BeginWriteParameters(_p);
                 _mirrors.Add(region);
             }
-        _optimizer.Apply(_p, _gradSum, _optimizerThreads, _mirrors);
+        _optimizer.Apply(_p, _gradSum, _optimizerThreads, _mirrors, _addends, _addendsOverwrite, out bool finite);
+        if (!AddendsIntact(finite)) return;
         TrainingStep.UpdateRunningStats(_p, _merged);
         _committed++;
         foreach (var region in _mirrors) region.EndWriteParameters(_committed, _p);
@@ -794,6 +827,24 @@ public sealed class CoordinatorActor : ReceiveActor
             _epochTrain.SumLoss / _epochTrain.Count, (double)_epochTrain.Correct / _epochTrain.Count));
         _batch++;
         NextStep();
+    }
+
+    /// <summary>
+    /// After an update that read the last ranks' files: they did not change meanwhile and their sums were finite. Either
+    /// can only fail when a process broke the protocol (a worker writes its file only during its own attempt and checks
+    /// what it writes), and the update has been applied: training stops rather than go on from untrusted parameters.
+    /// </summary>
+    private bool AddendsIntact(bool finite)
+    {
+        if (_addends.Count == 0) return true;
+        string? problem = finite ? null : "were not finite (the update used them)";
+        for (int i = 0; i < _addends.Count && problem is null; i++)
+            if (!_addends[i].EndReadGradients(_addendSequences[i]))
+                problem = $"of worker {_participants[_firstAddendRank + i].Id} changed while the update read them";
+        _addends.Clear();
+        if (problem is null) return true;
+        Fail(new InvalidOperationException($"the shared-memory gradients {problem} at step {_step}; the parameters cannot be trusted, training stopped"));
+        return false;
     }
 
     private void NonFinite(int rank, string what) => Unusable(rank, $"a non-finite {what}", " (lower the learning rate?)");

@@ -1,3 +1,4 @@
+using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using BnCluster.Core.Kernels;
@@ -28,6 +29,16 @@ public unsafe interface IParameterMirror
 {
     /// <summary>The destination of trainable tensor <paramref name="index"/>, which has <paramref name="length"/> values.</summary>
     float* Trainable(int index, int length);
+}
+
+/// <summary>
+/// A further rank's gradients that an update adds to the partial sum as it reads it (the coordinator's shared-memory
+/// files of the last worker processes to finish), instead of a separate pass that writes the sum first.
+/// </summary>
+public unsafe interface IGradientAddend
+{
+    /// <summary>The gradient of trainable tensor <paramref name="index"/>, which has <paramref name="length"/> values.</summary>
+    float* Gradient(int index, int length);
 }
 
 /// <summary>
@@ -90,11 +101,27 @@ public sealed class Optimizer
     /// The same update, also writing every updated tensor into each of <paramref name="mirrors"/> (Adam: block by
     /// block as the update produces it; the other optimizers after each tensor). The parameters are the same.
     /// </summary>
-    public unsafe void Apply(Parameters p, Gradients g, MatMul? parallel, IReadOnlyList<IParameterMirror> mirrors)
+    public void Apply(Parameters p, Gradients g, MatMul? parallel, IReadOnlyList<IParameterMirror> mirrors) =>
+        Apply(p, g, parallel, mirrors, [], overwrite: false, out _);
+
+    /// <summary>
+    /// Adam with the gradient completed block by block as the update reads it: gradient = (g + a₀) + a₁ + … over
+    /// <paramref name="addends"/> in their order, or with <paramref name="overwrite"/> (g holds nothing yet)
+    /// (a₀ + 0) + a₁ + … — the additions of <see cref="Protocol.SharedTensorRegion.TryAddGradients"/>, element for
+    /// element, so the update is bit-identical to summing first; g is not written. <paramref name="gradientFinite"/>
+    /// is false when a completed gradient held NaN or ±∞ (the update then used it: callers check the addends first).
+    /// Without addends this is the plain update (and <paramref name="overwrite"/> is ignored).
+    /// </summary>
+    public unsafe void Apply(Parameters p, Gradients g, MatMul? parallel, IReadOnlyList<IParameterMirror> mirrors,
+        IReadOnlyList<IGradientAddend> addends, bool overwrite, out bool gradientFinite)
     {
         if (p.Trainable.Count != _v.Length || g.Tensors.Count != _v.Length) throw new ArgumentException("parameters or gradients of another network shape");
         if (mirrors.Count > MaxMirrors) throw new ArgumentException($"{mirrors.Count} parameter mirrors, at most {MaxMirrors}");
+        if (addends.Count > MaxAddends) throw new ArgumentException($"{addends.Count} gradient addends, at most {MaxAddends}");
+        if (addends.Count > 0 && Settings.Kind != OptimizerKind.Adam) throw new ArgumentException($"gradient addends are read by Adam only, not {Settings.Kind}");
         nint* destinations = stackalloc nint[MaxMirrors];
+        nint* sources = stackalloc nint[MaxAddends];
+        int nonFinite = 0;
         long t = ++Step;
         float lr = Settings.LearningRate, b1 = Settings.Beta1, b2 = Settings.Beta2, eps = Settings.Epsilon;
         float c1 = (float)(1 - Math.Pow(b1, t)), c2 = (float)(1 - Math.Pow(b2, t));
@@ -106,6 +133,7 @@ public sealed class Optimizer
             var v = _v[i];
             var s = _s[i];
             for (int k = 0; k < mirrors.Count; k++) destinations[k] = (nint)mirrors[k].Trainable(i, w.Length);
+            for (int k = 0; k < addends.Count; k++) sources[k] = (nint)addends[k].Gradient(i, w.Length);
             switch (Settings.Kind)
             {
                 case OptimizerKind.Gd:
@@ -127,17 +155,22 @@ public sealed class Optimizer
                     break;
                 case OptimizerKind.Adam:
                     if (v.Length < w.Length || s.Length < w.Length) throw new ArgumentException("Adam state shorter than its parameter");
-                    AdamTensor(parallel, w, grad, v, s, lr, b1, b2, eps, c1, c2, (float**)destinations, mirrors.Count);
+                    AdamTensor(parallel, w, grad, v, s, lr, b1, b2, eps, c1, c2, (float**)destinations, mirrors.Count,
+                        (float**)sources, addends.Count, overwrite, &nonFinite);
                     continue; // (mirrored as it went)
                 default:
                     throw new InvalidOperationException($"unknown optimizer {Settings.Kind}");
             }
             for (int k = 0; k < mirrors.Count; k++) w.AsSpan().CopyTo(new Span<float>((float*)destinations[k], w.Length));
         }
+        gradientFinite = nonFinite == 0;
     }
 
     /// <summary>Parameter mirrors one update can write (one per worker process on the coordinator's machine).</summary>
     public const int MaxMirrors = 64;
+
+    /// <summary>Gradient addends one update reads (the last worker processes to finish).</summary>
+    public const int MaxAddends = 64;
 
     // Adam elements per block when mirroring: the block's new values are copied out while in L1 (4 arrays × 8 KB).
     private const int MirrorBlock = 2048;
@@ -148,48 +181,81 @@ public sealed class Optimizer
         public float Lr, B1, B2, Eps, C1, C2;
         public float** Mirrors;
         public int MirrorCount;
+        public float** Addends;
+        public int AddendCount;
+        public int Overwrite;
+        public int* NonFinite; // set by any range whose completed gradient held NaN or ±∞ (all write the same 1)
     }
 
     private static unsafe void AdamTensor(MatMul? parallel, float[] w, float[] g, float[] v, float[] s,
-        float lr, float b1, float b2, float eps, float c1, float c2, float** mirrors, int mirrorCount)
+        float lr, float b1, float b2, float eps, float c1, float c2, float** mirrors, int mirrorCount,
+        float** addends, int addendCount, bool overwrite, int* nonFinite)
     {
         fixed (float* pw = w) fixed (float* pg = g) fixed (float* pv = v) fixed (float* ps = s)
         {
-            var args = new AdamArgs { W = pw, G = pg, V = pv, S = ps, Lr = lr, B1 = b1, B2 = b2, Eps = eps, C1 = c1, C2 = c2, Mirrors = mirrors, MirrorCount = mirrorCount };
+            var args = new AdamArgs
+            {
+                W = pw, G = pg, V = pv, S = ps, Lr = lr, B1 = b1, B2 = b2, Eps = eps, C1 = c1, C2 = c2, Mirrors = mirrors, MirrorCount = mirrorCount,
+                Addends = addends, AddendCount = addendCount, Overwrite = overwrite ? 1 : 0, NonFinite = nonFinite,
+            };
             // Cut at multiples of 16 elements (one cache line) so the threads never share a line.
             if (parallel is null) AdamRange(ref args, 0, w.Length);
             else parallel.ParallelFor(w.Length, w.Length, ref args, &AdamRange, align: 16, minPerPart: 4096);
         }
     }
 
-    /// <summary>Adam on elements [start, end) of one tensor, each block copied to the mirrors right after its update.</summary>
+    /// <summary>
+    /// Adam on elements [start, end) of one tensor, block by block when the block's gradient is completed from the addends
+    /// first (in L1) or its update is copied to the mirrors right after.
+    /// </summary>
     private static unsafe void AdamRange(ref AdamArgs a, int start, int end)
     {
-        if (a.MirrorCount == 0)
+        if (a.MirrorCount == 0 && a.AddendCount == 0)
         {
-            AdamBlock(ref a, start, end);
+            AdamBlock(ref a, a.G + start, start, end);
             return;
         }
+        float* completed = stackalloc float[MirrorBlock];
         for (int at = start; at < end; at += MirrorBlock)
         {
             int blockEnd = Math.Min(end, at + MirrorBlock);
-            AdamBlock(ref a, at, blockEnd);
+            float* gradient = a.G + at;
+            if (a.AddendCount > 0)
+            {
+                CompleteGradient(ref a, at, blockEnd - at, completed);
+                gradient = completed;
+            }
+            AdamBlock(ref a, gradient, at, blockEnd);
             var updated = new ReadOnlySpan<float>(a.W + at, blockEnd - at);
             for (int k = 0; k < a.MirrorCount; k++) updated.CopyTo(new Span<float>(a.Mirrors[k] + at, blockEnd - at));
         }
     }
 
     /// <summary>
-    /// Adam on elements [start, end) of one tensor: v = β1 v + (1−β1) g; s = β2 s + (1−β2) g²;
+    /// The gradient of elements [at, at + n): (g + a₀) + a₁ + … or, overwriting, (a₀ + 0) + a₁ + …, into
+    /// <paramref name="into"/>; the same additions, in the same order, as summing the ranks' files into g first.
+    /// </summary>
+    private static unsafe void CompleteGradient(ref AdamArgs a, int at, int n, float* into)
+    {
+        var sum = new Span<float>(into, n);
+        var first = new ReadOnlySpan<float>(a.Addends[0] + at, n);
+        if (a.Overwrite != 0) TensorPrimitives.Add(first, 0f, sum);
+        else TensorPrimitives.Add(new ReadOnlySpan<float>(a.G + at, n), first, sum);
+        for (int k = 1; k < a.AddendCount; k++) TensorPrimitives.Add(sum, new ReadOnlySpan<float>(a.Addends[k] + at, n), sum);
+        if (!TensorPrimitives.IsFiniteAll<float>(sum)) *a.NonFinite = 1;
+    }
+
+    /// <summary>
+    /// Adam on elements [start, end) of one tensor (<paramref name="g"/>: the gradient of element start): v = β1 v + (1−β1) g; s = β2 s + (1−β2) g²;
     /// w −= α (v/c1) / (sqrt(s/c2) + ε).
     /// Vectorized across elements with the scalar formula's exact operation order and no fused multiply-add,
     /// so every element is bit-identical to the scalar loop (the tail runs it), whatever the range bounds. Adam
     /// touches every parameter each step, which made the scalar loop a quarter of a 784-512-256-10 step; it streams
     /// four arrays, so it is bound by memory bandwidth and 256-bit vectors (as in the BN kernels) are enough.
     /// </summary>
-    private static unsafe void AdamBlock(ref AdamArgs a, int start, int end)
+    private static unsafe void AdamBlock(ref AdamArgs a, float* g, int start, int end)
     {
-        float* w = a.W + start, g = a.G + start, v = a.V + start, s = a.S + start;
+        float* w = a.W + start, v = a.V + start, s = a.S + start;
         int n = end - start, j = 0;
         float lr = a.Lr, b1 = a.B1, b2 = a.B2, eps = a.Eps, c1 = a.C1, c2 = a.C2;
         float omb1 = 1 - b1, omb2 = 1 - b2;

@@ -24,7 +24,7 @@ namespace BnCluster.Core.Protocol;
 /// area at once (a worker writes its gradients only while the coordinator waits for them, the coordinator writes
 /// a worker's parameters only between its steps); the stamps catch what a dropped and returning worker could break.
 /// </summary>
-public sealed unsafe class SharedTensorRegion : IDisposable, IParameterMirror
+public sealed unsafe class SharedTensorRegion : IDisposable, IParameterMirror, IGradientAddend
 {
     private const ulong Magic = 0x31304D4853434E42; // "BNCSHM01"
     private const int TokenBytes = 16;
@@ -116,13 +116,42 @@ public sealed unsafe class SharedTensorRegion : IDisposable, IParameterMirror
     /// <summary>Removes the file; both mappings stay valid (POSIX), so a crash can leave nothing behind.</summary>
     public void Unlink() => _mapped.Unlink();
 
-    /// <summary>Worker: writes <paramref name="gradients"/> (Trainable order) stamped with the step and attempt.</summary>
-    public void WriteGradients(long step, int attempt, IReadOnlyList<NamedTensor> gradients)
+    /// <summary>
+    /// Worker: writes <paramref name="gradients"/> (Trainable order) stamped with the step and attempt; false when they
+    /// hold NaN or ±∞ (checked as each range is copied, while in cache). The coordinator's update reads the last
+    /// ranks' files as it goes (<see cref="IGradientAddend"/>), so a worker sends non-finite gradients in its message
+    /// instead, where the coordinator checks them before anything changes.
+    /// </summary>
+    public bool WriteGradients(long step, int attempt, IReadOnlyList<NamedTensor> gradients)
     {
         CheckCount(gradients.Count, _gradLengths, "gradient");
         byte* stamp = BeginWrite(_gradStamp);
-        for (int i = 0; i < gradients.Count; i++) Pass(_gradOffsets[i], _gradLengths, i, gradients[i].Values, null, &CopyToRegionRange);
+        bool finite = true;
+        for (int i = 0; i < gradients.Count; i++)
+        {
+            Pass(_gradOffsets[i], _gradLengths, i, gradients[i].Values, null, &CopyToRegionRange);
+            finite &= TensorPrimitives.IsFiniteAll<float>(new ReadOnlySpan<float>(_base + _gradOffsets[i], _gradLengths[i]));
+        }
         EndWrite(stamp, step, attempt);
+        return finite;
+    }
+
+    /// <summary>
+    /// Coordinator: the area holds the gradients stamped (step, attempt) and nobody is writing it; they are then read
+    /// through <see cref="Gradient"/> (an update's addend) until <see cref="EndReadGradients"/> says the copy was whole.
+    /// </summary>
+    public bool TryBeginReadGradients(long step, int attempt, out ulong sequence) => BeginRead(_gradStamp, step, attempt, out sequence);
+
+    /// <summary>Nobody wrote the gradients since <see cref="TryBeginReadGradients"/> returned <paramref name="sequence"/>.</summary>
+    public bool EndReadGradients(ulong sequence) => EndRead(_gradStamp, sequence);
+
+    /// <summary>Trainable tensor <paramref name="index"/>'s gradient in the file (read between TryBeginReadGradients and EndReadGradients).</summary>
+    public float* Gradient(int index, int length)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if ((uint)index >= (uint)_gradLengths.Length) throw new ArgumentOutOfRangeException(nameof(index), index, $"the region holds {_gradLengths.Length} gradient tensors");
+        Checked(length, _gradLengths, index);
+        return (float*)(_base + _gradOffsets[index]);
     }
 
     /// <summary>Regions one <see cref="TryAddGradients"/> pass adds.</summary>

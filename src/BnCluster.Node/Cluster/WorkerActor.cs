@@ -195,10 +195,10 @@ public sealed class WorkerActor : ReceiveActor
             var loss = await TrainingStep.ForwardBackwardAsync(_p, ws, train, m.Rows, m.GlobalBatchSize, _collective, cts.Token).ConfigureAwait(false);
             var compute = Stopwatch.GetElapsedTime(start) - _collective.WaitTotal;
             // Through the shared-memory file, or as pooled copies the message owns (the workspace's gradients are
-            // overwritten next step; the coordinator returns them).
-            var region = _region;
-            float[][] tensors = region is null ? TensorPool.RentCopies(ws.Gradients.Tensors) : [];
-            region?.WriteGradients(m.Step, m.Attempt, ws.Gradients.Tensors);
+            // overwritten next step; the coordinator returns them). Non-finite gradients always go in the message: the
+            // coordinator checks those before its update, which reads the last files as it goes.
+            bool viaFile = _region?.WriteGradients(m.Step, m.Attempt, ws.Gradients.Tensors) == true;
+            float[][] tensors = viaFile ? [] : TensorPool.RentCopies(ws.Gradients.Tensors);
             StepTimings timings;
             lock (_exchangeGate)
             {
@@ -207,7 +207,7 @@ public sealed class WorkerActor : ReceiveActor
                 timings = new StepTimings(compute.TotalMilliseconds, _collective.Waits(), exchangeStep, exchangeEpoch, exchangeMs);
                 _gradientsSent = (m.Step, m.Epoch, Stopwatch.GetTimestamp());
             }
-            coordinator.Tell(new StepGradients(m.Step, m.Attempt, loss.SumLoss, loss.Correct, loss.Count, tensors, timings, Shared: region is not null), self);
+            coordinator.Tell(new StepGradients(m.Step, m.Attempt, loss.SumLoss, loss.Correct, loss.Count, tensors, timings, Shared: viaFile), self);
         });
     }
 

@@ -48,8 +48,8 @@ public sealed class OptimizerTests
         }
     }
 
-    /// <summary>A mirror backed by plain arrays: what the update wrote into it.</summary>
-    private sealed unsafe class ArrayMirror : IParameterMirror, IDisposable
+    /// <summary>A mirror backed by native arrays: what the update wrote into it; as an addend, what it reads.</summary>
+    private sealed unsafe class ArrayMirror : IParameterMirror, IGradientAddend, IDisposable
     {
         private readonly nint[] _tensors;
 
@@ -70,6 +70,10 @@ public sealed class OptimizerTests
             length == Lengths[index] ? (float*)_tensors[index] : throw new ArgumentException($"tensor {index}: {length} values asked, {Lengths[index]} held");
 
         public float[] Values(int index) => new ReadOnlySpan<float>((float*)_tensors[index], Lengths[index]).ToArray();
+
+        public float* Gradient(int index, int length) => Trainable(index, length);
+
+        public void Fill(int index, ReadOnlySpan<float> values) => values.CopyTo(new Span<float>((float*)_tensors[index], Lengths[index]));
 
         public void Dispose()
         {
@@ -117,5 +121,65 @@ public sealed class OptimizerTests
         var tooMany = Enumerable.Repeat<IParameterMirror>(first, Optimizer.MaxMirrors + 1).ToArray();
         var e = Assert.Throws<ArgumentException>(() => withMirrors.Apply(mirrored, g, mm, tooMany));
         Assert.Contains($"at most {Optimizer.MaxMirrors}", e.Message);
+    }
+
+    /// <summary>
+    /// Adam reading the last ranks' gradients as addends completes each block's gradient with the additions of the
+    /// multi-file sum ((g + a₀) + a₁, or (a₀ + 0) + a₁ when a₀ is rank 0) and so gives the bits of summing first, then
+    /// updating, on one thread and on two, mirrors included; g is left as it was; a NaN in an addend is reported.
+    /// </summary>
+    [Theory]
+    [InlineData(false, 1)]
+    [InlineData(false, 2)]
+    [InlineData(true, 1)]
+    [InlineData(true, 2)]
+    public void Adam_that_adds_the_last_gradients_as_it_reads_them_is_the_update_of_their_sum(bool overwrite, int threads)
+    {
+        var spec = new NetworkSpec(300, new[] { 200 }, 3);
+        var fused = TestNetworks.RandomParameters(spec, 5);
+        var plain = TestNetworks.RandomParameters(spec, 5);
+        var settings = new OptimizerSettings(OptimizerKind.Adam, 0.01f);
+        var fusedAdam = new Optimizer(settings, fused);
+        var plainAdam = new Optimizer(settings, plain);
+        var partial = new Gradients(plain);
+        var sum = new Gradients(plain);
+        var rng = new Random(11);
+        using var mm = new MatMul(threads);
+        using var a0 = new ArrayMirror(fused);
+        using var a1 = new ArrayMirror(fused);
+        using var mirror = new ArrayMirror(fused);
+        float Next() => rng.Next(10) == 0 ? -0f : (float)(rng.NextDouble() * 2 - 1);
+        for (int t = 1; t <= 3; t++)
+        {
+            for (int i = 0; i < partial.Tensors.Count; i++)
+            {
+                int n = partial.Tensors[i].Values.Length;
+                float[] g = new float[n].Select(_ => Next()).ToArray(), x0 = g.Select(_ => Next()).ToArray(), x1 = g.Select(_ => Next()).ToArray();
+                g.CopyTo(partial.Tensors[i].Values);
+                a0.Fill(i, x0);
+                a1.Fill(i, x1);
+                var into = sum.Tensors[i].Values;
+                if (overwrite) System.Numerics.Tensors.TensorPrimitives.Add(x0, 0f, into);
+                else System.Numerics.Tensors.TensorPrimitives.Add(g, x0, into);
+                System.Numerics.Tensors.TensorPrimitives.Add(into, x1, into);
+            }
+            var before = partial.Tensors.Select(x => (float[])x.Values.Clone()).ToArray();
+            plainAdam.Apply(plain, sum, mm);
+            fusedAdam.Apply(fused, partial, mm, [mirror], [a0, a1], overwrite, out bool finite);
+            Assert.True(finite);
+            for (int i = 0; i < plain.Trainable.Count; i++)
+            {
+                Assert.Equal(plain.Trainable[i].Values, fused.Trainable[i].Values);
+                Assert.Equal(plain.Trainable[i].Values, mirror.Values(i));
+                Assert.Equal(before[i], partial.Tensors[i].Values);
+            }
+        }
+        var poisoned = a1.Values(0);
+        poisoned[poisoned.Length / 2] = float.NaN;
+        a1.Fill(0, poisoned);
+        fusedAdam.Apply(fused, partial, mm, [], [a0, a1], overwrite, out bool stillFinite);
+        Assert.False(stillFinite);
+        var momentum = new Optimizer(new OptimizerSettings(OptimizerKind.Momentum, 0.01f), plain);
+        Assert.Contains("Adam only", Assert.Throws<ArgumentException>(() => momentum.Apply(plain, partial, mm, [], [a0], overwrite, out _)).Message);
     }
 }

@@ -61,6 +61,22 @@ public sealed class ProcessClusterTests
         AssertTensors(a, b, relative: 0);
     }
 
+    /// <summary>
+    /// A run that diverges with every tensor in shared memory (its BN partials through the exchange, its gradients
+    /// read by Adam as it updates) stops with the one error that names the worker, as in process: non-finite numbers
+    /// are caught before anything changes, retried once, and then stop training.
+    /// </summary>
+    [Fact]
+    public async Task A_diverging_run_of_worker_processes_stops_with_an_error_naming_the_worker()
+    {
+        using var temp = new TempFolder();
+        var run = await Task.Run(() => CliHarness.Run([.. Train(temp["proc"], 2, processes: true), "--optimizer", "adam", "--lr", "1e35"])).WaitAsync(Limit);
+        Assert.True(run.Exit != 0, run.Error);
+        Assert.Matches(@"worker \d+ on \S+ sent a non-finite BN statistic of layer \d at step \d+ twice; training stopped", run.Error);
+        Assert.Contains("Workers 0, 1: batch-norm partials exchanged through shared memory", run.Error);
+        Assert.False(File.Exists(Path.Combine(temp["proc"], "model.bnc")), "a failed run left a model file");
+    }
+
     [Theory]
     [InlineData(true)]
     [InlineData(false)]
