@@ -27,6 +27,12 @@ public sealed record ClusterTrainingOptions(
     /// </summary>
     public bool SharedMemory { get; init; } = true;
 
+    /// <summary>
+    /// With shared memory: the worker processes of this machine make the optimizer update themselves, each on its slice
+    /// (SharedShardedUpdate), instead of the coordinator while they wait. Off: the coordinator makes it.
+    /// </summary>
+    public bool ShardedUpdate { get; init; } = true;
+
     public ClusterTrainingOptions Validate()
     {
         ArgumentNullException.ThrowIfNull(Trainer);

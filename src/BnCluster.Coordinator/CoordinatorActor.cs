@@ -112,6 +112,10 @@ public sealed class CoordinatorActor : ReceiveActor
     // The running attempt's exchange and its ranks (0: BN partials as messages this attempt).
     private SharedBatchNormExchange? _attemptExchange;
     private int _attemptBnRanks;
+    // The sharded-update file offered with the exchange; the one the running attempt's workers update in (null: the
+    // coordinator updates); and the one holding the committed parameters and optimizer state as version _committed
+    // (null: _p and _optimizer hold them). A file is disposed once it is none of the three.
+    private SharedShardedUpdate? _update, _attemptUpdate, _stateArea;
 
     private int _epoch;
     private EpochPlan? _plan;
@@ -209,6 +213,7 @@ public sealed class CoordinatorActor : ReceiveActor
         foreach (var m in _roster) m.DisposeRegions();
         ReleaseExchange();
         _attemptExchange?.Dispose();
+        foreach (var area in new[] { _attemptUpdate, _stateArea }) area?.Dispose();
     }
 
     protected override void PreStart()
@@ -319,19 +324,28 @@ public sealed class CoordinatorActor : ReceiveActor
         ReleaseExchange();
         foreach (var m in _roster) m.Exchange = null;
         var local = _roster.Where(m => m.Region is not null).ToList();
-        if (local.Count == 0 || !_p.BatchNorm.Any(bn => bn is not null)) return;
-        string path = System.IO.Path.Combine(SharedTensorRegion.DefaultFolder, $"bncluster-{Environment.ProcessId}-{Guid.NewGuid():N}-bn.shm");
+        if (local.Count == 0) return;
+        string prefix = System.IO.Path.Combine(SharedTensorRegion.DefaultFolder, $"bncluster-{Environment.ProcessId}-{Guid.NewGuid():N}");
         try
         {
-            _exchange = SharedBatchNormExchange.Create(path, _p, local.Count);
+            _exchange = SharedBatchNormExchange.Create(prefix + "-bn.shm", _p, local.Count);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             _log.Information("Batch-norm partials over TCP (no exchange file: {Reason:l})", e.Message);
             return;
         }
+        try
+        {
+            if (_options.ShardedUpdate) _update = SharedShardedUpdate.Create(prefix + "-update.shm", _p, local.Count, _optimizer.Settings);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            _log.Information("The coordinator makes the optimizer update (no sharded-update file: {Reason:l})", e.Message);
+        }
         _exchangeAnswersDue = local.Count;
-        foreach (var m in local) m.Actor.Tell(new BatchNormExchangeOffer(path, _exchange.Token, local.Count), Self);
+        foreach (var m in local)
+            m.Actor.Tell(new BatchNormExchangeOffer(_exchange.Path, _exchange.Token, local.Count, _update?.Path ?? "", _update?.Token ?? []), Self);
     }
 
     private void OnBatchNormExchangeAnswer(BatchNormExchangeAnswer a)
@@ -341,20 +355,43 @@ public sealed class CoordinatorActor : ReceiveActor
         else _log.Information("Worker {Worker} on {Node:l}: batch-norm partials over TCP ({Reason:l})", m.Id, m.Node, a.Reason);
         if (--_exchangeAnswersDue > 0) return;
         exchange.Unlink(); // every worker has it mapped (or never will): nothing stays on disk
+        _update?.Unlink();
         var members = _roster.Where(x => ReferenceEquals(x.Exchange, exchange)).Select(x => x.Id).ToList();
         if (members.Count == 0) return;
         // (Said once the whole roster is in it; the offers made while workers join one by one are details.)
         var level = members.Count == _roster.Count ? Serilog.Events.LogEventLevel.Information : Serilog.Events.LogEventLevel.Debug;
         _log.Write(level, "Workers {Workers:l}: batch-norm partials exchanged through shared memory", string.Join(", ", members));
+        if (_update is not null) _log.Write(level, "Workers {Workers:l}: the optimizer update sharded over them in shared memory", string.Join(", ", members));
     }
 
     /// <summary>The current exchange file is unlinked; its mapping is released unless the running attempt still uses it.</summary>
     private void ReleaseExchange()
     {
+        if (_update is { } oldUpdate)
+        {
+            _update = null;
+            oldUpdate.Unlink();
+            if (ReferenceEquals(_stateArea, oldUpdate) && !ReferenceEquals(_attemptUpdate, oldUpdate)) PullState();
+            DisposeIfUnused(oldUpdate);
+        }
         if (_exchange is not { } old) return;
         _exchange = null;
         old.Unlink();
         if (!ReferenceEquals(old, _attemptExchange)) old.Dispose();
+    }
+
+    /// <summary>The committed parameters and optimizer state back into _p and the optimizer, when a sharded-update file holds them.</summary>
+    private void PullState()
+    {
+        if (_stateArea is not { } area) return;
+        area.ReadState(_committed, _p, _optimizer);
+        _stateArea = null;
+        DisposeIfUnused(area);
+    }
+
+    private void DisposeIfUnused(SharedShardedUpdate area)
+    {
+        if (!ReferenceEquals(area, _update) && !ReferenceEquals(area, _attemptUpdate) && !ReferenceEquals(area, _stateArea)) area.Dispose();
     }
 
     private void LoseAt(Address address, string reason)
@@ -561,7 +598,33 @@ public sealed class CoordinatorActor : ReceiveActor
         _attemptBnRanks = shared ? k : 0;
         if (previousExchange is not null && !ReferenceEquals(previousExchange, _attemptExchange) && !ReferenceEquals(previousExchange, _exchange))
             previousExchange.Dispose(); // replaced while its attempt ran
+        // The update sharded over the workers when they all hold the exchange and its update file: the committed
+        // state goes there first (version _committed) unless it is there already; else it comes back here.
+        var previousUpdate = _attemptUpdate;
+        bool sharded = shared && _update is not null;
+        if (sharded && !ReferenceEquals(_stateArea, _update))
+        {
+            PullState();
+            _update!.WriteState(_committed, _p, _optimizer);
+            _stateArea = _update;
+        }
+        else if (!sharded) PullState();
+        _attemptUpdate = sharded ? _update : null;
+        if (previousUpdate is not null) DisposeIfUnused(previousUpdate);
         _stepTime.Restart();
+        if (sharded)
+        {
+            // Every worker reads the parameters of version _committed from the file and updates its slice there.
+            for (int r = 0; r < k; r++)
+            {
+                var m = _participants[r];
+                m.Actor.Tell(new StartStep(_step, _epoch, _attempt, n, r, ShardSplit.Slice(rows, k, r).ToArray(), _committed, null,
+                    SharedBatchNormRanks: k, UpdateStep: _optimizer.Step + 1), Self);
+                m.SentVersion = _committed;
+            }
+            Timers.StartSingleTimer("step-timeout", new StepTimeout(_step, _attempt), _timeout);
+            return;
+        }
         float[][]? snapshot = SharedSnapshot(viaRegions: true);
         for (int r = 0; r < k; r++)
         {
@@ -666,12 +729,44 @@ public sealed class CoordinatorActor : ReceiveActor
                 case SharedBatchNormExchange.SlotState.NonFinite: NonFinite(rank, $"BN statistic of layer {layer}"); return;
             }
         if (!double.IsFinite(m.SumLoss)) { NonFinite(rank, "loss"); return; }
+        if (_attemptUpdate is not null)
+        {
+            if (!m.Shared) { Unusable(rank, "gradients in its message in a step whose update the workers make"); return; }
+            _losses[rank] = new LossPartial(m.SumLoss, m.Correct, m.Count);
+            LogWorkerTimings(m.Step, _participants[rank], m.Timings);
+            if (AllGradientsIn() && SlicesUpdated() && MergeSharedStats()) Commit();
+            return;
+        }
         for (int i = 0; i < m.Tensors.Length; i++) // (shared-memory gradients are checked as they are added)
             if (!TensorPrimitives.IsFiniteAll<float>(m.Tensors[i])) { NonFinite(rank, $"gradient of {_p.Trainable[i].Name}"); return; }
         _losses[rank] = new LossPartial(m.SumLoss, m.Correct, m.Count);
         _pendingTensors[rank] = m.Shared ? InSharedMemory : m.Tensors;
         LogWorkerTimings(m.Step, _participants[rank], m.Timings);
         if (AddGradientsInRankOrder() && _summedRanks == _participants.Length && MergeSharedStats()) Commit();
+    }
+
+    /// <summary>
+    /// A sharded update: every rank has made its slice, from finite gradients. A rank whose own gradients were not finite
+    /// is named before one whose slice's sums were not (the sums of a non-finite gradient). False: aborted.
+    /// </summary>
+    private bool SlicesUpdated()
+    {
+        var area = _attemptUpdate!;
+        var flags = new int[_participants.Length];
+        for (int r = 0; r < flags.Length; r++)
+            if (!area.TryReadUpdate(r, _step, _attempt, out flags[r]))
+            {
+                Unusable(r, "its gradients without its slice of the update in the shared file");
+                return false;
+            }
+        for (int r = 0; r < flags.Length; r++)
+            if ((flags[r] & SharedShardedUpdate.OwnNonFinite) != 0) { NonFinite(r, "gradient"); return false; }
+        for (int r = 0; r < flags.Length; r++)
+        {
+            if ((flags[r] & SharedShardedUpdate.GradientsChanged) != 0) { Unusable(r, "a slice of the update from gradients that changed while it read them"); return false; }
+            if ((flags[r] & SharedShardedUpdate.SliceNonFinite) != 0) { NonFinite(r, "sum of gradients in its slice of the update"); return false; }
+        }
+        return true;
     }
 
     /// <summary>
@@ -807,17 +902,27 @@ public sealed class CoordinatorActor : ReceiveActor
         // The update also writes the new parameters into the shared-memory files of the participants (who all take
         // part in the next attempt unless lost meanwhile) while they are in cache: no second pass reads them again.
         _mirrors.Clear();
-        foreach (var m in _participants)
-            if (m.Region is { } region && _mirrors.Count < Optimizer.MaxMirrors) // (the rest: written at the next start)
-            {
-                region.BeginWriteParameters(_p);
-                _mirrors.Add(region);
-            }
-        _optimizer.Apply(_p, _gradSum, _optimizerThreads, _mirrors, _addends, _addendsOverwrite, out bool finite);
-        if (!AddendsIntact(finite)) return;
-        TrainingStep.UpdateRunningStats(_p, _merged);
-        _committed++;
-        foreach (var region in _mirrors) region.EndWriteParameters(_committed, _p);
+        if (_attemptUpdate is not null)
+        {
+            // The workers made the update in the file's next version, which counting the step commits.
+            _optimizer.SetStep(_optimizer.Step + 1);
+            TrainingStep.UpdateRunningStats(_p, _merged);
+            _committed++;
+        }
+        else
+        {
+            foreach (var m in _participants)
+                if (m.Region is { } region && _mirrors.Count < Optimizer.MaxMirrors) // (the rest: written at the next start)
+                {
+                    region.BeginWriteParameters(_p);
+                    _mirrors.Add(region);
+                }
+            _optimizer.Apply(_p, _gradSum, _optimizerThreads, _mirrors, _addends, _addendsOverwrite, out bool finite);
+            if (!AddendsIntact(finite)) return;
+            TrainingStep.UpdateRunningStats(_p, _merged);
+            _committed++;
+            foreach (var region in _mirrors) region.EndWriteParameters(_committed, _p);
+        }
         _stepTime.Stop();
         _epochStepElapsed += _stepTime.Elapsed; // step time only, like the single-node trainer's samples/s
         _epochTrain = _epochTrain.Add(loss);
@@ -873,16 +978,21 @@ public sealed class CoordinatorActor : ReceiveActor
     /// <summary>The workers whose contribution the coordinator is waiting for: the missing ranks of the first incomplete reduction.</summary>
     private List<Member> MissingAtFirstIncompleteStage()
     {
-        IEnumerable<object?[]> Stages()
+        int k = _participants.Length;
+        // A BN stage's partials are messages, or slots of the exchange this attempt uses.
+        bool[] Present(int layer, bool backward) => _attemptExchange is { } exchange
+            ? Enumerable.Range(0, k).Select(r => exchange.Published(layer, backward, r, _step, _attempt)).ToArray()
+            : Array.ConvertAll(backward ? _gradSums[layer] : (object?[])_stats[layer], s => s is not null);
+        IEnumerable<bool[]> Stages()
         {
-            for (int l = 0; l < _p.HiddenLayers; l++) if (_p.BatchNorm[l] is not null) yield return _stats[l];
-            for (int l = _p.HiddenLayers - 1; l >= 0; l--) if (_p.BatchNorm[l] is not null) yield return _gradSums[l];
-            yield return Array.ConvertAll(_losses, l => (object?)l);
+            for (int l = 0; l < _p.HiddenLayers; l++) if (_p.BatchNorm[l] is not null) yield return Present(l, backward: false);
+            for (int l = _p.HiddenLayers - 1; l >= 0; l--) if (_p.BatchNorm[l] is not null) yield return Present(l, backward: true);
+            yield return Array.ConvertAll(_losses, l => l is not null);
         }
-        foreach (var slots in Stages())
+        foreach (var present in Stages())
         {
             var missing = new List<Member>();
-            for (int r = 0; r < slots.Length; r++) if (slots[r] is null) missing.Add(_participants[r]);
+            for (int r = 0; r < present.Length; r++) if (!present[r]) missing.Add(_participants[r]);
             if (missing.Count > 0) return missing;
         }
         return [];
@@ -892,6 +1002,7 @@ public sealed class CoordinatorActor : ReceiveActor
 
     private void StartEvalRound()
     {
+        PullState(); // the workers evaluate the parameters the coordinator sends, and the result is taken from _p
         _round++;
         int testRows = _shape.TestRows;
         if (testRows == 0)

@@ -26,9 +26,9 @@ public sealed class BenchReportTests
         Assert.Equal((2, true, "digits"), (two.Workers, two.Processes, two.Dataset));
         Assert.Equal(Math.Max(1, Environment.ProcessorCount / 2), two.Threads);
         Assert.Equal(BenchOptions.DefaultWarmup, two.Warmup);
-        Assert.Equal((true, true), (two.SharedMemory, two.PinWorkers));
-        var unpinned = ParseBench("--workers", "2", "--processes", "--dataset", "digits", "--no-pin", "--no-shared-memory");
-        Assert.Equal((false, false), (unpinned.SharedMemory, unpinned.PinWorkers));
+        Assert.Equal((true, true, true), (two.SharedMemory, two.ShardedUpdate, two.PinWorkers));
+        var unpinned = ParseBench("--workers", "2", "--processes", "--dataset", "digits", "--no-pin", "--no-shared-memory", "--no-sharded-update");
+        Assert.Equal((false, false, false), (unpinned.SharedMemory, unpinned.ShardedUpdate, unpinned.PinWorkers));
 
         var given = ParseBench("--workers", "2", "--threads", "3", "--warmup", "1");
         Assert.Equal((3, 1), (given.Threads, given.Warmup));

@@ -59,6 +59,7 @@ public sealed class CliTests
         Assert.False(o.Processes);
         Assert.Equal(1, o.MinWorkers);
         Assert.True(o.SharedMemory);
+        Assert.True(o.ShardedUpdate);
         Assert.True(o.PinWorkers);
         Assert.Equal(Environment.ProcessorCount, o.Threads);
         Assert.Matches(@"^runs[/\\]\d{8}-\d{6}$", o.OutDirectory);
@@ -72,7 +73,7 @@ public sealed class CliTests
             "--activation", "Tanh", "--bn", "after", "--batch", "64", "--epochs", "3", "--max-steps", "100",
             "--optimizer", "rmsprop", "--lr", "0.01", "--beta1", "0.8", "--beta2", "0.99", "--opt-eps", "1e-7",
             "--bn-momentum", "0.2", "--bn-eps", "1e-3", "--seed", "-7", "--workers", "4", "--processes",
-            "--min-workers", "2", "--threads", "3", "--out", "some/dir", "--no-shared-memory", "--no-pin");
+            "--min-workers", "2", "--threads", "3", "--out", "some/dir", "--no-shared-memory", "--no-sharded-update", "--no-pin");
         Assert.Equal("", r.Err);
         Assert.Equal(0, r.Exit);
         var o = capture.Train!;
@@ -87,7 +88,7 @@ public sealed class CliTests
         Assert.Equal((0.2, 1e-3), (o.BnMomentum, o.BnEpsilon));
         Assert.Equal(-7, o.Seed);
         Assert.Equal((4, true, 2, 3), (o.Workers, o.Processes, o.MinWorkers, o.Threads));
-        Assert.Equal((false, false), (o.SharedMemory, o.PinWorkers));
+        Assert.Equal((false, false, false), (o.SharedMemory, o.ShardedUpdate, o.PinWorkers));
         Assert.Equal("some/dir", o.OutDirectory);
     }
 

@@ -124,7 +124,7 @@ public sealed class Optimizer
         int nonFinite = 0;
         long t = ++Step;
         float lr = Settings.LearningRate, b1 = Settings.Beta1, b2 = Settings.Beta2, eps = Settings.Epsilon;
-        float c1 = (float)(1 - Math.Pow(b1, t)), c2 = (float)(1 - Math.Pow(b2, t));
+        var (c1, c2) = BiasCorrections(Settings, t);
         for (int i = 0; i < _v.Length; i++)
         {
             var w = p.Trainable[i].Values;
@@ -137,21 +137,10 @@ public sealed class Optimizer
             switch (Settings.Kind)
             {
                 case OptimizerKind.Gd:
-                    for (int j = 0; j < w.Length; j++) w[j] -= lr * grad[j];
-                    break;
                 case OptimizerKind.Momentum:
-                    for (int j = 0; j < w.Length; j++)
-                    {
-                        v[j] = b1 * v[j] + (1 - b1) * grad[j];
-                        w[j] -= lr * v[j];
-                    }
-                    break;
                 case OptimizerKind.RmsProp:
-                    for (int j = 0; j < w.Length; j++)
-                    {
-                        s[j] = b2 * s[j] + (1 - b2) * grad[j] * grad[j];
-                        w[j] -= lr * grad[j] / (MathF.Sqrt(s[j]) + eps);
-                    }
+                    fixed (float* pw = w) fixed (float* pg = grad) fixed (float* pv = v) fixed (float* ps = s)
+                        ScalarRange(Settings, pg, pw, pv, ps, pw, pv, ps, w.Length);
                     break;
                 case OptimizerKind.Adam:
                     if (v.Length < w.Length || s.Length < w.Length) throw new ArgumentException("Adam state shorter than its parameter");
@@ -166,6 +155,63 @@ public sealed class Optimizer
         gradientFinite = nonFinite == 0;
     }
 
+    /// <summary>(1 − β1^t, 1 − β2^t) in float32, Adam's bias corrections at committed step t.</summary>
+    private static (float C1, float C2) BiasCorrections(OptimizerSettings settings, long t) =>
+        ((float)(1 - Math.Pow(settings.Beta1, t)), (float)(1 - Math.Pow(settings.Beta2, t)));
+
+    /// <summary>
+    /// One update of <paramref name="n"/> elements out of place (a worker process's slice of a sharded update): the
+    /// formulas and operation order of <see cref="Apply(Parameters, Gradients, MatMul?, IReadOnlyList{IParameterMirror}, IReadOnlyList{IGradientAddend}, bool, out bool)"/>,
+    /// reading (w, v, s) at wIn, vIn, sIn and writing them at wOut, vOut, sOut (the state of the next committed step),
+    /// so each element gets the bits the coordinator's update would give it. <paramref name="t"/> is the committed step
+    /// the update makes (from 1). v and s are not touched by the optimizers that keep no such state (may be null).
+    /// </summary>
+    public static unsafe void UpdateRange(OptimizerSettings settings, long t, float* g, float* wIn, float* vIn, float* sIn,
+        float* wOut, float* vOut, float* sOut, int n)
+    {
+        if (settings.Kind != OptimizerKind.Adam)
+        {
+            ScalarRange(settings, g, wIn, vIn, sIn, wOut, vOut, sOut, n);
+            return;
+        }
+        var (c1, c2) = BiasCorrections(settings, t);
+        var args = new AdamArgs
+        {
+            W = wOut, V = vOut, S = sOut, WIn = wIn, VIn = vIn, SIn = sIn,
+            Lr = settings.LearningRate, B1 = settings.Beta1, B2 = settings.Beta2, Eps = settings.Epsilon, C1 = c1, C2 = c2,
+        };
+        AdamBlock(ref args, g, 0, n);
+    }
+
+    /// <summary>gd, momentum and rmsprop over n elements, in place when the in and out pointers are the same.</summary>
+    private static unsafe void ScalarRange(OptimizerSettings settings, float* g, float* wIn, float* vIn, float* sIn,
+        float* wOut, float* vOut, float* sOut, int n)
+    {
+        float lr = settings.LearningRate, b1 = settings.Beta1, b2 = settings.Beta2, eps = settings.Epsilon;
+        switch (settings.Kind)
+        {
+            case OptimizerKind.Gd:
+                for (int j = 0; j < n; j++) wOut[j] = wIn[j] - lr * g[j];
+                break;
+            case OptimizerKind.Momentum:
+                for (int j = 0; j < n; j++)
+                {
+                    vOut[j] = b1 * vIn[j] + (1 - b1) * g[j];
+                    wOut[j] = wIn[j] - lr * vOut[j];
+                }
+                break;
+            case OptimizerKind.RmsProp:
+                for (int j = 0; j < n; j++)
+                {
+                    sOut[j] = b2 * sIn[j] + (1 - b2) * g[j] * g[j];
+                    wOut[j] = wIn[j] - lr * g[j] / (MathF.Sqrt(sOut[j]) + eps);
+                }
+                break;
+            default:
+                throw new InvalidOperationException($"no scalar update for {settings.Kind}");
+        }
+    }
+
     /// <summary>Parameter mirrors one update can write (one per worker process on the coordinator's machine).</summary>
     public const int MaxMirrors = 64;
 
@@ -177,7 +223,8 @@ public sealed class Optimizer
 
     private unsafe struct AdamArgs
     {
-        public float* W, G, V, S;
+        public float* W, G, V, S;       // W, V, S: where the new values go
+        public float* WIn, VIn, SIn;    // and the old ones (the same pointers for an update in place)
         public float Lr, B1, B2, Eps, C1, C2;
         public float** Mirrors;
         public int MirrorCount;
@@ -195,7 +242,7 @@ public sealed class Optimizer
         {
             var args = new AdamArgs
             {
-                W = pw, G = pg, V = pv, S = ps, Lr = lr, B1 = b1, B2 = b2, Eps = eps, C1 = c1, C2 = c2, Mirrors = mirrors, MirrorCount = mirrorCount,
+                W = pw, G = pg, V = pv, S = ps, WIn = pw, VIn = pv, SIn = ps, Lr = lr, B1 = b1, B2 = b2, Eps = eps, C1 = c1, C2 = c2, Mirrors = mirrors, MirrorCount = mirrorCount,
                 Addends = addends, AddendCount = addendCount, Overwrite = overwrite ? 1 : 0, NonFinite = nonFinite,
             };
             // Cut at multiples of 16 elements (one cache line) so the threads never share a line.
@@ -256,6 +303,7 @@ public sealed class Optimizer
     private static unsafe void AdamBlock(ref AdamArgs a, float* g, int start, int end)
     {
         float* w = a.W + start, v = a.V + start, s = a.S + start;
+        float* wIn = a.WIn + start, vIn = a.VIn + start, sIn = a.SIn + start;
         int n = end - start, j = 0;
         float lr = a.Lr, b1 = a.B1, b2 = a.B2, eps = a.Eps, c1 = a.C1, c2 = a.C2;
         float omb1 = 1 - b1, omb2 = 1 - b2;
@@ -267,19 +315,19 @@ public sealed class Optimizer
             for (; j <= n - Vector256<float>.Count; j += Vector256<float>.Count)
             {
                 var gj = Vector256.Load(g + j);
-                var vj = vb1 * Vector256.Load(v + j) + vomb1 * gj;
-                var sj = vb2 * Vector256.Load(s + j) + vomb2 * gj * gj;
+                var vj = vb1 * Vector256.Load(vIn + j) + vomb1 * gj;
+                var sj = vb2 * Vector256.Load(sIn + j) + vomb2 * gj * gj;
                 vj.Store(v + j);
                 sj.Store(s + j);
-                var wj = Vector256.Load(w + j) - vlr * (vj / vc1) / (Vector256.Sqrt(sj / vc2) + veps);
+                var wj = Vector256.Load(wIn + j) - vlr * (vj / vc1) / (Vector256.Sqrt(sj / vc2) + veps);
                 wj.Store(w + j);
             }
         }
         for (; j < n; j++)
         {
-            v[j] = b1 * v[j] + omb1 * g[j];
-            s[j] = b2 * s[j] + omb2 * g[j] * g[j];
-            w[j] -= lr * (v[j] / c1) / (MathF.Sqrt(s[j] / c2) + eps);
+            v[j] = b1 * vIn[j] + omb1 * g[j];
+            s[j] = b2 * sIn[j] + omb2 * g[j] * g[j];
+            w[j] = wIn[j] - lr * (v[j] / c1) / (MathF.Sqrt(s[j] / c2) + eps);
         }
     }
 }

@@ -30,7 +30,6 @@ public sealed unsafe class SharedBatchNormExchange : IDisposable
     private const ulong Magic = 0x31304E4243434E42; // "BNCCBN01"
     private const int TokenBytes = 16;
     private const int Line = 64;
-    private const int SequenceOffset = 0, StepOffset = 8, AttemptOffset = 16;
 
     private readonly SharedMemoryFile _mapped;
     private readonly byte* _base;
@@ -151,7 +150,7 @@ public sealed unsafe class SharedBatchNormExchange : IDisposable
         var spin = new SpinWait();
         long start = Stopwatch.GetTimestamp();
         while (!(AllStamped(_forward, layer, ranks, step, attempt) && TryMergeStats(layer, ranks, step, attempt, into, out _)))
-            Pause(ref spin, start, ct);
+            SharedMemoryWait.Pause(ref spin, start, ct);
     }
 
     /// <summary>The same wait for the backward sums, added in rank order into <paramref name="into"/>.</summary>
@@ -160,18 +159,7 @@ public sealed unsafe class SharedBatchNormExchange : IDisposable
         var spin = new SpinWait();
         long start = Stopwatch.GetTimestamp();
         while (!(AllStamped(_backward, layer, ranks, step, attempt) && TryAddGradSums(layer, ranks, step, attempt, into, out _)))
-            Pause(ref spin, start, ct);
-    }
-
-    // A peer is normally a fraction of a millisecond behind: spin (SpinWait yields the core to anything runnable after a
-    // few rounds) for that long, then sleep, so a peer that is gone costs no core while the abort is on its way.
-    private static readonly TimeSpan SpinPhase = TimeSpan.FromMilliseconds(50);
-
-    private static void Pause(ref SpinWait spin, long start, CancellationToken ct)
-    {
-        ct.ThrowIfCancellationRequested();
-        if (Stopwatch.GetElapsedTime(start) < SpinPhase) spin.SpinOnce(sleep1Threshold: -1);
-        else Thread.Sleep(1);
+            SharedMemoryWait.Pause(ref spin, start, ct);
     }
 
     // ---- reading (workers and coordinator) ----
@@ -248,15 +236,19 @@ public sealed unsafe class SharedBatchNormExchange : IDisposable
         return SlotState.Complete;
     }
 
+    /// <summary>Coordinator (finding a silent worker): has rank <paramref name="rank"/> published its partial of <paramref name="layer"/> in that direction for (step, attempt)?</summary>
+    public bool Published(int layer, bool backward, int rank, long step, int attempt)
+    {
+        byte* slot = Slot(backward ? _backward : _forward, layer, rank);
+        return BeginRead(slot, step, attempt, out ulong sequence) && EndRead(slot, sequence);
+    }
+
     private bool AllStamped(long[] area, int layer, int ranks, long step, int attempt)
     {
         CheckRanks(ranks);
         for (int r = 0; r < ranks; r++)
         {
-            byte* slot = Slot(area, layer, r);
-            if ((Volatile.Read(ref *(ulong*)(slot + SequenceOffset)) & 1) != 0
-                || Volatile.Read(ref *(long*)(slot + StepOffset)) != step || Volatile.Read(ref *(long*)(slot + AttemptOffset)) != attempt)
-                return false;
+            if (!SeqLock.IsStamped(Slot(area, layer, r), step, attempt)) return false;
         }
         return true;
     }
@@ -284,35 +276,10 @@ public sealed unsafe class SharedBatchNormExchange : IDisposable
         if (ranks < 1 || ranks > Ranks) throw new ArgumentOutOfRangeException(nameof(ranks), ranks, $"1 to {Ranks} ranks");
     }
 
-    private static void BeginWrite(byte* slot)
-    {
-        ulong sequence = Volatile.Read(ref *(ulong*)(slot + SequenceOffset));
-        Volatile.Write(ref *(ulong*)(slot + SequenceOffset), (sequence | 1) + 2); // odd: being written
-        Interlocked.MemoryBarrier();
-    }
-
-    private static void EndWrite(byte* slot, long step, int attempt)
-    {
-        *(long*)(slot + StepOffset) = step;
-        *(long*)(slot + AttemptOffset) = attempt;
-        Interlocked.MemoryBarrier();
-        ulong sequence = Volatile.Read(ref *(ulong*)(slot + SequenceOffset));
-        Volatile.Write(ref *(ulong*)(slot + SequenceOffset), sequence + 1); // even: complete
-    }
-
-    private static bool BeginRead(byte* slot, long step, int attempt, out ulong sequence)
-    {
-        sequence = Volatile.Read(ref *(ulong*)(slot + SequenceOffset));
-        bool stamped = (sequence & 1) == 0 && *(long*)(slot + StepOffset) == step && *(long*)(slot + AttemptOffset) == attempt;
-        Interlocked.MemoryBarrier();
-        return stamped;
-    }
-
-    private static bool EndRead(byte* slot, ulong sequence)
-    {
-        Interlocked.MemoryBarrier();
-        return Volatile.Read(ref *(ulong*)(slot + SequenceOffset)) == sequence;
-    }
+    private static void BeginWrite(byte* slot) => SeqLock.BeginWrite(slot);
+    private static void EndWrite(byte* slot, long step, int attempt) => SeqLock.EndWrite(slot, step, attempt);
+    private static bool BeginRead(byte* slot, long step, int attempt, out ulong sequence) => SeqLock.BeginRead(slot, step, attempt, out sequence);
+    private static bool EndRead(byte* slot, ulong sequence) => SeqLock.EndRead(slot, sequence);
 
     // ---- header ----
 
@@ -329,13 +296,7 @@ public sealed unsafe class SharedBatchNormExchange : IDisposable
         {
             if (_features[l] == 0) continue;
             for (int r = 0; r < Ranks; r++)
-                foreach (var area in (ReadOnlySpan<long[]>)[_forward, _backward])
-                {
-                    byte* slot = Slot(area, l, r);
-                    *(ulong*)(slot + SequenceOffset) = 0;
-                    *(long*)(slot + StepOffset) = -1;
-                    *(long*)(slot + AttemptOffset) = -1;
-                }
+                foreach (var area in (ReadOnlySpan<long[]>)[_forward, _backward]) SeqLock.Clear(Slot(area, l, r));
         }
         Interlocked.MemoryBarrier();
     }

@@ -92,3 +92,80 @@ internal sealed unsafe class SharedMemoryFile : IDisposable
         _file.Dispose();
     }
 }
+
+/// <summary>
+/// How a process waits for others through shared memory: a peer is normally a fraction of a millisecond behind, so
+/// spin (SpinWait yields the core to anything runnable after a few rounds) for that long, then sleep, so a peer that is
+/// gone costs no core while the abort is on its way.
+/// </summary>
+internal static class SharedMemoryWait
+{
+    private static readonly TimeSpan SpinPhase = TimeSpan.FromMilliseconds(50);
+
+    /// <summary>One round of a wait that began at <paramref name="start"/> (a Stopwatch timestamp); throws when <paramref name="ct"/> is cancelled.</summary>
+    public static void Pause(ref SpinWait spin, long start, CancellationToken ct)
+    {
+        ct.ThrowIfCancellationRequested();
+        if (System.Diagnostics.Stopwatch.GetElapsedTime(start) < SpinPhase) spin.SpinOnce(sleep1Threshold: -1);
+        else Thread.Sleep(1);
+    }
+}
+
+/// <summary>
+/// The seqlock stamp of an area of a shared-memory file, on a cache line of its own: [sequence u64][first i64][second
+/// i64] (e.g. step and attempt), then 40 bytes for the area's own use. A writer makes the sequence odd, writes, stamps,
+/// makes it even; a reader that sees an odd or a changed sequence, or another stamp, does not use what it read.
+/// </summary>
+internal static unsafe class SeqLock
+{
+    public const int Bytes = 64;
+    private const int SequenceOffset = 0, FirstOffset = 8, SecondOffset = 16;
+
+    /// <summary>Where the stamp line's own 40 bytes start.</summary>
+    public const int PayloadOffset = 24;
+
+    /// <summary>"Holding nothing": first and second −1, which no real stamp is.</summary>
+    public static void Clear(byte* stamp)
+    {
+        *(ulong*)(stamp + SequenceOffset) = 0;
+        *(long*)(stamp + FirstOffset) = -1;
+        *(long*)(stamp + SecondOffset) = -1;
+    }
+
+    public static void BeginWrite(byte* stamp)
+    {
+        ulong sequence = Volatile.Read(ref *(ulong*)(stamp + SequenceOffset));
+        Volatile.Write(ref *(ulong*)(stamp + SequenceOffset), (sequence | 1) + 2); // odd: being written
+        Interlocked.MemoryBarrier();
+    }
+
+    public static void EndWrite(byte* stamp, long first, long second)
+    {
+        *(long*)(stamp + FirstOffset) = first;
+        *(long*)(stamp + SecondOffset) = second;
+        Interlocked.MemoryBarrier();
+        ulong sequence = Volatile.Read(ref *(ulong*)(stamp + SequenceOffset));
+        Volatile.Write(ref *(ulong*)(stamp + SequenceOffset), sequence + 1); // even: complete
+    }
+
+    /// <summary>The area holds the stamp (first, second) and nobody is writing it: read it, then check <see cref="EndRead"/>.</summary>
+    public static bool BeginRead(byte* stamp, long first, long second, out ulong sequence)
+    {
+        sequence = Volatile.Read(ref *(ulong*)(stamp + SequenceOffset));
+        bool stamped = (sequence & 1) == 0 && *(long*)(stamp + FirstOffset) == first && *(long*)(stamp + SecondOffset) == second;
+        Interlocked.MemoryBarrier();
+        return stamped;
+    }
+
+    /// <summary>Nobody wrote the area while it was read (the copy is whole).</summary>
+    public static bool EndRead(byte* stamp, ulong sequence)
+    {
+        Interlocked.MemoryBarrier();
+        return Volatile.Read(ref *(ulong*)(stamp + SequenceOffset)) == sequence;
+    }
+
+    /// <summary>A cheap check for a spinning reader: stamped (first, second) and not being written.</summary>
+    public static bool IsStamped(byte* stamp, long first, long second) =>
+        (Volatile.Read(ref *(ulong*)(stamp + SequenceOffset)) & 1) == 0
+        && Volatile.Read(ref *(long*)(stamp + FirstOffset)) == first && Volatile.Read(ref *(long*)(stamp + SecondOffset)) == second;
+}

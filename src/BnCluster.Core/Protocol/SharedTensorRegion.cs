@@ -30,7 +30,6 @@ public sealed unsafe class SharedTensorRegion : IDisposable, IParameterMirror, I
     private const int TokenBytes = 16;
     private const int Line = 64;
     // Stamp: [sequence u64][a i64][b i64]; gradients: a = step, b = attempt; parameters: a = version.
-    private const int SequenceOffset = 0, FirstOffset = 8, SecondOffset = 16;
 
     private readonly SharedMemoryFile _mapped;
     private readonly byte* _base;
@@ -317,42 +316,22 @@ public sealed unsafe class SharedTensorRegion : IDisposable, IParameterMirror, I
     private static void CopyFromRegionRange(ref RangeState s, int start, int end) =>
         new ReadOnlySpan<float>(s.Region + start, end - start).CopyTo(new Span<float>(s.Array + start, end - start));
 
-    /// <summary>The area holds the stamp (first, second) and nobody is writing it: read, then check <see cref="EndRead"/>.</summary>
     private bool BeginRead(long stampOffset, long first, long second, out ulong sequence)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        byte* stamp = _base + stampOffset;
-        sequence = Volatile.Read(ref *(ulong*)(stamp + SequenceOffset));
-        bool stamped = (sequence & 1) == 0 && *(long*)(stamp + FirstOffset) == first && *(long*)(stamp + SecondOffset) == second;
-        Interlocked.MemoryBarrier();
-        return stamped;
+        return SeqLock.BeginRead(_base + stampOffset, first, second, out sequence);
     }
 
-    /// <summary>Nobody wrote the area while it was read (the copy is whole).</summary>
-    private bool EndRead(long stampOffset, ulong sequence)
-    {
-        Interlocked.MemoryBarrier();
-        return Volatile.Read(ref *(ulong*)(_base + stampOffset + SequenceOffset)) == sequence;
-    }
+    private bool EndRead(long stampOffset, ulong sequence) => SeqLock.EndRead(_base + stampOffset, sequence);
 
     private byte* BeginWrite(long stampOffset)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        byte* stamp = _base + stampOffset;
-        ulong sequence = Volatile.Read(ref *(ulong*)(stamp + SequenceOffset));
-        Volatile.Write(ref *(ulong*)(stamp + SequenceOffset), (sequence | 1) + 2); // odd: being written
-        Interlocked.MemoryBarrier();
-        return stamp;
+        SeqLock.BeginWrite(_base + stampOffset);
+        return _base + stampOffset;
     }
 
-    private static void EndWrite(byte* stamp, long first, long second)
-    {
-        *(long*)(stamp + FirstOffset) = first;
-        *(long*)(stamp + SecondOffset) = second;
-        Interlocked.MemoryBarrier();
-        ulong sequence = Volatile.Read(ref *(ulong*)(stamp + SequenceOffset));
-        Volatile.Write(ref *(ulong*)(stamp + SequenceOffset), sequence + 1); // even: complete
-    }
+    private static void EndWrite(byte* stamp, long first, long second) => SeqLock.EndWrite(stamp, first, second);
 
     private void WriteHeader()
     {
@@ -364,12 +343,7 @@ public sealed unsafe class SharedTensorRegion : IDisposable, IParameterMirror, I
         int at = 16 + TokenBytes;
         foreach (int length in _gradLengths.Concat(_paramLengths)) { BinaryPrimitives.WriteInt32LittleEndian(header[at..], length); at += 4; }
         // Stamps start "holding nothing": step/version −1 never matches a real one.
-        foreach (long stamp in new[] { _gradStamp, _paramStamp })
-        {
-            *(ulong*)(_base + stamp + SequenceOffset) = 0;
-            *(long*)(_base + stamp + FirstOffset) = -1;
-            *(long*)(_base + stamp + SecondOffset) = -1;
-        }
+        foreach (long stamp in new[] { _gradStamp, _paramStamp }) SeqLock.Clear(_base + stamp);
         Interlocked.MemoryBarrier();
     }
 

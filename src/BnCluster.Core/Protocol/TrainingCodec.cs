@@ -29,15 +29,17 @@ public static class TrainingCodec
             case WorkerDropped m: Header(w, TDropped, 1); w.WriteString(m.Reason); return true;
             case SharedMemoryOffer m: Header(w, TShmOffer, 2); w.WriteString(m.Path); w.WriteBinary(m.Token); return true;
             case SharedMemoryAnswer m: Header(w, TShmAnswer, 3); w.WriteString(m.Path); w.WriteBoolean(m.Accepted); w.WriteString(m.Reason); return true;
-            case BatchNormExchangeOffer m: Header(w, TBnxOffer, 3); w.WriteString(m.Path); w.WriteBinary(m.Token); w.WriteInt32(m.Ranks); return true;
+            case BatchNormExchangeOffer m:
+                Header(w, TBnxOffer, 5); w.WriteString(m.Path); w.WriteBinary(m.Token); w.WriteInt32(m.Ranks); w.WriteString(m.UpdatePath); w.WriteBinary(m.UpdateToken ?? []);
+                return true;
             case BatchNormExchangeAnswer m: Header(w, TBnxAnswer, 3); w.WriteString(m.Path); w.WriteBoolean(m.Accepted); w.WriteString(m.Reason); return true;
             case InputStatsRequest m: Header(w, TInputReq, 3); w.WriteInt64(m.Round); w.WriteInt32(m.Start); w.WriteInt32(m.Count); return true;
             case InputStatsReply m: Header(w, TInputReply, 4); w.WriteInt64(m.Round); w.WriteInt64(m.Count); w.WriteFloat64Array(m.Mean); w.WriteFloat64Array(m.M2); return true;
             case SetInputNormalization m: Header(w, TSetInput, 3); w.WriteFloat32Array(m.Mean); w.WriteFloat32Array(m.Variance); w.WriteSingle(m.Epsilon); return true;
             case StartStep m:
-                Header(w, TStart, 10); w.WriteInt64(m.Step); w.WriteInt32(m.Epoch); w.WriteInt32(m.Attempt); w.WriteInt32(m.GlobalBatchSize);
+                Header(w, TStart, 11); w.WriteInt64(m.Step); w.WriteInt32(m.Epoch); w.WriteInt32(m.Attempt); w.WriteInt32(m.GlobalBatchSize);
                 w.WriteInt32(m.Rank); WriteInt32Array(w, m.Rows); w.WriteInt64(m.ParametersVersion); WriteTensors(w, m.Parameters); w.WriteBoolean(m.SharedParameters);
-                w.WriteInt32(m.SharedBatchNormRanks); return true;
+                w.WriteInt32(m.SharedBatchNormRanks); w.WriteInt64(m.UpdateStep); return true;
             case BnStats m: Header(w, TBnStats, 6); w.WriteInt64(m.Step); w.WriteInt32(m.Attempt); w.WriteInt32(m.Layer); w.WriteInt64(m.Count); w.WriteFloat64Array(m.Mean); w.WriteFloat64Array(m.M2); return true;
             case BnGlobal m: Header(w, TBnGlobal, 6); w.WriteInt64(m.Step); w.WriteInt32(m.Attempt); w.WriteInt32(m.Layer); w.WriteInt64(m.Count); w.WriteFloat64Array(m.Mean); w.WriteFloat64Array(m.M2); return true;
             case BnGradStats m: Header(w, TGradStats, 5); w.WriteInt64(m.Step); w.WriteInt32(m.Attempt); w.WriteInt32(m.Layer); w.WriteFloat64Array(m.SumDy); w.WriteFloat64Array(m.SumDyXhat); return true;
@@ -80,8 +82,8 @@ public static class TrainingCodec
                 Expect(ref r, start, fields, 3, "SharedMemoryAnswer");
                 return new SharedMemoryAnswer(r.ReadString(), r.ReadBoolean(), r.ReadString());
             case TBnxOffer:
-                Expect(ref r, start, fields, 3, "BatchNormExchangeOffer");
-                return new BatchNormExchangeOffer(r.ReadString(), r.ReadBinary().ToArray(), r.ReadInt32());
+                Expect(ref r, start, fields, 5, "BatchNormExchangeOffer");
+                return new BatchNormExchangeOffer(r.ReadString(), r.ReadBinary().ToArray(), r.ReadInt32(), r.ReadString(), r.ReadBinary().ToArray());
             case TBnxAnswer:
                 Expect(ref r, start, fields, 3, "BatchNormExchangeAnswer");
                 return new BatchNormExchangeAnswer(r.ReadString(), r.ReadBoolean(), r.ReadString());
@@ -95,8 +97,8 @@ public static class TrainingCodec
                 Expect(ref r, start, fields, 3, "SetInputNormalization");
                 return new SetInputNormalization(r.ReadFloat32Array(), r.ReadFloat32Array(), r.ReadSingle());
             case TStart:
-                Expect(ref r, start, fields, 10, "StartStep");
-                return new StartStep(r.ReadInt64(), r.ReadInt32(), r.ReadInt32(), r.ReadInt32(), r.ReadInt32(), ReadInt32Array(ref r), r.ReadInt64(), ReadTensors(ref r), r.ReadBoolean(), r.ReadInt32());
+                Expect(ref r, start, fields, 11, "StartStep");
+                return new StartStep(r.ReadInt64(), r.ReadInt32(), r.ReadInt32(), r.ReadInt32(), r.ReadInt32(), ReadInt32Array(ref r), r.ReadInt64(), ReadTensors(ref r), r.ReadBoolean(), r.ReadInt32(), r.ReadInt64());
             case TBnStats:
                 Expect(ref r, start, fields, 6, "BnStats");
                 return new BnStats(r.ReadInt64(), r.ReadInt32(), r.ReadInt32(), r.ReadInt64(), r.ReadFloat64Array(TensorPool.RentDoubles), r.ReadFloat64Array(TensorPool.RentDoubles));

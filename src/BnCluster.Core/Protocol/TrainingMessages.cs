@@ -43,9 +43,11 @@ public sealed record SharedMemoryAnswer(string Path, bool Accepted, string Reaso
 /// <summary>
 /// Coordinator → the worker processes that took a <see cref="SharedMemoryOffer"/>: a <see cref="SharedBatchNormExchange"/>
 /// file with slots for <paramref name="Ranks"/> workers, through which they all-reduce BN partials among themselves in
-/// the steps that say so (<see cref="StartStep.SharedBatchNormRanks"/>). A newer offer replaces an older one.
+/// the steps that say so (<see cref="StartStep.SharedBatchNormRanks"/>), and a <see cref="SharedShardedUpdate"/> file
+/// (<paramref name="UpdatePath"/>, empty when none) in which they make the optimizer update themselves, each on its
+/// slice (<see cref="StartStep.UpdateStep"/>). A newer offer replaces an older one; a worker takes both files or neither.
 /// </summary>
-public sealed record BatchNormExchangeOffer(string Path, byte[] Token, int Ranks);
+public sealed record BatchNormExchangeOffer(string Path, byte[] Token, int Ranks, string UpdatePath = "", byte[]? UpdateToken = null);
 
 /// <summary>Worker → coordinator: the answer to the exchange offer of <paramref name="Path"/>; <paramref name="Reason"/> says why not.</summary>
 public sealed record BatchNormExchangeAnswer(string Path, bool Accepted, string Reason);
@@ -74,9 +76,12 @@ public sealed record SetInputNormalization(float[] Mean, float[] Variance, float
 /// parameters of that version wait in the worker's <see cref="SharedTensorRegion"/> instead (Parameters is null).
 /// <paramref name="SharedBatchNormRanks"/> &gt; 0: this attempt's BN partials are all-reduced by its that many workers
 /// through the last <see cref="BatchNormExchangeOffer"/>'s file instead of BnStats/BnGradStats messages.
+/// <paramref name="UpdateStep"/> &gt; 0: those workers also make the optimizer update that commits step
+/// <paramref name="UpdateStep"/> of the optimizer (its t), each on its slice, in the offer's <see cref="SharedShardedUpdate"/>
+/// file, whose state version <paramref name="ParametersVersion"/> holds the parameters to start from (Parameters is null).
 /// </summary>
 public sealed record StartStep(long Step, int Epoch, int Attempt, int GlobalBatchSize, int Rank, int[] Rows,
-    long ParametersVersion, float[][]? Parameters, bool SharedParameters = false, int SharedBatchNormRanks = 0);
+    long ParametersVersion, float[][]? Parameters, bool SharedParameters = false, int SharedBatchNormRanks = 0, long UpdateStep = 0);
 
 /// <summary>Worker → coordinator: forward BN moments (n, mean, M2) of its shard at hidden layer <paramref name="Layer"/>.</summary>
 public sealed record BnStats(long Step, int Attempt, int Layer, long Count, double[] Mean, double[] M2);

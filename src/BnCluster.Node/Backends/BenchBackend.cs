@@ -145,7 +145,7 @@ public static class BenchBackend
         {
             Dataset = o.Dataset ?? "synthetic", HiddenSizes = o.HiddenSizes, Batch = o.Batch,
             Epochs = (int)Math.Min(int.MaxValue, total), MaxSteps = total, // every epoch has at least one step
-            Optimizer = o.Optimizer, LearningRate = o.LearningRate, Seed = 1, Workers = o.Workers, Processes = o.Processes, SharedMemory = o.SharedMemory, PinWorkers = o.PinWorkers,
+            Optimizer = o.Optimizer, LearningRate = o.LearningRate, Seed = 1, Workers = o.Workers, Processes = o.Processes, SharedMemory = o.SharedMemory, ShardedUpdate = o.ShardedUpdate, PinWorkers = o.PinWorkers,
             // `train` splits --threads between its workers; bench's --threads is per worker.
             Threads = o.Threads * o.Workers, OutDirectory = "",
         };

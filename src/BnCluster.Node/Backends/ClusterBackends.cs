@@ -90,6 +90,7 @@ public static class ClusterBackends
         var options = new ClusterTrainingOptions(request.TrainerOptions, o.Workers, o.MinWorkers, JobId: RemoteCluster.JobId, DatasetSha256: request.Data.Sha256)
         {
             SharedMemory = o.SharedMemory,
+            ShardedUpdate = o.ShardedUpdate,
         };
         var spec = request.TrainerOptions.Spec;
         var job = new JobDescription(o.Seed, o.LabelColumn, spec.Hidden.ToArray(), spec.Activation, spec.BatchNorm, spec.BnEpsilon, spec.BnMomentum);

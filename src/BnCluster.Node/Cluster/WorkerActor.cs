@@ -38,6 +38,8 @@ public sealed class WorkerActor : ReceiveActor
     private SharedTensorRegion? _region;
     // The coordinator's batch-norm exchange file once opened (same machine): the steps that say so all-reduce through it. Chain only.
     private SharedBatchNormExchange? _bnExchange;
+    // …and the sharded-update file offered with it: the steps that say so make their slice of the update in it. Chain only.
+    private SharedShardedUpdate? _update;
     // The gradient exchange (sending the gradients → the next work arriving) is measured here and reported
     // with the next gradients; touched by the actor and the step chain, hence the lock.
     private readonly object _exchangeGate = new();
@@ -83,7 +85,7 @@ public sealed class WorkerActor : ReceiveActor
     {
         _stepCts?.Cancel();
         // The chain observes the cancellation at its next await; the MatMul is released when it has finished.
-        _chain.ContinueWith(_ => { _matMul.Dispose(); _region?.Dispose(); _bnExchange?.Dispose(); }, TaskScheduler.Default);
+        _chain.ContinueWith(_ => { _matMul.Dispose(); _region?.Dispose(); _bnExchange?.Dispose(); _update?.Dispose(); }, TaskScheduler.Default);
     }
 
     /// <summary>Runs <paramref name="work"/> after everything queued before it, on the thread pool.</summary>
@@ -134,15 +136,20 @@ public sealed class WorkerActor : ReceiveActor
         Enqueue("batch-norm exchange offer", () =>
         {
             _bnExchange?.Dispose();
+            _update?.Dispose();
             _bnExchange = null;
+            _update = null;
             string reason = "";
             try
             {
                 _bnExchange = SharedBatchNormExchange.Open(m.Path, m.Token, _p, m.Ranks);
+                if (m.UpdatePath.Length > 0) _update = SharedShardedUpdate.Open(m.UpdatePath, m.UpdateToken ?? [], _p, m.Ranks);
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidDataException or ArgumentException)
             {
                 reason = e.Message;
+                _bnExchange?.Dispose(); // both or neither
+                _bnExchange = null;
                 _log.Debug("Worker {Worker}: batch-norm exchange not taken, partials over TCP: {Reason:l}", _id, reason);
             }
             coordinator.Tell(new BatchNormExchangeAnswer(m.Path, _bnExchange is not null, reason), self);
@@ -187,6 +194,8 @@ public sealed class WorkerActor : ReceiveActor
             cts.Token.ThrowIfCancellationRequested();
             if (m.SharedBatchNormRanks > 0 && (_bnExchange is null || _bnExchange.Ranks < m.SharedBatchNormRanks))
                 throw new InvalidOperationException($"the step's batch-norm partials go through a shared exchange of {m.SharedBatchNormRanks} ranks this worker does not have");
+            var update = m.UpdateStep > 0 ? _update ?? throw new InvalidOperationException("the step's update is sharded in a file this worker does not have") : null;
+            update?.ReadParameters(m.ParametersVersion, _p);
             var train = _trainN ?? throw new InvalidOperationException("a step arrived before the input normalization");
             var ws = EnsureWorkspace(m.Rows.Length);
             ws.ContributesBatchNormGradients = m.Rank == 0;
@@ -194,10 +203,24 @@ public sealed class WorkerActor : ReceiveActor
             long start = Stopwatch.GetTimestamp();
             var loss = await TrainingStep.ForwardBackwardAsync(_p, ws, train, m.Rows, m.GlobalBatchSize, _collective, cts.Token).ConfigureAwait(false);
             var compute = Stopwatch.GetElapsedTime(start) - _collective.WaitTotal;
+            long barrier = 0;
+            if (update is not null)
+            {
+                // Gradients into this rank's slot; once every rank's are there, this rank's slice of the update (compute);
+                // the wait for the others counts as the gradient exchange.
+                int flags = update.WriteGradients(m.Rank, m.Step, m.Attempt, ws.Gradients.Tensors) ? 0 : SharedShardedUpdate.OwnNonFinite;
+                long waitStart = Stopwatch.GetTimestamp();
+                update.WaitForGradients(m.SharedBatchNormRanks, m.Step, m.Attempt, cts.Token);
+                long updateStart = Stopwatch.GetTimestamp();
+                barrier = updateStart - waitStart;
+                flags |= update.UpdateSlice(m.Rank, m.SharedBatchNormRanks, m.Step, m.Attempt, m.ParametersVersion, m.UpdateStep);
+                update.PublishUpdate(m.Rank, m.Step, m.Attempt, flags);
+                compute += Stopwatch.GetElapsedTime(updateStart);
+            }
             // Through the shared-memory file, or as pooled copies the message owns (the workspace's gradients are
             // overwritten next step; the coordinator returns them). Non-finite gradients always go in the message: the
             // coordinator checks those before its update, which reads the last files as it goes.
-            bool viaFile = _region?.WriteGradients(m.Step, m.Attempt, ws.Gradients.Tensors) == true;
+            bool viaFile = update is not null || _region?.WriteGradients(m.Step, m.Attempt, ws.Gradients.Tensors) == true;
             float[][] tensors = viaFile ? [] : TensorPool.RentCopies(ws.Gradients.Tensors);
             StepTimings timings;
             lock (_exchangeGate)
@@ -205,7 +228,7 @@ public sealed class WorkerActor : ReceiveActor
                 var (exchangeStep, exchangeEpoch, exchangeMs) = _exchange ?? (0, 0, 0);
                 _exchange = null;
                 timings = new StepTimings(compute.TotalMilliseconds, _collective.Waits(), exchangeStep, exchangeEpoch, exchangeMs);
-                _gradientsSent = (m.Step, m.Epoch, Stopwatch.GetTimestamp());
+                _gradientsSent = (m.Step, m.Epoch, Stopwatch.GetTimestamp() - barrier);
             }
             coordinator.Tell(new StepGradients(m.Step, m.Attempt, loss.SumLoss, loss.Correct, loss.Count, tensors, timings, Shared: viaFile), self);
         });

@@ -231,9 +231,10 @@ public static class Cli
         var optimizer = OptionParsers.Choice("--optimizer", "adam", OptionParsers.Optimizers, "Optimizer the timed steps apply.");
         var lr = OptionParsers.Double("--lr", 1e-3, 0, true, double.PositiveInfinity, false, "Learning rate α.");
         var noSharedMemory = new Option<bool>("--no-shared-memory") { Description = NoSharedMemoryHelp };
+        var noShardedUpdate = new Option<bool>("--no-sharded-update") { Description = NoShardedUpdateHelp };
         var noPin = new Option<bool>("--no-pin") { Description = NoPinHelp };
         var json = new Option<bool>("--json") { Description = "Print one JSON object instead of text." };
-        foreach (var o in new Option[] { features, classes, hidden, batch, workers, steps, warmup, threads, processes, noSharedMemory, noPin, dataset, optimizer, lr, json })
+        foreach (var o in new Option[] { features, classes, hidden, batch, workers, steps, warmup, threads, processes, noSharedMemory, noShardedUpdate, noPin, dataset, optimizer, lr, json })
             command.Options.Add(o);
         command.SetAction((parse, cancel) =>
         {
@@ -245,7 +246,7 @@ public static class Cli
             {
                 Features = parse.GetValue(features), Classes = parse.GetValue(classes), HiddenSizes = OptionParsers.ParseSizes(parse.GetValue(hidden)!)!,
                 Batch = parse.GetValue(batch), Workers = workerCount, Steps = parse.GetValue(steps), Warmup = parse.GetValue(warmup),
-                Threads = threadsPerWorker, Processes = parse.GetValue(processes), SharedMemory = !parse.GetValue(noSharedMemory), PinWorkers = !parse.GetValue(noPin),
+                Threads = threadsPerWorker, Processes = parse.GetValue(processes), SharedMemory = !parse.GetValue(noSharedMemory), ShardedUpdate = !parse.GetValue(noShardedUpdate), PinWorkers = !parse.GetValue(noPin),
                 Dataset = parse.GetValue(dataset), Json = parse.GetValue(json),
                 Optimizer = OptionParsers.Pick(OptionParsers.Optimizers, parse.GetValue(optimizer)!), LearningRate = parse.GetValue(lr),
             }, context, cancel);
@@ -255,6 +256,7 @@ public static class Cli
 
     /// <summary>The training flags shared by `train` and `coordinator`, added to one command.</summary>
     private const string NoSharedMemoryHelp = "Send every tensor over TCP, also to worker processes on this machine (default: a shared-memory file for those).";
+    private const string NoShardedUpdateHelp = "Let the coordinator make every optimizer update (default: worker processes on this machine each update their slice of the parameters in shared memory).";
     private const string NoPinHelp = "With --processes: let the system place the worker processes (default on Linux: each on CPUs of its own when there are enough for all their threads).";
 
     private sealed class TrainingFlags
@@ -279,6 +281,7 @@ public static class Cli
         private readonly Option<bool> _processes = new("--processes") { Description = "Run the workers as local child processes." };
         private readonly Option<int> _minWorkers = OptionParsers.Int("--min-workers", 1, 1, "Keep training while at least this many workers remain.");
         private readonly Option<bool> _noSharedMemory = new("--no-shared-memory") { Description = NoSharedMemoryHelp };
+        private readonly Option<bool> _noShardedUpdate = new("--no-sharded-update") { Description = NoShardedUpdateHelp };
         private readonly Option<bool> _noPin = new("--no-pin") { Description = NoPinHelp };
         private readonly Option<int> _threads = OptionParsers.Int("--threads", Environment.ProcessorCount, 1, "Compute threads per worker.");
         private readonly Option<string> _out = new("--out")
@@ -303,7 +306,7 @@ public static class Cli
             var all = new List<Option> { _dataset, _label, _hidden, _activation, _bn, _batch, _epochs, _maxSteps, _optimizer, _lr,
                 _beta1, _beta2, _optEps, _bnMomentum, _bnEps, _seed, _workers };
             if (!listenMode) all.AddRange([_processes, _noPin]);
-            all.AddRange([_minWorkers, _noSharedMemory, _threads, _out]);
+            all.AddRange([_minWorkers, _noSharedMemory, _noShardedUpdate, _threads, _out]);
             foreach (var o in all) command.Options.Add(o);
         }
 
@@ -340,6 +343,7 @@ public static class Cli
             Processes = !_listenMode && p.GetValue(_processes),
             MinWorkers = p.GetValue(_minWorkers),
             SharedMemory = !p.GetValue(_noSharedMemory),
+            ShardedUpdate = !p.GetValue(_noShardedUpdate),
             PinWorkers = _listenMode || !p.GetValue(_noPin),
             Threads = p.GetValue(_threads),
             OutDirectory = p.GetValue(_out) ?? Path.Combine("runs", DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture)),

@@ -40,6 +40,8 @@ public sealed record TrainOptions
     public int MinWorkers { get; init; } = 1;
     /// <summary>Offer worker processes on this machine a shared-memory file for the step's tensors (false: all over TCP).</summary>
     public bool SharedMemory { get; init; } = true;
+    /// <summary>With shared memory: worker processes on this machine update their slices of the parameters themselves (false: the coordinator updates).</summary>
+    public bool ShardedUpdate { get; init; } = true;
     /// <summary>With <see cref="Processes"/>: each worker process on CPUs of its own when there are enough (see CpuPinning).</summary>
     public bool PinWorkers { get; init; } = true;
     /// <summary>Compute threads per worker process.</summary>
@@ -96,6 +98,8 @@ public sealed record BenchOptions
     public bool Processes { get; init; }
     /// <summary>With --processes: the step's tensors through shared memory (as `train --processes` does), or all over TCP.</summary>
     public bool SharedMemory { get; init; } = true;
+    /// <summary>With --processes and shared memory: the workers update their slices of the parameters (as `train --processes`), or the coordinator all.</summary>
+    public bool ShardedUpdate { get; init; } = true;
     /// <summary>With --processes: each worker process on CPUs of its own when there are enough (as `train --processes`).</summary>
     public bool PinWorkers { get; init; } = true;
     public bool Json { get; init; }

@@ -22,23 +22,34 @@ public sealed class ProcessClusterTests
         // (inherited) its child workers; shorter gives false positives while 4 processes JIT on 2 cores.
         Environment.SetEnvironmentVariable("BNCLUSTER_HEARTBEAT_MS", "500");
 
-    private static string[] Train(string outDir, int workers, bool processes, string extra = "") =>
+    private static string[] Train(string outDir, int workers, bool processes, string extra = "", int epochs = 1, int maxSteps = 6) =>
     [
-        "train", "--dataset", "digits", "--hidden", "16,16", "--batch", "96", "--epochs", "1", "--max-steps", "6",
+        "train", "--dataset", "digits", "--hidden", "16,16", "--batch", "96", "--epochs", epochs.ToString(), "--max-steps", maxSteps.ToString(),
         "--seed", "7", "--workers", workers.ToString(), "--threads", workers.ToString(), "--out", outDir,
         .. processes ? ["--processes"] : Array.Empty<string>(),
         .. extra.Split(' ', StringSplitOptions.RemoveEmptyEntries),
     ];
 
+    /// <summary>
+    /// The same model, bit for bit, whichever way the tensors go: through shared memory with the update sharded over the
+    /// workers (the default, for every optimizer), through shared memory with the coordinator updating, or all over TCP.
+    /// </summary>
     [Theory]
-    [InlineData(true)]
-    [InlineData(false)]
-    public async Task Two_worker_processes_give_the_in_process_model_bitwise_with_tensors_through_shared_memory_or_tcp(bool sharedMemory)
+    [InlineData("adam", "")]
+    [InlineData("adam", "--no-sharded-update")]
+    [InlineData("adam", "--no-shared-memory")]
+    [InlineData("momentum", "")]
+    [InlineData("rmsprop", "")]
+    [InlineData("gd", "")]
+    [InlineData("adam", "", 2)] // an evaluation between epochs: the state comes back to the coordinator and goes out again
+    public async Task Two_worker_processes_give_the_in_process_model_bitwise_with_tensors_through_shared_memory_or_tcp(string optimizer, string flags, int epochs = 1)
     {
+        int maxSteps = epochs == 1 ? 6 : 20; // (15 steps per epoch)
+        bool sharedMemory = !flags.Contains("--no-shared-memory"), sharded = sharedMemory && !flags.Contains("--no-sharded-update");
         using var temp = new TempFolder();
-        var inProcess = await Task.Run(() => CliHarness.Run(Train(temp["inproc"], 2, processes: false))).WaitAsync(Limit);
+        var inProcess = await Task.Run(() => CliHarness.Run(Train(temp["inproc"], 2, processes: false, $"--optimizer {optimizer}", epochs, maxSteps))).WaitAsync(Limit);
         Assert.True(inProcess.Exit == 0, inProcess.Error);
-        var processes = await Task.Run(() => CliHarness.Run(Train(temp["proc"], 2, processes: true, sharedMemory ? "" : "--no-shared-memory"))).WaitAsync(Limit);
+        var processes = await Task.Run(() => CliHarness.Run(Train(temp["proc"], 2, processes: true, $"--optimizer {optimizer} {flags}", epochs, maxSteps))).WaitAsync(Limit);
         Assert.True(processes.Exit == 0, processes.Error);
         Assert.Contains("[worker 0]", processes.Error);
         Assert.Contains("[worker 1]", processes.Error);
@@ -53,6 +64,7 @@ public sealed class ProcessClusterTests
         // …and, with shared memory, the workers all-reduced their BN partials through the exchange file, not messages.
         Assert.Equal(sharedMemory, processes.Error.Contains("Workers 0, 1: batch-norm partials exchanged through shared memory"));
         Assert.DoesNotContain("batch-norm partials exchanged", inProcess.Error);
+        Assert.Equal(sharded, processes.Error.Contains("Workers 0, 1: the optimizer update sharded over them in shared memory"));
         // The files were unlinked once both sides had them mapped: nothing is left behind.
         Assert.Empty(Directory.GetFiles(Core.Protocol.SharedTensorRegion.DefaultFolder, $"bncluster-{Environment.ProcessId}-*"));
 
