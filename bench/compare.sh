@@ -276,9 +276,10 @@ notes = ["¹ PyTorch's SyncBatchNorm refuses CPU tensors, so its DDP run normali
          "128-row shard with that shard's own statistics (plain BatchNorm1d) — less work than "
          "BnCluster's synchronized batch norm, which exchanges statistics per BN layer per step.",
          "² `--no-shared-memory`: the step's gradients, parameters and BN statistics go over the loopback socket, "
-         "as they do to a worker on another machine; by default the worker processes on the coordinator's machine "
-         "exchange gradients and parameters through a shared-memory file each and all-reduce their BN statistics "
-         "among themselves through one more (control messages always use the socket)."]
+         "and the coordinator makes the whole optimizer update, as with workers on other machines; by default the "
+         "worker processes on the coordinator's machine all-reduce their BN statistics and their gradients among "
+         "themselves through shared-memory files and each updates its slice of the parameters there (control "
+         "messages always use the socket)."]
 if pt1_policy:
     other = {"default": pt_passive, "OMP_WAIT_POLICY=PASSIVE": pt_default}[pt1_policy]
     other_txt = f"{other:,.0f}" if other is not None else "failed"
