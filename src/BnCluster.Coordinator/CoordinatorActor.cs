@@ -116,6 +116,7 @@ public sealed class CoordinatorActor : ReceiveActor
     // coordinator updates); and the one holding the committed parameters and optimizer state as version _committed
     // (null: _p and _optimizer hold them). A file is disposed once it is none of the three.
     private SharedShardedUpdate? _update, _attemptUpdate, _stateArea;
+    private int[] _sliceFlags = []; // the ranks' update reports of an attempt (reused)
 
     private int _epoch;
     private EpochPlan? _plan;
@@ -752,7 +753,8 @@ public sealed class CoordinatorActor : ReceiveActor
     private bool SlicesUpdated()
     {
         var area = _attemptUpdate!;
-        var flags = new int[_participants.Length];
+        if (_sliceFlags.Length != _participants.Length) _sliceFlags = new int[_participants.Length];
+        var flags = _sliceFlags;
         for (int r = 0; r < flags.Length; r++)
             if (!area.TryReadUpdate(r, _step, _attempt, out flags[r]))
             {
