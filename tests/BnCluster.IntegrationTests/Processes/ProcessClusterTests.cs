@@ -180,6 +180,70 @@ public sealed class ProcessClusterTests
 
     }
 
+    /// <summary>
+    /// A second worker process joining a coordinator that is training with one: the shared-memory files of the BN
+    /// exchange and the sharded update are replaced while attempts run (the state pulled back from the old file and pushed
+    /// into the new), and the run goes on with both workers sharing the update until it completes.
+    /// </summary>
+    [Fact]
+    public async Task A_worker_process_joining_mid_run_gets_new_exchange_files_and_the_run_completes()
+    {
+        using var temp = new TempFolder();
+        var tap = new LineTap();
+        var listening = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var sharded = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        tap.Line += line =>
+        {
+            var m = Regex.Match(line, @"--join (127\.0\.0\.1:\d+)");
+            if (m.Success) listening.TrySetResult(m.Groups[1].Value);
+            if (line.Contains("Workers 0: the optimizer update sharded", StringComparison.Ordinal)) sharded.TrySetResult();
+        };
+        using var cancel = new CancellationTokenSource();
+        // Fashion-MNIST (234 steps an epoch): long enough for the second worker process to start and join mid-run.
+        var coordinator = Task.Run(() => CliHarness.Run(cancel.Token, tap,
+            "coordinator", "--listen", "127.0.0.1:0", "--workers", "1", "--dataset", "fashion-mnist", "--hidden", "64", "--batch", "256",
+            "--epochs", "6", "--seed", "7", "--optimizer", "momentum", "--lr", "0.05", "--out", temp["run"]));
+        var workers = new List<Process>();
+        try
+        {
+            string endpoint = await listening.Task.WaitAsync(Limit);
+            Process StartWorker()
+            {
+                var psi = WorkerProcesses.Executable();
+                foreach (var a in new[] { "worker", "--join", endpoint, "--dataset", "fashion-mnist", "--threads", "1" }) psi.ArgumentList.Add(a);
+                psi.RedirectStandardError = true;
+                psi.RedirectStandardOutput = true;
+                var p = Process.Start(psi)!;
+                _ = p.StandardOutput.ReadToEndAsync();
+                _ = p.StandardError.ReadToEndAsync();
+                workers.Add(p);
+                return p;
+            }
+            StartWorker();
+            await Task.WhenAny(sharded.Task, coordinator).WaitAsync(Limit);
+            Assert.True(sharded.Task.IsCompleted, "the first worker never took the shared-memory files:\n" + tap);
+            StartWorker();
+            var run = await coordinator.WaitAsync(Limit);
+            Assert.True(run.Exit == 0, run.Error);
+            Assert.Contains("Workers 0: the optimizer update sharded over them in shared memory", run.Error);
+            Assert.Contains("Workers 0, 1: the optimizer update sharded over them in shared memory", run.Error);
+            var metrics = File.ReadAllLines(Path.Combine(temp["run"], "metrics.jsonl"));
+            Assert.Equal(6, metrics.Length);
+            Assert.True(JsonDocument.Parse(metrics[^1]).RootElement.GetProperty("test_accuracy").GetDouble() > 0.8, metrics[^1]);
+            Assert.Empty(Directory.GetFiles(Core.Protocol.SharedTensorRegion.DefaultFolder, $"bncluster-{Environment.ProcessId}-*"));
+        }
+        finally
+        {
+            foreach (var w in workers)
+            {
+                if (!w.HasExited) w.Kill(entireProcessTree: true);
+                w.Dispose();
+            }
+            cancel.Cancel();
+            await coordinator.WaitAsync(Limit);
+        }
+    }
+
     [Fact]
     public async Task A_worker_with_another_dataset_is_refused_with_the_reason_on_both_sides()
     {
