@@ -25,7 +25,7 @@ namespace BnCluster.Core.Protocol;
 /// A rank writes its slot only during its attempt, and a worker dropped from the roster keeps an old file (the
 /// coordinator offers a new one to those left), so no two processes ever write one slot.
 /// </summary>
-public sealed unsafe class SharedBatchNormExchange : IDisposable
+public sealed unsafe class SharedBatchNormExchange : IDisposable, ISharedFileView
 {
     private const ulong Magic = 0x31304E4243434E42; // "BNCCBN01"
     private const int TokenBytes = 16;
@@ -78,17 +78,7 @@ public sealed unsafe class SharedBatchNormExchange : IDisposable
     public static SharedBatchNormExchange Create(string path, Parameters p, int ranks)
     {
         var exchange = new SharedBatchNormExchange(capacity => SharedMemoryFile.CreateNew(path, capacity), RandomNumberGenerator.GetBytes(TokenBytes), Features(p), ranks);
-        try
-        {
-            exchange.WriteHeader();
-            return exchange;
-        }
-        catch
-        {
-            exchange.Dispose();
-            exchange.Unlink();
-            throw;
-        }
+        return SharedFileViews.WithHeader(exchange, static v => v.WriteHeader(), created: true);
     }
 
     /// <summary>
@@ -98,16 +88,7 @@ public sealed unsafe class SharedBatchNormExchange : IDisposable
     public static SharedBatchNormExchange Open(string path, ReadOnlySpan<byte> token, Parameters p, int ranks)
     {
         var exchange = new SharedBatchNormExchange(capacity => SharedMemoryFile.OpenExisting(path, capacity, "batch-norm exchange file"), token.ToArray(), Features(p), ranks);
-        try
-        {
-            exchange.CheckHeader();
-            return exchange;
-        }
-        catch
-        {
-            exchange.Dispose();
-            throw;
-        }
+        return SharedFileViews.WithHeader(exchange, static v => v.CheckHeader(), created: false);
     }
 
     /// <summary>Removes the file once every worker has mapped it; the mappings stay valid.</summary>

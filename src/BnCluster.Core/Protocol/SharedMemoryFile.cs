@@ -31,8 +31,6 @@ internal sealed unsafe class SharedMemoryFile : IDisposable
     /// <summary>The first byte of the mapping (valid until <see cref="Dispose"/>).</summary>
     public byte* Base { get; }
 
-    public bool IsDisposed => _disposed;
-
     /// <summary>Creates the file (it must not exist), owner-only, with <paramref name="capacity"/> bytes preallocated.</summary>
     public static SharedMemoryFile CreateNew(string path, long capacity)
     {
@@ -90,6 +88,35 @@ internal sealed unsafe class SharedMemoryFile : IDisposable
         _view.SafeMemoryMappedViewHandle.ReleasePointer();
         _view.Dispose();
         _file.Dispose();
+    }
+}
+
+/// <summary>A typed view of one <see cref="SharedMemoryFile"/> (SharedTensorRegion, SharedBatchNormExchange, SharedShardedUpdate).</summary>
+internal interface ISharedFileView : IDisposable
+{
+    void Unlink();
+}
+
+/// <summary>Hands out a new view only once its header is written (created) or checked (opened).</summary>
+internal static class SharedFileViews
+{
+    /// <summary>
+    /// <paramref name="view"/> after <paramref name="header"/> ran on it; if that throws, the view is unmapped and, when
+    /// this process <paramref name="created"/> the file, the file is removed, so a failure leaves nothing behind.
+    /// </summary>
+    public static T WithHeader<T>(T view, Action<T> header, bool created) where T : ISharedFileView
+    {
+        try
+        {
+            header(view);
+            return view;
+        }
+        catch
+        {
+            view.Dispose();
+            if (created) view.Unlink();
+            throw;
+        }
     }
 }
 

@@ -28,7 +28,7 @@ namespace BnCluster.Core.Protocol;
 /// (a seqlock stamp line, then the flat gradients); the two state versions (w, then v and s where the optimizer keeps
 /// them); the update slots.
 /// </summary>
-public sealed unsafe class SharedShardedUpdate : IDisposable
+public sealed unsafe class SharedShardedUpdate : IDisposable, ISharedFileView
 {
     private const ulong Magic = 0x31305044554E4342; // "BCNUDP01"
     private const int TokenBytes = 16;
@@ -89,17 +89,7 @@ public sealed unsafe class SharedShardedUpdate : IDisposable
     public static SharedShardedUpdate Create(string path, Parameters p, int ranks, OptimizerSettings settings)
     {
         var update = new SharedShardedUpdate(capacity => SharedMemoryFile.CreateNew(path, capacity), RandomNumberGenerator.GetBytes(TokenBytes), Lengths(p), ranks, settings);
-        try
-        {
-            update.WriteHeader();
-            return update;
-        }
-        catch
-        {
-            update.Dispose();
-            update.Unlink();
-            throw;
-        }
+        return SharedFileViews.WithHeader(update, static v => v.WriteHeader(), created: true);
     }
 
     /// <summary>Worker: opens the coordinator's file; <see cref="InvalidDataException"/> names what differs (not such a file, another token, network or rank count).</summary>
@@ -115,16 +105,7 @@ public sealed unsafe class SharedShardedUpdate : IDisposable
             settings = ReadSettings(head[(8 + TokenBytes + 4)..]);
         }
         var update = new SharedShardedUpdate(capacity => SharedMemoryFile.OpenExisting(path, capacity, "sharded-update file"), token.ToArray(), Lengths(p), ranks, settings);
-        try
-        {
-            update.CheckHeader();
-            return update;
-        }
-        catch
-        {
-            update.Dispose();
-            throw;
-        }
+        return SharedFileViews.WithHeader(update, static v => v.CheckHeader(), created: false);
     }
 
     public void Unlink() => _mapped.Unlink();

@@ -24,7 +24,7 @@ namespace BnCluster.Core.Protocol;
 /// area at once (a worker writes its gradients only while the coordinator waits for them, the coordinator writes
 /// a worker's parameters only between its steps); the stamps catch what a dropped and returning worker could break.
 /// </summary>
-public sealed unsafe class SharedTensorRegion : IDisposable, IParameterMirror, IGradientAddend
+public sealed unsafe class SharedTensorRegion : IDisposable, ISharedFileView, IParameterMirror, IGradientAddend
 {
     private const ulong Magic = 0x31304D4853434E42; // "BNCSHM01"
     private const int TokenBytes = 16;
@@ -79,17 +79,7 @@ public sealed unsafe class SharedTensorRegion : IDisposable, IParameterMirror, I
     {
         var region = new SharedTensorRegion(capacity => SharedMemoryFile.CreateNew(path, capacity),
             RandomNumberGenerator.GetBytes(TokenBytes), Lengths(p.Trainable), Lengths(p.AllTensors));
-        try
-        {
-            region.WriteHeader();
-            return region;
-        }
-        catch
-        {
-            region.Dispose();
-            region.Unlink();
-            throw;
-        }
+        return SharedFileViews.WithHeader(region, static v => v.WriteHeader(), created: true);
     }
 
     /// <summary>
@@ -100,16 +90,7 @@ public sealed unsafe class SharedTensorRegion : IDisposable, IParameterMirror, I
     {
         var region = new SharedTensorRegion(capacity => SharedMemoryFile.OpenExisting(path, capacity, "shared tensor file"),
             token.ToArray(), Lengths(p.Trainable), Lengths(p.AllTensors));
-        try
-        {
-            region.CheckHeader();
-            return region;
-        }
-        catch
-        {
-            region.Dispose();
-            throw;
-        }
+        return SharedFileViews.WithHeader(region, static v => v.CheckHeader(), created: false);
     }
 
     /// <summary>Removes the file; both mappings stay valid (POSIX), so a crash can leave nothing behind.</summary>
