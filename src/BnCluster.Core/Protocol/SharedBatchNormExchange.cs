@@ -19,7 +19,8 @@ namespace BnCluster.Core.Protocol;
 /// finiteness) and merges the forward slots again at the commit for the running averages.
 ///
 /// Layout: a header (magic, token, ranks, features per hidden layer), then per BN layer the forward slots of every
-/// rank, then the backward slots; a slot is a seqlock stamp on a cache line of its own ([sequence][step][attempt]) and
+/// rank, then the backward slots, each twice (for even and for odd steps: a worker may run the next step ahead while
+/// the coordinator still reads this one's); a slot is a seqlock stamp on a cache line of its own ([sequence][step][attempt]) and
 /// its float64 data (forward: n, mean[F], M2[F]; backward: Σdy[F], Σdy·z_norm[F]). A writer makes the sequence odd,
 /// writes, stamps, makes it even; a reader that sees another stamp, an odd or a changed sequence does not use the copy.
 /// A rank writes its slot only during its attempt, and a worker dropped from the roster keeps an old file (the
@@ -56,8 +57,8 @@ public sealed unsafe class SharedBatchNormExchange : IDisposable, ISharedFileVie
             if (features[l] == 0) { _forward[l] = _backward[l] = -1; continue; }
             _slotBytes[l] = Line + Align(8 + 16L * features[l]);
             _forward[l] = at;
-            _backward[l] = at + ranks * _slotBytes[l];
-            at += 2 * ranks * _slotBytes[l];
+            _backward[l] = at + 2 * ranks * _slotBytes[l];
+            at += 4 * ranks * _slotBytes[l];
         }
         Capacity = at;
         _mapped = map(Capacity);
@@ -100,7 +101,7 @@ public sealed unsafe class SharedBatchNormExchange : IDisposable, ISharedFileVie
     public void PublishStats(int layer, int rank, long step, int attempt, BatchNormStats local)
     {
         int f = CheckFeatures(layer, local.Features);
-        byte* slot = Slot(_forward, layer, rank);
+        byte* slot = Slot(_forward, layer, rank, step);
         BeginWrite(slot);
         double* data = (double*)(slot + Line);
         *(long*)data = local.Count;
@@ -113,7 +114,7 @@ public sealed unsafe class SharedBatchNormExchange : IDisposable, ISharedFileVie
     public void PublishGradSums(int layer, int rank, long step, int attempt, BatchNormGradSums local)
     {
         int f = CheckFeatures(layer, local.Features);
-        byte* slot = Slot(_backward, layer, rank);
+        byte* slot = Slot(_backward, layer, rank, step);
         BeginWrite(slot);
         double* data = (double*)(slot + Line);
         local.SumDy.AsSpan().CopyTo(new Span<double>(data, f));
@@ -157,7 +158,7 @@ public sealed unsafe class SharedBatchNormExchange : IDisposable, ISharedFileVie
         into.Clear();
         for (int r = 0; r < ranks; r++)
         {
-            byte* slot = Slot(_forward, layer, r);
+            byte* slot = Slot(_forward, layer, r, step);
             failedRank = r;
             if (!BeginRead(slot, step, attempt, out ulong sequence)) return false;
             double* data = (double*)(slot + Line);
@@ -176,7 +177,7 @@ public sealed unsafe class SharedBatchNormExchange : IDisposable, ISharedFileVie
         into.Clear();
         for (int r = 0; r < ranks; r++)
         {
-            byte* slot = Slot(_backward, layer, r);
+            byte* slot = Slot(_backward, layer, r, step);
             failedRank = r;
             if (!BeginRead(slot, step, attempt, out ulong sequence)) return false;
             double* data = (double*)(slot + Line);
@@ -203,7 +204,7 @@ public sealed unsafe class SharedBatchNormExchange : IDisposable, ISharedFileVie
             if (f == 0) continue;
             foreach (var area in (ReadOnlySpan<long[]>)[_forward, _backward])
             {
-                byte* slot = Slot(area, layer, rank);
+                byte* slot = Slot(area, layer, rank, step);
                 if (!BeginRead(slot, step, attempt, out ulong sequence)) return SlotState.Missing;
                 double* data = (double*)(slot + Line);
                 bool finite = ReferenceEquals(area, _forward)
@@ -220,7 +221,7 @@ public sealed unsafe class SharedBatchNormExchange : IDisposable, ISharedFileVie
     /// <summary>Coordinator (finding a silent worker): has rank <paramref name="rank"/> published its partial of <paramref name="layer"/> in that direction for (step, attempt)?</summary>
     public bool Published(int layer, bool backward, int rank, long step, int attempt)
     {
-        byte* slot = Slot(backward ? _backward : _forward, layer, rank);
+        byte* slot = Slot(backward ? _backward : _forward, layer, rank, step);
         return BeginRead(slot, step, attempt, out ulong sequence) && EndRead(slot, sequence);
     }
 
@@ -229,20 +230,22 @@ public sealed unsafe class SharedBatchNormExchange : IDisposable, ISharedFileVie
         CheckRanks(ranks);
         for (int r = 0; r < ranks; r++)
         {
-            if (!SeqLock.IsStamped(Slot(area, layer, r), step, attempt)) return false;
+            if (!SeqLock.IsStamped(Slot(area, layer, r, step), step, attempt)) return false;
         }
         return true;
     }
 
     // ---- slots and seqlock ----
 
-    private byte* Slot(long[] area, int layer, int rank)
+    // Two sets of slots, by the parity of the step: a worker may run the next step ahead (StartStep.NextRows) while the
+    // coordinator still reads this step's slots.
+    private byte* Slot(long[] area, int layer, int rank, long step)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if ((uint)layer >= (uint)_features.Length) throw new ArgumentOutOfRangeException(nameof(layer), layer, $"the network has {_features.Length} hidden layers");
         if (area[layer] < 0) throw new ArgumentException($"hidden layer {layer} has no batch norm", nameof(layer));
         if ((uint)rank >= (uint)Ranks) throw new ArgumentOutOfRangeException(nameof(rank), rank, $"the exchange has {Ranks} ranks");
-        return _base + area[layer] + rank * _slotBytes[layer];
+        return _base + area[layer] + ((step & 1) * Ranks + rank) * _slotBytes[layer];
     }
 
     private int CheckFeatures(int layer, int features)
@@ -277,7 +280,8 @@ public sealed unsafe class SharedBatchNormExchange : IDisposable, ISharedFileVie
         {
             if (_features[l] == 0) continue;
             for (int r = 0; r < Ranks; r++)
-                foreach (var area in (ReadOnlySpan<long[]>)[_forward, _backward]) SeqLock.Clear(Slot(area, l, r));
+                foreach (var area in (ReadOnlySpan<long[]>)[_forward, _backward])
+                    for (long parity = 0; parity < 2; parity++) SeqLock.Clear(Slot(area, l, r, parity));
         }
         Interlocked.MemoryBarrier();
     }

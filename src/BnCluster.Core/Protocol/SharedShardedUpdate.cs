@@ -17,16 +17,17 @@ namespace BnCluster.Core.Protocol;
 /// then, for its slice of the flat parameter space, sums the ranks' gradients in rank order ((g₀ + 0) + g₁ + …, the
 /// coordinator's additions) and applies the optimizer (<see cref="Optimizer.UpdateRange"/>, the coordinator's formulas)
 /// reading the state of the committed version and writing the next: every element gets the bits the coordinator's
-/// update would give it, whoever computes it. The state (parameters and the optimizer's moments) is double-buffered by
-/// version parity, so the committed version is never written during a step: an aborted attempt, or a lost worker in
+/// update would give it, whoever computes it. The state (parameters and the optimizer's moments) is kept in three
+/// versions (by version mod 3: the committed one, the running step's and the next step's, which the workers may run
+/// ahead, see StartStep.NextRows), so the committed version is never written during a step: an aborted attempt, or a lost worker in
 /// the middle of its slice, leaves it intact, and the coordinator (who owns it and reads it back whenever it needs it)
 /// commits by counting the step. Each rank reports its update in a slot of its own: done, and whether its own
 /// gradients and its slice's sums were finite.
 ///
 /// Layout: a header (magic, token, ranks, optimizer settings, tensor lengths); the tensors of Parameters.Trainable
 /// laid out end to end, each from a multiple of 16 floats (the padding is zero and stays zero); the gradient slots
-/// (a seqlock stamp line, then the flat gradients); the two state versions (w, then v and s where the optimizer keeps
-/// them); the update slots.
+/// (a seqlock stamp line, then the flat gradients); the three state versions (w, then v and s where the optimizer keeps
+/// them); the update slots, for even and for odd steps.
 /// </summary>
 public sealed unsafe class SharedShardedUpdate : IDisposable, ISharedFileView
 {
@@ -36,6 +37,7 @@ public sealed unsafe class SharedShardedUpdate : IDisposable, ISharedFileView
     private const int Align = 16; // floats: a cache line
     private const int FlagsOffset = SeqLock.PayloadOffset; // in an update slot's stamp line
     private const int Block = 2048; // elements per block of a slice: its completed gradient stays in L1
+    private const int Versions = 3; // committed, the running step's, the step run ahead's
 
     /// <summary>Update flags: the rank's own gradients held NaN or ±∞; its slice's sums did; a gradient slot changed while read.</summary>
     public const int OwnNonFinite = 1, SliceNonFinite = 2, GradientsChanged = 4;
@@ -71,8 +73,8 @@ public sealed unsafe class SharedShardedUpdate : IDisposable, ISharedFileView
         _gradientSlotBytes = Line + 4 * _flat;
         _states = _gradients + ranks * _gradientSlotBytes;
         _stateBytes = 4 * _flat * (1 + (_hasV ? 1 : 0) + (_hasS ? 1 : 0));
-        _updates = _states + 2 * _stateBytes;
-        Capacity = _updates + ranks * Line;
+        _updates = _states + Versions * _stateBytes;
+        Capacity = _updates + 2 * ranks * Line;
         _mapped = map(Capacity);
         _base = _mapped.Base;
     }
@@ -220,16 +222,37 @@ public sealed unsafe class SharedShardedUpdate : IDisposable, ISharedFileView
     /// <summary>Worker: rank <paramref name="rank"/> has made its slice of (step, attempt)'s update, with <paramref name="flags"/>.</summary>
     public void PublishUpdate(int rank, long step, int attempt, int flags)
     {
-        byte* slot = UpdateSlot(rank);
+        byte* slot = UpdateSlot(rank, step);
         SeqLock.BeginWrite(slot);
         *(int*)(slot + FlagsOffset) = flags;
         SeqLock.EndWrite(slot, step, attempt);
     }
 
+    /// <summary>
+    /// Worker (to start the next step ahead): waits until ranks 0 … <paramref name="ranks"/>−1 have reported their slices
+    /// of (step, attempt); true when every report is clean, so the next state version is whole. <paramref name="ct"/> ends it.
+    /// </summary>
+    public bool WaitForUpdates(int ranks, long step, int attempt, CancellationToken ct)
+    {
+        CheckRanks(ranks);
+        var spin = new SpinWait();
+        long start = Stopwatch.GetTimestamp();
+        for (int r = 0; r < ranks;)
+        {
+            if (TryReadUpdate(r, step, attempt, out int flags))
+            {
+                if (flags != 0) return false;
+                r++;
+            }
+            else SharedMemoryWait.Pause(ref spin, start, ct);
+        }
+        return true;
+    }
+
     /// <summary>Coordinator: rank <paramref name="rank"/>'s update report for (step, attempt); false when it has made none for it.</summary>
     public bool TryReadUpdate(int rank, long step, int attempt, out int flags)
     {
-        byte* slot = UpdateSlot(rank);
+        byte* slot = UpdateSlot(rank, step);
         flags = 0;
         if (!SeqLock.BeginRead(slot, step, attempt, out ulong sequence)) return false;
         flags = *(int*)(slot + FlagsOffset);
@@ -238,7 +261,7 @@ public sealed unsafe class SharedShardedUpdate : IDisposable, ISharedFileView
 
     // ---- places ----
 
-    private float* W(long version) => (float*)(_base + _states + (version & 1) * _stateBytes);
+    private float* W(long version) => (float*)(_base + _states + (version % Versions) * _stateBytes);
     private float* V(long version) => _hasV ? W(version) + _flat : null;
     private float* S(long version) => _hasS ? W(version) + _flat * (_hasV ? 2 : 1) : null;
     private float* Gradient(int rank) => (float*)(GradientSlot(rank) + Line);
@@ -250,11 +273,13 @@ public sealed unsafe class SharedShardedUpdate : IDisposable, ISharedFileView
         return _base + _gradients + rank * _gradientSlotBytes;
     }
 
-    private byte* UpdateSlot(int rank)
+    // Two sets of report slots, by the parity of the step: the step run ahead reports while the coordinator may still
+    // read this one's reports.
+    private byte* UpdateSlot(int rank, long step)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if ((uint)rank >= (uint)Ranks) throw new ArgumentOutOfRangeException(nameof(rank), rank, $"the file has {Ranks} ranks");
-        return _base + _updates + rank * Line;
+        return _base + _updates + ((step & 1) * Ranks + rank) * Line;
     }
 
     private bool AllStamped(int ranks, long step, int attempt)
@@ -297,7 +322,8 @@ public sealed unsafe class SharedShardedUpdate : IDisposable, ISharedFileView
         for (int r = 0; r < Ranks; r++)
         {
             SeqLock.Clear(GradientSlot(r));
-            SeqLock.Clear(UpdateSlot(r));
+            SeqLock.Clear(UpdateSlot(r, 0));
+            SeqLock.Clear(UpdateSlot(r, 1));
         }
         Interlocked.MemoryBarrier();
     }

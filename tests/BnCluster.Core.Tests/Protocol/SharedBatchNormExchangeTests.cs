@@ -161,6 +161,42 @@ public sealed class SharedBatchNormExchangeTests
         Assert.False(file.Coordinator.TryMergeStats(0, 1, 0, 0, merged = new BatchNormStats(11), out _));
     }
 
+    /// <summary>
+    /// A step run ahead (StartStep.NextRows) publishes into the other step parity's slots: the coordinator still merges
+    /// this step's partials for the running averages, bit for bit, after the next step's have been published; the step
+    /// after that writes over them.
+    /// </summary>
+    [Fact]
+    public void The_next_steps_partials_leave_this_steps_slots_for_the_coordinator()
+    {
+        using var file = new ExchangeFile(2);
+        for (int rank = 0; rank < 2; rank++)
+        {
+            file.Workers[rank].PublishStats(0, rank, 8, 1, Stats(11, rank));
+            file.Workers[rank].PublishGradSums(0, rank, 8, 1, GradSums(11, rank));
+        }
+        var expected = new BatchNormStats(11);
+        Assert.True(file.Coordinator.TryMergeStats(0, 2, 8, 1, expected, out _));
+        for (int rank = 0; rank < 2; rank++)
+        {
+            var next = Stats(11, rank);
+            next.Mean[3] = -7; // (other numbers)
+            file.Workers[rank].PublishStats(0, rank, 9, 1, next);
+            file.Workers[rank].PublishGradSums(0, rank, 9, 1, GradSums(11, 1 - rank));
+        }
+        var merged = new BatchNormStats(11);
+        Assert.True(file.Coordinator.TryMergeStats(0, 2, 8, 1, merged, out _));
+        Assert.Equal(expected.Count, merged.Count);
+        Assert.Equal(expected.Mean, merged.Mean);
+        Assert.Equal(expected.M2, merged.M2);
+        Assert.True(file.Coordinator.Published(0, backward: true, 1, 8, 1));
+        Assert.True(file.Coordinator.TryMergeStats(0, 2, 9, 1, merged, out _));
+        Assert.Equal(-7, merged.Mean[3], 6);
+        file.Workers[0].PublishStats(0, 0, 10, 1, Stats(11, 0)); // step 10: step 8's slots
+        Assert.False(file.Coordinator.TryMergeStats(0, 2, 8, 1, merged, out int failed));
+        Assert.Equal(0, failed);
+    }
+
     [Fact]
     public void The_coordinator_names_a_rank_whose_partials_are_missing_or_not_finite()
     {

@@ -120,6 +120,84 @@ public sealed class SharedShardedUpdateTests
         }
     }
 
+    /// <summary>
+    /// A step run ahead (StartStep.NextRows): once every rank has reported a clean slice of step 1, the workers make step 2
+    /// from version 1 into version 2 before the coordinator has counted step 1. The third version keeps the committed
+    /// state (version 0) and step 1's (version 1) intact, and the report slots of step 1 stay readable.
+    /// </summary>
+    [Fact]
+    public async Task A_step_run_ahead_writes_a_third_version_and_leaves_the_committed_and_running_ones()
+    {
+        const int ranks = 2;
+        var settings = new OptimizerSettings(OptimizerKind.Adam, 0.01f);
+        var expected = TestNetworks.RandomParameters(Spec, 5);
+        var expectedOptimizer = new Optimizer(settings, expected);
+        using var file = new UpdateFile(expected, ranks, settings);
+        file.Coordinator.WriteState(0, expected, expectedOptimizer);
+        var versions = new List<Parameters> { expected.Clone() };
+        var rng = new Random(8);
+        var gradients = Enumerable.Range(0, 2).Select(_ => Enumerable.Range(0, ranks).Select(_ => RandomGradients(expected, rng)).ToArray()).ToArray();
+        foreach (var step in gradients)
+        {
+            var sum = new Gradients(expected);
+            for (int i = 0; i < sum.Tensors.Count; i++)
+            {
+                TensorPrimitives.Add(step[0].Tensors[i].Values, 0f, sum.Tensors[i].Values);
+                TensorPrimitives.Add(sum.Tensors[i].Values, step[1].Tensors[i].Values, sum.Tensors[i].Values);
+            }
+            expectedOptimizer.Apply(expected, sum);
+            versions.Add(expected.Clone());
+        }
+
+        var workers = Enumerable.Range(0, ranks).Select(rank => Task.Run(() =>
+        {
+            var update = file.Workers[rank];
+            for (long step = 1; step <= 2; step++)
+            {
+                if (step > 1) Assert.True(update.WaitForUpdates(ranks, step - 1, 1, CancellationToken.None));
+                update.WriteGradients(rank, step, 1, gradients[step - 1][rank].Tensors);
+                update.WaitForGradients(ranks, step, 1, CancellationToken.None);
+                update.PublishUpdate(rank, step, 1, update.UpdateSlice(rank, ranks, step, 1, step - 1, step));
+            }
+        })).ToArray();
+        await Task.WhenAll(workers).WaitAsync(TimeSpan.FromSeconds(30));
+
+        for (int r = 0; r < ranks; r++)
+            for (long step = 1; step <= 2; step++)
+            {
+                Assert.True(file.Coordinator.TryReadUpdate(r, step, 1, out int flags), $"rank {r}'s report of step {step}");
+                Assert.Equal(0, flags);
+            }
+        for (long version = 0; version <= 2; version++)
+        {
+            var read = Parameters.Initialize(Spec, 9);
+            file.Coordinator.ReadState(version, read, new Optimizer(settings, read));
+            for (int i = 0; i < read.Trainable.Count; i++) Assert.Equal(versions[(int)version].Trainable[i].Values, read.Trainable[i].Values);
+        }
+        // The last step's moments too: the file's version 2 is the coordinator's state after two steps.
+        var last = Parameters.Initialize(Spec, 9);
+        var lastOptimizer = new Optimizer(settings, last);
+        file.Coordinator.ReadState(2, last, lastOptimizer);
+        AssertState(expected, expectedOptimizer, last, lastOptimizer);
+    }
+
+    /// <summary>A worker waiting to run ahead goes on only when every report is clean; a flagged one stops it, and the wait can be cancelled.</summary>
+    [Fact]
+    public void Waiting_for_the_slices_sees_a_flagged_report_and_can_be_cancelled()
+    {
+        var settings = new OptimizerSettings(OptimizerKind.Gd, 0.01f);
+        var p = Parameters.Initialize(Spec, 5);
+        using var file = new UpdateFile(p, 2, settings);
+        file.Workers[0].PublishUpdate(0, 6, 1, 0);
+        Assert.ThrowsAny<OperationCanceledException>(() => file.Workers[0].WaitForUpdates(2, 6, 1, new CancellationToken(canceled: true)));
+        file.Workers[1].PublishUpdate(1, 6, 1, SharedShardedUpdate.SliceNonFinite);
+        Assert.False(file.Workers[0].WaitForUpdates(2, 6, 1, CancellationToken.None));
+        file.Workers[1].PublishUpdate(1, 6, 2, 0); // another attempt's clean report is not this one's
+        file.Workers[0].PublishUpdate(0, 6, 2, 0);
+        Assert.True(file.Workers[1].WaitForUpdates(2, 6, 2, CancellationToken.None));
+        Assert.False(file.Coordinator.TryReadUpdate(1, 6, 1, out _)); // overwritten by attempt 2: one slot per step parity
+    }
+
     [Fact]
     public void Slices_cover_the_parameters_once_on_cache_lines()
     {
