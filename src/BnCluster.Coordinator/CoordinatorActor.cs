@@ -117,6 +117,14 @@ public sealed class CoordinatorActor : ReceiveActor
     // (null: _p and _optimizer hold them). A file is disposed once it is none of the three.
     private SharedShardedUpdate? _update, _attemptUpdate, _stateArea;
     private int[] _sliceFlags = []; // the ranks' update reports of an attempt (reused)
+    // The attempt the next step starts as, announced to the running attempt's workers (StartStep.NextRows), who may run
+    // it ahead; an abort after that announcement moves it on, so that no slot stamped by a step run ahead on the
+    // aborted attempt's parameters ever matches the real one.
+    private int _nextStepAttempt = 1;
+    private bool _announced;
+    // The step last announced: started as anything but the work announced (other participants, not sharded), it takes
+    // a new attempt number too.
+    private (long Step, int Attempt, Member[] Participants, SharedShardedUpdate? Update)? _announcement;
 
     private int _epoch;
     private EpochPlan? _plan;
@@ -551,7 +559,8 @@ public sealed class CoordinatorActor : ReceiveActor
         }
         _phase = Phase.Training;
         _step = _committed + 1;
-        _attempt = 0;
+        _attempt = _nextStepAttempt - 1; // (StartAttempt counts it up)
+        _nextStepAttempt = 1;
         _unusableRetries = 0;
         Continue();
     }
@@ -613,15 +622,29 @@ public sealed class CoordinatorActor : ReceiveActor
         _attemptUpdate = sharded ? _update : null;
         if (previousUpdate is not null) DisposeIfUnused(previousUpdate);
         _stepTime.Restart();
+        _announced = false;
+        if (_announcement is { } a && a.Step == _step && a.Attempt == _attempt
+            && !(sharded && ReferenceEquals(a.Update, _update) && a.Participants.AsSpan().SequenceEqual(_participants)))
+            _attempt++;
+        _announcement = null;
         if (sharded)
         {
-            // Every worker reads the parameters of version _committed from the file and updates its slice there.
+            // Every worker reads the parameters of version _committed from the file and updates its slice there. The next
+            // step of the epoch, when it has as many rows, is announced: the workers may run it ahead.
+            bool last = _batch + 1 >= _plan.BatchCount || _options.Trainer.MaxSteps is { } max && _committed + 1 >= max;
+            ReadOnlyMemory<int>? next = last ? null : _plan.Batch(_batch + 1);
+            if (next is { } batch && batch.Length != n) next = null;
+            _announced = next is not null;
+            if (_announced) _announcement = (_step + 1, _nextStepAttempt, _participants, _update);
             for (int r = 0; r < k; r++)
             {
                 var m = _participants[r];
                 m.Actor.Tell(new StartStep(_step, _epoch, _attempt, n, r, ShardSplit.Slice(rows, k, r).ToArray(), _committed, null,
-                    SharedBatchNormRanks: k, UpdateStep: _optimizer.Step + 1), Self);
-                m.SentVersion = _committed;
+                    SharedBatchNormRanks: k, UpdateStep: _optimizer.Step + 1,
+                    NextRows: next is { } following ? ShardSplit.Slice(following, k, r).ToArray() : null, NextAttempt: _nextStepAttempt), Self);
+                // A worker that runs the next step ahead reads the next version into its parameters, which it may then
+                // hold when this attempt is aborted: not known, so anything else sends it the parameters again.
+                m.SentVersion = _announced ? -1 : _committed;
             }
             Timers.StartSingleTimer("step-timeout", new StepTimeout(_step, _attempt), _timeout);
             return;
@@ -659,6 +682,8 @@ public sealed class CoordinatorActor : ReceiveActor
     private void AbortAttempt(string reason)
     {
         Timers.Cancel("step-timeout");
+        if (_announced) _nextStepAttempt++;
+        _announced = false;
         _log.ForContext(ClusterLog.Phase, ClusterLog.Abort).Warning(ClusterLog.StepAbortedTemplate, _step, Epoch, reason);
         foreach (var m in _participants)
             if (_roster.Contains(m)) m.Actor.Tell(new StepAborted(_step, _attempt, reason), Self);

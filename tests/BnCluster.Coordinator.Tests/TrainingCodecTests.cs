@@ -21,6 +21,7 @@ public sealed class TrainingCodecTests
         new StartStep(17, 2, 3, 13, 0, [4], 16, null, SharedParameters: true),
         new StartStep(17, 2, 3, 13, 1, [4], 16, null, SharedParameters: true, SharedBatchNormRanks: 2),
         new StartStep(17, 2, 3, 13, 1, [4], 16, null, SharedBatchNormRanks: 2, UpdateStep: 17),
+        new StartStep(17, 2, 3, 13, 1, [4], 16, null, SharedBatchNormRanks: 2, UpdateStep: 17, NextRows: [8, 1], NextAttempt: 2),
         new SharedMemoryOffer("/dev/shm/bncluster-1-w0.shm", [1, 2, 3, 255]),
         new SharedMemoryAnswer("/dev/shm/bncluster-1-w0.shm", false, "No such file"),
         new SharedMemoryAnswer("/dev/shm/bncluster-1-w0.shm", true, ""),
@@ -66,6 +67,25 @@ public sealed class TrainingCodecTests
         var header = new MessagePackReader(bytes);
         header.ReadArrayHeader();
         Assert.True(TrainingMessageCodec.Instance.Handles(header.ReadInt32()));
+    }
+
+    /// <summary>The step a StartStep announces is the coordinator's next StartStep when this one commits as it stands.</summary>
+    [Fact]
+    public void An_announced_step_is_the_next_version_and_update_step_and_only_the_same_work_confirms_it()
+    {
+        var start = new StartStep(17, 2, 3, 13, 1, [4, 6], 16, null, SharedBatchNormRanks: 2, UpdateStep: 9, NextRows: [8, 1], NextAttempt: 2);
+        var next = start.Announced()!;
+        Assert.Equal((18L, 2, 2, 13, 1, 17L, 2, 10L), (next.Step, next.Epoch, next.Attempt, next.GlobalBatchSize, next.Rank, next.ParametersVersion, next.SharedBatchNormRanks, next.UpdateStep));
+        Assert.Equal([8, 1], next.Rows);
+        Assert.Null(next.NextRows);
+        var confirmation = new StartStep(18, 2, 2, 13, 1, [8, 1], 17, null, SharedBatchNormRanks: 2, UpdateStep: 10, NextRows: [3], NextAttempt: 1);
+        Assert.True(next.SameWork(confirmation)); // (whatever it announces in turn)
+        Assert.False(next.SameWork(confirmation with { Attempt = 3 }));
+        Assert.False(next.SameWork(confirmation with { Rows = [8, 2] }));
+        Assert.False(next.SameWork(confirmation with { Rank = 0 }));
+        Assert.False(next.SameWork(confirmation with { SharedBatchNormRanks = 0, UpdateStep = 0 }));
+        Assert.False(next.SameWork(confirmation with { Parameters = [[1f]] }));
+        Assert.Null((start with { NextRows = null }).Announced());
     }
 
     [Fact]

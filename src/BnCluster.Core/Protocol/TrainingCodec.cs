@@ -37,9 +37,11 @@ public static class TrainingCodec
             case InputStatsReply m: Header(w, TInputReply, 4); w.WriteInt64(m.Round); w.WriteInt64(m.Count); w.WriteFloat64Array(m.Mean); w.WriteFloat64Array(m.M2); return true;
             case SetInputNormalization m: Header(w, TSetInput, 3); w.WriteFloat32Array(m.Mean); w.WriteFloat32Array(m.Variance); w.WriteSingle(m.Epsilon); return true;
             case StartStep m:
-                Header(w, TStart, 11); w.WriteInt64(m.Step); w.WriteInt32(m.Epoch); w.WriteInt32(m.Attempt); w.WriteInt32(m.GlobalBatchSize);
+                Header(w, TStart, 13); w.WriteInt64(m.Step); w.WriteInt32(m.Epoch); w.WriteInt32(m.Attempt); w.WriteInt32(m.GlobalBatchSize);
                 w.WriteInt32(m.Rank); WriteInt32Array(w, m.Rows); w.WriteInt64(m.ParametersVersion); WriteTensors(w, m.Parameters); w.WriteBoolean(m.SharedParameters);
-                w.WriteInt32(m.SharedBatchNormRanks); w.WriteInt64(m.UpdateStep); return true;
+                w.WriteInt32(m.SharedBatchNormRanks); w.WriteInt64(m.UpdateStep);
+                if (m.NextRows is null) w.WriteNil(); else WriteInt32Array(w, m.NextRows);
+                w.WriteInt32(m.NextAttempt); return true;
             case BnStats m: Header(w, TBnStats, 6); w.WriteInt64(m.Step); w.WriteInt32(m.Attempt); w.WriteInt32(m.Layer); w.WriteInt64(m.Count); w.WriteFloat64Array(m.Mean); w.WriteFloat64Array(m.M2); return true;
             case BnGlobal m: Header(w, TBnGlobal, 6); w.WriteInt64(m.Step); w.WriteInt32(m.Attempt); w.WriteInt32(m.Layer); w.WriteInt64(m.Count); w.WriteFloat64Array(m.Mean); w.WriteFloat64Array(m.M2); return true;
             case BnGradStats m: Header(w, TGradStats, 5); w.WriteInt64(m.Step); w.WriteInt32(m.Attempt); w.WriteInt32(m.Layer); w.WriteFloat64Array(m.SumDy); w.WriteFloat64Array(m.SumDyXhat); return true;
@@ -97,8 +99,9 @@ public static class TrainingCodec
                 Expect(ref r, start, fields, 3, "SetInputNormalization");
                 return new SetInputNormalization(r.ReadFloat32Array(), r.ReadFloat32Array(), r.ReadSingle());
             case TStart:
-                Expect(ref r, start, fields, 11, "StartStep");
-                return new StartStep(r.ReadInt64(), r.ReadInt32(), r.ReadInt32(), r.ReadInt32(), r.ReadInt32(), ReadInt32Array(ref r), r.ReadInt64(), ReadTensors(ref r), r.ReadBoolean(), r.ReadInt32(), r.ReadInt64());
+                Expect(ref r, start, fields, 13, "StartStep");
+                return new StartStep(r.ReadInt64(), r.ReadInt32(), r.ReadInt32(), r.ReadInt32(), r.ReadInt32(), ReadInt32Array(ref r), r.ReadInt64(), ReadTensors(ref r), r.ReadBoolean(), r.ReadInt32(), r.ReadInt64(),
+                    r.TryReadNil() ? null : ReadInt32Array(ref r), r.ReadInt32());
             case TBnStats:
                 Expect(ref r, start, fields, 6, "BnStats");
                 return new BnStats(r.ReadInt64(), r.ReadInt32(), r.ReadInt32(), r.ReadInt64(), r.ReadFloat64Array(TensorPool.RentDoubles), r.ReadFloat64Array(TensorPool.RentDoubles));

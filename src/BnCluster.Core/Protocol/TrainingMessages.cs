@@ -11,8 +11,9 @@ namespace BnCluster.Core.Protocol;
 public static class ProtocolInfo
 {
     // 2: tensors through shared memory (SharedMemoryOffer, StartStep.SharedParameters, StepGradients.Shared);
-    // 3: batch-norm partials exchanged between local workers (BatchNormExchangeOffer, StartStep.SharedBatchNormRanks)
-    public const int Version = 3;
+    // 3: batch-norm partials exchanged between local workers (BatchNormExchangeOffer, StartStep.SharedBatchNormRanks);
+    // 4: the next step announced to run ahead (StartStep.NextRows/NextAttempt), three state versions in the update file
+    public const int Version = 4;
 }
 
 // ---- Membership ----
@@ -79,9 +80,26 @@ public sealed record SetInputNormalization(float[] Mean, float[] Variance, float
 /// <paramref name="UpdateStep"/> &gt; 0: those workers also make the optimizer update that commits step
 /// <paramref name="UpdateStep"/> of the optimizer (its t), each on its slice, in the offer's <see cref="SharedShardedUpdate"/>
 /// file, whose state version <paramref name="ParametersVersion"/> holds the parameters to start from (Parameters is null).
+/// <paramref name="NextRows"/> (sharded steps only): this worker's rows of the next step, which the coordinator will start
+/// as attempt <paramref name="NextAttempt"/> with the same workers if this one commits; a worker may run that step's
+/// forward and backward ahead, as soon as every slice of this step's update is in, and goes on to its update only
+/// when that StartStep arrives (anything else cancels it). Null: no look-ahead (the epoch's last step, say).
 /// </summary>
 public sealed record StartStep(long Step, int Epoch, int Attempt, int GlobalBatchSize, int Rank, int[] Rows,
-    long ParametersVersion, float[][]? Parameters, bool SharedParameters = false, int SharedBatchNormRanks = 0, long UpdateStep = 0);
+    long ParametersVersion, float[][]? Parameters, bool SharedParameters = false, int SharedBatchNormRanks = 0, long UpdateStep = 0,
+    int[]? NextRows = null, int NextAttempt = 0)
+{
+    /// <summary>The StartStep the coordinator sends for the next step when this one commits as announced (null: none announced).</summary>
+    public StartStep? Announced() => NextRows is { } rows
+        ? new StartStep(Step + 1, Epoch, NextAttempt, GlobalBatchSize, Rank, rows, ParametersVersion + 1, null, false, SharedBatchNormRanks, UpdateStep + 1)
+        : null;
+
+    /// <summary>Asks for the same work as <paramref name="other"/> (every field but the look-ahead).</summary>
+    public bool SameWork(StartStep other) =>
+        Step == other.Step && Epoch == other.Epoch && Attempt == other.Attempt && GlobalBatchSize == other.GlobalBatchSize && Rank == other.Rank
+        && Rows.AsSpan().SequenceEqual(other.Rows) && ParametersVersion == other.ParametersVersion && Parameters is null && other.Parameters is null
+        && SharedParameters == other.SharedParameters && SharedBatchNormRanks == other.SharedBatchNormRanks && UpdateStep == other.UpdateStep;
+}
 
 /// <summary>Worker → coordinator: forward BN moments (n, mean, M2) of its shard at hidden layer <paramref name="Layer"/>.</summary>
 public sealed record BnStats(long Step, int Attempt, int Layer, long Count, double[] Mean, double[] M2);

@@ -146,6 +146,7 @@ public static class ClusterBackends
             var coordinator = system.ActorSelection(RemoteCluster.CoordinatorPath(options.Join.Host, options.Join.Port));
             var settings = new WorkerSettings(coordinator, spec, data.Train, data.Test, data.Sha256, RemoteCluster.JobId, node, log, options.Threads);
             var done = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
+            StepThreads.Reserve(workers: 1);
             var worker = system.ActorOf(Props.Create(() => new WorkerActor(settings)), "worker");
             cluster.Subscribe(system.ActorOf(Props.Create(() => new WorkerWatch(coordinator, worker, system.Address, done)), "watch"));
             _ = cluster.WhenRemoved.ContinueWith(_ => done.TrySetResult("this node was removed from the cluster"), TaskScheduler.Default);

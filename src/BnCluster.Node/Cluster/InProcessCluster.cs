@@ -48,6 +48,7 @@ public sealed class InProcessCluster : IAsyncDisposable
         if (train.ClassCount != spec.Classes) throw new ArgumentException($"training set '{train.Name}' has {train.ClassCount} classes, network expects {spec.Classes}");
         if (train.Count == 0) throw new ArgumentException($"training set '{train.Name}' is empty");
 
+        StepThreads.Reserve(options.Workers);
         var cluster = new InProcessCluster(ActorSystem.Create("bncluster", new ActorSystemOptions { Logger = log }));
         var shape = new ClusterDataShape(train.Count, test.Count, train.FeatureCount);
         cluster.Coordinator = cluster.System.ActorOf(

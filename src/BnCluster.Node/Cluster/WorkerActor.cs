@@ -28,6 +28,7 @@ public sealed class WorkerActor : ReceiveActor
     private readonly Parameters _p;
     private readonly MatMul _matMul;
     private readonly ClusterCollective _collective;
+    private readonly IActorRef _self; // for the step chain, which runs outside the actor
     private Workspace? _ws;
     private Dataset? _trainN, _testN;
     private Task _chain = Task.CompletedTask;
@@ -52,6 +53,7 @@ public sealed class WorkerActor : ReceiveActor
         _log = settings.Log.ForContext(LogEvents.Node, settings.Node);
         _p = new Parameters(settings.Spec);
         _matMul = new MatMul(settings.Threads);
+        _self = Self;
         _collective = new ClusterCollective(settings.Coordinator, Self, _log);
 
         Receive<WorkerRegistered>(r => { _id = r.WorkerId; _log.Debug("Worker {Worker} registered ({Members} members)", r.WorkerId, r.Members); });
@@ -77,12 +79,14 @@ public sealed class WorkerActor : ReceiveActor
     /// the full parameters. A step still running is orphaned: the next StartStep cancels it.</summary>
     private void OnDropped(WorkerDropped m)
     {
+        CancelLookahead();
         _log.Warning("Worker {Worker} on {Node:l} was dropped ({Reason:l}); registering again", _id, _s.Node, m.Reason);
         Register();
     }
 
     protected override void PostStop()
     {
+        CancelLookahead();
         _stepCts?.Cancel();
         // The chain observes the cancellation at its next await; the MatMul is released when it has finished.
         _chain.ContinueWith(_ => { _matMul.Dispose(); _region?.Dispose(); _bnExchange?.Dispose(); _update?.Dispose(); }, TaskScheduler.Default);
@@ -107,6 +111,7 @@ public sealed class WorkerActor : ReceiveActor
     /// </summary>
     private void OnSharedMemoryOffer(SharedMemoryOffer m)
     {
+        CancelLookahead();
         var coordinator = _s.Coordinator;
         var self = Self;
         Enqueue("shared-memory offer", () =>
@@ -131,6 +136,7 @@ public sealed class WorkerActor : ReceiveActor
     /// <summary>Opens the coordinator's new batch-norm exchange file (in the chain: a running step may still use the old one) and answers.</summary>
     private void OnBatchNormExchangeOffer(BatchNormExchangeOffer m)
     {
+        CancelLookahead();
         var coordinator = _s.Coordinator;
         var self = Self;
         Enqueue("batch-norm exchange offer", () =>
@@ -177,65 +183,178 @@ public sealed class WorkerActor : ReceiveActor
         return Task.CompletedTask;
     });
 
+    // A step run ahead of its StartStep (StartStep.NextRows): the StartStep the coordinator announced, the token that
+    // cancels it, and the coordinator's own StartStep once it has come. Set by the chain before it sends the previous
+    // step's gradients (so the next StartStep cannot come first), resolved by the actor.
+    private sealed class Lookahead(StartStep announced)
+    {
+        public StartStep Announced { get; } = announced;
+        public CancellationTokenSource Cts { get; } = new();
+        public TaskCompletionSource<StartStep> Confirmed { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+
+    private readonly object _lookaheadGate = new();
+    private bool _ranAhead; // (said once)
+    private Lookahead? _lookahead;
+
+    /// <summary>Anything but the announced StartStep ends a look-ahead: its step is not the next one after all.</summary>
+    private void CancelLookahead(Lookahead? only = null)
+    {
+        Lookahead? la;
+        lock (_lookaheadGate)
+        {
+            la = _lookahead;
+            if (la is null || (only is not null && !ReferenceEquals(la, only))) return;
+            _lookahead = null;
+        }
+        la.Cts.Cancel();
+        la.Confirmed.TrySetCanceled();
+    }
+
     private void OnStartStep(StartStep m)
     {
+        lock (_lookaheadGate)
+            if (_lookahead is { } la && la.Announced.SameWork(m))
+            {
+                // The step this worker is running ahead: it goes on as this message's, with this message's look-ahead.
+                _lookahead = null;
+                _stepCts = la.Cts;
+                _running = (m.Step, m.Attempt);
+                la.Confirmed.TrySetResult(m);
+                if (!_ranAhead) _log.Information("Worker {Worker}: step {Step} run ahead of its StartStep and confirmed; the steps go on without waiting for the coordinator", _id, m.Step);
+                _ranAhead = true;
+                return;
+            }
+        CancelLookahead();
         EndGradientExchange();
         _stepCts?.Cancel();
         var cts = _stepCts = new CancellationTokenSource();
         _running = (m.Step, m.Attempt);
-        var coordinator = _s.Coordinator;
-        var self = Self;
-        Enqueue($"step {m.Step} attempt {m.Attempt}", async () =>
+        Enqueue($"step {m.Step} attempt {m.Attempt}", () => RunSteps(m, cts.Token));
+    }
+
+    /// <summary>What a step's forward and backward gave.</summary>
+    private readonly record struct StepResult(LossPartial Loss, TimeSpan Compute, BnWait[] Waits);
+
+    /// <summary>
+    /// Runs step <paramref name="m"/>, then, while the coordinator announces the next step (sharded steps), that one
+    /// ahead, whole: once every rank has reported a clean slice of this step's update, the next state version is
+    /// complete and is the one the coordinator will commit (it only counts the step), so the next step's forward,
+    /// backward and slice of the update go on without waiting for it. They write only slots stamped with the announced
+    /// attempt and the state version after the next, which the coordinator never holds as committed while this step
+    /// is unconfirmed (three versions); the gradients go to the coordinator only once its StartStep for that step has
+    /// come, and anything else cancels the step run ahead.
+    /// </summary>
+    private async Task RunSteps(StartStep m, CancellationToken token)
+    {
+        var result = await ForwardBackward(m, token).ConfigureAwait(false);
+        Lookahead? running = null; // the look-ahead m is, while unconfirmed
+        while (true)
         {
-            // Parameters first, even when this attempt is already cancelled: the coordinator counts them as delivered.
-            if (m.Parameters is { } snapshot) RestoreAndRelease(snapshot);
-            if (m.SharedParameters && _region?.TryReadParameters(m.ParametersVersion, _p) != true)
-                throw new InvalidOperationException($"the parameters of version {m.ParametersVersion} are not in the shared-memory file (it was replaced, or they were overwritten)");
-            cts.Token.ThrowIfCancellationRequested();
-            if (m.SharedBatchNormRanks > 0 && (_bnExchange is null || _bnExchange.Ranks < m.SharedBatchNormRanks))
-                throw new InvalidOperationException($"the step's batch-norm partials go through a shared exchange of {m.SharedBatchNormRanks} ranks this worker does not have");
-            var update = m.UpdateStep > 0 ? _update ?? throw new InvalidOperationException("the step's update is sharded in a file this worker does not have") : null;
-            update?.ReadParameters(m.ParametersVersion, _p);
-            var train = _trainN ?? throw new InvalidOperationException("a step arrived before the input normalization");
-            var ws = EnsureWorkspace(m.Rows.Length);
-            ws.ContributesBatchNormGradients = m.Rank == 0;
-            _collective.Begin(m.Step, m.Attempt, m.Rank, _bnExchange, m.SharedBatchNormRanks);
-            long start = Stopwatch.GetTimestamp();
-            var loss = await TrainingStep.ForwardBackwardAsync(_p, ws, train, m.Rows, m.GlobalBatchSize, _collective, cts.Token).ConfigureAwait(false);
-            var compute = Stopwatch.GetElapsedTime(start) - _collective.WaitTotal;
-            long barrier = 0;
-            if (update is not null)
+            var (compute, barrier) = UpdateSlice(m, result, token);
+            if (running is not null)
             {
-                // Gradients into this rank's slot; once every rank's are there, this rank's slice of the update (compute);
-                // the wait for the others counts as the gradient exchange.
-                int flags = update.WriteGradients(m.Rank, m.Step, m.Attempt, ws.Gradients.Tensors) ? 0 : SharedShardedUpdate.OwnNonFinite;
+                long confirmStart = Stopwatch.GetTimestamp();
+                try { m = await running.Confirmed.Task.WaitAsync(running.Cts.Token).ConfigureAwait(false); }
+                catch (OperationCanceledException)
+                {
+                    _log.Debug("Worker {Worker}: step {Step} run ahead cancelled", _id, running.Announced.Step);
+                    return;
+                }
+                AddToExchange(Stopwatch.GetElapsedTime(confirmStart)); // (the previous step's: waiting for the coordinator)
+            }
+            var lookahead = Send(m, result, compute, barrier);
+            if (lookahead is null) return;
+            try
+            {
                 long waitStart = Stopwatch.GetTimestamp();
-                update.WaitForGradients(m.SharedBatchNormRanks, m.Step, m.Attempt, cts.Token);
-                long updateStart = Stopwatch.GetTimestamp();
-                barrier = updateStart - waitStart;
-                flags |= update.UpdateSlice(m.Rank, m.SharedBatchNormRanks, m.Step, m.Attempt, m.ParametersVersion, m.UpdateStep);
-                update.PublishUpdate(m.Rank, m.Step, m.Attempt, flags);
-                compute += Stopwatch.GetElapsedTime(updateStart);
+                if (!_update!.WaitForUpdates(m.SharedBatchNormRanks, m.Step, m.Attempt, lookahead.Cts.Token))
+                {
+                    CancelLookahead(lookahead); // a slice was not clean: the coordinator will abort this step
+                    return;
+                }
+                AddToExchange(Stopwatch.GetElapsedTime(waitStart));
+                result = await ForwardBackward(lookahead.Announced, lookahead.Cts.Token).ConfigureAwait(false);
             }
-            // Through the shared-memory file, or as pooled copies the message owns (the workspace's gradients are
-            // overwritten next step; the coordinator returns them). Non-finite gradients always go in the message: the
-            // coordinator checks those before its update, which reads the last files as it goes.
-            bool viaFile = update is not null || _region?.WriteGradients(m.Step, m.Attempt, ws.Gradients.Tensors) == true;
-            float[][] tensors = viaFile ? [] : TensorPool.RentCopies(ws.Gradients.Tensors);
-            StepTimings timings;
-            lock (_exchangeGate)
+            catch (OperationCanceledException)
             {
-                var (exchangeStep, exchangeEpoch, exchangeMs) = _exchange ?? (0, 0, 0);
-                _exchange = null;
-                timings = new StepTimings(compute.TotalMilliseconds, _collective.Waits(), exchangeStep, exchangeEpoch, exchangeMs);
-                _gradientsSent = (m.Step, m.Epoch, Stopwatch.GetTimestamp() - barrier);
+                _log.Debug("Worker {Worker}: step {Step} run ahead cancelled", _id, lookahead.Announced.Step);
+                return;
             }
-            coordinator.Tell(new StepGradients(m.Step, m.Attempt, loss.SumLoss, loss.Correct, loss.Count, tensors, timings, Shared: viaFile), self);
-        });
+            (m, running, token) = (lookahead.Announced, lookahead, lookahead.Cts.Token);
+        }
+    }
+
+    /// <summary>The parameters of <paramref name="m"/>'s version, then its forward and backward on this worker's rows.</summary>
+    private async Task<StepResult> ForwardBackward(StartStep m, CancellationToken token)
+    {
+        // Parameters first, even when this attempt is already cancelled: the coordinator counts them as delivered.
+        if (m.Parameters is { } snapshot) RestoreAndRelease(snapshot);
+        if (m.SharedParameters && _region?.TryReadParameters(m.ParametersVersion, _p) != true)
+            throw new InvalidOperationException($"the parameters of version {m.ParametersVersion} are not in the shared-memory file (it was replaced, or they were overwritten)");
+        token.ThrowIfCancellationRequested();
+        if (m.SharedBatchNormRanks > 0 && (_bnExchange is null || _bnExchange.Ranks < m.SharedBatchNormRanks))
+            throw new InvalidOperationException($"the step's batch-norm partials go through a shared exchange of {m.SharedBatchNormRanks} ranks this worker does not have");
+        if (m.UpdateStep > 0) (_update ?? throw new InvalidOperationException("the step's update is sharded in a file this worker does not have")).ReadParameters(m.ParametersVersion, _p);
+        var train = _trainN ?? throw new InvalidOperationException("a step arrived before the input normalization");
+        var ws = EnsureWorkspace(m.Rows.Length);
+        ws.ContributesBatchNormGradients = m.Rank == 0;
+        _collective.Begin(m.Step, m.Attempt, m.Rank, _bnExchange, m.SharedBatchNormRanks);
+        long start = Stopwatch.GetTimestamp();
+        var loss = await TrainingStep.ForwardBackwardAsync(_p, ws, train, m.Rows, m.GlobalBatchSize, _collective, token).ConfigureAwait(false);
+        return new StepResult(loss, Stopwatch.GetElapsedTime(start) - _collective.WaitTotal, _collective.Waits());
+    }
+
+    /// <summary>
+    /// A sharded step's gradients into this rank's slot; once every rank's are there, this rank's slice of the update
+    /// (compute) and its report. Returns the compute time so far and the wait for the others' gradients (ticks, part
+    /// of the gradient exchange). Not sharded: nothing to do here.
+    /// </summary>
+    private (TimeSpan Compute, long Barrier) UpdateSlice(StartStep m, StepResult result, CancellationToken token)
+    {
+        if (m.UpdateStep <= 0 || _update is not { } update) return (result.Compute, 0);
+        var ws = _ws!;
+        int flags = update.WriteGradients(m.Rank, m.Step, m.Attempt, ws.Gradients.Tensors) ? 0 : SharedShardedUpdate.OwnNonFinite;
+        long waitStart = Stopwatch.GetTimestamp();
+        update.WaitForGradients(m.SharedBatchNormRanks, m.Step, m.Attempt, token);
+        long updateStart = Stopwatch.GetTimestamp();
+        flags |= update.UpdateSlice(m.Rank, m.SharedBatchNormRanks, m.Step, m.Attempt, m.ParametersVersion, m.UpdateStep);
+        update.PublishUpdate(m.Rank, m.Step, m.Attempt, flags);
+        return (result.Compute + Stopwatch.GetElapsedTime(updateStart), updateStart - waitStart);
+    }
+
+    /// <summary>
+    /// Step <paramref name="m"/>'s gradients (and timings) to the coordinator. Returns the look-ahead on the step it
+    /// announces (registered before the gradients go, so that its StartStep cannot come first), or null.
+    /// </summary>
+    private Lookahead? Send(StartStep m, StepResult result, TimeSpan compute, long barrier)
+    {
+        var ws = _ws!;
+        // Through the shared-memory file, or as pooled copies the message owns (the workspace's gradients are
+        // overwritten next step; the coordinator returns them). Non-finite gradients always go in the message: the
+        // coordinator checks those before its update, which reads the last files as it goes.
+        bool sharded = m.UpdateStep > 0 && _update is not null;
+        bool viaFile = sharded || _region?.WriteGradients(m.Step, m.Attempt, ws.Gradients.Tensors) == true;
+        float[][] tensors = viaFile ? [] : TensorPool.RentCopies(ws.Gradients.Tensors);
+        Lookahead? lookahead = sharded && m.Announced() is { } announced ? new Lookahead(announced) : null;
+        StepTimings timings;
+        lock (_exchangeGate)
+        {
+            var (exchangeStep, exchangeEpoch, exchangeMs) = _exchange ?? (0, 0, 0);
+            _exchange = null;
+            timings = new StepTimings(compute.TotalMilliseconds, result.Waits, exchangeStep, exchangeEpoch, exchangeMs);
+            // Run ahead, this step's exchange is its waits, added as they end; else it ends when the next work arrives.
+            if (lookahead is null) _gradientsSent = (m.Step, m.Epoch, Stopwatch.GetTimestamp() - barrier);
+            else _exchange = (m.Step, m.Epoch, Stopwatch.GetElapsedTime(0, barrier).TotalMilliseconds);
+        }
+        if (lookahead is not null) lock (_lookaheadGate) _lookahead = lookahead;
+        _s.Coordinator.Tell(new StepGradients(m.Step, m.Attempt, result.Loss.SumLoss, result.Loss.Correct, result.Loss.Count, tensors, timings, Shared: viaFile), _self);
+        return lookahead;
     }
 
     private void OnAborted(StepAborted m)
     {
+        CancelLookahead(); // the step it ran ahead of may be the one aborted
         if (_running != (m.Step, m.Attempt)) return;
         _log.Debug("Worker {Worker}: step {Step} attempt {Attempt} aborted: {Reason:l}", _id, m.Step, m.Attempt, m.Reason);
         _stepCts?.Cancel();
@@ -243,6 +362,7 @@ public sealed class WorkerActor : ReceiveActor
 
     private void OnEvaluate(Evaluate m)
     {
+        CancelLookahead();
         EndGradientExchange();
         var coordinator = _s.Coordinator;
         var self = Self;
@@ -268,6 +388,13 @@ public sealed class WorkerActor : ReceiveActor
             if (_gradientsSent is { } s) _exchange = (s.Step, s.Epoch, Stopwatch.GetElapsedTime(s.SentAt).TotalMilliseconds);
             _gradientsSent = null;
         }
+    }
+
+    /// <summary>A wait of the step run ahead of, added to its gradient exchange.</summary>
+    private void AddToExchange(TimeSpan wait)
+    {
+        lock (_exchangeGate)
+            if (_exchange is { } e) _exchange = e with { Ms = e.Ms + wait.TotalMilliseconds };
     }
 
     /// <summary>Copies a received parameter snapshot into this worker's parameters and gives the snapshot back to the pool.</summary>

@@ -65,6 +65,9 @@ public sealed class ProcessClusterTests
         Assert.Equal(sharedMemory, processes.Error.Contains("Workers 0, 1: batch-norm partials exchanged through shared memory"));
         Assert.DoesNotContain("batch-norm partials exchanged", inProcess.Error);
         Assert.Equal(sharded, processes.Error.Contains("Workers 0, 1: the optimizer update sharded over them in shared memory"));
+        // …and, sharded, each ran steps ahead of the coordinator's StartStep (confirmed, so the model above is theirs).
+        foreach (int worker in new[] { 0, 1 })
+            Assert.Equal(sharded, Regex.IsMatch(processes.Error, $@"Worker {worker}: step \d+ run ahead of its StartStep and confirmed"));
         // The files were unlinked once both sides had them mapped: nothing is left behind.
         Assert.Empty(Directory.GetFiles(Core.Protocol.SharedTensorRegion.DefaultFolder, $"bncluster-{Environment.ProcessId}-*"));
 
