@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Net.Sockets;
 using System.Threading.Channels;
 using BnCluster.Actors.Transport;
@@ -14,8 +15,17 @@ internal sealed class OutboundEndpoint
     private readonly Channel<OutboundMessage> _queue;
     private readonly CancellationTokenSource _stop = new();
     private readonly Task _loop;
+    // Held by whoever writes to the connection: the writer loop for a batch, or a sender writing its frame directly.
+    private readonly SemaphoreSlim _writeGate = new(1, 1);
+    private readonly PooledBufferWriter _direct = new();
+    private volatile NetworkStream? _connected; // set while the writer loop runs on a connection past its handshake
 
-    internal readonly record struct OutboundMessage(RemoteActorRef Recipient, object Message, IActorRef? Sender);
+    // A message to encode, or (Frame not null) one the sender encoded already: its frame's bytes, rented, Length long.
+    internal readonly record struct OutboundMessage(RemoteActorRef Recipient, object Message, IActorRef? Sender, byte[]? Frame = null, int Length = 0);
+
+    // Frames up to this size that find the connection idle are written by the sender's thread itself; larger ones
+    // (parameter snapshots over TCP) go to the writer loop, so that no actor blocks on a slow peer's socket.
+    private const int DirectBytes = 64 * 1024;
 
     public OutboundEndpoint(RemoteTransport transport, Address remote)
     {
@@ -31,9 +41,59 @@ internal sealed class OutboundEndpoint
 
     public Address Remote { get; }
 
+    /// <summary>
+    /// Sends <paramref name="message"/>: written by this thread when the connection is up and idle (nothing queued, no
+    /// write running), which saves the hand-off to the writer loop's thread, a wake-up that a busy machine delays;
+    /// queued for the writer loop otherwise. Either way the frames of one sender go out in the order it sent them.
+    /// </summary>
     public void Enqueue(RemoteActorRef recipient, object message, IActorRef? sender)
     {
-        if (_queue.Writer.TryWrite(new OutboundMessage(recipient, message, sender))) return;
+        if (_connected is not null && _queue.Reader.Count == 0 && _writeGate.Wait(0))
+        {
+            try
+            {
+                if (_connected is { } stream && _queue.Reader.Count == 0 && TryWriteDirect(stream, recipient, message, sender)) return;
+            }
+            finally { _writeGate.Release(); }
+        }
+        Queue(new OutboundMessage(recipient, message, sender));
+    }
+
+    /// <summary>
+    /// Under the write gate: encodes the message and writes its frame, or queues the frame when it is large (true
+    /// either way: the message is taken care of); false when it could not be encoded (it went to dead letters).
+    /// </summary>
+    private bool TryWriteDirect(NetworkStream stream, RemoteActorRef recipient, object message, IActorRef? sender)
+    {
+        _direct.Reset();
+        AppendEnvelope(_direct, new OutboundMessage(recipient, message, sender));
+        int length = _direct.WrittenCount;
+        if (length == 0) return true; // not encodable: dead-lettered by AppendEnvelope
+        if (length > DirectBytes)
+        {
+            var frame = ArrayPool<byte>.Shared.Rent(length);
+            _direct.WrittenSpan.CopyTo(frame);
+            Queue(new OutboundMessage(recipient, message, sender, frame, length));
+            return true;
+        }
+        try { stream.Write(_direct.WrittenSpan); }
+        catch (Exception e) when (e is IOException or ObjectDisposedException or SocketException)
+        {
+            // The connection broke under this frame: close it so that the writer loop reconnects; the frame is lost
+            // with the connection, as a batch the loop was writing would be.
+            _connected = null;
+            stream.Close();
+            _transport.Log.Information("Connection to {Remote} failed: {Reason}", Remote.ToString(), e.Message);
+            _transport.DeadLetter(recipient, message, sender);
+        }
+        return true;
+    }
+
+    private void Queue(in OutboundMessage item)
+    {
+        if (_queue.Writer.TryWrite(item)) return;
+        if (item.Frame is { } frame) ArrayPool<byte>.Shared.Return(frame);
+        var (recipient, message, sender) = (item.Recipient, item.Message, item.Sender);
         _transport.Log.Warning("Outbound queue to {Remote} is full or closed ({Capacity} messages); {MessageType} goes to dead letters",
             Remote.ToString(), _transport.Settings.OutboundQueueCapacity, message.GetType().Name);
         _transport.DeadLetter(recipient, message, sender);
@@ -55,6 +115,7 @@ internal sealed class OutboundEndpoint
         while (_queue.Reader.TryRead(out var item))
         {
             dropped++;
+            if (item.Frame is { } frame) ArrayPool<byte>.Shared.Return(frame);
             _transport.DeadLetter(item.Recipient, item.Message, item.Sender);
         }
         if (dropped > 0)
@@ -95,7 +156,17 @@ internal sealed class OutboundEndpoint
                 }
                 _transport.Log.Debug("Connected to {Remote}", Remote.ToString());
                 backoff = settings.MinReconnectBackoff;
-                await WriteLoopAsync(stream, buffer, token).ConfigureAwait(false);
+                try
+                {
+                    _connected = stream;
+                    await WriteLoopAsync(stream, buffer, token).ConfigureAwait(false);
+                }
+                finally
+                {
+                    _connected = null;
+                    await _writeGate.WaitAsync(CancellationToken.None).ConfigureAwait(false); // a direct write in flight ends first
+                    _writeGate.Release();
+                }
                 return; // queue completed
             }
             catch (OperationCanceledException) when (token.IsCancellationRequested)
@@ -118,16 +189,28 @@ internal sealed class OutboundEndpoint
         var reader = _queue.Reader;
         while (await reader.WaitToReadAsync(token).ConfigureAwait(false))
         {
-            buffer.Reset();
-            while (buffer.WrittenCount < BatchBytes && reader.TryRead(out var item))
-                AppendEnvelope(buffer, item);
-            if (buffer.WrittenCount > 0)
-                await stream.WriteAsync(buffer.WrittenMemory, token).ConfigureAwait(false);
+            await _writeGate.WaitAsync(token).ConfigureAwait(false);
+            try
+            {
+                buffer.Reset();
+                while (buffer.WrittenCount < BatchBytes && reader.TryRead(out var item))
+                    AppendEnvelope(buffer, item);
+                if (buffer.WrittenCount > 0)
+                    await stream.WriteAsync(buffer.WrittenMemory, token).ConfigureAwait(false);
+            }
+            finally { _writeGate.Release(); }
         }
     }
 
     private void AppendEnvelope(PooledBufferWriter buffer, in OutboundMessage item)
     {
+        if (item.Frame is { } encoded)
+        {
+            encoded.AsSpan(0, item.Length).CopyTo(buffer.GetSpan(item.Length));
+            buffer.Advance(item.Length);
+            ArrayPool<byte>.Shared.Return(encoded);
+            return;
+        }
         var start = Wire.BeginFrame(buffer);
         string? failure = null;
         try
