@@ -13,6 +13,8 @@ public sealed class TrainingMessageCodec : IMessageCodec
 
     public void Sent(object message) => TrainingCodec.Sent(message);
 
+    public bool MayBeLarge(object message) => TrainingCodec.CarriesTensors(message);
+
     public bool Handles(int typeId) => TrainingCodec.Handles(typeId);
 
     public object Read(ref MessagePackReader reader) => TrainingCodec.Read(ref reader);

@@ -88,6 +88,22 @@ public sealed class TrainingCodecTests
         Assert.Null((start with { NextRows = null }).Announced());
     }
 
+    /// <summary>Remoting leaves the messages that carry tensors to the connection's writer loop; the rest a sender may write itself.</summary>
+    [Fact]
+    public void Only_messages_with_tensors_may_be_large()
+    {
+        var codec = TrainingMessageCodec.Instance;
+        Assert.True(codec.MayBeLarge(new StartStep(1, 1, 1, 4, 0, [1], 0, [[1f]])));
+        Assert.False(codec.MayBeLarge(new StartStep(1, 1, 1, 4, 0, [1], 0, null, SharedParameters: true)));
+        Assert.True(codec.MayBeLarge(new Evaluate(1, 0, 10, 3, [[1f]])));
+        Assert.False(codec.MayBeLarge(new Evaluate(1, 0, 10, 3, null)));
+        var timings = new StepTimings(1, [], 0, 0, 0);
+        Assert.True(codec.MayBeLarge(new StepGradients(1, 1, 0.5, 1, 2, [[1f]], timings)));
+        Assert.False(codec.MayBeLarge(new StepGradients(1, 1, 0.5, 1, 2, [], timings, Shared: true)));
+        Assert.False(codec.MayBeLarge(new BnGlobal(1, 1, 0, 4, [0.5], [1.0])));
+        Assert.False(codec.MayBeLarge("not a training message"));
+    }
+
     [Fact]
     public void Tensors_and_statistics_travel_as_little_endian_bins_with_their_values()
     {

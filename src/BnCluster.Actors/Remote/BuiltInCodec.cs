@@ -32,6 +32,14 @@ public sealed class BuiltInCodec : IMessageCodec
         }
     }
 
+    /// <summary>Arrays and texts over 64 KiB (the remoting benchmark's 1 MiB messages): written by the writer loop.</summary>
+    public bool MayBeLarge(object message) => message switch
+    {
+        byte[] bytes => bytes.Length > 64 * 1024,
+        string text => text.Length > 16 * 1024,
+        _ => false,
+    };
+
     public object Read(ref MessagePackReader reader)
     {
         var count = reader.ReadArrayHeader();

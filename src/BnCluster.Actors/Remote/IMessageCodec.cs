@@ -18,6 +18,13 @@ public interface IMessageCodec
     /// </summary>
     void Sent(object message) { }
 
+    /// <summary>
+    /// True when <paramref name="message"/>'s frame may be large (tensors, big arrays): it is then always encoded and
+    /// written by the connection's writer loop, never by the sending thread (which writes small frames itself when
+    /// the connection is idle), so no actor spends its time encoding megabytes or blocks on a slow peer.
+    /// </summary>
+    bool MayBeLarge(object message) => false;
+
     /// <summary>True when <paramref name="typeId"/> (the first element of the array) belongs to this codec.</summary>
     bool Handles(int typeId);
 

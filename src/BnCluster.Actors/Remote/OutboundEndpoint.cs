@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Net.Sockets;
 using System.Threading.Channels;
 using BnCluster.Actors.Transport;
@@ -20,12 +19,7 @@ internal sealed class OutboundEndpoint
     private readonly PooledBufferWriter _direct = new();
     private volatile NetworkStream? _connected; // set while the writer loop runs on a connection past its handshake
 
-    // A message to encode, or (Frame not null) one the sender encoded already: its frame's bytes, rented, Length long.
-    internal readonly record struct OutboundMessage(RemoteActorRef Recipient, object Message, IActorRef? Sender, byte[]? Frame = null, int Length = 0);
-
-    // Frames up to this size that find the connection idle are written by the sender's thread itself; larger ones
-    // (parameter snapshots over TCP) go to the writer loop, so that no actor blocks on a slow peer's socket.
-    private const int DirectBytes = 64 * 1024;
+    internal readonly record struct OutboundMessage(RemoteActorRef Recipient, object Message, IActorRef? Sender);
 
     public OutboundEndpoint(RemoteTransport transport, Address remote)
     {
@@ -43,39 +37,33 @@ internal sealed class OutboundEndpoint
 
     /// <summary>
     /// Sends <paramref name="message"/>: written by this thread when the connection is up and idle (nothing queued, no
-    /// write running), which saves the hand-off to the writer loop's thread, a wake-up that a busy machine delays;
-    /// queued for the writer loop otherwise. Either way the frames of one sender go out in the order it sent them.
+    /// write running) and its codec does not say it may be large, which saves the hand-off to the writer loop's thread,
+    /// a wake-up that a busy machine delays; queued for the writer loop otherwise. Either way the frames of one sender
+    /// go out in the order it sent them.
     /// </summary>
     public void Enqueue(RemoteActorRef recipient, object message, IActorRef? sender)
     {
-        if (_connected is not null && _queue.Reader.Count == 0 && _writeGate.Wait(0))
+        if (_connected is not null && _queue.Reader.Count == 0 && !_transport.MayBeLarge(message) && _writeGate.Wait(0))
         {
             try
             {
-                if (_connected is { } stream && _queue.Reader.Count == 0 && TryWriteDirect(stream, recipient, message, sender)) return;
+                if (_connected is { } stream && _queue.Reader.Count == 0)
+                {
+                    WriteDirect(stream, new OutboundMessage(recipient, message, sender));
+                    return;
+                }
             }
             finally { _writeGate.Release(); }
         }
         Queue(new OutboundMessage(recipient, message, sender));
     }
 
-    /// <summary>
-    /// Under the write gate: encodes the message and writes its frame, or queues the frame when it is large (true
-    /// either way: the message is taken care of); false when it could not be encoded (it went to dead letters).
-    /// </summary>
-    private bool TryWriteDirect(NetworkStream stream, RemoteActorRef recipient, object message, IActorRef? sender)
+    /// <summary>Under the write gate: encodes the message and writes its frame on this thread.</summary>
+    private void WriteDirect(NetworkStream stream, in OutboundMessage item)
     {
         _direct.Reset();
-        AppendEnvelope(_direct, new OutboundMessage(recipient, message, sender));
-        int length = _direct.WrittenCount;
-        if (length == 0) return true; // not encodable: dead-lettered by AppendEnvelope
-        if (length > DirectBytes)
-        {
-            var frame = ArrayPool<byte>.Shared.Rent(length);
-            _direct.WrittenSpan.CopyTo(frame);
-            Queue(new OutboundMessage(recipient, message, sender, frame, length));
-            return true;
-        }
+        AppendEnvelope(_direct, item);
+        if (_direct.WrittenCount == 0) return; // not encodable: dead-lettered by AppendEnvelope
         try { stream.Write(_direct.WrittenSpan); }
         catch (Exception e) when (e is IOException or ObjectDisposedException or SocketException)
         {
@@ -84,15 +72,13 @@ internal sealed class OutboundEndpoint
             _connected = null;
             stream.Close();
             _transport.Log.Information("Connection to {Remote} failed: {Reason}", Remote.ToString(), e.Message);
-            _transport.DeadLetter(recipient, message, sender);
+            _transport.DeadLetter(item.Recipient, item.Message, item.Sender);
         }
-        return true;
     }
 
     private void Queue(in OutboundMessage item)
     {
         if (_queue.Writer.TryWrite(item)) return;
-        if (item.Frame is { } frame) ArrayPool<byte>.Shared.Return(frame);
         var (recipient, message, sender) = (item.Recipient, item.Message, item.Sender);
         _transport.Log.Warning("Outbound queue to {Remote} is full or closed ({Capacity} messages); {MessageType} goes to dead letters",
             Remote.ToString(), _transport.Settings.OutboundQueueCapacity, message.GetType().Name);
@@ -115,7 +101,6 @@ internal sealed class OutboundEndpoint
         while (_queue.Reader.TryRead(out var item))
         {
             dropped++;
-            if (item.Frame is { } frame) ArrayPool<byte>.Shared.Return(frame);
             _transport.DeadLetter(item.Recipient, item.Message, item.Sender);
         }
         if (dropped > 0)
@@ -204,13 +189,6 @@ internal sealed class OutboundEndpoint
 
     private void AppendEnvelope(PooledBufferWriter buffer, in OutboundMessage item)
     {
-        if (item.Frame is { } encoded)
-        {
-            encoded.AsSpan(0, item.Length).CopyTo(buffer.GetSpan(item.Length));
-            buffer.Advance(item.Length);
-            ArrayPool<byte>.Shared.Return(encoded);
-            return;
-        }
         var start = Wire.BeginFrame(buffer);
         string? failure = null;
         try

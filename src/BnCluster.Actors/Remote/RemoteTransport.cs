@@ -117,6 +117,13 @@ internal sealed class RemoteTransport : IAsyncDisposable
         return false;
     }
 
+    internal bool MayBeLarge(object message)
+    {
+        foreach (var codec in _codecs)
+            if (codec.MayBeLarge(message)) return true;
+        return false;
+    }
+
     internal void DeadLetter(IActorRef recipient, object message, IActorRef? sender)
     {
         if (_system is { } system) system.DeadLetter(new Envelope(message, sender), recipient);

@@ -132,6 +132,14 @@ public static class TrainingCodec
         }
     }
 
+    /// <summary>The messages that carry tensors (a parameter snapshot, gradients): their frames are megabytes.</summary>
+    public static bool CarriesTensors(object message) => message switch
+    {
+        StartStep { Parameters: not null } or Evaluate { Parameters: not null } => true,
+        StepGradients m => m.Tensors.Length > 0,
+        _ => false,
+    };
+
     /// <summary>
     /// Called by remoting once <paramref name="message"/> has been encoded for sending: the pooled tensors it
     /// carried go back to <see cref="TensorPool"/> (the sender never touches a sent message again).

@@ -24,8 +24,9 @@ public sealed class ReconnectTests
     }
 
     /// <summary>
-    /// Senders write their frames themselves when the connection is idle, and hand large ones (over 64 KB) to the writer
-    /// loop: two threads sending small and large messages alternately each get the replies in the order they sent.
+    /// Senders write their frames themselves when the connection is idle, and leave messages that may be large (byte
+    /// arrays over 64 KiB) to the writer loop: two threads sending small and large messages alternately each get the
+    /// replies in the order they sent.
     /// </summary>
     [Fact]
     public async Task Small_frames_written_by_the_sender_and_large_ones_by_the_writer_loop_keep_each_senders_order()
