@@ -121,7 +121,6 @@ public sealed class CoordinatorActor : ReceiveActor
     // it ahead; an abort after that announcement moves it on, so that no slot stamped by a step run ahead on the
     // aborted attempt's parameters ever matches the real one.
     private int _nextStepAttempt = 1;
-    private bool _announced;
     // The step last announced: started as anything but the work announced (other participants, not sharded), it takes
     // a new attempt number too.
     private (long Step, int Attempt, Member[] Participants, SharedShardedUpdate? Update)? _announcement;
@@ -622,7 +621,6 @@ public sealed class CoordinatorActor : ReceiveActor
         _attemptUpdate = sharded ? _update : null;
         if (previousUpdate is not null) DisposeIfUnused(previousUpdate);
         _stepTime.Restart();
-        _announced = false;
         if (_announcement is { } a && a.Step == _step && a.Attempt == _attempt
             && !(sharded && ReferenceEquals(a.Update, _update) && a.Participants.AsSpan().SequenceEqual(_participants)))
             _attempt++;
@@ -634,8 +632,7 @@ public sealed class CoordinatorActor : ReceiveActor
             bool last = _batch + 1 >= _plan.BatchCount || _options.Trainer.MaxSteps is { } max && _committed + 1 >= max;
             ReadOnlyMemory<int>? next = last ? null : _plan.Batch(_batch + 1);
             if (next is { } batch && batch.Length != n) next = null;
-            _announced = next is not null;
-            if (_announced) _announcement = (_step + 1, _nextStepAttempt, _participants, _update);
+            if (next is not null) _announcement = (_step + 1, _nextStepAttempt, _participants, _update);
             for (int r = 0; r < k; r++)
             {
                 var m = _participants[r];
@@ -644,7 +641,7 @@ public sealed class CoordinatorActor : ReceiveActor
                     NextRows: next is { } following ? ShardSplit.Slice(following, k, r).ToArray() : null, NextAttempt: _nextStepAttempt), Self);
                 // A worker that runs the next step ahead reads the next version into its parameters, which it may then
                 // hold when this attempt is aborted: not known, so anything else sends it the parameters again.
-                m.SentVersion = _announced ? -1 : _committed;
+                m.SentVersion = _announcement is not null ? -1 : _committed;
             }
             Timers.StartSingleTimer("step-timeout", new StepTimeout(_step, _attempt), _timeout);
             return;
@@ -682,8 +679,8 @@ public sealed class CoordinatorActor : ReceiveActor
     private void AbortAttempt(string reason)
     {
         Timers.Cancel("step-timeout");
-        if (_announced) _nextStepAttempt++;
-        _announced = false;
+        if (_announcement is not null) _nextStepAttempt++;
+        _announcement = null;
         _log.ForContext(ClusterLog.Phase, ClusterLog.Abort).Warning(ClusterLog.StepAbortedTemplate, _step, Epoch, reason);
         foreach (var m in _participants)
             if (_roster.Contains(m)) m.Actor.Tell(new StepAborted(_step, _attempt, reason), Self);

@@ -93,6 +93,11 @@ internal sealed class OutboundEndpoint
         _stop.Cancel();
         try { await _loop.ConfigureAwait(false); } catch (OperationCanceledException) { }
         DropQueued("the connection was shut down");
+        // The loop has ended, so _connected stays null and no direct write starts again: the direct buffer goes back
+        // to the pool (under the gate, after any write still running; a second stop finds it disposed already).
+        await _writeGate.WaitAsync(CancellationToken.None).ConfigureAwait(false);
+        try { _direct.Dispose(); }
+        finally { _writeGate.Release(); }
     }
 
     private void DropQueued(string why)
