@@ -341,6 +341,14 @@ for lbl, all_rounds, why in [("1 process", bn1_rounds, bn1_why), ("2 processes, 
     gen0, gen0_why = (max(values), None) if values else (None, why or "no gen0 count")
     target_row(f"gen0 collections in {os.environ['STEPS']} steady-state steps, {lbl} (worst of {ROUNDS} round(s): "
                + ", ".join(f"{v:.0f}" for v in values) + ")", gen0, gen0_why, 0, "", lambda v: f"{v:.0f}")
+# The worker processes' own gen0 (from the GC counters each sends with its steps): the largest of the 2 over the rounds.
+worker_gen0 = [g for _, _, o in bn2_rounds if o for g in (o.get("worker_gen0") or [])]
+if worker_gen0 and all(isinstance(g, int) for g in worker_gen0):
+    wg, wg_why = max(worker_gen0), None
+else:
+    wg, wg_why = None, (bn2_why if bn2_obj is None else "no per-worker GC counters reached the coordinator")
+target_row(f"gen0 collections in {os.environ['STEPS']} steady-state steps, 2 processes, each worker process (largest over "
+           f"{ROUNDS} round(s))", wg, wg_why, 0, "", lambda v: f"{v:.0f}")
 print()
 
 # -- BnCluster breakdown
@@ -348,7 +356,7 @@ rows = [(lbl, o) for lbl, o in [("1 process, 2 threads", bn1_obj), ("2 processes
                                  ("2 processes × 1 thread, tensors over TCP²", bn2_tcp_obj)] if o]
 if rows:
     keys = ["ms_per_step", "compute_ms", "bn_wait_ms", "grad_exchange_ms", "waiting_percent", "allocated_bytes_per_step",
-            "gen0", "gen1", "gen2", "peak_rss_mb", "worker_peak_rss_mb"]
+            "gen0", "gen1", "gen2", "peak_rss_mb", "worker_peak_rss_mb", "worker_gen0", "worker_allocated_bytes_per_step"]
 
     def show(v):
         if v is None:
@@ -362,7 +370,8 @@ if rows:
     print("BnCluster step breakdown of each configuration's best round (times per step; compute, bn_wait, grad_exchange "
           "and waiting_percent per worker, averaged over the workers, from the run's own step-phase log events; n/a = no "
           "per-worker events reached the coordinator; GC and allocation of the process running `bench` — the "
-          "coordinator with --processes):")
+          "coordinator with --processes; worker_gen0 and worker_allocated_bytes_per_step: each worker process's own, "
+          "from the GC counters it sends with its steps):")
     print()
     print("| Configuration | " + " | ".join(keys) + " |")
     print("|---|" + "---:|" * len(keys))

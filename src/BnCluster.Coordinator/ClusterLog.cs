@@ -13,6 +13,9 @@ public static class ClusterLog
         Commit = "commit", Abort = "abort", Membership = "membership", EpochEnd = "epoch";
 
     public const string StepPhaseTemplate = "Step {Step} epoch {Epoch} worker {Worker} on {Node:l}: {Phase:l} {ElapsedMs:F3} ms";
+    /// <summary>A worker's compute phase, with its process's GC counters as it sent the step (<c>StepTimings</c>).</summary>
+    public const string StepComputeTemplate = "Step {Step} epoch {Epoch} worker {Worker} on {Node:l}: {Phase:l} {ElapsedMs:F3} ms (process: {Gen0} gen0 collections, {AllocatedBytes} bytes allocated)";
+    public const string Gen0 = "Gen0", AllocatedBytes = "AllocatedBytes";
     public const string StepLayerPhaseTemplate = "Step {Step} epoch {Epoch} worker {Worker} on {Node:l}: {Phase:l} layer {Layer} {ElapsedMs:F3} ms";
     public const string StepCommittedTemplate = "Step {Step} epoch {Epoch} committed: loss {Loss:F4} accuracy {Accuracy:P2} in {ElapsedMs:F1} ms";
     public const string StepAbortedTemplate = "Step {Step} epoch {Epoch} aborted: {Reason:l}";

@@ -914,7 +914,7 @@ public sealed class CoordinatorActor : ReceiveActor
             _log.Debug(ClusterLog.StepPhaseTemplate, t.ExchangeStep, t.ExchangeEpoch, worker.Id, worker.Node, ClusterLog.GradExchange, t.ExchangeMs);
         foreach (var w in t.BnWaits)
             _log.Debug(ClusterLog.StepLayerPhaseTemplate, step, Epoch, worker.Id, worker.Node, ClusterLog.BnWait, w.Layer, w.Ms);
-        _log.Debug(ClusterLog.StepPhaseTemplate, step, Epoch, worker.Id, worker.Node, ClusterLog.Compute, t.ComputeMs);
+        _log.Debug(ClusterLog.StepComputeTemplate, step, Epoch, worker.Id, worker.Node, ClusterLog.Compute, t.ComputeMs, t.Gen0Collections, t.AllocatedBytes);
     }
 
     private void Commit()

@@ -74,7 +74,7 @@ public sealed class CoordinatorProtocolTests : ActorTestKit
         var h = new CoordinatorHarness(this, workers: 2);
         var (a, b, sa, sb) = h.StartTwo();
         ReduceBatchNorm(a, sa, b, sb);
-        b.Reply(Gradients(sb) with { Timings = new StepTimings(7.5, [new BnWait(0, false, 1.25), new BnWait(0, true, 0.5)], 0, 0, 0) });
+        b.Reply(Gradients(sb) with { Timings = new StepTimings(7.5, [new BnWait(0, false, 1.25), new BnWait(0, true, 0.5)], 0, 0, 0, 2, 123_456) });
         b.Reply(Gradients(sb) with { Timings = new StepTimings(99, [], 0, 0, 0) }); // a duplicate: not logged
         a.Reply(Gradients(sa) with { Timings = new StepTimings(6.5, [], 0, 0, 0) });
         b.ExpectMsg<StartStep>();
@@ -93,6 +93,9 @@ public sealed class CoordinatorProtocolTests : ActorTestKit
             ("1", "b", ClusterLog.Compute, "1", "", "7.5"),
             ("0", "a", ClusterLog.Compute, "1", "", "6.5"),
         ], phases);
+        // The compute event carries the worker process's GC counters it sent (bench takes their differences).
+        var compute = h.Sink.Events.Single(e => Prop(e, ClusterLog.Phase) == ClusterLog.Compute && Prop(e, ClusterLog.Worker) == "1");
+        Assert.Equal(("2", "123456"), (Prop(compute, ClusterLog.Gen0), Prop(compute, ClusterLog.AllocatedBytes)));
     }
 
     [Fact]

@@ -33,7 +33,7 @@ public sealed class TrainingCodecTests
         new BnGradStats(17, 3, 0, [1, 2], [-3, 4]),
         new BnGradGlobal(17, 3, 0, [1, 2], [-3, 4]),
         new StepGradients(17, 3, 12.25, 4, 5, [[0.25f, float.MaxValue], [], [float.NaN]], StepTimings.None),
-        new StepGradients(17, 3, 12.25, 4, 5, [[1f]], new StepTimings(3.5, [new BnWait(0, false, 0.25), new BnWait(1, true, 1e-3)], 16, 2, 7.125)),
+        new StepGradients(17, 3, 12.25, 4, 5, [[1f]], new StepTimings(3.5, [new BnWait(0, false, 0.25), new BnWait(1, true, 1e-3)], 16, 2, 7.125, 3, 5_000_000_000)),
         new StepGradients(17, 3, 12.25, 4, 5, [], StepTimings.None, Shared: true),
         new StepAborted(17, 3, "worker 2 terminated"),
         new Evaluate(9, 0, 23, 40, [[1f]]),

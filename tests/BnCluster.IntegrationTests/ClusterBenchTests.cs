@@ -28,6 +28,7 @@ public sealed class ClusterBenchTests
         Assert.False(json.GetProperty("processes").GetBoolean());
         Assert.Equal(1, json.GetProperty("threads").GetInt32());
         Assert.Empty(json.GetProperty("worker_peak_rss_mb").EnumerateArray()); // the workers are this process
+        Assert.Empty(json.GetProperty("worker_gen0").EnumerateArray()); // (their GC is this process's: gen0 above)
         double ms = json.GetProperty("ms_per_step").GetDouble();
         // Digits: 1437 training rows = 11 batches of 128 and one of 29 per epoch; the steps that end an epoch (12 and
         // 24: the short batch, then the test evaluation) are left out, so every counted step has 128 rows.
@@ -87,6 +88,18 @@ public sealed class ProcessBenchTests
         string[] split = ["compute_ms", "bn_wait_ms", "grad_exchange_ms", "waiting_percent"];
         var kinds = split.Select(k => json.GetProperty(k).ValueKind).Distinct().ToArray();
         Assert.True(kinds is [JsonValueKind.Null] or [JsonValueKind.Number], string.Join(",", kinds));
+        // Each worker process's GC figures come with its compute events: one per worker, and a worker step allocates
+        // something (its StepGradients message at least), so a counter that did not travel would show 0 bytes.
+        var gen0 = json.GetProperty("worker_gen0").EnumerateArray().ToArray();
+        var bytes = json.GetProperty("worker_allocated_bytes_per_step").EnumerateArray().ToArray();
+        if (kinds is [JsonValueKind.Number])
+        {
+            Assert.Equal(2, gen0.Length);
+            Assert.All(gen0, g => Assert.True(g.GetInt32() >= 0));
+            Assert.Equal(2, bytes.Length);
+            Assert.All(bytes, b => Assert.InRange(b.GetDouble(), 1, 10_000_000));
+        }
+        else Assert.Empty(gen0);
         // The launcher killed its children: no `bncluster.dll worker` child of this process remains.
         Assert.DoesNotContain(ChildCommandLines(), c => c.Contains("bncluster.dll") && c.Contains("worker"));
     }

@@ -107,18 +107,21 @@ public sealed class BenchReportTests
     [Fact]
     public void Without_worker_phase_events_the_split_is_n_a_in_text_and_null_in_json()
     {
-        var result = new BenchResult(1000, 2.5, null, null, null, null, 0, 1, 0, 123, 80, [150.25, null],
+        var result = new BenchResult(1000, 2.5, null, null, null, null, 0, 1, 0, 123, 80, [150.25, null], [0, null], [1536.25, null],
             Workers: 2, Processes: true, Threads: 1, Batch: 256, Hidden: [512, 256], Steps: 10, WarmupSteps: 5);
 
         string text = BenchBackend.ToText(result);
         Assert.Contains("2 worker processes, 1 thread(s) each", text);
         Assert.Contains("compute/bn-wait/grad-exchange n/a", text);
         Assert.Contains("worker peak RSS 150, n/a MB", text);
+        Assert.Contains("worker GC gen0 0, n/a, bytes allocated/step 1536, n/a", text);
 
         var json = JsonDocument.Parse(BenchBackend.ToJson(result)).RootElement;
         foreach (string key in new[] { "compute_ms", "bn_wait_ms", "grad_exchange_ms", "waiting_percent" })
             Assert.Equal(JsonValueKind.Null, json.GetProperty(key).ValueKind);
         Assert.Equal([JsonValueKind.Number, JsonValueKind.Null], json.GetProperty("worker_peak_rss_mb").EnumerateArray().Select(e => e.ValueKind));
         Assert.Equal(150.25, json.GetProperty("worker_peak_rss_mb")[0].GetDouble());
+        Assert.Equal([JsonValueKind.Number, JsonValueKind.Null], json.GetProperty("worker_gen0").EnumerateArray().Select(e => e.ValueKind));
+        Assert.Equal(1536.25, json.GetProperty("worker_allocated_bytes_per_step")[0].GetDouble());
     }
 }

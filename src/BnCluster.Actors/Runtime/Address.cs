@@ -40,6 +40,7 @@ public sealed record Address(string System, string? Host = null, int? Port = nul
 public sealed class ActorPath : IEquatable<ActorPath>
 {
     private readonly string[] _elements;
+    private string? _text; // the path is immutable: its text is made once (remoting names every sender by it)
 
     private ActorPath(Address address, string[] elements)
     {
@@ -57,7 +58,7 @@ public sealed class ActorPath : IEquatable<ActorPath>
 
     public string ToStringWithoutAddress() => _elements.Length == 0 ? "/" : "/" + string.Join('/', _elements);
 
-    public override string ToString() => Address + ToStringWithoutAddress();
+    public override string ToString() => _text ??= Address + ToStringWithoutAddress();
 
     public bool Equals(ActorPath? other) =>
         other is not null && Address.Equals(other.Address) && _elements.AsSpan().SequenceEqual(other._elements);

@@ -210,10 +210,10 @@ public static class TrainingCodec
         return tensors;
     }
 
-    // [computeMs, [[layer, backward, ms]…], exchangeStep, exchangeEpoch, exchangeMs]
+    // [computeMs, [[layer, backward, ms]…], exchangeStep, exchangeEpoch, exchangeMs, gen0Collections, allocatedBytes]
     private static void WriteTimings(MessagePackWriter w, StepTimings t)
     {
-        w.WriteArrayHeader(5);
+        w.WriteArrayHeader(7);
         w.WriteDouble(t.ComputeMs);
         w.WriteArrayHeader(t.BnWaits.Length);
         foreach (var b in t.BnWaits)
@@ -226,12 +226,15 @@ public static class TrainingCodec
         w.WriteInt64(t.ExchangeStep);
         w.WriteInt32(t.ExchangeEpoch);
         w.WriteDouble(t.ExchangeMs);
+        w.WriteInt32(t.Gen0Collections);
+        w.WriteInt64(t.AllocatedBytes);
     }
 
     private static StepTimings ReadTimings(ref MessagePackReader r)
     {
         int start = r.Position;
-        if (r.ReadArrayHeader() != 5) throw r.Error(start, "step timings [computeMs, waits, exchangeStep, exchangeEpoch, exchangeMs]", "another array length");
+        if (r.ReadArrayHeader() != 7)
+            throw r.Error(start, "step timings [computeMs, waits, exchangeStep, exchangeEpoch, exchangeMs, gen0Collections, allocatedBytes]", "another array length");
         double compute = r.ReadDouble();
         var waits = new BnWait[r.ReadArrayHeader()];
         for (int i = 0; i < waits.Length; i++)
@@ -240,6 +243,6 @@ public static class TrainingCodec
             if (r.ReadArrayHeader() != 3) throw r.Error(at, "a BN wait [layer, backward, ms]", "another array length");
             waits[i] = new BnWait(r.ReadInt32(), r.ReadBoolean(), r.ReadDouble());
         }
-        return new StepTimings(compute, waits, r.ReadInt64(), r.ReadInt32(), r.ReadDouble());
+        return new StepTimings(compute, waits, r.ReadInt64(), r.ReadInt32(), r.ReadDouble(), r.ReadInt32(), r.ReadInt64());
     }
 }

@@ -13,7 +13,7 @@ public static class ProtocolInfo
     // 2: tensors through shared memory (SharedMemoryOffer, StartStep.SharedParameters, StepGradients.Shared);
     // 3: batch-norm partials exchanged between local workers (BatchNormExchangeOffer, StartStep.SharedBatchNormRanks);
     // 4: the next step announced to run ahead (StartStep.NextRows/NextAttempt), three state versions in the update file
-    public const int Version = 4;
+    public const int Version = 5;
 }
 
 // ---- Membership ----
@@ -132,9 +132,12 @@ public readonly record struct BnWait(int Layer, bool Backward, double Ms);
 /// <summary>
 /// A worker's timings of one step: its compute time (the step minus its BN waits), each BN wait, and the
 /// gradient exchange of its previous step (from sending those gradients to the next work arriving; step 0 when
-/// there is none, e.g. its first step).
+/// there is none, e.g. its first step). <paramref name="Gen0Collections"/> and <paramref name="AllocatedBytes"/> are
+/// the worker process's own counters since it started (GC.CollectionCount(0), GC.GetTotalAllocatedBytes), read as it
+/// sends: two steps' difference is what the worker's steps in between cost in garbage, wherever it runs.
 /// </summary>
-public sealed record StepTimings(double ComputeMs, BnWait[] BnWaits, long ExchangeStep, int ExchangeEpoch, double ExchangeMs)
+public sealed record StepTimings(double ComputeMs, BnWait[] BnWaits, long ExchangeStep, int ExchangeEpoch, double ExchangeMs,
+    int Gen0Collections = 0, long AllocatedBytes = 0)
 {
     public static StepTimings None { get; } = new(0, [], 0, 0, 0);
 }

@@ -19,12 +19,14 @@ namespace BnCluster.Node.Backends;
 /// Figures of one `bench` run; times are means per measured step. The split (compute, bn-wait, grad-exchange,
 /// waiting share) is per worker, averaged over the workers; null when no worker reported its phases (n/a).
 /// GC counts and allocated bytes are this process's (the coordinator's with --processes). Worker peak RSS: one
-/// entry per worker process (null if unreadable), empty when the workers run in this process.
+/// entry per worker process (null if unreadable), empty when the workers run in this process. Worker gen0 and
+/// allocated bytes per step: likewise one entry per worker process, from the GC counters each sent with its steps
+/// (null when it took part in fewer than two of the window's steps).
 /// </summary>
 public sealed record BenchResult(
     double SamplesPerSecond, double MsPerStep, double? ComputeMs, double? BnWaitMs, double? GradExchangeMs, double? WaitingPercent,
     int Gen0, int Gen1, int Gen2, double AllocatedBytesPerStep, double PeakRssMb, IReadOnlyList<double?> WorkerPeakRssMb,
-    int Workers, bool Processes, int Threads, int Batch, IReadOnlyList<int> Hidden, int Steps, int WarmupSteps);
+    IReadOnlyList<int?> WorkerGen0, IReadOnlyList<double?> WorkerAllocatedBytesPerStep, int Workers, bool Processes, int Threads, int Batch, IReadOnlyList<int> Hidden, int Steps, int WarmupSteps);
 
 /// <summary>
 /// `bncluster bench`: N timed training steps after warm-up steps, on random data of the given shape or on a dataset's
@@ -123,7 +125,7 @@ public static class BenchBackend
             SamplesPerSecond: (samples - samplesBefore) / clock.Elapsed.TotalSeconds,
             MsPerStep: msPerStep, ComputeMs: msPerStep, BnWaitMs: 0, GradExchangeMs: 0, WaitingPercent: 0,
             gc.Gen0, gc.Gen1, gc.Gen2, gc.AllocatedBytes / (double)steps, OwnPeakRssMb(), WorkerPeakRssMb: [],
-            Workers: 1, Processes: false, threads, batch, hidden, steps, warmupSteps);
+            WorkerGen0: [], WorkerAllocatedBytesPerStep: [], Workers: 1, Processes: false, threads, batch, hidden, steps, warmupSteps);
     }
 
     /// <summary>
@@ -167,12 +169,13 @@ public static class BenchBackend
         if (!window.Complete) throw new InvalidOperationException($"the cluster stopped before step {lastTimed}");
 
         var split = WorkerSplit(captured, window);
+        var workerGc = o.Processes ? WorkerGc(captured, lastWarmup, lastTimed) : [];
         double seconds = window.Elapsed.TotalSeconds;
         return new BenchResult(
             SamplesPerSecond: window.Samples / seconds, MsPerStep: seconds * 1000 / window.CountedSteps,
             split?.ComputeMs, split?.BnWaitMs, split?.GradExchangeMs, split?.WaitingPercent,
             window.Gc.Gen0, window.Gc.Gen1, window.Gc.Gen2, window.Gc.AllocatedBytes / (double)o.Steps, // GC: the whole window
-            OwnPeakRssMb(), window.WorkerPeakRssMb, o.Workers, o.Processes, o.Threads, o.Batch, o.HiddenSizes, o.Steps, o.Warmup);
+            OwnPeakRssMb(), window.WorkerPeakRssMb, workerGc.Select(g => g?.Gen0).ToArray(), workerGc.Select(g => g?.BytesPerStep).ToArray(), o.Workers, o.Processes, o.Threads, o.Batch, o.HiddenSizes, o.Steps, o.Warmup);
     }
 
     /// <summary>
@@ -204,6 +207,40 @@ public static class BenchBackend
             workers.Average(w => w.PhaseMs.GetValueOrDefault(LogEvents.Phases.GradExchange)) / steps,
             workers.Average(w => w.ComputeMs + w.WaitingMs > 0 ? 100 * w.WaitingMs / (w.ComputeMs + w.WaitingMs) : 0));
     }
+
+    private sealed record WorkerGcFigures(int Gen0, double BytesPerStep);
+
+    /// <summary>
+    /// Per worker, by id: its process's gen0 collections and allocated bytes per step from the window's open (its
+    /// compute event of step <paramref name="lastWarmup"/>) to its close (step <paramref name="lastTimed"/>) — the
+    /// difference of the GC counters it sent with those steps (<see cref="BnCluster.Core.Protocol.StepTimings"/>),
+    /// like this process's own GC figures, which cover the whole window too. Null for a worker with fewer than two
+    /// compute events in the window (it joined late or was lost).
+    /// </summary>
+    private static WorkerGcFigures?[] WorkerGc(CapturedLogEvents captured, long lastWarmup, long lastTimed)
+    {
+        var first = new SortedDictionary<long, GcSample>();
+        var last = new Dictionary<long, GcSample>();
+        foreach (var e in captured.Events)
+        {
+            if (!(e.Properties.TryGetValue(LogEvents.Phase, out var phase) && phase is ScalarValue { Value: LogEvents.Phases.Compute })) continue;
+            if (CapturedLogEvents.IntegerProperty(e, LogEvents.Worker) is not long worker
+                || CapturedLogEvents.IntegerProperty(e, LogEvents.Step) is not long step || step < lastWarmup || step > lastTimed
+                || CapturedLogEvents.IntegerProperty(e, LogEvents.Gen0) is not long gen0
+                || CapturedLogEvents.IntegerProperty(e, LogEvents.AllocatedBytes) is not long bytes) continue;
+            var sample = new GcSample(step, gen0, bytes);
+            if (!first.TryGetValue(worker, out var f) || step < f.Step) first[worker] = sample;
+            if (!last.TryGetValue(worker, out var l) || step > l.Step) last[worker] = sample;
+        }
+        return first
+            .Select(kv => (First: kv.Value, Last: last[kv.Key]))
+            .Select(w => w.Last.Step > w.First.Step
+                ? new WorkerGcFigures((int)(w.Last.Gen0 - w.First.Gen0), (w.Last.Bytes - w.First.Bytes) / (double)(w.Last.Step - w.First.Step))
+                : null)
+            .ToArray();
+    }
+
+    private readonly record struct GcSample(long Step, long Gen0, long Bytes);
 
     /// <summary>Worker processes of this run, from the launcher's "Started worker process {Index} (pid {Pid})" events, by index.</summary>
     private static int[] WorkerPids(CapturedLogEvents captured) =>
@@ -311,8 +348,11 @@ public static class BenchBackend
             : "compute/bn-wait/grad-exchange n/a (no per-worker phase events reached this process)";
         string workersRss = r.WorkerPeakRssMb.Count == 0 ? ""
             : "; worker peak RSS " + string.Join(", ", r.WorkerPeakRssMb.Select(m => m is double d ? d.ToString("F0", ic) : "n/a")) + " MB";
+        string workersGc = r.WorkerGen0.Count == 0 ? ""
+            : "; worker GC gen0 " + string.Join(", ", r.WorkerGen0.Select(g => g is int n ? n.ToString(ic) : "n/a"))
+              + ", bytes allocated/step " + string.Join(", ", r.WorkerAllocatedBytesPerStep.Select(b => b is double d ? d.ToString("F0", ic) : "n/a"));
         return string.Create(ic,
-            $"{r.SamplesPerSecond:F0} samples/s, {r.MsPerStep:F2} ms/step (batch {r.Batch}, hidden {string.Join(',', r.Hidden)}, {who}); per step per worker: {split}; GC gen0/gen1/gen2 {r.Gen0}/{r.Gen1}/{r.Gen2}, {r.AllocatedBytesPerStep:F0} bytes allocated/step, peak working set {r.PeakRssMb:F0} MB{workersRss}; {r.Steps} timed steps after {r.WarmupSteps} warm-up");
+            $"{r.SamplesPerSecond:F0} samples/s, {r.MsPerStep:F2} ms/step (batch {r.Batch}, hidden {string.Join(',', r.Hidden)}, {who}); per step per worker: {split}; GC gen0/gen1/gen2 {r.Gen0}/{r.Gen1}/{r.Gen2}, {r.AllocatedBytesPerStep:F0} bytes allocated/step, peak working set {r.PeakRssMb:F0} MB{workersRss}{workersGc}; {r.Steps} timed steps after {r.WarmupSteps} warm-up");
     }
 
     public static string ToJson(BenchResult r)
@@ -341,6 +381,16 @@ public static class BenchBackend
             json.WriteStartArray("worker_peak_rss_mb");
             foreach (var mb in r.WorkerPeakRssMb)
                 if (mb is double v) json.WriteNumberValue(v);
+                else json.WriteNullValue();
+            json.WriteEndArray();
+            json.WriteStartArray("worker_gen0");
+            foreach (var g in r.WorkerGen0)
+                if (g is int n) json.WriteNumberValue(n);
+                else json.WriteNullValue();
+            json.WriteEndArray();
+            json.WriteStartArray("worker_allocated_bytes_per_step");
+            foreach (var b in r.WorkerAllocatedBytesPerStep)
+                if (b is double v) json.WriteNumberValue(v);
                 else json.WriteNullValue();
             json.WriteEndArray();
             json.WriteNumber("workers", r.Workers);

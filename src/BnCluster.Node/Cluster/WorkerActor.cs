@@ -342,7 +342,8 @@ public sealed class WorkerActor : ReceiveActor
         {
             var (exchangeStep, exchangeEpoch, exchangeMs) = _exchange ?? (0, 0, 0);
             _exchange = null;
-            timings = new StepTimings(compute.TotalMilliseconds, result.Waits, exchangeStep, exchangeEpoch, exchangeMs);
+            timings = new StepTimings(compute.TotalMilliseconds, result.Waits, exchangeStep, exchangeEpoch, exchangeMs,
+                GC.CollectionCount(0), GC.GetTotalAllocatedBytes(precise: true));
             // Run ahead, this step's exchange is its waits, added as they end; else it ends when the next work arrives.
             if (lookahead is null) _gradientsSent = (m.Step, m.Epoch, Stopwatch.GetTimestamp() - barrier);
             else _exchange = (m.Step, m.Epoch, Stopwatch.GetElapsedTime(0, barrier).TotalMilliseconds);
@@ -370,7 +371,9 @@ public sealed class WorkerActor : ReceiveActor
         {
             if (m.Parameters is { } snapshot) RestoreAndRelease(snapshot);
             var test = _testN ?? throw new InvalidOperationException("an evaluation arrived before the input normalization");
-            var ws = EnsureWorkspace(Math.Max(1, Math.Min(m.Count, 1024)));
+            // Evaluate in chunks of the training shard's rows when it has 128 or more: a bigger workspace just for
+            // the evaluation would replace the training one (tens of MB allocated once, and peak RSS up as much).
+            var ws = EnsureWorkspace(Math.Max(1, Math.Min(m.Count, 128)));
             var result = TrainingStep.Evaluate(_p, ws, test, m.Start, m.Count);
             coordinator.Tell(new EvalResult(m.Round, result.SumLoss, result.Correct, result.Count), self);
             return Task.CompletedTask;

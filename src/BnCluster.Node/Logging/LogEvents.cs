@@ -14,6 +14,8 @@ public static class LogEvents
     // Property names (defined once, in the coordinator's ClusterLog, which logs the cluster's steps).
     public const string Step = ClusterLog.Step, Epoch = ClusterLog.Epoch, Layer = ClusterLog.Layer, Worker = ClusterLog.Worker,
         Node = ClusterLog.Node, Phase = ClusterLog.Phase, ElapsedMs = ClusterLog.ElapsedMs, Loss = ClusterLog.Loss, Accuracy = ClusterLog.Accuracy;
+    /// <summary>On a worker's compute events: its process's GC counters as it sent the step.</summary>
+    public const string Gen0 = ClusterLog.Gen0, AllocatedBytes = ClusterLog.AllocatedBytes;
 
     /// <summary>Values of the Phase property.</summary>
     public static class Phases
