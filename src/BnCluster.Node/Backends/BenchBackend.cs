@@ -366,6 +366,15 @@ public static class BenchBackend
                 else json.WriteNull(name);
             }
 
+            void NumbersOrNulls(string name, IEnumerable<double?> values) // one entry per worker process
+            {
+                json.WriteStartArray(name);
+                foreach (var value in values)
+                    if (value is double v) json.WriteNumberValue(v);
+                    else json.WriteNullValue();
+                json.WriteEndArray();
+            }
+
             json.WriteStartObject();
             json.WriteNumber("samples_per_second", r.SamplesPerSecond);
             json.WriteNumber("ms_per_step", r.MsPerStep);
@@ -378,21 +387,9 @@ public static class BenchBackend
             json.WriteNumber("gen2", r.Gen2);
             json.WriteNumber("allocated_bytes_per_step", r.AllocatedBytesPerStep);
             json.WriteNumber("peak_rss_mb", r.PeakRssMb);
-            json.WriteStartArray("worker_peak_rss_mb");
-            foreach (var mb in r.WorkerPeakRssMb)
-                if (mb is double v) json.WriteNumberValue(v);
-                else json.WriteNullValue();
-            json.WriteEndArray();
-            json.WriteStartArray("worker_gen0");
-            foreach (var g in r.WorkerGen0)
-                if (g is int n) json.WriteNumberValue(n);
-                else json.WriteNullValue();
-            json.WriteEndArray();
-            json.WriteStartArray("worker_allocated_bytes_per_step");
-            foreach (var b in r.WorkerAllocatedBytesPerStep)
-                if (b is double v) json.WriteNumberValue(v);
-                else json.WriteNullValue();
-            json.WriteEndArray();
+            NumbersOrNulls("worker_peak_rss_mb", r.WorkerPeakRssMb);
+            NumbersOrNulls("worker_gen0", r.WorkerGen0.Select(g => (double?)g));
+            NumbersOrNulls("worker_allocated_bytes_per_step", r.WorkerAllocatedBytesPerStep);
             json.WriteNumber("workers", r.Workers);
             json.WriteBoolean("processes", r.Processes);
             json.WriteNumber("threads", r.Threads);
