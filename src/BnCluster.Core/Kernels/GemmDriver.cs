@@ -1,14 +1,15 @@
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics.X86;
 
 namespace BnCluster.Core.Kernels;
 
 /// <summary>The micro-kernel of one ISA plus the cache blocking tuned around it.</summary>
 internal readonly unsafe struct KernelShape
 {
-    public readonly delegate*<int, float*, float*, float*, int, int, int, bool, float*, void> Kernel;
+    public readonly delegate*<int, int*, float*, float*, float*, int, int, int, bool, float*, void> Kernel;
     public readonly int MR, NR, MC, KC, NC;
 
-    public KernelShape(delegate*<int, float*, float*, float*, int, int, int, bool, float*, void> kernel, int mr, int nr, int mc, int kc, int nc)
+    public KernelShape(delegate*<int, int*, float*, float*, float*, int, int, int, bool, float*, void> kernel, int mr, int nr, int mc, int kc, int nc)
     {
         Kernel = kernel; MR = mr; NR = nr; MC = mc; KC = kc; NC = nc;
     }
@@ -33,21 +34,41 @@ internal readonly unsafe struct KernelShape
 /// <summary>Per-thread packing buffers (64-byte aligned native memory), grown only when a larger block is needed.</summary>
 internal sealed unsafe class PackBuffers : IDisposable
 {
-    public float* PackA, PackB, Scratch;
-    private nuint _capA, _capB;
+    public float* PackA, PackB, Scratch, Tile;
+
+    /// <summary>Per packed A panel of the current block: its depth steps that are not all zero
+    /// (kc slots per panel), and how many there are.</summary>
+    public int* Steps, StepCounts;
+    private nuint _capA, _capB, _capSteps, _capPanels;
 
     public PackBuffers(in KernelShape shape)
     {
         Scratch = (float*)NativeMemory.AlignedAlloc((nuint)(shape.MR * shape.NR * sizeof(float)), 64);
+        Tile = (float*)NativeMemory.AlignedAlloc((nuint)(shape.MR * shape.NR * sizeof(float)), 64);
     }
 
-    public void Ensure(nuint floatsA, nuint floatsB)
+    /// <summary>Room for an A block of <paramref name="panelsA"/> panels × <paramref name="kc"/> steps × MR values
+    /// and its step lists, and a B block of <paramref name="floatsB"/> values.</summary>
+    public void Ensure(nuint panelsA, nuint kc, nuint mr, nuint floatsB)
     {
+        nuint floatsA = panelsA * kc * mr;
         if (floatsA > _capA)
         {
             NativeMemory.AlignedFree(PackA);
             PackA = (float*)NativeMemory.AlignedAlloc(floatsA * sizeof(float), 64);
             _capA = floatsA;
+        }
+        if (panelsA * kc > _capSteps)
+        {
+            NativeMemory.AlignedFree(Steps);
+            Steps = (int*)NativeMemory.AlignedAlloc(panelsA * kc * sizeof(int), 64);
+            _capSteps = panelsA * kc;
+        }
+        if (panelsA > _capPanels)
+        {
+            NativeMemory.AlignedFree(StepCounts);
+            StepCounts = (int*)NativeMemory.AlignedAlloc(panelsA * sizeof(int), 64);
+            _capPanels = panelsA;
         }
         if (floatsB > _capB)
         {
@@ -69,8 +90,11 @@ internal sealed unsafe class PackBuffers : IDisposable
     private void Free()
     {
         NativeMemory.AlignedFree(PackA); PackA = null; _capA = 0;
+        NativeMemory.AlignedFree(Steps); Steps = null; _capSteps = 0;
+        NativeMemory.AlignedFree(StepCounts); StepCounts = null; _capPanels = 0;
         NativeMemory.AlignedFree(PackB); PackB = null; _capB = 0;
         NativeMemory.AlignedFree(Scratch); Scratch = null;
+        NativeMemory.AlignedFree(Tile); Tile = null;
     }
 }
 
@@ -89,6 +113,9 @@ internal sealed unsafe class GemmJob : IParallelJob
     public float* C;
     public int M, N, K;
     public bool Accumulate;
+
+    /// <summary>Store C transposed: the logical C[m×n] lands as Cᵀ[n×m] (row stride m).</summary>
+    public bool TransposeC;
     public int Parts;
     public bool SplitRows;
 
@@ -124,7 +151,7 @@ internal sealed unsafe class GemmJob : IParallelJob
         nuint kc = (nuint)Math.Min(_shape.KC, K);
         nuint mc = (nuint)RoundUp(Math.Min(_shape.MC, rowsPerPart), _shape.MR);
         nuint nc = (nuint)RoundUp(Math.Min(_shape.NC, colsPerPart), _shape.NR);
-        for (int i = 0; i < parts; i++) _buffers[i].Ensure(mc * kc, nc * kc);
+        for (int i = 0; i < parts; i++) _buffers[i].Ensure(mc / (nuint)_shape.MR, kc, (nuint)_shape.MR, nc * kc);
     }
 
     public void Execute(int part)
@@ -135,12 +162,16 @@ internal sealed unsafe class GemmJob : IParallelJob
         if (i0 < i1 && j0 < j1) Blocked(i0, i1, j0, j1, _buffers[part]);
     }
 
-    /// <summary>Goto/BLIS loop nest over the block C[i0..i1, j0..j1].</summary>
+    /// <summary>
+    /// Goto/BLIS loop nest over the block C[i0..i1, j0..j1]. Each packed A panel runs only its depth steps that are
+    /// not all zero (<see cref="Packing.NonZeroSteps"/>): a zero term adds nothing, and inputs such as images have
+    /// whole runs of zero pixels. With <see cref="TransposeC"/>, each tile is computed into a scratch tile and
+    /// stored transposed (C[j, i] at C + j·M + i).
+    /// </summary>
     private void Blocked(int i0, int i1, int j0, int j1, PackBuffers buf)
     {
         ref readonly KernelShape s = ref _shape;
         var kernel = s.Kernel;
-        int ldc = N;
         for (int jc = j0; jc < j1; jc += s.NC)
         {
             int nc = Math.Min(s.NC, j1 - jc);
@@ -154,19 +185,47 @@ internal sealed unsafe class GemmJob : IParallelJob
                 {
                     int mc = Math.Min(s.MC, i1 - ic);
                     Packing.PackA(A, ic, mc, pc, kc, s.MR, buf.PackA);
+                    for (int ir = 0, panel = 0; ir < mc; ir += s.MR, panel++)
+                        buf.StepCounts[panel] = Packing.NonZeroSteps(buf.PackA + (long)ir * kc, kc, s.MR, buf.Steps + (long)panel * kc);
                     for (int jr = 0; jr < nc; jr += s.NR)
                     {
                         int cols = Math.Min(s.NR, nc - jr);
                         float* bPanel = buf.PackB + (long)jr * kc;
-                        float* cCol = C + jc + jr;
-                        for (int ir = 0; ir < mc; ir += s.MR)
+                        for (int ir = 0, panel = 0; ir < mc; ir += s.MR, panel++)
                         {
-                            kernel(kc, buf.PackA + (long)ir * kc, bPanel, cCol + (long)(ic + ir) * ldc, ldc,
-                                Math.Min(s.MR, mc - ir), cols, add, buf.Scratch);
+                            int rows = Math.Min(s.MR, mc - ir);
+                            float* aPanel = buf.PackA + (long)ir * kc;
+                            int count = buf.StepCounts[panel];
+                            // No zero step: the kernel's dense loop.
+                            int* steps = count == kc ? null : buf.Steps + (long)panel * kc;
+                            if (TransposeC)
+                            {
+                                kernel(count, steps, aPanel, bPanel, buf.Tile, s.NR, s.MR, s.NR, false, buf.Scratch);
+                                StoreTransposed(buf.Tile, s.MR, s.NR, C + (long)(jc + jr) * M + ic + ir, M, rows, cols, add);
+                            }
+                            else
+                            {
+                                kernel(count, steps, aPanel, bPanel, C + (long)(ic + ir) * N + jc + jr, N, rows, cols, add, buf.Scratch);
+                            }
                         }
                     }
                 }
             }
+        }
+    }
+
+    /// <summary>dst[j·ldd + i] (+)= tile[i·nr + j] for i &lt; rows, j &lt; cols: a computed mr×nr tile stored
+    /// transposed; full 8-row tiles through 8×8 register transposes.</summary>
+    private static void StoreTransposed(float* tile, int mr, int nr, float* dst, int ldd, int rows, int cols, bool add)
+    {
+        int j = 0;
+        if (mr == 8 && rows == 8 && Avx.IsSupported)
+            for (; j + 8 <= cols; j += 8) Packing.Transpose8x8(tile + j, nr, dst + (long)j * ldd, ldd, add);
+        for (; j < cols; j++)
+        {
+            float* d = dst + (long)j * ldd;
+            if (add) for (int i = 0; i < rows; i++) d[i] += tile[i * nr + j];
+            else for (int i = 0; i < rows; i++) d[i] = tile[i * nr + j];
         }
     }
 

@@ -9,11 +9,13 @@ internal static unsafe class MicroKernelScalar
     public const int MR = 4;
     public const int NR = 4;
 
-    public static void Run(int kc, float* a, float* b, float* c, int ldc, int rows, int cols, bool add, float* scratch)
+    /// <summary>Same contract as <see cref="MicroKernelAvx512.Run"/> with a 4×4 tile.</summary>
+    public static void Run(int count, int* steps, float* a, float* b, float* c, int ldc, int rows, int cols, bool add, float* scratch)
     {
         for (int i = 0; i < MR * NR; i++) scratch[i] = 0f;
-        for (int p = 0; p < kc; p++)
+        for (int t = 0; t < count; t++)
         {
+            int p = steps is null ? t : steps[t];
             float* ap = a + p * MR;
             float* bp = b + p * NR;
             for (int r = 0; r < MR; r++)

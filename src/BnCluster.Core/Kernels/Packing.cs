@@ -39,6 +39,8 @@ internal static unsafe class Packing
                     float* s = src + (long)p * a.ColStride;
                     float* d = panel + p * mr;
                     int r = 0;
+                    if (rows == mr)
+                        for (; r + 8 <= mr; r += 8) Vector256.Store(Vector256.Load(s + r), d + r);
                     for (; r < rows; r++) d[r] = s[r];
                     for (; r < mr; r++) d[r] = 0f;
                 }
@@ -54,7 +56,7 @@ internal static unsafe class Packing
                     int kc8 = kc & ~7;
                     for (int r8 = 0; r8 < mr; r8 += 8)
                         for (int p = 0; p < kc8; p += 8)
-                            Transpose8x8(src + (long)r8 * a.RowStride + p, a.RowStride, panel + p * mr + r8, mr);
+                            Transpose8x8(src + (long)r8 * a.RowStride + p, a.RowStride, panel + p * mr + r8, mr, add: false);
                     done = kc8;
                 }
                 for (int r = 0; r < rows; r++)
@@ -90,9 +92,10 @@ internal static unsafe class Packing
                 {
                     float* s = src + (long)p * b.RowStride;
                     float* d = panel + p * nr;
-                    if (cols == nr)
+                    if (cols == nr && nr % 8 == 0)
                     {
-                        new ReadOnlySpan<float>(s, nr).CopyTo(new Span<float>(d, nr));
+                        // Inline vector copy: a Memmove call per 128-byte row cost as much as the copy.
+                        for (int c = 0; c < nr; c += 8) Vector256.Store(Vector256.Load(s + c), d + c);
                     }
                     else
                     {
@@ -113,7 +116,7 @@ internal static unsafe class Packing
                     kc8 = kc & ~7;
                     for (int c8 = 0; c8 < full8; c8 += 8)
                         for (int p = 0; p < kc8; p += 8)
-                            Transpose8x8(src + (long)c8 * b.ColStride + p, b.ColStride, panel + p * nr + c8, nr);
+                            Transpose8x8(src + (long)c8 * b.ColStride + p, b.ColStride, panel + p * nr + c8, nr, add: false);
                 }
                 for (int c = 0; c < cols; c++)
                 {
@@ -133,9 +136,36 @@ internal static unsafe class Packing
         }
     }
 
-    /// <summary>dst[j·dstStride + i] = src[i·srcStride + j] for i, j &lt; 8, with AVX shuffles.</summary>
+    /// <summary>
+    /// Writes to <paramref name="steps"/> the depth steps p of a packed A panel (kc steps of mr values) whose mr values
+    /// are not all zero, ascending, and returns how many. −0 counts as zero; NaN does not.
+    /// </summary>
+    public static int NonZeroSteps(float* panel, int kc, int mr, int* steps)
+    {
+        int count = 0;
+        if (mr == 8 && Vector256.IsHardwareAccelerated)
+        {
+            for (int p = 0; p < kc; p++)
+            {
+                steps[count] = p;
+                count += Vector256.EqualsAll(Vector256.Load(panel + p * 8), Vector256<float>.Zero) ? 0 : 1;
+            }
+            return count;
+        }
+        for (int p = 0; p < kc; p++)
+        {
+            float* v = panel + p * mr;
+            bool zero = true;
+            for (int r = 0; r < mr && zero; r++) zero = v[r] == 0f;
+            steps[count] = p;
+            count += zero ? 0 : 1;
+        }
+        return count;
+    }
+
+    /// <summary>dst[j·dstStride + i] (+)= src[i·srcStride + j] for i, j &lt; 8, with AVX shuffles.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Transpose8x8(float* src, int srcStride, float* dst, int dstStride)
+    internal static void Transpose8x8(float* src, int srcStride, float* dst, int dstStride, bool add)
     {
         Vector256<float> r0 = Avx.LoadVector256(src);
         Vector256<float> r1 = Avx.LoadVector256(src + srcStride);
@@ -157,13 +187,20 @@ internal static unsafe class Packing
         Vector256<float> u4 = Avx.Shuffle(t4, t6, 0x44), u5 = Avx.Shuffle(t4, t6, 0xEE);
         Vector256<float> u6 = Avx.Shuffle(t5, t7, 0x44), u7 = Avx.Shuffle(t5, t7, 0xEE);
 
-        Avx.Store(dst, Avx.Permute2x128(u0, u4, 0x20));
-        Avx.Store(dst + dstStride, Avx.Permute2x128(u1, u5, 0x20));
-        Avx.Store(dst + 2 * dstStride, Avx.Permute2x128(u2, u6, 0x20));
-        Avx.Store(dst + 3 * dstStride, Avx.Permute2x128(u3, u7, 0x20));
-        Avx.Store(dst + 4 * dstStride, Avx.Permute2x128(u0, u4, 0x31));
-        Avx.Store(dst + 5 * dstStride, Avx.Permute2x128(u1, u5, 0x31));
-        Avx.Store(dst + 6 * dstStride, Avx.Permute2x128(u2, u6, 0x31));
-        Avx.Store(dst + 7 * dstStride, Avx.Permute2x128(u3, u7, 0x31));
+        Store(dst, Avx.Permute2x128(u0, u4, 0x20), add);
+        Store(dst + dstStride, Avx.Permute2x128(u1, u5, 0x20), add);
+        Store(dst + 2L * dstStride, Avx.Permute2x128(u2, u6, 0x20), add);
+        Store(dst + 3L * dstStride, Avx.Permute2x128(u3, u7, 0x20), add);
+        Store(dst + 4L * dstStride, Avx.Permute2x128(u0, u4, 0x31), add);
+        Store(dst + 5L * dstStride, Avx.Permute2x128(u1, u5, 0x31), add);
+        Store(dst + 6L * dstStride, Avx.Permute2x128(u2, u6, 0x31), add);
+        Store(dst + 7L * dstStride, Avx.Permute2x128(u3, u7, 0x31), add);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Store(float* dst, Vector256<float> v, bool add)
+    {
+        if (add) v = Avx.Add(v, Avx.LoadVector256(dst));
+        Avx.Store(dst, v);
     }
 }

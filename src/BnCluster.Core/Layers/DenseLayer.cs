@@ -62,14 +62,17 @@ public sealed class DenseLayer(int inputs, int outputs, bool hasBias)
 
     /// <summary>
     /// dW[out×in] = dZ[n×out]ᵀ · A[n×in];  db[out] = Σ_rows dZ;  dA[n×in] = dZ · W[out×in].
-    /// dA is skipped when <paramref name="da"/> is empty (first layer: nobody needs ∂L/∂x).
+    /// dA is skipped when <paramref name="da"/> is empty (first layer: nobody needs ∂L/∂x). The first layer computes dW as
+    /// (Aᵀ·dZ)ᵀ, the same terms in the same order: its input is the data, where whole groups of features are zero
+    /// (image backgrounds), and in that form the product skips them (<see cref="MatMul.MultiplyTNStoreTransposed"/>).
     /// Gradients are overwritten, not accumulated. The bias add (by rows) and db (by columns) run split over the
     /// MatMul's threads when large enough; the results do not depend on the split.
     /// </summary>
     public unsafe void Backward(MatMul matMul, ReadOnlySpan<float> dz, ReadOnlySpan<float> a, ReadOnlySpan<float> weight,
         Span<float> dWeight, Span<float> dBias, Span<float> da, int rows)
     {
-        matMul.MultiplyTN(dz, a, dWeight, Outputs, Inputs, rows);
+        if (da.IsEmpty) matMul.MultiplyTNStoreTransposed(a, dz, dWeight, Inputs, Outputs, rows);
+        else matMul.MultiplyTN(dz, a, dWeight, Outputs, Inputs, rows);
         if (HasBias)
         {
             if (dBias.Length < Outputs || dz.Length < (long)rows * Outputs) throw new ArgumentException($"dBias holds {dBias.Length} of {Outputs} values or dz {dz.Length} of {(long)rows * Outputs}");

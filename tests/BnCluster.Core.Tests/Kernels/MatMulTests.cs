@@ -5,7 +5,8 @@ using Xunit;
 
 namespace BnCluster.Core.Tests.Kernels;
 
-public enum Product { NN, NT, TN }
+/// <summary>The products; TNT is TN stored transposed (<see cref="MatMul.MultiplyTNStoreTransposed"/>), C[n×m].</summary>
+public enum Product { NN, NT, TN, TNT }
 
 /// <summary>
 /// The three products against a float64 reference, on every kernel path this CPU supports,
@@ -26,7 +27,7 @@ public sealed class MatMulTests
         (1, 512, 784), (3, 784, 512), (17, 10, 256), (64, 256, 512), (256, 10, 256),
     };
 
-    public static IEnumerable<object[]> Products() => new[] { new object[] { Product.NN }, new object[] { Product.NT }, new object[] { Product.TN } };
+    public static IEnumerable<object[]> Products() => Enum.GetValues<Product>().Select(p => new object[] { p });
 
     /// <summary>Every supported path × threads {1,2,3}, plus (for small shapes, which stay below the
     /// parallel threshold) one instance per path that splits even tiny products across 3 threads.
@@ -88,9 +89,42 @@ public sealed class MatMulTests
         finally { instances.ForEach(i => i.Dispose()); }
     }
 
-    private static void CheckShape(List<MatMul> instances, Product product, int m, int n, int k, Random rng)
+    /// <summary>A with zeros as images have them: whole depth steps zero across an 8-row (or 16-row) panel,
+    /// single zeros, all-zero rows and an all-zero A. The packed kernels skip all-zero steps, so the results must
+    /// still match the dense reference on every path, panel remainder and thread count.</summary>
+    [Theory]
+    [MemberData(nameof(Products))]
+    public void SparseA_ZeroStepsSkipped(Product product)
+    {
+        var instances = AllInstances(large: true);
+        try
+        {
+            var rng = new Random(11 + (int)product);
+            foreach (var (m, n, k) in new[] { (37, 19, 300), (256, 64, 784), (9, 33, 17), (130, 1100, 40) })
+                foreach (double zeroFraction in new[] { 0.3, 0.9, 1.0 })
+                    CheckShape(instances, product, m, n, k, rng, a => Sparsify(a, product, m, k, zeroFraction, rng));
+        }
+        finally { instances.ForEach(i => i.Dispose()); }
+    }
+
+    /// <summary>Zeroes A(i, p) for p in runs of depth steps chosen with probability <paramref name="fraction"/>,
+    /// the same runs for all rows of a group of 8 (so packed panels see all-zero steps), plus scattered zeros.</summary>
+    private static void Sparsify(float[] a, Product product, int m, int k, double fraction, Random rng)
+    {
+        bool transposedA = product is Product.TN or Product.TNT;
+        for (int group = 0; group < m; group += 8)
+            for (int p = 0; p < k; p++)
+            {
+                bool zero = rng.NextDouble() < fraction;
+                for (int i = group; i < Math.Min(m, group + 8); i++)
+                    if (zero || rng.NextDouble() < 0.1) a[transposedA ? p * m + i : i * k + p] = 0;
+            }
+    }
+
+    private static void CheckShape(List<MatMul> instances, Product product, int m, int n, int k, Random rng, Action<float[]>? shapeA = null)
     {
         float[] a = RandomArray(rng, m * k), b = RandomArray(rng, k * n), c0 = RandomArray(rng, m * n);
+        shapeA?.Invoke(a);
         Reference(product, a, b, m, n, k, out double[] exact, out double[] magnitude);
         var c = new float[m * n];
         foreach (MatMul mm in instances)
@@ -107,7 +141,7 @@ public sealed class MatMulTests
                     double tolerance = 1e-5 * (magnitude[i] + (accumulate ? Math.Abs(c0[i]) : 0)) + 1e-30;
                     if (!(Math.Abs(c[i] - expected) <= tolerance))
                         Assert.Fail($"{product} {m}×{n}×{k} path={mm.Path} threads={mm.Threads} accumulate={accumulate}: " +
-                                    $"C[{i / n},{i % n}] = {c[i]}, expected {expected} ± {tolerance}");
+                                    $"C[{i}] = {c[i]}, expected {expected} ± {tolerance}");
                 }
             }
         }
@@ -119,11 +153,13 @@ public sealed class MatMulTests
         {
             case Product.NN: mm.MultiplyNN(a, b, c, m, n, k, accumulate); break;
             case Product.NT: mm.MultiplyNT(a, b, c, m, n, k, accumulate); break;
-            default: mm.MultiplyTN(a, b, c, m, n, k, accumulate); break;
+            case Product.TN: mm.MultiplyTN(a, b, c, m, n, k, accumulate); break;
+            default: mm.MultiplyTNStoreTransposed(a, b, c, m, n, k, accumulate); break;
         }
     }
 
-    /// <summary>exact = A·B in float64 and magnitude = |A|·|B|, with A, B read per the product's layout.</summary>
+    /// <summary>exact = A·B in float64 and magnitude = |A|·|B|, with A, B read per the product's layout
+    /// (and stored transposed for TNT).</summary>
     private static void Reference(Product product, float[] a, float[] b, int m, int n, int k, out double[] exact, out double[] magnitude)
     {
         exact = new double[m * n];
@@ -134,13 +170,14 @@ public sealed class MatMulTests
                 double s = 0, abs = 0;
                 for (int p = 0; p < k; p++)
                 {
-                    double x = product == Product.TN ? a[p * m + i] : a[i * k + p];
+                    double x = product is Product.TN or Product.TNT ? a[p * m + i] : a[i * k + p];
                     double y = product == Product.NT ? b[j * k + p] : b[p * n + j];
                     s += x * y;
                     abs += Math.Abs(x * y);
                 }
-                exact[i * n + j] = s;
-                magnitude[i * n + j] = abs;
+                int at = product == Product.TNT ? j * m + i : i * n + j;
+                exact[at] = s;
+                magnitude[at] = abs;
             }
     }
 
@@ -243,6 +280,7 @@ public sealed class MatMulAllocationTests
         {
             mm.MultiplyNT(a, bT, c, m, n, k);
             mm.MultiplyTN(aT, b, c, m, n, k, accumulate: true);
+            mm.MultiplyTNStoreTransposed(aT, b, c, m, n, k, accumulate: true);
             mm.MultiplyNN(a, b, c, m, n, k);
             mm.MultiplyNN(a, b, c, 3, n, k); // smaller shape after a larger one: no regrowth
         }
