@@ -65,6 +65,46 @@ public sealed class Dataset
         CodeDivisor = source.CodeDivisor;
         _shift = shift;
         _scale = scale;
+        ZeroOffsets = source.ZeroOffsetsFor(shift, scale);
+    }
+
+    /// <summary>A feature (and the whole storage) needs this share of stored zeros for <see cref="ZeroOffsets"/>.</summary>
+    public const double ZeroOffsetsMinFraction = 0.125;
+
+    // Per feature, the value a stored 0 yields under (shift, scale) where at least 1/8 of the rows store 0 there, else 0;
+    // null when fewer than 1/8 of all stored values are 0. Decoded through the same code as the rows, so the bits match.
+    private float[]? ZeroOffsetsFor(float[] shift, float[] scale)
+    {
+        int f = FeatureCount;
+        if (Count == 0) return null;
+        var zerosPerFeature = new int[f];
+        long zeros = 0;
+        for (int r = 0; r < Count; r++)
+        {
+            if (_values is { } values)
+            {
+                var row = values.AsSpan(r * f, f);
+                for (int j = 0; j < f; j++) zerosPerFeature[j] += row[j] == 0f ? 1 : 0;
+            }
+            else
+            {
+                var row = _codes.Span.Slice(r * f, f);
+                for (int j = 0; j < f; j++) zerosPerFeature[j] += row[j] == 0 ? 1 : 0;
+            }
+        }
+        foreach (int z in zerosPerFeature) zeros += z;
+        if (zeros < ZeroOffsetsMinFraction * Count * f) return null;
+        var offsets = new float[f];
+        if (_values is not null)
+        {
+            TensorPrimitives.Subtract(offsets, shift, offsets);
+            TensorPrimitives.Multiply(offsets, scale, offsets);
+        }
+        else DecodeBytesNormalized(new byte[f], CodeDivisor, shift, scale, offsets);
+        // Elsewhere a stored 0 is rare (a constant feature has none): centring would only add rounding.
+        for (int j = 0; j < f; j++)
+            if (zerosPerFeature[j] < ZeroOffsetsMinFraction * Count) offsets[j] = 0;
+        return offsets;
     }
 
     public string Name { get; }
@@ -82,6 +122,15 @@ public sealed class Dataset
 
     /// <summary>True for a view made by <see cref="WithNormalization"/>.</summary>
     public bool IsNormalized => _shift is not null;
+
+    /// <summary>
+    /// For a normalized view whose storage is at least <see cref="ZeroOffsetsMinFraction"/> zeros (image backgrounds):
+    /// [FeatureCount] for each feature stored as 0 in at least that share of rows, the value a stored 0 yields, bit for
+    /// bit, so value − ZeroOffsets[j] is exactly 0 wherever the stored value is; 0 for the other features. The training
+    /// step centres its input on them to keep the zeros the GEMMs skip (<see cref="Training.TrainingStep"/>). Null
+    /// otherwise (without normalization a stored 0 reads as 0 already).
+    /// </summary>
+    public float[]? ZeroOffsets { get; }
 
     /// <summary>Bytes of memory the values take (the labels aside).</summary>
     public long StorageBytes => _values is { } v ? 4L * v.Length : _codes.Length;

@@ -17,24 +17,70 @@ public sealed class DenseLayer(int inputs, int outputs, bool hasBias)
     /// <summary>
     /// Z[n×out] = A[n×in] · W[out×in]ᵀ (+ b[out] on every row).
     /// <paramref name="bias"/> is ignored (may be empty) when the layer has no bias.
+    /// <para>With an <paramref name="inputOffset"/> c[in], <paramref name="a"/> holds the input centred on it, A − 1·cᵀ
+    /// (the first layer: the data minus the values of a stored 0, so the data's zeros stay zeros the GEMM skips), and
+    /// Z = (A − 1·cᵀ)·Wᵀ + 1·(b + W·c)ᵀ, which is A·Wᵀ + b. <paramref name="offsetTerms"/>[out] receives b + W·c.</para>
     /// </summary>
-    public unsafe void Forward(MatMul matMul, ReadOnlySpan<float> a, ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, Span<float> z, int rows)
+    public unsafe void Forward(MatMul matMul, ReadOnlySpan<float> a, ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, Span<float> z, int rows,
+        ReadOnlySpan<float> inputOffset = default, Span<float> offsetTerms = default)
     {
         matMul.MultiplyNT(a, weight, z, rows, Outputs, Inputs);
-        if (!HasBias) return;
-        if (bias.Length < Outputs || z.Length < (long)rows * Outputs) throw new ArgumentException($"bias holds {bias.Length} of {Outputs} values or z {z.Length} of {(long)rows * Outputs}");
-        fixed (float* pz = z) fixed (float* pb = bias)
+        bool offset = !inputOffset.IsEmpty;
+        if (!HasBias && !offset) return;
+        if (HasBias && bias.Length < Outputs) throw new ArgumentException($"bias holds {bias.Length} of {Outputs} values");
+        if (z.Length < (long)rows * Outputs) throw new ArgumentException($"z holds {z.Length} of {(long)rows * Outputs} values");
+        if (offset) CheckOffset(inputOffset, offsetTerms, weight.Length);
+        fixed (float* pz = z) fixed (float* pb = bias) fixed (float* pw = weight) fixed (float* pc = inputOffset) fixed (float* pu = offsetTerms)
         {
+            float* rowAdd = pb;
+            if (offset)
+            {
+                // u[o] = b[o] + W[o,:]·c, one dot per output, split by outputs.
+                var terms = new OffsetArgs { W = pw, Offset = pc, Bias = HasBias ? pb : null, Terms = pu, In = Inputs };
+                matMul.ParallelFor(Outputs, (long)Outputs * Inputs, ref terms, &OffsetTermsRows, align: 1, minPerPart: 16);
+                rowAdd = pu;
+            }
             // Every row is independent: split by rows over the MatMul's threads (8 rows at least per share).
-            var args = new BiasArgs { Z = pz, Bias = pb, Rows = rows, C = Outputs };
+            var args = new BiasArgs { Z = pz, Bias = rowAdd, Rows = rows, C = Outputs };
             matMul.ParallelFor(rows, (long)rows * Outputs, ref args, &AddBiasRows, align: 1, minPerPart: 8);
         }
+    }
+
+    private void CheckOffset(ReadOnlySpan<float> inputOffset, Span<float> offsetTerms, int weightLength)
+    {
+        if (inputOffset.Length != Inputs || offsetTerms.Length < Outputs || weightLength < Inputs * Outputs)
+            throw new ArgumentException($"input offset of {inputOffset.Length} values for {Inputs} inputs, offset terms of {offsetTerms.Length} for {Outputs} outputs, or weight of {weightLength} values");
     }
 
     private unsafe struct BiasArgs
     {
         public float* Z, Bias;
         public int Rows, C;
+    }
+
+    private unsafe struct OffsetArgs
+    {
+        public float* W, Offset, Bias, Terms;
+        public int In;
+    }
+
+    // Outputs [o0, o1): Terms[o] = Bias[o] (when there is one) + W[o,:]·c.
+    private static unsafe void OffsetTermsRows(ref OffsetArgs a, int o0, int o1)
+    {
+        var c = new ReadOnlySpan<float>(a.Offset, a.In);
+        for (int o = o0; o < o1; o++)
+            a.Terms[o] = (a.Bias is null ? 0f : a.Bias[o]) + TensorPrimitives.Dot(new ReadOnlySpan<float>(a.W + (long)o * a.In, a.In), c);
+    }
+
+    // Rows [o0, o1) of dW[out×in] += g[o] · c (g = Σ_rows dZ in Terms): the centred input's missing rank-1 term.
+    private static unsafe void AddOffsetGradientRows(ref OffsetArgs a, int o0, int o1)
+    {
+        var c = new ReadOnlySpan<float>(a.Offset, a.In);
+        for (int o = o0; o < o1; o++)
+        {
+            var row = new Span<float>(a.W + (long)o * a.In, a.In);
+            TensorPrimitives.MultiplyAdd(c, a.Terms[o], row, row);
+        }
     }
 
     // Rows [i0, i1) of Z[n×out] += b.
@@ -67,20 +113,32 @@ public sealed class DenseLayer(int inputs, int outputs, bool hasBias)
     /// (image backgrounds), and in that form the product skips them (<see cref="MatMul.MultiplyTNStoreTransposed"/>).
     /// Gradients are overwritten, not accumulated. The bias add (by rows) and db (by columns) run split over the
     /// MatMul's threads when large enough; the results do not depend on the split.
+    /// <para>With an <paramref name="inputOffset"/> c (see <see cref="Forward"/>: <paramref name="a"/> is A − 1·cᵀ),
+    /// dW = dZᵀ·(A − 1·cᵀ) + g·cᵀ with g = Σ_rows dZ, which is dZᵀ·A; <paramref name="offsetTerms"/>[out] receives g.</para>
     /// </summary>
     public unsafe void Backward(MatMul matMul, ReadOnlySpan<float> dz, ReadOnlySpan<float> a, ReadOnlySpan<float> weight,
-        Span<float> dWeight, Span<float> dBias, Span<float> da, int rows)
+        Span<float> dWeight, Span<float> dBias, Span<float> da, int rows, ReadOnlySpan<float> inputOffset = default, Span<float> offsetTerms = default)
     {
+        bool offset = !inputOffset.IsEmpty;
+        if (offset && !da.IsEmpty) throw new ArgumentException("an input offset is for the first layer, which computes no input gradient");
+        if (offset) CheckOffset(inputOffset, offsetTerms, dWeight.Length);
         if (da.IsEmpty) matMul.MultiplyTNStoreTransposed(a, dz, dWeight, Inputs, Outputs, rows);
         else matMul.MultiplyTN(dz, a, dWeight, Outputs, Inputs, rows);
-        if (HasBias)
+        if (HasBias || offset)
         {
-            if (dBias.Length < Outputs || dz.Length < (long)rows * Outputs) throw new ArgumentException($"dBias holds {dBias.Length} of {Outputs} values or dz {dz.Length} of {(long)rows * Outputs}");
-            fixed (float* pdz = dz) fixed (float* pdb = dBias)
+            if (HasBias && dBias.Length < Outputs) throw new ArgumentException($"dBias holds {dBias.Length} of {Outputs} values");
+            if (dz.Length < (long)rows * Outputs) throw new ArgumentException($"dz holds {dz.Length} of {(long)rows * Outputs} values");
+            fixed (float* pdz = dz) fixed (float* pdb = dBias) fixed (float* pg = offsetTerms) fixed (float* pdw = dWeight) fixed (float* pc = inputOffset)
             {
                 // Per-column sums keep their row order: split by columns (≥ 64 per share; the 10-wide output stays whole).
-                var args = new BiasArgs { Z = pdz, Bias = pdb, Rows = rows, C = Outputs };
+                var args = new BiasArgs { Z = pdz, Bias = HasBias ? pdb : pg, Rows = rows, C = Outputs };
                 matMul.ParallelFor(Outputs, (long)rows * Outputs, ref args, &BiasGradColumns, align: 16, minPerPart: 64);
+                if (offset)
+                {
+                    if (HasBias) dBias[..Outputs].CopyTo(offsetTerms);
+                    var rank1 = new OffsetArgs { W = pdw, Offset = pc, Terms = pg, In = Inputs };
+                    matMul.ParallelFor(Outputs, (long)Outputs * Inputs, ref rank1, &AddOffsetGradientRows, align: 1, minPerPart: 16);
+                }
             }
         }
         if (!da.IsEmpty) matMul.MultiplyNN(dz, weight, da, rows, Inputs, Outputs);

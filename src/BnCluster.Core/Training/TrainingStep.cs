@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Numerics.Tensors;
 using BnCluster.Core.Data;
 using BnCluster.Core.Layers;
 using BnCluster.Core.Model;
@@ -33,7 +34,7 @@ public static class TrainingStep
         if (globalBatchSize < rows || globalBatchSize <= 0) throw new ArgumentException($"global batch {globalBatchSize} is smaller than the {rows} local rows");
         if (data.FeatureCount != p.Spec.Inputs) throw new ArgumentException($"dataset has {data.FeatureCount} features, network expects {p.Spec.Inputs}");
         ct.ThrowIfCancellationRequested();
-        Gather(ws, data, rowIndices, p.Spec.Classes);
+        Gather(ws, p, data, rowIndices);
 
         // Forward.
         for (int l = 0; l < p.HiddenLayers; l++)
@@ -96,15 +97,19 @@ public static class TrainingStep
     }
 
     /// <summary>
-    /// X[n×inputs] = the dataset rows <paramref name="rowIndices"/> (decoded and normalized by the dataset), split by
+    /// X[n×inputs] = the dataset rows <paramref name="rowIndices"/> (decoded and normalized by the dataset), minus the
+    /// dataset's <see cref="Dataset.ZeroOffsets"/> when it has them and a hidden layer will add them back, split by
     /// row ranges over the MatMul's threads (every row is independent), then the labels.
     /// </summary>
-    private static unsafe void Gather(Workspace ws, Dataset data, ReadOnlyMemory<int> rowIndices, int classes)
+    private static unsafe void Gather(Workspace ws, Parameters p, Dataset data, ReadOnlyMemory<int> rowIndices)
     {
+        int classes = p.Spec.Classes;
+        ws.InputOffset = p.HiddenLayers > 0 ? data.ZeroOffsets : null;
         var gather = ws.RowGather;
         gather.Data = data;
         gather.Rows = rowIndices;
         gather.X = ws.X;
+        gather.Offset = ws.InputOffset;
         try
         {
             ws.MatMul.ParallelFor(rowIndices.Length, (long)rowIndices.Length * data.FeatureCount, gather, &GatherRange, minPerPart: 16);
@@ -128,11 +133,21 @@ public static class TrainingStep
     private static void GatherRange(RowGatherContext g, int start, int end)
     {
         int f = g.Data!.FeatureCount;
-        g.Data.GatherRows(g.Rows.Span[start..end], g.X.AsSpan(start * f, (end - start) * f));
+        var x = g.X.AsSpan(start * f, (end - start) * f);
+        g.Data.GatherRows(g.Rows.Span[start..end], x);
+        if (g.Offset is { } offset)
+            for (int i = 0; i < end - start; i++)
+            {
+                var row = x.Slice(i * f, f);
+                TensorPrimitives.Subtract(row, offset, row);
+            }
     }
 
     private static ReadOnlySpan<float> LayerInput(Workspace ws, int l, int rows, int width) =>
         l == 0 ? ws.X.AsSpan(0, rows * width) : LayerOutput(ws, l - 1, rows * width);
+
+    // The offset the gather took off the input, for the first layer of a training step.
+    private static ReadOnlySpan<float> InputOffset(Workspace ws, int l) => l == 0 ? ws.InputOffset : default;
 
     // The layer's output is the BN output when BN sits after the activation, else the activation output.
     private static float[] LayerOutputArray(Workspace ws, int l) => ws.AfterPlacement ? ws.BnOut[l]! : ws.Act[l];
@@ -147,7 +162,7 @@ public static class TrainingStep
         int c = dense.Outputs;
         var z = ws.Z[l].AsSpan(0, rows * c);
         long t0 = Stopwatch.GetTimestamp();
-        dense.Forward(ws.MatMul, LayerInput(ws, l, rows, dense.Inputs), p.W[l], p.B[l], z, rows);
+        dense.Forward(ws.MatMul, LayerInput(ws, l, rows, dense.Inputs), p.W[l], p.B[l], z, rows, InputOffset(ws, l), ws.OffsetTerms);
         ws.DenseTicks += Stopwatch.GetTimestamp() - t0;
         switch (p.Spec.BatchNorm)
         {
@@ -247,7 +262,8 @@ public static class TrainingStep
         }
         var da = l > 0 ? ws.DOutput[l - 1].AsSpan(0, rows * dense.Inputs) : Span<float>.Empty;
         long t0 = Stopwatch.GetTimestamp();
-        dense.Backward(ws.MatMul, dz, LayerInput(ws, l, rows, dense.Inputs), p.W[l], grads.DW[l], grads.DB[l], da, rows);
+        dense.Backward(ws.MatMul, dz, LayerInput(ws, l, rows, dense.Inputs), p.W[l], grads.DW[l], grads.DB[l], da, rows,
+            InputOffset(ws, l), ws.OffsetTerms);
         ws.DenseTicks += Stopwatch.GetTimestamp() - t0;
     }
 
@@ -266,6 +282,7 @@ public static class TrainingStep
         {
             int rows = Math.Min(ws.MaxRows, count - chunk);
             data.CopyRows(start + chunk, rows, ws.X);
+            ws.InputOffset = null;
             for (int i = 0; i < rows; i++)
             {
                 int label = data.Labels[start + chunk + i];
@@ -319,4 +336,5 @@ internal sealed class RowGatherContext
     public Dataset? Data;
     public ReadOnlyMemory<int> Rows;
     public float[] X = [];
+    public float[]? Offset;
 }

@@ -64,6 +64,7 @@ public sealed class Workspace
         Logits = new float[maxRows * spec.Classes];
         Probs = new float[maxRows * spec.Classes];
         DLogits = new float[maxRows * spec.Classes];
+        OffsetTerms = new float[layers > 0 ? spec.Hidden[0] : 0];
         Scratch = new float[3 * widest];
         ScratchD = new double[3 * widest];
         Gradients = new Gradients(shape);
@@ -76,6 +77,7 @@ public sealed class Workspace
         int f = X.Length / MaxRows;
         if (features.Length != rows * f) throw new ArgumentException($"{features.Length} values are not {rows} rows of {f} features");
         features.CopyTo(X);
+        InputOffset = null;
         Rows = rows;
     }
 
@@ -94,7 +96,16 @@ public sealed class Workspace
     /// </summary>
     public bool ContributesBatchNormGradients { get; set; } = true;
 
-    public float[] X { get; }            // [rows × inputs] gathered input rows
+    public float[] X { get; }            // [rows × inputs] gathered input rows (minus InputOffset when it is set)
+
+    /// <summary>
+    /// [inputs] the values of a stored 0 that a training step's gather subtracts from every row of <see cref="X"/>
+    /// (<see cref="Data.Dataset.ZeroOffsets"/>), so the data's zeros stay zeros the first layer's GEMMs skip; that
+    /// layer adds the offset's terms back. Null when X holds the rows as they are (evaluation, dense data).
+    /// </summary>
+    public float[]? InputOffset { get; internal set; }
+
+    public float[] OffsetTerms { get; }  // [out_0] b + W·c (forward) and Σ_rows dZ (backward) of the input offset
     public int[] Labels { get; }         // [rows]
     public int[] Predicted { get; }      // [rows] argmax of the logits (evaluation)
     public float[][] Z { get; }          // [rows × out_l] dense output

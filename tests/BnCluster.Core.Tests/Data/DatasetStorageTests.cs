@@ -47,6 +47,40 @@ public sealed class DatasetStorageTests
     }
 
     [Fact]
+    public void ZeroOffsetsAreTheBitsOfAStoredZero()
+    {
+        // Every 5th byte is 0, so both views qualify; a stored 0 must read back as exactly ZeroOffsets[j].
+        var (codes, labels) = RandomBytes(3);
+        var bytes = new Dataset("codes", codes, 255f, labels, Features, Classes);
+        var floats = new Dataset("floats", OldFloatValues(codes), labels, Features, Classes);
+        Assert.Null(bytes.ZeroOffsets); // not normalized: a stored 0 reads as 0
+        foreach (var raw in new[] { bytes, floats })
+        {
+            var view = InputNormalizer.Fit(raw).Apply(raw);
+            var zeros = view.ZeroOffsets ?? throw new Xunit.Sdk.XunitException($"{raw.Name}: no ZeroOffsets");
+            int checkedZeros = 0;
+            for (int r = 0; r < Rows; r++)
+            {
+                var row = view.RowToArray(r);
+                for (int j = 0; j < Features; j++)
+                {
+                    if (codes[r * Features + j] != 0) continue;
+                    Assert.Equal(BitConverter.SingleToInt32Bits(zeros[j]), BitConverter.SingleToInt32Bits(row[j]));
+                    checkedZeros++;
+                }
+            }
+            Assert.True(checkedZeros > Rows * Features / 6, $"{checkedZeros} zeros checked");
+            // The constant features store no 0: no offset there (it would only add rounding).
+            for (int j = 0; j < Features; j += 97) Assert.Equal(0f, zeros[j]);
+        }
+
+        // Dense data (no zero at all) gets none: centring would cost without saving anything.
+        var dense = codes.Select(b => b == 0 ? (byte)1 : b).ToArray();
+        var denseRaw = new Dataset("dense", dense, 255f, labels, Features, Classes);
+        Assert.Null(InputNormalizer.Fit(denseRaw).Apply(denseRaw).ZeroOffsets);
+    }
+
+    [Fact]
     public void EveryByteDecodesToTheExactQuotient()
     {
         // 256 codes in a row of 300 (vector part and tail), each must equal the scalar b / 255f.
@@ -97,16 +131,22 @@ public sealed class DatasetStorageTests
         AssertBitsEqual(OldFloatValues(codes), floats.Features); // the float source is not changed
     }
 
-    [Fact]
-    public void TrainingStepsOnAByteViewMatchTheNormalizedCopyAndAllocateNothing()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void TrainingStepsOnAByteViewMatchTheNormalizedCopyAndAllocateNothing(bool sparse)
     {
+        // Sparse: the view has ZeroOffsets, so its steps centre the first layer's input (the copy's do not) and the
+        // two agree to rounding; dense (no stored 0): the same operations, bit for bit.
         var (codes, labels) = RandomBytes(seed: 7);
+        if (!sparse) codes = codes.Select(b => b == 0 ? (byte)1 : b).ToArray();
         var bytes = new Dataset("bytes", codes, 255f, labels, Features, Classes);
         var normalizer = InputNormalizer.Fit(bytes);
         var copy = OldFloatValues(codes);
         normalizer.ApplyInPlace(copy);
         var oldPath = new Dataset("copy", copy, labels, Features, Classes);
         var view = normalizer.Apply(bytes);
+        Assert.Equal(sparse, view.ZeroOffsets is not null);
 
         var spec = new NetworkSpec(Features, [16, 8], Classes.Length, Activation.Relu, BatchNormPlacement.Before);
         using var matMul = new MatMul();
@@ -137,12 +177,16 @@ public sealed class DatasetStorageTests
         for (int i = 4; i < 10; i++) Step(a, oldPath, i);
 
         Assert.NotEqual(Parameters.Initialize(spec, 3).WOut, b.P.WOut); // the steps did train
-        for (int t = 0; t < a.P.Trainable.Count; t++)
-            AssertBitsEqual(a.P.Trainable[t].Values, b.P.Trainable[t].Values);
+        void Same(string what, float[] expected, float[] actual)
+        {
+            if (sparse) Numerics.NumericAssert.Close(what, actual, expected, 1e-4);
+            else AssertBitsEqual(expected, actual);
+        }
+        for (int t = 0; t < a.P.Trainable.Count; t++) Same($"trainable {t}", a.P.Trainable[t].Values, b.P.Trainable[t].Values);
         for (int l = 0; l < spec.Hidden.Count; l++)
         {
-            AssertBitsEqual(a.P.RunningMean[l], b.P.RunningMean[l]);
-            AssertBitsEqual(a.P.RunningVar[l], b.P.RunningVar[l]);
+            Same($"running mean {l}", a.P.RunningMean[l]!, b.P.RunningMean[l]!);
+            Same($"running variance {l}", a.P.RunningVar[l]!, b.P.RunningVar[l]!);
         }
     }
 
