@@ -9,11 +9,14 @@ using BnCluster.Core.Training;
 namespace BnCluster.Benchmarks;
 
 /// <summary>
-/// `-- step [--threads T] [--steps S]`: the single-node training step (LocalCollective) of the 784-512-256-10
-/// BN-before-ReLU net at batch 256 with Adam on synthetic data. Prints ms per step (best of 5 rounds of S steps),
-/// split in place into the dense layers (GEMM + bias, <see cref="Workspace.DenseTicks"/>), the Adam update, and the
-/// rest (gather, BN, activations, softmax CE, running stats); the step's eight products timed alone for comparison;
-/// samples/s; GC gen0 collections and bytes allocated (all threads) over 100 steady-state steps.
+/// `-- step [--threads T] [--steps S] [--dataset D]`: the single-node training step (LocalCollective) of the
+/// 784-512-256-10 BN-before-ReLU net at batch 256 with Adam, on synthetic data, or with --dataset on that dataset's
+/// normalized training split twice, side by side (rounds interleaved): as the normalized view training reads (its
+/// input centred on the values of a stored 0, so the zero pixels are skipped by the GEMMs) and as a float copy of the
+/// same values (no zeros to skip). Prints ms per step (best of 5 rounds of S steps), split in place into the dense
+/// layers (GEMM + bias, <see cref="Workspace.DenseTicks"/>), the Adam update, and the rest (gather, BN, activations,
+/// softmax CE, running stats); the step's eight products timed alone on random data for comparison; samples/s; GC
+/// gen0 collections and bytes allocated (all threads) over 100 steady-state steps.
 /// </summary>
 internal static class StepBench
 {
@@ -23,6 +26,7 @@ internal static class StepBench
     {
         int[] threadCounts = [1, 2];
         int steps = 50;
+        string? dataset = null;
         for (int i = 0; i < args.Length; i++)
         {
             switch (args[i])
@@ -31,74 +35,124 @@ internal static class StepBench
                     threadCounts = [t]; i++; break;
                 case "--steps" when i + 1 < args.Length && int.TryParse(args[i + 1], out int s) && s > 0:
                     steps = s; i++; break;
+                case "--dataset" when i + 1 < args.Length:
+                    dataset = args[++i]; break;
                 default:
-                    throw new ArgumentException($"step: unknown or incomplete argument '{args[i]}' (expected --threads T, --steps S)");
+                    throw new ArgumentException($"step: unknown or incomplete argument '{args[i]}' (expected --threads T, --steps S, --dataset D)");
             }
         }
 
         var spec = new NetworkSpec(784, [512, 256], 10, Activation.Relu, BatchNormPlacement.Before);
-        var data = Synthetic(4096, spec.Inputs, spec.Classes);
-        Console.WriteLine("threads  ms/step  dense ms  adam ms  other ms  other %  gemm-alone ms  samples/s  gen0/100  alloc B/100");
+        var inputs = dataset is null ? [("synthetic", Synthetic(4096, spec.Inputs, spec.Classes))] : ViewAndCopy(dataset);
+        if (inputs[0].Data.FeatureCount != spec.Inputs) throw new ArgumentException($"step: dataset '{dataset}' has {inputs[0].Data.FeatureCount} features, the benchmark's network {spec.Inputs}");
+        Console.WriteLine("input               threads  ms/step  dense ms  adam ms  other ms  other %  gemm-alone ms  samples/s  gen0/100  alloc B/100");
         var softmaxUs = new List<double>();
         foreach (int threads in threadCounts)
         {
             using var mm = new MatMul(threads);
-            var p = Parameters.Initialize(spec, 42);
-            var ws = new Workspace(p, Batch, mm);
-            var opt = new Optimizer(new OptimizerSettings(OptimizerKind.Adam, 1e-3f), p);
-            var rows = new int[Batch];
-            int cursor = 0;
-            long adamTicks = 0;
-            void Step()
-            {
-                for (int i = 0; i < Batch; i++) rows[i] = (cursor + i * 7) % data.Count;
-                cursor = (cursor + Batch) % data.Count;
-                var pending = TrainingStep.ForwardBackwardAsync(p, ws, data, rows, Batch, LocalCollective.Instance);
-                if (!pending.IsCompleted) throw new InvalidOperationException("the local collective should complete synchronously");
-                pending.GetAwaiter().GetResult();
-                long t0 = Stopwatch.GetTimestamp();
-                opt.Apply(p, ws.Gradients, mm);
-                adamTicks += Stopwatch.GetTimestamp() - t0;
-                TrainingStep.UpdateRunningStats(p, ws);
-            }
-
-            for (int i = 0; i < 20; i++) Step(); // JIT tiers, pool warm-up
-
-            // Best of 5 rounds (the machine is shared: the best round is the least disturbed one); the split is
-            // that round's own dense / Adam time, measured in place.
-            double stepMs = double.MaxValue, denseMs = 0, adamMs = 0;
+            var runs = inputs.Select(input => new StepRun(spec, input.Name, input.Data, mm)).ToArray();
+            foreach (var run in runs) run.Warm();
+            // Best of 5 rounds each (the machine is shared: the best round is the least disturbed one), the inputs'
+            // rounds interleaved so that a slow minute hits both.
             for (int round = 0; round < 5; round++)
-            {
-                ws.DenseTicks = 0;
-                adamTicks = 0;
-                long t0 = Stopwatch.GetTimestamp();
-                for (int i = 0; i < steps; i++) Step();
-                double ms = Stopwatch.GetElapsedTime(t0).TotalMilliseconds / steps;
-                if (ms >= stepMs) continue;
-                stepMs = ms;
-                denseMs = TicksToMs(ws.DenseTicks) / steps;
-                adamMs = TicksToMs(adamTicks) / steps;
-            }
-
-            long gen0 = GC.CollectionCount(0);
-            long total = GC.GetTotalAllocatedBytes(precise: true);
-            for (int i = 0; i < 100; i++) Step();
-            gen0 = GC.CollectionCount(0) - gen0;
-            long allocated = GC.GetTotalAllocatedBytes(precise: true) - total;
-
+                foreach (var run in runs) run.Round(steps);
             double gemmMs = BestMs(GemmSequence(mm), steps);
+            foreach (var run in runs)
+            {
+                var (gen0, allocated) = run.Steady();
+                double otherMs = run.StepMs - run.DenseMs - run.AdamMs;
+                Console.WriteLine($"{run.Name,-18}  {mm.Threads,7}  {run.StepMs,7:F3}  {run.DenseMs,8:F3}  {run.AdamMs,7:F3}  {otherMs,8:F3}  " +
+                                  $"{100 * otherMs / run.StepMs,6:F1}%  {gemmMs,13:F3}  {Batch / run.StepMs * 1000,9:F0}  {gen0,8}  {allocated,11}");
+            }
             // Softmax CE forward + backward of the step's 256×10 logits alone (scalar Math.Exp on 10 classes).
+            var ws = runs[0].Workspace;
             var labels = ws.Labels.AsSpan(0, Batch).ToArray();
-            double softmaxMs = BestMs(() =>
+            softmaxUs.Add(1000 * BestMs(() =>
             {
                 SoftmaxCrossEntropy.Forward(ws.Logits, labels, ws.Probs, Batch, spec.Classes);
                 SoftmaxCrossEntropy.Backward(ws.Probs, labels, ws.DLogits, Batch, spec.Classes, Batch);
-            }, steps);
-            softmaxUs.Add(softmaxMs * 1000);
-            double otherMs = stepMs - denseMs - adamMs;
-            Console.WriteLine($"{mm.Threads,7}  {stepMs,7:F3}  {denseMs,8:F3}  {adamMs,7:F3}  {otherMs,8:F3}  {100 * otherMs / stepMs,6:F1}%  {gemmMs,13:F3}  {Batch / stepMs * 1000,9:F0}  {gen0,8}  {allocated,11}");
+            }, steps));
         }
         Console.WriteLine($"softmax CE forward+backward alone: {softmaxUs.Min():F1} µs per step");
+    }
+
+    /// <summary>The normalized training split as training reads it, and a float copy of its values (no zero offsets).</summary>
+    private static (string Name, Dataset Data)[] ViewAndCopy(string dataset)
+    {
+        var train = DatasetCatalog.Load(dataset, 1).Train;
+        var view = InputNormalizer.Fit(train).Apply(train);
+        var values = new float[(long)view.Count * view.FeatureCount];
+        view.CopyRows(0, view.Count, values);
+        var copy = new Dataset(view.Name, values, view.Labels, view.FeatureCount, view.ClassNames);
+        return [(view.ZeroOffsets is null ? "view" : "view (zeros skipped)", view), ("float copy", copy)];
+    }
+
+    /// <summary>One model, workspace and optimizer stepping on one input; keeps its best round and that round's split.</summary>
+    private sealed class StepRun
+    {
+        private readonly Parameters _p;
+        private readonly Optimizer _opt;
+        private readonly Dataset _data;
+        private readonly MatMul _mm;
+        private readonly int[] _rows = new int[Batch];
+        private int _cursor;
+        private long _adamTicks;
+
+        public StepRun(NetworkSpec spec, string name, Dataset data, MatMul mm)
+        {
+            Name = name;
+            _data = data;
+            _mm = mm;
+            _p = Parameters.Initialize(spec, 42);
+            _opt = new Optimizer(new OptimizerSettings(OptimizerKind.Adam, 1e-3f), _p);
+            Workspace = new Workspace(_p, Batch, mm);
+        }
+
+        public string Name { get; }
+        public Workspace Workspace { get; }
+        public double StepMs { get; private set; } = double.MaxValue;
+        public double DenseMs { get; private set; }
+        public double AdamMs { get; private set; }
+
+        private void Step()
+        {
+            for (int i = 0; i < Batch; i++) _rows[i] = (_cursor + i * 7) % _data.Count;
+            _cursor = (_cursor + Batch) % _data.Count;
+            var pending = TrainingStep.ForwardBackwardAsync(_p, Workspace, _data, _rows, Batch, LocalCollective.Instance);
+            if (!pending.IsCompleted) throw new InvalidOperationException("the local collective should complete synchronously");
+            pending.GetAwaiter().GetResult();
+            long t0 = Stopwatch.GetTimestamp();
+            _opt.Apply(_p, Workspace.Gradients, _mm);
+            _adamTicks += Stopwatch.GetTimestamp() - t0;
+            TrainingStep.UpdateRunningStats(_p, Workspace);
+        }
+
+        public void Warm()
+        {
+            for (int i = 0; i < 20; i++) Step(); // JIT, pool warm-up
+        }
+
+        public void Round(int steps)
+        {
+            Workspace.DenseTicks = 0;
+            _adamTicks = 0;
+            long t0 = Stopwatch.GetTimestamp();
+            for (int i = 0; i < steps; i++) Step();
+            double ms = Stopwatch.GetElapsedTime(t0).TotalMilliseconds / steps;
+            if (ms >= StepMs) return;
+            StepMs = ms;
+            DenseMs = TicksToMs(Workspace.DenseTicks) / steps;
+            AdamMs = TicksToMs(_adamTicks) / steps;
+        }
+
+        /// <summary>GC gen0 collections and bytes allocated over 100 steady-state steps.</summary>
+        public (long Gen0, long Allocated) Steady()
+        {
+            long gen0 = GC.CollectionCount(0);
+            long total = GC.GetTotalAllocatedBytes(precise: true);
+            for (int i = 0; i < 100; i++) Step();
+            return (GC.CollectionCount(0) - gen0, GC.GetTotalAllocatedBytes(precise: true) - total);
+        }
     }
 
     private static double TicksToMs(long ticks) => ticks * 1000.0 / Stopwatch.Frequency;
