@@ -107,40 +107,53 @@ public sealed class DenseLayer(int inputs, int outputs, bool hasBias)
     }
 
     /// <summary>
-    /// dW[out×in] = dZ[n×out]ᵀ · A[n×in];  db[out] = Σ_rows dZ;  dA[n×in] = dZ · W[out×in].
-    /// dA is skipped when <paramref name="da"/> is empty (first layer: nobody needs ∂L/∂x). The first layer computes dW as
-    /// (Aᵀ·dZ)ᵀ, the same terms in the same order: its input is the data, where whole groups of features are zero
-    /// (image backgrounds), and in that form the product skips them (<see cref="MatMul.MultiplyTNStoreTransposed"/>).
-    /// Gradients are overwritten, not accumulated. The bias add (by rows) and db (by columns) run split over the
-    /// MatMul's threads when large enough; the results do not depend on the split.
+    /// dW[out×in] = dZ[n×out]ᵀ · A[n×in];  db[out] = Σ_rows dZ;  dA[n×in] = dZ · W[out×in]: <see cref="BackwardInput"/>
+    /// then <see cref="BackwardWeights"/>. dA is skipped when <paramref name="da"/> is empty (first layer: nobody needs
+    /// ∂L/∂x); the input is then the data, whose zeros the weight product skips.
+    /// </summary>
+    public void Backward(MatMul matMul, ReadOnlySpan<float> dz, ReadOnlySpan<float> a, ReadOnlySpan<float> weight,
+        Span<float> dWeight, Span<float> dBias, Span<float> da, int rows, ReadOnlySpan<float> inputOffset = default, Span<float> offsetTerms = default)
+    {
+        if (!inputOffset.IsEmpty && !da.IsEmpty) throw new ArgumentException("an input offset is for the first layer, which computes no input gradient");
+        if (!da.IsEmpty) BackwardInput(matMul, dz, weight, da, rows);
+        BackwardWeights(matMul, dz, a, dWeight, dBias, rows, inputIsData: da.IsEmpty, inputOffset, offsetTerms);
+    }
+
+    /// <summary>dA[n×in] = dZ[n×out] · W[out×in]. The step computes it first: the layer below needs it, the weight
+    /// gradients can wait for the next batch-norm reduction to be in flight.</summary>
+    public void BackwardInput(MatMul matMul, ReadOnlySpan<float> dz, ReadOnlySpan<float> weight, Span<float> da, int rows) =>
+        matMul.MultiplyNN(dz, weight, da, rows, Inputs, Outputs);
+
+    /// <summary>
+    /// dW[out×in] = dZ[n×out]ᵀ · A[n×in];  db[out] = Σ_rows dZ. Overwritten, not accumulated. db (by columns) runs split
+    /// over the MatMul's threads when large enough; the results do not depend on the split.
+    /// <para>With <paramref name="inputIsData"/> (the first layer), dW is computed as (Aᵀ·dZ)ᵀ, the same terms in the same
+    /// order: in that form the product skips the groups of input features that are zero together (image backgrounds;
+    /// <see cref="MatMul.MultiplyTNStoreTransposed"/>).</para>
     /// <para>With an <paramref name="inputOffset"/> c (see <see cref="Forward"/>: <paramref name="a"/> is A − 1·cᵀ),
     /// dW = dZᵀ·(A − 1·cᵀ) + g·cᵀ with g = Σ_rows dZ, which is dZᵀ·A; <paramref name="offsetTerms"/>[out] receives g.</para>
     /// </summary>
-    public unsafe void Backward(MatMul matMul, ReadOnlySpan<float> dz, ReadOnlySpan<float> a, ReadOnlySpan<float> weight,
-        Span<float> dWeight, Span<float> dBias, Span<float> da, int rows, ReadOnlySpan<float> inputOffset = default, Span<float> offsetTerms = default)
+    public unsafe void BackwardWeights(MatMul matMul, ReadOnlySpan<float> dz, ReadOnlySpan<float> a, Span<float> dWeight, Span<float> dBias, int rows,
+        bool inputIsData, ReadOnlySpan<float> inputOffset = default, Span<float> offsetTerms = default)
     {
         bool offset = !inputOffset.IsEmpty;
-        if (offset && !da.IsEmpty) throw new ArgumentException("an input offset is for the first layer, which computes no input gradient");
         if (offset) CheckOffset(inputOffset, offsetTerms, dWeight.Length);
-        if (da.IsEmpty) matMul.MultiplyTNStoreTransposed(a, dz, dWeight, Inputs, Outputs, rows);
+        if (inputIsData) matMul.MultiplyTNStoreTransposed(a, dz, dWeight, Inputs, Outputs, rows);
         else matMul.MultiplyTN(dz, a, dWeight, Outputs, Inputs, rows);
-        if (HasBias || offset)
+        if (!HasBias && !offset) return;
+        if (HasBias && dBias.Length < Outputs) throw new ArgumentException($"dBias holds {dBias.Length} of {Outputs} values");
+        if (dz.Length < (long)rows * Outputs) throw new ArgumentException($"dz holds {dz.Length} of {(long)rows * Outputs} values");
+        fixed (float* pdz = dz) fixed (float* pdb = dBias) fixed (float* pg = offsetTerms) fixed (float* pdw = dWeight) fixed (float* pc = inputOffset)
         {
-            if (HasBias && dBias.Length < Outputs) throw new ArgumentException($"dBias holds {dBias.Length} of {Outputs} values");
-            if (dz.Length < (long)rows * Outputs) throw new ArgumentException($"dz holds {dz.Length} of {(long)rows * Outputs} values");
-            fixed (float* pdz = dz) fixed (float* pdb = dBias) fixed (float* pg = offsetTerms) fixed (float* pdw = dWeight) fixed (float* pc = inputOffset)
+            // Per-column sums keep their row order: split by columns (≥ 64 per share; the 10-wide output stays whole).
+            var args = new BiasArgs { Z = pdz, Bias = HasBias ? pdb : pg, Rows = rows, C = Outputs };
+            matMul.ParallelFor(Outputs, (long)rows * Outputs, ref args, &BiasGradColumns, align: 16, minPerPart: 64);
+            if (offset)
             {
-                // Per-column sums keep their row order: split by columns (≥ 64 per share; the 10-wide output stays whole).
-                var args = new BiasArgs { Z = pdz, Bias = HasBias ? pdb : pg, Rows = rows, C = Outputs };
-                matMul.ParallelFor(Outputs, (long)rows * Outputs, ref args, &BiasGradColumns, align: 16, minPerPart: 64);
-                if (offset)
-                {
-                    if (HasBias) dBias[..Outputs].CopyTo(offsetTerms);
-                    var rank1 = new OffsetArgs { W = pdw, Offset = pc, Terms = pg, In = Inputs };
-                    matMul.ParallelFor(Outputs, (long)Outputs * Inputs, ref rank1, &AddOffsetGradientRows, align: 1, minPerPart: 16);
-                }
+                if (HasBias) dBias[..Outputs].CopyTo(offsetTerms);
+                var rank1 = new OffsetArgs { W = pdw, Offset = pc, Terms = pg, In = Inputs };
+                matMul.ParallelFor(Outputs, (long)Outputs * Inputs, ref rank1, &AddOffsetGradientRows, align: 1, minPerPart: 16);
             }
         }
-        if (!da.IsEmpty) matMul.MultiplyNN(dz, weight, da, rows, Inputs, Outputs);
     }
 }

@@ -8,6 +8,9 @@ public sealed class LocalCollective : ICollective
     public ValueTask<BatchNormStats> AllReduceStatsAsync(int layer, BatchNormStats local, CancellationToken cancellationToken = default)
         => new(local);
 
-    public ValueTask<BatchNormGradSums> AllReduceGradSumsAsync(int layer, BatchNormGradSums local, CancellationToken cancellationToken = default)
-        => new(local);
+    public ValueTask<BatchNormGradSums> AllReduceGradSumsAsync(int layer, BatchNormGradSums local, Action? whileWaiting, CancellationToken cancellationToken = default)
+    {
+        whileWaiting?.Invoke();
+        return new(local);
+    }
 }

@@ -34,6 +34,7 @@ public static class TrainingStep
         if (globalBatchSize < rows || globalBatchSize <= 0) throw new ArgumentException($"global batch {globalBatchSize} is smaller than the {rows} local rows");
         if (data.FeatureCount != p.Spec.Inputs) throw new ArgumentException($"dataset has {data.FeatureCount} features, network expects {p.Spec.Inputs}");
         ct.ThrowIfCancellationRequested();
+        ws.PendingWeightLayer = -1; // (a step cancelled before its end may have left one)
         Gather(ws, p, data, rowIndices);
 
         // Forward.
@@ -49,17 +50,20 @@ public static class TrainingStep
         }
         var loss = OutputForwardBackward(p, ws, globalBatchSize);
 
-        // Backward.
+        // Backward. Each dense layer's input gradient first (the layer below needs it); its weight gradients while the
+        // next batch-norm reduction below is in flight, or at once where there is none.
         for (int l = p.HiddenLayers - 1; l >= 0; l--)
         {
             if (p.BatchNorm[l] is { } bn)
             {
                 BackwardToSums(p, ws, l, bn);
-                var global = await collective.AllReduceGradSumsAsync(l, ws.LocalGradSums[l]!, ct).ConfigureAwait(false);
+                var global = await collective.AllReduceGradSumsAsync(l, ws.LocalGradSums[l]!, ws.ComputePendingWeightGradients, ct).ConfigureAwait(false);
                 ws.GlobalGradSums[l]!.CopyFrom(global);
             }
+            else PendingWeightGradients(ws);
             BackwardFromSums(p, ws, l);
         }
+        PendingWeightGradients(ws);
         return loss;
     }
 
@@ -196,7 +200,8 @@ public static class TrainingStep
     // BN normalizes the dense output when it precedes the activation, the activation output when it follows it.
     private static float[] BnInput(Parameters p, Workspace ws, int l) => p.Spec.BatchNorm == BatchNormPlacement.Before ? ws.Z[l] : ws.Act[l];
 
-    /// <summary>Output dense, softmax CE forward (local Σloss) and backward (dz = (ŷ − y)/N), output dense backward.</summary>
+    /// <summary>Output dense, softmax CE forward (local Σloss) and backward (dz = (ŷ − y)/N), the output dense layer's
+    /// input gradient; its weight gradients are left pending (<see cref="PendingWeightGradients"/>).</summary>
     private static LossPartial OutputForwardBackward(Parameters p, Workspace ws, int globalBatchSize)
     {
         int rows = ws.Rows, k = p.Spec.Classes;
@@ -210,11 +215,43 @@ public static class TrainingStep
         var labels = ws.Labels.AsSpan(0, rows);
         var (sumLoss, correct) = SoftmaxCrossEntropy.Forward(logits, labels, ws.Probs, rows, k);
         SoftmaxCrossEntropy.Backward(ws.Probs, labels, ws.DLogits, rows, k, globalBatchSize);
-        var da = last >= 0 ? ws.DOutput[last].AsSpan(0, rows * output.Inputs) : Span<float>.Empty;
-        t0 = Stopwatch.GetTimestamp();
-        output.Backward(ws.MatMul, ws.DLogits.AsSpan(0, rows * k), input, p.WOut, ws.Gradients.DWOut, ws.Gradients.DBOut, da, rows);
-        ws.DenseTicks += Stopwatch.GetTimestamp() - t0;
+        if (last >= 0)
+        {
+            t0 = Stopwatch.GetTimestamp();
+            output.BackwardInput(ws.MatMul, ws.DLogits.AsSpan(0, rows * k), p.WOut, ws.DOutput[last].AsSpan(0, rows * output.Inputs), rows);
+            ws.DenseTicks += Stopwatch.GetTimestamp() - t0;
+        }
+        ws.PendingWeightLayer = p.HiddenLayers;
+        ws.PendingParameters = p;
         return new LossPartial(sumLoss, correct, rows);
+    }
+
+    /// <summary>
+    /// The weight gradients (dW, db) of the dense layer the backward left pending (<see cref="Workspace.PendingWeightLayer"/>;
+    /// the hidden layer count for the output layer), if any; the first layer's with its input offset.
+    /// </summary>
+    internal static void PendingWeightGradients(Workspace ws)
+    {
+        int l = ws.PendingWeightLayer;
+        if (l < 0 || ws.PendingParameters is not { } p) return;
+        ws.PendingWeightLayer = -1;
+        ws.PendingParameters = null;
+        int rows = ws.Rows;
+        var grads = ws.Gradients;
+        long t0 = Stopwatch.GetTimestamp();
+        if (l == p.HiddenLayers)
+        {
+            var output = p.OutputLayer;
+            output.BackwardWeights(ws.MatMul, ws.DLogits.AsSpan(0, rows * p.Spec.Classes), LayerInput(ws, l, rows, output.Inputs),
+                grads.DWOut, grads.DBOut, rows, inputIsData: l == 0);
+        }
+        else
+        {
+            var dense = p.Dense[l];
+            dense.BackwardWeights(ws.MatMul, ws.DZ[l].AsSpan(0, rows * dense.Outputs), LayerInput(ws, l, rows, dense.Inputs),
+                grads.DW[l], grads.DB[l], rows, inputIsData: l == 0, InputOffset(ws, l), ws.OffsetTerms);
+        }
+        ws.DenseTicks += Stopwatch.GetTimestamp() - t0;
     }
 
     /// <summary>Down to the BN output's gradient (through the activation when BN precedes it), then this shard's Σdy, Σdy·z_norm.</summary>
@@ -228,7 +265,8 @@ public static class TrainingStep
             bn.LocalGradSums(ws.DOutput[l].AsSpan(0, n), ws.Act[l].AsSpan(0, n), ws.BnMeanD[l], ws.BnInvStdD[l], rows, ws.LocalGradSums[l]!, ws.MatMul);
     }
 
-    /// <summary>BN input gradient from the global sums, dγ, dβ, the activation (BN after / none), then dense backward.</summary>
+    /// <summary>BN input gradient from the global sums, dγ, dβ, the activation (BN after / none), then the dense layer's
+    /// input gradient; its weight gradients are left pending (<see cref="PendingWeightGradients"/>).</summary>
     private static void BackwardFromSums(Parameters p, Workspace ws, int l)
     {
         int rows = ws.Rows;
@@ -260,11 +298,14 @@ public static class TrainingStep
         {
             ActivationLayer.Backward(p.Spec.Activation, ws.Act[l].AsSpan(0, n), ws.DOutput[l].AsSpan(0, n), dz, ws.MatMul);
         }
-        var da = l > 0 ? ws.DOutput[l - 1].AsSpan(0, rows * dense.Inputs) : Span<float>.Empty;
-        long t0 = Stopwatch.GetTimestamp();
-        dense.Backward(ws.MatMul, dz, LayerInput(ws, l, rows, dense.Inputs), p.W[l], grads.DW[l], grads.DB[l], da, rows,
-            InputOffset(ws, l), ws.OffsetTerms);
-        ws.DenseTicks += Stopwatch.GetTimestamp() - t0;
+        if (l > 0)
+        {
+            long t0 = Stopwatch.GetTimestamp();
+            dense.BackwardInput(ws.MatMul, dz, p.W[l], ws.DOutput[l - 1].AsSpan(0, rows * dense.Inputs), rows);
+            ws.DenseTicks += Stopwatch.GetTimestamp() - t0;
+        }
+        ws.PendingWeightLayer = l;
+        ws.PendingParameters = p;
     }
 
     /// <summary>

@@ -68,6 +68,7 @@ public sealed class Workspace
         Scratch = new float[3 * widest];
         ScratchD = new double[3 * widest];
         Gradients = new Gradients(shape);
+        ComputePendingWeightGradients = () => TrainingStep.PendingWeightGradients(this); // once: the step passes it on
     }
 
     /// <summary>Copies <paramref name="rows"/> input rows (already normalized) into <see cref="X"/> for <see cref="TrainingStep.EvalForward"/>.</summary>
@@ -128,6 +129,15 @@ public sealed class Workspace
     public float[] DLogits { get; }      // [rows × classes]
     public float[] Scratch { get; }
     public double[] ScratchD { get; }
+
+    /// <summary>The dense layer whose weight gradients the backward has yet to compute (the hidden layer count for the
+    /// output layer; −1 for none), and the parameters it belongs to.</summary>
+    internal int PendingWeightLayer { get; set; } = -1;
+    internal Parameters? PendingParameters { get; set; }
+
+    /// <summary><see cref="TrainingStep.PendingWeightGradients"/> of this workspace, made once (the step hands it to the
+    /// collective to run while a reduction is in flight).</summary>
+    internal Action ComputePendingWeightGradients { get; }
 
     /// <summary>This worker's gradients of the last step.</summary>
     public Gradients Gradients { get; }

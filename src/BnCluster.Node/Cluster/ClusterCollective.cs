@@ -66,23 +66,24 @@ internal sealed class ClusterCollective(IActorRef coordinator, IActorRef self, I
         return new BatchNormStats(reply.Count, reply.Mean, reply.M2);
     }
 
-    public async ValueTask<BatchNormGradSums> AllReduceGradSumsAsync(int layer, BatchNormGradSums local, CancellationToken cancellationToken = default)
+    public async ValueTask<BatchNormGradSums> AllReduceGradSumsAsync(int layer, BatchNormGradSums local, Action? whileWaiting, CancellationToken cancellationToken = default)
     {
         if (_exchange is { } exchange)
         {
             var sum = SummedGradSums(layer, local.Features);
             exchange.PublishGradSums(layer, _rank, _step, _attempt, local);
+            whileWaiting?.Invoke();
             long start = Stopwatch.GetTimestamp();
             try { exchange.WaitAndAddGradSums(layer, _exchangeRanks, _step, _attempt, sum, cancellationToken); }
             finally { RecordWait(layer, true, start); }
             return sum;
         }
         var reply = (BnGradGlobal)await Exchange(layer, true,
-            new BnGradStats(_step, _attempt, layer, TensorPool.RentCopy(local.SumDy), TensorPool.RentCopy(local.SumDyXhat)), cancellationToken).ConfigureAwait(false);
+            new BnGradStats(_step, _attempt, layer, TensorPool.RentCopy(local.SumDy), TensorPool.RentCopy(local.SumDyXhat)), cancellationToken, whileWaiting).ConfigureAwait(false);
         return new BatchNormGradSums(reply.SumDy, reply.SumDyXhat);
     }
 
-    private async Task<object> Exchange(int layer, bool backward, object message, CancellationToken ct)
+    private async Task<object> Exchange(int layer, bool backward, object message, CancellationToken ct, Action? whileWaiting = null)
     {
         var key = (_step, _attempt, layer, backward);
         var tcs = new TaskCompletionSource<object>(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -91,6 +92,8 @@ internal sealed class ClusterCollective(IActorRef coordinator, IActorRef self, I
         try
         {
             coordinator.Tell(message, self);
+            whileWaiting?.Invoke(); // (on the step's thread: the method runs synchronously up to its first await)
+            start = Stopwatch.GetTimestamp(); // the wait starts after the work done meanwhile
             using (ct.Register(() => tcs.TrySetCanceled(ct)))
                 return await tcs.Task.ConfigureAwait(false);
         }

@@ -55,18 +55,63 @@ public sealed class ShardedStepTests
             return (BatchNormStats)merged;
         }
 
-        public async ValueTask<BatchNormGradSums> AllReduceGradSumsAsync(int layer, BatchNormGradSums local, CancellationToken ct = default)
+        public async ValueTask<BatchNormGradSums> AllReduceGradSumsAsync(int layer, BatchNormGradSums local, Action? whileWaiting, CancellationToken ct = default)
         {
             var copy = new BatchNormGradSums(local.Features);
             copy.CopyFrom(local);
-            var summed = await reducer.Arrive("grads", layer, rank, copy, parts =>
+            var arrived = reducer.Arrive("grads", layer, rank, copy, parts =>
             {
                 var global = new BatchNormGradSums(local.Features);
                 foreach (BatchNormGradSums s in parts.Cast<BatchNormGradSums>()) global.Add(s);
                 return global;
-            }).WaitAsync(TimeSpan.FromSeconds(30), ct);
+            });
+            whileWaiting?.Invoke();
+            var summed = await arrived.WaitAsync(TimeSpan.FromSeconds(30), ct);
             return (BatchNormGradSums)summed;
         }
+    }
+
+    /// <summary>Checks, at each backward reduction, that the weight gradients of the dense layer above are computed
+    /// exactly while this worker's sums are in flight: not before the call, done when whileWaiting returns.</summary>
+    private sealed class OverlapCheckingCollective(Workspace ws, Parameters p) : ICollective
+    {
+        public List<int> Overlapped { get; } = [];
+
+        public ValueTask<BatchNormStats> AllReduceStatsAsync(int layer, BatchNormStats local, CancellationToken ct = default) => new(local);
+
+        public ValueTask<BatchNormGradSums> AllReduceGradSumsAsync(int layer, BatchNormGradSums local, Action? whileWaiting, CancellationToken ct = default)
+        {
+            float[] above = layer + 1 == p.HiddenLayers ? ws.Gradients.DWOut : ws.Gradients.DW[layer + 1];
+            Assert.All(above, v => Assert.True(float.IsNaN(v), $"layer {layer + 1}'s dW computed before the reduction of layer {layer}"));
+            Assert.NotNull(whileWaiting);
+            whileWaiting();
+            Assert.All(above, v => Assert.True(float.IsFinite(v), $"layer {layer + 1}'s dW not computed while layer {layer}'s sums were in flight"));
+            Assert.All(ws.Gradients.DW[layer], v => Assert.True(float.IsNaN(v), $"layer {layer}'s own dW computed before its global sums"));
+            Overlapped.Add(layer);
+            return new(local);
+        }
+    }
+
+    [Theory]
+    [InlineData(BatchNormPlacement.Before)]
+    [InlineData(BatchNormPlacement.After)]
+    public async Task WeightGradientsAreComputedWhileTheBackwardReductionIsInFlight(BatchNormPlacement placement)
+    {
+        var spec = new NetworkSpec(6, [9, 7, 5], 4, Activation.Relu, placement);
+        var data = TestNetworks.RandomDataset(40, 6, 4, seed: 5);
+        var p = TestNetworks.RandomParameters(spec, seed: 11);
+        var rows = new EpochPlan(data.Count, 16, 3, 0).Batch(0);
+        using var mm = new MatMul();
+        var reference = new Workspace(p, 16, mm);
+        await TrainingStep.ForwardBackwardAsync(p, reference, data, rows, 16, LocalCollective.Instance);
+
+        var ws = new Workspace(p, 16, mm);
+        foreach (var t in ws.Gradients.Tensors) Array.Fill(t.Values, float.NaN);
+        var collective = new OverlapCheckingCollective(ws, p);
+        await TrainingStep.ForwardBackwardAsync(p, ws, data, rows, 16, collective);
+        Assert.Equal(new[] { 2, 1, 0 }, collective.Overlapped);
+        // The same gradients, bit for bit, as the step that overlaps nothing (the local collective runs the work at once).
+        for (int i = 0; i < ws.Gradients.Tensors.Count; i++) Assert.Equal(reference.Gradients.Tensors[i].Values, ws.Gradients.Tensors[i].Values);
     }
 
     public static TheoryData<int, int, BatchNormPlacement, Activation> Cases()
