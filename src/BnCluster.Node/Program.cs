@@ -25,6 +25,7 @@ public static class Program
     public static int Main(string[] args)
     {
         InlineSocketCompletions.Prefer(); // before any socket exists (and inherited by the worker processes this one starts)
+        ThreadPoolSpinning.AvoidWhenSharingCores(args); // before the thread pool starts (inherited as well)
         using var cancel = new CancellationTokenSource();
         Console.CancelKeyPress += (_, e) => { e.Cancel = true; cancel.Cancel(); };
         return Cli.Run(args, Console.Out, Console.Error, Backends, cancel.Token);
