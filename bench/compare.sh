@@ -156,7 +156,8 @@ steal=$(awk -v a="$stat_before" -v b="$stat_after" 'BEGIN { n = split(a, x); spl
 # ---------------------------------------------------------------- report
 CPU_MODEL=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)
 CPUS=$(nproc --all)
-export WORK STEPS WARMUP ROUNDS BATCH CPU_MODEL CPUS load_before load_after steal
+if grep -qw avx512f /proc/cpuinfo; then SIMD="AVX-512"; elif grep -qw avx2 /proc/cpuinfo; then SIMD="AVX2, no AVX-512"; else SIMD="no AVX2"; fi
+export WORK STEPS WARMUP ROUNDS BATCH CPU_MODEL CPUS SIMD load_before load_after steal
 "$PY" - <<'EOF'
 import glob, json, os
 
@@ -223,7 +224,7 @@ def fmt(value, reason, digits=0):
 
 print(f"## BnCluster vs PyTorch — {os.popen('date -u +%Y-%m-%dT%H:%MZ').read().strip()}")
 print()
-print(f"Machine: {os.environ['CPU_MODEL']}, {os.environ['CPUS']} CPUs; load average "
+print(f"Machine: {os.environ['CPU_MODEL']}, {os.environ['CPUS']} CPUs, {os.environ['SIMD']}; load average "
       f"{os.environ['load_before']} before, {os.environ['load_after']} after; CPU steal over the runs "
       f"{os.environ['steal']} (time the hypervisor gave this machine's vCPUs to others; a shared host can be slow "
       f"without it too: the single-thread GEMM figures below tell how fast the cores were). "
@@ -407,7 +408,9 @@ if objs:
     libs = [l for l in objs[0].get("blas", []) if "libopenblas" in l] or objs[0].get("blas", [])
     blas = f" numpy {objs[0].get('numpy')} on {', '.join(os.path.basename(l) for l in libs) or 'unknown BLAS'}."
 
-print(f"GEMM, float32, GFLOP/s (best of 15 rounds; m×n×k of C[m×n] = op(A)·op(B)).{blas}")
+kernels = sorted({o.get("kernel") for o in (cell("gemm_bn")[0] or []) if o.get("kernel")})
+kernel = f" BnCluster's micro-kernel: {', '.join(kernels)}." if kernels else ""
+print(f"GEMM, float32, GFLOP/s (best of 15 rounds; m×n×k of C[m×n] = op(A)·op(B)).{blas}{kernel}")
 print()
 print("| Product | m×n×k | Threads | BnCluster | numpy/OpenBLAS | BnCluster / OpenBLAS | Target ≥ 70% |")
 print("|---|---|---:|---:|---:|---:|---|")

@@ -89,7 +89,11 @@ internal static class QuickGemm
             groups = [chosen];
         }
 
-        if (!json) Console.WriteLine("product  m×n×k            threads  GFLOP/s");
+        if (!json)
+        {
+            using (var probe = new MatMul()) Console.WriteLine($"kernel: {probe.KernelName}");
+            Console.WriteLine("product  m×n×k            threads  GFLOP/s");
+        }
         for (int g = 0; g < groups.Length; g++)
         {
             if (g > 0 && !json) Console.WriteLine();
@@ -101,7 +105,7 @@ internal static class QuickGemm
                     double gflops = Measure(mm, op, m, n, k);
                     Console.WriteLine(json
                         ? string.Create(CultureInfo.InvariantCulture,
-                            $"{{\"impl\": \"bncluster\", \"product\": \"{op}\", \"shape\": \"{m}x{n}x{k}\", \"threads\": {mm.Threads}, \"gflops\": {gflops:F2}}}")
+                            $"{{\"impl\": \"bncluster\", \"product\": \"{op}\", \"shape\": \"{m}x{n}x{k}\", \"threads\": {mm.Threads}, \"gflops\": {gflops:F2}, \"kernel\": \"{mm.KernelName}\"}}")
                         : $"{op,-8} {$"{m}×{n}×{k}",-16} {mm.Threads,7}  {gflops,7:F1}");
                 }
             }

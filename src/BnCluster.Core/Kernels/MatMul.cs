@@ -55,6 +55,9 @@ public sealed unsafe class MatMul : IDisposable
 
     internal KernelPath Path { get; }
 
+    /// <summary>The micro-kernel's instruction set, for benchmark reports ("AVX-512", "AVX2+FMA", "scalar").</summary>
+    public string KernelName => Path switch { KernelPath.Avx512 => "AVX-512", KernelPath.Avx2 => "AVX2+FMA", _ => "scalar" };
+
     /// <summary>Dedicated worker threads started by this instance (Threads − 1; none for 1).</summary>
     internal int WorkerThreadCount => _pool?.MaxParts - 1 ?? 0;
 

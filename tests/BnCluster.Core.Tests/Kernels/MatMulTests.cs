@@ -55,6 +55,9 @@ public sealed class MatMulTests
             : Avx2.IsSupported && Fma.IsSupported ? KernelPath.Avx2 : KernelPath.Scalar;
         using var mm = new MatMul(1);
         Assert.Equal(expected, mm.Path);
+        Assert.Equal(expected switch { KernelPath.Avx512 => "AVX-512", KernelPath.Avx2 => "AVX2+FMA", _ => "scalar" }, mm.KernelName);
+        using var scalar = new MatMul(1, KernelPath.Scalar);
+        Assert.Equal("scalar", scalar.KernelName); // the report names the kernel that ran, not the CPU's best
         Assert.True(KernelPaths.IsSupported(KernelPath.Scalar));
         if (!KernelPaths.IsSupported(KernelPath.Avx512))
             Assert.Throws<PlatformNotSupportedException>(() => new MatMul(1, KernelPath.Avx512));
