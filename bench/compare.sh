@@ -393,39 +393,36 @@ if acc is not None or (acc_why and acc_why != "not run"):
 # -- GEMM
 def gemm_objects(name):
     """Every JSON object of runs NAME.1 … NAME.ROUNDS, and the last round's reason when none gave any."""
-    objs, reason = [], None
-    for r in range(1, ROUNDS + 1):
-        round_objs, round_reason = cell(f"{name}.{r}")
-        objs += round_objs or []
-        reason = reason if round_objs else round_reason
-    return objs, (None if objs else reason)
+    runs = [cell(f"{name}.{r}") for r in range(1, ROUNDS + 1)]
+    objs = [o for round_objs, _ in runs for o in round_objs or []]
+    return objs, (None if objs else runs[-1][1])
 
 
-def gemm_table(name):
-    """{(product, shape, threads): best GFLOP/s over the rounds}, reason when no round gave a figure."""
-    objs, reason = gemm_objects(name)
+def gemm_table(objs):
+    """{(product, shape, threads): best GFLOP/s} over the JSON objects of every round."""
     table = {}
     for o in objs:
         key, value = (o.get("product"), o.get("shape"), str(o.get("threads"))), o.get("gflops")
         if isinstance(value, (int, float)) and value > (table.get(key) or 0):
             table[key] = value
-    return table, reason
+    return table
 
 
-bn_g, bn_g_why = gemm_table("gemm_bn")
+bn_objs, bn_g_why = gemm_objects("gemm_bn")
+bn_g = gemm_table(bn_objs)
 np_g = {}
 np_why = {}
+np_objs = {}
 for t in ("1", "2"):
-    table, why = gemm_table(f"gemm_np{t}")
-    np_g.update(table)
-    np_why[t] = why
+    np_objs[t], np_why[t] = gemm_objects(f"gemm_np{t}")
+    np_g.update(gemm_table(np_objs[t]))
 blas = ""
-objs, _ = gemm_objects("gemm_np1")
+objs = np_objs["1"]
 if objs:
     libs = [l for l in objs[0].get("blas", []) if "libopenblas" in l] or objs[0].get("blas", [])
     blas = f" numpy {objs[0].get('numpy')} on {', '.join(os.path.basename(l) for l in libs) or 'unknown BLAS'}."
 
-kernels = sorted({o.get("kernel") for o in gemm_objects("gemm_bn")[0] if o.get("kernel")})
+kernels = sorted({o.get("kernel") for o in bn_objs if o.get("kernel")})
 kernel = f" BnCluster's micro-kernel: {', '.join(kernels)}." if kernels else ""
 print(f"GEMM, float32, GFLOP/s (best of {ROUNDS} run(s) of 15 rounds each, BnCluster's and numpy's runs interleaved; "
       f"m×n×k of C[m×n] = op(A)·op(B)).{blas}{kernel}")
