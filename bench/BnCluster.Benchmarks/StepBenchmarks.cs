@@ -11,9 +11,10 @@ namespace BnCluster.Benchmarks;
 /// <summary>
 /// `-- step [--threads T] [--steps S] [--dataset D]`: the single-node training step (LocalCollective) of the
 /// 784-512-256-10 BN-before-ReLU net at batch 256 with Adam, on synthetic data, or with --dataset on that dataset's
-/// normalized training split twice, side by side (rounds interleaved): as the normalized view training reads (its
-/// input centred on the values of a stored 0, so the zero pixels are skipped by the GEMMs) and as a float copy of the
-/// same values (no zeros to skip). Prints ms per step (best of 5 rounds of S steps), split in place into the dense
+/// normalized training split, side by side (rounds interleaved): as the normalized view training reads (its
+/// input centred on the values of a stored 0, so the zero pixels are skipped by the GEMMs; each batch's rows
+/// gathered in <see cref="Dataset.ZeroPatternRanks"/> order), the same view with the rows gathered as given, and a
+/// float copy of the same values (no zeros to skip). Prints ms per step (best of 5 rounds of S steps), split in place into the dense
 /// layers (GEMM + bias, <see cref="Workspace.DenseTicks"/>), the Adam update, and the rest (gather, BN, activations,
 /// softmax CE, running stats); the step's eight products timed alone on random data for comparison; samples/s; GC
 /// gen0 collections and bytes allocated (all threads) over 100 steady-state steps.
@@ -43,14 +44,14 @@ internal static class StepBench
         }
 
         var spec = new NetworkSpec(784, [512, 256], 10, Activation.Relu, BatchNormPlacement.Before);
-        var inputs = dataset is null ? [("synthetic", Synthetic(4096, spec.Inputs, spec.Classes))] : ViewAndCopy(dataset);
+        var inputs = dataset is null ? [("synthetic", Synthetic(4096, spec.Inputs, spec.Classes), true)] : ViewAndCopy(dataset);
         if (inputs[0].Data.FeatureCount != spec.Inputs) throw new ArgumentException($"step: dataset '{dataset}' has {inputs[0].Data.FeatureCount} features, the benchmark's network {spec.Inputs}");
-        Console.WriteLine("input               threads  ms/step  dense ms  adam ms  other ms  other %  gemm-alone ms  samples/s  gen0/100  alloc B/100");
+        Console.WriteLine("input                        threads  ms/step  dense ms  adam ms  other ms  other %  gemm-alone ms  samples/s  gen0/100  alloc B/100");
         var softmaxUs = new List<double>();
         foreach (int threads in threadCounts)
         {
             using var mm = new MatMul(threads);
-            var runs = inputs.Select(input => new StepRun(spec, input.Name, input.Data, mm)).ToArray();
+            var runs = inputs.Select(input => new StepRun(spec, input.Name, input.Data, input.OrderRows, mm)).ToArray();
             foreach (var run in runs) run.Warm();
             // Best of 5 rounds each (the machine is shared: the best round is the least disturbed one), the inputs'
             // rounds interleaved so that a slow minute hits both.
@@ -61,7 +62,7 @@ internal static class StepBench
             {
                 var (gen0, allocated) = run.Steady();
                 double otherMs = run.StepMs - run.DenseMs - run.AdamMs;
-                Console.WriteLine($"{run.Name,-18}  {mm.Threads,7}  {run.StepMs,7:F3}  {run.DenseMs,8:F3}  {run.AdamMs,7:F3}  {otherMs,8:F3}  " +
+                Console.WriteLine($"{run.Name,-27}  {mm.Threads,7}  {run.StepMs,7:F3}  {run.DenseMs,8:F3}  {run.AdamMs,7:F3}  {otherMs,8:F3}  " +
                                   $"{100 * otherMs / run.StepMs,6:F1}%  {gemmMs,13:F3}  {Batch / run.StepMs * 1000,9:F0}  {gen0,8}  {allocated,11}");
             }
             // Softmax CE forward + backward of the step's 256×10 logits alone (scalar Math.Exp on 10 classes).
@@ -76,15 +77,19 @@ internal static class StepBench
         Console.WriteLine($"softmax CE forward+backward alone: {softmaxUs.Min():F1} µs per step");
     }
 
-    /// <summary>The normalized training split as training reads it, and a float copy of its values (no zero offsets).</summary>
-    private static (string Name, Dataset Data)[] ViewAndCopy(string dataset)
+    /// <summary>
+    /// The normalized training split as training reads it, the same with the rows as given (when it has zero
+    /// offsets), and a float copy of its values (no zero offsets).
+    /// </summary>
+    private static (string Name, Dataset Data, bool OrderRows)[] ViewAndCopy(string dataset)
     {
         var train = DatasetCatalog.Load(dataset, 1).Train;
         var view = InputNormalizer.Fit(train).Apply(train);
         var values = new float[(long)view.Count * view.FeatureCount];
         view.CopyRows(0, view.Count, values);
         var copy = new Dataset(view.Name, values, view.Labels, view.FeatureCount, view.ClassNames);
-        return [(view.ZeroOffsets is null ? "view" : "view (zeros skipped)", view), ("float copy", copy)];
+        if (view.ZeroOffsets is null) return [("view", view, true), ("float copy", copy, true)];
+        return [("view (zeros, rows ordered)", view, true), ("view (zeros, rows as given)", view, false), ("float copy", copy, true)];
     }
 
     /// <summary>One model, workspace and optimizer stepping on one input; keeps its best round and that round's split.</summary>
@@ -98,14 +103,14 @@ internal static class StepBench
         private int _cursor;
         private long _adamTicks;
 
-        public StepRun(NetworkSpec spec, string name, Dataset data, MatMul mm)
+        public StepRun(NetworkSpec spec, string name, Dataset data, bool orderRows, MatMul mm)
         {
             Name = name;
             _data = data;
             _mm = mm;
             _p = Parameters.Initialize(spec, 42);
             _opt = new Optimizer(new OptimizerSettings(OptimizerKind.Adam, 1e-3f), _p);
-            Workspace = new Workspace(_p, Batch, mm);
+            Workspace = new Workspace(_p, Batch, mm) { OrderRowsByZeroPattern = orderRows };
         }
 
         public string Name { get; }

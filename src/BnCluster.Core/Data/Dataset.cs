@@ -66,6 +66,31 @@ public sealed class Dataset
         _shift = shift;
         _scale = scale;
         ZeroOffsets = source.ZeroOffsetsFor(shift, scale);
+        if (ZeroOffsets is not null) ZeroPatternRanks = source.ZeroPatternRanksFor();
+    }
+
+    // Every row's place when all are ordered by (label, stored zeros, row): rows of one class with as many zeros tend
+    // to have their zeros in the same places (an item's silhouette).
+    private int[] ZeroPatternRanksFor()
+    {
+        int f = FeatureCount;
+        var zeros = new int[Count];
+        for (int r = 0; r < Count; r++)
+            zeros[r] = _values is { } values ? f - CountNonZero(values.AsSpan(r * f, f)) : _codes.Span.Slice(r * f, f).Count((byte)0);
+        var order = new int[Count];
+        for (int r = 0; r < order.Length; r++) order[r] = r;
+        var labels = Labels;
+        Array.Sort(order, (a, b) => labels[a] != labels[b] ? labels[a].CompareTo(labels[b]) : zeros[a] != zeros[b] ? zeros[a].CompareTo(zeros[b]) : a.CompareTo(b));
+        var ranks = new int[Count];
+        for (int i = 0; i < order.Length; i++) ranks[order[i]] = i;
+        return ranks;
+    }
+
+    private static int CountNonZero(ReadOnlySpan<float> row)
+    {
+        int n = 0;
+        foreach (float v in row) n += v != 0f ? 1 : 0;
+        return n;
     }
 
     /// <summary>A feature (and the whole storage) needs this share of stored zeros for <see cref="ZeroOffsets"/>.</summary>
@@ -131,6 +156,15 @@ public sealed class Dataset
     /// otherwise (without normalization a stored 0 reads as 0 already).
     /// </summary>
     public float[]? ZeroOffsets { get; }
+
+    /// <summary>
+    /// [Count] with <see cref="ZeroOffsets"/>: each row's rank in the order by (label, number of stored zeros, row), a
+    /// permutation of 0..Count−1. A training step gathers its rows in this order, so that the rows of one packed GEMM
+    /// panel share more zero features and the first layer's forward skips more depth steps (on Fashion-MNIST, 8-row
+    /// panels all zero at a pixel: 13% of them in random order, 29% in this one; bench/zero_panels.py). The order of a
+    /// batch's rows changes its sums' rounding only. Null without zero offsets.
+    /// </summary>
+    public int[]? ZeroPatternRanks { get; }
 
     /// <summary>Bytes of memory the values take (the labels aside).</summary>
     public long StorageBytes => _values is { } v ? 4L * v.Length : _codes.Length;

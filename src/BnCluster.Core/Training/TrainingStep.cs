@@ -103,12 +103,29 @@ public static class TrainingStep
     /// <summary>
     /// X[n×inputs] = the dataset rows <paramref name="rowIndices"/> (decoded and normalized by the dataset), minus the
     /// dataset's <see cref="Dataset.ZeroOffsets"/> when it has them and a hidden layer will add them back, split by
-    /// row ranges over the MatMul's threads (every row is independent), then the labels.
+    /// row ranges over the MatMul's threads (every row is independent), then the labels. With the dataset's
+    /// <see cref="Dataset.ZeroPatternRanks"/> and the offsets, the rows are taken in rank order (a permutation of the
+    /// batch: only the rounding of its sums changes) so that the first layer's GEMMs find more all-zero depth steps.
     /// </summary>
     private static unsafe void Gather(Workspace ws, Parameters p, Dataset data, ReadOnlyMemory<int> rowIndices)
     {
         int classes = p.Spec.Classes;
         ws.InputOffset = p.HiddenLayers > 0 ? data.ZeroOffsets : null;
+        if (ws.InputOffset is not null && ws.OrderRowsByZeroPattern && data.ZeroPatternRanks is { } ranks)
+        {
+            int n = rowIndices.Length;
+            var order = ws.GatherOrder.AsSpan(0, n);
+            var keys = ws.GatherRanks.AsSpan(0, n);
+            rowIndices.Span.CopyTo(order);
+            for (int i = 0; i < n; i++)
+            {
+                int r = order[i];
+                if ((uint)r >= (uint)ranks.Length) throw new ArgumentOutOfRangeException(nameof(rowIndices), $"row {r} is outside dataset '{data.Name}' of {ranks.Length} rows");
+                keys[i] = ranks[r];
+            }
+            keys.Sort(order); // (the ranks are distinct: the order does not depend on the one given)
+            rowIndices = ws.GatherOrder.AsMemory(0, n);
+        }
         var gather = ws.RowGather;
         gather.Data = data;
         gather.Rows = rowIndices;

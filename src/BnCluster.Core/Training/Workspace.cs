@@ -23,6 +23,8 @@ public sealed class Workspace
         int layers = shape.HiddenLayers;
         X = new float[maxRows * spec.Inputs];
         Labels = new int[maxRows];
+        GatherOrder = new int[maxRows];
+        GatherRanks = new int[maxRows];
         Predicted = new int[maxRows];
         Z = new float[layers][];
         Act = new float[layers][];
@@ -108,6 +110,16 @@ public sealed class Workspace
 
     public float[] OffsetTerms { get; }  // [out_0] b + W·c (forward) and Σ_rows dZ (backward) of the input offset
     public int[] Labels { get; }         // [rows]
+
+    /// <summary>
+    /// Whether a training step gathers its rows ordered by <see cref="Data.Dataset.ZeroPatternRanks"/> when the dataset
+    /// has them (the default): more zero depth steps for the first layer's GEMMs, other rounding of the batch's sums.
+    /// Off: in the order given (the step benchmark measures both).
+    /// </summary>
+    public bool OrderRowsByZeroPattern { get; set; } = true;
+
+    internal int[] GatherOrder { get; }  // [rows] the step's dataset rows in the order gathered
+    internal int[] GatherRanks { get; }  // [rows] their zero-pattern ranks, the sort keys
     public int[] Predicted { get; }      // [rows] argmax of the logits (evaluation)
     public float[][] Z { get; }          // [rows × out_l] dense output
     public float[][] Act { get; }        // [rows × out_l] activation output

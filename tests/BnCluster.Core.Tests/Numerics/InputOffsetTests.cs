@@ -123,4 +123,61 @@ public sealed class InputOffsetTests
         double eval = TrainingStep.Evaluate(p, ws, data, 0, data.Count).SumLoss;
         return (loss, correct, tensors, eval);
     }
+
+    [Fact]
+    public void ZeroPatternRanksOrderTheRowsByLabelThenStoredZeros()
+    {
+        var raw = SparseBytes(300, 100, 4, seed: 5);
+        var view = InputNormalizer.Fit(raw).Apply(raw);
+        var ranks = Assert.IsType<int[]>(view.ZeroPatternRanks);
+        Assert.Null(raw.ZeroPatternRanks); // (no normalization: no offsets)
+        Assert.Equal(Enumerable.Range(0, raw.Count), ranks.Order());
+        var codes = new float[raw.FeatureCount];
+        (int Label, int Zeros, int Row) Key(int r)
+        {
+            raw.CopyRows(r, 1, codes);
+            return (raw.Labels[r], codes.Count(v => v == 0f), r);
+        }
+        var byRank = Enumerable.Range(0, raw.Count).OrderBy(r => ranks[r]).Select(Key).ToArray();
+        Assert.Equal(byRank.OrderBy(k => k.Label).ThenBy(k => k.Zeros).ThenBy(k => k.Row), byRank);
+        Assert.True(byRank.Select(k => k.Zeros).Distinct().Count() > 10); // the test data has various zero counts
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public void AStepGathersItsRowsInZeroPatternOrderWhateverTheOrderGiven(int threads)
+    {
+        var spec = new NetworkSpec(100, [96, 64], 10, Activation.Relu, BatchNormPlacement.Before);
+        var raw = SparseBytes(192, spec.Inputs, spec.Classes, seed: 8);
+        var view = InputNormalizer.Fit(raw).Apply(raw);
+        var ranks = view.ZeroPatternRanks!;
+        int[] rows = Enumerable.Range(0, 64).Select(i => (i * 37) % raw.Count).ToArray();
+        int[] reversed = rows.Reverse().ToArray();
+        using var mm = new MatMul(threads);
+
+        (float[][] Gradients, int[] Labels, double Loss) Step(int[] given, bool ordered)
+        {
+            var p = Parameters.Initialize(spec, 3);
+            var ws = new Workspace(p, 64, mm) { OrderRowsByZeroPattern = ordered };
+            var loss = TrainingStep.ForwardBackwardAsync(p, ws, view, given, given.Length, LocalCollective.Instance).GetAwaiter().GetResult();
+            return (ws.Gradients.Tensors.Select(t => t.Values.ToArray()).ToArray(), ws.Labels.AsSpan(0, given.Length).ToArray(), loss.SumLoss);
+        }
+
+        var a = Step(rows, ordered: true);
+        var b = Step(reversed, ordered: true);
+        Assert.Equal(rows.OrderBy(r => ranks[r]).Select(r => raw.Labels[r]), a.Labels);
+        Assert.Equal(a.Labels, b.Labels);
+        Assert.Equal(a.Loss, b.Loss); // bit for bit: the order given does not matter
+        for (int t = 0; t < a.Gradients.Length; t++) Assert.Equal(a.Gradients[t], b.Gradients[t]);
+
+        var given = Step(rows, ordered: false);
+        Assert.Equal(rows.Select(r => raw.Labels[r]), given.Labels);
+        Assert.NotEqual(given.Labels, a.Labels); // (else the test would not reorder anything)
+        Assert.Equal(given.Loss, a.Loss, 1e-5 * Math.Abs(given.Loss));
+        for (int t = 0; t < a.Gradients.Length; t++) NumericAssert.Close($"gradient {t}", a.Gradients[t], given.Gradients[t], 1e-4);
+
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => Step([0, raw.Count], ordered: true));
+        Assert.Contains($"row {raw.Count}", e.Message);
+    }
 }
