@@ -5,7 +5,8 @@ The GEMM packing marks a depth step as skippable when the packed A panel is all 
 (README, Performance). For the first layer that is:
   forward  Z = X·Wᵀ        A = X  (batch × pixels): a step is skipped when one pixel is 0 in all MR rows of the panel;
   dW       dWᵀ = Xᵀ·dZ     A = Xᵀ (pixels × batch): a step is skipped when MR consecutive pixels of one sample are 0.
-This prints those fractions next to the fraction of zero elements, the bound of a kernel that skipped single
+This prints those fractions (the forward one with the batch in random order and in the training step's gather
+order, Dataset.ZeroPatternRanks) next to the fraction of zero elements, the bound of a kernel that skipped single
 zeros, and the fraction for a few other pixel orders of dWᵀ's panels (a permuted packing).
 
   /usr/bin/python3 bench/zero_panels.py [--images FILE] [--mr 8] [--batch 256]
@@ -33,9 +34,22 @@ def read_idx_images(path):
     return np.frombuffer(data, np.uint8, offset=16).reshape(count, rows * cols), int(rows), int(cols)
 
 
+def read_idx_labels(path, count):
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise SystemExit(f"{path}: {e.strerror or e}")
+    if len(data) != 8 + count or np.frombuffer(data[:4], ">u4")[0] != 2049:
+        raise SystemExit(f"{path}: not an IDX label file of {count} labels")
+    return np.frombuffer(data, np.uint8, offset=8)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", default="/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+    p.add_argument("--labels", help="IDX labels of the images (default: train-labels next to them)")
     p.add_argument("--mr", type=int, default=8, help="rows of a packed A panel (AVX-512: 8, AVX2: 6)")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--batches", type=int, default=50, help="random batches sampled for the forward figure")
@@ -54,9 +68,20 @@ def main():
         widths[axis] = (0, pad)
         return np.pad(z, widths, constant_values=True)
 
-    rng = np.random.default_rng(1)
-    forward = np.mean([panels(zero[rng.choice(n, a.batch, replace=False)], 0).reshape(-1, mr, pixels).all(axis=1).mean()
-                       for _ in range(a.batches)])
+    labels = read_idx_labels(a.labels or a.images.replace("images-idx3", "labels-idx1"), n)
+    # The training step's gather order (Dataset.ZeroPatternRanks): by label, then number of zeros, then row.
+    rank = np.empty(n, np.int64)
+    rank[np.lexsort((np.arange(n), zero.sum(axis=1), labels))] = np.arange(n)
+
+    def forward_rate(ordered):
+        rng = np.random.default_rng(1)
+        rates = []
+        for _ in range(a.batches):
+            batch = rng.choice(n, a.batch, replace=False)
+            if ordered:
+                batch = batch[np.argsort(rank[batch])]
+            rates.append(panels(zero[batch], 0).reshape(-1, mr, pixels).all(axis=1).mean())
+        return np.mean(rates)
 
     def dw_rate(order):
         return panels(zero[:, order], 1).reshape(n, -1, mr).all(axis=2).mean()
@@ -70,7 +95,9 @@ def main():
 
     print(f"{a.images}: {n} images of {rows}×{cols}, MR = {mr}")
     print(f"zero elements (bound for a kernel skipping single zeros): {zero.mean():.1%}")
-    print(f"forward, depth steps skipped ({mr} samples × 1 pixel all zero, batches of {a.batch}): {forward:.1%}")
+    for ordered in (False, True):
+        order = "ordered by (label, zeros)" if ordered else "in random order"
+        print(f"forward, depth steps skipped ({mr} samples × 1 pixel all zero, batches of {a.batch} {order}): {forward_rate(ordered):.1%}")
     for name, order in orders.items():
         print(f"dW, depth steps skipped ({mr} pixels × 1 sample all zero), pixels {name}: {dw_rate(order):.1%}")
 
