@@ -17,13 +17,17 @@ import gzip
 import numpy as np
 
 
-def read_idx_images(path):
+def read_file(path):
     opener = gzip.open if path.endswith(".gz") else open
     try:
         with opener(path, "rb") as f:
-            data = f.read()
+            return f.read()
     except OSError as e:
         raise SystemExit(f"{path}: {e.strerror or e}")
+
+
+def read_idx_images(path):
+    data = read_file(path)
     if len(data) < 16:
         raise SystemExit(f"{path}: too short for an IDX image file ({len(data)} bytes)")
     magic, count, rows, cols = np.frombuffer(data[:16], ">u4")
@@ -35,12 +39,7 @@ def read_idx_images(path):
 
 
 def read_idx_labels(path, count):
-    opener = gzip.open if path.endswith(".gz") else open
-    try:
-        with opener(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise SystemExit(f"{path}: {e.strerror or e}")
+    data = read_file(path)
     if len(data) != 8 + count or np.frombuffer(data[:4], ">u4")[0] != 2049:
         raise SystemExit(f"{path}: not an IDX label file of {count} labels")
     return np.frombuffer(data, np.uint8, offset=8)

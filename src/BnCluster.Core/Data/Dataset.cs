@@ -76,7 +76,7 @@ public sealed class Dataset
         int f = FeatureCount;
         var zeros = new int[Count];
         for (int r = 0; r < Count; r++)
-            zeros[r] = _values is { } values ? f - CountNonZero(values.AsSpan(r * f, f)) : _codes.Span.Slice(r * f, f).Count((byte)0);
+            zeros[r] = _values is { } values ? values.AsSpan(r * f, f).Count(0f) : _codes.Span.Slice(r * f, f).Count((byte)0);
         var order = new int[Count];
         for (int r = 0; r < order.Length; r++) order[r] = r;
         var labels = Labels;
@@ -84,13 +84,6 @@ public sealed class Dataset
         var ranks = new int[Count];
         for (int i = 0; i < order.Length; i++) ranks[order[i]] = i;
         return ranks;
-    }
-
-    private static int CountNonZero(ReadOnlySpan<float> row)
-    {
-        int n = 0;
-        foreach (float v in row) n += v != 0f ? 1 : 0;
-        return n;
     }
 
     /// <summary>A feature (and the whole storage) needs this share of stored zeros for <see cref="ZeroOffsets"/>.</summary>

@@ -141,6 +141,12 @@ public sealed class InputOffsetTests
         var byRank = Enumerable.Range(0, raw.Count).OrderBy(r => ranks[r]).Select(Key).ToArray();
         Assert.Equal(byRank.OrderBy(k => k.Label).ThenBy(k => k.Zeros).ThenBy(k => k.Row), byRank);
         Assert.True(byRank.Select(k => k.Zeros).Distinct().Count() > 10); // the test data has various zero counts
+
+        // Float storage with the same zeros ranks its rows the same.
+        var floats = new float[raw.Count * raw.FeatureCount];
+        raw.CopyRows(0, raw.Count, floats);
+        var floatRaw = new Dataset("floats", floats, raw.Labels, raw.FeatureCount, raw.ClassNames);
+        Assert.Equal(ranks, InputNormalizer.Fit(floatRaw).Apply(floatRaw).ZeroPatternRanks);
     }
 
     [Theory]
