@@ -65,18 +65,39 @@ public sealed class Dataset
         CodeDivisor = source.CodeDivisor;
         _shift = shift;
         _scale = scale;
-        ZeroOffsets = source.ZeroOffsetsFor(shift, scale);
-        if (ZeroOffsets is not null) ZeroPatternRanks = source.ZeroPatternRanksFor();
+        var (zerosPerFeature, zerosPerRow) = source.CountStoredZeros();
+        ZeroOffsets = source.ZeroOffsetsFor(zerosPerFeature, shift, scale);
+        if (ZeroOffsets is not null) ZeroPatternRanks = source.ZeroPatternRanksFor(zerosPerRow);
+    }
+
+    // The stored zeros per feature and per row, in one pass over the storage.
+    private (int[] PerFeature, int[] PerRow) CountStoredZeros()
+    {
+        int f = FeatureCount;
+        var perFeature = new int[f];
+        var perRow = new int[Count];
+        for (int r = 0; r < Count; r++)
+        {
+            if (_values is { } values)
+            {
+                var row = values.AsSpan(r * f, f);
+                for (int j = 0; j < f; j++) perFeature[j] += row[j] == 0f ? 1 : 0;
+                perRow[r] = row.Count(0f);
+            }
+            else
+            {
+                var row = _codes.Span.Slice(r * f, f);
+                for (int j = 0; j < f; j++) perFeature[j] += row[j] == 0 ? 1 : 0;
+                perRow[r] = row.Count((byte)0);
+            }
+        }
+        return (perFeature, perRow);
     }
 
     // Every row's place when all are ordered by (label, stored zeros, row): rows of one class with as many zeros tend
     // to have their zeros in the same places (an item's silhouette).
-    private int[] ZeroPatternRanksFor()
+    private int[] ZeroPatternRanksFor(int[] zeros)
     {
-        int f = FeatureCount;
-        var zeros = new int[Count];
-        for (int r = 0; r < Count; r++)
-            zeros[r] = _values is { } values ? values.AsSpan(r * f, f).Count(0f) : _codes.Span.Slice(r * f, f).Count((byte)0);
         var order = new int[Count];
         for (int r = 0; r < order.Length; r++) order[r] = r;
         var labels = Labels;
@@ -91,25 +112,11 @@ public sealed class Dataset
 
     // Per feature, the value a stored 0 yields under (shift, scale) where at least 1/8 of the rows store 0 there, else 0;
     // null when fewer than 1/8 of all stored values are 0. Decoded through the same code as the rows, so the bits match.
-    private float[]? ZeroOffsetsFor(float[] shift, float[] scale)
+    private float[]? ZeroOffsetsFor(int[] zerosPerFeature, float[] shift, float[] scale)
     {
         int f = FeatureCount;
         if (Count == 0) return null;
-        var zerosPerFeature = new int[f];
         long zeros = 0;
-        for (int r = 0; r < Count; r++)
-        {
-            if (_values is { } values)
-            {
-                var row = values.AsSpan(r * f, f);
-                for (int j = 0; j < f; j++) zerosPerFeature[j] += row[j] == 0f ? 1 : 0;
-            }
-            else
-            {
-                var row = _codes.Span.Slice(r * f, f);
-                for (int j = 0; j < f; j++) zerosPerFeature[j] += row[j] == 0 ? 1 : 0;
-            }
-        }
         foreach (int z in zerosPerFeature) zeros += z;
         if (zeros < ZeroOffsetsMinFraction * Count * f) return null;
         var offsets = new float[f];
@@ -226,7 +233,7 @@ public sealed class Dataset
         }
     }
 
-    private void CheckRow(int row)
+    internal void CheckRow(int row)
     {
         if ((uint)row >= (uint)Count) throw new ArgumentOutOfRangeException(nameof(row), $"row {row} is outside dataset '{Name}' of {Count} rows");
     }

@@ -119,9 +119,8 @@ public static class TrainingStep
             rowIndices.Span.CopyTo(order);
             for (int i = 0; i < n; i++)
             {
-                int r = order[i];
-                if ((uint)r >= (uint)ranks.Length) throw new ArgumentOutOfRangeException(nameof(rowIndices), $"row {r} is outside dataset '{data.Name}' of {ranks.Length} rows");
-                keys[i] = ranks[r];
+                data.CheckRow(order[i]);
+                keys[i] = ranks[order[i]];
             }
             keys.Sort(order); // (the ranks are distinct: the order does not depend on the one given)
             rowIndices = ws.GatherOrder.AsMemory(0, n);
