@@ -26,6 +26,36 @@ public sealed class LayerTests
         Assert.Equal((probs[5] - 1) / 4, dz[5], 1e-7);
     }
 
+    [Fact]
+    public void SoftmaxCrossEntropyMatchesAFloat64Reference()
+    {
+        // 37 rows (the exponentials run over the whole block: not a multiple of any vector width) of 10 classes.
+        const int rows = 37, classes = 10;
+        var rng = new Random(7);
+        var logits = new float[rows * classes];
+        for (int i = 0; i < logits.Length; i++) logits[i] = (float)(rng.NextDouble() * 30 - 15);
+        var labels = new int[rows];
+        for (int i = 0; i < rows; i++) labels[i] = rng.Next(classes);
+        labels[0] = 3; // row 0's argmax, below
+        logits[3] = 40f;
+        var probs = new float[rows * classes];
+        var (sumLoss, correct) = SoftmaxCrossEntropy.Forward(logits, labels, probs, rows, classes);
+
+        double expectedLoss = 0;
+        int expectedCorrect = 0;
+        for (int i = 0; i < rows; i++)
+        {
+            var z = logits.AsSpan(i * classes, classes).ToArray().Select(v => (double)v).ToArray();
+            double max = z.Max(), sum = z.Sum(v => Math.Exp(v - max));
+            for (int k = 0; k < classes; k++) Assert.Equal(Math.Exp(z[k] - max) / sum, probs[i * classes + k], 1e-6);
+            expectedLoss += Math.Log(sum) - (z[labels[i]] - max);
+            if (Array.IndexOf(z, max) == labels[i]) expectedCorrect++;
+        }
+        Assert.Equal(expectedLoss, sumLoss, expectedLoss * 1e-6);
+        Assert.Equal(expectedCorrect, correct);
+        Assert.True(correct >= 1);
+    }
+
     [Theory]
     [InlineData(Activation.Relu)]
     [InlineData(Activation.Tanh)]
