@@ -1,6 +1,7 @@
 using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace BnCluster.Core.Data;
 
@@ -125,7 +126,7 @@ public sealed class Dataset
             TensorPrimitives.Subtract(offsets, shift, offsets);
             TensorPrimitives.Multiply(offsets, scale, offsets);
         }
-        else DecodeBytesNormalized(new byte[f], CodeDivisor, shift, scale, offsets);
+        else DecodeBytesNormalized(new byte[f], CodeDivisor, shift, scale, default, offsets);
         // Elsewhere a stored 0 is rare (a constant feature has none): centring would only add rounding.
         for (int j = 0; j < f; j++)
             if (zerosPerFeature[j] < ZeroOffsetsMinFraction * Count) offsets[j] = 0;
@@ -220,17 +221,39 @@ public sealed class Dataset
 
     /// <summary>
     /// The rows named by <paramref name="rows"/> (in that order) into <paramref name="destination"/> [rows.Length ×
-    /// FeatureCount] row-major: the gather of a training step's input.
+    /// FeatureCount] row-major: the gather of a training step's input. With <paramref name="minus"/> (FeatureCount
+    /// values, e.g. <see cref="ZeroOffsets"/>), value − minus[j] in the same pass: the same bits as subtracting after.
     /// </summary>
-    public void GatherRows(ReadOnlySpan<int> rows, Span<float> destination)
+    public unsafe void GatherRows(ReadOnlySpan<int> rows, Span<float> destination, ReadOnlySpan<float> minus = default)
     {
         int f = FeatureCount;
         if (destination.Length < (long)rows.Length * f) throw new ArgumentException($"destination holds {destination.Length} values, {rows.Length} rows of {f} need {(long)rows.Length * f}");
-        for (int i = 0; i < rows.Length; i++)
+        if (!minus.IsEmpty && minus.Length != f) throw new ArgumentException($"{minus.Length} values to subtract from rows of {f} features", nameof(minus));
+        fixed (byte* codes = _codes.Span) fixed (float* values = _values)
         {
-            CheckRow(rows[i]);
-            DecodeRow(rows[i], destination.Slice(i * f, f));
+            byte* storage = values is null ? codes : (byte*)values;
+            long rowBytes = values is null ? f : (long)f * sizeof(float);
+            for (int i = 0; i < Math.Min(PrefetchRows, rows.Length); i++) PrefetchRow(storage, rowBytes, rows[i]);
+            for (int i = 0; i < rows.Length; i++)
+            {
+                if (i + PrefetchRows < rows.Length) PrefetchRow(storage, rowBytes, rows[i + PrefetchRows]);
+                CheckRow(rows[i]);
+                DecodeRow(rows[i], destination.Slice(i * f, f), minus);
+            }
         }
+    }
+
+    // A training step reads its rows in random order from storage larger than the caches (Fashion-MNIST: 47 MB), so
+    // each row is a few memory latencies; decoding one takes about one. Asking for the rows a few ahead overlaps those
+    // misses with the decoding (measured: 256 random rows in ~115 µs without, ~40 µs when they are cached).
+    private const int PrefetchRows = 4;
+
+    private unsafe void PrefetchRow(byte* storage, long rowBytes, int row)
+    {
+        if (!Sse.IsSupported || (uint)row >= (uint)Count) return;
+        byte* start = storage + row * rowBytes;
+        for (long o = 0; o < rowBytes; o += 64) Sse.Prefetch0(start + o);
+        Sse.Prefetch0(start + rowBytes - 1);
     }
 
     internal void CheckRow(int row)
@@ -238,8 +261,8 @@ public sealed class Dataset
         if ((uint)row >= (uint)Count) throw new ArgumentOutOfRangeException(nameof(row), $"row {row} is outside dataset '{Name}' of {Count} rows");
     }
 
-    // destination[j] = value(row, j), then (destination[j] − shift[j]) · scale[j] when normalized.
-    private void DecodeRow(int row, Span<float> destination)
+    // destination[j] = value(row, j), then (destination[j] − shift[j]) · scale[j] when normalized, then − minus[j] when given.
+    private void DecodeRow(int row, Span<float> destination, ReadOnlySpan<float> minus = default)
     {
         int f = FeatureCount;
         if (_values is { } values)
@@ -251,25 +274,31 @@ public sealed class Dataset
                 TensorPrimitives.Multiply(destination, _scale!, destination);
             }
             else source.CopyTo(destination);
+            if (!minus.IsEmpty) TensorPrimitives.Subtract(destination, minus, destination);
         }
-        else if (_shift is { } shift) DecodeBytesNormalized(_codes.Span.Slice(row * f, f), CodeDivisor, shift, _scale!, destination);
-        else DecodeBytesNormalized(_codes.Span.Slice(row * f, f), CodeDivisor, default, default, destination);
+        else if (_shift is { } shift) DecodeBytesNormalized(_codes.Span.Slice(row * f, f), CodeDivisor, shift, _scale!, minus, destination);
+        else
+        {
+            DecodeBytesNormalized(_codes.Span.Slice(row * f, f), CodeDivisor, default, default, default, destination);
+            if (!minus.IsEmpty) TensorPrimitives.Subtract(destination, minus, destination);
+        }
     }
 
     /// <summary>
     /// destination[j] = (float)codes[j] / divisor, then (· − shift[j]) · scale[j] when <paramref name="shift"/> is not
-    /// empty; one pass, each operation rounded to float32 on its own (no FMA). IEEE division is correctly rounded, so
+    /// empty, then − minus[j] when <paramref name="minus"/> is not empty (normalized only); one pass, each operation rounded to float32 on its own (no FMA). IEEE division is correctly rounded, so
     /// the vector and scalar forms give the same bits (the same as a 256-entry table of b / divisor).
     /// </summary>
     private static void DecodeBytesNormalized(ReadOnlySpan<byte> codes, float divisor, ReadOnlySpan<float> shift, ReadOnlySpan<float> scale,
-        Span<float> destination)
+        ReadOnlySpan<float> minus, Span<float> destination)
     {
         int n = codes.Length, j = 0;
-        bool normalize = !shift.IsEmpty;
+        bool normalize = !shift.IsEmpty, subtract = normalize && !minus.IsEmpty;
         ref byte c = ref MemoryMarshal.GetReference(codes);
         ref float d = ref MemoryMarshal.GetReference(destination);
         ref float sh = ref MemoryMarshal.GetReference(shift);
         ref float sc = ref MemoryMarshal.GetReference(scale);
+        ref float mi = ref MemoryMarshal.GetReference(minus);
         if (Vector256.IsHardwareAccelerated)
         {
             var div = Vector256.Create(divisor);
@@ -290,6 +319,13 @@ public sealed class Dataset
                     v2 = (v2 - Vector256.LoadUnsafe(ref sh, o + 16)) * Vector256.LoadUnsafe(ref sc, o + 16);
                     v3 = (v3 - Vector256.LoadUnsafe(ref sh, o + 24)) * Vector256.LoadUnsafe(ref sc, o + 24);
                 }
+                if (subtract)
+                {
+                    v0 -= Vector256.LoadUnsafe(ref mi, o);
+                    v1 -= Vector256.LoadUnsafe(ref mi, o + 8);
+                    v2 -= Vector256.LoadUnsafe(ref mi, o + 16);
+                    v3 -= Vector256.LoadUnsafe(ref mi, o + 24);
+                }
                 v0.StoreUnsafe(ref d, o);
                 v1.StoreUnsafe(ref d, o + 8);
                 v2.StoreUnsafe(ref d, o + 16);
@@ -299,7 +335,8 @@ public sealed class Dataset
         for (; j < n; j++)
         {
             float v = codes[j] / divisor;
-            destination[j] = normalize ? (v - shift[j]) * scale[j] : v;
+            if (normalize) v = (v - shift[j]) * scale[j];
+            destination[j] = subtract ? v - minus[j] : v;
         }
     }
 }

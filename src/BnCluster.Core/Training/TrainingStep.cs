@@ -153,14 +153,7 @@ public static class TrainingStep
     private static void GatherRange(RowGatherContext g, int start, int end)
     {
         int f = g.Data!.FeatureCount;
-        var x = g.X.AsSpan(start * f, (end - start) * f);
-        g.Data.GatherRows(g.Rows.Span[start..end], x);
-        if (g.Offset is { } offset)
-            for (int i = 0; i < end - start; i++)
-            {
-                var row = x.Slice(i * f, f);
-                TensorPrimitives.Subtract(row, offset, row);
-            }
+        g.Data.GatherRows(g.Rows.Span[start..end], g.X.AsSpan(start * f, (end - start) * f), g.Offset);
     }
 
     private static ReadOnlySpan<float> LayerInput(Workspace ws, int l, int rows, int width) =>

@@ -131,6 +131,33 @@ public sealed class DatasetStorageTests
         AssertBitsEqual(OldFloatValues(codes), floats.Features); // the float source is not changed
     }
 
+    [Fact]
+    public void GatherMinusOffsetsIsTheSameBitsAsSubtractingAfter()
+    {
+        // Every storage (bytes, floats; raw, normalized), more rows than the gather fetches ahead, repeated and far apart.
+        var (codes, labels) = RandomBytes(5);
+        var bytes = new Dataset("codes", codes, 255f, labels, Features, Classes);
+        var floats = new Dataset("floats", OldFloatValues(codes), labels, Features, Classes);
+        int[] order = [40, 0, 17, 17, 3, 39, 1, 38, 2, 20, 0];
+        var minus = new float[Features];
+        for (int j = 0; j < Features; j++) minus[j] = (j % 3 - 1) * 0.37f;
+        foreach (var data in new[] { bytes, floats, InputNormalizer.Fit(bytes).Apply(bytes), InputNormalizer.Fit(floats).Apply(floats) })
+        {
+            var expected = new float[order.Length * Features];
+            for (int i = 0; i < order.Length; i++)
+            {
+                var row = expected.AsSpan(i * Features, Features);
+                data.CopyRow(order[i], row);
+                System.Numerics.Tensors.TensorPrimitives.Subtract(row, minus, row);
+            }
+            var gathered = new float[order.Length * Features];
+            data.GatherRows(order, gathered, minus);
+            AssertBitsEqual(expected, gathered);
+        }
+        var wrong = Assert.Throws<ArgumentException>(() => bytes.GatherRows(order, new float[order.Length * Features], new float[Features - 1]));
+        Assert.Contains($"{Features - 1} values to subtract from rows of {Features} features", wrong.Message);
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
