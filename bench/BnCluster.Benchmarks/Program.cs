@@ -53,6 +53,14 @@ internal static class QuickGemm
         ("NT", 256, 512, 784), ("TN", 512, 784, 256), ("NN", 256, 784, 512), ("NN", 1024, 1024, 1024),
     ];
 
+    // The second hidden layer's products at batch 256 (forward, weight gradient, input gradient): a third of the
+    // step's multiply-adds, on shapes small enough that packing and the split between threads show.
+    private static readonly (string Op, int M, int N, int K)[] SecondLayerShapes =
+    [
+        ("NT", 256, 256, 512), ("TN", 256, 512, 256), ("NN", 256, 512, 256),
+        ("NT", 256, 10, 256), ("TN", 10, 256, 256), ("NN", 256, 256, 10),
+    ];
+
     // Smaller products of a 64-row shard and the tiny output layer, where waking the pool costs
     // a noticeable share (this is what the parallel threshold in MatMul is chosen from).
     private static readonly (string Op, int M, int N, int K)[] SmallShapes =
@@ -80,10 +88,10 @@ internal static class QuickGemm
             }
         }
 
-        var groups = json ? new[] { MainShapes } : new[] { MainShapes, SmallShapes };
+        var groups = json ? new[] { MainShapes } : new[] { MainShapes, SecondLayerShapes, SmallShapes };
         if (shape is not null)
         {
-            var chosen = MainShapes.Concat(SmallShapes).Where(s => $"{s.M}x{s.N}x{s.K}" == shape).ToArray();
+            var chosen = MainShapes.Concat(SecondLayerShapes).Concat(SmallShapes).Where(s => $"{s.M}x{s.N}x{s.K}" == shape).ToArray();
             if (chosen.Length == 0)
                 throw new ArgumentException($"gemm: --shape '{shape}' is none of the measured shapes (MxNxK, e.g. 256x784x512)");
             groups = [chosen];
