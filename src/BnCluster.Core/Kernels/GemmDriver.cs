@@ -114,6 +114,9 @@ internal sealed unsafe class GemmJob : IParallelJob
     public int M, N, K;
     public bool Accumulate;
 
+    /// <summary>Scan each packed A panel for all-zero depth steps and skip them (A is sparse).</summary>
+    public bool SkipZeroSteps;
+
     /// <summary>Store C transposed: the logical C[m×n] lands as Cᵀ[n×m] (row stride m).</summary>
     public bool TransposeC;
     public int Parts;
@@ -163,9 +166,9 @@ internal sealed unsafe class GemmJob : IParallelJob
     }
 
     /// <summary>
-    /// Goto/BLIS loop nest over the block C[i0..i1, j0..j1]. Each packed A panel runs only its depth steps that are
-    /// not all zero (<see cref="Packing.NonZeroSteps"/>): a zero term adds nothing, and inputs such as images have
-    /// whole runs of zero pixels. With <see cref="TransposeC"/>, each tile is computed into a scratch tile and
+    /// Goto/BLIS loop nest over the block C[i0..i1, j0..j1]. With <see cref="SkipZeroSteps"/>, each packed A panel runs
+    /// only its depth steps that are not all zero (<see cref="Packing.NonZeroSteps"/>): a zero term adds nothing, and
+    /// inputs such as images have whole runs of zero pixels. With <see cref="TransposeC"/>, each tile is computed into a scratch tile and
     /// stored transposed (C[j, i] at C + j·M + i).
     /// </summary>
     private void Blocked(int i0, int i1, int j0, int j1, PackBuffers buf)
@@ -186,7 +189,7 @@ internal sealed unsafe class GemmJob : IParallelJob
                     int mc = Math.Min(s.MC, i1 - ic);
                     Packing.PackA(A, ic, mc, pc, kc, s.MR, buf.PackA);
                     for (int ir = 0, panel = 0; ir < mc; ir += s.MR, panel++)
-                        buf.StepCounts[panel] = Packing.NonZeroSteps(buf.PackA + (long)ir * kc, kc, s.MR, buf.Steps + (long)panel * kc);
+                        buf.StepCounts[panel] = SkipZeroSteps ? Packing.NonZeroSteps(buf.PackA + (long)ir * kc, kc, s.MR, buf.Steps + (long)panel * kc) : kc;
                     for (int jr = 0; jr < nc; jr += s.NR)
                     {
                         int cols = Math.Min(s.NR, nc - jr);

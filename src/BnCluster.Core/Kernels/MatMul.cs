@@ -7,8 +7,10 @@ namespace BnCluster.Core.Kernels;
 ///   weight grad    dW[out×in] = dZ[n×out]ᵀ · A[n×in]      → MultiplyTN
 ///   input grad     dA[n×in]   = dZ[n×out] · W[out×in]     → MultiplyNN
 ///   first layer's weight grad, as (A[n×in]ᵀ · dZ[n×out])ᵀ    → MultiplyTNStoreTransposed
-/// Every product skips the depth steps where a packed panel of A is all zero (a zero term adds nothing; the data's
-/// zero features, e.g. image backgrounds, make whole runs of them), so the packed A should be the sparse operand.
+/// With <c>sparseA</c>, a product skips the depth steps where a packed panel of A is all zero (a zero term adds
+/// nothing; the data's zero features, e.g. image backgrounds, make whole runs of them), so the packed A should be the
+/// sparse operand. Without it A is taken as dense: activations and gradients almost never have a depth step zero in 8
+/// rows at once, and scanning their panels for one cost about 0.8 ns per step, in every thread that packs them.
 /// One instance per trainer or worker: it owns its threads and packing buffers.
 /// Implementation: packed, cache-blocked GEMM (Packing, GemmDriver) around a register-blocked
 /// micro-kernel per ISA (AVX-512, AVX2+FMA, scalar); transposition is handled while packing.
@@ -62,43 +64,48 @@ public sealed unsafe class MatMul : IDisposable
     internal int WorkerThreadCount => _pool?.MaxParts - 1 ?? 0;
 
     /// <summary>C[m×n] = A[m×k] · B[k×n]; adds into C when <paramref name="accumulate"/>.</summary>
-    public void MultiplyNN(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> c, int m, int n, int k, bool accumulate = false)
+    public void MultiplyNN(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> c, int m, int n, int k, bool accumulate = false,
+        bool sparseA = false)
     {
         Check(a.Length, b.Length, c.Length, m, n, k, nameof(MultiplyNN));
         fixed (float* pa = a) fixed (float* pb = b) fixed (float* pc = c)
-            Run(new StridedMatrix(pa, k, 1), new StridedMatrix(pb, n, 1), pc, m, n, k, accumulate);
+            Run(new StridedMatrix(pa, k, 1), new StridedMatrix(pb, n, 1), pc, m, n, k, accumulate, sparseA);
     }
 
     /// <summary>C[m×n] = A[m×k] · B[n×k]ᵀ; adds into C when <paramref name="accumulate"/>.</summary>
-    public void MultiplyNT(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> c, int m, int n, int k, bool accumulate = false)
+    public void MultiplyNT(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> c, int m, int n, int k, bool accumulate = false,
+        bool sparseA = false)
     {
         Check(a.Length, b.Length, c.Length, m, n, k, nameof(MultiplyNT));
         fixed (float* pa = a) fixed (float* pb = b) fixed (float* pc = c)
-            Run(new StridedMatrix(pa, k, 1), new StridedMatrix(pb, 1, k), pc, m, n, k, accumulate);
+            Run(new StridedMatrix(pa, k, 1), new StridedMatrix(pb, 1, k), pc, m, n, k, accumulate, sparseA);
     }
 
     /// <summary>C[m×n] = A[k×m]ᵀ · B[k×n]; adds into C when <paramref name="accumulate"/>.</summary>
-    public void MultiplyTN(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> c, int m, int n, int k, bool accumulate = false)
+    public void MultiplyTN(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> c, int m, int n, int k, bool accumulate = false,
+        bool sparseA = false)
     {
         Check(a.Length, b.Length, c.Length, m, n, k, nameof(MultiplyTN));
         fixed (float* pa = a) fixed (float* pb = b) fixed (float* pc = c)
-            Run(new StridedMatrix(pa, 1, m), new StridedMatrix(pb, n, 1), pc, m, n, k, accumulate);
+            Run(new StridedMatrix(pa, 1, m), new StridedMatrix(pb, n, 1), pc, m, n, k, accumulate, sparseA);
     }
 
     /// <summary>
     /// C[n×m] = (A[k×m]ᵀ · B[k×n])ᵀ = B[k×n]ᵀ · A[k×m]; adds into C when <paramref name="accumulate"/>. The same
     /// result as <see cref="MultiplyTN"/>(b, a, c, n, m, k), term for term in the same order, but with A in the
-    /// packed-A role, whose all-zero depth steps the products skip: the weight gradient of the first layer,
-    /// dW = dZᵀ·X, computed as (Xᵀ·dZ)ᵀ, skips every group of 8 input features that are zero together in a sample.
+    /// packed-A role, whose all-zero depth steps a product with <paramref name="sparseA"/> skips: the weight gradient of
+    /// the first layer, dW = dZᵀ·X, computed as (Xᵀ·dZ)ᵀ, skips every group of 8 input features that are zero together
+    /// in a sample.
     /// </summary>
-    public void MultiplyTNStoreTransposed(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> c, int m, int n, int k, bool accumulate = false)
+    public void MultiplyTNStoreTransposed(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> c, int m, int n, int k, bool accumulate = false,
+        bool sparseA = false)
     {
         Check(a.Length, b.Length, c.Length, m, n, k, nameof(MultiplyTNStoreTransposed));
         fixed (float* pa = a) fixed (float* pb = b) fixed (float* pc = c)
-            Run(new StridedMatrix(pa, 1, m), new StridedMatrix(pb, n, 1), pc, m, n, k, accumulate, transposeC: true);
+            Run(new StridedMatrix(pa, 1, m), new StridedMatrix(pb, n, 1), pc, m, n, k, accumulate, sparseA, transposeC: true);
     }
 
-    private void Run(StridedMatrix a, StridedMatrix b, float* c, int m, int n, int k, bool accumulate, bool transposeC = false)
+    private void Run(StridedMatrix a, StridedMatrix b, float* c, int m, int n, int k, bool accumulate, bool sparseA, bool transposeC = false)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (m == 0 || n == 0) return;
@@ -112,6 +119,7 @@ public sealed unsafe class MatMul : IDisposable
         _job.M = m; _job.N = n; _job.K = k;
         _job.Accumulate = accumulate;
         _job.TransposeC = transposeC;
+        _job.SkipZeroSteps = sparseA;
         long work = (long)m * n * k;
         int parts = _pool is null || work < _parallelThreshold ? 1 : Threads;
         _job.Prepare(parts);

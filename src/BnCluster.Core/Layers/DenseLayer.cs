@@ -20,11 +20,13 @@ public sealed class DenseLayer(int inputs, int outputs, bool hasBias)
     /// <para>With an <paramref name="inputOffset"/> c[in], <paramref name="a"/> holds the input centred on it, A − 1·cᵀ
     /// (the first layer: the data minus the values of a stored 0, so the data's zeros stay zeros the GEMM skips), and
     /// Z = (A − 1·cᵀ)·Wᵀ + 1·(b + W·c)ᵀ, which is A·Wᵀ + b. <paramref name="offsetTerms"/>[out] receives b + W·c.</para>
+    /// <para>With <paramref name="inputIsData"/> (the first layer) the product skips the depth steps where 8 rows of the
+    /// input are zero together (<see cref="MatMul"/>, sparseA); activations are taken as dense.</para>
     /// </summary>
     public unsafe void Forward(MatMul matMul, ReadOnlySpan<float> a, ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, Span<float> z, int rows,
-        ReadOnlySpan<float> inputOffset = default, Span<float> offsetTerms = default)
+        ReadOnlySpan<float> inputOffset = default, Span<float> offsetTerms = default, bool inputIsData = false)
     {
-        matMul.MultiplyNT(a, weight, z, rows, Outputs, Inputs);
+        matMul.MultiplyNT(a, weight, z, rows, Outputs, Inputs, sparseA: inputIsData);
         bool offset = !inputOffset.IsEmpty;
         if (!HasBias && !offset) return;
         if (HasBias && bias.Length < Outputs) throw new ArgumentException($"bias holds {bias.Length} of {Outputs} values");
@@ -138,7 +140,7 @@ public sealed class DenseLayer(int inputs, int outputs, bool hasBias)
     {
         bool offset = !inputOffset.IsEmpty;
         if (offset) CheckOffset(inputOffset, offsetTerms, dWeight.Length);
-        if (inputIsData) matMul.MultiplyTNStoreTransposed(a, dz, dWeight, Inputs, Outputs, rows);
+        if (inputIsData) matMul.MultiplyTNStoreTransposed(a, dz, dWeight, Inputs, Outputs, rows, sparseA: true);
         else matMul.MultiplyTN(dz, a, dWeight, Outputs, Inputs, rows);
         if (!HasBias && !offset) return;
         if (HasBias && dBias.Length < Outputs) throw new ArgumentException($"dBias holds {dBias.Length} of {Outputs} values");

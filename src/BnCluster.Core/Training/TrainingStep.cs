@@ -175,7 +175,7 @@ public static class TrainingStep
         int c = dense.Outputs;
         var z = ws.Z[l].AsSpan(0, rows * c);
         long t0 = Stopwatch.GetTimestamp();
-        dense.Forward(ws.MatMul, LayerInput(ws, l, rows, dense.Inputs), p.W[l], p.B[l], z, rows, InputOffset(ws, l), ws.OffsetTerms);
+        dense.Forward(ws.MatMul, LayerInput(ws, l, rows, dense.Inputs), p.W[l], p.B[l], z, rows, InputOffset(ws, l), ws.OffsetTerms, inputIsData: l == 0);
         ws.DenseTicks += Stopwatch.GetTimestamp() - t0;
         switch (p.Spec.BatchNorm)
         {
@@ -219,7 +219,7 @@ public static class TrainingStep
         var input = LayerInput(ws, p.HiddenLayers, rows, output.Inputs);
         var logits = ws.Logits.AsSpan(0, rows * k);
         long t0 = Stopwatch.GetTimestamp();
-        output.Forward(ws.MatMul, input, p.WOut, p.BOut, logits, rows);
+        output.Forward(ws.MatMul, input, p.WOut, p.BOut, logits, rows, inputIsData: p.HiddenLayers == 0);
         ws.DenseTicks += Stopwatch.GetTimestamp() - t0;
         var labels = ws.Labels.AsSpan(0, rows);
         var (sumLoss, correct) = SoftmaxCrossEntropy.Forward(logits, labels, ws.Probs, rows, k);
@@ -358,7 +358,7 @@ public static class TrainingStep
             int n = rows * dense.Outputs;
             var z = ws.Z[l].AsSpan(0, n);
             var act = ws.Act[l].AsSpan(0, n);
-            dense.Forward(ws.MatMul, LayerInput(ws, l, rows, dense.Inputs), p.W[l], p.B[l], z, rows);
+            dense.Forward(ws.MatMul, LayerInput(ws, l, rows, dense.Inputs), p.W[l], p.B[l], z, rows, inputIsData: l == 0);
             var bn = p.BatchNorm[l];
             switch (p.Spec.BatchNorm)
             {
@@ -376,7 +376,8 @@ public static class TrainingStep
             }
         }
         var output = p.OutputLayer;
-        output.Forward(ws.MatMul, LayerInput(ws, p.HiddenLayers, rows, output.Inputs), p.WOut, p.BOut, ws.Logits.AsSpan(0, rows * p.Spec.Classes), rows);
+        output.Forward(ws.MatMul, LayerInput(ws, p.HiddenLayers, rows, output.Inputs), p.WOut, p.BOut, ws.Logits.AsSpan(0, rows * p.Spec.Classes), rows,
+            inputIsData: p.HiddenLayers == 0);
     }
 }
 

@@ -93,8 +93,9 @@ public sealed class MatMulTests
     }
 
     /// <summary>A with zeros as images have them: whole depth steps zero across an 8-row (or 16-row) panel,
-    /// single zeros, all-zero rows and an all-zero A. The packed kernels skip all-zero steps, so the results must
-    /// still match the dense reference on every path, panel remainder and thread count.</summary>
+    /// single zeros, all-zero rows and an all-zero A. With sparseA the packed kernels skip all-zero steps, so the
+    /// results must still match the dense reference on every path, panel remainder and thread count (and without it,
+    /// where the zeros are multiplied).</summary>
     [Theory]
     [MemberData(nameof(Products))]
     public void SparseA_ZeroStepsSkipped(Product product)
@@ -105,7 +106,40 @@ public sealed class MatMulTests
             var rng = new Random(11 + (int)product);
             foreach (var (m, n, k) in new[] { (37, 19, 300), (256, 64, 784), (9, 33, 17), (130, 1100, 40) })
                 foreach (double zeroFraction in new[] { 0.3, 0.9, 1.0 })
-                    CheckShape(instances, product, m, n, k, rng, a => Sparsify(a, product, m, k, zeroFraction, rng));
+                    foreach (bool sparseA in new[] { true, false })
+                        CheckShape(instances, product, m, n, k, rng, a => Sparsify(a, product, m, k, zeroFraction, rng), sparseA);
+        }
+        finally { instances.ForEach(i => i.Dispose()); }
+    }
+
+    /// <summary>
+    /// Whether a product skips is observable: a NaN in B meets only zeros of A, at a depth step that is zero in every
+    /// row. Skipped (sparseA), C is A·B over the other steps; multiplied (dense), 0·NaN makes all of C NaN.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Products))]
+    public void SparseA_SkipsOnlyWhenAsked(Product product)
+    {
+        const int m = 19, n = 37, k = 21, zeroStep = 5;
+        var instances = AllInstances(large: true);
+        try
+        {
+            var rng = new Random(17 + (int)product);
+            float[] a = RandomArray(rng, m * k), b = RandomArray(rng, k * n);
+            bool transposedA = product is Product.TN or Product.TNT;
+            for (int i = 0; i < m; i++) a[transposedA ? zeroStep * m + i : i * k + zeroStep] = 0;
+            var bWithoutNaN = (float[])b.Clone();
+            for (int j = 0; j < n; j++) b[product == Product.NT ? j * k + zeroStep : zeroStep * n + j] = float.NaN;
+            Reference(product, a, bWithoutNaN, m, n, k, out double[] exact, out double[] magnitude);
+            var c = new float[m * n];
+            foreach (MatMul mm in instances)
+            {
+                Multiply(mm, product, a, b, c, m, n, k, accumulate: false, sparseA: true);
+                for (int i = 0; i < c.Length; i++)
+                    Assert.True(Math.Abs(c[i] - exact[i]) <= 1e-5 * magnitude[i] + 1e-30, $"{product} path={mm.Path} threads={mm.Threads}: C[{i}] = {c[i]}, expected {exact[i]}");
+                Multiply(mm, product, a, b, c, m, n, k, accumulate: false, sparseA: false);
+                Assert.All(c, v => Assert.True(float.IsNaN(v), $"{product} path={mm.Path} threads={mm.Threads}: dense product gave {v}, not NaN"));
+            }
         }
         finally { instances.ForEach(i => i.Dispose()); }
     }
@@ -124,7 +158,8 @@ public sealed class MatMulTests
             }
     }
 
-    private static void CheckShape(List<MatMul> instances, Product product, int m, int n, int k, Random rng, Action<float[]>? shapeA = null)
+    private static void CheckShape(List<MatMul> instances, Product product, int m, int n, int k, Random rng, Action<float[]>? shapeA = null,
+        bool sparseA = false)
     {
         float[] a = RandomArray(rng, m * k), b = RandomArray(rng, k * n), c0 = RandomArray(rng, m * n);
         shapeA?.Invoke(a);
@@ -136,28 +171,28 @@ public sealed class MatMulTests
             {
                 // Without accumulate C starts as NaN: any read of the old C would poison the result.
                 if (accumulate) c0.CopyTo(c, 0); else Array.Fill(c, float.NaN);
-                Multiply(mm, product, a, b, c, m, n, k, accumulate);
+                Multiply(mm, product, a, b, c, m, n, k, accumulate, sparseA);
                 for (int i = 0; i < m * n; i++)
                 {
                     double expected = exact[i] + (accumulate ? c0[i] : 0);
                     // float32 rounding of a k-term dot product, relative to Σ|a||b| (+ |c0| when adding).
                     double tolerance = 1e-5 * (magnitude[i] + (accumulate ? Math.Abs(c0[i]) : 0)) + 1e-30;
                     if (!(Math.Abs(c[i] - expected) <= tolerance))
-                        Assert.Fail($"{product} {m}×{n}×{k} path={mm.Path} threads={mm.Threads} accumulate={accumulate}: " +
+                        Assert.Fail($"{product} {m}×{n}×{k} path={mm.Path} threads={mm.Threads} accumulate={accumulate} sparseA={sparseA}: " +
                                     $"C[{i}] = {c[i]}, expected {expected} ± {tolerance}");
                 }
             }
         }
     }
 
-    internal static void Multiply(MatMul mm, Product product, float[] a, float[] b, float[] c, int m, int n, int k, bool accumulate)
+    internal static void Multiply(MatMul mm, Product product, float[] a, float[] b, float[] c, int m, int n, int k, bool accumulate, bool sparseA = false)
     {
         switch (product)
         {
-            case Product.NN: mm.MultiplyNN(a, b, c, m, n, k, accumulate); break;
-            case Product.NT: mm.MultiplyNT(a, b, c, m, n, k, accumulate); break;
-            case Product.TN: mm.MultiplyTN(a, b, c, m, n, k, accumulate); break;
-            default: mm.MultiplyTNStoreTransposed(a, b, c, m, n, k, accumulate); break;
+            case Product.NN: mm.MultiplyNN(a, b, c, m, n, k, accumulate, sparseA); break;
+            case Product.NT: mm.MultiplyNT(a, b, c, m, n, k, accumulate, sparseA); break;
+            case Product.TN: mm.MultiplyTN(a, b, c, m, n, k, accumulate, sparseA); break;
+            default: mm.MultiplyTNStoreTransposed(a, b, c, m, n, k, accumulate, sparseA); break;
         }
     }
 
