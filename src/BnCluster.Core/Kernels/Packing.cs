@@ -1,3 +1,4 @@
+using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -142,6 +143,7 @@ internal static unsafe class Packing
     /// </summary>
     public static int NonZeroSteps(float* panel, int kc, int mr, int* steps)
     {
+        if (mr == 8 && Vector512.IsHardwareAccelerated && Avx512F.VL.IsSupported && Bmi2.X64.IsSupported) return NonZeroSteps8Avx512(panel, kc, steps);
         int count = 0;
         if (mr == 8 && Vector256.IsHardwareAccelerated)
         {
@@ -159,6 +161,42 @@ internal static unsafe class Packing
             for (int r = 0; r < mr && zero; r++) zero = v[r] == 0f;
             steps[count] = p;
             count += zero ? 0 : 1;
+        }
+        return count;
+    }
+
+    /// <summary>
+    /// <see cref="NonZeroSteps"/> of an 8-row panel, 8 steps (64 values, four zmm compares) at a time: one bit per value
+    /// that is zero, a byte per step; the steps whose byte is not all ones are compressed out of 8 indices in one
+    /// vector store. Twice as fast as a step at a time, whose branch-free store and count chain every step.
+    /// </summary>
+    private static int NonZeroSteps8Avx512(float* panel, int kc, int* steps)
+    {
+        int count = 0, p = 0;
+        var lanes = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7);
+        var laneBits = Vector256.Create(1, 2, 4, 8, 16, 32, 64, 128);
+        for (; p + 8 <= kc; p += 8)
+        {
+            float* q = panel + p * 8;
+            ulong zeros = Vector512.Equals(Vector512.Load(q), Vector512<float>.Zero).ExtractMostSignificantBits()
+                | Vector512.Equals(Vector512.Load(q + 16), Vector512<float>.Zero).ExtractMostSignificantBits() << 16
+                | Vector512.Equals(Vector512.Load(q + 32), Vector512<float>.Zero).ExtractMostSignificantBits() << 32
+                | Vector512.Equals(Vector512.Load(q + 48), Vector512<float>.Zero).ExtractMostSignificantBits() << 48;
+            // Bit 0 of each byte of `run`: some value of that step is not zero (the folds stay inside the byte).
+            ulong run = ~zeros;
+            run |= run >> 4;
+            run |= run >> 2;
+            run |= run >> 1;
+            int mask = (int)Bmi2.X64.ParallelBitExtract(run, 0x0101010101010101);
+            var keep = Vector256.Equals(Vector256.Create(mask) & laneBits, laneBits);
+            // Writes 8 slots at count ≤ p: inside the panel's kc slots, as p + 8 ≤ kc.
+            Avx512F.VL.Compress(Vector256<int>.Zero, keep, lanes + Vector256.Create(p)).Store(steps + count);
+            count += BitOperations.PopCount((uint)mask);
+        }
+        for (; p < kc; p++)
+        {
+            steps[count] = p;
+            count += Vector256.EqualsAll(Vector256.Load(panel + p * 8), Vector256<float>.Zero) ? 0 : 1;
         }
         return count;
     }
