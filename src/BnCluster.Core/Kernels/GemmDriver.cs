@@ -29,6 +29,12 @@ internal readonly unsafe struct KernelShape
         KernelPath.Avx2 => new(&MicroKernelAvx2.Run, MicroKernelAvx2.MR, MicroKernelAvx2.NR, 120, 256, 1024),
         _ => new(&MicroKernelScalar.Run, MicroKernelScalar.MR, MicroKernelScalar.NR, 64, 256, 512),
     };
+
+    /// <summary>A narrower tile for products of few columns (the 10-class output layer), where the path has one
+    /// (AVX-512: 8×16 beside 8×32; the AVX2 tile is 16 wide already), else null.</summary>
+    public static KernelShape? NarrowFor(KernelPath path) => path == KernelPath.Avx512
+        ? new(&MicroKernelAvx512.RunNarrow, MicroKernelAvx512.MR, MicroKernelAvx512.NarrowNR, 128, 256, 1024)
+        : null;
 }
 
 /// <summary>Per-thread packing buffers (64-byte aligned native memory), grown only when a larger block is needed.</summary>
@@ -106,7 +112,9 @@ internal sealed unsafe class PackBuffers : IDisposable
 /// </summary>
 internal sealed unsafe class GemmJob : IParallelJob
 {
-    private readonly KernelShape _shape;
+    private readonly KernelShape _wide;
+    private readonly KernelShape? _narrow;
+    private KernelShape _shape; // this call's: _narrow for a product of at most its NR columns, else _wide
     private readonly PackBuffers[] _buffers;
 
     public StridedMatrix A, B;
@@ -124,12 +132,12 @@ internal sealed unsafe class GemmJob : IParallelJob
 
     public GemmJob(KernelPath path, int maxParts)
     {
-        _shape = KernelShape.For(path);
+        _wide = _shape = KernelShape.For(path);
+        _narrow = KernelShape.NarrowFor(path);
         _buffers = new PackBuffers[maxParts];
-        for (int i = 0; i < maxParts; i++) _buffers[i] = new PackBuffers(_shape);
+        // (The scratch tiles hold the wide tile, the larger one.)
+        for (int i = 0; i < maxParts; i++) _buffers[i] = new PackBuffers(_wide);
     }
-
-    public ref readonly KernelShape Shape => ref _shape;
 
     /// <summary>Share [start, end) of <paramref name="extent"/> rows/columns for part <paramref name="part"/>, in whole tiles.</summary>
     private void ShareOf(int part, int extent, int tile, out int start, out int end)
@@ -144,6 +152,7 @@ internal sealed unsafe class GemmJob : IParallelJob
     public void Prepare(int parts)
     {
         Parts = parts;
+        _shape = _narrow is { } narrow && N <= narrow.NR ? narrow : _wide;
         // Each part packs the whole of the operand it does not split: splitting rows repacks B (k×n)
         // in every part, splitting columns repacks A (m×k). So split the larger of m and n, unless it
         // has too few micro-tiles to give every part one.

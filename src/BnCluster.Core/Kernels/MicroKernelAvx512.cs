@@ -78,7 +78,48 @@ internal static unsafe class MicroKernelAvx512
         Store(c61, dst + 6 * ld + 16, addHere);
         Store(c70, dst + 7 * ld + 0, addHere);
         Store(c71, dst + 7 * ld + 16, addHere);
-        if (!full) CopyEdge(scratch, c, ldc, rows, cols, add);
+        if (!full) CopyEdge(scratch, NR, c, ldc, rows, cols, add);
+    }
+
+    /// <summary>Columns of the narrow tile (<see cref="RunNarrow"/>).</summary>
+    public const int NarrowNR = 16;
+
+    /// <summary>
+    /// <see cref="Run"/> on an 8×16 tile (8 zmm accumulators, one B vector per step), for products with at most 16
+    /// columns such as the 10-class output layer: there the 8×32 tile computes 32 columns for 10, this one 16. Each
+    /// step is still 8 FMAs against 1 load and 8 broadcasts, within the load ports' reach. Bpanel: kc×16 (packed B).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void RunNarrow(int count, int* steps, float* a0p, float* b0p, float* c, int ldc, int rows, int cols, bool add, float* scratch)
+    {
+        Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default, c6 = default, c7 = default;
+        for (int t = 0; t < count; t++)
+        {
+            long p = steps is null ? t : steps[t];
+            float* a = a0p + p * MR;
+            Vector512<float> b = Vector512.Load(b0p + p * NarrowNR);
+            c0 = Avx512F.FusedMultiplyAdd(Vector512.Create(a[0]), b, c0);
+            c1 = Avx512F.FusedMultiplyAdd(Vector512.Create(a[1]), b, c1);
+            c2 = Avx512F.FusedMultiplyAdd(Vector512.Create(a[2]), b, c2);
+            c3 = Avx512F.FusedMultiplyAdd(Vector512.Create(a[3]), b, c3);
+            c4 = Avx512F.FusedMultiplyAdd(Vector512.Create(a[4]), b, c4);
+            c5 = Avx512F.FusedMultiplyAdd(Vector512.Create(a[5]), b, c5);
+            c6 = Avx512F.FusedMultiplyAdd(Vector512.Create(a[6]), b, c6);
+            c7 = Avx512F.FusedMultiplyAdd(Vector512.Create(a[7]), b, c7);
+        }
+        bool full = rows == MR && cols == NarrowNR;
+        float* dst = full ? c : scratch;
+        int ld = full ? ldc : NarrowNR;
+        bool addHere = full && add;
+        Store(c0, dst + 0 * ld, addHere);
+        Store(c1, dst + 1 * ld, addHere);
+        Store(c2, dst + 2 * ld, addHere);
+        Store(c3, dst + 3 * ld, addHere);
+        Store(c4, dst + 4 * ld, addHere);
+        Store(c5, dst + 5 * ld, addHere);
+        Store(c6, dst + 6 * ld, addHere);
+        Store(c7, dst + 7 * ld, addHere);
+        if (!full) CopyEdge(scratch, NarrowNR, c, ldc, rows, cols, add);
     }
 
     /// <summary>One depth step: C[8×32] += a[0..8] ⊗ b[0..32] (16 FMAs on the accumulators).</summary>
@@ -123,11 +164,11 @@ internal static unsafe class MicroKernelAvx512
         Vector512.Store(v, dst);
     }
 
-    private static void CopyEdge(float* tile, float* c, int ldc, int rows, int cols, bool add)
+    private static void CopyEdge(float* tile, int nr, float* c, int ldc, int rows, int cols, bool add)
     {
         for (int r = 0; r < rows; r++)
         {
-            float* src = tile + r * NR;
+            float* src = tile + r * nr;
             float* dst = c + (long)r * ldc;
             if (add) for (int j = 0; j < cols; j++) dst[j] += src[j];
             else for (int j = 0; j < cols; j++) dst[j] = src[j];

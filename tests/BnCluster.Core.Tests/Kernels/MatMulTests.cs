@@ -25,6 +25,8 @@ public sealed class MatMulTests
         (3, 1100, 5), (130, 1100, 300), (256, 512, 784),
         // Tiny and odd shards against the layer widths (one row, the 10-wide output layer).
         (1, 512, 784), (3, 784, 512), (17, 10, 256), (64, 256, 512), (256, 10, 256),
+        // Exactly the narrow AVX-512 tile's 16 columns (full tiles stored straight into C), with a partial row tile.
+        (44, 16, 300), (256, 16, 40),
     };
 
     public static IEnumerable<object[]> Products() => Enum.GetValues<Product>().Select(p => new object[] { p });
