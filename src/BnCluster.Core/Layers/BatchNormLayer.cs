@@ -348,6 +348,11 @@ public sealed class BatchNormLayer(int features, float epsilon = 1e-5f, float mo
         CheckRows(dz.Length, dz.Length, rows);
         CheckFeatures(mean.Length, invStd.Length, gamma.Length, global.Features);
         if (scratch.Length < 3 * c) throw new ArgumentException($"scratch holds {scratch.Length} of {3 * c} doubles", nameof(scratch));
+        if (globalCount >= Float32InputGradientMinBatch)
+        {
+            InputGradientFloat32(activation, dy, z, mean, invStd, global, globalCount, gamma, dz, rows, MemoryMarshal.Cast<double, float>(scratch), parallel);
+            return;
+        }
         var scale = scratch.Slice(0, c);          // γ·invStd
         var meanDy = scratch.Slice(c, c);         // Σdy/N
         var meanDyXhat = scratch.Slice(2 * c, c); // Σ(dy·z_norm)/N
@@ -366,6 +371,82 @@ public sealed class BatchNormLayer(int features, float epsilon = 1e-5f, float mo
                 Activate = activation.HasValue, Kind = activation.GetValueOrDefault(),
             };
             ForRows(parallel, c, rows, ref args, &InputGradientRows);
+        }
+    }
+
+    /// <summary>
+    /// From this global batch size on, <see cref="InputGradient"/> computes in float32 (DESIGN §1: float32 compute,
+    /// float64 reductions; its sums stay float64), about 3× faster than in float64. Below it, float64: on a tiny batch dz
+    /// is the small difference of nearly equal terms (with N = 2 only the ε part is left), where float32 would lose it.
+    /// </summary>
+    public const long Float32InputGradientMinBatch = 64;
+
+    // The float32 form: the per-feature constants rounded once to float32 (in scratch: 5·C floats), then per element
+    // dz = scale·((dy − meanDy) − ((z − μ)·invStd)·meanDyXhat), vectorized with the scalar form's operations and order.
+    private unsafe void InputGradientFloat32(Activation? activation, ReadOnlySpan<float> dy, ReadOnlySpan<float> z, ReadOnlySpan<double> mean,
+        ReadOnlySpan<double> invStd, BatchNormGradSums global, long globalCount, ReadOnlySpan<float> gamma, Span<float> dz, int rows,
+        Span<float> scratch, MatMul? parallel)
+    {
+        int c = Features;
+        var meanF = scratch.Slice(0, c);
+        var invStdF = scratch.Slice(c, c);
+        var scale = scratch.Slice(2 * c, c);
+        var meanDy = scratch.Slice(3 * c, c);
+        var meanDyXhat = scratch.Slice(4 * c, c);
+        for (int j = 0; j < c; j++)
+        {
+            meanF[j] = (float)mean[j];
+            invStdF[j] = (float)invStd[j];
+            scale[j] = (float)(gamma[j] * invStd[j]);
+            meanDy[j] = (float)(global.SumDy[j] / globalCount);
+            meanDyXhat[j] = (float)(global.SumDyXhat[j] / globalCount);
+        }
+        fixed (float* pdy = dy) fixed (float* pz = z) fixed (float* pdz = dz) fixed (float* ps = scratch)
+        {
+            var args = new InputGradientFloat32Args
+            {
+                Dy = pdy, Z = pz, Dz = pdz, Constants = ps, Rows = rows, C = c, Activate = activation.HasValue, Kind = activation.GetValueOrDefault(),
+            };
+            ForRows(parallel, c, rows, ref args, &InputGradientFloat32Rows);
+        }
+    }
+
+    private unsafe struct InputGradientFloat32Args
+    {
+        public float* Dy, Z, Dz, Constants; // Constants: μ, invStd, scale, meanDy, meanDyXhat, C floats each
+        public int Rows, C;
+        public bool Activate;
+        public Activation Kind;
+    }
+
+    private static unsafe void InputGradientFloat32Rows(ref InputGradientFloat32Args p, int i0, int i1)
+    {
+        int c = p.C;
+        float* mean = p.Constants, invStd = mean + c, scale = invStd + c, meanDy = scale + c, meanDyXhat = meanDy + c;
+        for (int i = i0; i < i1; i++)
+        {
+            long o = (long)i * c;
+            float* dyRow = p.Dy + o, zRow = p.Z + o, dzRow = p.Dz + o;
+            int j = 0;
+            if (Vector256.IsHardwareAccelerated)
+            {
+                for (; j <= c - Vector256<float>.Count; j += Vector256<float>.Count)
+                {
+                    var zn = (Vector256.Load(zRow + j) - Vector256.Load(mean + j)) * Vector256.Load(invStd + j);
+                    (Vector256.Load(scale + j) * (Vector256.Load(dyRow + j) - Vector256.Load(meanDy + j) - zn * Vector256.Load(meanDyXhat + j)))
+                        .Store(dzRow + j);
+                }
+            }
+            for (; j < c; j++)
+            {
+                float zn = (zRow[j] - mean[j]) * invStd[j];
+                dzRow[j] = scale[j] * (dyRow[j] - meanDy[j] - zn * meanDyXhat[j]);
+            }
+            if (p.Activate)
+            {
+                var dzSpan = new Span<float>(dzRow, c);
+                ActivationLayer.Backward(p.Kind, new ReadOnlySpan<float>(zRow, c), dzSpan, dzSpan);
+            }
         }
     }
 

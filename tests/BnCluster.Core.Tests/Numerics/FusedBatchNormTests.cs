@@ -89,10 +89,14 @@ public sealed class FusedBatchNormTests
         Assert.Equal(sumDyXhat, unfused.SumDyXhat);
     }
 
+    /// <summary>Below <see cref="BatchNormLayer.Float32InputGradientMinBatch"/> the float64 formula, from it on the float32 one
+    /// (the per-feature constants rounded once), each bit for bit.</summary>
     [Theory]
-    [InlineData(13)]
-    [InlineData(32)]
-    public void InputGradientEqualsScalarFormula(int c)
+    [InlineData(13, 20)]
+    [InlineData(32, 20)]
+    [InlineData(13, 256)]
+    [InlineData(32, 64)]
+    public void InputGradientEqualsScalarFormula(int c, long n)
     {
         var rng = new Random(5 + c);
         var bn = new BatchNormLayer(c);
@@ -103,7 +107,6 @@ public sealed class FusedBatchNormTests
             mean[j] = rng.NextDouble() - 0.5; invStd[j] = 0.5 + rng.NextDouble();
             sumDy[j] = rng.NextDouble() - 0.5; sumDyXhat[j] = rng.NextDouble() - 0.5;
         }
-        const long n = 20;
         var dz = new float[Rows * c];
         bn.InputGradient(dy, z, mean, invStd, new BatchNormGradSums(sumDy, sumDyXhat), n, gamma, dz, Rows, new double[3 * c]);
 
@@ -112,15 +115,38 @@ public sealed class FusedBatchNormTests
             for (int j = 0; j < c; j++)
             {
                 int e = i * c + j;
-                double zn = (z[e] - mean[j]) * invStd[j];
-                expected[e] = (float)(gamma[j] * invStd[j] * (dy[e] - sumDy[j] / n - zn * (sumDyXhat[j] / n)));
+                if (n < BatchNormLayer.Float32InputGradientMinBatch)
+                {
+                    double zn = (z[e] - mean[j]) * invStd[j];
+                    expected[e] = (float)(gamma[j] * invStd[j] * (dy[e] - sumDy[j] / n - zn * (sumDyXhat[j] / n)));
+                }
+                else
+                {
+                    float zn = (z[e] - (float)mean[j]) * (float)invStd[j];
+                    expected[e] = (float)(gamma[j] * invStd[j]) * (dy[e] - (float)(sumDy[j] / n) - zn * (float)(sumDyXhat[j] / n));
+                }
             }
         Assert.Equal(expected, dz);
+        // Either way within float32 rounding of the exact value (relative to the terms' size).
+        for (int e = 0; e < dz.Length; e++)
+        {
+            int j = e % c;
+            double zn = (z[e] - mean[j]) * invStd[j], scale = Math.Abs(gamma[j] * invStd[j]);
+            double exact = gamma[j] * invStd[j] * (dy[e] - sumDy[j] / n - zn * (sumDyXhat[j] / n));
+            Assert.True(Math.Abs(dz[e] - exact) <= 1e-6 * scale * (Math.Abs(dy[e]) + Math.Abs(sumDy[j] / n) + Math.Abs(zn * sumDyXhat[j] / n)) + 1e-30,
+                $"dz[{e}] = {dz[e]}, exact {exact}");
+        }
     }
 
     [Theory]
     [MemberData(nameof(Cases))]
     public void InputGradientThroughActivationEqualsInputGradientThenActivation(Activation kind, int c)
+    {
+        InputGradientThroughActivationCase(kind, c, 20);
+        InputGradientThroughActivationCase(kind, c, 256); // the float32 form
+    }
+
+    private static void InputGradientThroughActivationCase(Activation kind, int c, long n)
     {
         var rng = new Random(41 + c);
         var bn = new BatchNormLayer(c);
@@ -135,10 +161,10 @@ public sealed class FusedBatchNormTests
         }
         var sums = new BatchNormGradSums(sumDy, sumDyXhat);
         var fused = new float[Rows * c];
-        bn.InputGradientThroughActivation(kind, dy, a, mean, invStd, sums, 20, gamma, fused, Rows, new double[3 * c]);
+        bn.InputGradientThroughActivation(kind, dy, a, mean, invStd, sums, n, gamma, fused, Rows, new double[3 * c]);
 
         var dBnIn = new float[Rows * c];
-        bn.InputGradient(dy, a, mean, invStd, sums, 20, gamma, dBnIn, Rows, new double[3 * c]);
+        bn.InputGradient(dy, a, mean, invStd, sums, n, gamma, dBnIn, Rows, new double[3 * c]);
         var expected = new float[Rows * c];
         ActivationLayer.Backward(kind, a, dBnIn, expected);
         Assert.Equal(expected, fused);

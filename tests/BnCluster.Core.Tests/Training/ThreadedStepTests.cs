@@ -24,13 +24,17 @@ public sealed class ThreadedStepTests
     {
         // Widths that are not multiples of the 16-float shares, and one narrow layer that is never split.
         var spec = new NetworkSpec(40, [200, 136, 40], 10, activation, placement);
-        var reference = Run(spec, new MatMul(1));
-        foreach (int threads in new[] { 2, 3 })
+        // Batches on both sides of BatchNormLayer.Float32InputGradientMinBatch (float64 and float32 input gradients).
+        foreach (int batch in new[] { 48, 96 })
         {
-            var threaded = Run(spec, new MatMul(threads, KernelPaths.Best, parallelThreshold: 0, rangeThreshold: 0));
-            Assert.Equal(reference.Loss, threaded.Loss);
-            Assert.Equal(reference.Bits.Count, threaded.Bits.Count);
-            for (int i = 0; i < reference.Bits.Count; i++) Assert.Equal(reference.Bits[i], threaded.Bits[i]);
+            var reference = Run(spec, new MatMul(1), batch);
+            foreach (int threads in new[] { 2, 3 })
+            {
+                var threaded = Run(spec, new MatMul(threads, KernelPaths.Best, parallelThreshold: 0, rangeThreshold: 0), batch);
+                Assert.Equal(reference.Loss, threaded.Loss);
+                Assert.Equal(reference.Bits.Count, threaded.Bits.Count);
+                for (int i = 0; i < reference.Bits.Count; i++) Assert.Equal(reference.Bits[i], threaded.Bits[i]);
+            }
         }
     }
 
