@@ -322,8 +322,9 @@ public sealed class BatchNormLayer(int features, float epsilon = 1e-5f, float mo
 
     /// <summary>
     /// dz[n×C] = γ·invStd · (dy − Σdy/N − z_norm · Σ(dy·z_norm)/N), with the sums over the global batch of N rows;
-    /// evaluated in float64 per element (see <see cref="LocalGradSums"/>), stored as float32; vectorized across
-    /// features with the scalar form's operations and order. <paramref name="scratch"/> holds 3×C doubles.
+    /// evaluated in float64 per element on a batch of fewer than <see cref="Float32InputGradientMinBatch"/> rows (see
+    /// <see cref="LocalGradSums"/>), in float32 from there on; vectorized across features with the scalar form's
+    /// operations and order. <paramref name="scratch"/> holds 3×C doubles.
     /// </summary>
     public void InputGradient(ReadOnlySpan<float> dy, ReadOnlySpan<float> z, ReadOnlySpan<double> mean, ReadOnlySpan<double> invStd,
         BatchNormGradSums global, long globalCount, ReadOnlySpan<float> gamma, Span<float> dz, int rows, Span<double> scratch,

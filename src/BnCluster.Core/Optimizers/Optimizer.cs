@@ -161,7 +161,7 @@ public sealed class Optimizer
     /// and one square root per element instead of three divisions and one: the divider bounded the update (a third
     /// slower than the same loop with neither). Only the rounding differs from the course form.
     /// </summary>
-    internal static (float K1, float K2) AdamScalars(OptimizerSettings settings, long t) =>
+    private static (float K1, float K2) AdamScalars(OptimizerSettings settings, long t) =>
         ((float)(settings.LearningRate / (1 - Math.Pow(settings.Beta1, t))), (float)(1 / Math.Sqrt(1 - Math.Pow(settings.Beta2, t))));
 
     /// <summary>
