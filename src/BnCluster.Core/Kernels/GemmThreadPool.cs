@@ -10,7 +10,7 @@ internal interface IParallelJob
 }
 
 /// <summary>
-/// Auto-reset wake-up: Set wakes one waiter, whose Wait consumes the signal. Spins briefly, then
+/// Auto-reset wake-up for one waiter: Set wakes it, its Wait consumes the signal. Spins briefly, then
 /// blocks on a preallocated monitor. (ManualResetEventSlim would do, but it allocates its lock
 /// object lazily the first time a wait actually blocks, which can be any call, not just the first.)
 /// </summary>
@@ -24,29 +24,39 @@ internal sealed class WakeSignal
     internal const int SpinMicroseconds = 50;
 
     private readonly object _gate = new();
-    private bool _set;
+    private int _set;      // 1 when signalled and not yet consumed
+    private int _sleeping; // 1 while the waiter is (about to be) blocked on the monitor
 
+    // Dekker-style hand-off: each side writes its own flag, fences, then reads the other's. So either the waiter sees
+    // the signal before it blocks, or the setter sees the waiter blocking and pulses it (under the lock the waiter
+    // holds until Monitor.Wait releases it). A waiter that is still spinning, the usual case inside a step, costs the
+    // setter no lock and no pulse.
     public void Set()
     {
-        lock (_gate)
-        {
-            _set = true;
-            Monitor.Pulse(_gate);
-        }
+        Volatile.Write(ref _set, 1);
+        Interlocked.MemoryBarrier();
+        if (Volatile.Read(ref _sleeping) == 0) return;
+        lock (_gate) Monitor.Pulse(_gate);
     }
 
     public void Wait()
     {
-        if (!Volatile.Read(ref _set))
+        if (Volatile.Read(ref _set) == 0)
         {
             long start = Stopwatch.GetTimestamp();
-            while (!Volatile.Read(ref _set) && Stopwatch.GetTimestamp() - start < SpinTicks) Thread.SpinWait(32);
+            while (Volatile.Read(ref _set) == 0 && Stopwatch.GetTimestamp() - start < SpinTicks) Thread.SpinWait(4);
         }
-        lock (_gate)
+        if (Volatile.Read(ref _set) == 0)
         {
-            while (!_set) Monitor.Wait(_gate);
-            _set = false;
+            lock (_gate)
+            {
+                Volatile.Write(ref _sleeping, 1);
+                Interlocked.MemoryBarrier();
+                while (Volatile.Read(ref _set) == 0) Monitor.Wait(_gate);
+                Volatile.Write(ref _sleeping, 0);
+            }
         }
+        Volatile.Write(ref _set, 0); // consumed
     }
 }
 

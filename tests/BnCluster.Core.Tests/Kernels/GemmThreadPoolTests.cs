@@ -50,6 +50,39 @@ public sealed class GemmThreadPoolTests
         Assert.Equal(new[] { 2, 2, 2, 0 }, job.Runs);
     }
 
+    /// <summary>
+    /// Ping-pong between two threads through two signals, the hand-off of every dispatch: no wake-up may be lost,
+    /// whether the waiter is still spinning when it is set (most rounds) or has blocked on the monitor (every 50th
+    /// round the setter first sleeps past the spin window). A lost wake-up would stall the loop: the test bounds it.
+    /// </summary>
+    [Fact]
+    public async Task WakeSignalLosesNoWakeUp_SpinningOrBlocked()
+    {
+        const int rounds = 3000;
+        var ping = new WakeSignal();
+        var pong = new WakeSignal();
+        var echo = new Thread(() =>
+        {
+            for (int i = 0; i < rounds; i++)
+            {
+                ping.Wait();
+                pong.Set();
+            }
+        }) { IsBackground = true };
+        echo.Start();
+        var main = Task.Run(() =>
+        {
+            for (int i = 0; i < rounds; i++)
+            {
+                if (i % 50 == 0) Thread.Sleep(TimeSpan.FromMicroseconds(3 * WakeSignal.SpinMicroseconds));
+                ping.Set();
+                pong.Wait();
+            }
+        });
+        await main.WaitAsync(TimeSpan.FromSeconds(60)); // throws TimeoutException if a wake-up was lost
+        Assert.True(echo.Join(TimeSpan.FromSeconds(10)));
+    }
+
     [Fact]
     public void RejectsBadPartCounts_AndUseAfterDispose()
     {
