@@ -39,6 +39,9 @@ internal sealed class WakeSignal
         lock (_gate) Monitor.Pulse(_gate);
     }
 
+    /// <summary>The waiter has stopped spinning and blocks (or is about to) on the monitor: a probe for tests.</summary>
+    internal bool WaiterBlocked => Volatile.Read(ref _sleeping) == 1;
+
     public void Wait()
     {
         if (Volatile.Read(ref _set) == 0)

@@ -53,7 +53,7 @@ public sealed class GemmThreadPoolTests
     /// <summary>
     /// Ping-pong between two threads through two signals, the hand-off of every dispatch: no wake-up may be lost,
     /// whether the waiter is still spinning when it is set (most rounds) or has blocked on the monitor (every 50th
-    /// round the setter first sleeps past the spin window). A lost wake-up would stall the loop: the test bounds it.
+    /// round the setter first waits for the waiter to block). A lost wake-up would stall the loop: the test bounds it.
     /// </summary>
     [Fact]
     public async Task WakeSignalLosesNoWakeUp_SpinningOrBlocked()
@@ -74,7 +74,8 @@ public sealed class GemmThreadPoolTests
         {
             for (int i = 0; i < rounds; i++)
             {
-                if (i % 50 == 0) Thread.Sleep(TimeSpan.FromMicroseconds(3 * WakeSignal.SpinMicroseconds));
+                if (i % 50 == 0)
+                    Assert.True(SpinWait.SpinUntil(() => ping.WaiterBlocked, TimeSpan.FromSeconds(30)), $"round {i}: the waiter never blocked");
                 ping.Set();
                 pong.Wait();
             }
