@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics.X86;
 
@@ -7,11 +8,16 @@ namespace BnCluster.Core.Kernels;
 internal readonly unsafe struct KernelShape
 {
     public readonly delegate*<int, int*, float*, float*, float*, int, int, int, bool, float*, void> Kernel;
+
+    /// <summary>The kernel over steps sorted by which half of the A panel is not zero (<see cref="MicroKernelAvx512.RunHalves"/>),
+    /// for sparse products; null where the path has none (those skip whole zero steps only).</summary>
+    public readonly delegate*<int*, int*, int, float*, float*, float*, int, int, int, bool, float*, void> HalvesKernel;
     public readonly int MR, NR, MC, KC, NC;
 
-    public KernelShape(delegate*<int, int*, float*, float*, float*, int, int, int, bool, float*, void> kernel, int mr, int nr, int mc, int kc, int nc)
+    public KernelShape(delegate*<int, int*, float*, float*, float*, int, int, int, bool, float*, void> kernel, int mr, int nr, int mc, int kc, int nc,
+        delegate*<int*, int*, int, float*, float*, float*, int, int, int, bool, float*, void> halvesKernel = null)
     {
-        Kernel = kernel; MR = mr; NR = nr; MC = mc; KC = kc; NC = nc;
+        Kernel = kernel; MR = mr; NR = nr; MC = mc; KC = kc; NC = nc; HalvesKernel = halvesKernel;
     }
 
     public static KernelShape For(KernelPath path) => path switch
@@ -24,7 +30,7 @@ internal readonly unsafe struct KernelShape
         // MC = 128: the packed A block (128×256×4 B = 128 KB) stays in the 1 MB L2 per core.
         // NC = 1024: the packed B block (256×1024×4 B = 1 MB) lives in L2/L3 and is reused for every MC block;
         //     the layer widths here (≤ 784) fit one NC block, so B is packed once per depth block.
-        KernelPath.Avx512 => new(&MicroKernelAvx512.Run, MicroKernelAvx512.MR, MicroKernelAvx512.NR, 128, 256, 1024),
+        KernelPath.Avx512 => new(&MicroKernelAvx512.Run, MicroKernelAvx512.MR, MicroKernelAvx512.NR, 128, 256, 1024, &MicroKernelAvx512.RunHalves),
         // Same reasoning with the smaller 6×16 ymm tile; MC a multiple of 6.
         KernelPath.Avx2 => new(&MicroKernelAvx2.Run, MicroKernelAvx2.MR, MicroKernelAvx2.NR, 120, 256, 1024),
         _ => new(&MicroKernelScalar.Run, MicroKernelScalar.MR, MicroKernelScalar.NR, 64, 256, 512),
@@ -42,8 +48,8 @@ internal sealed unsafe class PackBuffers : IDisposable
 {
     public float* PackA, PackB, Scratch, Tile;
 
-    /// <summary>Per packed A panel of the current block: its depth steps that are not all zero
-    /// (kc slots per panel), and how many there are.</summary>
+    /// <summary>Per packed A panel of the current block (3·kc slots and 3 counts each): its depth steps that are not
+    /// all zero and how many there are, or with a halves kernel its three lists (<see cref="Packing.NonZeroHalfSteps"/>).</summary>
     public int* Steps, StepCounts;
     private nuint _capA, _capB, _capSteps, _capPanels;
 
@@ -64,16 +70,16 @@ internal sealed unsafe class PackBuffers : IDisposable
             PackA = (float*)NativeMemory.AlignedAlloc(floatsA * sizeof(float), 64);
             _capA = floatsA;
         }
-        if (panelsA * kc > _capSteps)
+        if (3 * panelsA * kc > _capSteps)
         {
             NativeMemory.AlignedFree(Steps);
-            Steps = (int*)NativeMemory.AlignedAlloc(panelsA * kc * sizeof(int), 64);
-            _capSteps = panelsA * kc;
+            Steps = (int*)NativeMemory.AlignedAlloc(3 * panelsA * kc * sizeof(int), 64);
+            _capSteps = 3 * panelsA * kc;
         }
         if (panelsA > _capPanels)
         {
             NativeMemory.AlignedFree(StepCounts);
-            StepCounts = (int*)NativeMemory.AlignedAlloc(panelsA * sizeof(int), 64);
+            StepCounts = (int*)NativeMemory.AlignedAlloc(3 * panelsA * sizeof(int), 64);
             _capPanels = panelsA;
         }
         if (floatsB > _capB)
@@ -177,13 +183,14 @@ internal sealed unsafe class GemmJob : IParallelJob
     /// <summary>
     /// Goto/BLIS loop nest over the block C[i0..i1, j0..j1]. With <see cref="SkipZeroSteps"/>, each packed A panel runs
     /// only its depth steps that are not all zero (<see cref="Packing.NonZeroSteps"/>): a zero term adds nothing, and
-    /// inputs such as images have whole runs of zero pixels. With <see cref="TransposeC"/>, each tile is computed into a scratch tile and
-    /// stored transposed (C[j, i] at C + j·M + i).
+    /// inputs such as images have whole runs of zero pixels. Where the path has a halves kernel, each half of a panel
+    /// skips the steps where it is zero (<see cref="Packing.NonZeroHalfSteps"/>). With <see cref="TransposeC"/>, each
+    /// tile is computed into a scratch tile and stored transposed (C[j, i] at C + j·M + i).
     /// </summary>
     private void Blocked(int i0, int i1, int j0, int j1, PackBuffers buf)
     {
         ref readonly KernelShape s = ref _shape;
-        var kernel = s.Kernel;
+        bool halves = SkipZeroSteps && s.HalvesKernel != null;
         for (int jc = j0; jc < j1; jc += s.NC)
         {
             int nc = Math.Min(s.NC, j1 - jc);
@@ -199,7 +206,12 @@ internal sealed unsafe class GemmJob : IParallelJob
                     int mc = Math.Min(s.MC, i1 - ic);
                     Packing.PackA(A, ic, mc, pc, kc, s.MR, buf.PackA);
                     for (int ir = 0, panel = 0; ir < mc; ir += s.MR, panel++)
-                        buf.StepCounts[panel] = SkipZeroSteps ? Packing.NonZeroSteps(buf.PackA + (long)ir * kc, kc, s.MR, buf.Steps + (long)panel * kc) : kc;
+                    {
+                        float* aPanel = buf.PackA + (long)ir * kc;
+                        int* counts = buf.StepCounts + 3 * panel, steps = buf.Steps + 3L * panel * kc;
+                        if (halves) Packing.NonZeroHalfSteps(aPanel, kc, steps, kc, counts);
+                        else counts[0] = SkipZeroSteps ? Packing.NonZeroSteps(aPanel, kc, s.MR, steps) : kc;
+                    }
                     for (int jr = 0; jr < nc; jr += s.NR)
                     {
                         int cols = Math.Min(s.NR, nc - jr);
@@ -208,23 +220,32 @@ internal sealed unsafe class GemmJob : IParallelJob
                         {
                             int rows = Math.Min(s.MR, mc - ir);
                             float* aPanel = buf.PackA + (long)ir * kc;
-                            int count = buf.StepCounts[panel];
-                            // No zero step: the kernel's dense loop.
-                            int* steps = count == kc ? null : buf.Steps + (long)panel * kc;
+                            int* counts = buf.StepCounts + 3 * panel, steps = buf.Steps + 3L * panel * kc;
                             if (TransposeC)
                             {
-                                kernel(count, steps, aPanel, bPanel, buf.Tile, s.NR, s.MR, s.NR, false, buf.Scratch);
+                                RunTile(s, halves, counts, steps, kc, aPanel, bPanel, buf.Tile, s.NR, s.MR, s.NR, false, buf.Scratch);
                                 StoreTransposed(buf.Tile, s.MR, s.NR, C + (long)(jc + jr) * M + ic + ir, M, rows, cols, add);
                             }
                             else
                             {
-                                kernel(count, steps, aPanel, bPanel, C + (long)(ic + ir) * N + jc + jr, N, rows, cols, add, buf.Scratch);
+                                RunTile(s, halves, counts, steps, kc, aPanel, bPanel, C + (long)(ic + ir) * N + jc + jr, N, rows, cols, add, buf.Scratch);
                             }
                         }
                     }
                 }
             }
         }
+    }
+
+    /// <summary>One tile over a panel's listed steps (see <see cref="Blocked"/>); a panel without a zero step, or half
+    /// step, runs the kernel's dense loop.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void RunTile(in KernelShape s, bool halves, int* counts, int* steps, int kc, float* a, float* b, float* c, int ldc,
+        int rows, int cols, bool add, float* scratch)
+    {
+        if (counts[0] == kc) s.Kernel(kc, null, a, b, c, ldc, rows, cols, add, scratch);
+        else if (halves) s.HalvesKernel(counts, steps, kc, a, b, c, ldc, rows, cols, add, scratch);
+        else s.Kernel(counts[0], steps, a, b, c, ldc, rows, cols, add, scratch);
     }
 
     /// <summary>dst[j·ldd + i] (+)= tile[i·nr + j] for i &lt; rows, j &lt; cols: a computed mr×nr tile stored

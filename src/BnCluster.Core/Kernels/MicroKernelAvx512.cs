@@ -23,7 +23,28 @@ internal static unsafe class MicroKernelAvx512
     /// go through <paramref name="scratch"/> (MR×NR floats) so loads/stores never leave C.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Run(int count, int* steps, float* a0p, float* b0p, float* c, int ldc, int rows, int cols, bool add, float* scratch)
+    public static void Run(int count, int* steps, float* a0p, float* b0p, float* c, int ldc, int rows, int cols, bool add, float* scratch) =>
+        Tile(count, steps, 0, null, 0, null, a0p, b0p, c, ldc, rows, cols, add, scratch);
+
+    /// <summary>
+    /// <see cref="Run"/> over depth steps sorted by which half of the 8-row A panel is not zero there (see
+    /// <see cref="Packing.NonZeroHalfSteps"/>): the <c>counts[0]</c> steps at <paramref name="steps"/> where both halves
+    /// have a nonzero value run all 8 rows; the <c>counts[1]</c> at steps + <paramref name="stride"/>, where only rows
+    /// 0–3 have one, run those 4 rows; the <c>counts[2]</c> at steps + 2·stride run rows 4–7. A skipped half adds only
+    /// zero terms. Images have zeros in 4 rows at a depth step far more often than in 8 (Fashion-MNIST batches: 36–38%
+    /// of half-steps against 28–29% of steps), and a half step costs half the FMAs. Each row's sum takes its steps in
+    /// the order of the lists: the result depends only on the panel, not on the thread split.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void RunHalves(int* counts, int* steps, int stride, float* a0p, float* b0p, float* c, int ldc, int rows, int cols, bool add,
+        float* scratch) =>
+        Tile(counts[0], steps, counts[1], steps + stride, counts[2], steps + 2L * stride, a0p, b0p, c, ldc, rows, cols, add, scratch);
+
+    /// <summary>The body of <see cref="Run"/> and <see cref="RunHalves"/>: the full steps (all of them when
+    /// <paramref name="steps"/> is null), then the steps of rows 0–3 only, then those of rows 4–7 only.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Tile(int count, int* steps, int upperCount, int* upperSteps, int lowerCount, int* lowerSteps,
+        float* a0p, float* b0p, float* c, int ldc, int rows, int cols, bool add, float* scratch)
     {
         Vector512<float> c00 = default;
         Vector512<float> c01 = default;
@@ -57,6 +78,16 @@ internal static unsafe class MicroKernelAvx512
                 Step(a0p + p * MR, b0p + p * NR, ref c00, ref c01, ref c10, ref c11, ref c20, ref c21, ref c30, ref c31,
                     ref c40, ref c41, ref c50, ref c51, ref c60, ref c61, ref c70, ref c71);
             }
+        }
+        for (int t = 0; t < upperCount; t++)
+        {
+            long p = upperSteps[t];
+            HalfStep(a0p + p * MR, b0p + p * NR, ref c00, ref c01, ref c10, ref c11, ref c20, ref c21, ref c30, ref c31);
+        }
+        for (int t = 0; t < lowerCount; t++)
+        {
+            long p = lowerSteps[t];
+            HalfStep(a0p + p * MR + 4, b0p + p * NR, ref c40, ref c41, ref c50, ref c51, ref c60, ref c61, ref c70, ref c71);
         }
         bool full = rows == MR && cols == NR;
         float* dst = full ? c : scratch;
@@ -131,6 +162,22 @@ internal static unsafe class MicroKernelAvx512
     {
         Vector512<float> b0 = Vector512.Load(b + 0);
         Vector512<float> b1 = Vector512.Load(b + 16);
+        FourRows(a, b0, b1, ref c00, ref c01, ref c10, ref c11, ref c20, ref c21, ref c30, ref c31);
+        FourRows(a + 4, b0, b1, ref c40, ref c41, ref c50, ref c51, ref c60, ref c61, ref c70, ref c71);
+    }
+
+    /// <summary>Half a depth step: C[4×32] += a[0..4] ⊗ b[0..32] (8 FMAs on the 4 rows' accumulators).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void HalfStep(float* a, float* b, ref Vector512<float> c00, ref Vector512<float> c01, ref Vector512<float> c10,
+        ref Vector512<float> c11, ref Vector512<float> c20, ref Vector512<float> c21, ref Vector512<float> c30, ref Vector512<float> c31) =>
+        FourRows(a, Vector512.Load(b + 0), Vector512.Load(b + 16), ref c00, ref c01, ref c10, ref c11, ref c20, ref c21, ref c30, ref c31);
+
+    /// <summary>Rows a[0..4] of a step against its B vectors b0 = b[0..16], b1 = b[16..32].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void FourRows(float* a, Vector512<float> b0, Vector512<float> b1, ref Vector512<float> c00, ref Vector512<float> c01,
+        ref Vector512<float> c10, ref Vector512<float> c11, ref Vector512<float> c20, ref Vector512<float> c21, ref Vector512<float> c30,
+        ref Vector512<float> c31)
+    {
         Vector512<float> a0 = Vector512.Create(a[0]);
         c00 = Avx512F.FusedMultiplyAdd(a0, b0, c00);
         c01 = Avx512F.FusedMultiplyAdd(a0, b1, c01);
@@ -143,18 +190,6 @@ internal static unsafe class MicroKernelAvx512
         Vector512<float> a3 = Vector512.Create(a[3]);
         c30 = Avx512F.FusedMultiplyAdd(a3, b0, c30);
         c31 = Avx512F.FusedMultiplyAdd(a3, b1, c31);
-        Vector512<float> a4 = Vector512.Create(a[4]);
-        c40 = Avx512F.FusedMultiplyAdd(a4, b0, c40);
-        c41 = Avx512F.FusedMultiplyAdd(a4, b1, c41);
-        Vector512<float> a5 = Vector512.Create(a[5]);
-        c50 = Avx512F.FusedMultiplyAdd(a5, b0, c50);
-        c51 = Avx512F.FusedMultiplyAdd(a5, b1, c51);
-        Vector512<float> a6 = Vector512.Create(a[6]);
-        c60 = Avx512F.FusedMultiplyAdd(a6, b0, c60);
-        c61 = Avx512F.FusedMultiplyAdd(a6, b1, c61);
-        Vector512<float> a7 = Vector512.Create(a[7]);
-        c70 = Avx512F.FusedMultiplyAdd(a7, b0, c70);
-        c71 = Avx512F.FusedMultiplyAdd(a7, b1, c71);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

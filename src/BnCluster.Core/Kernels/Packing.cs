@@ -173,25 +173,15 @@ internal static unsafe class Packing
     private static int NonZeroSteps8Avx512(float* panel, int kc, int* steps)
     {
         int count = 0, p = 0;
-        var lanes = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7);
-        var laneBits = Vector256.Create(1, 2, 4, 8, 16, 32, 64, 128);
         for (; p + 8 <= kc; p += 8)
         {
-            float* q = panel + p * 8;
-            ulong zeros = Vector512.Equals(Vector512.Load(q), Vector512<float>.Zero).ExtractMostSignificantBits()
-                | Vector512.Equals(Vector512.Load(q + 16), Vector512<float>.Zero).ExtractMostSignificantBits() << 16
-                | Vector512.Equals(Vector512.Load(q + 32), Vector512<float>.Zero).ExtractMostSignificantBits() << 32
-                | Vector512.Equals(Vector512.Load(q + 48), Vector512<float>.Zero).ExtractMostSignificantBits() << 48;
             // Bit 0 of each byte of `run`: some value of that step is not zero (the folds stay inside the byte).
-            ulong run = ~zeros;
+            ulong run = ~ZeroBits8(panel + p * 8);
             run |= run >> 4;
             run |= run >> 2;
             run |= run >> 1;
-            int mask = (int)Bmi2.X64.ParallelBitExtract(run, 0x0101010101010101);
-            var keep = Vector256.Equals(Vector256.Create(mask) & laneBits, laneBits);
             // Writes 8 slots at count ≤ p: inside the panel's kc slots, as p + 8 ≤ kc.
-            Avx512F.VL.Compress(Vector256<int>.Zero, keep, lanes + Vector256.Create(p)).Store(steps + count);
-            count += BitOperations.PopCount((uint)mask);
+            count += CompressSteps((int)Bmi2.X64.ParallelBitExtract(run, 0x0101010101010101), p, steps + count);
         }
         for (; p < kc; p++)
         {
@@ -199,6 +189,68 @@ internal static unsafe class Packing
             count += Vector256.EqualsAll(Vector256.Load(panel + p * 8), Vector256<float>.Zero) ? 0 : 1;
         }
         return count;
+    }
+
+    /// <summary>
+    /// Sorts the depth steps of a packed 8-row panel (kc steps of 8 values) by which of its halves, rows 0–3 and rows
+    /// 4–7, have a value that is not zero there, for <see cref="MicroKernelAvx512.RunHalves"/>: the steps where both do,
+    /// ascending, at <paramref name="steps"/>; those where only rows 0–3 do at steps + <paramref name="stride"/>; those
+    /// where only rows 4–7 do at steps + 2·stride (stride ≥ kc); their counts in counts[0..3]. Steps zero in all 8 rows
+    /// are in no list. −0 counts as zero; NaN does not.
+    /// </summary>
+    public static void NonZeroHalfSteps(float* panel, int kc, int* steps, int stride, int* counts)
+    {
+        int both = 0, upper = 0, lower = 0, p = 0;
+        int* upperSteps = steps + stride, lowerSteps = steps + 2L * stride;
+        if (Vector512.IsHardwareAccelerated && Avx512F.VL.IsSupported && Bmi2.X64.IsSupported)
+        {
+            // 8 steps at a time as in NonZeroSteps8Avx512, with one bit per half: bit 0 of each byte for rows 0–3,
+            // bit 4 for rows 4–7 (the folds stay inside each nibble).
+            for (; p + 8 <= kc; p += 8)
+            {
+                ulong run = ~ZeroBits8(panel + p * 8);
+                run |= run >> 2;
+                run |= run >> 1;
+                int up = (int)Bmi2.X64.ParallelBitExtract(run, 0x0101010101010101);
+                int low = (int)Bmi2.X64.ParallelBitExtract(run, 0x1010101010101010);
+                // Each list writes 8 slots at its count ≤ p: inside its stride ≥ kc slots, as p + 8 ≤ kc.
+                both += CompressSteps(up & low, p, steps + both);
+                upper += CompressSteps(up & ~low, p, upperSteps + upper);
+                lower += CompressSteps(low & ~up, p, lowerSteps + lower);
+            }
+        }
+        for (; p < kc; p++)
+        {
+            float* v = panel + p * 8;
+            bool up = !(v[0] == 0f && v[1] == 0f && v[2] == 0f && v[3] == 0f);
+            bool low = !(v[4] == 0f && v[5] == 0f && v[6] == 0f && v[7] == 0f);
+            if (up && low) steps[both++] = p;
+            else if (up) upperSteps[upper++] = p;
+            else if (low) lowerSteps[lower++] = p;
+        }
+        counts[0] = both;
+        counts[1] = upper;
+        counts[2] = lower;
+    }
+
+    /// <summary>One bit per value of 8 packed 8-row steps (64 floats at <paramref name="q"/>), set where it is zero;
+    /// byte b holds step b, bit r of it row r.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ulong ZeroBits8(float* q) =>
+        Vector512.Equals(Vector512.Load(q), Vector512<float>.Zero).ExtractMostSignificantBits()
+        | Vector512.Equals(Vector512.Load(q + 16), Vector512<float>.Zero).ExtractMostSignificantBits() << 16
+        | Vector512.Equals(Vector512.Load(q + 32), Vector512<float>.Zero).ExtractMostSignificantBits() << 32
+        | Vector512.Equals(Vector512.Load(q + 48), Vector512<float>.Zero).ExtractMostSignificantBits() << 48;
+
+    /// <summary>Stores p0 + i for the set bits i of <paramref name="mask"/> (8 bits), ascending, at
+    /// <paramref name="dest"/> in one 8-slot compressed store; returns how many.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int CompressSteps(int mask, int p0, int* dest)
+    {
+        var laneBits = Vector256.Create(1, 2, 4, 8, 16, 32, 64, 128);
+        var keep = Vector256.Equals(Vector256.Create(mask) & laneBits, laneBits);
+        Avx512F.VL.Compress(Vector256<int>.Zero, keep, Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7) + Vector256.Create(p0)).Store(dest);
+        return BitOperations.PopCount((uint)mask);
     }
 
     /// <summary>dst[j·dstStride + i] (+)= src[i·srcStride + j] for i, j &lt; 8, with AVX shuffles.</summary>

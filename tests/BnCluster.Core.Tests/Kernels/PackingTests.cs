@@ -38,4 +38,54 @@ public sealed unsafe class PackingTests
         fixed (float* pp = panel) fixed (int* ps = steps) count = Packing.NonZeroSteps(pp, kc, mr, ps);
         Assert.Equal(expected, steps.Take(count).ToArray());
     }
+
+    /// <summary>
+    /// The three step lists of an 8-row panel for the AVX-512 halves kernel, against a scalar reference: steps where
+    /// both halves (rows 0–3, rows 4–7) have a value that is not zero, where only the first does, where only the second
+    /// does; all-zero steps in none. −0 is zero, NaN is not. The lists stay inside their stride (here larger than kc, with
+    /// a guard after the last), 8 steps at a time and in the tail.
+    /// </summary>
+    [Theory]
+    [InlineData(0)]
+    [InlineData(7)]
+    [InlineData(8)]
+    [InlineData(64)]
+    [InlineData(259)]
+    public void NonZeroHalfStepsSortsTheStepsByTheHalvesThatAreNotZero(int kc)
+    {
+        var rng = new Random(31 + kc);
+        var panel = new float[kc * 8];
+        for (int p = 0; p < kc; p++)
+        {
+            int kind = rng.Next(6); // 0: all zero; 1, 2: one half zero; 3: one value nonzero; 4: all nonzero; 5: −0s and a NaN
+            for (int r = 0; r < 8; r++)
+                panel[p * 8 + r] = kind switch
+                {
+                    0 => 0f,
+                    1 => r < 4 ? 0f : 2f,
+                    2 => r < 4 ? -1f : 0f,
+                    3 => r == p % 8 ? 1.5f : 0f,
+                    4 => (float)rng.NextDouble() + 0.1f,
+                    _ => r == p % 8 ? float.NaN : -0f,
+                };
+        }
+        bool NotZero(int p, int half) => Enumerable.Range(half * 4, 4).Any(r => !(panel[p * 8 + r] == 0f));
+        var steps = Enumerable.Range(0, kc);
+        int[][] expected =
+        [
+            steps.Where(p => NotZero(p, 0) && NotZero(p, 1)).ToArray(),
+            steps.Where(p => NotZero(p, 0) && !NotZero(p, 1)).ToArray(),
+            steps.Where(p => !NotZero(p, 0) && NotZero(p, 1)).ToArray(),
+        ];
+        int stride = kc + 3;
+        var lists = new int[3 * stride + 1];
+        const int guard = -12345;
+        lists[^1] = guard;
+        var counts = new int[3];
+        fixed (float* pp = panel) fixed (int* ps = lists) fixed (int* pc = counts)
+            Packing.NonZeroHalfSteps(pp, kc, ps, stride, pc);
+        for (int list = 0; list < 3; list++)
+            Assert.Equal(expected[list], lists.Skip(list * stride).Take(counts[list]).ToArray());
+        Assert.Equal(guard, lists[^1]);
+    }
 }
