@@ -20,13 +20,14 @@ public sealed class DenseLayer(int inputs, int outputs, bool hasBias)
     /// <para>With an <paramref name="inputOffset"/> c[in], <paramref name="a"/> holds the input centred on it, A − 1·cᵀ
     /// (the first layer: the data minus the values of a stored 0, so the data's zeros stay zeros the GEMM skips), and
     /// Z = (A − 1·cᵀ)·Wᵀ + 1·(b + W·c)ᵀ, which is A·Wᵀ + b. <paramref name="offsetTerms"/>[out] receives b + W·c.</para>
-    /// <para>With <paramref name="inputIsData"/> (the first layer) the product skips the depth steps where 8 rows of the
-    /// input are zero together (<see cref="MatMul"/>, sparseA); activations are taken as dense.</para>
+    /// <para>With <paramref name="sparseInput"/> the product skips the depth steps where rows of the input are zero
+    /// together (<see cref="MatMul"/>, sparseA): for the data (image backgrounds) and for ReLU outputs, whose zeros
+    /// neighbouring rows share when the batch is ordered by zero pattern.</para>
     /// </summary>
     public unsafe void Forward(MatMul matMul, ReadOnlySpan<float> a, ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, Span<float> z, int rows,
-        ReadOnlySpan<float> inputOffset = default, Span<float> offsetTerms = default, bool inputIsData = false)
+        ReadOnlySpan<float> inputOffset = default, Span<float> offsetTerms = default, bool sparseInput = false)
     {
-        matMul.MultiplyNT(a, weight, z, rows, Outputs, Inputs, sparseA: inputIsData);
+        matMul.MultiplyNT(a, weight, z, rows, Outputs, Inputs, sparseA: sparseInput);
         bool offset = !inputOffset.IsEmpty;
         if (!HasBias && !offset) return;
         if (HasBias && bias.Length < Outputs) throw new ArgumentException($"bias holds {bias.Length} of {Outputs} values");

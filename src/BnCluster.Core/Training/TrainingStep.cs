@@ -159,6 +159,15 @@ public static class TrainingStep
     private static ReadOnlySpan<float> LayerInput(Workspace ws, int l, int rows, int width) =>
         l == 0 ? ws.X.AsSpan(0, rows * width) : LayerOutput(ws, l - 1, rows * width);
 
+    /// <summary>
+    /// Whether the input of dense layer <paramref name="l"/> (the output layer at l = HiddenLayers) has zeros the forward
+    /// product should skip: the data, and ReLU outputs when no BN follows the activation. On the Fashion-MNIST bench, in
+    /// the gather's row order, a ReLU output has ~22% of its 4-row half-steps zero (~10% of 8-row steps); measured side by
+    /// side, the second layer's forward product took 360 → 321 µs.
+    /// </summary>
+    private static bool SparseInput(Parameters p, int l) =>
+        l == 0 || (p.Spec.Activation == Activation.Relu && p.Spec.BatchNorm != BatchNormPlacement.After);
+
     // The offset the gather took off the input, for the first layer of a training step.
     private static ReadOnlySpan<float> InputOffset(Workspace ws, int l) => l == 0 ? ws.InputOffset : default;
 
@@ -175,7 +184,7 @@ public static class TrainingStep
         int c = dense.Outputs;
         var z = ws.Z[l].AsSpan(0, rows * c);
         long t0 = Stopwatch.GetTimestamp();
-        dense.Forward(ws.MatMul, LayerInput(ws, l, rows, dense.Inputs), p.W[l], p.B[l], z, rows, InputOffset(ws, l), ws.OffsetTerms, inputIsData: l == 0);
+        dense.Forward(ws.MatMul, LayerInput(ws, l, rows, dense.Inputs), p.W[l], p.B[l], z, rows, InputOffset(ws, l), ws.OffsetTerms, SparseInput(p, l));
         ws.DenseTicks += Stopwatch.GetTimestamp() - t0;
         switch (p.Spec.BatchNorm)
         {
@@ -219,7 +228,7 @@ public static class TrainingStep
         var input = LayerInput(ws, p.HiddenLayers, rows, output.Inputs);
         var logits = ws.Logits.AsSpan(0, rows * k);
         long t0 = Stopwatch.GetTimestamp();
-        output.Forward(ws.MatMul, input, p.WOut, p.BOut, logits, rows, inputIsData: p.HiddenLayers == 0);
+        output.Forward(ws.MatMul, input, p.WOut, p.BOut, logits, rows, sparseInput: SparseInput(p, p.HiddenLayers));
         ws.DenseTicks += Stopwatch.GetTimestamp() - t0;
         var labels = ws.Labels.AsSpan(0, rows);
         var (sumLoss, correct) = SoftmaxCrossEntropy.Forward(logits, labels, ws.Probs, rows, k);
@@ -358,7 +367,7 @@ public static class TrainingStep
             int n = rows * dense.Outputs;
             var z = ws.Z[l].AsSpan(0, n);
             var act = ws.Act[l].AsSpan(0, n);
-            dense.Forward(ws.MatMul, LayerInput(ws, l, rows, dense.Inputs), p.W[l], p.B[l], z, rows, inputIsData: l == 0);
+            dense.Forward(ws.MatMul, LayerInput(ws, l, rows, dense.Inputs), p.W[l], p.B[l], z, rows, sparseInput: SparseInput(p, l));
             var bn = p.BatchNorm[l];
             switch (p.Spec.BatchNorm)
             {
@@ -377,7 +386,7 @@ public static class TrainingStep
         }
         var output = p.OutputLayer;
         output.Forward(ws.MatMul, LayerInput(ws, p.HiddenLayers, rows, output.Inputs), p.WOut, p.BOut, ws.Logits.AsSpan(0, rows * p.Spec.Classes), rows,
-            inputIsData: p.HiddenLayers == 0);
+            sparseInput: SparseInput(p, p.HiddenLayers));
     }
 }
 
