@@ -7,10 +7,11 @@ namespace BnCluster.Core.Kernels;
 ///   weight grad    dW[out×in] = dZ[n×out]ᵀ · A[n×in]      → MultiplyTN
 ///   input grad     dA[n×in]   = dZ[n×out] · W[out×in]     → MultiplyNN
 ///   first layer's weight grad, as (A[n×in]ᵀ · dZ[n×out])ᵀ    → MultiplyTNStoreTransposed
-/// With <c>sparseA</c>, a product skips the depth steps where a packed panel of A is all zero (a zero term adds
-/// nothing; the data's zero features, e.g. image backgrounds, make whole runs of them), so the packed A should be the
-/// sparse operand. Without it A is taken as dense: activations and gradients almost never have a depth step zero in 8
-/// rows at once, and scanning their panels for one cost about 0.8 ns per step, in every thread that packs them.
+/// With <c>sparseA</c>, a product skips the depth steps where a packed panel of A is all zero, and on AVX-512 those
+/// where half of the panel (4 of its 8 rows) is: a zero term adds nothing. The packed A should be the sparse operand:
+/// the data (image backgrounds make whole runs of zero features) or a ReLU output in the gather's row order.
+/// Without it A is taken as dense. Gradients almost never have a depth step zero in 8 or 4 rows at once, and
+/// scanning their panels for one costs about 0.8 ns per step, in every thread that packs them.
 /// One instance per trainer or worker: it owns its threads and packing buffers.
 /// Implementation: packed, cache-blocked GEMM (Packing, GemmDriver) around a register-blocked
 /// micro-kernel per ISA (AVX-512, AVX2+FMA, scalar); transposition is handled while packing.
@@ -94,8 +95,8 @@ public sealed unsafe class MatMul : IDisposable
     /// C[n×m] = (A[k×m]ᵀ · B[k×n])ᵀ = B[k×n]ᵀ · A[k×m]; adds into C when <paramref name="accumulate"/>. The same
     /// result as <see cref="MultiplyTN"/>(b, a, c, n, m, k), term for term in the same order, but with A in the
     /// packed-A role, whose all-zero depth steps a product with <paramref name="sparseA"/> skips: the weight gradient of
-    /// the first layer, dW = dZᵀ·X, computed as (Xᵀ·dZ)ᵀ, skips every group of 8 input features that are zero together
-    /// in a sample.
+    /// the first layer, dW = dZᵀ·X, computed as (Xᵀ·dZ)ᵀ, skips every group of 8 input features (on AVX-512, of 4) that are
+    /// zero together in a sample.
     /// </summary>
     public void MultiplyTNStoreTransposed(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> c, int m, int n, int k, bool accumulate = false,
         bool sparseA = false)
