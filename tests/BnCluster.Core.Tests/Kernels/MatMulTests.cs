@@ -126,13 +126,7 @@ public sealed class MatMulTests
         var instances = AllInstances(large: true);
         try
         {
-            var rng = new Random(17 + (int)product);
-            float[] a = RandomArray(rng, m * k), b = RandomArray(rng, k * n);
-            bool transposedA = product is Product.TN or Product.TNT;
-            for (int i = 0; i < m; i++) a[transposedA ? zeroStep * m + i : i * k + zeroStep] = 0;
-            var bWithoutNaN = (float[])b.Clone();
-            for (int j = 0; j < n; j++) b[product == Product.NT ? j * k + zeroStep : zeroStep * n + j] = float.NaN;
-            Reference(product, a, bWithoutNaN, m, n, k, out double[] exact, out double[] magnitude);
+            var (a, b, exact, magnitude) = NaNAtZeroStep(product, m, n, k, zeroStep, _ => true, new Random(17 + (int)product));
             var c = new float[m * n];
             foreach (MatMul mm in instances)
             {
@@ -160,15 +154,8 @@ public sealed class MatMulTests
         var instances = AllInstances(large: true);
         try
         {
-            var rng = new Random(23 + (int)product);
-            float[] a = RandomArray(rng, m * k), b = RandomArray(rng, k * n);
-            bool transposedA = product is Product.TN or Product.TNT;
-            bool Skippable(int i) => i < 4 || i >= 12;
-            for (int i = 0; i < m; i++)
-                if (Skippable(i)) a[transposedA ? zeroStep * m + i : i * k + zeroStep] = 0;
-            var bWithoutNaN = (float[])b.Clone();
-            for (int j = 0; j < n; j++) b[product == Product.NT ? j * k + zeroStep : zeroStep * n + j] = float.NaN;
-            Reference(product, a, bWithoutNaN, m, n, k, out double[] exact, out double[] magnitude);
+            static bool Skippable(int i) => i < 4 || i >= 12;
+            var (a, b, exact, magnitude) = NaNAtZeroStep(product, m, n, k, zeroStep, Skippable, new Random(23 + (int)product));
             var c = new float[m * n];
             foreach (MatMul mm in instances)
             {
@@ -187,6 +174,22 @@ public sealed class MatMulTests
             }
         }
         finally { instances.ForEach(i => i.Dispose()); }
+    }
+
+    /// <summary>Random A[m×k] and B[k×n] (as the product reads them) with A(i, <paramref name="zeroStep"/>) = 0 for the rows
+    /// <paramref name="zeroRow"/> names and B(<paramref name="zeroStep"/>, j) = NaN, and the float64 reference of A·B
+    /// over the other steps (the NaN left out).</summary>
+    private static (float[] A, float[] B, double[] Exact, double[] Magnitude) NaNAtZeroStep(Product product, int m, int n, int k, int zeroStep,
+        Func<int, bool> zeroRow, Random rng)
+    {
+        float[] a = RandomArray(rng, m * k), b = RandomArray(rng, k * n);
+        bool transposedA = product is Product.TN or Product.TNT;
+        for (int i = 0; i < m; i++)
+            if (zeroRow(i)) a[transposedA ? zeroStep * m + i : i * k + zeroStep] = 0;
+        var bWithoutNaN = (float[])b.Clone();
+        for (int j = 0; j < n; j++) b[product == Product.NT ? j * k + zeroStep : zeroStep * n + j] = float.NaN;
+        Reference(product, a, bWithoutNaN, m, n, k, out double[] exact, out double[] magnitude);
+        return (a, b, exact, magnitude);
     }
 
     /// <summary>Zeroes A(i, p) at depth steps chosen with probability <paramref name="fraction"/> for all rows of a
