@@ -29,7 +29,7 @@ public static class Program
                 StepBench.Run(args.AsSpan(1));
                 return 0;
             }
-            catch (ArgumentException e)
+            catch (Exception e) when (e is ArgumentException or BnCluster.Core.Data.DatasetException)
             {
                 Console.Error.WriteLine(e.Message);
                 return 2;
