@@ -176,6 +176,46 @@ public sealed class MatMulTests
         finally { instances.ForEach(i => i.Dispose()); }
     }
 
+    /// <summary>
+    /// A sparse product split by rows deals its row panels to the threads in runs (GemmJob.InterleaveRows), not in one
+    /// block each. Every element of C is still one thread's, over the same steps in the same order, so the bits equal
+    /// one thread's: on every path, with and without accumulate, for row counts that end inside a run or a panel, and
+    /// with A's first rows far sparser than the rest (an image's background pixels, for the first layer's dW).
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Products))]
+    public void SparseA_SplitByRows_GivesOneThreadsBits(Product product)
+    {
+        var rng = new Random(29 + (int)product);
+        bool transposedA = product is Product.TN or Product.TNT;
+        foreach (KernelPath path in Enum.GetValues<KernelPath>().Where(KernelPaths.IsSupported))
+        {
+            using var single = new MatMul(1, path);
+            using var two = new MatMul(2, path, parallelThreshold: 0);
+            using var three = new MatMul(3, path, parallelThreshold: 0);
+            foreach (var (m, n, k) in new[] { (784, 64, 96), (397, 24, 50), (203, 40, 90), (130, 17, 300), (64, 48, 33) })
+            {
+                float[] a = RandomArray(rng, m * k), b = RandomArray(rng, k * n), c0 = RandomArray(rng, m * n);
+                for (int i = 0; i < m; i++)
+                    for (int p = 0; p < k; p++)
+                        if (rng.NextDouble() < (i < m / 3 ? 0.85 : 0.3)) a[transposedA ? p * m + i : i * k + p] = 0;
+                foreach (bool accumulate in new[] { false, true })
+                {
+                    var expected = (float[])c0.Clone();
+                    Multiply(single, product, a, b, expected, m, n, k, accumulate, sparseA: true);
+                    foreach (MatMul mm in new[] { two, three })
+                    {
+                        var c = (float[])c0.Clone();
+                        Multiply(mm, product, a, b, c, m, n, k, accumulate, sparseA: true);
+                        for (int i = 0; i < c.Length; i++)
+                            if (BitConverter.SingleToInt32Bits(c[i]) != BitConverter.SingleToInt32Bits(expected[i]))
+                                Assert.Fail($"{product} {m}×{n}×{k} path={path} threads={mm.Threads} accumulate={accumulate}: C[{i}] = {c[i]}, one thread gave {expected[i]}");
+                    }
+                }
+            }
+        }
+    }
+
     /// <summary>Random A[m×k] and B[k×n] (as the product reads them) with A(i, <paramref name="zeroStep"/>) = 0 for the rows
     /// <paramref name="zeroRow"/> names and B(<paramref name="zeroStep"/>, j) = NaN, and the float64 reference of A·B
     /// over the other steps (the NaN left out).</summary>
