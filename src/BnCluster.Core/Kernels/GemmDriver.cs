@@ -113,7 +113,8 @@ internal sealed unsafe class PackBuffers : IDisposable
 /// <summary>
 /// One product C[m×n] (row stride n) = (accumulate ? C : 0) + A·B with A, B as strided views,
 /// split into <see cref="Parts"/> static shares of C (row blocks or column blocks, aligned to the
-/// micro-tile). Each share is an independent blocked GEMM with its own packing buffers.
+/// micro-tile; a sparse product's rows dealt in runs, see <see cref="InterleaveRows"/>). Each share is an
+/// independent blocked GEMM with its own packing buffers.
 /// Reused for every call: fields are overwritten, nothing is allocated.
 /// </summary>
 internal sealed unsafe class GemmJob : IParallelJob
