@@ -190,7 +190,7 @@ internal sealed unsafe class GemmJob : IParallelJob
     public void Execute(int part)
     {
         int mr = _shape.MR, panels = CeilDiv(M, mr);
-        if (SplitRows && InterleaveRows)
+        if (InterleaveRows)
         {
             // Runs part, part + Parts, …: panel t of this part is DealtPanels·part + (t / DealtPanels)·DealtPanels·Parts + t % DealtPanels.
             int count = DealtCount(part, panels);
@@ -203,8 +203,8 @@ internal sealed unsafe class GemmJob : IParallelJob
         if (i0 < i1 && j0 < j1) Blocked(new PanelMap(i0 / mr, 1, 1), CeilDiv(i1 - i0, mr), j0, j1, _buffers[part]);
     }
 
-    /// <summary>How many of <paramref name="panels"/> row panels dealt in runs (<see cref="InterleaveRows"/>) are part <paramref name="part"/>'s
-    /// (part 0 has the most).</summary>
+    /// <summary>How many of <paramref name="panels"/> row panels dealt in runs (<see cref="InterleaveRows"/>) are part
+    /// <paramref name="part"/>'s (part 0 has the most).</summary>
     private int DealtCount(int part, int panels)
     {
         int count = 0;
@@ -214,8 +214,9 @@ internal sealed unsafe class GemmJob : IParallelJob
 
     /// <summary>
     /// Goto/BLIS loop nest over the columns [j0, j1) of <paramref name="count"/> row panels of C (of MR rows each), the
-    /// panels <paramref name="map"/> names. With <see cref="SkipZeroSteps"/>, each packed A panel runs only its depth steps that are not all zero (<see cref="Packing.NonZeroSteps"/>): a zero term adds nothing, and
-    /// inputs such as images have whole runs of zero pixels. Where the path has a halves kernel, each half of a panel
+    /// panels <paramref name="map"/> names. With <see cref="SkipZeroSteps"/>, each packed A panel runs only its depth
+    /// steps that are not all zero (<see cref="Packing.NonZeroSteps"/>): a zero term adds nothing, and inputs such as
+    /// images have whole runs of zero pixels. Where the path has a halves kernel, each half of a panel
     /// skips the steps where it is zero (<see cref="Packing.NonZeroHalfSteps"/>). With <see cref="TransposeC"/>, each
     /// tile is computed into a scratch tile and stored transposed (C[j, i] at C + j·M + i).
     /// </summary>
