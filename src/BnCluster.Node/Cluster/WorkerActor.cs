@@ -314,11 +314,11 @@ public sealed class WorkerActor : ReceiveActor
     {
         if (m.UpdateStep <= 0 || _update is not { } update) return (result.Compute, 0);
         var ws = _ws!;
-        int flags = update.WriteGradients(m.Rank, m.Step, m.Attempt, ws.Gradients.Tensors) ? 0 : SharedShardedUpdate.OwnNonFinite;
+        int flags = update.WriteGradients(m.Rank, m.SharedBatchNormRanks, m.Step, m.Attempt, ws.Gradients.Tensors) ? 0 : SharedShardedUpdate.OwnNonFinite;
         long waitStart = Stopwatch.GetTimestamp();
         update.WaitForGradients(m.SharedBatchNormRanks, m.Step, m.Attempt, token);
         long updateStart = Stopwatch.GetTimestamp();
-        flags |= update.UpdateSlice(m.Rank, m.SharedBatchNormRanks, m.Step, m.Attempt, m.ParametersVersion, m.UpdateStep);
+        flags |= update.UpdateSlice(m.Rank, m.SharedBatchNormRanks, m.Step, m.Attempt, m.ParametersVersion, m.UpdateStep, ws.Gradients.Tensors);
         update.PublishUpdate(m.Rank, m.Step, m.Attempt, flags);
         return (result.Compute + Stopwatch.GetElapsedTime(updateStart), updateStart - waitStart);
     }

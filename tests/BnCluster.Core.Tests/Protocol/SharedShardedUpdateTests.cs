@@ -94,9 +94,9 @@ public sealed class SharedShardedUpdateTests
             var workers = Enumerable.Range(0, ranks).Select(rank => Task.Run(() =>
             {
                 var update = file.Workers[rank];
-                int flags = update.WriteGradients(rank, step, 1, gradients[rank].Tensors) ? 0 : SharedShardedUpdate.OwnNonFinite;
+                int flags = update.WriteGradients(rank, ranks, step, 1, gradients[rank].Tensors) ? 0 : SharedShardedUpdate.OwnNonFinite;
                 update.WaitForGradients(ranks, step, 1, CancellationToken.None);
-                flags |= update.UpdateSlice(rank, ranks, step, 1, committed, step);
+                flags |= update.UpdateSlice(rank, ranks, step, 1, committed, step, gradients[rank].Tensors);
                 update.PublishUpdate(rank, step, 1, flags);
             })).ToArray();
             await Task.WhenAll(workers).WaitAsync(TimeSpan.FromSeconds(30));
@@ -155,9 +155,9 @@ public sealed class SharedShardedUpdateTests
             for (long step = 1; step <= 2; step++)
             {
                 if (step > 1) Assert.True(update.WaitForUpdates(ranks, step - 1, 1, CancellationToken.None));
-                update.WriteGradients(rank, step, 1, gradients[step - 1][rank].Tensors);
+                update.WriteGradients(rank, ranks, step, 1, gradients[step - 1][rank].Tensors);
                 update.WaitForGradients(ranks, step, 1, CancellationToken.None);
-                update.PublishUpdate(rank, step, 1, update.UpdateSlice(rank, ranks, step, 1, step - 1, step));
+                update.PublishUpdate(rank, step, 1, update.UpdateSlice(rank, ranks, step, 1, step - 1, step, gradients[step - 1][rank].Tensors));
             }
         })).ToArray();
         await Task.WhenAll(workers).WaitAsync(TimeSpan.FromSeconds(30));
@@ -231,12 +231,12 @@ public sealed class SharedShardedUpdateTests
         var good = RandomGradients(p, rng);
         var bad = RandomGradients(p, rng);
         bad.Tensors[^1].Values[1] = float.PositiveInfinity; // the output bias: the last slice's
-        Assert.True(file.Workers[0].WriteGradients(0, 4, 2, good.Tensors));
-        Assert.False(file.Workers[1].WriteGradients(1, 4, 2, bad.Tensors));
-        Assert.Equal(0, file.Workers[0].UpdateSlice(0, 2, 4, 2, 3, 4));
-        Assert.Equal(SharedShardedUpdate.SliceNonFinite, file.Workers[1].UpdateSlice(1, 2, 4, 2, 3, 4));
+        Assert.True(file.Workers[0].WriteGradients(0, 2, 4, 2, good.Tensors));
+        Assert.False(file.Workers[1].WriteGradients(1, 2, 4, 2, bad.Tensors));
+        Assert.Equal(0, file.Workers[0].UpdateSlice(0, 2, 4, 2, 3, 4, good.Tensors));
+        Assert.Equal(SharedShardedUpdate.SliceNonFinite, file.Workers[1].UpdateSlice(1, 2, 4, 2, 3, 4, bad.Tensors));
         // Gradients of another attempt are not used: the slice is refused as a whole.
-        Assert.Equal(SharedShardedUpdate.GradientsChanged, file.Workers[0].UpdateSlice(0, 2, 4, 3, 3, 4));
+        Assert.Equal(SharedShardedUpdate.GradientsChanged, file.Workers[0].UpdateSlice(0, 2, 4, 3, 3, 4, good.Tensors));
         Assert.ThrowsAny<OperationCanceledException>(() => file.Workers[0].WaitForGradients(2, 4, 3, new CancellationToken(canceled: true)));
         file.Workers[1].PublishUpdate(1, 4, 2, SharedShardedUpdate.OwnNonFinite);
         Assert.True(file.Coordinator.TryReadUpdate(1, 4, 2, out int flags));
