@@ -360,7 +360,7 @@ print()
 rows = [(lbl, o) for lbl, o in [("1 process, 2 threads", bn1_obj), ("2 processes × 1 thread", bn2_obj),
                                  ("2 processes × 1 thread, tensors over TCP²", bn2_tcp_obj)] if o]
 if rows:
-    keys = ["ms_per_step", "compute_ms", "bn_wait_ms", "grad_exchange_ms", "waiting_percent", "allocated_bytes_per_step",
+    keys = ["ms_per_step", "compute_ms", "bn_wait_ms", "grad_exchange_ms", "other_ms", "waiting_percent", "allocated_bytes_per_step",
             "gen0", "gen1", "gen2", "peak_rss_mb", "worker_peak_rss_mb", "worker_gen0", "worker_allocated_bytes_per_step"]
 
     def show(v):
@@ -373,7 +373,9 @@ if rows:
         return str(v)
 
     print("BnCluster step breakdown of each configuration's best round (times per step; compute, bn_wait, grad_exchange "
-          "and waiting_percent per worker, averaged over the workers, from the run's own step-phase log events; n/a = no "
+          "and waiting_percent per worker, averaged over the workers, from the run's own step-phase log events; other_ms = "
+          "ms_per_step minus those three phases: with worker processes, the shared-memory copies, the messages and the "
+          "coordinator's share of the CPUs; n/a = no "
           "per-worker events reached the coordinator; GC and allocation of the process running `bench` — the "
           "coordinator with --processes; worker_gen0 and worker_allocated_bytes_per_step: each worker process's own, "
           "from the GC counters it sends with its steps):")

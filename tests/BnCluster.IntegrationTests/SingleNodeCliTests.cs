@@ -137,12 +137,13 @@ public sealed class SingleNodeCliTests
         var run = CliHarness.Run("bench", "--features", "20", "--classes", "3", "--hidden", "16", "--batch", "32", "--steps", "5", "--threads", "1", "--json");
         Assert.True(run.Exit == 0, run.Error);
         var json = JsonDocument.Parse(run.Out).RootElement;
-        foreach (string key in new[] { "samples_per_second", "ms_per_step", "compute_ms", "bn_wait_ms", "grad_exchange_ms", "gen0", "gen1", "gen2",
+        foreach (string key in new[] { "samples_per_second", "ms_per_step", "compute_ms", "bn_wait_ms", "grad_exchange_ms", "other_ms", "gen0", "gen1", "gen2",
                      "allocated_bytes_per_step", "peak_rss_mb", "workers", "threads", "batch", "hidden" })
             Assert.True(json.TryGetProperty(key, out _), $"missing {key}");
         Assert.True(json.GetProperty("samples_per_second").GetDouble() > 0);
         Assert.Equal(32, json.GetProperty("batch").GetInt32());
         Assert.Equal(0, json.GetProperty("grad_exchange_ms").GetDouble());
+        Assert.Equal(0, json.GetProperty("other_ms").GetDouble()); // one process: the whole step is compute
     }
 
     /// <summary>A stderr writer that cancels the run once a text has been written (the in-process Ctrl+C).</summary>

@@ -117,7 +117,7 @@ public sealed class BenchReportTests
         Assert.Contains("worker GC gen0 0, n/a, bytes allocated/step 1536, n/a", text);
 
         var json = JsonDocument.Parse(BenchBackend.ToJson(result)).RootElement;
-        foreach (string key in new[] { "compute_ms", "bn_wait_ms", "grad_exchange_ms", "waiting_percent" })
+        foreach (string key in new[] { "compute_ms", "bn_wait_ms", "grad_exchange_ms", "other_ms", "waiting_percent" })
             Assert.Equal(JsonValueKind.Null, json.GetProperty(key).ValueKind);
         Assert.Equal([JsonValueKind.Number, JsonValueKind.Null], json.GetProperty("worker_peak_rss_mb").EnumerateArray().Select(e => e.ValueKind));
         Assert.Equal(150.25, json.GetProperty("worker_peak_rss_mb")[0].GetDouble());

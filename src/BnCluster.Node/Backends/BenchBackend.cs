@@ -26,7 +26,16 @@ namespace BnCluster.Node.Backends;
 public sealed record BenchResult(
     double SamplesPerSecond, double MsPerStep, double? ComputeMs, double? BnWaitMs, double? GradExchangeMs, double? WaitingPercent,
     int Gen0, int Gen1, int Gen2, double AllocatedBytesPerStep, double PeakRssMb, IReadOnlyList<double?> WorkerPeakRssMb,
-    IReadOnlyList<int?> WorkerGen0, IReadOnlyList<double?> WorkerAllocatedBytesPerStep, int Workers, bool Processes, int Threads, int Batch, IReadOnlyList<int> Hidden, int Steps, int WarmupSteps);
+    IReadOnlyList<int?> WorkerGen0, IReadOnlyList<double?> WorkerAllocatedBytesPerStep, int Workers, bool Processes, int Threads, int Batch, IReadOnlyList<int> Hidden, int Steps, int WarmupSteps)
+{
+    /// <summary>
+    /// The step time outside the workers' phases: ms per step − (compute + bn-wait + grad-exchange); null without the
+    /// split. With worker processes on one machine it is the shared-memory copies of the gradients and parameters, the
+    /// messages, and the time the coordinator takes a worker's CPU. The phases are means over the workers, so it can be
+    /// a little below zero.
+    /// </summary>
+    public double? OtherMs => ComputeMs is double c && BnWaitMs is double b && GradExchangeMs is double g ? MsPerStep - (c + b + g) : null;
+}
 
 /// <summary>
 /// `bncluster bench`: N timed training steps after warm-up steps, on random data of the given shape or on a dataset's
@@ -344,7 +353,7 @@ public static class BenchBackend
             : $"{r.Workers} {(r.Processes ? "worker processes" : "workers")}, {r.Threads} thread(s) each";
         string Ms(double? v) => v is double d ? d.ToString("F2", ic) + " ms" : "n/a";
         string split = r.WaitingPercent is double w
-            ? string.Create(ic, $"compute {Ms(r.ComputeMs)}, bn-wait {Ms(r.BnWaitMs)}, grad-exchange {Ms(r.GradExchangeMs)}, waiting {w:F1}%")
+            ? string.Create(ic, $"compute {Ms(r.ComputeMs)}, bn-wait {Ms(r.BnWaitMs)}, grad-exchange {Ms(r.GradExchangeMs)}, other {Ms(r.OtherMs)}, waiting {w:F1}%")
             : "compute/bn-wait/grad-exchange n/a (no per-worker phase events reached this process)";
         string workersRss = r.WorkerPeakRssMb.Count == 0 ? ""
             : "; worker peak RSS " + string.Join(", ", r.WorkerPeakRssMb.Select(m => m is double d ? d.ToString("F0", ic) : "n/a")) + " MB";
@@ -381,6 +390,7 @@ public static class BenchBackend
             NumberOrNull("compute_ms", r.ComputeMs);
             NumberOrNull("bn_wait_ms", r.BnWaitMs);
             NumberOrNull("grad_exchange_ms", r.GradExchangeMs);
+            NumberOrNull("other_ms", r.OtherMs);
             NumberOrNull("waiting_percent", r.WaitingPercent);
             json.WriteNumber("gen0", r.Gen0);
             json.WriteNumber("gen1", r.Gen1);
