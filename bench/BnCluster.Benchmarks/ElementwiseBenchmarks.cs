@@ -1,9 +1,4 @@
 using BenchmarkDotNet.Attributes;
-using BnCluster.Core.Kernels;
-using BnCluster.Core.Layers;
-using BnCluster.Core.Model;
-using BnCluster.Core.Optimizers;
-using BnCluster.Core.Training;
 
 namespace BnCluster.Benchmarks;
 

@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
 using BenchmarkDotNet.Running;
-using BnCluster.Core.Kernels;
 
 namespace BnCluster.Benchmarks;
 

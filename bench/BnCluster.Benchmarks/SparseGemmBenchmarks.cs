@@ -1,5 +1,4 @@
 using BenchmarkDotNet.Attributes;
-using BnCluster.Core.Kernels;
 
 namespace BnCluster.Benchmarks;
 

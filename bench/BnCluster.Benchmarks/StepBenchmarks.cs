@@ -1,10 +1,5 @@
 using System.Diagnostics;
 using BnCluster.Core.Data;
-using BnCluster.Core.Kernels;
-using BnCluster.Core.Layers;
-using BnCluster.Core.Model;
-using BnCluster.Core.Optimizers;
-using BnCluster.Core.Training;
 
 namespace BnCluster.Benchmarks;
 
