@@ -34,13 +34,13 @@ public class ElementwiseBenchmarks
     public void Setup()
     {
         var rng = new Random(1);
-        float[] Random(int n, float scale) => Enumerable.Range(0, n).Select(_ => (float)((rng.NextDouble() * 2 - 1) * scale)).ToArray();
+        float[] Uniform(int n, float scale) => Enumerable.Range(0, n).Select(_ => (float)((rng.NextDouble() * 2 - 1) * scale)).ToArray();
         _mm = new MatMul(Threads);
         _bn = new BatchNormLayer(Features);
-        _z = Random(Rows * Features, 3f);
-        _da = Random(Rows * Features, 1f);
-        _gamma = Random(Features, 1f);
-        _beta = Random(Features, 0.5f);
+        _z = Uniform(Rows * Features, 3f);
+        _da = Uniform(Rows * Features, 1f);
+        _gamma = Uniform(Features, 1f);
+        _beta = Uniform(Features, 0.5f);
         _a = new float[Rows * Features];
         _dy = new float[Rows * Features];
         _dz = new float[Rows * Features];
@@ -57,14 +57,14 @@ public class ElementwiseBenchmarks
         _bn.NormalizeActivate(Activation.Relu, _z, _meanF, _invStdF, _gamma, _beta, _a, Rows, _mm);
         _bn.ActivationBackwardGradSums(Activation.Relu, _a, _da, _z, _mean, _invStd, _dy, Rows, _sums, _mm);
 
-        _logits = Random(Rows * Classes, 4f);
+        _logits = Uniform(Rows * Classes, 4f);
         _probs = new float[Rows * Classes];
         _dLogits = new float[Rows * Classes];
         _labels = Enumerable.Range(0, Rows).Select(_ => rng.Next(Classes)).ToArray();
 
         _p = Parameters.Initialize(new NetworkSpec(784, [512, 256], Classes, Activation.Relu, BatchNormPlacement.Before), 1);
         _g = new Gradients(_p);
-        foreach (var t in _g.Tensors) Random(t.Values.Length, 1e-2f).CopyTo(t.Values, 0);
+        foreach (var t in _g.Tensors) Uniform(t.Values.Length, 1e-2f).CopyTo(t.Values, 0);
         _adam = new Optimizer(new OptimizerSettings(OptimizerKind.Adam, 1e-3f), _p);
     }
 

@@ -238,14 +238,11 @@ internal sealed unsafe class GemmJob : IParallelJob
                 for (int t0 = 0; t0 < count; t0 += blockPanels)
                 {
                     int bp = Math.Min(blockPanels, count - t0);
-                    int firstRow = map.Panel(t0) * s.MR;
-                    if (map.Consecutive) Packing.PackA(A, firstRow, Math.Min(bp * s.MR, M - firstRow), pc, kc, s.MR, buf.PackA);
-                    else
-                        for (int t = 0; t < bp; t++)
-                        {
-                            int row = map.Panel(t0 + t) * s.MR;
-                            Packing.PackA(A, row, Math.Min(s.MR, M - row), pc, kc, s.MR, buf.PackA + (long)t * s.MR * kc);
-                        }
+                    for (int t = 0; t < bp; t++) // (panel by panel, as PackA itself goes, wherever the map puts them)
+                    {
+                        int row = map.Panel(t0 + t) * s.MR;
+                        Packing.PackA(A, row, Math.Min(s.MR, M - row), pc, kc, s.MR, buf.PackA + (long)t * s.MR * kc);
+                    }
                     for (int panel = 0; panel < bp; panel++)
                     {
                         float* aPanel = buf.PackA + (long)panel * s.MR * kc;
@@ -286,8 +283,6 @@ internal sealed unsafe class GemmJob : IParallelJob
     private readonly record struct PanelMap(int First, int Run, int Stride)
     {
         public int Panel(int t) => First + t / Run * Stride + t % Run;
-
-        public bool Consecutive => Stride == Run;
     }
 
     /// <summary>One tile over a panel's listed steps (see <see cref="Blocked"/>); a panel without a zero step, or half
