@@ -53,8 +53,51 @@ public sealed class BatchNormLayer(int features, float epsilon = 1e-5f, float mo
         public int Rows, C;
     }
 
-    // Feature columns [j0, j1): the two passes over the rows in order, summed in a private buffer, then stored.
+    // Feature columns [j0, j1): the two passes over the rows in order; in blocks of 16 features with the sums in
+    // registers where AVX-512 runs the pass, the rest row by row.
     private static unsafe void StatsColumns(ref StatsArgs a, int j0, int j1)
+    {
+        int j = j0;
+        if (Vector512.IsHardwareAccelerated && a.Rows > 0)
+            for (; j + 16 <= j1; j += 16) StatsBlock16(ref a, j);
+        if (j < j1) StatsRows(ref a, j, j1);
+    }
+
+    /// <summary>
+    /// Features [j, j + 16) of <see cref="StatsColumns"/> (rows ≥ 1), the sums in float64 registers: per feature the
+    /// operations and row order of <see cref="BatchNormStats.AddRow"/>, the division by the row count and
+    /// <see cref="BatchNormStats.AddSquaredDeviationsRow"/>, so the same bits. The block's 64 bytes per row are read
+    /// twice, the second time from L1 (256 rows: 16 KB). (256×512: 36 → 31 µs on 1 thread, 22 → 19 µs on 2.)
+    /// </summary>
+    private static unsafe void StatsBlock16(ref StatsArgs a, int j)
+    {
+        Vector512<double> sum0 = default, sum1 = default;
+        for (int i = 0; i < a.Rows; i++)
+        {
+            var (lo, hi) = Vector512.Widen(Vector512.Load(a.Z + (long)i * a.C + j));
+            sum0 += lo;
+            sum1 += hi;
+        }
+        var count = Vector512.Create((double)a.Rows);
+        var mean0 = sum0 / count;
+        var mean1 = sum1 / count;
+        Vector512<double> m20 = default, m21 = default;
+        for (int i = 0; i < a.Rows; i++)
+        {
+            var (lo, hi) = Vector512.Widen(Vector512.Load(a.Z + (long)i * a.C + j));
+            var d0 = lo - mean0;
+            var d1 = hi - mean1;
+            m20 += d0 * d0;
+            m21 += d1 * d1;
+        }
+        mean0.Store(a.Mean + j);
+        mean1.Store(a.Mean + j + 8);
+        m20.Store(a.M2 + j);
+        m21.Store(a.M2 + j + 8);
+    }
+
+    // Feature columns [j0, j1) of StatsColumns row by row, summed in a private buffer (in L1) or in place, then stored.
+    private static unsafe void StatsRows(ref StatsArgs a, int j0, int j1)
     {
         int w = j1 - j0;
         var outMean = new Span<double>(a.Mean + j0, w);
@@ -257,8 +300,57 @@ public sealed class BatchNormLayer(int features, float epsilon = 1e-5f, float mo
         public Activation Kind;
     }
 
-    // Feature columns [j0, j1): dy = da ⊙ g'(a) first when fused, then Σdy, Σdy·z_norm over the rows in order.
+    // Feature columns [j0, j1): dy = da ⊙ g'(a) first when fused, then Σdy, Σdy·z_norm over the rows in order; in
+    // blocks of 16 features with the sums in registers where AVX-512 runs the pass (ReLU or no activation), the rest
+    // row by row.
     private static unsafe void GradSumsColumns(ref GradSumsArgs a, int j0, int j1)
+    {
+        int j = j0;
+        if (Vector512.IsHardwareAccelerated && (!a.Activate || a.Kind == Activation.Relu))
+            for (; j + 16 <= j1; j += 16) GradSumsBlock16(ref a, j);
+        if (j < j1) GradSumsRows(ref a, j, j1);
+    }
+
+    /// <summary>
+    /// Features [j, j + 16) of <see cref="GradSumsColumns"/> over all the rows, their sums in four float64 registers:
+    /// per feature the operations and the row order of <see cref="AccumulateGradSumsRow"/> (and of the ReLU backward),
+    /// so the same bits. Each row's 64 bytes of every operand are read once, and no sum is loaded and stored per row,
+    /// which the row-by-row form does for every element (ReLU backward + sums of the first layer, 256×512,
+    /// BenchmarkDotNet short job: 64 → 49 µs on 1 thread, 43 → 32 µs on 2).
+    /// </summary>
+    private static unsafe void GradSumsBlock16(ref GradSumsArgs a, int j)
+    {
+        var mean0 = Vector512.Load(a.Mean + j);
+        var mean1 = Vector512.Load(a.Mean + j + 8);
+        var invStd0 = Vector512.Load(a.InvStd + j);
+        var invStd1 = Vector512.Load(a.InvStd + j + 8);
+        Vector512<double> sumDy0 = default, sumDy1 = default, sumDyXhat0 = default, sumDyXhat1 = default;
+        for (int i = 0; i < a.Rows; i++)
+        {
+            long o = (long)i * a.C + j;
+            Vector512<float> dy;
+            if (a.Activate)
+            {
+                var act = Vector512.Load(a.A + o);
+                dy = Vector512.ConditionalSelect(Vector512.GreaterThan(act, Vector512<float>.Zero), Vector512.Load(a.DA + o), Vector512<float>.Zero);
+                dy.Store(a.Dy + o);
+            }
+            else dy = Vector512.Load(a.Dy + o);
+            var (dyLo, dyHi) = Vector512.Widen(dy);
+            var (zLo, zHi) = Vector512.Widen(Vector512.Load(a.Z + o));
+            sumDy0 += dyLo;
+            sumDy1 += dyHi;
+            sumDyXhat0 += dyLo * ((zLo - mean0) * invStd0);
+            sumDyXhat1 += dyHi * ((zHi - mean1) * invStd1);
+        }
+        sumDy0.Store(a.SumDy + j);
+        sumDy1.Store(a.SumDy + j + 8);
+        sumDyXhat0.Store(a.SumDyXhat + j);
+        sumDyXhat1.Store(a.SumDyXhat + j + 8);
+    }
+
+    // Feature columns [j0, j1) of GradSumsColumns row by row, the sums in a private buffer (in L1) or in place.
+    private static unsafe void GradSumsRows(ref GradSumsArgs a, int j0, int j1)
     {
         int w = j1 - j0;
         var mean = new ReadOnlySpan<double>(a.Mean + j0, w);

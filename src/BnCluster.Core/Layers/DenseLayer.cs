@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using System.Runtime.Intrinsics;
 using BnCluster.Core.Kernels;
 
 namespace BnCluster.Core.Layers;
@@ -101,12 +102,35 @@ public sealed class DenseLayer(int inputs, int outputs, bool hasBias)
     // threads never write the same cache line per row.
     private static unsafe void BiasGradColumns(ref BiasArgs a, int j0, int j1)
     {
+        // Where AVX-512 runs, 64 columns at a time with the sums in registers (the same additions in the same order).
+        if (Vector512.IsHardwareAccelerated)
+            for (; j0 + 64 <= j1; j0 += 64) BiasGradBlock64(ref a, j0);
+        if (j0 == j1) return;
         int w = j1 - j0;
         var outSum = new Span<float>(a.Bias + j0, w);
         Span<float> sum = w <= 4096 ? stackalloc float[w] : outSum;
         sum.Clear();
         for (int i = 0; i < a.Rows; i++) TensorPrimitives.Add(sum, new ReadOnlySpan<float>(a.Z + (long)i * a.C + j0, w), sum);
         if (w <= 4096) sum.CopyTo(outSum);
+    }
+
+    // Columns [j, j + 64) of BiasGradColumns: four registers of sums over the rows in order.
+    private static unsafe void BiasGradBlock64(ref BiasArgs a, int j)
+    {
+        Vector512<float> s0 = default, s1 = default, s2 = default, s3 = default;
+        for (int i = 0; i < a.Rows; i++)
+        {
+            float* row = a.Z + (long)i * a.C + j;
+            s0 += Vector512.Load(row);
+            s1 += Vector512.Load(row + 16);
+            s2 += Vector512.Load(row + 32);
+            s3 += Vector512.Load(row + 48);
+        }
+        float* sum = a.Bias + j;
+        s0.Store(sum);
+        s1.Store(sum + 16);
+        s2.Store(sum + 32);
+        s3.Store(sum + 48);
     }
 
     /// <summary>

@@ -1,3 +1,4 @@
+using BnCluster.Core.Kernels;
 using BnCluster.Core.Layers;
 using BnCluster.Core.Model;
 using BnCluster.Core.Training;
@@ -18,7 +19,7 @@ public sealed class FusedBatchNormTests
     {
         var data = new TheoryData<Activation, int>();
         foreach (var kind in new[] { Activation.Relu, Activation.Tanh, Activation.Sigmoid })
-            foreach (int c in new[] { 13, 32 })
+            foreach (int c in new[] { 13, 32, 40 }) // (AVX-512 sums 16 features at a time: 40 is blocks and a tail)
                 data.Add(kind, c);
         return data;
     }
@@ -182,19 +183,71 @@ public sealed class FusedBatchNormTests
         stats.M2[0] = 99; // stale values must be cleared
         stats.ComputeFrom(z, Rows);
 
-        double[] mean = new double[c], m2 = new double[c];
-        for (int i = 0; i < Rows; i++) for (int j = 0; j < c; j++) mean[j] += z[i * c + j];
-        for (int j = 0; j < c; j++) mean[j] /= Rows;
-        for (int i = 0; i < Rows; i++)
-            for (int j = 0; j < c; j++)
-            {
-                double d = z[i * c + j] - mean[j];
-                m2[j] += d * d;
-            }
+        var (mean, m2) = ScalarTwoPass(z, Rows, c);
         Assert.Equal(Rows, stats.Count);
         Assert.Equal(mean, stats.Mean);
         Assert.Equal(m2, stats.M2);
         Assert.All(stats.M2, v => Assert.True(v > 0));
+    }
+
+    /// <summary>The layer's moments and backward sums split by feature columns over 1 and 2 threads (shares of 16
+    /// features, blocks of 16 summed in registers on AVX-512, tails row by row): the scalar loops' bits.</summary>
+    [Theory]
+    [InlineData(1, 13)]
+    [InlineData(1, 40)]
+    [InlineData(2, 200)]
+    [InlineData(2, 512)]
+    public void ColumnSplitSumsEqualScalarLoops(int threads, int c)
+    {
+        const int rows = 37;
+        var rng = new Random(41 + c);
+        var bn = new BatchNormLayer(c);
+        using var mm = new MatMul(threads, KernelPaths.Best, parallelThreshold: 0, rangeThreshold: 0);
+        float[] z = Rand(rng, rows * c, 0.01f, 1000f), dy = Rand(rng, rows * c, 1f, 0f);
+        var stats = new BatchNormStats(c);
+        stats.Mean[0] = stats.M2[1] = 99; // stale values must be overwritten
+        bn.LocalStats(z, rows, stats, mm);
+        var (mean, m2) = ScalarTwoPass(z, rows, c);
+        Assert.Equal(rows, stats.Count);
+        Assert.Equal(mean, stats.Mean);
+        Assert.Equal(m2, stats.M2);
+
+        var invStd = new double[c];
+        for (int j = 0; j < c; j++) invStd[j] = 1 / Math.Sqrt(m2[j] / rows + 1e-5);
+        var sums = new BatchNormGradSums(c);
+        sums.SumDyXhat[c - 1] = 99;
+        bn.LocalGradSums(dy, z, mean, invStd, rows, sums, mm);
+        double[] sumDy = new double[c], sumDyXhat = new double[c];
+        for (int i = 0; i < rows; i++)
+            for (int j = 0; j < c; j++)
+            {
+                sumDy[j] += dy[i * c + j];
+                sumDyXhat[j] += dy[i * c + j] * ((z[i * c + j] - mean[j]) * invStd[j]);
+            }
+        Assert.Equal(sumDy, sums.SumDy);
+        Assert.Equal(sumDyXhat, sums.SumDyXhat);
+    }
+
+    /// <summary>db = Σ_rows dZ (float32, rows in order; 64 columns at a time in registers on AVX-512): the scalar
+    /// loop's bits, for widths of whole blocks, blocks and a tail, and a tail only.</summary>
+    [Theory]
+    [InlineData(1, 10)]
+    [InlineData(1, 100)]
+    [InlineData(2, 256)]
+    [InlineData(2, 300)]
+    public void BiasGradientEqualsScalarSums(int threads, int outputs)
+    {
+        const int rows = 37, inputs = 5;
+        var rng = new Random(7 + outputs);
+        var layer = new DenseLayer(inputs, outputs, hasBias: true);
+        using var mm = new MatMul(threads, KernelPaths.Best, parallelThreshold: 0, rangeThreshold: 0);
+        float[] dz = Rand(rng, rows * outputs, 1f, 0f), a = Rand(rng, rows * inputs, 1f, 0f);
+        float[] dw = new float[outputs * inputs], db = new float[outputs];
+        db[0] = 99;
+        layer.BackwardWeights(mm, dz, a, dw, db, rows, inputIsData: false);
+        var expected = new float[outputs];
+        for (int i = 0; i < rows; i++) for (int o = 0; o < outputs; o++) expected[o] += dz[i * outputs + o];
+        Assert.Equal(expected, db);
     }
 
     [Fact]
@@ -207,6 +260,21 @@ public sealed class FusedBatchNormTests
         Assert.Throws<ArgumentException>(() =>
             bn.LocalGradSums(new float[16], new float[16], new double[7], new double[8], 2, new BatchNormGradSums(8)));
         Assert.Throws<ArgumentException>(() => ActivationLayer.Backward(Activation.Relu, new float[9], new float[8], new float[9]));
+    }
+
+    // Per feature Σz/n, then Σ(z − μ)², in float64 and row order: the documented two-pass moments.
+    private static (double[] Mean, double[] M2) ScalarTwoPass(float[] z, int rows, int c)
+    {
+        double[] mean = new double[c], m2 = new double[c];
+        for (int i = 0; i < rows; i++) for (int j = 0; j < c; j++) mean[j] += z[i * c + j];
+        for (int j = 0; j < c; j++) mean[j] /= rows;
+        for (int i = 0; i < rows; i++)
+            for (int j = 0; j < c; j++)
+            {
+                double d = z[i * c + j] - mean[j];
+                m2[j] += d * d;
+            }
+        return (mean, m2);
     }
 
     private static float[] Rand(Random rng, int length, float spread, float offset)
