@@ -4,12 +4,13 @@ using BnCluster.Core.Data;
 namespace BnCluster.Benchmarks;
 
 /// <summary>
-/// `-- step [--threads T] [--steps S] [--dataset D]`: the single-node training step (LocalCollective) of the
+/// `-- step [--threads T] [--steps S] [--rounds R] [--dataset D]`: the single-node training step (LocalCollective) of the
 /// 784-512-256-10 BN-before-ReLU net at batch 256 with Adam, on synthetic data, or with --dataset on that dataset's
 /// normalized training split, side by side (rounds interleaved): as the normalized view training reads (its
 /// input centred on the values of a stored 0, so the zero pixels are skipped by the GEMMs; each batch's rows
 /// gathered in <see cref="Dataset.ZeroPatternRanks"/> order), the same view with the rows gathered as given, and a
-/// float copy of the same values (no zeros to skip). Prints ms per step (best of 5 rounds of S steps), split in place into the dense
+/// float copy of the same values (no zeros to skip). Prints ms per step (best of R rounds of S steps, `--rounds R`, 5
+/// by default), split in place into the dense
 /// layers (GEMM + bias, <see cref="Workspace.DenseTicks"/>), the Adam update, and the rest (gather, BN, activations,
 /// softmax CE, running stats); the step's eight products timed alone on random data for comparison; samples/s; GC
 /// gen0 collections and bytes allocated (all threads) over 100 steady-state steps.
@@ -21,7 +22,7 @@ internal static class StepBench
     public static void Run(ReadOnlySpan<string> args)
     {
         int[] threadCounts = [1, 2];
-        int steps = 50;
+        int steps = 50, rounds = 5;
         string? dataset = null;
         for (int i = 0; i < args.Length; i++)
         {
@@ -31,10 +32,12 @@ internal static class StepBench
                     threadCounts = [t]; i++; break;
                 case "--steps" when i + 1 < args.Length && int.TryParse(args[i + 1], out int s) && s > 0:
                     steps = s; i++; break;
+                case "--rounds" when i + 1 < args.Length && int.TryParse(args[i + 1], out int r) && r > 0:
+                    rounds = r; i++; break;
                 case "--dataset" when i + 1 < args.Length:
                     dataset = args[++i]; break;
                 default:
-                    throw new ArgumentException($"step: unknown or incomplete argument '{args[i]}' (expected --threads T, --steps S, --dataset D)");
+                    throw new ArgumentException($"step: unknown or incomplete argument '{args[i]}' (expected --threads T, --steps S, --rounds R, --dataset D)");
             }
         }
 
@@ -48,9 +51,9 @@ internal static class StepBench
             using var mm = new MatMul(threads);
             var runs = inputs.Select(input => new StepRun(spec, input.Name, input.Data, input.OrderRows, mm)).ToArray();
             foreach (var run in runs) run.Warm();
-            // Best of 5 rounds each (the machine is shared: the best round is the least disturbed one), the inputs'
+            // Best of the rounds each (the machine is shared: the best round is the least disturbed one), the inputs'
             // rounds interleaved so that a slow minute hits both.
-            for (int round = 0; round < 5; round++)
+            for (int round = 0; round < rounds; round++)
                 foreach (var run in runs) run.Round(steps);
             double gemmMs = BestMs(GemmSequence(mm), steps);
             foreach (var run in runs)
