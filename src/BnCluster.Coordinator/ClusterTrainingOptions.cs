@@ -22,8 +22,10 @@ public sealed record ClusterTrainingOptions(
     public TimeSpan WaitWarningInterval { get; init; } = TimeSpan.FromSeconds(5);
 
     /// <summary>
-    /// Offer each remote worker a shared-memory file for the step's tensors (taken only by a worker on this
-    /// machine; others keep the socket). Off: every tensor travels over TCP.
+    /// Offer each worker a shared-memory file for the step's tensors (taken by the workers of this process and the worker
+    /// processes of this machine; a worker on another machine keeps the socket), and to those that take it the
+    /// batch-norm exchange and the sharded update. Off: every tensor travels in the messages, over TCP or, in this
+    /// process, as the message objects.
     /// </summary>
     public bool SharedMemory { get; init; } = true;
 

@@ -282,13 +282,16 @@ public sealed class CoordinatorActor : ReceiveActor
     }
 
     /// <summary>
-    /// Offers a worker in another process a new shared-memory file for its tensors (a worker on another machine
-    /// cannot open it, or finds another token, and answers no). Until it accepts, its tensors use the socket.
+    /// Offers a worker a new shared-memory file for its tensors (a worker on another machine cannot open it, or finds
+    /// another token, and answers no). Until it accepts, its tensors go in the messages. Workers in this process take
+    /// it too: with the file they also all-reduce their BN partials among themselves and share the update, as worker
+    /// processes do, instead of waiting for the coordinator actor at every reduction and for the whole update
+    /// (`bench --workers 2 --threads 1` in one process: 7.0–7.5 → 4.3–4.7 ms per step, waiting 43–46% → 8%).
     /// </summary>
     private void OfferSharedMemory(Member member)
     {
         member.DisposeRegions(); // a worker registering again starts from nothing
-        if (!_options.SharedMemory || member.Actor.Path.Address.HasLocalScope) return; // in-process: messages are objects already
+        if (!_options.SharedMemory) return;
         string path = System.IO.Path.Combine(SharedTensorRegion.DefaultFolder,
             $"bncluster-{Environment.ProcessId}-{Guid.NewGuid():N}-w{member.Id}.shm");
         try

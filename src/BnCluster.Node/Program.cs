@@ -14,7 +14,11 @@ public static class Program
         int workers = request.Options.Workers;
         // The workers share this process's cores: split the kernel threads between them rather than oversubscribe.
         var perWorker = request.TrainerOptions with { Threads = Math.Max(1, request.TrainerOptions.Threads / workers) };
-        var options = new ClusterTrainingOptions(perWorker, workers, request.Options.MinWorkers, DatasetSha256: request.Data.Sha256);
+        var options = new ClusterTrainingOptions(perWorker, workers, request.Options.MinWorkers, DatasetSha256: request.Data.Sha256)
+        {
+            SharedMemory = request.Options.SharedMemory,
+            ShardedUpdate = request.Options.ShardedUpdate,
+        };
         return ClusterTraining.RunAsync(options, request.Data.Train, request.Data.Test, request.EpochProgress, request.Log,
             cancel, request.BatchProgress);
     };

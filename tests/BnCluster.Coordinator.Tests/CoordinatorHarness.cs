@@ -33,7 +33,8 @@ internal sealed class CoordinatorHarness
     {
         _kit = kit;
         var trainer = new TrainerOptions(Spec, new OptimizerSettings(OptimizerKind.Gd, 0.1f), BatchSize: 4, Epochs: 1, MaxSteps: maxSteps, Seed: 3);
-        var options = new ClusterTrainingOptions(trainer, workers, minWorkers, stepTimeout ?? TimeSpan.FromSeconds(30), "job", sha);
+        // The message protocol: the probes play workers that take no shared-memory file.
+        var options = new ClusterTrainingOptions(trainer, workers, minWorkers, stepTimeout ?? TimeSpan.FromSeconds(30), "job", sha) { SharedMemory = false };
         var log = new LoggerConfiguration().MinimumLevel.Debug().WriteTo.Sink(Sink).CreateLogger();
         Coordinator = kit.Sys.ActorOf(Props.Create(() => new CoordinatorActor(options, new ClusterDataShape(8, 4, 2), Completion, log)), "coordinator");
     }

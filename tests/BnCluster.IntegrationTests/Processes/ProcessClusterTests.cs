@@ -47,7 +47,8 @@ public sealed class ProcessClusterTests
         int maxSteps = epochs == 1 ? 6 : 20; // (15 steps per epoch)
         bool sharedMemory = !flags.Contains("--no-shared-memory"), sharded = sharedMemory && !flags.Contains("--no-sharded-update");
         using var temp = new TempFolder();
-        var inProcess = await Task.Run(() => CliHarness.Run(Train(temp["inproc"], 2, processes: false, $"--optimizer {optimizer}", epochs, maxSteps))).WaitAsync(Limit);
+        // (The in-process run keeps its tensors in the message objects: a path that shares no code with the files.)
+        var inProcess = await Task.Run(() => CliHarness.Run(Train(temp["inproc"], 2, processes: false, $"--optimizer {optimizer} --no-shared-memory", epochs, maxSteps))).WaitAsync(Limit);
         Assert.True(inProcess.Exit == 0, inProcess.Error);
         var processes = await Task.Run(() => CliHarness.Run(Train(temp["proc"], 2, processes: true, $"--optimizer {optimizer} {flags}", epochs, maxSteps))).WaitAsync(Limit);
         Assert.True(processes.Exit == 0, processes.Error);
@@ -57,7 +58,7 @@ public sealed class ProcessClusterTests
         if (CpuPinning.Plan(2, 1) is { } cpus)
             for (int worker = 0; worker < 2; worker++)
                 Assert.Matches($@"Started worker process {worker} \(pid \d+\) on CPU {cpus[worker][0]}\b", processes.Error);
-        // The coordinator says which way each worker's tensors went; the in-process run has no such choice.
+        // The coordinator says which way each worker's tensors went.
         foreach (int worker in new[] { 0, 1 })
             Assert.Equal(sharedMemory, Regex.IsMatch(processes.Error, $@"Worker {worker} on \S+: tensors through shared memory"));
         Assert.DoesNotContain("tensors through shared memory", inProcess.Error);
@@ -74,6 +75,30 @@ public sealed class ProcessClusterTests
         var a = ModelFile.Read(Path.Combine(temp["inproc"], "model.bnc"));
         var b = ModelFile.Read(Path.Combine(temp["proc"], "model.bnc"));
         AssertTensors(a, b, relative: 0);
+    }
+
+    /// <summary>
+    /// In one process the workers take the shared-memory files too: their BN partials through the exchange, the update
+    /// sharded over them, steps run ahead. The model is the message path's, bit for bit, and no file is left behind.
+    /// </summary>
+    [Fact]
+    public async Task In_process_workers_exchange_through_shared_memory_and_give_the_message_paths_model()
+    {
+        using var temp = new TempFolder();
+        var objects = await Task.Run(() => CliHarness.Run(Train(temp["objects"], 2, processes: false, "--optimizer adam --no-shared-memory", 2, 20))).WaitAsync(Limit);
+        Assert.True(objects.Exit == 0, objects.Error);
+        var shared = await Task.Run(() => CliHarness.Run(Train(temp["shared"], 2, processes: false, "--optimizer adam", 2, 20))).WaitAsync(Limit);
+        Assert.True(shared.Exit == 0, shared.Error);
+        Assert.DoesNotContain("tensors through shared memory", objects.Error);
+        foreach (int worker in new[] { 0, 1 })
+        {
+            Assert.Matches($@"Worker {worker} on in-process/\d+: tensors through shared memory", shared.Error); // (nodes join in any order)
+            Assert.Matches($@"Worker {worker}: step \d+ run ahead of its StartStep and confirmed", shared.Error);
+        }
+        Assert.Contains("Workers 0, 1: batch-norm partials exchanged through shared memory", shared.Error);
+        Assert.Contains("Workers 0, 1: the optimizer update sharded over them in shared memory", shared.Error);
+        Assert.Empty(Directory.GetFiles(Core.Protocol.SharedTensorRegion.DefaultFolder, $"bncluster-{Environment.ProcessId}-*"));
+        AssertTensors(ModelFile.Read(Path.Combine(temp["objects"], "model.bnc")), ModelFile.Read(Path.Combine(temp["shared"], "model.bnc")), relative: 0);
     }
 
     /// <summary>
