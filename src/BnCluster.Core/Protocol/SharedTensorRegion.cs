@@ -9,8 +9,8 @@ namespace BnCluster.Core.Protocol;
 
 /// <summary>
 /// A memory-mapped file shared by the coordinator and one worker on the same machine (a worker process, or a worker
-/// actor of the coordinator's own process), so the step's big tensors skip the socket or the message: the worker writes its gradients into it and the coordinator the committed
-/// parameters, and the messages that say so (<see cref="StepGradients.Shared"/>, <see cref="StartStep.SharedParameters"/>)
+/// actor of the coordinator's own process), so the step's big tensors skip the socket or the message: the worker
+/// writes its gradients into it and the coordinator the committed parameters, and the messages that say so (<see cref="StepGradients.Shared"/>, <see cref="StartStep.SharedParameters"/>)
 /// carry no tensor. Remoting would copy each tensor four times (encode, kernel send, kernel receive, decode);
 /// here each side copies it once. The coordinator creates the file and offers it (<see cref="SharedMemoryOffer"/>);
 /// a worker that opens it and finds the offer's random token is on the same machine; the file is then unlinked

@@ -256,7 +256,7 @@ public static class Cli
 
     /// <summary>The training flags shared by `train` and `coordinator`, added to one command.</summary>
     private const string NoSharedMemoryHelp = "Send every tensor in the messages: over TCP, also to worker processes on this machine, and as the message objects to workers in this process (default: a shared-memory file for all of those).";
-    private const string NoShardedUpdateHelp = "Let the coordinator make every optimizer update (default: worker processes on this machine each update their slice of the parameters in shared memory).";
+    private const string NoShardedUpdateHelp = "Let the coordinator make every optimizer update (default: the workers on this machine, worker processes or in this process, each update their slice of the parameters in shared memory).";
     private const string NoPinHelp = "With --processes: let the system place the worker processes (default on Linux: each on CPUs of its own when there are enough for all their threads).";
 
     private sealed class TrainingFlags
