@@ -99,7 +99,36 @@ public static class BenchBackend
         return new Dataset("synthetic", x, y, features, names);
     }
 
-    /// <summary>One worker, no actors: the training step in a loop (what `train --workers 1` runs).</summary>
+    /// <summary>How long the JIT must have compiled nothing before the timed steps start (<see cref="SettleJitAsync"/>).</summary>
+    internal static readonly TimeSpan JitQuiet = TimeSpan.FromMilliseconds(250);
+
+    /// <summary>At most this many steps are added to the warm-up to let the JIT settle.</summary>
+    internal const int MaxSettleSteps = 2000;
+
+    /// <summary>
+    /// More warm-up steps until the JIT has compiled nothing for <see cref="JitQuiet"/> (at most <see cref="MaxSettleSteps"/>);
+    /// returns how many. Tiered compilation recompiles a hot method in the background, instrumented first (dynamic PGO):
+    /// after the 20 warm-up steps of bench/compare.sh, 200 timed steps (0.6 s) took 3.3–4.4 ms per step in 4 of 14 runs,
+    /// against 2.74–2.96 ms in every run after 200 warm-up steps (2026-12-04, 21:28 UTC, runs alternated).
+    /// </summary>
+    internal static async Task<int> SettleJitAsync(Func<Task> step)
+    {
+        long compiled = System.Runtime.JitInfo.GetCompiledMethodCount();
+        long quietSince = Stopwatch.GetTimestamp();
+        int added = 0;
+        while (added < MaxSettleSteps && Stopwatch.GetElapsedTime(quietSince) < JitQuiet)
+        {
+            await step().ConfigureAwait(false);
+            added++;
+            long now = System.Runtime.JitInfo.GetCompiledMethodCount();
+            if (now != compiled) (compiled, quietSince) = (now, Stopwatch.GetTimestamp());
+        }
+        return added;
+    }
+
+    /// <summary>One worker, no actors: the training step in a loop (what `train --workers 1` runs). The warm-up is
+    /// <paramref name="warmupSteps"/> steps and then as many as the JIT needs to settle (<see cref="SettleJitAsync"/>);
+    /// the result's WarmupSteps counts them all.</summary>
     public static async Task<BenchResult> MeasureAsync(Dataset data, IReadOnlyList<int> hidden, int batch, int steps, int threads, CancellationToken cancel,
         OptimizerSettings? optimizerSettings = null, int warmupSteps = BenchOptions.DefaultWarmup)
     {
@@ -123,6 +152,7 @@ public static class BenchBackend
         }
 
         for (int i = 0; i < warmupSteps; i++) await Step().ConfigureAwait(false);
+        warmupSteps += await SettleJitAsync(Step).ConfigureAwait(false);
         var before = GcSnapshot.Take();
         long samplesBefore = samples;
         var clock = Stopwatch.StartNew();

@@ -224,7 +224,7 @@ public static class Cli
         var batch = OptionParsers.Int("--batch", 256, 1, "Global mini-batch size.");
         var workers = OptionParsers.Int("--workers", 1, 1, "Number of workers: 1 = the training step in this process; more = the cluster `train --workers` runs.");
         var steps = OptionParsers.Int("--steps", 50, 1, "Timed steps (after warm-up).");
-        var warmup = OptionParsers.Int("--warmup", BenchOptions.DefaultWarmup, 1, "Untimed warm-up steps before the timed ones.");
+        var warmup = OptionParsers.Int("--warmup", BenchOptions.DefaultWarmup, 1, "Untimed warm-up steps before the timed ones (with --workers 1, then more until the JIT has compiled nothing for 0.25 s).");
         var threads = OptionParsers.Int("--threads", Environment.ProcessorCount, 1, "Compute threads per worker; the default is for one worker: without --threads, K workers share the cores (cores / K each).");
         var processes = new Option<bool>("--processes") { Description = "Run the workers as local processes over loopback, as `train --processes` (needs --dataset)." };
         var dataset = new Option<string?>("--dataset") { Description = "Time steps on this dataset's training split instead of random data (--features/--classes are then the dataset's).", HelpName = "DATASET" };
