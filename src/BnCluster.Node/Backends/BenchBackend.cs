@@ -109,7 +109,7 @@ public static class BenchBackend
     /// More warm-up steps until the JIT has compiled nothing for <see cref="JitQuiet"/> (at most <see cref="MaxSettleSteps"/>);
     /// returns how many. Tiered compilation recompiles a hot method in the background, instrumented first (dynamic PGO):
     /// after the 20 warm-up steps of bench/compare.sh, 200 timed steps (0.6 s) took 3.3–4.4 ms per step in 4 of 14 runs,
-    /// against 2.74–2.96 ms in every run after 200 warm-up steps (2026-12-04, 21:28 UTC, runs alternated).
+    /// against 2.74–2.96 ms in every run after 200 warm-up steps (2026-12-04, 21:26 UTC, runs alternated).
     /// </summary>
     internal static async Task<int> SettleJitAsync(Func<Task> step)
     {
