@@ -138,14 +138,16 @@ public static class BenchBackend
         using var matMul = new MatMul(threads);
         int rowsPerStep = Math.Min(batch, data.Count);
         var ws = new Workspace(p, rowsPerStep, matMul);
-        // One epoch plan per pass over the data; plans are made before timing so no step allocates them.
+        // One epoch plan per pass over the data; the plans the timed steps reach are made before timing, so that no
+        // timed step allocates one.
         int epoch = 1, b = 0;
         long samples = 0; // an epoch's last batch may be short
         var plan = new EpochPlan(data.Count, batch, 1, epoch);
+        var ahead = new Queue<EpochPlan>();
 
         async Task Step()
         {
-            if (b == plan.BatchCount) { plan = new EpochPlan(data.Count, batch, 1, ++epoch); b = 0; }
+            if (b == plan.BatchCount) { plan = ahead.Count > 0 ? ahead.Dequeue() : new EpochPlan(data.Count, batch, 1, epoch + 1); epoch = plan.Epoch; b = 0; }
             var rows = plan.Batch(b++);
             samples += rows.Length;
             await TrainingStep.TrainLocalAsync(p, ws, optimizer, data, rows, cancel).ConfigureAwait(false);
@@ -153,6 +155,8 @@ public static class BenchBackend
 
         for (int i = 0; i < warmupSteps; i++) await Step().ConfigureAwait(false);
         warmupSteps += await SettleJitAsync(Step).ConfigureAwait(false);
+        for (long reached = b + (long)steps; reached > plan.BatchCount * (ahead.Count + 1L);)
+            ahead.Enqueue(new EpochPlan(data.Count, batch, 1, epoch + ahead.Count + 1));
         var before = GcSnapshot.Take();
         long samplesBefore = samples;
         var clock = Stopwatch.StartNew();
