@@ -226,6 +226,12 @@ def fmt(value, reason, digits=0):
     return f"{value:,.{digits}f}" if value is not None else na(reason)
 
 
+# `bench --workers 1` warms up until its JIT is quiet (at least WARMUP steps): say how many steps that took.
+bn_warm = [o["warmup_steps"] for _, _, o in rounds("bn_1p") if isinstance(o, dict) and isinstance(o.get("warmup_steps"), (int, float))]
+bn_warm_range = (f"{min(bn_warm):.0f}" if min(bn_warm) == max(bn_warm) else f"{min(bn_warm):.0f}–{max(bn_warm):.0f}") if bn_warm else ""
+bn_warm_text = (f"; BnCluster's 1-process runs after {bn_warm_range} warm-up steps ({os.environ['WARMUP']},"
+                f" then until its JIT had compiled nothing for 0.25 s), its 2-process runs after {os.environ['WARMUP']}") if bn_warm else ""
+
 print(f"## BnCluster vs PyTorch — {os.popen('date -u +%Y-%m-%dT%H:%MZ').read().strip()}")
 print()
 print(f"Machine: {os.environ['CPU_MODEL']}, {os.environ['CPUS']} CPUs, {os.environ['SIMD']}; load average "
@@ -234,7 +240,7 @@ print(f"Machine: {os.environ['CPU_MODEL']}, {os.environ['CPUS']} CPUs, {os.envir
       f"without it too: the single-thread GEMM figures below tell how fast the cores were). "
       f"Network 784-512-256-10 (Linear no-bias → BatchNorm → ReLU), Fashion-MNIST, global batch "
       f"{os.environ['BATCH']}, Adam lr 1e-3; {os.environ['STEPS']} timed steps per run, {ROUNDS} round(s)"
-      f" (PyTorch after {os.environ['WARMUP']} warm-up steps).")
+      f" (PyTorch after {os.environ['WARMUP']} warm-up steps{bn_warm_text}).")
 print()
 
 # -- throughput
