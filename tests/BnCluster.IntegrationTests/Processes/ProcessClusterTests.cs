@@ -22,6 +22,24 @@ public sealed class ProcessClusterTests
         // (inherited) its child workers; shorter gives false positives while 4 processes JIT on 2 cores.
         Environment.SetEnvironmentVariable("BNCLUSTER_HEARTBEAT_MS", "500");
 
+    /// <summary>
+    /// This process's shared-memory files still in the folder. In-process clusters of the tests running alongside make
+    /// such files too, each there only until both of its sides have mapped it: a file counts when it is still there once
+    /// 2 s have passed (a left file stays, another test's goes within milliseconds).
+    /// </summary>
+    private static string[] LeftSharedFiles()
+    {
+        string[] Present() => Directory.GetFiles(Core.Protocol.SharedTensorRegion.DefaultFolder, $"bncluster-{Environment.ProcessId}-*");
+        var seen = Present();
+        var deadline = Stopwatch.StartNew();
+        while (seen.Length > 0 && deadline.Elapsed < TimeSpan.FromSeconds(2))
+        {
+            Thread.Sleep(20);
+            seen = seen.Intersect(Present()).ToArray();
+        }
+        return seen;
+    }
+
     private static string[] Train(string outDir, int workers, bool processes, string extra = "", int epochs = 1, int maxSteps = 6) =>
     [
         "train", "--dataset", "digits", "--hidden", "16,16", "--batch", "96", "--epochs", epochs.ToString(), "--max-steps", maxSteps.ToString(),
@@ -70,7 +88,7 @@ public sealed class ProcessClusterTests
         foreach (int worker in new[] { 0, 1 })
             Assert.Equal(sharded, Regex.IsMatch(processes.Error, $@"Worker {worker}: step \d+ run ahead of its StartStep and confirmed"));
         // The files were unlinked once both sides had them mapped: nothing is left behind.
-        Assert.Empty(Directory.GetFiles(Core.Protocol.SharedTensorRegion.DefaultFolder, $"bncluster-{Environment.ProcessId}-*"));
+        Assert.Empty(LeftSharedFiles());
 
         var a = ModelFile.Read(Path.Combine(temp["inproc"], "model.bnc"));
         var b = ModelFile.Read(Path.Combine(temp["proc"], "model.bnc"));
@@ -97,7 +115,7 @@ public sealed class ProcessClusterTests
         }
         Assert.Contains("Workers 0, 1: batch-norm partials exchanged through shared memory", shared.Error);
         Assert.Contains("Workers 0, 1: the optimizer update sharded over them in shared memory", shared.Error);
-        Assert.Empty(Directory.GetFiles(Core.Protocol.SharedTensorRegion.DefaultFolder, $"bncluster-{Environment.ProcessId}-*"));
+        Assert.Empty(LeftSharedFiles());
         AssertTensors(ModelFile.Read(Path.Combine(temp["objects"], "model.bnc")), ModelFile.Read(Path.Combine(temp["shared"], "model.bnc")), relative: 0);
     }
 
@@ -258,7 +276,7 @@ public sealed class ProcessClusterTests
             var metrics = File.ReadAllLines(Path.Combine(temp["run"], "metrics.jsonl"));
             Assert.Equal(6, metrics.Length);
             Assert.True(JsonDocument.Parse(metrics[^1]).RootElement.GetProperty("test_accuracy").GetDouble() > 0.8, metrics[^1]);
-            Assert.Empty(Directory.GetFiles(Core.Protocol.SharedTensorRegion.DefaultFolder, $"bncluster-{Environment.ProcessId}-*"));
+            Assert.Empty(LeftSharedFiles());
         }
         finally
         {
