@@ -24,18 +24,23 @@ public sealed class ProcessClusterTests
 
     /// <summary>
     /// This process's shared-memory files still in the folder. In-process clusters of the tests running alongside make
-    /// such files too, each there only until both of its sides have mapped it: a file counts when it is still there once
-    /// 2 s have passed (a left file stays, another test's goes within milliseconds).
+    /// such files too, each there only until both of its sides have mapped it: a file counts when no deletion of it has
+    /// been seen within 2 s (a left file stays, another test's goes within milliseconds). Waits on the folder's
+    /// deletion events, not on a clock.
     /// </summary>
     private static string[] LeftSharedFiles()
     {
-        string[] Present() => Directory.GetFiles(Core.Protocol.SharedTensorRegion.DefaultFolder, $"bncluster-{Environment.ProcessId}-*");
-        var seen = Present();
+        string folder = Core.Protocol.SharedTensorRegion.DefaultFolder, pattern = $"bncluster-{Environment.ProcessId}-*";
+        using var deleted = new SemaphoreSlim(0);
+        using var watcher = new FileSystemWatcher(folder, pattern);
+        watcher.Deleted += (_, _) => deleted.Release();
+        watcher.EnableRaisingEvents = true; // (before the listing: no deletion after it goes unseen)
+        var seen = Directory.GetFiles(folder, pattern);
         var deadline = Stopwatch.StartNew();
-        while (seen.Length > 0 && deadline.Elapsed < TimeSpan.FromSeconds(2))
+        while ((seen = seen.Where(File.Exists).ToArray()).Length > 0)
         {
-            Thread.Sleep(20);
-            seen = seen.Intersect(Present()).ToArray();
+            var left = TimeSpan.FromSeconds(2) - deadline.Elapsed;
+            if (left <= TimeSpan.Zero || !deleted.Wait(left)) break;
         }
         return seen;
     }
