@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
 namespace BnCluster.Core.Kernels;
@@ -31,8 +32,8 @@ internal readonly unsafe struct KernelShape
         // NC = 1024: the packed B block (256×1024×4 B = 1 MB) lives in L2/L3 and is reused for every MC block;
         //     the layer widths here (≤ 784) fit one NC block, so B is packed once per depth block.
         KernelPath.Avx512 => new(&MicroKernelAvx512.Run, MicroKernelAvx512.MR, MicroKernelAvx512.NR, 128, 256, 1024, &MicroKernelAvx512.RunHalves),
-        // Same reasoning with the smaller 6×16 ymm tile; MC a multiple of 6.
-        KernelPath.Avx2 => new(&MicroKernelAvx2.Run, MicroKernelAvx2.MR, MicroKernelAvx2.NR, 120, 256, 1024),
+        // Same reasoning with the 4×24 ymm tile (B micro-panel 256×24×4 B = 24 KB); NC a multiple of 24.
+        KernelPath.Avx2 => new(&MicroKernelAvx2.Run, MicroKernelAvx2.MR, MicroKernelAvx2.NR, 128, 256, 1008),
         _ => new(&MicroKernelScalar.Run, MicroKernelScalar.MR, MicroKernelScalar.NR, 64, 256, 512),
     };
 
@@ -297,18 +298,45 @@ internal sealed unsafe class GemmJob : IParallelJob
     }
 
     /// <summary>dst[j·ldd + i] (+)= tile[i·nr + j] for i &lt; rows, j &lt; cols: a computed mr×nr tile stored
-    /// transposed; full 8-row tiles through 8×8 register transposes.</summary>
+    /// transposed; full 8-row tiles through 8×8 register transposes, full 4-row ones through 4×8 ones.</summary>
     private static void StoreTransposed(float* tile, int mr, int nr, float* dst, int ldd, int rows, int cols, bool add)
     {
         int j = 0;
         if (mr == 8 && rows == 8 && Avx.IsSupported)
             for (; j + 8 <= cols; j += 8) Packing.Transpose8x8(tile + j, nr, dst + (long)j * ldd, ldd, add);
+        if (mr == 4 && rows == 4 && Avx.IsSupported)
+        {
+            for (; j + 8 <= cols; j += 8)
+            {
+                Packing.Transpose4x8(tile + j, nr, out var c01, out var c23, out var c45, out var c67);
+                float* d = dst + (long)j * ldd;
+                StoreColumnPair(c01, d, ldd, add);
+                StoreColumnPair(c23, d + 2L * ldd, ldd, add);
+                StoreColumnPair(c45, d + 4L * ldd, ldd, add);
+                StoreColumnPair(c67, d + 6L * ldd, ldd, add);
+            }
+        }
         for (; j < cols; j++)
         {
             float* d = dst + (long)j * ldd;
             if (add) for (int i = 0; i < rows; i++) d[i] += tile[i * nr + j];
             else for (int i = 0; i < rows; i++) d[i] = tile[i * nr + j];
         }
+    }
+
+    /// <summary>Two transposed columns of a 4-row tile (<see cref="Packing.Transpose4x8"/>): the lower half to
+    /// <paramref name="dst"/>, the upper to dst + ldd.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreColumnPair(Vector256<float> pair, float* dst, int ldd, bool add)
+    {
+        Vector128<float> lo = pair.GetLower(), hi = pair.GetUpper();
+        if (add)
+        {
+            lo += Vector128.Load(dst);
+            hi += Vector128.Load(dst + ldd);
+        }
+        lo.Store(dst);
+        hi.Store(dst + ldd);
     }
 
     /// <summary>

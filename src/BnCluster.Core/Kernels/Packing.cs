@@ -41,7 +41,10 @@ internal static unsafe class Packing
                     float* d = panel + p * mr;
                     int r = 0;
                     if (rows == mr)
+                    {
                         for (; r + 8 <= mr; r += 8) Vector256.Store(Vector256.Load(s + r), d + r);
+                        for (; r + 4 <= mr; r += 4) Vector128.Store(Vector128.Load(s + r), d + r);
+                    }
                     for (; r < rows; r++) d[r] = s[r];
                     for (; r < mr; r++) d[r] = 0f;
                 }
@@ -58,6 +61,21 @@ internal static unsafe class Packing
                     for (int r8 = 0; r8 < mr; r8 += 8)
                         for (int p = 0; p < kc8; p += 8)
                             Transpose8x8(src + (long)r8 * a.RowStride + p, a.RowStride, panel + p * mr + r8, mr, add: false);
+                    done = kc8;
+                }
+                else if (a.ColStride == 1 && Avx.IsSupported && rows == 4 && mr == 4)
+                {
+                    // The AVX2 kernel's 4-row panels: 8 depth steps of the 4 rows are 32 consecutive packed values.
+                    int kc8 = kc & ~7;
+                    for (int p = 0; p < kc8; p += 8)
+                    {
+                        Transpose4x8(src + p, a.RowStride, out var s01, out var s23, out var s45, out var s67);
+                        float* d = panel + p * 4;
+                        Vector256.Store(s01, d);
+                        Vector256.Store(s23, d + 8);
+                        Vector256.Store(s45, d + 16);
+                        Vector256.Store(s67, d + 24);
+                    }
                     done = kc8;
                 }
                 for (int r = 0; r < rows; r++)
@@ -144,6 +162,7 @@ internal static unsafe class Packing
     public static int NonZeroSteps(float* panel, int kc, int mr, int* steps)
     {
         if (mr == 8 && Vector512.IsHardwareAccelerated && Avx512F.VL.IsSupported && Bmi2.X64.IsSupported) return NonZeroSteps8Avx512(panel, kc, steps);
+        if (mr == 4 && Vector256.IsHardwareAccelerated) return NonZeroSteps4(panel, kc, steps);
         int count = 0;
         if (mr == 8 && Vector256.IsHardwareAccelerated)
         {
@@ -161,6 +180,40 @@ internal static unsafe class Packing
             for (int r = 0; r < mr && zero; r++) zero = v[r] == 0f;
             steps[count] = p;
             count += zero ? 0 : 1;
+        }
+        return count;
+    }
+
+    /// <summary>
+    /// <see cref="NonZeroSteps"/> of a 4-row panel (the AVX2 kernel's), 8 steps (32 values, four ymm compares) at a time:
+    /// one bit per value that is zero, a nibble per step, folded to one bit per step; the steps are then written
+    /// without a branch (a slot per step, the count moved on past those that are not all zero). Comparing a step at a
+    /// time with early exits mispredicts on images, whose values are zero about half the time.
+    /// </summary>
+    private static int NonZeroSteps4(float* panel, int kc, int* steps)
+    {
+        int count = 0, p = 0;
+        for (; p + 8 <= kc; p += 8)
+        {
+            float* q = panel + p * 4;
+            uint zero = Vector256.Equals(Vector256.Load(q), Vector256<float>.Zero).ExtractMostSignificantBits()
+                        | Vector256.Equals(Vector256.Load(q + 8), Vector256<float>.Zero).ExtractMostSignificantBits() << 8
+                        | Vector256.Equals(Vector256.Load(q + 16), Vector256<float>.Zero).ExtractMostSignificantBits() << 16
+                        | Vector256.Equals(Vector256.Load(q + 24), Vector256<float>.Zero).ExtractMostSignificantBits() << 24;
+            // Bit 0 of each nibble: some value of that step is not zero (the folds stay inside the nibble).
+            uint run = ~zero;
+            run |= run >> 2;
+            run |= run >> 1;
+            for (int i = 0; i < 8; i++)
+            {
+                steps[count] = p + i;
+                count += (int)((run >> (4 * i)) & 1);
+            }
+        }
+        for (; p < kc; p++)
+        {
+            steps[count] = p;
+            count += Vector128.EqualsAll(Vector128.Load(panel + p * 4), Vector128<float>.Zero) ? 0 : 1;
         }
         return count;
     }
@@ -251,6 +304,29 @@ internal static unsafe class Packing
         var keep = Vector256.Equals(Vector256.Create(mask) & laneBits, laneBits);
         Avx512F.VL.Compress(Vector256<int>.Zero, keep, Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7) + Vector256.Create(p0)).Store(dest);
         return BitOperations.PopCount((uint)mask);
+    }
+
+    /// <summary>
+    /// The 4×8 block src[i·srcStride + j] (i &lt; 4, j &lt; 8) as its 8 columns of 4, two to a vector: c01 holds columns 0
+    /// and 1 (src[0..4, 0] then src[0..4, 1]), c23 columns 2 and 3, and so on: 4 loads, 12 shuffles.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void Transpose4x8(float* src, int srcStride, out Vector256<float> c01, out Vector256<float> c23, out Vector256<float> c45,
+        out Vector256<float> c67)
+    {
+        Vector256<float> r0 = Avx.LoadVector256(src);
+        Vector256<float> r1 = Avx.LoadVector256(src + srcStride);
+        Vector256<float> r2 = Avx.LoadVector256(src + 2L * srcStride);
+        Vector256<float> r3 = Avx.LoadVector256(src + 3L * srcStride);
+        // Per 128-bit lane (columns 0–3 | 4–7): interleave rows 0, 1 and rows 2, 3, then gather each column's 4 rows.
+        Vector256<float> t0 = Avx.UnpackLow(r0, r1), t1 = Avx.UnpackHigh(r0, r1);
+        Vector256<float> t2 = Avx.UnpackLow(r2, r3), t3 = Avx.UnpackHigh(r2, r3);
+        Vector256<float> u0 = Avx.Shuffle(t0, t2, 0x44), u1 = Avx.Shuffle(t0, t2, 0xEE); // columns 0 | 4, 1 | 5
+        Vector256<float> u2 = Avx.Shuffle(t1, t3, 0x44), u3 = Avx.Shuffle(t1, t3, 0xEE); // columns 2 | 6, 3 | 7
+        c01 = Avx.Permute2x128(u0, u1, 0x20);
+        c23 = Avx.Permute2x128(u2, u3, 0x20);
+        c45 = Avx.Permute2x128(u0, u1, 0x31);
+        c67 = Avx.Permute2x128(u2, u3, 0x31);
     }
 
     /// <summary>dst[j·dstStride + i] (+)= src[i·srcStride + j] for i, j &lt; 8, with AVX shuffles.</summary>

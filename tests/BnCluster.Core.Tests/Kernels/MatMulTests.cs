@@ -143,8 +143,8 @@ public sealed class MatMulTests
     /// <summary>
     /// The AVX-512 kernel skips half panels too. A NaN in B sits at a depth step that is zero in rows 0–3 and 12–15 of
     /// A only (of 18). A row whose skipping unit is zero there skips the NaN and is right; every other row meets it.
-    /// The units are each 4-row half of the 8-row AVX-512 panels, the 6-row AVX2 panels and the 4-row scalar ones. So
-    /// on AVX-512 rows 0–3 skip although rows 4–7 of their panel do not, and on AVX2 no row skips.
+    /// The units are each 4-row half of the 8-row AVX-512 panels, the 4-row AVX2 panels and the 4-row scalar ones. So
+    /// on AVX-512 rows 0–3 skip although rows 4–7 of their panel do not, and on every path rows 0–3 and 12–15 skip.
     /// </summary>
     [Theory]
     [MemberData(nameof(Products))]

@@ -1,3 +1,4 @@
+using System.Runtime.Intrinsics;
 using BnCluster.Core.Kernels;
 using Xunit;
 
@@ -7,14 +8,18 @@ public sealed unsafe class PackingTests
 {
     /// <summary>
     /// The depth steps a sparse product runs: those of a packed panel whose MR values are not all zero, ascending, for
-    /// the 8-row panels of the AVX-512 kernel (8 steps at a time there, then a tail) and the 6-row ones of AVX2. −0 is
-    /// zero, NaN is not, and a single nonzero value keeps its step.
+    /// the 8-row panels of the AVX-512 kernel and the 4-row ones of AVX2 (8 steps at a time in vectors, then a tail), and
+    /// the scalar loop of any other height (6). −0 is zero, NaN is not, and a single nonzero value keeps its step.
     /// </summary>
     [Theory]
     [InlineData(8, 0)]
     [InlineData(8, 7)]
     [InlineData(8, 8)]
     [InlineData(8, 259)]
+    [InlineData(4, 0)]
+    [InlineData(4, 7)]
+    [InlineData(4, 8)]
+    [InlineData(4, 259)]
     [InlineData(6, 131)]
     public void NonZeroStepsListsTheStepsThatAreNotAllZero(int mr, int kc)
     {
@@ -87,5 +92,26 @@ public sealed unsafe class PackingTests
         for (int list = 0; list < 3; list++)
             Assert.Equal(expected[list], lists.Skip(list * stride).Take(counts[list]).ToArray());
         Assert.Equal(guard, lists[^1]);
+    }
+
+    /// <summary>The 4×8 register transpose behind the AVX2 path's A packing and transposed stores: column j of the block
+    /// lands in half j % 2 of output vector j / 2, its 4 rows in order, with a source row stride wider than 8.</summary>
+    [Fact]
+    public void Transpose4x8GivesTheColumnsInPairs()
+    {
+        const int stride = 11;
+        var src = Enumerable.Range(0, 4 * stride).Select(v => (float)v).ToArray();
+        var columns = new float[32];
+        fixed (float* ps = src) fixed (float* pc = columns)
+        {
+            Packing.Transpose4x8(ps, stride, out var c01, out var c23, out var c45, out var c67);
+            c01.Store(pc);
+            c23.Store(pc + 8);
+            c45.Store(pc + 16);
+            c67.Store(pc + 24);
+        }
+        for (int j = 0; j < 8; j++)
+            for (int i = 0; i < 4; i++)
+                Assert.Equal(src[i * stride + j], columns[j * 4 + i]);
     }
 }
