@@ -25,20 +25,34 @@ internal static unsafe class MicroKernelAvx2
         Vector256<float> c10 = default, c11 = default, c12 = default;
         Vector256<float> c20 = default, c21 = default, c22 = default;
         Vector256<float> c30 = default, c31 = default, c32 = default;
-        // As in the AVX-512 kernel: a dense loop with pointer steps and a listed one, around one inlined body.
+        // As in the AVX-512 kernel: a dense loop with pointer steps and a listed one, around one inlined body; both two
+        // steps per iteration (the address arithmetic of a step, 5–7 instructions, was as many as its loads and
+        // broadcasts: unrolled, the products ran 11–15% faster, 24 interleaved rounds in one process). No third loop:
+        // with one more the JIT spilled the accumulators to the stack in all of them.
         if (steps is null)
         {
-            for (int t = 0; t < count; t++)
-                Step(a0p + t * MR, b0p + t * NR, ref c00, ref c01, ref c02, ref c10, ref c11, ref c12, ref c20, ref c21, ref c22,
-                    ref c30, ref c31, ref c32);
+            float* a = a0p, b = b0p, aEnd = a0p + (long)(count & ~1) * MR;
+            for (; a < aEnd; a += 2 * MR, b += 2 * NR)
+            {
+                Step(a, b, ref c00, ref c01, ref c02, ref c10, ref c11, ref c12, ref c20, ref c21, ref c22, ref c30, ref c31, ref c32);
+                Step(a + MR, b + NR, ref c00, ref c01, ref c02, ref c10, ref c11, ref c12, ref c20, ref c21, ref c22, ref c30, ref c31, ref c32);
+            }
+            if ((count & 1) != 0)
+                Step(a, b, ref c00, ref c01, ref c02, ref c10, ref c11, ref c12, ref c20, ref c21, ref c22, ref c30, ref c31, ref c32);
         }
         else
         {
-            for (int t = 0; t < count; t++)
+            int* s = steps, sEnd = steps + (count & ~1);
+            for (; s < sEnd; s += 2)
             {
-                long p = steps[t];
-                Step(a0p + p * MR, b0p + p * NR, ref c00, ref c01, ref c02, ref c10, ref c11, ref c12, ref c20, ref c21, ref c22,
-                    ref c30, ref c31, ref c32);
+                long p = s[0], q = s[1];
+                Step(a0p + p * MR, b0p + p * NR, ref c00, ref c01, ref c02, ref c10, ref c11, ref c12, ref c20, ref c21, ref c22, ref c30, ref c31, ref c32);
+                Step(a0p + q * MR, b0p + q * NR, ref c00, ref c01, ref c02, ref c10, ref c11, ref c12, ref c20, ref c21, ref c22, ref c30, ref c31, ref c32);
+            }
+            if ((count & 1) != 0)
+            {
+                long p = s[0];
+                Step(a0p + p * MR, b0p + p * NR, ref c00, ref c01, ref c02, ref c10, ref c11, ref c12, ref c20, ref c21, ref c22, ref c30, ref c31, ref c32);
             }
         }
         bool full = rows == MR && cols == NR;
