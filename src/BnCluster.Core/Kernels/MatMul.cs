@@ -95,8 +95,8 @@ public sealed unsafe class MatMul : IDisposable
     /// C[n×m] = (A[k×m]ᵀ · B[k×n])ᵀ = B[k×n]ᵀ · A[k×m]; adds into C when <paramref name="accumulate"/>. The same
     /// result as <see cref="MultiplyTN"/>(b, a, c, n, m, k), term for term in the same order, but with A in the
     /// packed-A role, whose all-zero depth steps a product with <paramref name="sparseA"/> skips: the weight gradient of
-    /// the first layer, dW = dZᵀ·X, computed as (Xᵀ·dZ)ᵀ, skips every group of 8 input features (on AVX-512, of 4) that are
-    /// zero together in a sample.
+    /// the first layer, dW = dZᵀ·X, computed as (Xᵀ·dZ)ᵀ, skips every group of 4 input features (a panel of the AVX2 and
+    /// scalar kernels, half a panel of the AVX-512 one) that are zero together in a sample.
     /// </summary>
     public void MultiplyTNStoreTransposed(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> c, int m, int n, int k, bool accumulate = false,
         bool sparseA = false)
