@@ -13,34 +13,33 @@ internal readonly unsafe struct KernelShape
     /// <summary>The kernel over steps sorted by which half of the A panel is not zero (<see cref="MicroKernelAvx512.RunHalves"/>),
     /// for sparse products; null where the path has none (those skip whole zero steps only).</summary>
     public readonly delegate*<int*, int*, int, float*, float*, float*, int, int, int, bool, float*, void> HalvesKernel;
-    public readonly int MR, NR, MC, KC, NC;
+    public readonly int MR, NR, MC, KC;
 
-    public KernelShape(delegate*<int, int*, float*, float*, float*, int, int, int, bool, float*, void> kernel, int mr, int nr, int mc, int kc, int nc,
+    public KernelShape(delegate*<int, int*, float*, float*, float*, int, int, int, bool, float*, void> kernel, int mr, int nr, int mc, int kc,
         delegate*<int*, int*, int, float*, float*, float*, int, int, int, bool, float*, void> halvesKernel = null)
     {
-        Kernel = kernel; MR = mr; NR = nr; MC = mc; KC = kc; NC = nc; HalvesKernel = halvesKernel;
+        Kernel = kernel; MR = mr; NR = nr; MC = mc; KC = kc; HalvesKernel = halvesKernel;
     }
 
     public static KernelShape For(KernelPath path) => path switch
     {
-        // Loop order (see Blocked): the kc×NR B micro-panel (256×32×4 B = 32 KB) is reused by every
+        // Loop order (see GemmJob.Tiles): the kc×NR B micro-panel (256×32×4 B = 32 KB) is reused by every
         // A micro-panel of the MC block and stays in L1/L2; the 8×kc A micro-panels (8 KB each) stream
         // from the packed A block in L2.
         // KC = 256: measured on the EPYC here, KC = 128 lost ~10% on 1024³ (more C read-modify-write
         //     passes), KC = 384 was within noise of 256.
         // MC = 128: the packed A block (128×256×4 B = 128 KB) stays in the 1 MB L2 per core.
-        // NC = 1024: the packed B block (256×1024×4 B = 1 MB) lives in L2/L3 and is reused for every MC block;
-        //     the layer widths here (≤ 784) fit one NC block, so B is packed once per depth block.
-        KernelPath.Avx512 => new(&MicroKernelAvx512.Run, MicroKernelAvx512.MR, MicroKernelAvx512.NR, 128, 256, 1024, &MicroKernelAvx512.RunHalves),
-        // Same reasoning with the 4×24 ymm tile (B micro-panel 256×24×4 B = 24 KB); NC a multiple of 24.
-        KernelPath.Avx2 => new(&MicroKernelAvx2.Run, MicroKernelAvx2.MR, MicroKernelAvx2.NR, 128, 256, 1008),
-        _ => new(&MicroKernelScalar.Run, MicroKernelScalar.MR, MicroKernelScalar.NR, 64, 256, 512),
+        KernelPath.Avx512 => new(&MicroKernelAvx512.Run, MicroKernelAvx512.MR, MicroKernelAvx512.NR, 128, 256, &MicroKernelAvx512.RunHalves),
+        // Same reasoning with the 4×24 ymm tile (B micro-panel 256×24×4 B = 24 KB). On the AVX2 EPYC of 2026-12-07,
+        // KC = 160 was 3–8% slower; MC = 64 or 256 within noise of 128 (in-process A/B, interleaved rounds).
+        KernelPath.Avx2 => new(&MicroKernelAvx2.Run, MicroKernelAvx2.MR, MicroKernelAvx2.NR, 128, 256),
+        _ => new(&MicroKernelScalar.Run, MicroKernelScalar.MR, MicroKernelScalar.NR, 64, 256),
     };
 
     /// <summary>A narrower tile for products of few columns (the 10-class output layer), where the path has one
-    /// (AVX-512: 8×16 beside 8×32; the AVX2 tile is 16 wide already), else null.</summary>
+    /// (AVX-512: 8×16 beside 8×32), else null.</summary>
     public static KernelShape? NarrowFor(KernelPath path) => path == KernelPath.Avx512
-        ? new(&MicroKernelAvx512.RunNarrow, MicroKernelAvx512.MR, MicroKernelAvx512.NarrowNR, 128, 256, 1024)
+        ? new(&MicroKernelAvx512.RunNarrow, MicroKernelAvx512.MR, MicroKernelAvx512.NarrowNR, 128, 256)
         : null;
 }
 
@@ -53,9 +52,6 @@ internal sealed unsafe class PackBuffers : IDisposable
     /// all zero and how many there are, or with a halves kernel its three lists (<see cref="Packing.NonZeroHalfSteps"/>).</summary>
     public int* Steps, StepCounts;
 
-    /// <summary>The first row of C of each packed A panel of the current block (the panel map worked out once per block,
-    /// not per tile: its division cost ~3% of a step).</summary>
-    public int* PanelRows;
     private nuint _capA, _capB, _capSteps, _capPanels;
 
     public PackBuffers(in KernelShape shape)
@@ -84,9 +80,7 @@ internal sealed unsafe class PackBuffers : IDisposable
         if (panelsA > _capPanels)
         {
             NativeMemory.AlignedFree(StepCounts);
-            NativeMemory.AlignedFree(PanelRows);
             StepCounts = (int*)NativeMemory.AlignedAlloc(3 * panelsA * sizeof(int), 64);
-            PanelRows = (int*)NativeMemory.AlignedAlloc(panelsA * sizeof(int), 64);
             _capPanels = panelsA;
         }
         if (floatsB > _capB)
@@ -111,7 +105,6 @@ internal sealed unsafe class PackBuffers : IDisposable
         NativeMemory.AlignedFree(PackA); PackA = null; _capA = 0;
         NativeMemory.AlignedFree(Steps); Steps = null; _capSteps = 0;
         NativeMemory.AlignedFree(StepCounts); StepCounts = null; _capPanels = 0;
-        NativeMemory.AlignedFree(PanelRows); PanelRows = null;
         NativeMemory.AlignedFree(PackB); PackB = null; _capB = 0;
         NativeMemory.AlignedFree(Scratch); Scratch = null;
         NativeMemory.AlignedFree(Tile); Tile = null;
@@ -119,11 +112,16 @@ internal sealed unsafe class PackBuffers : IDisposable
 }
 
 /// <summary>
-/// One product C[m×n] (row stride n) = (accumulate ? C : 0) + A·B with A, B as strided views,
-/// split into <see cref="Parts"/> static shares of C (row blocks or column blocks, aligned to the
-/// micro-tile; a sparse product's rows dealt in runs, see <see cref="InterleaveRows"/>). Each share is an
-/// independent blocked GEMM with its own packing buffers.
-/// Reused for every call: fields are overwritten, nothing is allocated.
+/// One product C[m×n] (row stride n) = (accumulate ? C : 0) + A·B with A, B as strided views, on <see cref="Parts"/>
+/// threads. C is cut along the dimension the parts split (<see cref="SplitRows"/>) into chunks: runs of
+/// <see cref="RowChunkPanels"/> row panels, or of <see cref="ColumnChunkTiles"/> column tiles. For each depth block every
+/// part packs the whole of the operand the chunks share (B when the parts split rows, A when they split columns), then
+/// claims chunks, those of its own share first, in order, then the other parts' from their far end, until none is left;
+/// the parts meet before the next depth block, whose chunks add into C. A part slowed down (a vCPU of this shared host
+/// taken away for milliseconds, which stalled the whole step at every product under fixed shares) so does fewer
+/// chunks; in a quiet moment each part does its own share, as with fixed shares. Every element of C is computed by one
+/// chunk, over the same depth steps in the same order, whichever part claims it: the result does not depend on the
+/// thread count or on who ran what. Reused for every call: fields are overwritten, nothing is allocated.
 /// </summary>
 internal sealed unsafe class GemmJob : IParallelJob
 {
@@ -146,16 +144,24 @@ internal sealed unsafe class GemmJob : IParallelJob
     public bool SplitRows;
 
     /// <summary>
-    /// Split by rows, the row panels are dealt to the parts in runs of <see cref="DealtPanels"/>, in turn (part p takes
-    /// runs p, p + Parts, …), instead of one block each. Set for sparse products: their work is the panels' nonzero
-    /// steps, which differ between regions of A. In the first layer's dW, A's rows are pixels, and the image's top rows
-    /// are background more often than its middle: one block each left one of two parts 10% more work (746 against
-    /// 678 µs). Dealt in runs of 8 panels, that product took 731 µs instead of 782 (medians of 80 interleaved rounds on
-    /// Fashion-MNIST batches, 2 threads). Runs of 1 or 2 panels made it slower (910–926 against 794 µs): both parts then
-    /// read every cache line of A and write lines of Cᵀ that the other part writes too.
+    /// Row panels per chunk when the parts split rows: 8 (32 rows of the AVX2 kernel, 64 of the AVX-512 one). The first
+    /// layer's dW, whose rows are pixels, was dealt to two threads in runs of 8 panels (731 µs, against 782 in one block
+    /// each: the image's top is background more often); runs of 1 or 2 made it slower (910–926 µs): both threads then
+    /// read every cache line of A and wrote lines of Cᵀ that the other wrote too.
     /// </summary>
-    public bool InterleaveRows;
-    private const int DealtPanels = 8;
+    internal const int RowChunkPanels = 8;
+
+    /// <summary>
+    /// Column tiles per chunk when the parts split columns: 1 (24 columns of the AVX2 kernel, 32 of the AVX-512 one). Each
+    /// part packs B for its own share in one pass, as with fixed shares, so a chunk costs only its tiles. Chunks of 2
+    /// tiles cut the first layer's forward (22 tiles on AVX2) into 11, which two parts share 6/5 at best: 9% slower
+    /// than 11/11 on a quiet host.
+    /// </summary>
+    internal const int ColumnChunkTiles = 1;
+
+    private int _units, _chunkUnits, _chunks, _depth, _depthBlocks, _ownColumns;
+    private int[] _claims = []; // [depth block × chunk]: 1 once a part has taken that chunk of that depth block
+    private int _barrierLeft, _barrierGeneration;
 
     public GemmJob(KernelPath path, int maxParts)
     {
@@ -166,16 +172,8 @@ internal sealed unsafe class GemmJob : IParallelJob
         for (int i = 0; i < maxParts; i++) _buffers[i] = new PackBuffers(_wide);
     }
 
-    /// <summary>Share [start, end) of <paramref name="extent"/> rows/columns for part <paramref name="part"/>, in whole tiles.</summary>
-    private void ShareOf(int part, int extent, int tile, out int start, out int end)
-    {
-        int tiles = (extent + tile - 1) / tile;
-        start = Math.Min(extent, (int)((long)tiles * part / Parts) * tile);
-        end = Math.Min(extent, (int)((long)tiles * (part + 1) / Parts) * tile);
-    }
-
-    /// <summary>Chooses the split and grows every part's buffers; runs on the caller before dispatch
-    /// so workers never allocate.</summary>
+    /// <summary>Chooses the split and the chunks, clears the claims and grows every part's buffers; runs on the caller
+    /// before dispatch so workers never allocate.</summary>
     public void Prepare(int parts)
     {
         Parts = parts;
@@ -185,115 +183,165 @@ internal sealed unsafe class GemmJob : IParallelJob
         // has too few micro-tiles to give every part one.
         int rowTiles = CeilDiv(M, _shape.MR), colTiles = CeilDiv(N, _shape.NR);
         SplitRows = M >= N ? rowTiles >= parts || rowTiles >= colTiles : colTiles < parts && rowTiles > colTiles;
-        // (Dealt only when every part gets two runs or more: fewer, and the parts' shares would be uneven by the run.)
-        InterleaveRows = SplitRows && SkipZeroSteps && parts > 1 && rowTiles >= 2 * parts * DealtPanels;
-        int rowsPerPart = !SplitRows ? M : InterleaveRows ? DealtCount(0, rowTiles) * _shape.MR : CeilDiv(rowTiles, parts) * _shape.MR;
-        int colsPerPart = SplitRows ? N : CeilDiv(CeilDiv(N, _shape.NR), parts) * _shape.NR;
-        nuint kc = (nuint)DepthBlock(K);
-        nuint mc = (nuint)RoundUp(Math.Min(_shape.MC, rowsPerPart), _shape.MR);
-        nuint nc = (nuint)RoundUp(Math.Min(_shape.NC, colsPerPart), _shape.NR);
-        for (int i = 0; i < parts; i++) _buffers[i].Ensure(mc / (nuint)_shape.MR, kc, (nuint)_shape.MR, nc * kc);
+        _units = SplitRows ? rowTiles : colTiles;
+        // One part runs it all in one chunk, or in row chunks of MC rows: its B micro-panels then serve as many A panels
+        // each as the blocking allows.
+        _chunkUnits = parts == 1 ? (SplitRows ? _shape.MC / _shape.MR : colTiles) : SplitRows ? RowChunkPanels : ColumnChunkTiles;
+        _chunks = CeilDiv(_units, _chunkUnits);
+        _depth = DepthBlock(K);
+        _depthBlocks = CeilDiv(K, _depth);
+        int claims = _depthBlocks * _chunks;
+        if (_claims.Length < claims) _claims = new int[Math.Max(claims, 2 * _claims.Length)]; // (grows only: a larger shape)
+        else Array.Clear(_claims, 0, claims);
+        _barrierLeft = parts;
+        // A: a chunk's panels, or all of them; B: all of it, or a chunk's tiles; for one depth block.
+        int panelsA = SplitRows ? Math.Min(_chunkUnits, rowTiles) : rowTiles;
+        // (Splitting columns: the largest share, then one chunk.)
+        _ownColumns = CeilDiv(_chunks, parts) * _chunkUnits * _shape.NR;
+        int colsB = SplitRows ? colTiles * _shape.NR : _ownColumns + Math.Min(_chunkUnits, colTiles) * _shape.NR;
+        for (int i = 0; i < parts; i++) _buffers[i].Ensure((nuint)panelsA, (nuint)_depth, (nuint)_shape.MR, (nuint)colsB * (nuint)_depth);
     }
 
     public void Execute(int part)
     {
-        int mr = _shape.MR, panels = CeilDiv(M, mr);
-        if (InterleaveRows)
+        PackBuffers buf = _buffers[part];
+        ref readonly KernelShape s = ref _shape;
+        int own0 = (int)((long)_chunks * part / Parts), own1 = (int)((long)_chunks * (part + 1) / Parts);
+        int ownJ0 = Math.Min(N, own0 * _chunkUnits * s.NR), ownJ1 = Math.Min(N, own1 * _chunkUnits * s.NR);
+        for (int block = 0; block < _depthBlocks; block++)
         {
-            // Runs part, part + Parts, …: panel t of this part is DealtPanels·part + (t / DealtPanels)·DealtPanels·Parts + t % DealtPanels.
-            int count = DealtCount(part, panels);
-            if (count > 0 && N > 0) Blocked(new PanelMap(DealtPanels * part, DealtPanels, DealtPanels * Parts), count, 0, N, _buffers[part]);
-            return;
+            int pc = block * _depth, kc = Math.Min(_depth, K - pc);
+            // The shared operand of this depth block, whole; splitting columns, also B of the part's own share in one
+            // pass (packed chunk by chunk, its rows were read a few cache lines at a time: ~10% slower products).
+            if (SplitRows) Packing.PackB(B, pc, kc, 0, N, s.NR, buf.PackB);
+            else
+            {
+                PackPanels(0, CeilDiv(M, s.MR), pc, kc, buf);
+                if (ownJ0 < ownJ1) Packing.PackB(B, pc, kc, ownJ0, ownJ1 - ownJ0, s.NR, buf.PackB);
+            }
+            if (!ForeignChunksFirst) ClaimOwn(block, own0, own1, pc, kc, buf, ownJ0);
+            for (int c = _chunks - 1; c >= 0; c--)
+                if ((c < own0 || c >= own1) && Claim(block, c)) RunChunk(c, pc, kc, buf, -1);
+            if (ForeignChunksFirst) ClaimOwn(block, own0, own1, pc, kc, buf, ownJ0);
+            if (block + 1 < _depthBlocks) Barrier();
         }
-        int i0 = 0, i1 = M, j0 = 0, j1 = N;
-        if (SplitRows) ShareOf(part, M, mr, out i0, out i1);
-        else ShareOf(part, N, _shape.NR, out j0, out j1);
-        if (i0 < i1 && j0 < j1) Blocked(new PanelMap(i0 / mr, 1, 1), CeilDiv(i1 - i0, mr), j0, j1, _buffers[part]);
     }
 
-    /// <summary>How many of <paramref name="panels"/> row panels dealt in runs (<see cref="InterleaveRows"/>) are part
-    /// <paramref name="part"/>'s (part 0 has the most).</summary>
-    private int DealtCount(int part, int panels)
+    private void ClaimOwn(int block, int own0, int own1, int pc, int kc, PackBuffers buf, int ownJ0)
     {
-        int count = 0;
-        for (int first = DealtPanels * part; first < panels; first += DealtPanels * Parts) count += Math.Min(DealtPanels, panels - first);
-        return count;
+        for (int c = own0; c < own1; c++)
+            if (Claim(block, c)) RunChunk(c, pc, kc, buf, ownJ0);
+    }
+
+    /// <summary>Every part claims the other parts' chunks before its own (tests: the path a slowed part's chunks take).</summary>
+    internal bool ForeignChunksFirst;
+
+    /// <summary>Takes chunk <paramref name="chunk"/> of depth block <paramref name="block"/> if no part has yet.</summary>
+    private bool Claim(int block, int chunk) => Parts == 1 || Interlocked.Exchange(ref _claims[block * _chunks + chunk], 1) == 0;
+
+    /// <summary>Waits until every part has finished the current depth block (they all run at once, one per thread), so
+    /// that the next block's chunks add into finished sums, whoever computed them.</summary>
+    private void Barrier()
+    {
+        int generation = Volatile.Read(ref _barrierGeneration);
+        if (Interlocked.Decrement(ref _barrierLeft) == 0)
+        {
+            _barrierLeft = Parts; // (before the release below: no part can reach the next barrier sooner)
+            Volatile.Write(ref _barrierGeneration, generation + 1);
+            return;
+        }
+        var spin = new SpinWait();
+        while (Volatile.Read(ref _barrierGeneration) == generation) spin.SpinOnce(sleep1Threshold: -1);
     }
 
     /// <summary>
-    /// Goto/BLIS loop nest over the columns [j0, j1) of <paramref name="count"/> row panels of C (of MR rows each), the
-    /// panels <paramref name="map"/> names. With <see cref="SkipZeroSteps"/>, each packed A panel runs only its depth
-    /// steps that are not all zero (<see cref="Packing.NonZeroSteps"/>): a zero term adds nothing, and inputs such as
-    /// images have whole runs of zero pixels. Where the path has a halves kernel, each half of a panel
-    /// skips the steps where it is zero (<see cref="Packing.NonZeroHalfSteps"/>). With <see cref="TransposeC"/>, each
-    /// tile is computed into a scratch tile and stored transposed (C[j, i] at C + j·M + i).
+    /// One chunk of one depth block [pc, pc + kc): its row panels against all of B (packed whole by the part), or all the
+    /// row panels (packed by the part) against its column tiles, whose B it packs.
     /// </summary>
-    private void Blocked(PanelMap map, int count, int j0, int j1, PackBuffers buf)
+    private void RunChunk(int chunk, int pc, int kc, PackBuffers buf, int ownJ0)
     {
         ref readonly KernelShape s = ref _shape;
-        bool halves = SkipZeroSteps && s.HalvesKernel != null;
-        int blockPanels = s.MC / s.MR;
-        for (int jc = j0; jc < j1; jc += s.NC)
+        int first = chunk * _chunkUnits, count = Math.Min(_chunkUnits, _units - first);
+        if (SplitRows)
         {
-            int nc = Math.Min(s.NC, j1 - jc);
-            int depthBlock = DepthBlock(K);
-            for (int pc = 0; pc < K; pc += depthBlock)
+            PackPanels(first, count, pc, kc, buf);
+            Tiles(first, count, 0, N, buf.PackB, pc, kc, buf);
+        }
+        else
+        {
+            int j0 = first * s.NR, j1 = Math.Min(N, (first + count) * s.NR);
+            float* packedB = buf.PackB + (long)(j0 - ownJ0) * kc;
+            if (ownJ0 < 0)
             {
-                int kc = Math.Min(depthBlock, K - pc);
-                // The first depth block overwrites C unless accumulating; later ones add.
-                bool add = Accumulate || pc > 0;
-                Packing.PackB(B, pc, kc, jc, nc, s.NR, buf.PackB);
-                for (int t0 = 0; t0 < count; t0 += blockPanels)
+                // A chunk of another part's share, packed on its own after the part's whole share.
+                packedB = buf.PackB + (long)_ownColumns * kc;
+                Packing.PackB(B, pc, kc, j0, j1 - j0, s.NR, packedB);
+            }
+            Tiles(0, CeilDiv(M, s.MR), j0, j1, packedB, pc, kc, buf);
+        }
+    }
+
+    /// <summary>
+    /// Packs row panels [first, first + count) of A for depth block [pc, pc + kc) into the part's buffer (panel t at
+    /// t·MR·kc) and, with <see cref="SkipZeroSteps"/>, lists each one's depth steps that are not all zero
+    /// (<see cref="Packing.NonZeroSteps"/>: a zero term adds nothing, and inputs such as images have whole runs of zero
+    /// pixels), or on a path with a halves kernel sorts them by which half of the panel is not zero
+    /// (<see cref="Packing.NonZeroHalfSteps"/>).
+    /// </summary>
+    private void PackPanels(int first, int count, int pc, int kc, PackBuffers buf)
+    {
+        ref readonly KernelShape s = ref _shape;
+        int row = first * s.MR;
+        Packing.PackA(A, row, Math.Min(count * s.MR, M - row), pc, kc, s.MR, buf.PackA);
+        bool halves = SkipZeroSteps && s.HalvesKernel != null;
+        for (int t = 0; t < count; t++)
+        {
+            float* aPanel = buf.PackA + (long)t * s.MR * kc;
+            int* counts = buf.StepCounts + 3 * t, steps = buf.Steps + 3L * t * kc;
+            if (halves) Packing.NonZeroHalfSteps(aPanel, kc, steps, kc, counts);
+            else counts[0] = SkipZeroSteps ? Packing.NonZeroSteps(aPanel, kc, s.MR, steps) : kc;
+        }
+    }
+
+    /// <summary>
+    /// The micro-tiles of row panels [first, first + count) (packed from panel <paramref name="first"/> on in the part's
+    /// buffer) × columns [j0, j1) (B packed from column j0 on at <paramref name="packedB"/>), in blocks of MC rows so that
+    /// each kc×NR B micro-panel is reused by every A panel of the block from L1; the first depth block overwrites C
+    /// unless accumulating, later ones add. With <see cref="TransposeC"/>, each tile is computed into a scratch tile and
+    /// stored transposed (C[j, i] at C + j·M + i).
+    /// </summary>
+    private void Tiles(int first, int count, int j0, int j1, float* packedB, int pc, int kc, PackBuffers buf)
+    {
+        ref readonly KernelShape s = ref _shape;
+        bool halves = SkipZeroSteps && s.HalvesKernel != null, add = Accumulate || pc > 0;
+        int blockPanels = s.MC / s.MR;
+        for (int t0 = 0; t0 < count; t0 += blockPanels)
+        {
+            int bp = Math.Min(blockPanels, count - t0);
+            for (int jr = j0; jr < j1; jr += s.NR)
+            {
+                int cols = Math.Min(s.NR, j1 - jr);
+                float* bPanel = packedB + (long)(jr - j0) * kc;
+                for (int t = t0; t < t0 + bp; t++)
                 {
-                    int bp = Math.Min(blockPanels, count - t0);
-                    for (int t = 0; t < bp; t++) // (panel by panel, as PackA itself goes, wherever the map puts them)
+                    int row = (first + t) * s.MR, rows = Math.Min(s.MR, M - row);
+                    float* aPanel = buf.PackA + (long)t * s.MR * kc;
+                    int* counts = buf.StepCounts + 3 * t, steps = buf.Steps + 3L * t * kc;
+                    if (TransposeC)
                     {
-                        int row = buf.PanelRows[t] = map.Panel(t0 + t) * s.MR;
-                        Packing.PackA(A, row, Math.Min(s.MR, M - row), pc, kc, s.MR, buf.PackA + (long)t * s.MR * kc);
+                        RunTile(s, halves, counts, steps, kc, aPanel, bPanel, buf.Tile, s.NR, s.MR, s.NR, false, buf.Scratch);
+                        StoreTransposed(buf.Tile, s.MR, s.NR, C + (long)jr * M + row, M, rows, cols, add);
                     }
-                    for (int panel = 0; panel < bp; panel++)
+                    else
                     {
-                        float* aPanel = buf.PackA + (long)panel * s.MR * kc;
-                        int* counts = buf.StepCounts + 3 * panel, steps = buf.Steps + 3L * panel * kc;
-                        if (halves) Packing.NonZeroHalfSteps(aPanel, kc, steps, kc, counts);
-                        else counts[0] = SkipZeroSteps ? Packing.NonZeroSteps(aPanel, kc, s.MR, steps) : kc;
-                    }
-                    for (int jr = 0; jr < nc; jr += s.NR)
-                    {
-                        int cols = Math.Min(s.NR, nc - jr);
-                        float* bPanel = buf.PackB + (long)jr * kc;
-                        for (int panel = 0; panel < bp; panel++)
-                        {
-                            int row = buf.PanelRows[panel];
-                            int rows = Math.Min(s.MR, M - row);
-                            float* aPanel = buf.PackA + (long)panel * s.MR * kc;
-                            int* counts = buf.StepCounts + 3 * panel, steps = buf.Steps + 3L * panel * kc;
-                            if (TransposeC)
-                            {
-                                RunTile(s, halves, counts, steps, kc, aPanel, bPanel, buf.Tile, s.NR, s.MR, s.NR, false, buf.Scratch);
-                                StoreTransposed(buf.Tile, s.MR, s.NR, C + (long)(jc + jr) * M + row, M, rows, cols, add);
-                            }
-                            else
-                            {
-                                RunTile(s, halves, counts, steps, kc, aPanel, bPanel, C + (long)row * N + jc + jr, N, rows, cols, add, buf.Scratch);
-                            }
-                        }
+                        RunTile(s, halves, counts, steps, kc, aPanel, bPanel, C + (long)row * N + jr, N, rows, cols, add, buf.Scratch);
                     }
                 }
             }
         }
     }
 
-    /// <summary>
-    /// Which of C's row panels a part's t-th panel is: runs of <see cref="Run"/> consecutive panels, <see cref="Stride"/>
-    /// apart, from <see cref="First"/> (a stride equal to the run: all consecutive; see <see cref="InterleaveRows"/>).
-    /// </summary>
-    private readonly record struct PanelMap(int First, int Run, int Stride)
-    {
-        public int Panel(int t) => First + t / Run * Stride + t % Run;
-    }
-
-    /// <summary>One tile over a panel's listed steps (see <see cref="Blocked"/>); a panel without a zero step, or half
+    /// <summary>One tile over a panel's listed steps (see <see cref="PackPanels"/>); a panel without a zero step, or half
     /// step, runs the kernel's dense loop.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void RunTile(in KernelShape s, bool halves, int* counts, int* steps, int kc, float* a, float* b, float* c, int ldc,

@@ -56,6 +56,10 @@ public sealed unsafe class MatMul : IDisposable
 
     public int Threads { get; }
 
+    /// <summary>Tests: every thread takes the other threads' chunks of a product before its own (see <see cref="GemmJob"/>),
+    /// so that the chunks a slowed thread leaves to the others are computed there.</summary>
+    internal bool ForeignChunksFirst { set => _job.ForeignChunksFirst = value; }
+
     internal KernelPath Path { get; }
 
     /// <summary>The micro-kernel's instruction set, for benchmark reports ("AVX-512", "AVX2+FMA", "scalar").</summary>

@@ -177,10 +177,10 @@ public sealed class MatMulTests
     }
 
     /// <summary>
-    /// A sparse product split by rows deals its row panels to the threads in runs (GemmJob.InterleaveRows), not in one
-    /// block each. Every element of C is still one thread's, over the same steps in the same order, so the bits equal
-    /// one thread's: on every path, with and without accumulate, for row counts that end inside a run or a panel, and
-    /// with A's first rows far sparser than the rest (an image's background pixels, for the first layer's dW).
+    /// A product on several threads cuts C into chunks the threads claim (GemmJob). Every element of C is still one
+    /// chunk's, over the same steps in the same order, so the bits equal one thread's: on every path, with and without
+    /// accumulate, for row counts that end inside a chunk or a panel, and with A's first rows far sparser than the rest
+    /// (an image's background pixels, for the first layer's dW).
     /// </summary>
     [Theory]
     [MemberData(nameof(Products))]
@@ -212,6 +212,45 @@ public sealed class MatMulTests
                                 Assert.Fail($"{product} {m}×{n}×{k} path={path} threads={mm.Threads} accumulate={accumulate}: C[{i}] = {c[i]}, one thread gave {expected[i]}");
                     }
                 }
+            }
+        }
+    }
+
+    /// <summary>
+    /// The chunks a thread takes from another's share (what a thread the host slows down leaves to the others) give the
+    /// same bits as its own: every thread claims the others' chunks first, on products split by rows and by columns,
+    /// over one and several depth blocks (k past KC: the threads meet between blocks), dense and sparse.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Products))]
+    public void ChunksTakenFromAnotherThread_GiveOneThreadsBits(Product product)
+    {
+        var rng = new Random(37 + (int)product);
+        bool transposedA = product is Product.TN or Product.TNT;
+        foreach (KernelPath path in Enum.GetValues<KernelPath>().Where(KernelPaths.IsSupported))
+        {
+            using var single = new MatMul(1, path);
+            using var two = new MatMul(2, path, parallelThreshold: 0) { ForeignChunksFirst = true };
+            using var three = new MatMul(3, path, parallelThreshold: 0) { ForeignChunksFirst = true };
+            foreach (var (m, n, k) in new[] { (300, 70, 600), (70, 300, 600), (256, 512, 40), (129, 50, 257) })
+            {
+                float[] a = RandomArray(rng, m * k), b = RandomArray(rng, k * n), c0 = RandomArray(rng, m * n);
+                for (int i = 0; i < a.Length; i++)
+                    if (rng.NextDouble() < 0.5) a[i] = 0;
+                foreach (bool sparseA in new[] { false, true })
+                    foreach (bool accumulate in new[] { false, true })
+                    {
+                        var expected = (float[])c0.Clone();
+                        Multiply(single, product, a, b, expected, m, n, k, accumulate, sparseA);
+                        foreach (MatMul mm in new[] { two, three })
+                        {
+                            var c = (float[])c0.Clone();
+                            Multiply(mm, product, a, b, c, m, n, k, accumulate, sparseA);
+                            for (int i = 0; i < c.Length; i++)
+                                if (BitConverter.SingleToInt32Bits(c[i]) != BitConverter.SingleToInt32Bits(expected[i]))
+                                    Assert.Fail($"{product} {m}×{n}×{k} path={path} threads={mm.Threads} sparseA={sparseA} accumulate={accumulate}: C[{i}] = {c[i]}, one thread gave {expected[i]}");
+                        }
+                    }
             }
         }
     }
