@@ -188,32 +188,13 @@ public sealed class MatMulTests
     {
         var rng = new Random(29 + (int)product);
         bool transposedA = product is Product.TN or Product.TNT;
-        foreach (KernelPath path in Enum.GetValues<KernelPath>().Where(KernelPaths.IsSupported))
-        {
-            using var single = new MatMul(1, path);
-            using var two = new MatMul(2, path, parallelThreshold: 0);
-            using var three = new MatMul(3, path, parallelThreshold: 0);
-            foreach (var (m, n, k) in new[] { (784, 64, 96), (397, 24, 50), (203, 40, 90), (130, 17, 300), (64, 48, 33) })
+        AssertThreadsGiveOneThreadsBits(product, [(784, 64, 96), (397, 24, 50), (203, 40, 90), (130, 17, 300), (64, 48, 33)], [true],
+            foreignChunksFirst: false, rng, (a, m, k) =>
             {
-                float[] a = RandomArray(rng, m * k), b = RandomArray(rng, k * n), c0 = RandomArray(rng, m * n);
                 for (int i = 0; i < m; i++)
                     for (int p = 0; p < k; p++)
                         if (rng.NextDouble() < (i < m / 3 ? 0.85 : 0.3)) a[transposedA ? p * m + i : i * k + p] = 0;
-                foreach (bool accumulate in new[] { false, true })
-                {
-                    var expected = (float[])c0.Clone();
-                    Multiply(single, product, a, b, expected, m, n, k, accumulate, sparseA: true);
-                    foreach (MatMul mm in new[] { two, three })
-                    {
-                        var c = (float[])c0.Clone();
-                        Multiply(mm, product, a, b, c, m, n, k, accumulate, sparseA: true);
-                        for (int i = 0; i < c.Length; i++)
-                            if (BitConverter.SingleToInt32Bits(c[i]) != BitConverter.SingleToInt32Bits(expected[i]))
-                                Assert.Fail($"{product} {m}×{n}×{k} path={path} threads={mm.Threads} accumulate={accumulate}: C[{i}] = {c[i]}, one thread gave {expected[i]}");
-                    }
-                }
-            }
-        }
+            });
     }
 
     /// <summary>
@@ -226,18 +207,29 @@ public sealed class MatMulTests
     public void ChunksTakenFromAnotherThread_GiveOneThreadsBits(Product product)
     {
         var rng = new Random(37 + (int)product);
-        bool transposedA = product is Product.TN or Product.TNT;
+        AssertThreadsGiveOneThreadsBits(product, [(300, 70, 600), (70, 300, 600), (256, 512, 40), (129, 50, 257)], [false, true],
+            foreignChunksFirst: true, rng, (a, _, _) =>
+            {
+                for (int i = 0; i < a.Length; i++)
+                    if (rng.NextDouble() < 0.5) a[i] = 0;
+            });
+    }
+
+    /// <summary>The product on 2 and 3 threads (split at any size) against 1 thread, bit for bit, on every path, with
+    /// and without accumulate, for A given zeros by <paramref name="zeroA"/>(a, m, k).</summary>
+    private static void AssertThreadsGiveOneThreadsBits(Product product, (int M, int N, int K)[] shapes, bool[] sparseFlags,
+        bool foreignChunksFirst, Random rng, Action<float[], int, int> zeroA)
+    {
         foreach (KernelPath path in Enum.GetValues<KernelPath>().Where(KernelPaths.IsSupported))
         {
             using var single = new MatMul(1, path);
-            using var two = new MatMul(2, path, parallelThreshold: 0) { ForeignChunksFirst = true };
-            using var three = new MatMul(3, path, parallelThreshold: 0) { ForeignChunksFirst = true };
-            foreach (var (m, n, k) in new[] { (300, 70, 600), (70, 300, 600), (256, 512, 40), (129, 50, 257) })
+            using var two = new MatMul(2, path, parallelThreshold: 0) { ForeignChunksFirst = foreignChunksFirst };
+            using var three = new MatMul(3, path, parallelThreshold: 0) { ForeignChunksFirst = foreignChunksFirst };
+            foreach (var (m, n, k) in shapes)
             {
                 float[] a = RandomArray(rng, m * k), b = RandomArray(rng, k * n), c0 = RandomArray(rng, m * n);
-                for (int i = 0; i < a.Length; i++)
-                    if (rng.NextDouble() < 0.5) a[i] = 0;
-                foreach (bool sparseA in new[] { false, true })
+                zeroA(a, m, k);
+                foreach (bool sparseA in sparseFlags)
                     foreach (bool accumulate in new[] { false, true })
                     {
                         var expected = (float[])c0.Clone();
