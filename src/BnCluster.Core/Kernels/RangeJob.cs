@@ -1,20 +1,38 @@
 namespace BnCluster.Core.Kernels;
 
 /// <summary>
-/// A range-partitioned body run on the <see cref="GemmThreadPool"/>: part p of <see cref="Parts"/> calls
-/// <c>Body(State, start, end)</c> on its contiguous share of [0, <see cref="Count"/>), shares cut at multiples of
-/// <see cref="Align"/>. The body is a static function and the state an unmanaged struct on the caller's stack
+/// A range-partitioned body run on the <see cref="GemmThreadPool"/>: [0, <see cref="Count"/>) is cut into
+/// <see cref="ChunksPerPart"/> chunks per part at multiples of <see cref="Align"/>; part p calls
+/// <c>Body(State, start, end)</c> on the chunks of its own share, in order, then claims the other parts' chunks left over,
+/// from their far end (as <see cref="GemmJob"/> does with products: a part on a vCPU the host slows down leaves its last
+/// chunks to the others). The body is a static function and the state an unmanaged struct on the caller's stack
 /// (passed by pointer) or a preallocated context object, so a dispatch allocates nothing. Reused for every call (fields are overwritten).
 /// Bodies must only touch disjoint data per range (e.g. feature columns, element ranges): results then do not
-/// depend on the number of parts.
+/// depend on the number of parts or on which part ran which chunk.
 /// </summary>
-internal sealed unsafe class RangeJob : IParallelJob
+internal sealed unsafe class RangeJob(int maxParts) : IParallelJob
 {
+    /// <summary>Chunks per part: enough for a part to leave a quarter of its share to the others.</summary>
+    public const int ChunksPerPart = 4;
+
     public delegate*<void*, int, int, void> Body;
     public void* State;
     public delegate*<object, int, int, void> ContextBody;
     public object? Context;
-    public int Count, Align, Phase, Parts;
+    public int Count, Align, Phase;
+    private readonly int[] _claims = new int[ChunksPerPart * maxParts];
+    private int _parts;
+
+    /// <summary>The parts of the next run; clears the claims (before dispatch, on the caller).</summary>
+    public int Parts
+    {
+        get => _parts;
+        set
+        {
+            _parts = value;
+            Array.Clear(_claims, 0, ChunksPerPart * value);
+        }
+    }
 
     /// <summary>
     /// Share [start, end) of part <paramref name="part"/>: the inner boundaries lie at <paramref name="phase"/> + a
@@ -37,7 +55,18 @@ internal sealed unsafe class RangeJob : IParallelJob
 
     public void Execute(int part)
     {
-        ShareOf(part, Parts, Count, Align, Phase, out int start, out int end);
+        int chunks = ChunksPerPart * _parts, own0 = ChunksPerPart * part, own1 = own0 + ChunksPerPart;
+        for (int c = own0; c < own1; c++)
+            if (Claim(c)) RunChunk(c, chunks);
+        for (int c = chunks - 1; c >= 0; c--)
+            if ((c < own0 || c >= own1) && Claim(c)) RunChunk(c, chunks);
+    }
+
+    private bool Claim(int chunk) => _parts == 1 || Interlocked.Exchange(ref _claims[chunk], 1) == 0;
+
+    private void RunChunk(int chunk, int chunks)
+    {
+        ShareOf(chunk, chunks, Count, Align, Phase, out int start, out int end);
         if (start >= end) return;
         if (Context is not null) ContextBody(Context, start, end);
         else Body(State, start, end);

@@ -48,13 +48,50 @@ public sealed unsafe class ParallelForTests
             mm.ParallelFor(count, count, ref marks, &Mark, align, minPerPart);
         }
         Assert.All(hits, h => Assert.Equal(1, h));
+        // The body runs once per chunk that is not empty: RangeJob.ChunksPerPart per part, one part when not split.
         int expectedParts = Math.Min(threads, Math.Max(1, count / minPerPart));
-        Assert.InRange(parts, 1, expectedParts);
-        if (count >= expectedParts * align) Assert.Equal(expectedParts, parts);
+        int chunks = expectedParts == 1 ? 1 : RangeJob.ChunksPerPart * expectedParts;
+        Assert.InRange(parts, 1, chunks);
+        if (count >= chunks * align) Assert.Equal(chunks, parts);
 
         var context = new Context { Hits = new int[count] };
         mm.ParallelFor(count, count, context, &MarkContext, align, minPerPart);
         Assert.All(context.Hits, h => Assert.Equal(1, h));
+    }
+
+    private struct Stall
+    {
+        public int* Done, SeenWhileStalled;
+        public int Others;
+    }
+
+    // The first chunk (the caller's) waits, 10 s at most, until every other chunk is done; the others just count.
+    private static void StallFirstChunk(ref Stall s, int start, int end)
+    {
+        if (start == 0)
+        {
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            var spin = new SpinWait();
+            while (Volatile.Read(ref *s.Done) < s.Others && clock.Elapsed < TimeSpan.FromSeconds(10)) spin.SpinOnce(sleep1Threshold: -1);
+            *s.SeenWhileStalled = Volatile.Read(ref *s.Done);
+            return;
+        }
+        Interlocked.Increment(ref *s.Done);
+    }
+
+    /// <summary>
+    /// A part held up in its first chunk (as on a vCPU the host takes away) leaves the rest of its share to the others:
+    /// with 2 threads the worker runs its own chunks, then the caller's other 3, while the caller's first is still running.
+    /// </summary>
+    [Fact]
+    public void ChunksOfAStalledPartAreTakenByTheOthers()
+    {
+        using var mm = new MatMul(2, KernelPaths.Best, rangeThreshold: 0);
+        int done = 0, seen = 0;
+        var stall = new Stall { Done = &done, SeenWhileStalled = &seen, Others = 2 * RangeJob.ChunksPerPart - 1 };
+        mm.ParallelFor(1024, 1024, ref stall, &StallFirstChunk, align: 16);
+        Assert.Equal(2 * RangeJob.ChunksPerPart - 1, seen);
+        Assert.Equal(2 * RangeJob.ChunksPerPart - 1, done);
     }
 
     [Fact]
