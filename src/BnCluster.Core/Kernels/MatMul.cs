@@ -142,11 +142,13 @@ public sealed unsafe class MatMul : IDisposable
     /// threads, or in one call on the caller when <paramref name="work"/> (elements touched) is below the range
     /// threshold or there is one thread. Allocates nothing: <paramref name="state"/> is an unmanaged struct the
     /// caller keeps on its stack, <paramref name="body"/> a static function. The body must write disjoint data per
-    /// range and keep every reduction inside one range, so the result is the same for any split.
+    /// range and keep every reduction inside one range, so the result is the same for any split. Each share is run in
+    /// chunks the threads claim (<see cref="RangeJob"/>), of <paramref name="minPerChunk"/> indices at least: a body that
+    /// walks every row for its range of columns pays that walk per chunk.
     /// Same rule as the products: one call at a time per instance.
     /// </summary>
     internal void ParallelFor<T>(int count, long work, ref T state, delegate*<ref T, int, int, void> body, int align = 1, int minPerPart = 1,
-        int phase = 0)
+        int phase = 0, int minPerChunk = 1)
         where T : unmanaged
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
@@ -164,7 +166,7 @@ public sealed unsafe class MatMul : IDisposable
             _range.Count = count;
             _range.Align = Math.Max(1, align);
             _range.Phase = phase >= 0 && phase < _range.Align ? phase : 0;
-            _range.Parts = parts;
+            _range.Start(parts, minPerChunk);
             try { _pool!.Run(_range, parts); }
             finally { _range.State = null; }
         }
@@ -190,7 +192,7 @@ public sealed unsafe class MatMul : IDisposable
         _range.Count = count;
         _range.Align = Math.Max(1, align);
         _range.Phase = 0;
-        _range.Parts = parts;
+        _range.Start(parts, minPerChunk: 1);
         try { _pool!.Run(_range, parts); }
         finally { _range.Context = null; }
     }

@@ -1,7 +1,7 @@
 namespace BnCluster.Core.Kernels;
 
 /// <summary>
-/// A range-partitioned body run on the <see cref="GemmThreadPool"/>: [0, <see cref="Count"/>) is cut into
+/// A range-partitioned body run on the <see cref="GemmThreadPool"/>: [0, <see cref="Count"/>) is cut into up to
 /// <see cref="ChunksPerPart"/> chunks per part at multiples of <see cref="Align"/>; part p calls
 /// <c>Body(State, start, end)</c> on the chunks of its own share, in order, then claims the other parts' chunks left over,
 /// from their far end (as <see cref="GemmJob"/> does with products: a part on a vCPU the host slows down leaves its last
@@ -12,7 +12,7 @@ namespace BnCluster.Core.Kernels;
 /// </summary>
 internal sealed unsafe class RangeJob(int maxParts) : IParallelJob
 {
-    /// <summary>Chunks per part: enough for a part to leave a quarter of its share to the others.</summary>
+    /// <summary>Chunks per part at most: enough for a part to leave a quarter of its share to the others.</summary>
     public const int ChunksPerPart = 4;
 
     public delegate*<void*, int, int, void> Body;
@@ -21,17 +21,19 @@ internal sealed unsafe class RangeJob(int maxParts) : IParallelJob
     public object? Context;
     public int Count, Align, Phase;
     private readonly int[] _claims = new int[ChunksPerPart * maxParts];
-    private int _parts;
+    private int _parts, _chunksPerPart;
 
-    /// <summary>The parts of the next run; clears the claims (before dispatch, on the caller).</summary>
-    public int Parts
+    public int Parts => _parts;
+
+    /// <summary>
+    /// Sets the parts of the next run and cuts each share into as many chunks (up to <see cref="ChunksPerPart"/>) as keep
+    /// <paramref name="minPerChunk"/> indices each; clears the claims (before dispatch, on the caller).
+    /// </summary>
+    public void Start(int parts, int minPerChunk)
     {
-        get => _parts;
-        set
-        {
-            _parts = value;
-            Array.Clear(_claims, 0, ChunksPerPart * value);
-        }
+        _parts = parts;
+        _chunksPerPart = Math.Clamp(Count / parts / Math.Max(1, minPerChunk), 1, ChunksPerPart);
+        Array.Clear(_claims, 0, _chunksPerPart * parts);
     }
 
     /// <summary>
@@ -55,7 +57,7 @@ internal sealed unsafe class RangeJob(int maxParts) : IParallelJob
 
     public void Execute(int part)
     {
-        int chunks = ChunksPerPart * _parts, own0 = ChunksPerPart * part, own1 = own0 + ChunksPerPart;
+        int chunks = _chunksPerPart * _parts, own0 = _chunksPerPart * part, own1 = own0 + _chunksPerPart;
         for (int c = own0; c < own1; c++)
             if (Claim(c)) RunChunk(c, chunks);
         for (int c = chunks - 1; c >= 0; c--)

@@ -137,7 +137,7 @@ public sealed class BatchNormLayer(int features, float epsilon = 1e-5f, float mo
             return;
         }
         int phase = written != null && c % 16 == 0 ? (int)((64 - ((nuint)written & 63)) & 63) / sizeof(float) : 0;
-        parallel.ParallelFor(c, (long)rows * c, ref args, body, align: 16, minPerPart: 64, phase: phase);
+        parallel.ParallelFor(c, (long)rows * c, ref args, body, align: 16, minPerPart: 64, phase: phase, minPerChunk: ColumnsPerChunk);
     }
 
     // Runs a row-range body (the element-wise passes, no sums) on the caller or split over the threads of `parallel`
@@ -149,6 +149,10 @@ public sealed class BatchNormLayer(int features, float epsilon = 1e-5f, float mo
         if (parallel is null) body(ref args, 0, rows);
         else parallel.ParallelFor(rows, (long)rows * c, ref args, body, align: 1, minPerPart: 8);
     }
+
+    // Columns a claimed chunk of a column pass takes at least: each chunk walks every row, and its per-row calls cost
+    // about as much as 64 columns' work (chunks of 64 doubled the ReLU backward + sums pass in a profile).
+    internal const int ColumnsPerChunk = 256;
 
     // Per-feature sums longer than this are accumulated in place instead of in a private stack buffer.
     private const int MaxPrivateSums = 2048;

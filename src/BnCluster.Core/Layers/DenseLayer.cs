@@ -174,7 +174,8 @@ public sealed class DenseLayer(int inputs, int outputs, bool hasBias)
         {
             // Per-column sums keep their row order: split by columns (≥ 64 per share; the 10-wide output stays whole).
             var args = new BiasArgs { Z = pdz, Bias = HasBias ? pdb : pg, Rows = rows, C = Outputs };
-            matMul.ParallelFor(Outputs, (long)rows * Outputs, ref args, &BiasGradColumns, align: 16, minPerPart: 64);
+            matMul.ParallelFor(Outputs, (long)rows * Outputs, ref args, &BiasGradColumns, align: 16, minPerPart: 64,
+                minPerChunk: BatchNormLayer.ColumnsPerChunk);
             if (offset)
             {
                 if (HasBias) dBias[..Outputs].CopyTo(offsetTerms);
