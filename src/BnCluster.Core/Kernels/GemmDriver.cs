@@ -160,7 +160,7 @@ internal sealed unsafe class GemmJob : IParallelJob
     internal const int ColumnChunkTiles = 1;
 
     private int _units, _chunkUnits, _chunks, _depth, _depthBlocks, _ownColumns;
-    private int[] _claims = []; // [depth block × chunk]: 1 once a part has taken that chunk of that depth block
+    private readonly ChunkClaims _claims = new(); // [depth block × chunk]
     private int _barrierLeft, _barrierGeneration;
 
     public GemmJob(KernelPath path, int maxParts)
@@ -190,9 +190,7 @@ internal sealed unsafe class GemmJob : IParallelJob
         _chunks = CeilDiv(_units, _chunkUnits);
         _depth = DepthBlock(K);
         _depthBlocks = CeilDiv(K, _depth);
-        int claims = _depthBlocks * _chunks;
-        if (_claims.Length < claims) _claims = new int[Math.Max(claims, 2 * _claims.Length)]; // (grows only: a larger shape)
-        else Array.Clear(_claims, 0, claims);
+        _claims.Reset(_depthBlocks * _chunks, parts);
         _barrierLeft = parts;
         // A: a chunk's panels, or all of them; B: all of it, or a chunk's tiles; for one depth block.
         int panelsA = SplitRows ? Math.Min(_chunkUnits, rowTiles) : rowTiles;
@@ -206,7 +204,7 @@ internal sealed unsafe class GemmJob : IParallelJob
     {
         PackBuffers buf = _buffers[part];
         ref readonly KernelShape s = ref _shape;
-        int own0 = (int)((long)_chunks * part / Parts), own1 = (int)((long)_chunks * (part + 1) / Parts);
+        int own0 = ChunkClaims.ShareStart(part, Parts, _chunks), own1 = ChunkClaims.ShareStart(part + 1, Parts, _chunks);
         int ownJ0 = Math.Min(N, own0 * _chunkUnits * s.NR), ownJ1 = Math.Min(N, own1 * _chunkUnits * s.NR);
         for (int block = 0; block < _depthBlocks; block++)
         {
@@ -220,25 +218,14 @@ internal sealed unsafe class GemmJob : IParallelJob
                 PackPanels(0, CeilDiv(M, s.MR), pc, kc, buf);
                 if (ownJ0 < ownJ1) Packing.PackB(B, pc, kc, ownJ0, ownJ1 - ownJ0, s.NR, buf.PackB);
             }
-            if (!ForeignChunksFirst) ClaimOwn(block, own0, own1, pc, kc, buf, ownJ0);
-            for (int c = _chunks - 1; c >= 0; c--)
-                if ((c < own0 || c >= own1) && Claim(block, c)) RunChunk(c, pc, kc, buf, -1);
-            if (ForeignChunksFirst) ClaimOwn(block, own0, own1, pc, kc, buf, ownJ0);
+            foreach (int c in ChunkClaims.Order(part, Parts, _chunks, ForeignChunksFirst))
+                if (_claims.TryClaim(block * _chunks + c)) RunChunk(c, pc, kc, buf, c >= own0 && c < own1 ? ownJ0 : -1);
             if (block + 1 < _depthBlocks) Barrier();
         }
     }
 
-    private void ClaimOwn(int block, int own0, int own1, int pc, int kc, PackBuffers buf, int ownJ0)
-    {
-        for (int c = own0; c < own1; c++)
-            if (Claim(block, c)) RunChunk(c, pc, kc, buf, ownJ0);
-    }
-
     /// <summary>Every part claims the other parts' chunks before its own (tests: the path a slowed part's chunks take).</summary>
     internal bool ForeignChunksFirst;
-
-    /// <summary>Takes chunk <paramref name="chunk"/> of depth block <paramref name="block"/> if no part has yet.</summary>
-    private bool Claim(int block, int chunk) => Parts == 1 || Interlocked.Exchange(ref _claims[block * _chunks + chunk], 1) == 0;
 
     /// <summary>Waits until every part has finished the current depth block (they all run at once, one per thread), so
     /// that the next block's chunks add into finished sums, whoever computed them.</summary>
@@ -257,7 +244,8 @@ internal sealed unsafe class GemmJob : IParallelJob
 
     /// <summary>
     /// One chunk of one depth block [pc, pc + kc): its row panels against all of B (packed whole by the part), or all the
-    /// row panels (packed by the part) against its column tiles, whose B it packs.
+    /// row panels (packed by the part) against its column tiles: in the part's own share, packed from column
+    /// <paramref name="ownJ0"/> on; another part's (ownJ0 &lt; 0), packed here after the own share's.
     /// </summary>
     private void RunChunk(int chunk, int pc, int kc, PackBuffers buf, int ownJ0)
     {
@@ -271,10 +259,10 @@ internal sealed unsafe class GemmJob : IParallelJob
         else
         {
             int j0 = first * s.NR, j1 = Math.Min(N, (first + count) * s.NR);
-            float* packedB = buf.PackB + (long)(j0 - ownJ0) * kc;
-            if (ownJ0 < 0)
+            float* packedB;
+            if (ownJ0 >= 0) packedB = buf.PackB + (long)(j0 - ownJ0) * kc;
+            else
             {
-                // A chunk of another part's share, packed on its own after the part's whole share.
                 packedB = buf.PackB + (long)_ownColumns * kc;
                 Packing.PackB(B, pc, kc, j0, j1 - j0, s.NR, packedB);
             }
@@ -403,7 +391,6 @@ internal sealed unsafe class GemmJob : IParallelJob
     private int DepthBlock(int k) => CeilDiv(k, CeilDiv(k, _shape.KC + _shape.KC / 8));
 
     private static int CeilDiv(int a, int b) => (a + b - 1) / b;
-    private static int RoundUp(int a, int b) => CeilDiv(a, b) * b;
 
     public void Dispose()
     {

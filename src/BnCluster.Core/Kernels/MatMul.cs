@@ -31,7 +31,7 @@ public sealed unsafe class MatMul : IDisposable
 
     private readonly GemmThreadPool? _pool;
     private readonly GemmJob _job;
-    private readonly RangeJob _range;
+    private readonly RangeJob _range = new();
     private readonly long _parallelThreshold;
     private readonly long _rangeThreshold;
     private bool _disposed;
@@ -50,7 +50,6 @@ public sealed unsafe class MatMul : IDisposable
         _parallelThreshold = parallelThreshold;
         _rangeThreshold = rangeThreshold;
         _job = new GemmJob(path, threads);
-        _range = new RangeJob(threads);
         // threads = 1 starts no thread at all.
         if (threads > 1) _pool = new GemmThreadPool(threads - 1);
     }

@@ -3,14 +3,13 @@ namespace BnCluster.Core.Kernels;
 /// <summary>
 /// A range-partitioned body run on the <see cref="GemmThreadPool"/>: [0, <see cref="Count"/>) is cut into up to
 /// <see cref="ChunksPerPart"/> chunks per part at multiples of <see cref="Align"/>; part p calls
-/// <c>Body(State, start, end)</c> on the chunks of its own share, in order, then claims the other parts' chunks left over,
-/// from their far end (as <see cref="GemmJob"/> does with products: a part on a vCPU the host slows down leaves its last
-/// chunks to the others). The body is a static function and the state an unmanaged struct on the caller's stack
+/// <c>Body(State, start, end)</c> on the chunks it claims (<see cref="ChunkClaims"/>, as <see cref="GemmJob"/> does with
+/// products). The body is a static function and the state an unmanaged struct on the caller's stack
 /// (passed by pointer) or a preallocated context object, so a dispatch allocates nothing. Reused for every call (fields are overwritten).
 /// Bodies must only touch disjoint data per range (e.g. feature columns, element ranges): results then do not
 /// depend on the number of parts or on which part ran which chunk.
 /// </summary>
-internal sealed unsafe class RangeJob(int maxParts) : IParallelJob
+internal sealed unsafe class RangeJob : IParallelJob
 {
     /// <summary>Chunks per part at most: enough for a part to leave a quarter of its share to the others.</summary>
     public const int ChunksPerPart = 4;
@@ -20,7 +19,7 @@ internal sealed unsafe class RangeJob(int maxParts) : IParallelJob
     public delegate*<object, int, int, void> ContextBody;
     public object? Context;
     public int Count, Align, Phase;
-    private readonly int[] _claims = new int[ChunksPerPart * maxParts];
+    private readonly ChunkClaims _claims = new();
     private int _parts, _chunksPerPart;
 
     public int Parts => _parts;
@@ -33,7 +32,7 @@ internal sealed unsafe class RangeJob(int maxParts) : IParallelJob
     {
         _parts = parts;
         _chunksPerPart = Math.Clamp(Count / parts / Math.Max(1, minPerChunk), 1, ChunksPerPart);
-        Array.Clear(_claims, 0, _chunksPerPart * parts);
+        _claims.Reset(_chunksPerPart * parts, parts);
     }
 
     /// <summary>
@@ -57,14 +56,10 @@ internal sealed unsafe class RangeJob(int maxParts) : IParallelJob
 
     public void Execute(int part)
     {
-        int chunks = _chunksPerPart * _parts, own0 = _chunksPerPart * part, own1 = own0 + _chunksPerPart;
-        for (int c = own0; c < own1; c++)
-            if (Claim(c)) RunChunk(c, chunks);
-        for (int c = chunks - 1; c >= 0; c--)
-            if ((c < own0 || c >= own1) && Claim(c)) RunChunk(c, chunks);
+        int chunks = _chunksPerPart * _parts;
+        foreach (int c in ChunkClaims.Order(part, _parts, chunks))
+            if (_claims.TryClaim(c)) RunChunk(c, chunks);
     }
-
-    private bool Claim(int chunk) => _parts == 1 || Interlocked.Exchange(ref _claims[chunk], 1) == 0;
 
     private void RunChunk(int chunk, int chunks)
     {
