@@ -6,8 +6,12 @@ namespace BnCluster.Node.Tests;
 
 public sealed class LogSummaryTests
 {
-    private static string Event(string time, string template, string properties, string level = "Debug") =>
-        $"{{\"Timestamp\":\"2026-11-21T10:00:{time}+00:00\",\"Level\":\"{level}\",\"MessageTemplate\":\"{template}\",\"RenderedMessage\":\"rendered {template}\",\"Properties\":{{{properties}}}}}";
+    /// <summary>A CLEF line as CompactJsonFormatter writes it: no @l for Information, properties at the top level.</summary>
+    private static string Event(string time, string template, string properties, string level = "Debug", string renderings = "") =>
+        $"{{\"@t\":\"2026-11-21T10:00:{time}Z\",\"@mt\":\"{template}\""
+        + (renderings == "" ? "" : $",\"@r\":[{renderings}]")
+        + (level == "Information" ? "" : $",\"@l\":\"{level}\"")
+        + (properties == "" ? "" : "," + properties) + "}";
 
     /// <summary>
     /// Two committed steps (1 and 2) plus one aborted attempt, 10 s apart; worker 1 computes 30+50 ms,
@@ -24,8 +28,9 @@ public sealed class LogSummaryTests
         "",
         Event("02.000", "phase", "\"Step\":2,\"Worker\":1,\"Phase\":\"compute\",\"ElapsedMs\":50"),
         Event("02.100", "phase", "\"Step\":2,\"Worker\":2,\"Phase\":\"compute\",\"ElapsedMs\":20"),
-        Event("03.000", "left", "\"Worker\":3,\"Node\":\"n3\",\"Phase\":\"membership\"", "Warning"),
-        Event("04.000", "aborted", "\"Step\":2,\"Epoch\":1,\"Phase\":\"abort\",\"Reason\":\"worker 3 left\"", "Warning"),
+        Event("03.000", "Worker {Worker} on {Node} left", "\"Worker\":3,\"Node\":\"n3\",\"Phase\":\"membership\"", "Warning"),
+        Event("04.000", "Step {Step} aborted: {Reason:l}", "\"Step\":2,\"Epoch\":1,\"Phase\":\"abort\",\"Reason\":\"worker 3 left\"", "Warning",
+            renderings: "\"worker 3 left\""),
         Event("05.000", "commit", "\"Step\":2,\"Epoch\":1,\"Phase\":\"commit\"") ,
         Event("10.000", "done", "", "Information")) + "\n";
 
@@ -45,9 +50,10 @@ public sealed class LogSummaryTests
         var (slow, fast) = s.SlowestWorker!.Value;
         Assert.Equal(("1", "2"), (slow.Worker, fast.Worker));
         Assert.Single(s.Membership);
-        Assert.Equal("rendered left", s.Membership[0].Message);
+        Assert.Equal("Worker 3 on \"n3\" left", s.Membership[0].Message); // rendered from @mt: strings quoted, as Serilog does
         Assert.Single(s.Aborted);
         Assert.Equal(2, s.Aborted[0].Step);
+        Assert.Equal("Step 2 aborted: worker 3 left", s.Aborted[0].Message); // the formatted token from @r
     }
 
     [Fact]
@@ -77,8 +83,12 @@ public sealed class LogSummaryTests
     [Theory]
     [InlineData("{not json", 2, "not valid JSON")]
     [InlineData("[1,2]", 2, "not a JSON object")]
-    [InlineData("{\"Level\":\"Debug\"}", 2, "no valid \"Timestamp\"")]
-    [InlineData("{\"Timestamp\":\"2026-11-21T10:00:00Z\"}", 2, "no \"MessageTemplate\"")]
+    [InlineData("{\"@l\":\"Debug\",\"@mt\":\"x\"}", 2, "no valid \"@t\" timestamp")]
+    [InlineData("{\"@t\":\"yesterday\",\"@mt\":\"x\"}", 2, "no valid \"@t\" timestamp")]
+    [InlineData("{\"@t\":\"2026-11-21T10:00:00Z\"}", 2, "no \"@mt\" message template")]
+    [InlineData("{\"@t\":\"2026-11-21T10:00:00Z\",\"@mt\":\"x\",\"@l\":3}", 2, "\"@l\" is not a string")]
+    // The Serilog JsonFormatter lines log.jsonl held before it was CLEF are not read.
+    [InlineData("{\"Timestamp\":\"2026-11-21T10:00:00+00:00\",\"Level\":\"Debug\",\"MessageTemplate\":\"x\",\"Properties\":{}}", 2, "no valid \"@t\"")]
     public void Bad_line_is_named_by_number(string badLine, int lineNumber, string what)
     {
         string log = Event("00.000", "ok", "") + "\n" + badLine + "\n";
@@ -107,7 +117,7 @@ public sealed class LogSummaryTests
     }
 
     [Fact]
-    public void Run_logger_writes_serilog_json_that_the_summary_reads()
+    public void Run_logger_writes_clef_that_the_summary_reads()
     {
         using var dir = new TempDir();
         string path = dir.File("log.jsonl");
@@ -126,25 +136,42 @@ public sealed class LogSummaryTests
             log.StepAborted(4, 1, "worker 2 left");
             log.WorkerLeft(2, "node-b", "heartbeat lost", 1);
             log.EpochCompleted(new EpochMetrics(1, 3, 0.7, 0.8, 0.75, 0.79, 900, 1.5));
+            log.Error(new InvalidOperationException("disk full"), "Saving {File} failed", "model.bnc");
         }
 
         var lines = File.ReadAllLines(path);
-        Assert.Equal(17, lines.Length);
+        Assert.Equal(18, lines.Length);
         foreach (var line in lines)
         {
             using var doc = JsonDocument.Parse(line);
             var root = doc.RootElement;
-            foreach (var key in new[] { "Timestamp", "Level", "MessageTemplate", "RenderedMessage", "Properties" })
+            foreach (var key in new[] { "@t", "@mt" })
                 Assert.True(root.TryGetProperty(key, out _), key + " missing in " + line);
+            foreach (var key in new[] { "Timestamp", "Level", "MessageTemplate", "RenderedMessage", "Properties" })
+                Assert.False(root.TryGetProperty(key, out _), key + " (the old JsonFormatter layout) in " + line);
+            Assert.Equal(JsonValueKind.String, root.GetProperty(LogEvents.Node).ValueKind); // the logger's, or the event's own
+        }
+        using (var joined = JsonDocument.Parse(lines[0]))
+        {
+            Assert.False(joined.RootElement.TryGetProperty("@l", out _)); // Information: no @l
+            Assert.Equal("Worker 1 on node-a joined (1 members)", ClefMessage.Render(joined.RootElement));
         }
         using (var phase = JsonDocument.Parse(lines[2]))
         {
-            var p = phase.RootElement.GetProperty("Properties");
+            var p = phase.RootElement;
+            Assert.Equal("Debug", p.GetProperty("@l").GetString());
+            Assert.Equal(LogEvents.StepPhaseTemplate, p.GetProperty("@mt").GetString());
             Assert.Equal(1, p.GetProperty("Step").GetInt32());
             Assert.Equal(1, p.GetProperty("Worker").GetInt32());
             Assert.Equal("compute", p.GetProperty("Phase").GetString());
             Assert.Equal(10, p.GetProperty("ElapsedMs").GetDouble());
-            Assert.Equal("node-a", p.GetProperty("Node").GetString());
+            Assert.Equal(["node-a", "compute", "10.000"], p.GetProperty("@r").EnumerateArray().Select(r => r.GetString()));
+            Assert.Equal("Step 1 epoch 1 worker 1 on node-a: compute 10.000 ms", ClefMessage.Render(p));
+        }
+        using (var error = JsonDocument.Parse(lines[^1]))
+        {
+            Assert.Equal("Error", error.RootElement.GetProperty("@l").GetString());
+            Assert.StartsWith("System.InvalidOperationException: disk full", error.RootElement.GetProperty("@x").GetString());
         }
 
         var s = LogSummary.Read(path);
@@ -154,12 +181,15 @@ public sealed class LogSummaryTests
         Assert.Equal(45, s.Workers.Single(w => w.Worker == "2").ComputeMs);
         Assert.Equal("2", s.SlowestWorker!.Value.Slowest.Worker);
         Assert.Equal(3, s.Membership.Count);
+        Assert.Equal("Worker 2 on node-b left: heartbeat lost (1 members)", s.Membership[2].Message);
         Assert.Single(s.Aborted);
         Assert.Equal(4, s.Aborted[0].Step);
+        Assert.Equal("Step 4 epoch 1 aborted: worker 2 left", s.Aborted[0].Message);
 
         // The console got the Information+ events only, as plain lines.
         var consoleLines = console.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        Assert.Equal(5, consoleLines.Length);
+        Assert.Equal(7, consoleLines.Length); // 6 events, and the error's exception on a line of its own
+        Assert.Contains(consoleLines, l => l.Contains("ERR Saving model.bnc failed"));
         Assert.Contains(consoleLines, l => l.Contains("Worker 2 on node-b left: heartbeat lost"));
         Assert.DoesNotContain(consoleLines, l => l.Contains('\u001b'));
     }

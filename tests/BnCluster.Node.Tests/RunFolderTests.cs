@@ -186,6 +186,14 @@ public sealed class RunSessionTests
         Assert.True(File.Exists(folder.ChartPath));
         var log = Logging.LogSummary.Read(folder.LogPath);
         Assert.Equal(1, log.Events);
+        // log.jsonl is CLEF: the epoch event's properties at the top level, no @l for Information.
+        using (var epoch = JsonDocument.Parse(Assert.Single(File.ReadAllLines(folder.LogPath))))
+        {
+            Assert.Equal(Logging.LogEvents.Phases.EpochEnd, epoch.RootElement.GetProperty("Phase").GetString());
+            Assert.Equal("coordinator", epoch.RootElement.GetProperty("Node").GetString());
+            Assert.Equal(1, epoch.RootElement.GetProperty("Epoch").GetInt32());
+            Assert.False(epoch.RootElement.TryGetProperty("@l", out _));
+        }
         Assert.Contains("Epoch 1 done at step 10", console.ToString());
         Assert.StartsWith("epoch 1/2 step 10: train loss 0.5000", progressOut.ToString());
     }

@@ -1,13 +1,13 @@
 using Serilog.Core;
 using Serilog.Events;
-using Serilog.Formatting.Json;
+using Serilog.Formatting.Compact;
 
 namespace BnCluster.Node.Logging;
 
 /// <summary>
 /// A Serilog sink that keeps every event in memory (`bench` reads its own run's step-phase events). Emit only
 /// stores the reference, so the step loop pays no formatting; <see cref="WriteJsonLines"/> renders the kept events
-/// as log.jsonl lines afterwards, for <see cref="LogSummary"/> to aggregate exactly as `bncluster logs` does.
+/// as log.jsonl (CLEF) lines afterwards, for <see cref="LogSummary"/> to aggregate exactly as `bncluster logs` does.
 /// </summary>
 public sealed class CapturedLogEvents : ILogEventSink
 {
@@ -22,10 +22,10 @@ public sealed class CapturedLogEvents : ILogEventSink
     /// <summary>A copy of the events so far, in arrival order.</summary>
     public IReadOnlyList<LogEvent> Events { get { lock (_gate) return _events.ToArray(); } }
 
-    /// <summary>The events <paramref name="include"/> accepts, one Serilog JSON object per line (the format of log.jsonl).</summary>
+    /// <summary>The events <paramref name="include"/> accepts, one CLEF object per line (the format of log.jsonl).</summary>
     public void WriteJsonLines(TextWriter output, Func<LogEvent, bool> include)
     {
-        var formatter = new JsonFormatter(renderMessage: true);
+        var formatter = new CompactJsonFormatter();
         foreach (var e in Events)
             if (include(e)) formatter.Format(e, output);
     }

@@ -4,7 +4,7 @@ using static System.FormattableString;
 
 namespace BnCluster.Node.Logging;
 
-/// <summary>A log.jsonl line that is not a Serilog JSON event; the message names the file and line.</summary>
+/// <summary>A log.jsonl line that is not a CLEF event; the message names the file and line.</summary>
 public sealed class LogFormatException(string message) : Exception(message);
 
 /// <summary>Time one worker spent per phase, summed over the run.</summary>
@@ -18,9 +18,9 @@ public sealed record WorkerTime(string Worker, IReadOnlyDictionary<string, doubl
 public sealed record LogNote(DateTimeOffset Timestamp, long? Step, string Message);
 
 /// <summary>
-/// Summary of a run's log.jsonl (Serilog JsonFormatter lines: Timestamp, Level, MessageTemplate,
-/// RenderedMessage, Properties): steps/s, compute vs waiting per worker (ElapsedMs summed by Worker and
-/// Phase), the slowest worker, membership changes and aborted steps. Conventions: <see cref="LogEvents"/>.
+/// Summary of a run's log.jsonl (CLEF, one event per line: @t, @mt, @r, @l, @x and the properties at the top level;
+/// see <see cref="RunLogging"/>): steps/s, compute vs waiting per worker (ElapsedMs summed by Worker and Phase), the
+/// slowest worker, membership changes and aborted steps. Conventions: <see cref="LogEvents"/>.
 /// </summary>
 public sealed class LogSummary
 {
@@ -67,29 +67,33 @@ public sealed class LogSummary
             {
                 var root = doc.RootElement;
                 if (root.ValueKind != JsonValueKind.Object) throw Bad(source, lineNumber, "not a JSON object");
-                if (!root.TryGetProperty("Timestamp", out var tsElement) || tsElement.ValueKind != JsonValueKind.String
+                if (!root.TryGetProperty("@t", out var tsElement) || tsElement.ValueKind != JsonValueKind.String
                     || !DateTimeOffset.TryParse(tsElement.GetString(), CultureInfo.InvariantCulture, DateTimeStyles.RoundtripKind, out var ts))
-                    throw Bad(source, lineNumber, "no valid \"Timestamp\" (not a Serilog JSON event)");
-                if (!root.TryGetProperty("MessageTemplate", out var template) || template.ValueKind != JsonValueKind.String)
-                    throw Bad(source, lineNumber, "no \"MessageTemplate\" (not a Serilog JSON event)");
+                    throw Bad(source, lineNumber, "no valid \"@t\" timestamp (not a CLEF event)");
+                bool hasTemplate = root.TryGetProperty("@mt", out var template) && template.ValueKind == JsonValueKind.String;
+                if (!hasTemplate && !(root.TryGetProperty("@m", out var rendered) && rendered.ValueKind == JsonValueKind.String))
+                    throw Bad(source, lineNumber, "no \"@mt\" message template (not a CLEF event)");
+                // An absent @l means Information; the summary does not use the level, but a present one must be a name.
+                if (root.TryGetProperty("@l", out var level) && level.ValueKind != JsonValueKind.String)
+                    throw Bad(source, lineNumber, "\"@l\" is not a string");
                 events++;
                 if (first is null || ts < first) first = ts;
                 if (last is null || ts > last) last = ts;
 
-                JsonElement props = root.TryGetProperty("Properties", out var p) && p.ValueKind == JsonValueKind.Object ? p : default;
-                string? phase = StringProperty(props, LogEvents.Phase);
-                long? step = NumberProperty(props, LogEvents.Step) is double s ? (long)s : null;
-                string? worker = StringProperty(props, LogEvents.Worker);
-                double? elapsed = NumberProperty(props, LogEvents.ElapsedMs);
-                string message = root.TryGetProperty("RenderedMessage", out var rm) && rm.ValueKind == JsonValueKind.String
-                    ? rm.GetString()! : template.GetString()!;
-                string templateText = template.GetString()!;
+                // CLEF keeps the event's properties at the top level, beside the @ fields.
+                string? phase = StringProperty(root, LogEvents.Phase);
+                long? step = NumberProperty(root, LogEvents.Step) is double s ? (long)s : null;
+                string? worker = StringProperty(root, LogEvents.Worker);
+                double? elapsed = NumberProperty(root, LogEvents.ElapsedMs);
+                bool membershipTemplate = hasTemplate
+                    && (template.ValueEquals(LogEvents.WorkerJoinedTemplate) || template.ValueEquals(LogEvents.WorkerLeftTemplate));
 
                 if (step is long st) anySteps.Add(st);
                 if (phase == LogEvents.Phases.Commit && step is long cs) committed.Add(cs);
-                if (phase == LogEvents.Phases.Abort) aborted.Add(new LogNote(ts, step, message));
-                if (phase == LogEvents.Phases.Membership || templateText is LogEvents.WorkerJoinedTemplate or LogEvents.WorkerLeftTemplate)
-                    membership.Add(new LogNote(ts, step, message));
+                // Only the notes need the message, so only they pay for rendering it.
+                if (phase == LogEvents.Phases.Abort) aborted.Add(new LogNote(ts, step, ClefMessage.Render(root)));
+                if (phase == LogEvents.Phases.Membership || membershipTemplate)
+                    membership.Add(new LogNote(ts, step, ClefMessage.Render(root)));
                 if (worker is not null && phase is not null && elapsed is double ms)
                 {
                     if (!workers.TryGetValue(worker, out var phases)) workers[worker] = phases = new Dictionary<string, double>();
@@ -154,9 +158,10 @@ public sealed class LogSummary
         if (SlowestWorker is var (slow, fast))
             output.WriteLine(Invariant($"slowest worker: {slow.Worker}, compute {slow.ComputeMs:F1} ms, +{slow.ComputeMs - fast.ComputeMs:F1} ms ({Percent(slow.ComputeMs, fast.ComputeMs)}) over the fastest, worker {fast.Worker}"));
         output.WriteLine(Invariant($"membership changes: {Membership.Count}"));
-        foreach (var n in Membership) output.WriteLine(Invariant($"  {n.Timestamp:HH:mm:ss.fff} {n.Message}"));
+        // CLEF times are UTC; the text shows the reader's local time, like the console lines of the run.
+        foreach (var n in Membership) output.WriteLine(Invariant($"  {n.Timestamp.ToLocalTime():HH:mm:ss.fff} {n.Message}"));
         output.WriteLine(Invariant($"aborted steps: {Aborted.Count}"));
-        foreach (var n in Aborted) output.WriteLine(Invariant($"  {n.Timestamp:HH:mm:ss.fff} {n.Message}"));
+        foreach (var n in Aborted) output.WriteLine(Invariant($"  {n.Timestamp.ToLocalTime():HH:mm:ss.fff} {n.Message}"));
     }
 
     private static string Percent(double slow, double fast) =>

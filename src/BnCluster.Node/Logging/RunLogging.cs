@@ -1,17 +1,17 @@
 using Serilog;
 using Serilog.Core;
 using Serilog.Events;
+using Serilog.Formatting.Compact;
 using Serilog.Formatting.Display;
-using Serilog.Formatting.Json;
 using Serilog.Sinks.SystemConsole.Themes;
 
 namespace BnCluster.Node.Logging;
 
 /// <summary>
 /// Serilog for a run: a concise human console sink (Information and above, on stderr so that stdout
-/// keeps progress and results) and, with a run folder, log.jsonl — one Serilog JSON object per line
-/// (JsonFormatter, rendered message included) at Debug and above, written on a background thread
-/// (Sinks.Async). Dispose the logger at the end of the run to flush the file.
+/// keeps progress and results) and, with a run folder, log.jsonl — CLEF, one event per line (CompactJsonFormatter:
+/// @t, @mt, @r, @l, @x, properties at the top level, so Seq, clef-tool and jq read it) at Debug and above, written
+/// on a background thread (Sinks.Async). Dispose the logger at the end of the run to flush the file.
 /// </summary>
 public static class RunLogging
 {
@@ -40,7 +40,7 @@ public static class RunLogging
         if (logFilePath is not null)
             // Buffered file, flushed every second and on Dispose; the async queue blocks rather than
             // drops when full, because `bncluster logs` sums these events and must not undercount.
-            config.WriteTo.Async(a => a.File(new JsonFormatter(renderMessage: true), logFilePath, LogEventLevel.Debug,
+            config.WriteTo.Async(a => a.File(new CompactJsonFormatter(), logFilePath, LogEventLevel.Debug,
                     buffered: true, flushToDiskInterval: TimeSpan.FromSeconds(1)),
                 bufferSize: 100_000, blockWhenFull: true);
         return config.CreateLogger();
