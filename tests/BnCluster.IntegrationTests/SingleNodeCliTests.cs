@@ -40,7 +40,10 @@ public sealed class SingleNodeCliTests
         foreach (string line in File.ReadLines(Path.Combine(run, "log.jsonl")))
         {
             using var doc = JsonDocument.Parse(line);
-            Assert.True(doc.RootElement.TryGetProperty("Timestamp", out _));
+            // CLEF: a timestamp and a template on every line, the properties at the top level.
+            Assert.True(doc.RootElement.TryGetProperty("@t", out _), line);
+            Assert.True(doc.RootElement.TryGetProperty("@mt", out _), line);
+            Assert.False(doc.RootElement.TryGetProperty("Properties", out _), line);
             logLines++;
         }
         Assert.True(logLines >= 60, $"log.jsonl has {logLines} lines, expected at least one per step");

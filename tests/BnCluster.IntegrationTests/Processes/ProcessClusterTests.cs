@@ -155,9 +155,9 @@ public sealed class ProcessClusterTests
         var events = File.ReadLines(Path.Combine(temp["proc"], "log.jsonl")).Select(l => JsonDocument.Parse(l).RootElement).ToList();
         foreach (int worker in new[] { 0, 1 })
         {
-            int Count(string phase) => events.Count(e => e.TryGetProperty("Properties", out var p)
-                && p.TryGetProperty("Worker", out var w) && w.GetInt32() == worker
-                && p.TryGetProperty("Phase", out var ph) && ph.GetString() == phase);
+            // CLEF: the properties are at the top level of each line.
+            int Count(string phase) => events.Count(e => e.TryGetProperty("Worker", out var w) && w.GetInt32() == worker
+                && e.TryGetProperty("Phase", out var ph) && ph.GetString() == phase);
             Assert.Equal(6, Count("compute"));
             Assert.Equal(6 * 4, Count("bn-wait"));
             Assert.Equal(5, Count("grad-exchange"));
