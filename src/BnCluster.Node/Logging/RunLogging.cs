@@ -1,4 +1,5 @@
 using Serilog;
+using Serilog.Configuration;
 using Serilog.Core;
 using Serilog.Events;
 using Serilog.Formatting.Compact;
@@ -27,22 +28,26 @@ public static class RunLogging
         var config = new LoggerConfiguration()
             .MinimumLevel.Debug()
             .Enrich.WithProperty(LogEvents.Node, node);
-        if (console is not null)
-            config.WriteTo.Sink(new TextWriterSink(console), consoleLevel);
-        else
+        // Every sink sees Akka's positional events (from Akka.Logger.Serilog) already rewritten to plain text.
+        config.WriteTo.Sink(LoggerSinkConfiguration.Wrap(sinks => new PositionalTemplateRewritingSink(sinks), writeTo =>
         {
-            // Colours only on a terminal; redirected output gets plain lines.
-            bool terminal = !Console.IsErrorRedirected;
-            config.WriteTo.Console(consoleLevel, ConsoleTemplate, System.Globalization.CultureInfo.InvariantCulture,
-                standardErrorFromLevel: LogEventLevel.Verbose,
-                theme: terminal ? AnsiConsoleTheme.Code : ConsoleTheme.None);
-        }
-        if (logFilePath is not null)
-            // Buffered file, flushed every second and on Dispose; the async queue blocks rather than
-            // drops when full, because `bncluster logs` sums these events and must not undercount.
-            config.WriteTo.Async(a => a.File(new CompactJsonFormatter(), logFilePath, LogEventLevel.Debug,
-                    buffered: true, flushToDiskInterval: TimeSpan.FromSeconds(1)),
-                bufferSize: 100_000, blockWhenFull: true);
+            if (console is not null)
+                writeTo.Sink(new TextWriterSink(console), consoleLevel);
+            else
+            {
+                // Colours only on a terminal; redirected output gets plain lines.
+                bool terminal = !Console.IsErrorRedirected;
+                writeTo.Console(consoleLevel, ConsoleTemplate, System.Globalization.CultureInfo.InvariantCulture,
+                    standardErrorFromLevel: LogEventLevel.Verbose,
+                    theme: terminal ? AnsiConsoleTheme.Code : ConsoleTheme.None);
+            }
+            if (logFilePath is not null)
+                // Buffered file, flushed every second and on Dispose; the async queue blocks rather than
+                // drops when full, because `bncluster logs` sums these events and must not undercount.
+                writeTo.Async(a => a.File(new CompactJsonFormatter(), logFilePath, LogEventLevel.Debug,
+                        buffered: true, flushToDiskInterval: TimeSpan.FromSeconds(1)),
+                    bufferSize: 100_000, blockWhenFull: true);
+        }));
         return config.CreateLogger();
     }
 }
