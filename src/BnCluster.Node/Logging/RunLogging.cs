@@ -52,7 +52,11 @@ public static class RunLogging
     }
 }
 
-/// <summary>Plain console-style lines to a TextWriter (Serilog 3 has no TextWriter sink in its core package).</summary>
+/// <summary>
+/// Plain console-style lines to a TextWriter (tests, bench's stderr). Serilog 4's core has no TextWriter sink and
+/// Sinks.Console 6 writes only to the process console; the separate Serilog.Sinks.TextWriter package is not worth a
+/// dependency for these few lines.
+/// </summary>
 internal sealed class TextWriterSink(TextWriter output) : ILogEventSink
 {
     private readonly MessageTemplateTextFormatter _formatter =
