@@ -1,7 +1,8 @@
 using System.Diagnostics;
 using System.Numerics.Tensors;
-using BnCluster.Actors;
-using BnCluster.Actors.Cluster;
+using Akka.Actor;
+using Akka.Cluster;
+using BnCluster.Coordinator.Messages;
 using BnCluster.Core.Kernels;
 using BnCluster.Core.Optimizers;
 using BnCluster.Core.Protocol;
@@ -32,13 +33,31 @@ namespace BnCluster.Coordinator;
 /// - Messages of another step/attempt/round are ignored (debug log); a second answer of the same worker for
 ///   the same slot is ignored.
 /// </summary>
-public sealed class CoordinatorActor : ReceiveActor
+public sealed class CoordinatorActor : ReceiveActor, IWithTimers
 {
     /// <summary>Timer message: the step attempt has run for the step timeout.</summary>
-    public sealed record StepTimeout(long Step, int Attempt);
+    public sealed record StepTimeout(long Step, int Attempt) : INoSerializationVerificationNeeded;
     /// <summary>Timer message: the input-statistics or evaluation round has run for the step timeout.</summary>
-    public sealed record RoundTimeout(long Round);
-    private sealed record WaitWarning;
+    public sealed record RoundTimeout(long Round) : INoSerializationVerificationNeeded;
+    private sealed record WaitWarning : INoSerializationVerificationNeeded;
+
+    /// <summary>A node that stopped answering or left the cluster (Akka.Cluster's events, <see cref="FromClusterEvent"/>): its workers are dropped.</summary>
+    public sealed record NodeLost(Address Node, string Reason) : INoSerializationVerificationNeeded;
+    /// <summary>A node that answers again (a GC pause, a network blip): its dropped workers are told to register again.</summary>
+    public sealed record NodeBack(Address Node, string Why) : INoSerializationVerificationNeeded;
+
+    /// <summary>What the roster takes from a cluster event (null: nothing). A node removed from the cluster comes back, if
+    /// ever, as a new incarnation whose worker registers by itself.</summary>
+    public static object? FromClusterEvent(ClusterEvent.IClusterDomainEvent e) => e switch
+    {
+        ClusterEvent.UnreachableMember u => new NodeLost(u.Member.Address, "unreachable"),
+        ClusterEvent.MemberDowned d => new NodeLost(d.Member.Address, "downed"),
+        ClusterEvent.MemberRemoved r => new NodeLost(r.Member.Address, "removed from the cluster"),
+        ClusterEvent.ReachableMember r => new NodeBack(r.Member.Address, "reachable again"),
+        _ => null,
+    };
+
+    public ITimerScheduler Timers { get; set; } = null!;
 
     private sealed class Member(int id, IActorRef actor, string node)
     {
@@ -62,9 +81,10 @@ public sealed class CoordinatorActor : ReceiveActor
         }
     }
 
-    private sealed class Dropped(int id, string node, string reason)
+    private sealed class Dropped(int id, IActorRef actor, string node, string reason)
     {
         public int Id { get; } = id;
+        public IActorRef Actor { get; } = actor;
         public string Node { get; } = node;
         public string Reason { get; } = reason;
         public bool Told { get; set; }
@@ -81,8 +101,9 @@ public sealed class CoordinatorActor : ReceiveActor
     private readonly TimeSpan _timeout;
 
     private readonly List<Member> _roster = [];
-    // Workers dropped while possibly alive (unreachable, silent), by actor: their id, to re-admit them in their rank.
-    private readonly Dictionary<IActorRef, Dropped> _dropped = [];
+    // Workers dropped while possibly alive (unreachable, silent), by node: their id, to re-admit them in their rank. (By
+    // node, not by actor: a worker process whose node was removed comes back as a new actor system on the same address.)
+    private readonly Dictionary<string, Dropped> _dropped = [];
     private int _nextWorkerId;
     private bool _started;
     private Phase _phase = Phase.WaitingForWorkers;
@@ -191,14 +212,12 @@ public sealed class CoordinatorActor : ReceiveActor
 
         Receive<RegisterWorker>(OnRegister);
         Receive<Terminated>(t => { if (Find(t.ActorRef) is { } m) Lose([m], "terminated", alive: false); });
-        // Remoting's failure detector: a node that stops answering (or is removed) takes its workers with it.
-        Receive<MemberUnreachable>(e => LoseAt(e.Member.Address, "unreachable"));
-        Receive<MemberDowned>(e => LoseAt(e.Member.Address, "downed"));
-        Receive<MemberRemoved>(e => LoseAt(e.Member.Address, "removed from the cluster"));
-        // …and a node that answers again (a GC pause, a network blip), or rejoins after its removal, gets its
-        // dropped workers back: they are told, and register again.
-        Receive<MemberReachable>(e => TellDroppedAt(e.Member.Address, "reachable again"));
-        Receive<MemberUp>(e => TellDroppedAt(e.Member.Address, "up again"));
+        Receive<WorkerFailed>(OnWorkerFailed);
+        // Akka.Cluster's failure detector: a node that stops answering (or is downed, removed) takes its workers with it;
+        // a node that answers again gets its dropped workers back: they are told, and register again.
+        Receive<ClusterEvent.IClusterDomainEvent>(e => { if (FromClusterEvent(e) is { } roster) Self.Forward(roster); });
+        Receive<NodeLost>(e => LoseAt(e.Node, e.Reason));
+        Receive<NodeBack>(e => TellDroppedAt(e.Node, e.Why));
         Receive<SharedMemoryAnswer>(OnSharedMemoryAnswer);
         Receive<BatchNormExchangeAnswer>(OnBatchNormExchangeAnswer);
         Receive<InputStatsReply>(OnInputStats);
@@ -215,8 +234,26 @@ public sealed class CoordinatorActor : ReceiveActor
         });
     }
 
+    /// <summary>Whatever a handler throws fails the run (one line naming the cause); the actor is then stopped, not restarted.</summary>
+    protected override bool AroundReceive(Receive receive, object message)
+    {
+        try { return base.AroundReceive(receive, message); }
+        catch (Exception e)
+        {
+            Fail(e);
+            throw;
+        }
+    }
+
     protected override void PostStop()
     {
+        if (_phase != Phase.Done) // stopped from outside (the run was cancelled, the system shut down)
+        {
+            _phase = Phase.Done;
+            TellDone(new TrainingDone(false, "the coordinator stopped"));
+            _completion.TrySetException(new InvalidOperationException("the coordinator stopped before training finished"));
+        }
+        if (Context.System.Settings.ProviderClass.Contains("Cluster", StringComparison.Ordinal)) Akka.Cluster.Cluster.Get(Context.System).Unsubscribe(Self);
         _optimizerThreads?.Dispose();
         foreach (var m in _roster) m.DisposeRegions();
         ReleaseExchange();
@@ -229,6 +266,10 @@ public sealed class CoordinatorActor : ReceiveActor
         _optimizerThreads = new MatMul(Environment.ProcessorCount);
         _total.Start();
         Timers.StartPeriodicTimer("wait-warning", new WaitWarning(), _options.WaitWarningInterval);
+        // In a cluster over TCP the roster follows Akka.Cluster's view of the nodes (the in-process cluster has none).
+        if (Context.System.Settings.ProviderClass.Contains("Cluster", StringComparison.Ordinal))
+            Akka.Cluster.Cluster.Get(Context.System).Subscribe(Self, ClusterEvent.SubscriptionInitialStateMode.InitialStateAsEvents,
+                typeof(ClusterEvent.IMemberEvent), typeof(ClusterEvent.IReachabilityEvent));
         _waitingForJoins = true;
     }
 
@@ -260,7 +301,7 @@ public sealed class CoordinatorActor : ReceiveActor
             return;
         }
         Member member;
-        if (_dropped.Remove(Sender, out var dropped))
+        if (_dropped.Remove(r.Node, out var dropped))
         {
             // A dropped worker that was alive after all: its old id and rank back (the roster stays in id order,
             // so the shards are those of an uninterrupted run); it holds nothing we can rely on (SentVersion -1).
@@ -414,8 +455,8 @@ public sealed class CoordinatorActor : ReceiveActor
     /// <summary>The node at <paramref name="address"/> is back: its dropped workers are told to register again.</summary>
     private void TellDroppedAt(Address address, string why)
     {
-        foreach (var (actor, dropped) in _dropped)
-            if (actor.Path.Address.Equals(address)) TellDropped(actor, dropped, why);
+        foreach (var dropped in _dropped.Values)
+            if (dropped.Actor.Path.Address.Equals(address)) TellDropped(dropped.Actor, dropped, why);
     }
 
     private void TellDropped(IActorRef actor, Dropped dropped, string why)
@@ -429,7 +470,8 @@ public sealed class CoordinatorActor : ReceiveActor
     /// <summary>A message from a dropped worker shows it is alive: told once per drop (the node events tell it again).</summary>
     private void TellIfDropped(IActorRef sender)
     {
-        if (_dropped.TryGetValue(sender, out var dropped) && !dropped.Told) TellDropped(sender, dropped, "alive after all");
+        foreach (var dropped in _dropped.Values)
+            if (dropped.Actor.Equals(sender) && !dropped.Told) TellDropped(sender, dropped, "alive after all");
     }
 
     private Member? Find(IActorRef actor)
@@ -453,7 +495,7 @@ public sealed class CoordinatorActor : ReceiveActor
             if (!_roster.Remove(m)) continue;
             Context.Unwatch(m.Actor);
             m.DisposeRegions(); // a worker that comes back registers again and gets a new file
-            if (alive) _dropped[m.Actor] = new Dropped(m.Id, m.Node, reason); // it may come back; a terminated actor cannot
+            if (alive) _dropped[m.Node] = new Dropped(m.Id, m.Actor, m.Node, reason); // it may come back; a terminated actor cannot
             participated |= Array.IndexOf(_participants, m) >= 0;
             _log.ForContext(ClusterLog.Phase, ClusterLog.Membership).Warning(ClusterLog.WorkerLeftTemplate, m.Id, m.Node, reason, _roster.Count);
         }
@@ -495,7 +537,21 @@ public sealed class CoordinatorActor : ReceiveActor
         _phase = Phase.Done;
         Timers.CancelAll();
         _log.Error(error, "Training stopped: {Reason:l}", error.Message);
+        TellDone(new TrainingDone(false, error.Message));
         _completion.TrySetException(error);
+    }
+
+    /// <summary>Every worker learns that the run is over: a worker process then exits, with code 0 only when it succeeded.</summary>
+    private void TellDone(TrainingDone done)
+    {
+        foreach (var m in _roster) m.Actor.Tell(done, Self);
+        foreach (var d in _dropped.Values) d.Actor.Tell(done, Self);
+    }
+
+    private void OnWorkerFailed(WorkerFailed f)
+    {
+        string who = Find(Sender) is { } m ? $"worker {m.Id} on {m.Node}" : $"worker {Sender.Path}";
+        Fail(new InvalidOperationException($"{who} failed: {f.Reason}"));
     }
 
     // ---- Input normalization ----
@@ -1085,6 +1141,7 @@ public sealed class CoordinatorActor : ReceiveActor
         {
             _phase = Phase.Done;
             Timers.CancelAll();
+            TellDone(new TrainingDone(true, ""));
             _completion.TrySetResult(new TrainingResult(_p.Clone(), _input!, _epochs.ToArray(), _committed));
             return;
         }

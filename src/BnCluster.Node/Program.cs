@@ -1,4 +1,4 @@
-using BnCluster.Actors.Remote;
+using System.Runtime.InteropServices;
 using BnCluster.Coordinator;
 using BnCluster.Node.Backends;
 using BnCluster.Node.Cluster;
@@ -28,10 +28,20 @@ public static class Program
 
     public static int Main(string[] args)
     {
-        InlineSocketCompletions.Prefer(); // before any socket exists (and inherited by the worker processes this one starts)
-        ThreadPoolSpinning.AvoidWhenSharingCores(args); // before the thread pool starts (inherited as well)
+        ThreadPoolSpinning.AvoidWhenSharingCores(args); // before the thread pool starts (inherited by worker processes)
         using var cancel = new CancellationTokenSource();
-        Console.CancelKeyPress += (_, e) => { e.Cancel = true; cancel.Cancel(); };
-        return Cli.Run(args, Console.Out, Console.Error, Backends, cancel.Token);
+        // Ctrl+C and SIGTERM (a service manager stopping the process) both cancel the run: it stops its actors, worker
+        // processes and logs as a finished run does, and exits 130 or 143 instead of being killed mid-write.
+        int signalExit = 0;
+        void Stop(PosixSignalContext context)
+        {
+            context.Cancel = true;
+            Interlocked.CompareExchange(ref signalExit, context.Signal == PosixSignal.SIGTERM ? Cli.ExitTerminated : Cli.ExitCancelled, 0);
+            cancel.Cancel();
+        }
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, Stop);
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
+        int exit = Cli.Run(args, Console.Out, Console.Error, Backends, cancel.Token);
+        return exit == Cli.ExitCancelled && Volatile.Read(ref signalExit) != 0 ? Volatile.Read(ref signalExit) : exit;
     }
 }

@@ -1,11 +1,12 @@
 using System.Collections.Concurrent;
-using BnCluster.Actors;
+using Akka.Actor;
 using BnCluster.Coordinator;
 using BnCluster.Core.Model;
 using BnCluster.Core.Optimizers;
+using BnCluster.Coordinator.Messages;
 using BnCluster.Core.Protocol;
 using BnCluster.Core.Training;
-using BnCluster.TestKit;
+using Akka.TestKit;
 using Serilog;
 using Serilog.Core;
 using Serilog.Events;
@@ -27,9 +28,9 @@ internal sealed class CoordinatorHarness
     public static readonly NetworkSpec Spec = new(2, [3], 2, Activation.Relu, BatchNormPlacement.Before);
     public const int BnFeatures = 3;
 
-    private readonly ActorTestKit _kit;
+    private readonly Akka.TestKit.Xunit2.TestKit _kit;
 
-    public CoordinatorHarness(ActorTestKit kit, int workers, int minWorkers = 1, TimeSpan? stepTimeout = null, long maxSteps = 2, string sha = "abc")
+    public CoordinatorHarness(Akka.TestKit.Xunit2.TestKit kit, int workers, int minWorkers = 1, TimeSpan? stepTimeout = null, long maxSteps = 2, string sha = "abc")
     {
         _kit = kit;
         var trainer = new TrainerOptions(Spec, new OptimizerSettings(OptimizerKind.Gd, 0.1f), BatchSize: 4, Epochs: 1, MaxSteps: maxSteps, Seed: 3);

@@ -1,12 +1,14 @@
+using Akka.Actor;
+using BnCluster.Coordinator.Messages;
 using BnCluster.Core.Protocol;
-using BnCluster.TestKit;
+using Akka.TestKit;
 using Serilog.Events;
 using Xunit;
 using static BnCluster.Coordinator.Tests.CoordinatorHarness;
 
 namespace BnCluster.Coordinator.Tests;
 
-public sealed class CoordinatorProtocolTests : ActorTestKit
+public sealed class CoordinatorProtocolTests : Akka.TestKit.Xunit2.TestKit
 {
     private static readonly TimeSpan Quiet = TimeSpan.FromMilliseconds(200);
 
@@ -27,7 +29,7 @@ public sealed class CoordinatorProtocolTests : ActorTestKit
         // b answers first: the merge still waits for a, and the result is the rank-order merge.
         b.Reply(Stats(sb, value: 3));
         a.ExpectNoMsg(Quiet);
-        a.Reply(Stats(sa, value: 1));
+        h.Coordinator.Tell(Stats(sa, value: 1), a.Ref); // (ExpectNoMsg leaves the probe no sender to reply to)
         var g = a.ExpectMsg<BnGlobal>();
         Assert.Equal(4, g.Count);
         Assert.Equal(2.0, g.Mean[0], 12);              // (2·1 + 2·3)/4
@@ -143,7 +145,7 @@ public sealed class CoordinatorProtocolTests : ActorTestKit
         var first = a.ExpectMsg<StartStep>();
         var silentStart = silent.ExpectMsg<StartStep>();
         a.Reply(Stats(first));
-        var aborted = a.ExpectMsg<StepAborted>(timeout: TimeSpan.FromSeconds(3));
+        var aborted = a.ExpectMsg<StepAborted>(duration: TimeSpan.FromSeconds(3));
         Assert.Equal((first.Step, first.Attempt), (aborted.Step, aborted.Attempt));
         var rerun = a.ExpectMsg<StartStep>();
         Assert.Equal(first.Step, rerun.Step);
@@ -271,7 +273,7 @@ public sealed class CoordinatorProtocolTests : ActorTestKit
     [Fact]
     public void A_node_reported_unreachable_loses_its_workers_and_the_step_is_rerun()
     {
-        using var remote = new ActorTestKit("remote");
+        using var remote = new Akka.TestKit.Xunit2.TestKit("akka.actor.provider = local", "remote");
         var h = new CoordinatorHarness(this, workers: 2);
         var a = h.Join("a");
         var b = remote.CreateTestProbe("b");
@@ -280,8 +282,7 @@ public sealed class CoordinatorProtocolTests : ActorTestKit
         AnswerInputStats(a, b);
         var first = a.ExpectMsg<StartStep>();
         b.ExpectMsg<StartStep>();
-        h.Coordinator.Tell(new BnCluster.Actors.Cluster.MemberUnreachable(
-            new BnCluster.Actors.Cluster.Member(b.Ref.Path.Address, BnCluster.Actors.Cluster.MemberStatus.Up, ["worker"], IsReachable: false)));
+        h.Coordinator.Tell(new CoordinatorActor.NodeLost(b.Ref.Path.Address, "unreachable"), ActorRefs.NoSender);
         a.ExpectMsg<StepAborted>();
         var rerun = a.ExpectMsg<StartStep>();
         Assert.Equal((first.Attempt + 1, 4), (rerun.Attempt, rerun.Rows.Length));

@@ -1,6 +1,7 @@
-using BnCluster.Actors.Cluster;
+using Akka.Actor;
+using BnCluster.Coordinator.Messages;
 using BnCluster.Core.Protocol;
-using BnCluster.TestKit;
+using Akka.TestKit;
 using Xunit;
 using static BnCluster.Coordinator.Tests.CoordinatorHarness;
 
@@ -10,17 +11,16 @@ namespace BnCluster.Coordinator.Tests;
 /// A worker dropped while alive (its node unreachable or removed, or silent past the step timeout) is told so once it
 /// shows up again, registers again and re-enters at the next step with its old id and rank and the full parameters.
 /// </summary>
-public sealed class CoordinatorRejoinTests : ActorTestKit
+public sealed class CoordinatorRejoinTests : Akka.TestKit.Xunit2.TestKit
 {
     private static readonly TimeSpan Quiet = TimeSpan.FromMilliseconds(200);
 
-    private static Member NodeOf(TestProbe probe, MemberStatus status, bool reachable) =>
-        new(probe.Ref.Path.Address, status, [MemberRoles.Worker], reachable);
+    private static Address NodeOf(TestProbe probe) => probe.Ref.Path.Address;
 
     /// <summary>A coordinator with worker a here and worker b on another (test) node, past the input statistics.</summary>
-    private (CoordinatorHarness H, TestProbe A, TestProbe B, ActorTestKit Remote) StartWithRemoteWorker(int minWorkers = 1, long maxSteps = 2)
+    private (CoordinatorHarness H, TestProbe A, TestProbe B, Akka.TestKit.Xunit2.TestKit Remote) StartWithRemoteWorker(int minWorkers = 1, long maxSteps = 2)
     {
-        var remote = new ActorTestKit("remote");
+        var remote = new Akka.TestKit.Xunit2.TestKit("akka.actor.provider = local", "remote");
         var h = new CoordinatorHarness(this, workers: 2, minWorkers: minWorkers, maxSteps: maxSteps);
         var a = h.Join("a");
         var b = remote.CreateTestProbe("b");
@@ -69,13 +69,13 @@ public sealed class CoordinatorRejoinTests : ActorTestKit
         using var _ = remote;
         var first = a.ExpectMsg<StartStep>();
         b.ExpectMsg<StartStep>();
-        h.Coordinator.Tell(new MemberUnreachable(NodeOf(b, MemberStatus.Up, reachable: false)));
+        h.Coordinator.Tell(new CoordinatorActor.NodeLost(NodeOf(b), "unreachable"), ActorRefs.NoSender);
         a.ExpectMsg<StepAborted>();
         var alone = a.ExpectMsg<StartStep>();
         Assert.Equal((first.Step, first.Attempt + 1, 4), (alone.Step, alone.Attempt, alone.Rows.Length));
         b.ExpectNoMsg(Quiet); // dropped: no work, and not told anything while its node is unreachable
 
-        h.Coordinator.Tell(new MemberReachable(NodeOf(b, MemberStatus.Up, reachable: true)));
+        h.Coordinator.Tell(new CoordinatorActor.NodeBack(NodeOf(b), "reachable again"), ActorRefs.NoSender);
         Reregister(h, b);
         b.ExpectNoMsg(Quiet); // enters at the next step, not the running one
         FinishAlone(a, alone);
@@ -100,14 +100,19 @@ public sealed class CoordinatorRejoinTests : ActorTestKit
         using var _ = remote;
         var first = a.ExpectMsg<StartStep>();
         b.ExpectMsg<StartStep>();
-        h.Coordinator.Tell(new MemberUnreachable(NodeOf(b, MemberStatus.Up, reachable: false)));
+        h.Coordinator.Tell(new CoordinatorActor.NodeLost(NodeOf(b), "unreachable"), ActorRefs.NoSender);
         a.ExpectMsg<StepAborted>();
-        h.Coordinator.Tell(new MemberDowned(NodeOf(b, MemberStatus.Down, reachable: false)));
-        h.Coordinator.Tell(new MemberRemoved(NodeOf(b, MemberStatus.Removed, reachable: false), MemberStatus.Down));
+        h.Coordinator.Tell(new CoordinatorActor.NodeLost(NodeOf(b), "downed"), ActorRefs.NoSender);
+        h.Coordinator.Tell(new CoordinatorActor.NodeLost(NodeOf(b), "removed from the cluster"), ActorRefs.NoSender);
         a.ExpectNoMsg(Quiet); // 1 of 2 needed: waiting
 
-        h.Coordinator.Tell(new MemberUp(NodeOf(b, MemberStatus.Up, reachable: true))); // its node rejoined the cluster
-        Reregister(h, b);
+        // Its node joined the cluster again as a new incarnation on the same address, whose worker registers by itself:
+        // the coordinator knows it by its node and gives it its old id and rank.
+        var b2 = remote.CreateTestProbe("b2");
+        h.Coordinator.Tell(new RegisterWorker(ProtocolInfo.Version, "job", "abc", "b"), b2.Ref);
+        Assert.Equal(1, b2.ExpectMsg<WorkerRegistered>().WorkerId);
+        b2.ExpectMsg<SetInputNormalization>();
+        b = b2;
         var sa = a.ExpectMsg<StartStep>();
         var sb = b.ExpectMsg<StartStep>();
         Assert.Equal((first.Step, first.Attempt + 1), (sa.Step, sa.Attempt));
@@ -128,7 +133,7 @@ public sealed class CoordinatorRejoinTests : ActorTestKit
         var first = a.ExpectMsg<StartStep>();
         var slowStart = slow.ExpectMsg<StartStep>();
         a.Reply(Stats(first));
-        a.ExpectMsg<StepAborted>(timeout: TimeSpan.FromSeconds(3));
+        a.ExpectMsg<StepAborted>(duration: TimeSpan.FromSeconds(3));
         a.ExpectMsg<StartStep>();
 
         slow.Reply(Stats(slowStart)); // late: it was alive all along
@@ -148,7 +153,7 @@ public sealed class CoordinatorRejoinTests : ActorTestKit
         b.ExpectMsg<StartStep>();
         remote.Sys.Stop(b.Ref);
         a.ExpectMsg<StepAborted>();
-        h.Coordinator.Tell(new MemberUp(NodeOf(b, MemberStatus.Up, reachable: true)));
+        h.Coordinator.Tell(new CoordinatorActor.NodeBack(NodeOf(b), "reachable again"), ActorRefs.NoSender);
         b.ExpectNoMsg(Quiet);
         Assert.DoesNotContain(h.Sink.Events, e => e.RenderMessage().Contains("register again"));
     }

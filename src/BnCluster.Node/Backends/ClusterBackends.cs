@@ -1,9 +1,5 @@
 using System.Diagnostics;
-using System.Text.Json;
 using System.Text.RegularExpressions;
-using BnCluster.Actors;
-using BnCluster.Actors.Cluster;
-using BnCluster.Actors.Remote;
 using BnCluster.Coordinator;
 using BnCluster.Core.Data;
 using BnCluster.Core.Protocol;
@@ -64,7 +60,8 @@ public static class ClusterBackends
                 {
                     for (int i = 0; i < workers; i++)
                         children.Start(i, ["worker", "--join", $"127.0.0.1:{port}", "--dataset", request.Options.Dataset,
-                            .. request.Options.LabelColumn is { } label ? (string[])["--label-column", label] : [], "--threads", threads.ToString(System.Globalization.CultureInfo.InvariantCulture)],
+                            .. request.Options.LabelColumn is { } label ? (string[])["--label-column", label] : [], "--threads", threads.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                            "--join-timeout", "60"],
                             cpus?[i]);
                     return Task.CompletedTask;
                 }, stop.Token);
@@ -92,98 +89,31 @@ public static class ClusterBackends
             SharedMemory = o.SharedMemory,
             ShardedUpdate = o.ShardedUpdate,
         };
-        var spec = request.TrainerOptions.Spec;
-        var job = new JobDescription(o.Seed, o.LabelColumn, spec.Hidden.ToArray(), spec.Activation, spec.BatchNorm, spec.BnEpsilon, spec.BnMomentum);
+        var job = RemoteCluster.Describe(o.Seed, o.LabelColumn, request.TrainerOptions.Spec, request.Data.Sha256);
         var shape = new ClusterDataShape(request.Data.Train.Count, request.Data.Test.Count, request.Data.Train.FeatureCount);
+        Serilog.Log.Logger = request.Log; // Akka's own events (Akka.Logger.Serilog) go to the run's log
         return RemoteCluster.RunCoordinatorAsync(host, port, options, job, shape, request.Log, request.EpochProgress, request.BatchProgress, onListening, cancel);
     }
 
     /// <summary>
-    /// `worker --join HOST:PORT`: loads the dataset (its sha256 goes in the handshake), joins the cluster, asks the
-    /// coordinator for the job, registers its worker actor and trains until the coordinator stops or its node is
-    /// removed. Ctrl+C / SIGTERM: leave the cluster gracefully.
+    /// `worker --join HOST:PORT`: loads the dataset (the coordinator refuses another file by its sha256), joins the cluster,
+    /// asks the coordinator for the job and trains until the run is over (exit 0), fails (exit 1), or the coordinator is gone
+    /// (exit 1). Ctrl+C / SIGTERM: leave the cluster gracefully.
     /// </summary>
     public static async Task<int> Worker(WorkerOptions options, CliContext context, CancellationToken cancel)
     {
         var first = DatasetCatalog.Load(options.Dataset, 0, options.LabelColumn);
-        using var logger = RunLogging.Create(null, "worker", ReferenceEquals(context.Error, Console.Error) ? null : context.Error);
-        ILogger log = logger;
         if (options.Listen is { } own && IsWildcard(own.Host))
         {
             context.Error.WriteLine($"bncluster: --listen {own.Host}: give this machine's address as the coordinator reaches it; a node's address is also its identity");
             return Cli.ExitUsage;
         }
-        var system = ActorSystem.Create(RemoteCluster.WorkerSystem, new ActorSystemOptions
-        {
-            Logger = log, Host = options.Listen?.Host ?? RouteAddressTo(options.Join), Port = options.Listen?.Port ?? 0, Codecs = [TrainingMessageCodec.Instance],
-            Remote = new RemoteSettings
-            {
-                JobId = RemoteCluster.JobId, DatasetHash = first.Sha256, Roles = [MemberRoles.Worker],
-                HandshakeValidator = RemoteCluster.Validator(first.Sha256),
-            },
-        });
-        try
-        {
-            string node = system.Address.ToString();
-            log.Information("Worker {Node:l} joining {Host:l}:{Port} with {Dataset:l} (sha256 {Sha256:l})", node, options.Join.Host, options.Join.Port, options.Dataset, first.Sha256);
-            var seed = Address.Parse($"bncluster://{RemoteCluster.CoordinatorSystem}@{options.Join.Host}:{options.Join.Port}");
-            var cluster = ClusterNode.Start(system, new ClusterSettings { SeedNodes = [seed], Membership = RemoteCluster.Membership() });
-            using var signals = cluster.LeaveAndTerminateOnShutdownSignals();
-
-            var jobRef = system.ActorSelection(RemoteCluster.JobPath(options.Join.Host, options.Join.Port));
-            string json;
-            try { json = await jobRef.Ask<string>(JobInfoActor.Query, TimeSpan.FromSeconds(15), cancel).ConfigureAwait(false); }
-            catch (Exception e) when (e is not OperationCanceledException)
-            {
-                log.Error("Worker {Node:l}: no answer from the coordinator at {Host:l}:{Port} ({Reason:l}); see the refusal above if any", node, options.Join.Host, options.Join.Port, e.Message);
-                return Cli.ExitFailure;
-            }
-            var job = JsonSerializer.Deserialize<JobDescription>(json) ?? throw new InvalidOperationException("empty job description from the coordinator");
-            // IDX splits do not depend on the seed: loading again would hold the dataset twice.
-            var data = (job.Seed == 0 || !first.SplitDependsOnSeed) && job.LabelColumn == options.LabelColumn ? first : DatasetCatalog.Load(options.Dataset, job.Seed, job.LabelColumn ?? options.LabelColumn);
-            var spec = job.ToSpec(data.Train.FeatureCount, data.Train.ClassCount);
-
-            var coordinator = system.ActorSelection(RemoteCluster.CoordinatorPath(options.Join.Host, options.Join.Port));
-            var settings = new WorkerSettings(coordinator, spec, data.Train, data.Test, data.Sha256, RemoteCluster.JobId, node, log, options.Threads);
-            var done = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
-            StepThreads.Reserve(workers: 1);
-            var worker = system.ActorOf(Props.Create(() => new WorkerActor(settings)), "worker");
-            cluster.Subscribe(system.ActorOf(Props.Create(() => new WorkerWatch(coordinator, worker, system.Address, done)), "watch"));
-            _ = cluster.WhenRemoved.ContinueWith(_ => done.TrySetResult("this node was removed from the cluster"), TaskScheduler.Default);
-            _ = system.WhenTerminated.ContinueWith(_ => done.TrySetResult("the actor system terminated"), TaskScheduler.Default);
-            string why = await done.Task.WaitAsync(cancel).ConfigureAwait(false);
-            log.Information("Worker {Node:l} exiting: {Reason:l}", node, why);
-            return Cli.ExitOk;
-        }
-        finally
-        {
-            await system.Terminate().ConfigureAwait(false);
-        }
-    }
-
-    /// <summary>Completes when the coordinator (its actor, or its node) or this worker's actor is gone. When this
-    /// node was removed from the cluster while alive (a long pause) and is Up again, the coordinator has dropped the
-    /// worker for sure: the worker is told, like the coordinator would, so that it registers again.</summary>
-    private sealed class WorkerWatch : ReceiveActor
-    {
-        private bool _removed;
-
-        public WorkerWatch(IActorRef coordinator, IActorRef worker, Address self, TaskCompletionSource<string> done)
-        {
-            Receive<MemberRemoved>(e => _removed |= e.Member.Address.Equals(self));
-            Receive<MemberUp>(e =>
-            {
-                if (!_removed || !e.Member.Address.Equals(self)) return;
-                _removed = false;
-                worker.Tell(new WorkerDropped("this node was removed from the cluster and has joined again"), Self);
-            });
-            Receive<MemberEvent>(_ => { });
-            Receive<Terminated>(t => done.TrySetResult(t.ActorRef.Equals(worker)
-                ? "the worker actor stopped (refused or failed, see above)"
-                : "the coordinator stopped (training done, or its node was removed)"));
-            Context.Watch(coordinator);
-            Context.Watch(worker);
-        }
+        using var logger = RunLogging.Create(null, "worker", ReferenceEquals(context.Error, Console.Error) ? null : context.Error);
+        Serilog.Log.Logger = logger; // Akka's own events (Akka.Logger.Serilog)
+        var seed = RemoteCluster.NodeAddress(options.Join.Host, options.Join.Port);
+        var node = new WorkerNode(first, options.Dataset, options.LabelColumn, options.Threads, logger);
+        return await node.RunAsync(seed, options.Listen?.Host ?? RouteAddressTo(options.Join), options.Listen?.Port ?? 0, options.JoinTimeout, cancel)
+            .ConfigureAwait(false);
     }
 }
 

@@ -1,5 +1,6 @@
 using System.Diagnostics;
-using BnCluster.Actors;
+using Akka.Actor;
+using BnCluster.Coordinator.Messages;
 using BnCluster.Core.Protocol;
 using BnCluster.Core.Training;
 using Serilog;

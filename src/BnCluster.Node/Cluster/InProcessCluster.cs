@@ -1,4 +1,4 @@
-using BnCluster.Actors;
+using Akka.Actor;
 using BnCluster.Coordinator;
 using BnCluster.Core.Data;
 using BnCluster.Core.Training;
@@ -7,9 +7,9 @@ using Serilog;
 namespace BnCluster.Node.Cluster;
 
 /// <summary>
-/// The in-process cluster: one <see cref="ActorSystem"/>, the coordinator and K worker actors exchanging message
-/// objects without serialization. <see cref="RunAsync"/> is what `bncluster train --workers K` calls; the
-/// multi-process variant will only swap the transport (the same actors, remote refs).
+/// The in-process cluster: one Akka <see cref="ActorSystem"/> without remoting (no socket), the coordinator and K worker
+/// actors exchanging message objects without serialization. <see cref="RunAsync"/> is what `bncluster train --workers K`
+/// calls; worker processes and other machines run the same actors on a cluster over TCP (<see cref="RemoteCluster"/>).
 /// </summary>
 public sealed class InProcessCluster : IAsyncDisposable
 {
@@ -37,8 +37,9 @@ public sealed class InProcessCluster : IAsyncDisposable
     }
 
     /// <summary>Starts the actors; training runs until <see cref="Completion"/>. Dispose to shut everything down.</summary>
+    /// <param name="serializeMessages">Every message is serialized and deserialized on its way (tests: the protocol survives the wire).</param>
     public static InProcessCluster Start(ClusterTrainingOptions options, Dataset train, Dataset test, ILogger log,
-        IProgress<Core.Training.EpochMetrics>? epochProgress = null, IProgress<BatchProgress>? batchProgress = null)
+        IProgress<Core.Training.EpochMetrics>? epochProgress = null, IProgress<BatchProgress>? batchProgress = null, bool serializeMessages = false)
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
@@ -49,7 +50,7 @@ public sealed class InProcessCluster : IAsyncDisposable
         if (train.Count == 0) throw new ArgumentException($"training set '{train.Name}' is empty");
 
         StepThreads.Reserve(options.Workers);
-        var cluster = new InProcessCluster(ActorSystem.Create("bncluster", new ActorSystemOptions { Logger = log }));
+        var cluster = new InProcessCluster(ActorSystem.Create(ClusterConfig.SystemName, ClusterConfig.InProcess(serializeMessages)));
         var shape = new ClusterDataShape(train.Count, test.Count, train.FeatureCount);
         cluster.Coordinator = cluster.System.ActorOf(
             Props.Create(() => new CoordinatorActor(options, shape, cluster._completion, log, epochProgress, batchProgress)), "coordinator");

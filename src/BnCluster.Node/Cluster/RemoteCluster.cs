@@ -1,105 +1,101 @@
-using System.Text.Json;
-using BnCluster.Actors;
-using BnCluster.Actors.Cluster;
-using BnCluster.Actors.Remote;
+using Akka.Actor;
+using Akka.Cluster;
 using BnCluster.Coordinator;
+using BnCluster.Coordinator.Messages;
 using BnCluster.Core.Model;
 using BnCluster.Core.Training;
 using Serilog;
 
 namespace BnCluster.Node.Cluster;
 
-/// <summary>What a remote worker needs from the coordinator to build its network and split its dataset copy.</summary>
-public sealed record JobDescription(int Seed, string? LabelColumn, int[] Hidden, Activation Activation,
-    BatchNormPlacement BatchNorm, float BnEpsilon, float BnMomentum)
-{
-    public NetworkSpec ToSpec(int inputs, int classes) => new(inputs, Hidden, classes, Activation, BatchNorm, BnEpsilon, BnMomentum);
-}
-
-/// <summary>
-/// Answers the string "job?" (BuiltInCodec, no protocol change) with the <see cref="JobDescription"/> as JSON, so a
-/// worker started with only --join and --dataset learns the network and the split seed.
-/// </summary>
+/// <summary>Answers <see cref="JobQuery"/> with the job, so a worker started with only --join and --dataset learns the network and the split seed.</summary>
 public sealed class JobInfoActor : ReceiveActor
 {
-    public const string Query = "job?";
-
-    public JobInfoActor(JobDescription job)
-    {
-        string json = JsonSerializer.Serialize(job);
-        Receive<string>(s => { if (s == Query) Sender.Tell(json, Self); });
-    }
+    public JobInfoActor(JobDescription job) => Receive<JobQuery>(_ => Sender.Tell(job, Self));
 }
 
-/// <summary>Names, settings and the coordinator side of the TCP cluster (`coordinator`, `train --processes`).</summary>
+/// <summary>The cluster over TCP (`coordinator`, `worker`, `train --processes`): Akka.Cluster nodes of cluster.hocon.</summary>
 public static class RemoteCluster
 {
-    public const string CoordinatorSystem = "coordinator";
-    public const string WorkerSystem = "worker";
     public const string JobId = "bncluster";
-    public const string HeartbeatEnvironmentVariable = "BNCLUSTER_HEARTBEAT_MS";
 
-    /// <summary>Default membership timings, or short ones from BNCLUSTER_HEARTBEAT_MS (tests: fast failure detection).</summary>
-    public static MembershipSettings Membership()
-    {
-        if (int.TryParse(Environment.GetEnvironmentVariable(HeartbeatEnvironmentVariable), out int ms) && ms > 0)
-            return new MembershipSettings
-            {
-                HeartbeatInterval = TimeSpan.FromMilliseconds(ms),
-                AcceptableHeartbeatPause = TimeSpan.FromMilliseconds(4 * ms),
-                MinStdDeviation = TimeSpan.FromMilliseconds(Math.Max(10, ms / 5)),
-                DownUnreachableAfter = TimeSpan.FromMilliseconds(8 * ms),
-            };
-        return new MembershipSettings();
-    }
+    /// <summary>The job actor's and the coordinator actor's paths on the coordinator's node.</summary>
+    public static ActorPath JobPath(Address coordinatorNode) => new RootActorPath(coordinatorNode) / "user" / "job";
+    public static ActorPath CoordinatorPath(Address coordinatorNode) => new RootActorPath(coordinatorNode) / "user" / "coordinator";
 
-    public static string CoordinatorPath(string host, int port) => $"bncluster://{CoordinatorSystem}@{host}:{port}/user/coordinator";
-    public static string JobPath(string host, int port) => $"bncluster://{CoordinatorSystem}@{host}:{port}/user/job";
+    public static Address NodeAddress(string host, int port) => new("akka.tcp", ClusterConfig.SystemName, host, port);
 
-    /// <summary>Refuses a peer of another protocol version, job or dataset, with the reason (both sides log it).</summary>
-    public static Func<HandshakeInfo, string?> Validator(string datasetSha256) => h =>
-        h.ProtocolVersion != Wire.ProtocolVersion ? $"protocol version {h.ProtocolVersion}, this node speaks {Wire.ProtocolVersion}" :
-        h.JobId != JobId ? $"job '{h.JobId}', this node runs '{JobId}'" :
-        !string.Equals(h.DatasetHash, datasetSha256, StringComparison.OrdinalIgnoreCase)
-            ? $"dataset sha256 {h.DatasetHash} differs from this node's {datasetSha256} (every node needs the same dataset file)" : null;
+    public static JobDescription Describe(int seed, string? labelColumn, NetworkSpec spec, string datasetSha256) =>
+        new(ProtocolInfo.Version, JobId, datasetSha256, seed, labelColumn, spec.Hidden.ToArray(), spec.Activation.ToString(),
+            spec.BatchNorm.ToString(), spec.BnEpsilon, spec.BnMomentum);
+
+    public static NetworkSpec ToSpec(JobDescription job, int inputs, int classes) =>
+        new(inputs, job.Hidden, classes, Enum.Parse<Activation>(job.Activation), Enum.Parse<BatchNormPlacement>(job.BatchNorm), job.BnEpsilon, job.BnMomentum);
 
     /// <summary>
-    /// Runs the coordinator on <paramref name="host"/>:<paramref name="port"/> (0 = ephemeral) as the cluster's seed and
-    /// leader; <paramref name="onListening"/> gets the bound port (e.g. to start worker processes). Completes with the
-    /// trained model when training is done; the actor system is shut down on return, failure or cancellation.
+    /// Runs the coordinator on <paramref name="host"/>:<paramref name="port"/> (0 = a free port) as the first node of the
+    /// cluster (its own seed, hence the oldest, which the downing strategy keeps); <paramref name="onListening"/> gets the
+    /// bound port (e.g. to start worker processes). Completes with the trained model when training is done; the workers
+    /// are told the outcome and given a moment to leave, and the actor system is shut down on return, failure or cancellation.
     /// </summary>
     public static async Task<TrainingResult> RunCoordinatorAsync(string host, int port, ClusterTrainingOptions options,
         JobDescription job, ClusterDataShape shape, ILogger log, IProgress<Core.Training.EpochMetrics>? epochProgress,
         IProgress<BatchProgress>? batchProgress, Func<int, Task>? onListening, CancellationToken cancel)
     {
         options.Validate();
-        var system = ActorSystem.Create(CoordinatorSystem, new ActorSystemOptions
-        {
-            Logger = log, Host = host, Port = port, Codecs = [TrainingMessageCodec.Instance],
-            Remote = new RemoteSettings
-            {
-                JobId = JobId, DatasetHash = options.DatasetSha256, Roles = [MemberRoles.Coordinator],
-                HandshakeValidator = Validator(options.DatasetSha256),
-            },
-        });
+        var system = ActorSystem.Create(ClusterConfig.SystemName, ClusterConfig.Node(host, port, ClusterConfig.CoordinatorRole));
         var completion = new TaskCompletionSource<TrainingResult>(TaskCreationOptions.RunContinuationsAsynchronously);
         try
         {
-            int boundPort = system.Address.Port ?? port;
+            var cluster = Akka.Cluster.Cluster.Get(system);
+            var self = cluster.SelfAddress;
+            cluster.Join(self);
+            int boundPort = self.Port ?? port;
             log.Information("Coordinator listening on {Address:l} (workers join with --join {Host:l}:{Port}); waiting for {Workers} worker(s)",
-                system.Address.ToString(), host, boundPort, options.Workers);
-            var cluster = ClusterNode.Start(system, new ClusterSettings { SeedNodes = [system.Address], Membership = Membership() });
-            var coordinator = system.ActorOf(
-                Props.Create(() => new CoordinatorActor(options, shape, completion, log, epochProgress, batchProgress)), "coordinator");
-            cluster.Subscribe(coordinator);
+                self.ToString(), host, boundPort, options.Workers);
+            system.ActorOf(Props.Create(() => new CoordinatorActor(options, shape, completion, log, epochProgress, batchProgress)), "coordinator");
             system.ActorOf(Props.Create(() => new JobInfoActor(job)), "job");
             if (onListening is not null) await onListening(boundPort).ConfigureAwait(false);
-            return await completion.Task.WaitAsync(cancel).ConfigureAwait(false);
+            var result = await completion.Task.WaitAsync(cancel).ConfigureAwait(false);
+            await WorkersLeft(system, TimeSpan.FromSeconds(5)).ConfigureAwait(false);
+            return result;
+        }
+        catch (Exception) when (completion.Task.IsFaulted && !cancel.IsCancellationRequested)
+        {
+            await WorkersLeft(system, TimeSpan.FromSeconds(5)).ConfigureAwait(false); // they were told the run failed
+            throw;
         }
         finally
         {
             completion.TrySetCanceled();
-            await system.Terminate().ConfigureAwait(false);
+            await CoordinatedShutdown.Get(system).Run(CoordinatedShutdown.ClrExitReason.Instance).ConfigureAwait(false);
         }
+    }
+
+    /// <summary>Waits until no worker node is left in the cluster (they leave once told the run is over), at most <paramref name="limit"/>.</summary>
+    private static async Task WorkersLeft(ActorSystem system, TimeSpan limit)
+    {
+        var left = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var watcher = system.ActorOf(Props.Create(() => new WorkersLeftWatcher(left)));
+        try { await left.Task.WaitAsync(limit).ConfigureAwait(false); }
+        catch (TimeoutException) { /* a worker that did not leave in time is shut out with the node */ }
+        finally { system.Stop(watcher); }
+    }
+
+    private sealed class WorkersLeftWatcher : ReceiveActor
+    {
+        public WorkersLeftWatcher(TaskCompletionSource left)
+        {
+            var cluster = Akka.Cluster.Cluster.Get(Context.System);
+            void Check()
+            {
+                if (!cluster.State.Members.Any(m => m.HasRole(ClusterConfig.WorkerRole) && m.Status is MemberStatus.Up or MemberStatus.Joining or MemberStatus.WeaklyUp or MemberStatus.Leaving))
+                    left.TrySetResult();
+            }
+            ReceiveAny(_ => Check());
+            cluster.Subscribe(Self, ClusterEvent.SubscriptionInitialStateMode.InitialStateAsSnapshot, typeof(ClusterEvent.IMemberEvent));
+        }
+
+        protected override void PostStop() => Akka.Cluster.Cluster.Get(Context.System).Unsubscribe(Self);
     }
 }

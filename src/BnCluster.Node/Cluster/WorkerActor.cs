@@ -1,5 +1,6 @@
 using System.Diagnostics;
-using BnCluster.Actors;
+using Akka.Actor;
+using BnCluster.Coordinator.Messages;
 using BnCluster.Core.Data;
 using BnCluster.Core.Kernels;
 using BnCluster.Core.Model;
@@ -20,9 +21,15 @@ public sealed record WorkerSettings(
 /// for, runs its shard of each step with a <see cref="ClusterCollective"/>, sends its gradients, and evaluates
 /// test slices. All work runs as a chain of tasks outside the actor (one at a time, in arrival order), so the
 /// actor keeps receiving BnGlobal, BnGradGlobal and StepAborted while a step awaits; StepAborted cancels it.
+/// Work that fails comes back to the actor as <see cref="WorkFailed"/>: the coordinator is told (the run fails with the
+/// reason) and the actor stops. The end of the run (<see cref="TrainingDone"/>) is published on the event stream, where a
+/// worker process waits for it, and stops the actor.
 /// </summary>
 public sealed class WorkerActor : ReceiveActor
 {
+    /// <summary>The step chain → the actor: a piece of work threw.</summary>
+    private sealed record WorkFailed(string What, Exception Error) : INoSerializationVerificationNeeded;
+
     private readonly WorkerSettings _s;
     private readonly ILogger _log;
     private readonly Parameters _p;
@@ -68,6 +75,16 @@ public sealed class WorkerActor : ReceiveActor
         Receive<BnGradGlobal>(_collective.Deliver);
         Receive<StepAborted>(OnAborted);
         Receive<Evaluate>(OnEvaluate);
+        Receive<TrainingDone>(done =>
+        {
+            Context.System.EventStream.Publish(done);
+            Context.Stop(Self);
+        });
+        Receive<WorkFailed>(f =>
+        {
+            _s.Coordinator.Tell(new WorkerFailed($"{f.What}: {f.Error.Message}"), Self);
+            throw new InvalidOperationException($"worker {_id} on {_s.Node} failed in {f.What}: {f.Error.Message}", f.Error);
+        });
     }
 
     protected override void PreStart() => Register();
@@ -101,7 +118,11 @@ public sealed class WorkerActor : ReceiveActor
             await previous.ConfigureAwait(false); // never faults: failures are caught below
             try { await work().ConfigureAwait(false); }
             catch (OperationCanceledException) { _log.Debug("Worker {Worker}: {What:l} cancelled", _id, what); }
-            catch (Exception e) { _log.Error(e, "Worker {Worker} on {Node:l} failed in {What:l}", _id, _s.Node, what); }
+            catch (Exception e)
+            {
+                _log.Error(e, "Worker {Worker} on {Node:l} failed in {What:l}", _id, _s.Node, what);
+                _self.Tell(new WorkFailed(what, e));
+            }
         });
     }
 

@@ -13,11 +13,11 @@ public sealed class CliInputException(string message) : Exception(message);
 /// <summary>
 /// The `bncluster` command line. Errors never print System.CommandLine's multi-line report: the first
 /// error becomes one line "bncluster: --option: what is wrong" on stderr and the exit code is 2.
-/// Exit codes: 0 ok, 1 runtime failure, 2 wrong input, 130 cancelled (Ctrl+C).
+/// Exit codes: 0 ok, 1 runtime failure, 2 wrong input, 130 cancelled (Ctrl+C), 143 terminated (SIGTERM).
 /// </summary>
 public static class Cli
 {
-    public const int ExitOk = 0, ExitFailure = 1, ExitUsage = 2, ExitCancelled = 130;
+    public const int ExitOk = 0, ExitFailure = 1, ExitUsage = 2, ExitCancelled = 130, ExitTerminated = 143;
 
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr, CliBackends? backends = null,
         CancellationToken cancel = default) =>
@@ -152,13 +152,20 @@ public static class Cli
         var threads = OptionParsers.Int("--threads", Environment.ProcessorCount, 1, "Compute threads of this worker.");
         var listen = OptionParsers.Endpoint("--listen", null, 0,
             "This worker's address as the coordinator reaches it (port 0 = any); default: the local address that routes to --join, port 0.");
+        var joinTimeout = OptionParsers.Int("--join-timeout", 0, 0,
+            "Seconds to keep trying to join the coordinator (it may start later) before giving up with exit code 1; 0 = for ever.", "SECONDS");
         command.Options.Add(join);
         command.Options.Add(listen);
         command.Options.Add(dataset);
         command.Options.Add(label);
         command.Options.Add(threads);
+        command.Options.Add(joinTimeout);
         command.SetAction((parse, cancel) => backends.Worker is { } run
-            ? run(new WorkerOptions(parse.GetValue(join)!, parse.GetValue(dataset)!, parse.GetValue(label), parse.GetValue(threads)) { Listen = parse.GetValue(listen) }, context, cancel)
+            ? run(new WorkerOptions(parse.GetValue(join)!, parse.GetValue(dataset)!, parse.GetValue(label), parse.GetValue(threads))
+            {
+                Listen = parse.GetValue(listen),
+                JoinTimeout = parse.GetValue(joinTimeout) is > 0 and var seconds ? TimeSpan.FromSeconds(seconds) : null,
+            }, context, cancel)
             : NotAvailable(context, "worker"));
         return command;
     }

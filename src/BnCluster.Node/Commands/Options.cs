@@ -62,6 +62,9 @@ public sealed record WorkerOptions(HostPort Join, string Dataset, string? LabelC
 {
     /// <summary>This worker's own address (null = the local address that routes to <see cref="Join"/>, port 0).</summary>
     public HostPort? Listen { get; init; }
+
+    /// <summary>How long to keep trying to join the coordinator before giving up (null: for ever, as Akka does).</summary>
+    public TimeSpan? JoinTimeout { get; init; }
 }
 
 /// <summary>`eval`: accuracy and loss of a model file on a dataset's test split.</summary>

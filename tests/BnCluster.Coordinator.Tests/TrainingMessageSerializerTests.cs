@@ -1,18 +1,27 @@
 using System.Buffers;
+using Akka.Serialization;
+using BnCluster.Coordinator.Messages;
 using BnCluster.Core.Protocol;
-using BnCluster.Core.Serialization;
+using MessagePack;
 using Xunit;
 
 namespace BnCluster.Coordinator.Tests;
 
-public sealed class TrainingCodecTests
+/// <summary>The training protocol on the wire: Akka picks <see cref="TrainingMessageSerializer"/> by cluster.hocon's binding.</summary>
+public sealed class TrainingMessageSerializerTests() : Akka.TestKit.Xunit2.TestKit(ClusterConfig.InProcess())
 {
     public static TheoryData<object> Messages() =>
     [
         new RegisterWorker(ProtocolInfo.Version, "job-1", "ab12", "node-a"),
         new WorkerRegistered(3, 4),
         new RegistrationRefused("dataset sha256 differs"),
-        new WorkerDropped("unreachable (bncluster://worker@10.0.0.2:4000)"),
+        new WorkerDropped("unreachable (akka.tcp://bncluster@10.0.0.2:4000)"),
+        new JobQuery(ProtocolInfo.Version),
+        new JobDescription(ProtocolInfo.Version, "bncluster", "ab12", 7, null, [16, 8], "Relu", "Before", 1e-5f, 0.1f),
+        new JobDescription(ProtocolInfo.Version, "bncluster", "ab12", 7, "label", [], "Tanh", "None", 1e-3f, 0.2f),
+        new TrainingDone(true, ""),
+        new TrainingDone(false, "worker 1 sent a non-finite gradient twice"),
+        new WorkerFailed("step 3 attempt 1: out of memory"),
         new InputStatsRequest(2, 10, 90),
         new InputStatsReply(2, 90, [1.5, -2e300], [0, 1e-300]),
         new SetInputNormalization([0.5f, -1f], [1f, 2f], 1e-8f),
@@ -20,11 +29,9 @@ public sealed class TrainingCodecTests
         new StartStep(17, 2, 3, 13, 0, [], 16, null),
         new StartStep(17, 2, 3, 13, 0, [4], 16, null, SharedParameters: true),
         new StartStep(17, 2, 3, 13, 1, [4], 16, null, SharedParameters: true, SharedBatchNormRanks: 2),
-        new StartStep(17, 2, 3, 13, 1, [4], 16, null, SharedBatchNormRanks: 2, UpdateStep: 17),
         new StartStep(17, 2, 3, 13, 1, [4], 16, null, SharedBatchNormRanks: 2, UpdateStep: 17, NextRows: [8, 1], NextAttempt: 2),
         new SharedMemoryOffer("/dev/shm/bncluster-1-w0.shm", [1, 2, 3, 255]),
         new SharedMemoryAnswer("/dev/shm/bncluster-1-w0.shm", false, "No such file"),
-        new SharedMemoryAnswer("/dev/shm/bncluster-1-w0.shm", true, ""),
         new BatchNormExchangeOffer("/dev/shm/bncluster-1-bn.shm", [9, 8, 0], 3),
         new BatchNormExchangeOffer("/dev/shm/bncluster-1-bn.shm", [9, 8, 0], 3, "/dev/shm/bncluster-1-up.shm", [7]),
         new BatchNormExchangeAnswer("/dev/shm/bncluster-1-bn.shm", false, "another token"),
@@ -41,32 +48,26 @@ public sealed class TrainingCodecTests
         new EvalResult(9, 20.5, 11, 23),
     ];
 
-    private static byte[] Encode(object message)
-    {
-        var buffer = new ArrayBufferWriter<byte>();
-        Assert.True(TrainingMessageCodec.Instance.TryWrite(message, new MessagePackWriter(buffer)));
-        return buffer.WrittenSpan.ToArray();
-    }
+    private SerializerWithStringManifest Serializer(object message) =>
+        Assert.IsType<TrainingMessageSerializer>(Sys.Serialization.FindSerializerFor(message));
 
-    private static object Decode(byte[] bytes)
+    private object RoundTrip(object message, out byte[] bytes)
     {
-        var reader = new MessagePackReader(bytes);
-        var message = TrainingMessageCodec.Instance.Read(ref reader);
-        Assert.True(reader.End, "bytes left after the message");
-        return message;
+        var serializer = Serializer(message);
+        string manifest = serializer.Manifest(message);
+        bytes = serializer.ToBinary(message);
+        return serializer.FromBinary(bytes, manifest);
     }
 
     [Theory]
     [MemberData(nameof(Messages))]
-    public void Every_message_survives_a_round_trip(object message)
+    public void Every_message_survives_the_wire_with_every_field(object message)
     {
-        var bytes = Encode(message);
-        var back = Decode(bytes);
+        byte[] expected = TrainingMessageSerializer.Serialize(message); // (before ToBinary returns its pooled arrays)
+        var back = RoundTrip(message, out byte[] bytes);
         Assert.IsType(message.GetType(), back);
-        Assert.Equal(bytes, Encode(back)); // the encoding writes every field, so equal bytes mean equal fields
-        var header = new MessagePackReader(bytes);
-        header.ReadArrayHeader();
-        Assert.True(TrainingMessageCodec.Instance.Handles(header.ReadInt32()));
+        Assert.Equal(expected, bytes);
+        Assert.Equal(bytes, TrainingMessageSerializer.Serialize(back)); // every field is written, so equal bytes mean equal fields
     }
 
     /// <summary>The step a StartStep announces is the coordinator's next StartStep when this one commits as it stands.</summary>
@@ -88,51 +89,38 @@ public sealed class TrainingCodecTests
         Assert.Null((start with { NextRows = null }).Announced());
     }
 
-    /// <summary>Remoting leaves the messages that carry tensors to the connection's writer loop; the rest a sender may write itself.</summary>
     [Fact]
-    public void Only_messages_with_tensors_may_be_large()
+    public void Tensors_and_statistics_travel_as_little_endian_bins_of_their_values()
     {
-        var codec = TrainingMessageCodec.Instance;
-        Assert.True(codec.MayBeLarge(new StartStep(1, 1, 1, 4, 0, [1], 0, [[1f]])));
-        Assert.False(codec.MayBeLarge(new StartStep(1, 1, 1, 4, 0, [1], 0, null, SharedParameters: true)));
-        Assert.True(codec.MayBeLarge(new Evaluate(1, 0, 10, 3, [[1f]])));
-        Assert.False(codec.MayBeLarge(new Evaluate(1, 0, 10, 3, null)));
-        var timings = new StepTimings(1, [], 0, 0, 0);
-        Assert.True(codec.MayBeLarge(new StepGradients(1, 1, 0.5, 1, 2, [[1f]], timings)));
-        Assert.False(codec.MayBeLarge(new StepGradients(1, 1, 0.5, 1, 2, [], timings, Shared: true)));
-        Assert.False(codec.MayBeLarge(new BnGlobal(1, 1, 0, 4, [0.5], [1.0])));
-        Assert.False(codec.MayBeLarge("not a training message"));
-    }
-
-    [Fact]
-    public void Tensors_and_statistics_travel_as_little_endian_bins_with_their_values()
-    {
-        var start = (StartStep)Decode(Encode(new StartStep(1, 1, 1, 4, 0, [3, 1], 0, [[1f, -2f]])));
+        var start = (StartStep)RoundTrip(new StartStep(1, 1, 1, 4, 0, [3, 1], 0, [[1f, -2f]]), out _);
         Assert.Equal([3, 1], start.Rows);
         Assert.Equal([1f, -2f], start.Parameters![0]);
-        var stats = (BnStats)Decode(Encode(new BnStats(1, 1, 0, 2, [0.1], [0.2])));
-        Assert.Equal(0.1, stats.Mean[0]);
-        Assert.Equal(2, stats.Count);
-        // [type 47, …]: the mean is a bin8 of 8 bytes holding 0.1 as little-endian float64.
-        var bytes = Encode(new BnStats(1, 1, 0, 2, [0.1], [0.2]));
-        int at = Array.IndexOf(bytes, (byte)0xc4);
-        Assert.Equal(8, bytes[at + 1]);
-        Assert.Equal(BitConverter.GetBytes(0.1), bytes[(at + 2)..(at + 10)]);
+        var bytes = TrainingMessageSerializer.Serialize(new BnStats(1, 1, 0, 2, [0.1], [0.2]));
+        // [step, attempt, layer, count, mean, m2]: the mean is a bin8 of 8 bytes holding 0.1 as little-endian float64.
+        var reader = new MessagePackReader(bytes);
+        Assert.Equal(6, reader.ReadArrayHeader());
+        for (int i = 0; i < 4; i++) reader.Skip();
+        Assert.Equal(MessagePackType.Binary, reader.NextMessagePackType);
+        Assert.Equal(BitConverter.GetBytes(0.1), reader.ReadBytes()!.Value.ToArray());
+        var tensor = TrainingMessageSerializer.Serialize(new SetInputNormalization([1.5f, -2f], [1f, 1f], 0));
+        reader = new MessagePackReader(tensor);
+        reader.ReadArrayHeader();
+        Assert.Equal([.. BitConverter.GetBytes(1.5f), .. BitConverter.GetBytes(-2f)], reader.ReadBytes()!.Value.ToArray());
     }
 
     [Fact]
-    public void A_sent_message_returns_its_tensors_to_the_pool_and_the_decoder_rents_them_again()
+    public void A_sent_message_returns_its_tensors_to_the_pool_and_the_receiver_rents_them_again()
     {
         // A length no other test uses: the pool is process-wide.
         var tensor = TensorPool.Rent(4099);
         for (int i = 0; i < tensor.Length; i++) tensor[i] = i * 0.5f;
         var sent = new StepGradients(1, 1, 1, 1, 1, [tensor], StepTimings.None);
-        var bytes = Encode(sent);
-        TrainingMessageCodec.Instance.Sent(sent);
+        var serializer = Serializer(sent);
+        var bytes = serializer.ToBinary(sent);
         Assert.Equal(1, TensorPool.Pooled(4099));
-        Array.Fill(tensor, -1f); // (only a test touches a returned array) so the decoder must write every value
-        var received = (StepGradients)Decode(bytes);
-        Assert.Same(tensor, received.Tensors[0]); // decoded straight into the pooled array
+        Array.Fill(tensor, -1f); // (only a test touches a returned array) so the receiver must write every value
+        var received = (StepGradients)serializer.FromBinary(bytes, serializer.Manifest(sent));
+        Assert.Same(tensor, received.Tensors[0]); // read straight into the pooled array
         Assert.Equal(0, TensorPool.Pooled(4099));
         Assert.Equal(Enumerable.Range(0, 4099).Select(i => i * 0.5f), received.Tensors[0]);
     }
@@ -140,25 +128,26 @@ public sealed class TrainingCodecTests
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
-    public void A_sent_partial_BN_message_returns_its_arrays_and_the_decoder_rents_them_again(bool backward)
+    public void A_sent_partial_BN_message_returns_its_arrays_and_the_receiver_rents_them_again(bool backward)
     {
         int length = backward ? 4111 : 4127; // lengths no other test uses: the pool is process-wide
         var a = TensorPool.RentDoubles(length);
         var b = TensorPool.RentDoubles(length);
         for (int i = 0; i < length; i++) (a[i], b[i]) = (i * 0.25, -i);
         object sent = backward ? new BnGradStats(1, 1, 0, a, b) : new BnStats(1, 1, 0, 9, a, b);
-        var bytes = Encode(sent);
-        TrainingMessageCodec.Instance.Sent(sent);
+        var serializer = Serializer(sent);
+        string manifest = serializer.Manifest(sent);
+        var bytes = serializer.ToBinary(sent);
         Assert.Equal(2, TensorPool.PooledDoubles(length));
-        Array.Fill(a, double.NaN); // (only a test touches a returned array) so the decoder must write every value
+        Array.Fill(a, double.NaN); // (only a test touches a returned array) so the receiver must write every value
         Array.Fill(b, double.NaN);
-        var (first, second) = Decode(bytes) switch
+        var (first, second) = serializer.FromBinary(bytes, manifest) switch
         {
             BnGradStats g => (g.SumDy, g.SumDyXhat),
             BnStats s => (s.Mean, s.M2),
             var other => throw new InvalidOperationException($"decoded {other}"),
         };
-        Assert.Equal(0, TensorPool.PooledDoubles(length)); // decoded straight into the pooled arrays
+        Assert.Equal(0, TensorPool.PooledDoubles(length));
         Assert.Equal(Enumerable.Range(0, length).Select(i => i * 0.25), first);
         Assert.Equal(Enumerable.Range(0, length).Select(i => (double)-i), second);
     }
@@ -169,39 +158,22 @@ public sealed class TrainingCodecTests
         var mean = new double[4133];
         var m2 = new double[4133];
         var reply = new BnGlobal(1, 1, 0, 4, mean, m2);
-        Encode(reply);
-        TrainingMessageCodec.Instance.Sent(reply);
-        TrainingMessageCodec.Instance.Sent(new BnGradGlobal(1, 1, 0, mean, m2));
+        Serializer(reply).ToBinary(reply);
+        Serializer(reply).ToBinary(new BnGradGlobal(1, 1, 0, mean, m2));
         Assert.Equal(0, TensorPool.PooledDoubles(4133));
     }
 
     [Fact]
-    public void Unknown_types_and_messages_of_other_protocols_are_not_claimed()
+    public void A_frame_cut_short_of_another_shape_or_of_an_unknown_type_is_refused_with_an_exception()
     {
-        Assert.False(TrainingMessageCodec.Instance.TryWrite("a string", new MessagePackWriter(new ArrayBufferWriter<byte>())));
-        Assert.False(TrainingMessageCodec.Instance.Handles(39));
-        Assert.False(TrainingMessageCodec.Instance.Handles(60));
-    }
-
-    [Fact]
-    public void A_message_with_the_wrong_field_count_or_cut_short_is_refused()
-    {
-        var buffer = new ArrayBufferWriter<byte>();
-        var w = new MessagePackWriter(buffer);
-        w.WriteArrayHeader(2);
-        w.WriteInt32(52); // StepAborted needs 3 fields
-        w.WriteInt64(1);
-        var wrongCount = buffer.WrittenSpan.ToArray();
-        var e = Assert.Throws<MessagePackException>(() => Decode(wrongCount));
-        Assert.Contains("StepAborted", e.Message);
-
-        var full = Encode(new StepGradients(1, 1, 1, 1, 1, [[1f, 2f]], StepTimings.None));
-        Assert.Throws<MessagePackException>(() => Decode(full[..^3]));
-
-        var unknown = new ArrayBufferWriter<byte>();
-        var u = new MessagePackWriter(unknown);
-        u.WriteArrayHeader(1);
-        u.WriteInt32(58);
-        Assert.Throws<MessagePackException>(() => Decode(unknown.WrittenSpan.ToArray()));
+        var serializer = Serializer(new StepAborted(1, 1, ""));
+        var full = TrainingMessageSerializer.Serialize(new StepGradients(1, 1, 1, 1, 1, [[1f, 2f]], StepTimings.None));
+        Assert.Throws<MessagePackSerializationException>(() => serializer.FromBinary(full[..^3], nameof(StepGradients)));
+        // A bin that is not a whole number of floats.
+        var odd = TrainingMessageSerializer.Serialize(new SetInputNormalization([1f], [1f], 0));
+        odd[2] = 3; // bin8 length 4 → 3
+        Assert.Throws<MessagePackSerializationException>(() => serializer.FromBinary(odd[..^1], nameof(SetInputNormalization)));
+        Assert.Throws<MessagePackSerializationException>(() => serializer.FromBinary([0xc1, 0x00], nameof(StepAborted)));
+        Assert.ThrowsAny<Exception>(() => serializer.FromBinary(TrainingMessageSerializer.Serialize(new StepAborted(1, 1, "x")), "NoSuchMessage"));
     }
 }

@@ -1,11 +1,17 @@
-namespace BnCluster.Core.Protocol;
+using BnCluster.Core.Protocol;
+using MessagePack;
 
-// The messages between the coordinator and its workers (DESIGN §3). Each message owns its arrays: the
-// sender allocates them for this message and never touches them again, so in-process they travel as
-// objects without serialization. (BnGlobal and BnGradGlobal of one reduction share one set of arrays
-// between all its receivers, which only read them.) TrainingCodec encodes every one of them for remoting.
-// The big tensors (StartStep/Evaluate parameters, StepGradients tensors) are rented from TensorPool: the
-// receiver returns them once consumed (see TensorPool for the rule).
+namespace BnCluster.Coordinator.Messages;
+
+// The messages between the coordinator and its workers (docs/design.md, "One training step"). Each message owns its
+// arrays: the sender allocates them for this message and never touches them again, so in one process they travel as
+// objects without serialization. (BnGlobal and BnGradGlobal of one reduction share one set of arrays between all its
+// receivers, which only read them.) Between processes TrainingMessageSerializer encodes them with MessagePack; the
+// [Key]s are the wire format. The big tensors (StartStep/Evaluate parameters, StepGradients tensors) are rented from
+// TensorPool: the receiver returns them once consumed (see TensorPool for the rule).
+
+/// <summary>Every message of the training protocol: bound to <see cref="TrainingMessageSerializer"/> in cluster.hocon.</summary>
+public interface ITrainingMessage;
 
 /// <summary>Version of the training protocol; a worker of another version is refused at join.</summary>
 public static class ProtocolInfo
@@ -13,33 +19,40 @@ public static class ProtocolInfo
     // 2: tensors through shared memory (SharedMemoryOffer, StartStep.SharedParameters, StepGradients.Shared);
     // 3: batch-norm partials exchanged between local workers (BatchNormExchangeOffer, StartStep.SharedBatchNormRanks);
     // 4: the next step announced to run ahead (StartStep.NextRows/NextAttempt), three state versions in the update file
-    public const int Version = 5;
+    // 6: Akka.NET and MessagePack-CSharp carry the messages; JobQuery, TrainingDone, WorkerFailed
+    public const int Version = 6;
 }
 
 // ---- Membership ----
 
 /// <summary>Worker → coordinator: join request; refused when version, job id or dataset hash differ.</summary>
-public sealed record RegisterWorker(int ProtocolVersion, string JobId, string DatasetSha256, string Node);
+[MessagePackObject]
+public sealed record RegisterWorker([property: Key(0)] int ProtocolVersion, [property: Key(1)] string JobId, [property: Key(2)] string DatasetSha256, [property: Key(3)] string Node) : ITrainingMessage;
 
 /// <summary>Coordinator → worker: accepted with this worker id (ids are never reused); it enters at the next step.</summary>
-public sealed record WorkerRegistered(int WorkerId, int Members);
+[MessagePackObject]
+public sealed record WorkerRegistered([property: Key(0)] int WorkerId, [property: Key(1)] int Members) : ITrainingMessage;
 
 /// <summary>Coordinator → worker: join refused (the reason names the mismatch).</summary>
-public sealed record RegistrationRefused(string Reason);
+[MessagePackObject]
+public sealed record RegistrationRefused([property: Key(0)] string Reason) : ITrainingMessage;
 
 /// <summary>Coordinator → worker: you were dropped from the roster (unreachable, silent past the step timeout)
 /// but are alive after all; register again to be admitted at the next step.</summary>
-public sealed record WorkerDropped(string Reason);
+[MessagePackObject]
+public sealed record WorkerDropped([property: Key(0)] string Reason) : ITrainingMessage;
 
 /// <summary>
 /// Coordinator → worker process: the <see cref="SharedTensorRegion"/> file created for it. A worker that opens it
 /// and finds <paramref name="Token"/> in it is on the coordinator's machine; from then on its step tensors go
 /// through the file instead of the socket.
 /// </summary>
-public sealed record SharedMemoryOffer(string Path, byte[] Token);
+[MessagePackObject]
+public sealed record SharedMemoryOffer([property: Key(0)] string Path, [property: Key(1)] byte[] Token) : ITrainingMessage;
 
 /// <summary>Worker → coordinator: the answer to the offer of <paramref name="Path"/>; <paramref name="Reason"/> says why not.</summary>
-public sealed record SharedMemoryAnswer(string Path, bool Accepted, string Reason);
+[MessagePackObject]
+public sealed record SharedMemoryAnswer([property: Key(0)] string Path, [property: Key(1)] bool Accepted, [property: Key(2)] string Reason) : ITrainingMessage;
 
 /// <summary>
 /// Coordinator → the worker processes that took a <see cref="SharedMemoryOffer"/>: a <see cref="SharedBatchNormExchange"/>
@@ -48,21 +61,47 @@ public sealed record SharedMemoryAnswer(string Path, bool Accepted, string Reaso
 /// (<paramref name="UpdatePath"/>, empty when none) in which they make the optimizer update themselves, each on its
 /// slice (<see cref="StartStep.UpdateStep"/>). A newer offer replaces an older one; a worker takes both files or neither.
 /// </summary>
-public sealed record BatchNormExchangeOffer(string Path, byte[] Token, int Ranks, string UpdatePath = "", byte[]? UpdateToken = null);
+[MessagePackObject]
+public sealed record BatchNormExchangeOffer([property: Key(0)] string Path, [property: Key(1)] byte[] Token, [property: Key(2)] int Ranks, [property: Key(3)] string UpdatePath = "", [property: Key(4)] byte[]? UpdateToken = null) : ITrainingMessage;
 
 /// <summary>Worker → coordinator: the answer to the exchange offer of <paramref name="Path"/>; <paramref name="Reason"/> says why not.</summary>
-public sealed record BatchNormExchangeAnswer(string Path, bool Accepted, string Reason);
+[MessagePackObject]
+public sealed record BatchNormExchangeAnswer([property: Key(0)] string Path, [property: Key(1)] bool Accepted, [property: Key(2)] string Reason) : ITrainingMessage;
+
+/// <summary>Anyone → the coordinator node's job actor: what is trained here? Answered with a <see cref="JobDescription"/>.</summary>
+[MessagePackObject]
+public sealed record JobQuery([property: Key(0)] int ProtocolVersion) : ITrainingMessage;
+
+/// <summary>
+/// What a worker process needs to build its network and split its copy of the dataset the coordinator's way, and the
+/// dataset's SHA-256 so that a worker with another file is refused before it joins the run.
+/// </summary>
+[MessagePackObject]
+public sealed record JobDescription([property: Key(0)] int ProtocolVersion, [property: Key(1)] string JobId, [property: Key(2)] string DatasetSha256,
+    [property: Key(3)] int Seed, [property: Key(4)] string? LabelColumn, [property: Key(5)] int[] Hidden, [property: Key(6)] string Activation,
+    [property: Key(7)] string BatchNorm, [property: Key(8)] float BnEpsilon, [property: Key(9)] float BnMomentum) : ITrainingMessage;
+
+/// <summary>Coordinator → every worker: the run is over (<paramref name="Succeeded"/>: it finished; else it failed with <paramref name="Reason"/>).</summary>
+[MessagePackObject]
+public sealed record TrainingDone([property: Key(0)] bool Succeeded, [property: Key(1)] string Reason) : ITrainingMessage;
+
+/// <summary>Worker → coordinator: this worker failed (an exception in its work) and stops; the run fails with the reason.</summary>
+[MessagePackObject]
+public sealed record WorkerFailed([property: Key(0)] string Reason) : ITrainingMessage;
 
 // ---- Input normalization ----
 
 /// <summary>Coordinator → worker: the (n, mean, M2) of training rows [Start, Start+Count) of the raw data, for round <paramref name="Round"/>.</summary>
-public sealed record InputStatsRequest(long Round, int Start, int Count);
+[MessagePackObject]
+public sealed record InputStatsRequest([property: Key(0)] long Round, [property: Key(1)] int Start, [property: Key(2)] int Count) : ITrainingMessage;
 
 /// <summary>Worker → coordinator: the moments of the requested slice (float64).</summary>
-public sealed record InputStatsReply(long Round, long Count, double[] Mean, double[] M2);
+[MessagePackObject]
+public sealed record InputStatsReply([property: Key(0)] long Round, [property: Key(1)] long Count, [property: Key(2)] double[] Mean, [property: Key(3)] double[] M2) : ITrainingMessage;
 
 /// <summary>Coordinator → worker: the merged input normalization to apply to train and test data.</summary>
-public sealed record SetInputNormalization(float[] Mean, float[] Variance, float Epsilon);
+[MessagePackObject]
+public sealed record SetInputNormalization([property: Key(0)] float[] Mean, [property: Key(1)] float[] Variance, [property: Key(2)] float Epsilon) : ITrainingMessage;
 
 // ---- One step ----
 
@@ -85,9 +124,10 @@ public sealed record SetInputNormalization(float[] Mean, float[] Variance, float
 /// forward and backward ahead, as soon as every slice of this step's update is in, and goes on to its update only
 /// when that StartStep arrives (anything else cancels it). Null: no look-ahead (the epoch's last step, say).
 /// </summary>
-public sealed record StartStep(long Step, int Epoch, int Attempt, int GlobalBatchSize, int Rank, int[] Rows,
-    long ParametersVersion, float[][]? Parameters, bool SharedParameters = false, int SharedBatchNormRanks = 0, long UpdateStep = 0,
-    int[]? NextRows = null, int NextAttempt = 0)
+[MessagePackObject]
+public sealed record StartStep([property: Key(0)] long Step, [property: Key(1)] int Epoch, [property: Key(2)] int Attempt, [property: Key(3)] int GlobalBatchSize, [property: Key(4)] int Rank, [property: Key(5)] int[] Rows, 
+    [property: Key(6)] long ParametersVersion, [property: Key(7)] float[][]? Parameters, [property: Key(8)] bool SharedParameters = false, [property: Key(9)] int SharedBatchNormRanks = 0, [property: Key(10)] long UpdateStep = 0, 
+    [property: Key(11)] int[]? NextRows = null, [property: Key(12)] int NextAttempt = 0) : ITrainingMessage
 {
     /// <summary>The StartStep the coordinator sends for the next step when this one commits as announced (null: none announced).</summary>
     public StartStep? Announced() => NextRows is { } rows
@@ -102,16 +142,20 @@ public sealed record StartStep(long Step, int Epoch, int Attempt, int GlobalBatc
 }
 
 /// <summary>Worker → coordinator: forward BN moments (n, mean, M2) of its shard at hidden layer <paramref name="Layer"/>.</summary>
-public sealed record BnStats(long Step, int Attempt, int Layer, long Count, double[] Mean, double[] M2);
+[MessagePackObject]
+public sealed record BnStats([property: Key(0)] long Step, [property: Key(1)] int Attempt, [property: Key(2)] int Layer, [property: Key(3)] long Count, [property: Key(4)] double[] Mean, [property: Key(5)] double[] M2) : ITrainingMessage;
 
 /// <summary>Coordinator → worker: the moments of the global batch at <paramref name="Layer"/>, merged in rank order.</summary>
-public sealed record BnGlobal(long Step, int Attempt, int Layer, long Count, double[] Mean, double[] M2);
+[MessagePackObject]
+public sealed record BnGlobal([property: Key(0)] long Step, [property: Key(1)] int Attempt, [property: Key(2)] int Layer, [property: Key(3)] long Count, [property: Key(4)] double[] Mean, [property: Key(5)] double[] M2) : ITrainingMessage;
 
 /// <summary>Worker → coordinator: Σdy and Σdy·z_norm of its shard at <paramref name="Layer"/>.</summary>
-public sealed record BnGradStats(long Step, int Attempt, int Layer, double[] SumDy, double[] SumDyXhat);
+[MessagePackObject]
+public sealed record BnGradStats([property: Key(0)] long Step, [property: Key(1)] int Attempt, [property: Key(2)] int Layer, [property: Key(3)] double[] SumDy, [property: Key(4)] double[] SumDyXhat) : ITrainingMessage;
 
 /// <summary>Coordinator → worker: the sums over the global batch (dβ, dγ), added in rank order.</summary>
-public sealed record BnGradGlobal(long Step, int Attempt, int Layer, double[] SumDy, double[] SumDyXhat);
+[MessagePackObject]
+public sealed record BnGradGlobal([property: Key(0)] long Step, [property: Key(1)] int Attempt, [property: Key(2)] int Layer, [property: Key(3)] double[] SumDy, [property: Key(4)] double[] SumDyXhat) : ITrainingMessage;
 
 /// <summary>
 /// Worker → coordinator: the end of a step: its loss partial (Σ loss, correct, rows) and its gradients in the
@@ -123,11 +167,13 @@ public sealed record BnGradGlobal(long Step, int Attempt, int Layer, double[] Su
 /// <paramref name="Shared"/>: the gradients are in the worker's <see cref="SharedTensorRegion"/>, stamped with this
 /// step and attempt, and <paramref name="Tensors"/> is empty.
 /// </summary>
-public sealed record StepGradients(long Step, int Attempt, double SumLoss, int Correct, int Count, float[][] Tensors, StepTimings Timings,
-    bool Shared = false);
+[MessagePackObject]
+public sealed record StepGradients([property: Key(0)] long Step, [property: Key(1)] int Attempt, [property: Key(2)] double SumLoss, [property: Key(3)] int Correct, [property: Key(4)] int Count, [property: Key(5)] float[][] Tensors, [property: Key(6)] StepTimings Timings, 
+    [property: Key(7)] bool Shared = false) : ITrainingMessage;
 
 /// <summary>One BN reduction a worker waited for: hidden layer, direction, and the time it waited (ms).</summary>
-public readonly record struct BnWait(int Layer, bool Backward, double Ms);
+[MessagePackObject]
+public readonly record struct BnWait([property: Key(0)] int Layer, [property: Key(1)] bool Backward, [property: Key(2)] double Ms);
 
 /// <summary>
 /// A worker's timings of one step: its compute time (the step minus its BN waits), each BN wait, and the
@@ -136,14 +182,16 @@ public readonly record struct BnWait(int Layer, bool Backward, double Ms);
 /// the worker process's own counters since it started (GC.CollectionCount(0), GC.GetTotalAllocatedBytes), read as it
 /// sends: two steps' difference is what the worker's steps in between cost in garbage, wherever it runs.
 /// </summary>
-public sealed record StepTimings(double ComputeMs, BnWait[] BnWaits, long ExchangeStep, int ExchangeEpoch, double ExchangeMs,
-    int Gen0Collections = 0, long AllocatedBytes = 0)
+[MessagePackObject]
+public sealed record StepTimings([property: Key(0)] double ComputeMs, [property: Key(1)] BnWait[] BnWaits, [property: Key(2)] long ExchangeStep, [property: Key(3)] int ExchangeEpoch, [property: Key(4)] double ExchangeMs, 
+    [property: Key(5)] int Gen0Collections = 0, [property: Key(6)] long AllocatedBytes = 0)
 {
     public static StepTimings None { get; } = new(0, [], 0, 0, 0);
 }
 
 /// <summary>Coordinator → worker: stop working on this attempt (a worker was lost or sent a non-finite value).</summary>
-public sealed record StepAborted(long Step, int Attempt, string Reason);
+[MessagePackObject]
+public sealed record StepAborted([property: Key(0)] long Step, [property: Key(1)] int Attempt, [property: Key(2)] string Reason) : ITrainingMessage;
 
 // ---- Evaluation ----
 
@@ -151,7 +199,9 @@ public sealed record StepAborted(long Step, int Attempt, string Reason);
 /// Coordinator → worker: eval-mode loss and correct count of test rows [Start, Start+Count) with parameters of
 /// <paramref name="ParametersVersion"/> (pooled and shared like <see cref="StartStep.Parameters"/>).
 /// </summary>
-public sealed record Evaluate(long Round, int Start, int Count, long ParametersVersion, float[][]? Parameters);
+[MessagePackObject]
+public sealed record Evaluate([property: Key(0)] long Round, [property: Key(1)] int Start, [property: Key(2)] int Count, [property: Key(3)] long ParametersVersion, [property: Key(4)] float[][]? Parameters) : ITrainingMessage;
 
 /// <summary>Worker → coordinator: Σ loss, correct and rows of its test slice.</summary>
-public sealed record EvalResult(long Round, double SumLoss, int Correct, int Count);
+[MessagePackObject]
+public sealed record EvalResult([property: Key(0)] long Round, [property: Key(1)] double SumLoss, [property: Key(2)] int Correct, [property: Key(3)] int Count) : ITrainingMessage;
