@@ -1,5 +1,6 @@
+using System.Buffers;
 using BnCluster.Core.Model;
-using BnCluster.Core.Serialization;
+using MessagePack;
 using Xunit;
 
 namespace BnCluster.Core.Tests.Model;
@@ -77,9 +78,9 @@ public sealed class ModelFileFixtureTests
         Assert.Equal(new byte[] { 1, 2, 3 }, Assert.IsType<byte[]>(t["blob"]));
         DateTimeOffset started = Assert.IsType<DateTimeOffset>(t["started"]);
         Assert.Equal(new DateTimeOffset(2026, 1, 2, 3, 4, 5, TimeSpan.Zero).AddTicks(6).UtcTicks, started.UtcTicks);
-        var ext = Assert.IsType<MessagePackExtensionValue>(t["ext"]);
-        Assert.Equal((sbyte)7, ext.Type);
-        Assert.Equal(new byte[] { 9, 8 }, ext.Data);
+        var ext = Assert.IsType<ExtensionResult>(t["ext"]);
+        Assert.Equal((sbyte)7, ext.TypeCode);
+        Assert.Equal(new byte[] { 9, 8 }, ext.Data.ToArray());
         var nested = Assert.IsAssignableFrom<IReadOnlyDictionary<string, object?>>(t["nested"]);
         Assert.Equal(2, nested.Count);
         Assert.Equal(1L, nested["a"]);

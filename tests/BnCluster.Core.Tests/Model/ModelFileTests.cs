@@ -220,7 +220,7 @@ public sealed class ModelFileTests : IDisposable
         {
             try
             {
-                ModelFile.Deserialize(full.AsSpan(0, cut), "cut.bnc");
+                ModelFile.Deserialize(full.AsMemory(0, cut), "cut.bnc");
                 Assert.Fail($"cut at {cut}: no exception");
             }
             catch (ModelFileException e)
