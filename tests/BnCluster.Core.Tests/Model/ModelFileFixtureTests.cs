@@ -23,6 +23,67 @@ public sealed class ModelFileFixtureTests
         Assert.Equal(Bits(expected), Bits(actual));
     }
 
+    /// <summary>The document the fixture was written from (the ext value was then the old reader's own record type).</summary>
+    private static ModelDocument FixtureDocument() => new(
+        new InputNormalization(4, [0.5f, -1.25f, 3.1415927f, 0f], [1f, 0.0625f, 2.5f, 1e-8f], 1e-5f),
+        ["no", "sí"],
+        [
+            new DenseLayerRecord(4, 3, Enumerable.Range(0, 12).Select(i => i * 0.1f - 0.6f).ToArray(), [0.1f, -0.2f, 0.3f]),
+            new BatchNormLayerRecord(3, [1f, 1.5f, 0.75f], [0f, -0.1f, 0.2f], [0.01f, -0.02f, 0.03f], [1.1f, 0.9f, 2f], 1e-5f, 0.1f),
+            new ActivationLayerRecord("relu"),
+            new DenseLayerRecord(3, 2, [0.25f, -0.5f, 0.125f, 1f, -1f, 0.333f], null),
+        ],
+        new Dictionary<string, object?>
+        {
+            ["dataset"] = "digits",
+            ["dataset_sha256"] = new string('f', 64),
+            ["hidden"] = new List<object?> { 3L },
+            ["optimizer"] = "adam",
+            ["lr"] = 0.001,
+            ["batch"] = 32L,
+            ["steps"] = 5_000_000_000L,
+            ["seed"] = -200L,
+            ["test_accuracy"] = double.NaN,
+            ["bn_eps"] = 1e-5f,
+            ["shuffle"] = true,
+            ["resumed_from"] = null,
+            ["big"] = ulong.MaxValue,
+            ["ints"] = new List<object?> { 0, 127, 128, 255, 256, 65535, 65536, 4294967295L, 4294967296L, -1, -32, -33, -128, -129, -32768, -32769, int.MinValue, int.MinValue - 1L },
+            ["note"] = new string('x', 300),
+            ["blob"] = new byte[] { 1, 2, 3 },
+            ["started"] = new DateTimeOffset(2026, 1, 2, 3, 4, 5, TimeSpan.Zero).AddTicks(6),
+            ["ext"] = new ExtensionResult(7, new byte[] { 9, 8 }),
+            ["nested"] = new Dictionary<string, object?> { ["a"] = 1, ["b"] = new List<object?>() },
+        });
+
+    [Fact]
+    public void The_writer_reproduces_the_fixture_byte_for_byte()
+    {
+        // Same choices as the old writer: smallest int, str, bin, array, map and ext encodings, float32 for float,
+        // float64 for double, one bin per float array, keys in order.
+        Assert.Equal(Convert.ToHexString(File.ReadAllBytes(FixturePath)), Convert.ToHexString(ModelFile.Serialize(FixtureDocument())));
+    }
+
+    [Fact]
+    public void The_fixture_cut_or_corrupted_only_ever_fails_with_ModelFileException()
+    {
+        byte[] full = File.ReadAllBytes(FixturePath);
+        for (int cut = 0; cut < full.Length; cut++)
+        {
+            var e = Assert.Throws<ModelFileException>(() => ModelFile.Deserialize(full.AsMemory(0, cut), "cut.bnc"));
+            Assert.StartsWith("cut.bnc: ", e.Message);
+        }
+        var random = new Random(7);
+        for (int i = 0; i < 5_000; i++)
+        {
+            byte[] input = (byte[])full.Clone();
+            for (int flips = random.Next(1, 4); flips > 0; flips--) input[random.Next(input.Length)] = (byte)random.Next(256);
+            try { ModelFile.Deserialize(input, "f.bnc"); }
+            catch (ModelFileException e) { Assert.StartsWith("f.bnc: ", e.Message); }
+            catch (Exception e) { Assert.Fail($"{Convert.ToHexString(input)}: {e.GetType().Name}: {e.Message}"); }
+        }
+    }
+
     [Fact]
     public void The_v1_fixture_loads_with_every_value()
     {
