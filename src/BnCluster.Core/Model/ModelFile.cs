@@ -47,7 +47,7 @@ public static class ModelFile
     public const int CurrentVersion = 1;
 
     /// <summary>How deeply arrays and maps may nest in one value of the training map or of an unknown key.</summary>
-    public const int MaxDepth = 64;
+    private const int MaxDepth = 64;
 
     private const string MemorySource = "<memory>";
 
@@ -260,8 +260,8 @@ public static class ModelFile
             if (!reader.End)
                 throw new ModelFileException(source, "", $"{Remaining(ref reader)} trailing bytes after the model map at offset {reader.Consumed}");
         }
-        // The parser checks types and lengths first; left to the library are input that ends inside a
-        // fixed-size value and the codes it refuses.
+        // The parser checks types and lengths first, so what the library still finds is input ending inside a
+        // fixed-size value (EndOfStreamException); the other two are caught so that nothing of it escapes.
         catch (Exception e) when (e is EndOfStreamException or MessagePackSerializationException or OverflowException)
         {
             string problem = e is EndOfStreamException
