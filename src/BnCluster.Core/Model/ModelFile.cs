@@ -1,5 +1,9 @@
 using System.Buffers;
-using BnCluster.Core.Serialization;
+using System.Buffers.Binary;
+using System.Collections;
+using System.Runtime.InteropServices;
+using System.Text;
+using MessagePack;
 
 namespace BnCluster.Core.Model;
 
@@ -27,12 +31,28 @@ public sealed class ModelFileException : Exception
 /// reading accepts any valid encoding, any key order, and ignores unknown keys.
 /// Both directions check shapes: every array has the length its layer declares and dense layers chain.
 /// </summary>
+/// <remarks>
+/// The encoding is MessagePack-CSharp's low-level <see cref="MessagePackWriter"/> and <see cref="MessagePackReader"/>.
+/// The reader checks each value's type and declared length before the library reads it, so malformed input of any
+/// kind becomes a <see cref="ModelFileException"/> naming the field.
+/// The training map holds plain values. Reading gives: null, bool, long (ulong above long.MaxValue), double
+/// (float32 widened exactly), string, byte[] (bin), DateTimeOffset (timestamp ext), <see cref="ExtensionResult"/>
+/// (any other ext), List&lt;object?&gt; (array), Dictionary&lt;string, object?&gt; (map). Writing accepts those plus
+/// the other integer types, float (written as float32), any IReadOnlyDictionary&lt;string, object?&gt; or
+/// IDictionary with string keys, and any other IEnumerable as an array.
+/// </remarks>
 public static class ModelFile
 {
     public const string FormatName = "bncluster.model";
     public const int CurrentVersion = 1;
 
+    /// <summary>How deeply arrays and maps may nest in one value of the training map or of an unknown key.</summary>
+    private const int MaxDepth = 64;
+
     private const string MemorySource = "<memory>";
+
+    // Strict both ways: the library writes a lone surrogate, and reads invalid UTF-8, as U+FFFD without a word.
+    private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
 
     /// <summary>Writes atomically: a temp file in the same folder, flushed to disk, then renamed over <paramref name="path"/>.</summary>
     public static void Write(string path, ModelDocument doc)
@@ -67,21 +87,31 @@ public static class ModelFile
         var buffer = new ArrayBufferWriter<byte>(EstimateSize(doc));
         var w = new MessagePackWriter(buffer);
         w.WriteMapHeader(6);
-        w.WriteString("format"); w.WriteString(FormatName);
-        w.WriteString("version"); w.WriteInt32(CurrentVersion);
+        w.Write("format"); w.Write(FormatName);
+        w.Write("version"); w.Write(CurrentVersion);
 
-        w.WriteString("input");
+        w.Write("input");
         w.WriteMapHeader(4);
-        w.WriteString("features"); w.WriteInt32(doc.Input.Features);
-        w.WriteString("mean"); w.WriteFloat32Array(doc.Input.Mean);
-        w.WriteString("var"); w.WriteFloat32Array(doc.Input.Var);
-        w.WriteString("eps"); w.WriteSingle(doc.Input.Eps);
+        w.Write("features"); w.Write(doc.Input.Features);
+        w.Write("mean"); WriteFloats(ref w, doc.Input.Mean);
+        w.Write("var"); WriteFloats(ref w, doc.Input.Var);
+        w.Write("eps"); w.Write(doc.Input.Eps);
 
-        w.WriteString("classes");
+        w.Write("classes");
         w.WriteArrayHeader(doc.Classes.Count);
-        foreach (string name in doc.Classes) w.WriteString(name);
+        for (int i = 0; i < doc.Classes.Count; i++)
+        {
+            try
+            {
+                WriteText(ref w, doc.Classes[i]);
+            }
+            catch (EncoderFallbackException e)
+            {
+                throw new ModelFileException(source, $"classes[{i}]", $"is not valid Unicode: {e.Message}", e);
+            }
+        }
 
-        w.WriteString("layers");
+        w.Write("layers");
         w.WriteArrayHeader(doc.Layers.Count);
         foreach (ModelLayer layer in doc.Layers)
         {
@@ -89,41 +119,116 @@ public static class ModelFile
             {
                 case DenseLayerRecord d:
                     w.WriteMapHeader(5);
-                    w.WriteString("type"); w.WriteString("dense");
-                    w.WriteString("in"); w.WriteInt32(d.In);
-                    w.WriteString("out"); w.WriteInt32(d.Out);
-                    w.WriteString("weight"); w.WriteFloat32Array(d.Weight);
-                    w.WriteString("bias");
-                    if (d.Bias is null) w.WriteNil(); else w.WriteFloat32Array(d.Bias);
+                    w.Write("type"); w.Write("dense");
+                    w.Write("in"); w.Write(d.In);
+                    w.Write("out"); w.Write(d.Out);
+                    w.Write("weight"); WriteFloats(ref w, d.Weight);
+                    w.Write("bias");
+                    if (d.Bias is null) w.WriteNil(); else WriteFloats(ref w, d.Bias);
                     break;
                 case BatchNormLayerRecord b:
                     w.WriteMapHeader(8);
-                    w.WriteString("type"); w.WriteString("batchnorm");
-                    w.WriteString("features"); w.WriteInt32(b.Features);
-                    w.WriteString("gamma"); w.WriteFloat32Array(b.Gamma);
-                    w.WriteString("beta"); w.WriteFloat32Array(b.Beta);
-                    w.WriteString("running_mean"); w.WriteFloat32Array(b.RunningMean);
-                    w.WriteString("running_var"); w.WriteFloat32Array(b.RunningVar);
-                    w.WriteString("eps"); w.WriteSingle(b.Eps);
-                    w.WriteString("momentum"); w.WriteSingle(b.Momentum);
+                    w.Write("type"); w.Write("batchnorm");
+                    w.Write("features"); w.Write(b.Features);
+                    w.Write("gamma"); WriteFloats(ref w, b.Gamma);
+                    w.Write("beta"); WriteFloats(ref w, b.Beta);
+                    w.Write("running_mean"); WriteFloats(ref w, b.RunningMean);
+                    w.Write("running_var"); WriteFloats(ref w, b.RunningVar);
+                    w.Write("eps"); w.Write(b.Eps);
+                    w.Write("momentum"); w.Write(b.Momentum);
                     break;
                 case ActivationLayerRecord a:
                     w.WriteMapHeader(1);
-                    w.WriteString("type"); w.WriteString(a.Type);
+                    w.Write("type"); w.Write(a.Type);
                     break;
             }
         }
 
-        w.WriteString("training");
+        w.Write("training");
         try
         {
-            MessagePackDynamic.Write(w, doc.Training);
+            WriteValue(ref w, doc.Training);
         }
         catch (ArgumentException e)
         {
             throw new ModelFileException(source, "training", e.Message, e);
         }
+        w.Flush();
         return buffer.WrittenSpan.ToArray();
+    }
+
+    /// <summary>The tensor encoding of DESIGN §4/§5: one bin holding the floats as little-endian float32.</summary>
+    private static void WriteFloats(ref MessagePackWriter w, float[] values)
+    {
+        if (BitConverter.IsLittleEndian)
+        {
+            w.Write(MemoryMarshal.AsBytes(values.AsSpan()));
+            return;
+        }
+        int length = checked(values.Length * sizeof(float));
+        w.WriteBinHeader(length);
+        Span<byte> span = w.GetSpan(length);
+        for (int i = 0; i < values.Length; i++) BinaryPrimitives.WriteSingleLittleEndian(span[(i * sizeof(float))..], values[i]);
+        w.Advance(length);
+    }
+
+    /// <summary>A str of <paramref name="value"/>'s UTF-8; a lone surrogate throws <see cref="EncoderFallbackException"/>.</summary>
+    private static void WriteText(ref MessagePackWriter w, string value)
+    {
+        int length = StrictUtf8.GetByteCount(value);
+        w.WriteStringHeader(length);
+        Span<byte> span = w.GetSpan(length);
+        StrictUtf8.GetBytes(value, span);
+        w.Advance(length);
+    }
+
+    /// <summary>A training value (see the remarks on <see cref="ModelFile"/>); anything else is an <see cref="ArgumentException"/>.</summary>
+    private static void WriteValue(ref MessagePackWriter w, object? value)
+    {
+        switch (value)
+        {
+            case null: w.WriteNil(); break;
+            case bool b: w.Write(b); break;
+            case long l: w.Write(l); break;
+            case int i: w.Write((long)i); break;
+            case short sh: w.Write((long)sh); break;
+            case sbyte sb: w.Write((long)sb); break;
+            case byte by: w.Write((ulong)by); break;
+            case ushort us: w.Write((ulong)us); break;
+            case uint ui: w.Write((ulong)ui); break;
+            case ulong ul: w.Write(ul); break;
+            case float f: w.Write(f); break;
+            case double d: w.Write(d); break;
+            case string str: WriteText(ref w, str); break;
+            case byte[] bytes: w.Write(bytes.AsSpan()); break;
+            case DateTimeOffset t: w.Write(t.UtcDateTime); break;
+            case ExtensionResult ext: w.WriteExtensionFormat(ext); break;
+            case IReadOnlyDictionary<string, object?> map:
+                w.WriteMapHeader(map.Count);
+                foreach (KeyValuePair<string, object?> entry in map)
+                {
+                    WriteText(ref w, entry.Key);
+                    WriteValue(ref w, entry.Value);
+                }
+                break;
+            case IDictionary dictionary:
+                w.WriteMapHeader(dictionary.Count);
+                foreach (DictionaryEntry entry in dictionary)
+                {
+                    if (entry.Key is not string key)
+                        throw new ArgumentException($"map keys must be strings, found {entry.Key?.GetType().Name ?? "null"}");
+                    WriteText(ref w, key);
+                    WriteValue(ref w, entry.Value);
+                }
+                break;
+            case IEnumerable sequence:
+                var items = sequence as IReadOnlyList<object?> ?? sequence.Cast<object?>().ToList();
+                w.WriteArrayHeader(items.Count);
+                foreach (object? item in items) WriteValue(ref w, item);
+                break;
+            default:
+                throw new ArgumentException($"cannot write a {value.GetType().Name} as MessagePack");
+        }
     }
 
     public static ModelDocument Read(string path)
@@ -141,10 +246,10 @@ public static class ModelFile
         return Deserialize(bytes, path);
     }
 
-    public static ModelDocument Deserialize(ReadOnlySpan<byte> bytes) => Deserialize(bytes, MemorySource);
+    public static ModelDocument Deserialize(ReadOnlyMemory<byte> bytes) => Deserialize(bytes, MemorySource);
 
     /// <summary>Decodes a model; <paramref name="source"/> names the file in error messages.</summary>
-    public static ModelDocument Deserialize(ReadOnlySpan<byte> bytes, string source)
+    public static ModelDocument Deserialize(ReadOnlyMemory<byte> bytes, string source)
     {
         var parser = new Parser(source);
         var reader = new MessagePackReader(bytes);
@@ -153,15 +258,25 @@ public static class ModelFile
         {
             doc = parser.ReadDocument(ref reader);
             if (!reader.End)
-                throw new ModelFileException(source, "", $"{reader.Remaining} trailing bytes after the model map at offset {reader.Position}");
+                throw new ModelFileException(source, "", $"{Remaining(ref reader)} trailing bytes after the model map at offset {reader.Consumed}");
         }
-        catch (MessagePackException e)
+        // The parser checks types and lengths first, so what the library still finds is input ending inside a
+        // fixed-size value (EndOfStreamException); the other two are caught so that nothing of it escapes.
+        catch (Exception e) when (e is EndOfStreamException or MessagePackSerializationException or OverflowException)
         {
-            throw new ModelFileException(source, parser.Field, parser.Field.Length == 0 ? e.Message : "is malformed: " + e.Message, e);
+            string problem = e is EndOfStreamException
+                ? Expected(reader.Consumed, "complete value", "end of input")
+                : $"offset {reader.Consumed}: {e.Message}";
+            throw parser.Error(problem, e);
         }
         Validate(doc, source);
         return doc;
     }
+
+    private static long Remaining(ref MessagePackReader r) => r.Sequence.Length - r.Consumed;
+
+    /// <summary>The shape of every decoding error: "offset N: expected X, found Y".</summary>
+    private static string Expected(long offset, string expected, string found) => $"offset {offset}: expected {expected}, found {found}";
 
     /// <summary>Shape checks shared by writing and reading: array lengths, chaining, layer types.</summary>
     private static void Validate(ModelDocument doc, string source)
@@ -248,6 +363,10 @@ public static class ModelFile
     {
         public string Field { get; private set; } = "";
 
+        /// <summary>An error in the current field: "field is malformed: problem", or just the problem at the top.</summary>
+        public ModelFileException Error(string problem, Exception? inner = null) =>
+            new(source, Field, Field.Length == 0 ? problem : "is malformed: " + problem, inner);
+
         public ModelDocument ReadDocument(ref MessagePackReader r)
         {
             string? format = null;
@@ -258,7 +377,7 @@ public static class ModelFile
             IReadOnlyDictionary<string, object?>? training = null;
 
             Field = "";
-            int count = r.ReadMapHeader();
+            int count = ReadMapHeader(ref r);
             var seen = new HashSet<string>(StringComparer.Ordinal);
             for (int i = 0; i < count; i++)
             {
@@ -267,25 +386,24 @@ public static class ModelFile
                 Field = key;
                 switch (key)
                 {
-                    case "format": format = r.ReadString(); break;
-                    case "version": version = r.ReadInt32(); break;
+                    case "format": format = ReadString(ref r); break;
+                    case "version": version = ReadInt32(ref r); break;
                     case "input": input = ReadInput(ref r); break;
                     case "classes":
-                        int n = r.ReadArrayHeader();
+                        int n = ReadArrayHeader(ref r);
                         classes = new List<string>(n);
-                        for (int c = 0; c < n; c++) { Field = $"classes[{c}]"; classes.Add(r.ReadString()); }
+                        for (int c = 0; c < n; c++) { Field = $"classes[{c}]"; classes.Add(ReadString(ref r)); }
                         break;
                     case "layers":
-                        int layerCount = r.ReadArrayHeader();
+                        int layerCount = ReadArrayHeader(ref r);
                         layers = new List<ModelLayer>(layerCount);
                         for (int l = 0; l < layerCount; l++) layers.Add(ReadLayer(ref r, $"layers[{l}]"));
                         break;
                     case "training":
-                        if (r.PeekType() != MessagePackType.Map)
-                            throw r.Error(r.Position, "map", r.PeekType().ToString().ToLowerInvariant());
-                        training = (IReadOnlyDictionary<string, object?>)MessagePackDynamic.Read(ref r)!;
+                        Expect(ref r, MessagePackType.Map, "map");
+                        training = (IReadOnlyDictionary<string, object?>)ReadValue(ref r, 0)!;
                         break;
-                    default: r.Skip(); break; // unknown keys are ignored (forward compatibility)
+                    default: Skip(ref r, 0); break; // unknown keys are ignored (forward compatibility)
                 }
             }
             Field = "";
@@ -305,7 +423,7 @@ public static class ModelFile
             int? features = null;
             float[]? mean = null, variance = null;
             float? eps = null;
-            int count = r.ReadMapHeader();
+            int count = ReadMapHeader(ref r);
             var seen = new HashSet<string>(StringComparer.Ordinal);
             for (int i = 0; i < count; i++)
             {
@@ -313,11 +431,11 @@ public static class ModelFile
                 Field = "input." + key;
                 switch (key)
                 {
-                    case "features": features = r.ReadInt32(); break;
-                    case "mean": mean = r.ReadFloat32Array(); break;
-                    case "var": variance = r.ReadFloat32Array(); break;
-                    case "eps": eps = r.ReadSingle(); break;
-                    default: r.Skip(); break;
+                    case "features": features = ReadInt32(ref r); break;
+                    case "mean": mean = ReadFloats(ref r); break;
+                    case "var": variance = ReadFloats(ref r); break;
+                    case "eps": eps = ReadSingle(ref r); break;
+                    default: Skip(ref r, 0); break;
                 }
             }
             return new InputNormalization(
@@ -335,7 +453,7 @@ public static class ModelFile
             float[]? weight = null, bias = null, gamma = null, beta = null, runningMean = null, runningVar = null;
             bool hasBias = false;
             float? eps = null, momentum = null;
-            int count = r.ReadMapHeader();
+            int count = ReadMapHeader(ref r);
             var seen = new HashSet<string>(StringComparer.Ordinal);
             for (int i = 0; i < count; i++)
             {
@@ -343,19 +461,19 @@ public static class ModelFile
                 Field = $"{field}.{key}";
                 switch (key)
                 {
-                    case "type": type = r.ReadString(); break;
-                    case "in": inputs = r.ReadInt32(); break;
-                    case "out": outputs = r.ReadInt32(); break;
-                    case "weight": weight = r.ReadFloat32Array(); break;
-                    case "bias": hasBias = true; bias = r.TryReadNil() ? null : r.ReadFloat32Array(); break;
-                    case "features": features = r.ReadInt32(); break;
-                    case "gamma": gamma = r.ReadFloat32Array(); break;
-                    case "beta": beta = r.ReadFloat32Array(); break;
-                    case "running_mean": runningMean = r.ReadFloat32Array(); break;
-                    case "running_var": runningVar = r.ReadFloat32Array(); break;
-                    case "eps": eps = r.ReadSingle(); break;
-                    case "momentum": momentum = r.ReadSingle(); break;
-                    default: r.Skip(); break;
+                    case "type": type = ReadString(ref r); break;
+                    case "in": inputs = ReadInt32(ref r); break;
+                    case "out": outputs = ReadInt32(ref r); break;
+                    case "weight": weight = ReadFloats(ref r); break;
+                    case "bias": hasBias = true; bias = TryReadNil(ref r) ? null : ReadFloats(ref r); break;
+                    case "features": features = ReadInt32(ref r); break;
+                    case "gamma": gamma = ReadFloats(ref r); break;
+                    case "beta": beta = ReadFloats(ref r); break;
+                    case "running_mean": runningMean = ReadFloats(ref r); break;
+                    case "running_var": runningVar = ReadFloats(ref r); break;
+                    case "eps": eps = ReadSingle(ref r); break;
+                    case "momentum": momentum = ReadSingle(ref r); break;
+                    default: Skip(ref r, 0); break;
                 }
             }
             Field = field;
@@ -387,15 +505,291 @@ public static class ModelFile
 
         private string ReadKey(ref MessagePackReader r, HashSet<string> seen, string mapField)
         {
-            int offset = r.Position;
-            if (r.PeekType() != MessagePackType.String)
-                throw r.Error(offset, "string map key", r.PeekType().ToString().ToLowerInvariant());
-            string key = r.ReadString();
+            long offset = r.Consumed;
+            string key = ReadString(ref r, "string map key");
             if (!seen.Add(key))
                 throw new ModelFileException(source, mapField.Length == 0 ? key : $"{mapField}.{key}", $"appears twice (second at offset {offset})");
             return key;
         }
 
         private ModelFileException Missing(string field) => new(source, field, "is missing");
+
+        private ModelFileException Malformed(long offset, string expected, string found) => Error(Expected(offset, expected, found));
+
+        private static string Found(ref MessagePackReader r) => r.End ? "end of input" : MessagePackCode.ToFormatName(r.NextCode);
+
+        /// <summary>The family of the next value; the end of the input is an error naming <paramref name="expected"/>.</summary>
+        private MessagePackType Peek(ref MessagePackReader r, string expected)
+        {
+            if (r.End) throw Malformed(r.Consumed, expected, "end of input");
+            return r.NextMessagePackType;
+        }
+
+        /// <summary>Throws unless the next value is a <paramref name="type"/>; returns its offset.</summary>
+        private long Expect(ref MessagePackReader r, MessagePackType type, string expected)
+        {
+            long offset = r.Consumed;
+            if (Peek(ref r, expected) != type) throw Malformed(offset, expected, Found(ref r));
+            return offset;
+        }
+
+        private int ReadMapHeader(ref MessagePackReader r) => ReadHeader(ref r, MessagePackType.Map, "map", "entries", 2);
+
+        private int ReadArrayHeader(ref MessagePackReader r) => ReadHeader(ref r, MessagePackType.Array, "array", "elements", 1);
+
+        /// <summary>
+        /// An array or map count that the bytes left can hold (each element takes at least a byte), so callers may size
+        /// collections by it. The library hands an array32/map32 count above int.MaxValue back as a negative int.
+        /// </summary>
+        private int ReadHeader(ref MessagePackReader r, MessagePackType type, string name, string unit, int minBytesEach)
+        {
+            long offset = Expect(ref r, type, name);
+            bool complete = type == MessagePackType.Map ? r.TryReadMapHeader(out int count) : r.TryReadArrayHeader(out count);
+            if (!complete) throw Malformed(offset, $"complete {name} header", "end of input");
+            long declared = (uint)count, left = Remaining(ref r);
+            if (declared * minBytesEach > left) throw Malformed(offset, $"{name} of {declared} {unit}", $"only {left} bytes left");
+            return count;
+        }
+
+        /// <summary>
+        /// Checks that the str, bin or ext value at the reader fits in the bytes left, and returns its payload length.
+        /// Needed before the library reads one: it slices by the declared length and lets a 32-bit length above 2 GB
+        /// through its own check (ArgumentOutOfRangeException); float arrays are allocated by this length.
+        /// </summary>
+        private long CheckPayload(ref MessagePackReader r)
+        {
+            long offset = r.Consumed;
+            byte code = r.NextCode;
+            (int lengthBytes, int fixedLength, int typeBytes) = code switch
+            {
+                >= MessagePackCode.MinFixStr and <= MessagePackCode.MaxFixStr => (0, code & 0x1f, 0),
+                MessagePackCode.Str8 or MessagePackCode.Bin8 => (1, 0, 0),
+                MessagePackCode.Str16 or MessagePackCode.Bin16 => (2, 0, 0),
+                MessagePackCode.Str32 or MessagePackCode.Bin32 => (4, 0, 0),
+                MessagePackCode.FixExt1 => (0, 1, 1),
+                MessagePackCode.FixExt2 => (0, 2, 1),
+                MessagePackCode.FixExt4 => (0, 4, 1),
+                MessagePackCode.FixExt8 => (0, 8, 1),
+                MessagePackCode.FixExt16 => (0, 16, 1),
+                MessagePackCode.Ext8 => (1, 0, 1),
+                MessagePackCode.Ext16 => (2, 0, 1),
+                MessagePackCode.Ext32 => (4, 0, 1),
+                _ => throw new InvalidOperationException($"0x{code:x2} is not a str, bin or ext code"), // callers checked the type
+            };
+            string name = MessagePackCode.ToFormatName(code);
+            long header = 1 + lengthBytes + typeBytes, left = Remaining(ref r);
+            if (left < header) throw Malformed(offset, $"complete {name} header", "end of input");
+            long length = fixedLength;
+            if (lengthBytes > 0)
+            {
+                Span<byte> field = stackalloc byte[4];
+                r.Sequence.Slice(r.Position).Slice(1, lengthBytes).CopyTo(field);
+                length = lengthBytes switch
+                {
+                    1 => field[0],
+                    2 => BinaryPrimitives.ReadUInt16BigEndian(field),
+                    _ => BinaryPrimitives.ReadUInt32BigEndian(field),
+                };
+            }
+            if (length > left - header) throw Malformed(offset, $"{name} payload of {length} bytes", $"only {left - header} bytes left");
+            return length;
+        }
+
+        private string ReadString(ref MessagePackReader r, string expected = "string")
+        {
+            long offset = Expect(ref r, MessagePackType.String, expected);
+            CheckPayload(ref r);
+            ReadOnlySequence<byte> utf8 = r.ReadStringSequence()!.Value; // a str code, so not nil
+            try
+            {
+                return StrictUtf8.GetString(utf8);
+            }
+            catch (DecoderFallbackException)
+            {
+                throw Malformed(offset, "valid UTF-8 string", "invalid byte sequence");
+            }
+        }
+
+        /// <summary>A bin of little-endian float32 into a new array, allocated once its length is checked.</summary>
+        private float[] ReadFloats(ref MessagePackReader r)
+        {
+            long offset = Expect(ref r, MessagePackType.Binary, "bin");
+            long length = CheckPayload(ref r);
+            if (length % sizeof(float) != 0) throw Malformed(offset, "bin of float32 (length a multiple of 4)", $"bin of {length} bytes");
+            ReadOnlySequence<byte> bytes = r.ReadBytes()!.Value;
+            var values = new float[length / sizeof(float)];
+            bytes.CopyTo(MemoryMarshal.AsBytes(values.AsSpan()));
+            if (!BitConverter.IsLittleEndian)
+            {
+                Span<int> bits = MemoryMarshal.Cast<float, int>(values.AsSpan());
+                BinaryPrimitives.ReverseEndianness(bits, bits);
+            }
+            return values;
+        }
+
+        /// <summary>Any integer encoding whose value fits in an int.</summary>
+        private int ReadInt32(ref MessagePackReader r)
+        {
+            long offset = Expect(ref r, MessagePackType.Integer, "integer");
+            if (r.NextCode == MessagePackCode.UInt64) // the one encoding whose values need not fit in a long
+            {
+                ulong big = r.ReadUInt64();
+                if (big > int.MaxValue) throw Malformed(offset, "integer in int32 range", $"{big}");
+                return (int)big;
+            }
+            long value = r.ReadInt64();
+            if (value is < int.MinValue or > int.MaxValue) throw Malformed(offset, "integer in int32 range", $"{value}");
+            return (int)value;
+        }
+
+        /// <summary>float32, float64 (rounded to the nearest float32) or any integer.</summary>
+        private float ReadSingle(ref MessagePackReader r)
+        {
+            long offset = r.Consumed;
+            if (Peek(ref r, "float") is not (MessagePackType.Float or MessagePackType.Integer)) throw Malformed(offset, "float", Found(ref r));
+            return (float)r.ReadDouble();
+        }
+
+        private bool TryReadNil(ref MessagePackReader r)
+        {
+            if (Peek(ref r, "nil or bin") != MessagePackType.Nil) return false;
+            r.ReadNil();
+            return true;
+        }
+
+        private void CheckDepth(long offset, int depth)
+        {
+            if (depth > MaxDepth) throw Malformed(offset, $"nesting depth at most {MaxDepth}", $"depth {depth}");
+        }
+
+        /// <summary>Skips one value of any kind. Not the library's Skip: that one recurses without a depth limit.</summary>
+        private void Skip(ref MessagePackReader r, int depth)
+        {
+            long offset = r.Consumed;
+            switch (Peek(ref r, "any value"))
+            {
+                case MessagePackType.Array:
+                {
+                    CheckDepth(offset, depth + 1);
+                    int count = ReadArrayHeader(ref r);
+                    for (int i = 0; i < count; i++) Skip(ref r, depth + 1);
+                    break;
+                }
+                case MessagePackType.Map:
+                {
+                    CheckDepth(offset, depth + 1);
+                    int count = ReadMapHeader(ref r);
+                    for (int i = 0; i < count; i++) { Skip(ref r, depth + 1); Skip(ref r, depth + 1); }
+                    break;
+                }
+                case MessagePackType.String or MessagePackType.Binary or MessagePackType.Extension:
+                    CheckPayload(ref r);
+                    r.Skip();
+                    break;
+                case MessagePackType.Unknown:
+                    throw Malformed(offset, "any value", Found(ref r));
+                default: // nil, bool, integer, float: fixed sizes the library checks
+                    r.Skip();
+                    break;
+            }
+        }
+
+        /// <summary>One training value as a plain object (see the remarks on <see cref="ModelFile"/>).</summary>
+        private object? ReadValue(ref MessagePackReader r, int depth)
+        {
+            long offset = r.Consumed;
+            switch (Peek(ref r, "any value"))
+            {
+                case MessagePackType.Nil:
+                    r.ReadNil();
+                    return null;
+                case MessagePackType.Boolean:
+                    return r.ReadBoolean();
+                case MessagePackType.Integer:
+                    if (r.NextCode != MessagePackCode.UInt64) return r.ReadInt64();
+                    ulong big = r.ReadUInt64();
+                    return big <= long.MaxValue ? (object)(long)big : big;
+                case MessagePackType.Float:
+                    return r.ReadDouble();
+                case MessagePackType.String:
+                    return ReadString(ref r);
+                case MessagePackType.Binary:
+                    CheckPayload(ref r);
+                    return r.ReadBytes()!.Value.ToArray();
+                case MessagePackType.Extension:
+                    return ReadExtension(ref r);
+                case MessagePackType.Array:
+                {
+                    CheckDepth(offset, depth + 1);
+                    int count = ReadArrayHeader(ref r);
+                    var list = new List<object?>(count);
+                    for (int i = 0; i < count; i++) list.Add(ReadValue(ref r, depth + 1));
+                    return list;
+                }
+                case MessagePackType.Map:
+                {
+                    CheckDepth(offset, depth + 1);
+                    int count = ReadMapHeader(ref r);
+                    var map = new Dictionary<string, object?>(count, StringComparer.Ordinal);
+                    for (int i = 0; i < count; i++)
+                    {
+                        long keyOffset = r.Consumed;
+                        string key = ReadString(ref r, "string map key");
+                        if (!map.TryAdd(key, ReadValue(ref r, depth + 1)))
+                            throw Malformed(keyOffset, "unique map key", $"duplicate key \"{key}\"");
+                    }
+                    return map;
+                }
+                default:
+                    throw Malformed(offset, "any value", Found(ref r));
+            }
+        }
+
+        /// <summary>A timestamp as a DateTimeOffset; any other extension as an ExtensionResult holding a copy of its data.</summary>
+        private object ReadExtension(ref MessagePackReader r)
+        {
+            long offset = r.Consumed;
+            CheckPayload(ref r);
+            ExtensionHeader header = r.ReadExtensionFormatHeader();
+            ReadOnlySequence<byte> data = r.ReadRaw(header.Length);
+            return header.TypeCode == ReservedMessagePackExtensionTypeCode.DateTime
+                ? ReadTimestamp(offset, data)
+                : new ExtensionResult(header.TypeCode, data.ToArray());
+        }
+
+        /// <summary>
+        /// The 4, 8 and 12-byte timestamp forms of the MessagePack spec. Decoded here because the library's ReadDateTime
+        /// takes nanoseconds of 10^9 and more, and throws ArgumentOutOfRangeException beyond year 9999.
+        /// </summary>
+        private DateTimeOffset ReadTimestamp(long offset, ReadOnlySequence<byte> data)
+        {
+            if (data.Length is not (4 or 8 or 12)) throw Malformed(offset, "timestamp of 4, 8 or 12 bytes", $"{data.Length} bytes");
+            Span<byte> d = stackalloc byte[12];
+            d = d[..(int)data.Length];
+            data.CopyTo(d);
+            long seconds;
+            uint nanoseconds;
+            switch (d.Length)
+            {
+                case 4:
+                    seconds = BinaryPrimitives.ReadUInt32BigEndian(d);
+                    nanoseconds = 0;
+                    break;
+                case 8:
+                    ulong packed = BinaryPrimitives.ReadUInt64BigEndian(d);
+                    nanoseconds = (uint)(packed >> 34);
+                    seconds = (long)(packed & 0x3_ffff_ffffUL);
+                    break;
+                default:
+                    nanoseconds = BinaryPrimitives.ReadUInt32BigEndian(d);
+                    seconds = BinaryPrimitives.ReadInt64BigEndian(d[4..]);
+                    break;
+            }
+            if (nanoseconds >= 1_000_000_000) throw Malformed(offset, "timestamp nanoseconds below 10^9", $"{nanoseconds}");
+            const long MinSeconds = -62135596800L;  // 0001-01-01T00:00:00Z
+            const long MaxSeconds = 253402300799L;  // 9999-12-31T23:59:59Z
+            if (seconds is < MinSeconds or > MaxSeconds) throw Malformed(offset, "timestamp within years 1..9999", $"{seconds} s since 1970");
+            return DateTimeOffset.UnixEpoch.AddTicks(seconds * TimeSpan.TicksPerSecond + nanoseconds / 100);
+        }
     }
 }

@@ -1,7 +1,7 @@
 using System.Buffers;
+using System.Text;
 using BnCluster.Core.Model;
-using BnCluster.Core.Serialization;
-using BnCluster.Core.Tests.Serialization;
+using MessagePack;
 using Xunit;
 
 namespace BnCluster.Core.Tests.Model;
@@ -197,7 +197,7 @@ public sealed class ModelFileTests : IDisposable
 
         // A field of the wrong MessagePack type: the MessagePack error is wrapped with the field path.
         byte[] bytes = ModelFile.Serialize(doc);
-        byte[] strWeight = HandWrittenModel(doc, weightAsString: true);
+        byte[] strWeight = HandWrittenModel(doc, raw: new() { ["weight"] = new Packer().Str("nope").ToArray() });
         string message = Error(strWeight);
         Assert.Matches(@"^m: layers\[0\]\.weight is malformed: offset \d+: expected bin, found fixstr$", message);
 
@@ -220,7 +220,7 @@ public sealed class ModelFileTests : IDisposable
         {
             try
             {
-                ModelFile.Deserialize(full.AsSpan(0, cut), "cut.bnc");
+                ModelFile.Deserialize(full.AsMemory(0, cut), "cut.bnc");
                 Assert.Fail($"cut at {cut}: no exception");
             }
             catch (ModelFileException e)
@@ -252,42 +252,357 @@ public sealed class ModelFileTests : IDisposable
         byte[] bytes = HandWrittenModel(doc, alternative: true);
         Assert.NotEqual(ModelFile.Serialize(doc), bytes);
         AssertSameModel(doc, ModelFile.Deserialize(bytes));
+        Assert.Equal(doc.Training["steps"], ModelFile.Deserialize(bytes).Training["steps"]);
     }
 
     private static string Error(byte[] bytes) => Assert.Throws<ModelFileException>(() => ModelFile.Deserialize(bytes, "m")).Message;
 
+    /// <summary>The sample model with the value of <paramref name="key"/> (wherever it occurs) replaced by <paramref name="value"/>.</summary>
+    private static byte[] With(string key, byte[] value) => HandWrittenModel(SampleModel(), raw: new() { [key] = value });
+
+    /// <summary><paramref name="model"/> (a fixmap, as HandWrittenModel writes it) with one more entry at its end.</summary>
+    private static byte[] WithExtraEntry(byte[] model, string key, byte[] value)
+    {
+        Assert.InRange(model[0], 0x80, 0x8e);
+        return [(byte)(model[0] + 1), .. model[1..], .. new Packer().Str(key).ToArray(), .. value];
+    }
+
+    private static byte[] Hex(string hex) => Convert.FromHexString(hex);
+
+    [Fact]
+    public void Every_integer_encoding_is_accepted_and_int32_range_is_checked()
+    {
+        // Version 1 in each of the nine encodings that can hold it.
+        foreach (string one in new[] { "01", "cc01", "cd0001", "ce00000001", "cf0000000000000001", "d001", "d10001", "d200000001", "d30000000000000001" })
+            Assert.Equal(4, ModelFile.Deserialize(With("version", Hex(one))).Input.Features);
+
+        Assert.Matches(@"^m: input\.features is malformed: offset \d+: expected integer in int32 range, found 2147483648$",
+            Error(With("features", Hex("ce80000000"))));
+        Assert.Matches(@"^m: version is malformed: offset \d+: expected integer in int32 range, found 18446744073709551615$",
+            Error(With("version", Hex("cfffffffffffffffff"))));
+        Assert.Matches(@"^m: version is malformed: offset \d+: expected integer in int32 range, found -2147483649$",
+            Error(With("version", Hex("d3ffffffff7fffffff"))));
+        Assert.Matches(@"^m: layers\[0\]\.in is malformed: offset \d+: expected integer, found float 32$",
+            Error(With("in", Hex("ca40800000"))));
+    }
+
+    [Fact]
+    public void Float_scalars_accept_float32_float64_and_integers()
+    {
+        ModelDocument doc = ModelFile.Deserialize(HandWrittenModel(SampleModel(), raw: new()
+        {
+            ["eps"] = new Packer().Double(0.1).ToArray(),     // rounded to the nearest float32
+            ["momentum"] = Hex("d0fd"),                        // int8 −3
+        }));
+        Assert.Equal(0.1f, doc.Input.Eps);
+        var bn = Assert.IsType<BatchNormLayerRecord>(doc.Layers[1]);
+        Assert.Equal((0.1f, -3f), (bn.Eps, bn.Momentum));
+        Assert.Equal(1f, ModelFile.Deserialize(With("eps", Hex("cf0000000000000001"))).Input.Eps);
+        Assert.Matches(@"^m: input\.eps is malformed: offset \d+: expected float, found fixstr$", Error(With("eps", new Packer().Str("0.1").ToArray())));
+    }
+
+    [Fact]
+    public void Strings_in_every_width_are_accepted_and_invalid_utf8_is_an_error()
+    {
+        byte[] Classes(params byte[][] names)
+        {
+            var p = new Packer().ArrayHeader(names.Length);
+            foreach (byte[] name in names) p.Raw(name);
+            return p.ToArray();
+        }
+        byte[] cat = Encoding.UTF8.GetBytes("cat"), dog = Encoding.UTF8.GetBytes("dog"), el = Encoding.UTF8.GetBytes("éléphant");
+        byte[] classes = Classes([0xd9, 3, .. cat], [0xda, 0, 3, .. dog], [0xdb, 0, 0, 0, (byte)el.Length, .. el]);
+        Assert.Equal(["cat", "dog", "éléphant"], ModelFile.Deserialize(With("classes", classes)).Classes);
+
+        byte[] invalid = Classes([0xa3, .. cat], [0xa2, 0xc3, 0x28], [0xa3, .. dog]);
+        Assert.Matches(@"^m: classes\[1\] is malformed: offset \d+: expected valid UTF-8 string, found invalid byte sequence$", Error(With("classes", invalid)));
+        Assert.Matches(@"^m: classes\[0\] is malformed: offset \d+: expected string, found bin 8$", Error(With("classes", Classes([0xc4, 3, .. cat]))));
+    }
+
+    [Fact]
+    public void Float_arrays_in_every_bin_width_are_accepted_and_must_hold_whole_float32s()
+    {
+        float[] mean = [0.5f, -1f, 2f, 0f];
+        byte[] payload = Packer.LittleEndian(mean);
+        foreach (byte[] header in new byte[][] { [0xc4, 16], [0xc5, 0, 16], [0xc6, 0, 0, 0, 16] })
+            Assert.Equal(mean, ModelFile.Deserialize(With("mean", [.. header, .. payload])).Input.Mean);
+
+        Assert.Matches(@"^m: input\.mean is malformed: offset \d+: expected bin of float32 \(length a multiple of 4\), found bin of 3 bytes$",
+            Error(With("mean", Hex("c403010203"))));
+        // The shape check still applies to a well-formed bin of the wrong length.
+        Assert.Equal("m: input.mean holds 2 floats, expected features = 4", Error(With("mean", new Packer().Floats([1f, 2f]).ToArray())));
+        // Cut right after the last "bias" key (layers[3]).
+        byte[] sample = HandWrittenModel(SampleModel());
+        int cut = sample.AsSpan().LastIndexOf(new Packer().Str("bias").ToArray()) + 5;
+        Assert.Matches(@"^m: layers\[3\]\.bias is malformed: offset \d+: expected nil or bin, found end of input$", Error(sample[..cut]));
+    }
+
+    [Fact]
+    public void Huge_declared_lengths_fail_fast_without_allocating()
+    {
+        (string Key, string Hex, string Message)[] lies =
+        [
+            ("weight", "c680000000" + "0102", @"layers\[0\]\.weight is malformed: offset \d+: expected bin 32 payload of 2147483648 bytes, found only \d+ bytes left"),
+            ("weight", "c67ffffffc" + "01020304", @"layers\[0\]\.weight is malformed: offset \d+: expected bin 32 payload of 2147483644 bytes, found only \d+ bytes left"),
+            ("classes", "ddffffffff" + "c0c0", @"classes is malformed: offset \d+: expected array of 4294967295 elements, found only \d+ bytes left"),
+            ("classes", "91" + "dbffffffff" + "6162", @"classes\[0\] is malformed: offset \d+: expected str 32 payload of 4294967295 bytes, found only \d+ bytes left"),
+            ("layers", "dd7fffffff" + "c0c0", @"layers is malformed: offset \d+: expected array of 2147483647 elements, found only \d+ bytes left"),
+            ("input", "df7fffffff" + "c0c0", @"input is malformed: offset \d+: expected map of 2147483647 entries, found only \d+ bytes left"),
+            ("training", "dfffffffff" + "c0c0", @"training is malformed: offset \d+: expected map of 4294967295 entries, found only \d+ bytes left"),
+        ];
+        foreach ((string key, string hex, string message) in lies)
+        {
+            byte[] model = With(key, Hex(hex));
+            ModelDocument? doc = null;
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            var e = Assert.Throws<ModelFileException>(() => doc = ModelFile.Deserialize(model, "m"));
+            long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+            Assert.Matches("^m: " + message + "$", e.Message);
+            Assert.True(allocated < 64 * 1024, $"{key} = {hex}: allocated {allocated} bytes before failing");
+        }
+
+        // The same for values that are skipped: an unknown key's ext32 and bin32.
+        byte[] sample = HandWrittenModel(SampleModel());
+        Assert.Matches(@"^m: future is malformed: offset \d+: expected ext 32 payload of 4294967295 bytes, found only \d+ bytes left$",
+            Error(WithExtraEntry(sample, "future", Hex("c9ffffffff05" + "00"))));
+        Assert.Matches(@"^m: future is malformed: offset \d+: expected bin 32 payload of 2147483648 bytes, found only 2 bytes left$",
+            Error(WithExtraEntry(sample, "future", Hex("c680000000" + "0102"))));
+    }
+
+    [Fact]
+    public void Nesting_depth_is_limited_in_training_and_in_skipped_values()
+    {
+        byte[] Nested(int depth) => [.. Enumerable.Repeat((byte)0x91, depth), 0xc0]; // [[[…nil…]]]
+        byte[] sample = HandWrittenModel(SampleModel());
+
+        // The training map is level 1, so an entry may nest 63 more.
+        byte[] Training(int depth) => [0x81, .. new Packer().Str("deep").ToArray(), .. Nested(depth)];
+        Assert.True(ModelFile.Deserialize(With("training", Training(63))).Training.ContainsKey("deep"));
+        Assert.Matches(@"^m: training is malformed: offset \d+: expected nesting depth at most 64, found depth 65$", Error(With("training", Training(64))));
+
+        ModelFile.Deserialize(WithExtraEntry(sample, "future", Nested(64)));
+        Assert.Matches(@"^m: future is malformed: offset \d+: expected nesting depth at most 64, found depth 65$", Error(WithExtraEntry(sample, "future", Nested(65))));
+        Error(WithExtraEntry(sample, "future", Nested(100_000))); // fails cleanly rather than overflowing the stack
+    }
+
+    [Fact]
+    public void Unknown_keys_holding_every_kind_of_value_are_skipped()
+    {
+        var p = new Packer().ArrayHeader(17)
+            .Nil().Raw(0xc3).Int(-70000).Write((ref MessagePackWriter w) => w.Write(ulong.MaxValue))
+            .Single(1f).Double(2.0).Str(new string('s', 300)).Str(new string('t', 70_000))
+            .Write((ref MessagePackWriter w) => w.Write(new byte[70_000]))
+            .Write((ref MessagePackWriter w) => w.WriteExtensionFormat(new ExtensionResult(9, new byte[3])))
+            .Write((ref MessagePackWriter w) => w.WriteExtensionFormat(new ExtensionResult(9, new byte[16])))
+            .Write((ref MessagePackWriter w) => w.Write(DateTime.UnixEpoch))
+            .Value(new Dictionary<string, object?> { ["k"] = new List<object?> { 1, 2L } })
+            .ArrayHeader(0).MapHeader(0)
+            .Raw(0xdd, 0, 0, 0, 1, 0x01)                 // array32 of one
+            .Raw(0xdf, 0, 0, 0, 1, 0xa1, 0x6b, 0xc0);    // map32 of one
+        AssertSameModel(SampleModel(), ModelFile.Deserialize(WithExtraEntry(HandWrittenModel(SampleModel()), "future", p.ToArray())));
+
+        Assert.Matches(@"^m: future is malformed: offset \d+: expected any value, found \(never used\)$",
+            Error(WithExtraEntry(HandWrittenModel(SampleModel()), "future", Hex("92c0c1"))));
+    }
+
+    [Fact]
+    public void Keys_must_be_unique_strings()
+    {
+        byte[] sample = HandWrittenModel(SampleModel());
+        Assert.Matches(@"^m: version appears twice \(second at offset \d+\)$", Error(WithExtraEntry(sample, "version", Hex("01"))));
+        byte[] input = new Packer().MapHeader(5).Str("features").Int(4).Str("mean").Floats(new float[4]).Str("var").Floats(new float[4])
+            .Str("eps").Single(1e-5f).Str("eps").Single(1e-3f).ToArray();
+        Assert.Matches(@"^m: input\.eps appears twice \(second at offset \d+\)$", Error(With("input", input)));
+        Assert.Matches(@"^m: training is malformed: offset \d+: expected unique map key, found duplicate key ""a""$",
+            Error(With("training", Hex("82a161" + "01" + "a161" + "02"))));
+        Assert.Matches(@"^m: offset \d+: expected string map key, found positive fixint$", Error([0x81, 0x01, 0x01]));
+        Assert.Matches(@"^m: training is malformed: offset \d+: expected string map key, found nil$", Error(With("training", Hex("81c0c0"))));
+    }
+
+    [Fact]
+    public void Training_timestamps_and_extensions()
+    {
+        byte[] Training(string valueHex) => With("training", Hex("81a174" + valueHex));
+        object? Read(string valueHex) => ModelFile.Deserialize(Training(valueHex)).Training["t"];
+
+        Assert.Equal(new DateTimeOffset(2017, 7, 14, 2, 40, 0, TimeSpan.Zero), Read("d6ff59682f00"));                          // timestamp32
+        Assert.Equal(DateTimeOffset.UnixEpoch.AddSeconds(1).AddTicks(5), Read("d7ff000007d000000001"));                             // timestamp64
+        Assert.Equal(DateTimeOffset.UnixEpoch.AddTicks(-5_000_000), Read("c70cff1dcd6500ffffffffffffffff"));                       // timestamp96
+        var ext = Assert.IsType<ExtensionResult>(Read("c70305010203"));
+        Assert.Equal((sbyte)5, ext.TypeCode);
+        Assert.Equal(new byte[] { 1, 2, 3 }, ext.Data.ToArray());
+
+        Assert.Matches(@"expected timestamp of 4, 8 or 12 bytes, found 2 bytes$", Error(Training("d5ff0001")));
+        Assert.Matches(@"expected timestamp nanoseconds below 10\^9, found 1000000000$", Error(Training("d7ff" + (1_000_000_000UL << 34).ToString("x16"))));
+        Assert.Matches(@"expected timestamp within years 1\.\.9999, found 9223372036854775807 s since 1970$", Error(Training("c70cff00000001" + "7fffffffffffffff")));
+    }
+
+    [Fact]
+    public void Strings_that_are_not_valid_unicode_are_refused_when_writing()
+    {
+        var e = Assert.Throws<ModelFileException>(() => ModelFile.Serialize(SampleModel() with { Classes = ["cat", "\ud800", "x"] }));
+        Assert.StartsWith("<memory>: classes[1] is not valid Unicode", e.Message);
+        var training = new Dictionary<string, object?> { ["note"] = "a\udc00b" };
+        e = Assert.Throws<ModelFileException>(() => ModelFile.Serialize(SampleModel() with { Training = training }));
+        Assert.StartsWith("<memory>: training ", e.Message);
+        e = Assert.Throws<ModelFileException>(() => ModelFile.Serialize(SampleModel() with { Training = new Dictionary<string, object?> { ["x"] = new object() } }));
+        Assert.Equal("<memory>: training cannot write a Object as MessagePack", e.Message);
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void Random_training_maps_round_trip(int seed)
+    {
+        var random = new Random(seed);
+        for (int i = 0; i < 100; i++)
+        {
+            var training = new Dictionary<string, object?>();
+            for (int k = random.Next(0, 12); k > 0; k--) training[$"k{k}_{RandomString(random)}"] = RandomValue(random, depth: 1);
+            byte[] bytes = ModelFile.Serialize(SampleModel() with { Training = training });
+            IReadOnlyDictionary<string, object?> back = ModelFile.Deserialize(bytes).Training;
+            AssertSameValue(training, back, "training");
+
+            // The writer is canonical: the decoded map encodes to the same bytes, unless a float32 came back as double.
+            if (!ContainsFloat32(training))
+                Assert.Equal(bytes, ModelFile.Serialize(SampleModel() with { Training = back }));
+        }
+    }
+
+    private static object? RandomValue(Random random, int depth)
+    {
+        int kind = random.Next(depth >= 5 ? 12 : 14);
+        return kind switch
+        {
+            0 => null,
+            1 => random.Next(2) == 1,
+            2 => (long)random.Next(-40, 140),
+            3 => RandomInteger(random),
+            4 => random.NextSingle() * 1e6f - 5e5f,
+            5 => random.NextDouble() * Math.Pow(10, random.Next(-300, 300)) * (random.Next(2) == 0 ? -1 : 1),
+            6 => RandomString(random),
+            7 => RandomBytes(random),
+            8 => new ExtensionResult((sbyte)random.Next(0, 128), RandomBytes(random)),
+            9 => DateTimeOffset.UnixEpoch.AddTicks(random.NextInt64(-DateTimeOffset.UnixEpoch.UtcTicks, DateTimeOffset.MaxValue.UtcTicks - DateTimeOffset.UnixEpoch.UtcTicks)),
+            10 => new[] { double.NaN, double.PositiveInfinity, double.NegativeInfinity, -0.0, double.Epsilon, double.MaxValue }[random.Next(6)],
+            11 => ulong.MaxValue - (ulong)random.Next(1000),
+            12 => Enumerable.Range(0, RandomCount(random)).Select(_ => RandomValue(random, depth + 1)).ToList(),
+            _ => Enumerable.Range(0, RandomCount(random)).ToDictionary(k => $"k{k}_{RandomString(random)}", _ => RandomValue(random, depth + 1)),
+        };
+    }
+
+    private static int RandomCount(Random random) => random.Next(10) == 0 ? random.Next(16, 40) : random.Next(0, 6);
+
+    private static long RandomInteger(Random random)
+    {
+        int bits = random.Next(1, 64);
+        long magnitude = random.NextInt64(0, long.MaxValue) >> (63 - bits);
+        return random.Next(2) == 0 ? magnitude : -magnitude - 1;
+    }
+
+    private static string RandomString(Random random)
+    {
+        int length = random.Next(20) == 0 ? random.Next(200, 400) : random.Next(0, 40);
+        var chars = new char[length];
+        for (int i = 0; i < length; i++)
+            chars[i] = random.Next(4) == 0 ? (char)random.Next(0x80, 0xd7ff) : (char)random.Next(0x20, 0x7f);
+        return new string(chars);
+    }
+
+    private static byte[] RandomBytes(Random random)
+    {
+        var bytes = new byte[random.Next(20) == 0 ? random.Next(256, 300) : random.Next(0, 20)];
+        random.NextBytes(bytes);
+        return bytes;
+    }
+
+    private static bool ContainsFloat32(object? value) => value switch
+    {
+        float => true,
+        List<object?> list => list.Any(ContainsFloat32),
+        Dictionary<string, object?> map => map.Values.Any(ContainsFloat32),
+        _ => false,
+    };
+
+    private static void AssertSameValue(object? expected, object? actual, string path)
+    {
+        switch (expected)
+        {
+            case null: Assert.Null(actual); break;
+            case float f: Assert.Equal((double)f, Assert.IsType<double>(actual)); break;
+            case double d: Assert.Equal(BitConverter.DoubleToInt64Bits(d), BitConverter.DoubleToInt64Bits(Assert.IsType<double>(actual))); break;
+            case long l: Assert.Equal(l, Assert.IsType<long>(actual)); break;
+            case ulong u: Assert.Equal(u, Assert.IsType<ulong>(actual)); break;
+            case byte[] b: Assert.Equal(b, Assert.IsType<byte[]>(actual)); break;
+            case ExtensionResult ext:
+                var e2 = Assert.IsType<ExtensionResult>(actual);
+                Assert.Equal(ext.TypeCode, e2.TypeCode);
+                Assert.Equal(ext.Data.ToArray(), e2.Data.ToArray());
+                break;
+            case DateTimeOffset t: Assert.Equal(t.UtcTicks, Assert.IsType<DateTimeOffset>(actual).UtcTicks); break;
+            case List<object?> list:
+                var l2 = Assert.IsType<List<object?>>(actual);
+                Assert.Equal(list.Count, l2.Count);
+                for (int i = 0; i < list.Count; i++) AssertSameValue(list[i], l2[i], $"{path}[{i}]");
+                break;
+            case IReadOnlyDictionary<string, object?> map:
+                var m2 = Assert.IsType<Dictionary<string, object?>>(actual);
+                Assert.Equal(map.Keys, m2.Keys); // in the order written
+                foreach ((string k, object? v) in map) AssertSameValue(v, m2[k], $"{path}.{k}");
+                break;
+            default: Assert.Equal(expected, actual); break;
+        }
+    }
+
     /// <summary>
-    /// Encodes a model with the raw writer, bypassing ModelFile's own checks. With <paramref name="alternative"/>
-    /// it uses non-canonical but valid encodings: reversed key order, str8/str16 keys, int64/uint32 ints,
-    /// float64 scalars, map16/array16 headers, and unknown keys with nested values.
+    /// Encodes a model with MessagePack-CSharp, bypassing ModelFile's own checks; the training map goes through
+    /// MessagePackSerializer (fixed-width ints). With <paramref name="alternative"/> it uses non-canonical but valid
+    /// encodings, cycling through them: reversed key order, str8/str16/str32 keys, int64/uint32/int16/uint64 ints,
+    /// float64 scalars, bin16/bin32 float arrays, map16/map32 and array16/array32 headers, and an unknown key with
+    /// nested values in every map. <paramref name="raw"/> replaces the value of a key, wherever it occurs, by raw bytes.
     /// </summary>
     internal static byte[] HandWrittenModel(ModelDocument doc, bool alternative = false, string format = ModelFile.FormatName,
-        int version = 1, string? skipKey = null, string? activationName = null, bool weightAsString = false)
+        int version = 1, string? skipKey = null, string? activationName = null, Dictionary<string, byte[]>? raw = null)
     {
-        var buffer = new ArrayBufferWriter<byte>();
-        var w = new MessagePackWriter(buffer);
+        var p = new Packer();
+        int variant = 0;
 
         void Key(string k)
         {
-            if (!alternative) { w.WriteString(k); return; }
-            byte[] utf8 = System.Text.Encoding.UTF8.GetBytes(k);
-            if (k.Length % 2 == 0) { w.WriteRaw([0xd9, (byte)utf8.Length]); }          // str8 even for short keys
-            else { w.WriteRaw([0xda, 0, (byte)utf8.Length]); }                          // str16
-            w.WriteRaw(utf8);
+            if (!alternative) { p.Str(k); return; }
+            byte[] utf8 = Encoding.UTF8.GetBytes(k);
+            p.Raw((variant++ % 3) switch
+            {
+                0 => [0xd9, .. Packer.BigEndian(utf8.Length, 1)], // str8, even for short keys
+                1 => [0xda, .. Packer.BigEndian(utf8.Length, 2)],
+                _ => [0xdb, .. Packer.BigEndian(utf8.Length, 4)],
+            }).Raw(utf8);
         }
         void Int(long v)
         {
-            if (!alternative) { w.WriteInt64(v); return; }
-            if (v % 2 == 0) w.WriteRaw([0xd3, 0, 0, 0, 0, (byte)(v >> 24), (byte)(v >> 16), (byte)(v >> 8), (byte)v]);
-            else w.WriteRaw([0xce, (byte)(v >> 24), (byte)(v >> 16), (byte)(v >> 8), (byte)v]);
+            if (!alternative) { p.Int(v); return; }
+            p.Raw((variant++ % 4) switch
+            {
+                0 => [0xd3, .. Packer.BigEndian(v, 8)],
+                1 => [0xce, .. Packer.BigEndian(v, 4)],
+                2 => [0xd1, .. Packer.BigEndian(v, 2)],
+                _ => [0xcf, .. Packer.BigEndian(v, 8)],
+            });
         }
-        void Float(float v) { if (alternative) w.WriteDouble(v); else w.WriteSingle(v); }
-        void Map(int n) { if (alternative) w.WriteRaw([0xde, (byte)(n >> 8), (byte)n]); else w.WriteMapHeader(n); }
-        void Array(int n) { if (alternative) w.WriteRaw([0xdc, (byte)(n >> 8), (byte)n]); else w.WriteArrayHeader(n); }
+        void Float(float v) { if (alternative) p.Double(v); else p.Single(v); }
+        void Floats(float[] v)
+        {
+            if (!alternative) { p.Floats(v); return; }
+            byte[] bytes = Packer.LittleEndian(v);
+            p.Raw(variant++ % 2 == 0 ? [0xc5, .. Packer.BigEndian(bytes.Length, 2)] : [0xc6, .. Packer.BigEndian(bytes.Length, 4)]).Raw(bytes);
+        }
+        void Map(int n) { if (alternative) p.Raw(variant++ % 2 == 0 ? [0xde, .. Packer.BigEndian(n, 2)] : [0xdf, .. Packer.BigEndian(n, 4)]); else p.MapHeader(n); }
+        void Array(int n) { if (alternative) p.Raw(variant++ % 2 == 0 ? [0xdc, .. Packer.BigEndian(n, 2)] : [0xdd, .. Packer.BigEndian(n, 4)]); else p.ArrayHeader(n); }
         void Unknown()
         {
             Key("future_field");
-            MessagePackDynamic.Write(w, new Dictionary<string, object?> { ["a"] = new List<object?> { 1, new byte[3], DateTimeOffset.UnixEpoch } });
+            p.Value(new Dictionary<string, object?> { ["a"] = new List<object?> { 1, new byte[3], DateTime.UnixEpoch, 2.5f, "s" } });
         }
         // Emits the entries in order (or reversed), minus skipKey, plus an unknown one when alternative.
         void Entries(params (string Key, Action Value)[] entries)
@@ -296,18 +611,23 @@ public sealed class ModelFileTests : IDisposable
             if (alternative) list.Reverse();
             Map(list.Count + (alternative ? 1 : 0));
             if (alternative) Unknown();
-            foreach ((string k, Action value) in list) { Key(k); value(); }
+            foreach ((string k, Action value) in list)
+            {
+                Key(k);
+                if (raw is not null && raw.TryGetValue(k, out byte[]? bytes)) p.Raw(bytes);
+                else value();
+            }
         }
 
         Entries(
-            ("format", () => w.WriteString(format)),
+            ("format", () => p.Str(format)),
             ("version", () => Int(version)),
             ("input", () => Entries(
                 ("features", () => Int(doc.Input.Features)),
-                ("mean", () => w.WriteFloat32Array(doc.Input.Mean)),
-                ("var", () => w.WriteFloat32Array(doc.Input.Var)),
+                ("mean", () => Floats(doc.Input.Mean)),
+                ("var", () => Floats(doc.Input.Var)),
                 ("eps", () => Float(doc.Input.Eps)))),
-            ("classes", () => { Array(doc.Classes.Count); foreach (string c in doc.Classes) w.WriteString(c); }),
+            ("classes", () => { Array(doc.Classes.Count); foreach (string c in doc.Classes) p.Str(c); }),
             ("layers", () =>
             {
                 Array(doc.Layers.Count);
@@ -317,109 +637,30 @@ public sealed class ModelFileTests : IDisposable
                     {
                         case DenseLayerRecord d:
                             Entries(
-                                ("type", () => w.WriteString("dense")),
+                                ("type", () => p.Str("dense")),
                                 ("in", () => Int(d.In)),
                                 ("out", () => Int(d.Out)),
-                                ("weight", () => { if (weightAsString) w.WriteString("nope"); else w.WriteFloat32Array(d.Weight); }),
-                                ("bias", () => { if (d.Bias is null) w.WriteNil(); else w.WriteFloat32Array(d.Bias); }));
+                                ("weight", () => Floats(d.Weight)),
+                                ("bias", () => { if (d.Bias is null) p.Nil(); else Floats(d.Bias); }));
                             break;
                         case BatchNormLayerRecord b:
                             Entries(
-                                ("type", () => w.WriteString("batchnorm")),
+                                ("type", () => p.Str("batchnorm")),
                                 ("features", () => Int(b.Features)),
-                                ("gamma", () => w.WriteFloat32Array(b.Gamma)),
-                                ("beta", () => w.WriteFloat32Array(b.Beta)),
-                                ("running_mean", () => w.WriteFloat32Array(b.RunningMean)),
-                                ("running_var", () => w.WriteFloat32Array(b.RunningVar)),
+                                ("gamma", () => Floats(b.Gamma)),
+                                ("beta", () => Floats(b.Beta)),
+                                ("running_mean", () => Floats(b.RunningMean)),
+                                ("running_var", () => Floats(b.RunningVar)),
                                 ("eps", () => Float(b.Eps)),
                                 ("momentum", () => Float(b.Momentum)));
                             break;
                         case ActivationLayerRecord a:
-                            Entries(("type", () => w.WriteString(activationName ?? a.Type)));
+                            Entries(("type", () => p.Str(activationName ?? a.Type)));
                             break;
                     }
                 }
             }),
-            ("training", () => MessagePackDynamic.Write(w, doc.Training)));
-        return buffer.WrittenSpan.ToArray();
-    }
-
-    // Python reads a model file we wrote, with its own msgpack and struct, and checks keys, shapes and values.
-    private const string PythonCheckScript = """
-import sys, struct, msgpack
-with open(sys.argv[1], "rb") as f:
-    m = msgpack.unpackb(f.read(), raw=False)
-def floats(b): 
-    assert isinstance(b, bytes) and len(b) % 4 == 0, type(b)
-    return struct.unpack("<%df" % (len(b) // 4), b)
-assert list(m.keys()) == ["format", "version", "input", "classes", "layers", "training"], list(m.keys())
-assert m["format"] == "bncluster.model" and m["version"] == 1
-inp = m["input"]
-assert inp["features"] == 4 and floats(inp["mean"]) == (0.5, -1.0, 2.0, 0.0), inp
-assert abs(inp["eps"] - 1e-5) < 1e-10
-assert m["classes"] == ["cat", "dog", "\u00e9l\u00e9phant"], m["classes"]
-types = [l["type"] for l in m["layers"]]
-assert types == ["dense", "batchnorm", "relu", "dense"], types
-d0, bn, d3 = m["layers"][0], m["layers"][1], m["layers"][3]
-assert (d0["in"], d0["out"], d0["bias"]) == (4, 5, None)
-w0 = floats(d0["weight"]); assert len(w0) == 20
-assert w0[0] == struct.unpack("<f", struct.pack("<f", -0.1))[0], w0[0]
-assert abs(w0[19] - (-0.1 + 19 * 0.01)) < 1e-6, w0[19]
-assert bn["features"] == 5 and len(floats(bn["running_var"])) == 5 and abs(bn["momentum"] - 0.1) < 1e-7
-assert floats(d3["bias"]) == tuple(struct.unpack("<3f", struct.pack("<3f", 0.1, 0.2, -0.3)))
-assert len(floats(d3["weight"])) == 15
-t = m["training"]
-assert t["optimizer"] == "adam" and t["lr"] == 0.001 and t["epochs"] == 3 and t["steps"] == 1234567890123
-assert t["seed"] == -7 and t["shuffle"] is True and t["resumed_from"] is None and t["hidden"] == [5, 7]
-assert t["dataset"]["rows"] == 1797
-print("OK %d layers" % len(m["layers"]))
-""";
-
-    [Fact]
-    public void Python_msgpack_reads_a_model_file_we_wrote()
-    {
-        string path = Path.Combine(_dir, "model.bnc");
-        ModelFile.Write(path, SampleModel());
-        SystemPython.Result result = SystemPython.Run(PythonCheckScript, path);
-        Assert.Equal("OK 4 layers", result.StdoutText.Trim());
-    }
-
-    // Python writes a model in its own way (float64 scalars, other key order, extra keys), we read it.
-    private const string PythonWriteScript = """
-import sys, struct, msgpack
-f32 = lambda *v: struct.pack("<%df" % len(v), *v)
-m = {
-  "training": {"note": "from python", "lr": 0.5, "n": 2**40, "tags": ["a", None, True]},
-  "layers": [
-    {"bias": f32(1, 2), "weight": f32(*range(6)), "out": 2, "in": 3, "type": "dense", "extra": {"x": [1, 2]}},
-    {"type": "sigmoid"},
-  ],
-  "classes": ["yes", "no"],
-  "input": {"eps": 1e-3, "var": f32(1, 2, 3), "mean": f32(0, 0, 0), "features": 3},
-  "version": 1, "format": "bncluster.model", "comment": "written by python",
-}
-with open(sys.argv[1], "wb") as f:
-    f.write(msgpack.packb(m, use_bin_type=True))
-""";
-
-    [Fact]
-    public void We_read_a_model_file_python_wrote()
-    {
-        string path = Path.Combine(_dir, "py.bnc");
-        SystemPython.Run(PythonWriteScript, path);
-        ModelDocument doc = ModelFile.Read(path);
-        Assert.Equal(3, doc.Input.Features);
-        Assert.Equal(1e-3f, doc.Input.Eps);
-        Assert.Equal([1f, 2f, 3f], doc.Input.Var);
-        Assert.Equal(["yes", "no"], doc.Classes);
-        var dense = Assert.IsType<DenseLayerRecord>(doc.Layers[0]);
-        Assert.Equal((3, 2), (dense.In, dense.Out));
-        Assert.Equal([0f, 1f, 2f, 3f, 4f, 5f], dense.Weight);
-        Assert.Equal([1f, 2f], Assert.IsType<float[]>(dense.Bias));
-        Assert.Equal(new ActivationLayerRecord("sigmoid"), doc.Layers[1]);
-        Assert.Equal("from python", doc.Training["note"]);
-        Assert.Equal(0.5, doc.Training["lr"]);
-        Assert.Equal(1L << 40, doc.Training["n"]);
-        Assert.Equal(new object?[] { "a", null, true }, Assert.IsAssignableFrom<IReadOnlyList<object?>>(doc.Training["tags"]));
+            ("training", () => p.Value(doc.Training)));
+        return p.ToArray();
     }
 }

@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using Xunit;
 
-namespace BnCluster.Core.Tests.Serialization;
+namespace BnCluster.Core.Tests.Model;
 
 /// <summary>
 /// Runs Debian's /usr/bin/python3 (with python3-msgpack) for interop tests. The python3 on PATH may be a
