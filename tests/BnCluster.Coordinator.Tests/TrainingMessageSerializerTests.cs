@@ -16,7 +16,7 @@ public sealed class TrainingMessageSerializerTests() : Akka.TestKit.Xunit2.TestK
         new WorkerRegistered(3, 4),
         new RegistrationRefused("dataset sha256 differs"),
         new WorkerDropped("unreachable (akka.tcp://bncluster@10.0.0.2:4000)"),
-        new JobQuery(ProtocolInfo.Version),
+        new JobQuery(ProtocolInfo.Version, "ab12", "akka.tcp://bncluster@10.0.0.2:4000"),
         new JobDescription(ProtocolInfo.Version, "bncluster", "ab12", 7, null, [16, 8], "Relu", "Before", 1e-5f, 0.1f),
         new JobDescription(ProtocolInfo.Version, "bncluster", "ab12", 7, "label", [], "Tanh", "None", 1e-3f, 0.2f),
         new TrainingDone(true, ""),

@@ -68,9 +68,12 @@ public sealed record BatchNormExchangeOffer([property: Key(0)] string Path, [pro
 [MessagePackObject]
 public sealed record BatchNormExchangeAnswer([property: Key(0)] string Path, [property: Key(1)] bool Accepted, [property: Key(2)] string Reason) : ITrainingMessage;
 
-/// <summary>Anyone → the coordinator node's job actor: what is trained here? Answered with a <see cref="JobDescription"/>.</summary>
+/// <summary>
+/// A worker process → the coordinator node's job actor: what is trained here? Answered with a <see cref="JobDescription"/>,
+/// or <see cref="RegistrationRefused"/> when the worker speaks another protocol or has another dataset file.
+/// </summary>
 [MessagePackObject]
-public sealed record JobQuery([property: Key(0)] int ProtocolVersion) : ITrainingMessage;
+public sealed record JobQuery([property: Key(0)] int ProtocolVersion, [property: Key(1)] string DatasetSha256, [property: Key(2)] string Node) : ITrainingMessage;
 
 /// <summary>
 /// What a worker process needs to build its network and split its copy of the dataset the coordinator's way, and the

@@ -8,10 +8,27 @@ using Serilog;
 
 namespace BnCluster.Node.Cluster;
 
-/// <summary>Answers <see cref="JobQuery"/> with the job, so a worker started with only --join and --dataset learns the network and the split seed.</summary>
+/// <summary>
+/// Answers <see cref="JobQuery"/> with the job, so a worker started with only --join and --dataset learns the network and
+/// the split seed; a worker of another protocol version or with another dataset file is refused, with the reason logged
+/// on both sides.
+/// </summary>
 public sealed class JobInfoActor : ReceiveActor
 {
-    public JobInfoActor(JobDescription job) => Receive<JobQuery>(_ => Sender.Tell(job, Self));
+    public JobInfoActor(JobDescription job, ILogger log) => Receive<JobQuery>(q =>
+    {
+        string? refusal =
+            q.ProtocolVersion != job.ProtocolVersion ? $"protocol version {q.ProtocolVersion}, the coordinator speaks {job.ProtocolVersion}" :
+            !string.Equals(q.DatasetSha256, job.DatasetSha256, StringComparison.OrdinalIgnoreCase)
+                ? $"dataset sha256 {q.DatasetSha256} differs from the coordinator's {job.DatasetSha256} (every node needs the same dataset file)" : null;
+        if (refusal is null)
+        {
+            Sender.Tell(job, Self);
+            return;
+        }
+        log.Warning("Worker on {Node:l} refused: {Reason:l}", q.Node, refusal);
+        Sender.Tell(new RegistrationRefused(refusal), Self);
+    });
 }
 
 /// <summary>The cluster over TCP (`coordinator`, `worker`, `train --processes`): Akka.Cluster nodes of cluster.hocon.</summary>
@@ -54,7 +71,7 @@ public static class RemoteCluster
             log.Information("Coordinator listening on {Address:l} (workers join with --join {Host:l}:{Port}); waiting for {Workers} worker(s)",
                 self.ToString(), host, boundPort, options.Workers);
             system.ActorOf(Props.Create(() => new CoordinatorActor(options, shape, completion, log, epochProgress, batchProgress)), "coordinator");
-            system.ActorOf(Props.Create(() => new JobInfoActor(job)), "job");
+            system.ActorOf(Props.Create(() => new JobInfoActor(job, log)), "job");
             if (onListening is not null) await onListening(boundPort).ConfigureAwait(false);
             var result = await completion.Task.WaitAsync(cancel).ConfigureAwait(false);
             await WorkersLeft(system, TimeSpan.FromSeconds(5)).ConfigureAwait(false);

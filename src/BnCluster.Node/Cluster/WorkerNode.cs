@@ -79,14 +79,16 @@ public sealed class WorkerNode(DatasetSplit dataset, string datasetName, string?
             IActorRef coordinator;
             try
             {
-                job = await system.ActorSelection(RemoteCluster.JobPath(seed)).Ask<JobDescription>(new JobQuery(ProtocolInfo.Version), AskTimeout, cancel).ConfigureAwait(false);
+                var answer = await system.ActorSelection(RemoteCluster.JobPath(seed))
+                    .Ask<ITrainingMessage>(new JobQuery(ProtocolInfo.Version, dataset.Sha256, node), AskTimeout, cancel).ConfigureAwait(false);
+                if (answer is RegistrationRefused refused) return (new Outcome.Failed($"refused by the coordinator: {refused.Reason}"), boundPort);
+                job = (JobDescription)answer;
                 coordinator = await system.ActorSelection(RemoteCluster.CoordinatorPath(seed)).ResolveOne(AskTimeout, cancel).ConfigureAwait(false);
             }
             catch (Exception e) when (e is AskTimeoutException or ActorNotFoundException or TimeoutException)
             {
                 return (new Outcome.CutOff($"no answer from the coordinator's node {seed} ({e.Message})"), boundPort);
             }
-            if (Refusal(job) is { } refusal) return (new Outcome.Failed(refusal), boundPort);
 
             // IDX splits do not depend on the seed: loading again would hold the dataset twice.
             var data = (job.Seed == 0 || !dataset.SplitDependsOnSeed) && job.LabelColumn == labelColumn
@@ -106,11 +108,6 @@ public sealed class WorkerNode(DatasetSplit dataset, string datasetName, string?
             await CoordinatedShutdown.Get(system).Run(CoordinatedShutdown.ClrExitReason.Instance).ConfigureAwait(false);
         }
     }
-
-    private string? Refusal(JobDescription job) =>
-        job.ProtocolVersion != ProtocolInfo.Version ? $"the coordinator speaks protocol version {job.ProtocolVersion}, this worker {ProtocolInfo.Version}" :
-        !string.Equals(job.DatasetSha256, dataset.Sha256, StringComparison.OrdinalIgnoreCase)
-            ? $"the coordinator's dataset has sha256 {job.DatasetSha256}, this worker's {datasetName} has {dataset.Sha256} (every node needs the same dataset file)" : null;
 
     /// <summary>Waits for the end of the run (published by the worker actor), the worker actor's stop, or the coordinator's.</summary>
     private sealed class WorkerWatch : ReceiveActor

@@ -39,12 +39,13 @@ public sealed class MultiMachineTests
         Assert.True(coordinator.ExitCode == 0, $"coordinator exit code {coordinator.ExitCode}:\n{output}");
         foreach (var w in workers)
         {
-            try { await w.WaitForExitAsync().WaitAsync(Limit); } // they leave when the coordinator stops
+            try { await w.WaitForExitAsync().WaitAsync(Limit); } // they leave when the coordinator tells them the run is over
             catch (TimeoutException) { throw new Xunit.Sdk.XunitException("a worker did not exit after the run:\n" + output); }
+            Assert.True(w.ExitCode == 0, $"worker exit code {w.ExitCode} after a finished run:\n{output}");
         }
         string log = output.ToString();
-        Assert.Contains($"on bncluster://worker@{net.Address(1)}:", log); // each worker joined from its own machine
-        Assert.Contains($"on bncluster://worker@{net.Address(2)}:", log);
+        Assert.Contains($"on akka.tcp://bncluster@{net.Address(1)}:", log); // each worker joined from its own machine
+        Assert.Contains($"on akka.tcp://bncluster@{net.Address(2)}:", log);
 
         var a = ModelFile.Read(Path.Combine(temp["inproc"], "model.bnc"));
         var b = ModelFile.Read(Path.Combine(temp["net"], "model.bnc"));

@@ -309,7 +309,7 @@ public sealed class ProcessClusterTests
         {
             var m = Regex.Match(line, @"--join (127\.0\.0\.1:\d+)");
             if (m.Success) listening.TrySetResult(m.Groups[1].Value);
-            if (line.Contains("Refused connection", StringComparison.Ordinal) && line.Contains("dataset sha256", StringComparison.Ordinal)) refusedHere.TrySetResult();
+            if (line.Contains("refused", StringComparison.Ordinal) && line.Contains("dataset sha256", StringComparison.Ordinal)) refusedHere.TrySetResult();
         };
         using var cancel = new CancellationTokenSource();
         var coordinator = Task.Run(() => CliHarness.Run(cancel.Token, tap,
