@@ -450,6 +450,10 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     {
         var lost = _roster.Where(m => m.Actor.Path.Address.Equals(address)).ToList();
         if (lost.Count > 0) Lose(lost, $"{reason} ({address})");
+        foreach (var dropped in _dropped.Values)
+            if (dropped.Actor.Path.Address.Equals(address))
+                _log.ForContext(ClusterLog.Phase, ClusterLog.Membership).Information("Node {Address:l} of dropped worker {Worker}: {Reason:l}",
+                    address.ToString(), dropped.Id, reason);
     }
 
     /// <summary>The node at <paramref name="address"/> is back: its dropped workers are told to register again.</summary>

@@ -52,7 +52,7 @@ public sealed class PausedWorkerTests
             // Only what follows the pause counts (a loaded machine can give a false unreachable before it).
             if (Volatile.Read(ref paused) == 0 || Volatile.Read(ref pausedNode) is not { } node || !line.Contains(node, StringComparison.Ordinal)) return;
             if (line.Contains(" left: unreachable", StringComparison.Ordinal)) dropped.TrySetResult(node);
-            if (dropped.Task.IsCompleted && line.Contains("Cluster: member", StringComparison.Ordinal) && line.Contains("removed", StringComparison.Ordinal))
+            if (dropped.Task.IsCompleted && line.Contains("of dropped worker", StringComparison.Ordinal) && line.Contains("removed from the cluster", StringComparison.Ordinal))
                 removed.TrySetResult();
         };
 
