@@ -211,7 +211,8 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
             }
 
         Receive<RegisterWorker>(OnRegister);
-        Receive<Terminated>(t => { if (Find(t.ActorRef) is { } m) Lose([m], "terminated", alive: false); });
+        // (Once the run is over the workers stop by themselves: nothing to report.)
+        Receive<Terminated>(t => { if (_phase != Phase.Done && Find(t.ActorRef) is { } m) Lose([m], "terminated", alive: false); });
         Receive<WorkerFailed>(OnWorkerFailed);
         // Akka.Cluster's failure detector: a node that stops answering (or is downed, removed) takes its workers with it;
         // a node that answers again gets its dropped workers back: they are told, and register again.

@@ -91,7 +91,6 @@ public static class ClusterBackends
         };
         var job = RemoteCluster.Describe(o.Seed, o.LabelColumn, request.TrainerOptions.Spec, request.Data.Sha256);
         var shape = new ClusterDataShape(request.Data.Train.Count, request.Data.Test.Count, request.Data.Train.FeatureCount);
-        Serilog.Log.Logger = request.Log; // Akka's own events (Akka.Logger.Serilog) go to the run's log
         return RemoteCluster.RunCoordinatorAsync(host, port, options, job, shape, request.Log, request.EpochProgress, request.BatchProgress, onListening, cancel);
     }
 
@@ -109,7 +108,7 @@ public static class ClusterBackends
             return Cli.ExitUsage;
         }
         using var logger = RunLogging.Create(null, "worker", ReferenceEquals(context.Error, Console.Error) ? null : context.Error);
-        Serilog.Log.Logger = logger; // Akka's own events (Akka.Logger.Serilog)
+        using var akkaLog = AkkaLogRoute.To(logger);
         var seed = RemoteCluster.NodeAddress(options.Join.Host, options.Join.Port);
         var node = new WorkerNode(first, options.Dataset, options.LabelColumn, options.Threads, logger);
         return await node.RunAsync(seed, options.Listen?.Host ?? RouteAddressTo(options.Join), options.Listen?.Port ?? 0, options.JoinTimeout, cancel)

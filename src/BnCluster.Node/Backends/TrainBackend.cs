@@ -89,6 +89,7 @@ public static class TrainBackend
         else
         {
             batchSink.Restart();
+            using var akkaLog = AkkaLogRoute.To(log);
             result = await cluster!(new TrainRequest(options, data, trainerOptions, batchSink, epochSink, log), cancel).ConfigureAwait(false);
         }
         wall.Stop();

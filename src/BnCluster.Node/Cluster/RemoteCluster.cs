@@ -92,8 +92,11 @@ public static class RemoteCluster
     /// <summary>Waits until no worker node is left in the cluster (they leave once told the run is over), at most <paramref name="limit"/>.</summary>
     private static async Task WorkersLeft(ActorSystem system, TimeSpan limit)
     {
+        if (system.WhenTerminated.IsCompleted) return;
         var left = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var watcher = system.ActorOf(Props.Create(() => new WorkersLeftWatcher(left)));
+        IActorRef watcher;
+        try { watcher = system.ActorOf(Props.Create(() => new WorkersLeftWatcher(left))); }
+        catch (InvalidOperationException) { return; } // the system is shutting down already
         try { await left.Task.WaitAsync(limit).ConfigureAwait(false); }
         catch (TimeoutException) { /* a worker that did not leave in time is shut out with the node */ }
         finally { system.Stop(watcher); }

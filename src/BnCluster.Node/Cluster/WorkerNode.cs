@@ -114,10 +114,14 @@ public sealed class WorkerNode(DatasetSplit dataset, string datasetName, string?
     {
         public WorkerWatch(IActorRef coordinator, IActorRef worker, TaskCompletionSource<Outcome> outcome)
         {
-            Receive<TrainingDone>(done => outcome.TrySetResult(new Outcome.Done(done)));
-            Receive<Terminated>(t => outcome.TrySetResult(t.ActorRef.Equals(worker)
-                ? new Outcome.Failed("the worker stopped (refused or failed, see above)")
-                : new Outcome.CutOff("the coordinator is unreachable or gone")));
+            // (Block bodies: a handler that returns a bool is taken by Akka as "handled or not".)
+            Receive<TrainingDone>(done => { outcome.TrySetResult(new Outcome.Done(done)); });
+            Receive<Terminated>(t =>
+            {
+                outcome.TrySetResult(t.ActorRef.Equals(worker)
+                    ? new Outcome.Failed("the worker stopped (refused or failed, see above)")
+                    : new Outcome.CutOff("the coordinator is unreachable or gone"));
+            });
             Context.System.EventStream.Subscribe(Self, typeof(TrainingDone));
             Context.Watch(coordinator);
             Context.Watch(worker);

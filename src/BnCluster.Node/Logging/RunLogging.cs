@@ -31,16 +31,22 @@ public static class RunLogging
         // Every sink sees Akka's positional events (from Akka.Logger.Serilog) already rewritten to plain text.
         config.WriteTo.Sink(LoggerSinkConfiguration.Wrap(sinks => new PositionalTemplateRewritingSink(sinks), writeTo =>
         {
-            if (console is not null)
-                writeTo.Sink(new TextWriterSink(console), consoleLevel);
-            else
+            // Akka's own information (remoting started, members joining, leader changes) goes to the file only: on the
+            // console it would bury the run's lines. Its warnings and errors show.
+            writeTo.Logger(screen =>
             {
-                // Colours only on a terminal; redirected output gets plain lines.
-                bool terminal = !Console.IsErrorRedirected;
-                writeTo.Console(consoleLevel, ConsoleTemplate, System.Globalization.CultureInfo.InvariantCulture,
-                    standardErrorFromLevel: LogEventLevel.Verbose,
-                    theme: terminal ? AnsiConsoleTheme.Code : ConsoleTheme.None);
-            }
+                screen.Filter.ByExcluding(e => e.Level < LogEventLevel.Warning && IsAkkas(e));
+                if (console is not null)
+                    screen.WriteTo.Sink(new TextWriterSink(console), consoleLevel);
+                else
+                {
+                    // Colours only on a terminal; redirected output gets plain lines.
+                    bool terminal = !Console.IsErrorRedirected;
+                    screen.WriteTo.Console(consoleLevel, ConsoleTemplate, System.Globalization.CultureInfo.InvariantCulture,
+                        standardErrorFromLevel: LogEventLevel.Verbose,
+                        theme: terminal ? AnsiConsoleTheme.Code : ConsoleTheme.None);
+                }
+            });
             if (logFilePath is not null)
                 // Buffered file, flushed every second and on Dispose; the async queue blocks rather than
                 // drops when full, because `bncluster logs` sums these events and must not undercount.
@@ -50,6 +56,11 @@ public static class RunLogging
         }));
         return config.CreateLogger();
     }
+
+    /// <summary>An event of Akka.NET itself (Akka.Logger.Serilog names the logging class as its SourceContext).</summary>
+    public static bool IsAkkas(LogEvent e) =>
+        e.Properties.TryGetValue(Constants.SourceContextPropertyName, out var source) && source is ScalarValue { Value: string name }
+        && name.StartsWith("Akka.", StringComparison.Ordinal);
 }
 
 /// <summary>

@@ -48,6 +48,23 @@ public sealed class ClusterExactnessTests
         Assert.Equal(first.Input.Mean, second.Input.Mean);
     }
 
+    /// <summary>
+    /// With akka.actor.serialize-messages every message is encoded and decoded by TrainingMessageSerializer on its way, as
+    /// between processes: the protocol survives the wire, and the model is the same to the bit.
+    /// </summary>
+    [Theory]
+    [InlineData(false)] // every tensor in the messages
+    [InlineData(true)]  // tensors through the shared-memory files, BN partials through the exchange
+    public async Task Every_message_serialized_on_its_way_gives_the_same_model_bits(bool sharedMemory)
+    {
+        var options = ClusterOptions(Trainer(), 3) with { SharedMemory = sharedMemory };
+        var plain = await InProcessCluster.RunAsync(options, Train, Test, null, Serilog.Core.Logger.None).WaitAsync(Limit);
+        await using var serialized = InProcessCluster.Start(options, Train, Test, Serilog.Core.Logger.None, serializeMessages: true);
+        var result = await serialized.Completion.WaitAsync(Limit);
+        Assert.Equal(20, result.Steps);
+        AssertBitwiseEqual(plain.Parameters, result.Parameters);
+    }
+
     [Theory]
     [InlineData(4)] // lands in step 5
     [InlineData(8)] // the last step of epoch 1: lands in the evaluation round or step 9

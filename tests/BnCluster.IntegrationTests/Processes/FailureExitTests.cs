@@ -1,0 +1,124 @@
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using BnCluster.Node.Backends;
+using Xunit;
+
+namespace BnCluster.IntegrationTests.Processes;
+
+/// <summary>
+/// Failures end runs and say so in their exit code: SIGTERM stops a `train --processes` run as Ctrl+C does (exit 143, a
+/// whole log, no worker process left, no model), and a worker whose coordinator is gone exits with a non-zero code.
+/// The processes are this build's `bncluster`, started and signalled as a service manager would.
+/// </summary>
+[Collection(ProcessCollection.Name)]
+public sealed class FailureExitTests
+{
+    private static readonly TimeSpan Limit = TimeSpan.FromSeconds(60);
+
+    static FailureExitTests() => Environment.SetEnvironmentVariable("BNCLUSTER_HEARTBEAT_MS", "500");
+
+    private static Process Start(LineTap output, params string[] args)
+    {
+        var psi = WorkerProcesses.Executable();
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        psi.RedirectStandardError = true;
+        psi.RedirectStandardOutput = true;
+        var p = new Process { StartInfo = psi };
+        p.OutputDataReceived += (_, e) => { if (e.Data is { } line) output.WriteLine(line); };
+        p.ErrorDataReceived += (_, e) => { if (e.Data is { } line) output.WriteLine(line); };
+        p.Start();
+        p.BeginOutputReadLine();
+        p.BeginErrorReadLine();
+        return p;
+    }
+
+    private static void Signal(string signal, int pid)
+    {
+        using var kill = Process.Start(new ProcessStartInfo("kill") { ArgumentList = { "-" + signal, pid.ToString() } })!;
+        kill.WaitForExit();
+        Assert.True(kill.ExitCode == 0, $"kill -{signal} {pid} failed");
+    }
+
+    private static bool Alive(int pid)
+    {
+        try
+        {
+            using var p = Process.GetProcessById(pid);
+            return !p.HasExited;
+        }
+        catch (ArgumentException) { return false; }
+    }
+
+    [Fact]
+    public async Task SIGTERM_stops_a_run_of_worker_processes_with_143_a_whole_log_and_no_process_left()
+    {
+        using var temp = new TempFolder();
+        var output = new LineTap();
+        var pids = new List<int>();
+        var epochOne = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        output.Line += line =>
+        {
+            var started = Regex.Match(line, @"Started worker process \d+ \(pid (\d+)\)");
+            if (started.Success) lock (pids) pids.Add(int.Parse(started.Groups[1].Value));
+            if (line.Contains("Epoch 1 done", StringComparison.Ordinal)) epochOne.TrySetResult();
+        };
+        using var run = Start(output, "train", "--dataset", "digits", "--hidden", "16", "--batch", "32", "--epochs", "50", "--seed", "7",
+            "--workers", "2", "--processes", "--out", temp["run"]);
+        try
+        {
+            await Task.WhenAny(epochOne.Task, run.WaitForExitAsync()).WaitAsync(Limit);
+            Assert.True(epochOne.Task.IsCompleted, "the run ended before epoch 1 was done:\n" + output);
+            Signal("TERM", run.Id);
+            await run.WaitForExitAsync().WaitAsync(Limit);
+        }
+        finally
+        {
+            if (!run.HasExited) run.Kill(entireProcessTree: true);
+        }
+        Assert.True(run.ExitCode == 143, $"exit code {run.ExitCode}:\n{output}");
+        int[] children;
+        lock (pids) children = pids.ToArray();
+        Assert.Equal(2, children.Length);
+        Assert.All(children, pid => Assert.False(Alive(pid), $"worker process {pid} is still running after the run exited"));
+        Assert.False(File.Exists(Path.Combine(temp["run"], "model.bnc")), "a cancelled run wrote a model");
+        var lines = File.ReadAllLines(Path.Combine(temp["run"], "log.jsonl"));
+        Assert.NotEmpty(lines);
+        foreach (var line in lines) JsonDocument.Parse(line).Dispose(); // every line whole: the log was flushed, not torn
+    }
+
+    [Fact]
+    public async Task A_worker_whose_coordinator_is_killed_exits_with_a_non_zero_code()
+    {
+        using var temp = new TempFolder();
+        var output = new LineTap();
+        var listening = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var epochOne = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        output.Line += line =>
+        {
+            var m = Regex.Match(line, @"--join (127\.0\.0\.1:\d+)");
+            if (m.Success) listening.TrySetResult(m.Groups[1].Value);
+            if (line.Contains("Epoch 1 done", StringComparison.Ordinal)) epochOne.TrySetResult();
+        };
+        using var coordinator = Start(output, "coordinator", "--listen", "127.0.0.1:0", "--workers", "1", "--dataset", "digits", "--hidden", "16",
+            "--batch", "32", "--epochs", "50", "--seed", "7", "--out", temp["run"]);
+        Process? worker = null;
+        try
+        {
+            string endpoint = await listening.Task.WaitAsync(Limit);
+            worker = Start(output, "worker", "--join", endpoint, "--dataset", "digits", "--threads", "1");
+            await Task.WhenAny(epochOne.Task, coordinator.WaitForExitAsync()).WaitAsync(Limit);
+            Assert.True(epochOne.Task.IsCompleted, "the run ended before epoch 1 was done:\n" + output);
+            coordinator.Kill(entireProcessTree: true); // kill -9
+            await worker.WaitForExitAsync().WaitAsync(Limit);
+            Assert.True(worker.ExitCode != 0, $"the worker exited with 0 after its coordinator was killed:\n{output}");
+            Assert.Contains("could not join the coordinator", output.ToString());
+        }
+        finally
+        {
+            if (!coordinator.HasExited) coordinator.Kill(entireProcessTree: true);
+            if (worker is { HasExited: false }) worker.Kill(entireProcessTree: true);
+            worker?.Dispose();
+        }
+    }
+}
