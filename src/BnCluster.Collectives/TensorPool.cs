@@ -1,7 +1,7 @@
 using System.Runtime.CompilerServices;
 using BnCluster.Core.Training;
 
-namespace BnCluster.Core.Protocol;
+namespace BnCluster.Collectives;
 
 /// <summary>
 /// A bounded, process-wide pool of float arrays of exact lengths, for the big tensors of the step messages
