@@ -2,10 +2,10 @@ using System.Diagnostics;
 using System.Numerics.Tensors;
 using Akka.Actor;
 using Akka.Cluster;
+using BnCluster.Collectives;
 using BnCluster.Coordinator.Messages;
 using BnCluster.Core.Kernels;
 using BnCluster.Core.Optimizers;
-using BnCluster.Core.Protocol;
 using BnCluster.Core.Training;
 using Serilog;
 

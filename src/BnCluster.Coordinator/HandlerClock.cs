@@ -1,5 +1,5 @@
 using System.Diagnostics;
-using BnCluster.Core.Protocol;
+using BnCluster.Collectives;
 using Serilog;
 
 namespace BnCluster.Coordinator;

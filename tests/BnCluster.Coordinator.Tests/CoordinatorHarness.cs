@@ -1,10 +1,10 @@
 using System.Collections.Concurrent;
 using Akka.Actor;
+using BnCluster.Collectives;
 using BnCluster.Coordinator;
 using BnCluster.Core.Model;
 using BnCluster.Core.Optimizers;
 using BnCluster.Coordinator.Messages;
-using BnCluster.Core.Protocol;
 using BnCluster.Core.Training;
 using Akka.TestKit;
 using Serilog;

@@ -1,6 +1,6 @@
 using Akka.Actor;
+using BnCluster.Collectives;
 using BnCluster.Coordinator.Messages;
-using BnCluster.Core.Protocol;
 using Akka.TestKit;
 using Serilog.Events;
 using Xunit;

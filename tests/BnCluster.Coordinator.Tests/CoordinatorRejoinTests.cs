@@ -1,6 +1,6 @@
 using Akka.Actor;
+using BnCluster.Collectives;
 using BnCluster.Coordinator.Messages;
-using BnCluster.Core.Protocol;
 using Akka.TestKit;
 using Xunit;
 using static BnCluster.Coordinator.Tests.CoordinatorHarness;

@@ -1,7 +1,7 @@
 using System.Buffers;
 using Akka.Serialization;
+using BnCluster.Collectives;
 using BnCluster.Coordinator.Messages;
-using BnCluster.Core.Protocol;
 using MessagePack;
 using Xunit;
 

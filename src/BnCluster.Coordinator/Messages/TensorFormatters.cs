@@ -1,6 +1,6 @@
 using System.Buffers;
 using System.Runtime.InteropServices;
-using BnCluster.Core.Protocol;
+using BnCluster.Collectives;
 using MessagePack;
 using MessagePack.Formatters;
 

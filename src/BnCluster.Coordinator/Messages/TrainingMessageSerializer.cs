@@ -2,7 +2,7 @@ using System.Collections.Frozen;
 using System.Runtime.Serialization;
 using Akka.Actor;
 using Akka.Serialization;
-using BnCluster.Core.Protocol;
+using BnCluster.Collectives;
 using MessagePack;
 using MessagePack.Resolvers;
 

@@ -1,4 +1,4 @@
-using BnCluster.Core.Protocol;
+using BnCluster.Collectives;
 using MessagePack;
 
 namespace BnCluster.Coordinator.Messages;

@@ -144,9 +144,10 @@ public sealed unsafe class MatMul : IDisposable
     /// range and keep every reduction inside one range, so the result is the same for any split. Each share is run in
     /// chunks the threads claim (<see cref="RangeJob"/>), of <paramref name="minPerChunk"/> indices at least: a body that
     /// walks every row for its range of columns pays that walk per chunk.
-    /// Same rule as the products: one call at a time per instance.
+    /// Same rule as the products: one call at a time per instance. Public for the shared-memory files of
+    /// BnCluster.Collectives, which copy and sum the step's tensors on the trainer's threads.
     /// </summary>
-    internal void ParallelFor<T>(int count, long work, ref T state, delegate*<ref T, int, int, void> body, int align = 1, int minPerPart = 1,
+    public void ParallelFor<T>(int count, long work, ref T state, delegate*<ref T, int, int, void> body, int align = 1, int minPerPart = 1,
         int phase = 0, int minPerChunk = 1)
         where T : unmanaged
     {

@@ -107,7 +107,7 @@ public sealed class Optimizer
     /// <summary>
     /// Adam with the gradient completed block by block as the update reads it: gradient = (g + a₀) + a₁ + … over
     /// <paramref name="addends"/> in their order, or with <paramref name="overwrite"/> (g holds nothing yet)
-    /// (a₀ + 0) + a₁ + … — the additions of <see cref="Protocol.SharedTensorRegion.TryAddGradients"/>, element for
+    /// (a₀ + 0) + a₁ + … — the additions of <c>SharedTensorRegion.TryAddGradients</c> (BnCluster.Collectives), element for
     /// element, so the update is bit-identical to summing first; g is not written. <paramref name="gradientFinite"/>
     /// is false when a completed gradient held NaN or ±∞ (the update then used it: callers check the addends first).
     /// Without addends this is the plain update (and <paramref name="overwrite"/> is ignored).

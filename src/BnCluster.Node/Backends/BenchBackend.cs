@@ -256,7 +256,7 @@ public static class BenchBackend
     /// <summary>
     /// Per worker, by id: its process's gen0 collections and allocated bytes per step from the window's open (its
     /// compute event of step <paramref name="lastWarmup"/>) to its close (step <paramref name="lastTimed"/>) — the
-    /// difference of the GC counters it sent with those steps (<see cref="BnCluster.Core.Protocol.StepTimings"/>),
+    /// difference of the GC counters it sent with those steps (<see cref="BnCluster.Coordinator.Messages.StepTimings"/>),
     /// like this process's own GC figures, which cover the whole window too. Null for a worker with fewer than two
     /// compute events in the window (it joined late or was lost).
     /// </summary>

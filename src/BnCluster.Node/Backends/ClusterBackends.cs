@@ -1,8 +1,8 @@
 using System.Diagnostics;
 using System.Text.RegularExpressions;
+using BnCluster.Collectives;
 using BnCluster.Coordinator;
 using BnCluster.Core.Data;
-using BnCluster.Core.Protocol;
 using BnCluster.Core.Training;
 using BnCluster.Node.Cluster;
 using BnCluster.Node.Commands;

@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using Akka.Actor;
+using BnCluster.Collectives;
 using BnCluster.Coordinator.Messages;
-using BnCluster.Core.Protocol;
 using BnCluster.Core.Training;
 using Serilog;
 

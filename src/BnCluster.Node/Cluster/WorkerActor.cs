@@ -1,10 +1,10 @@
 using System.Diagnostics;
 using Akka.Actor;
+using BnCluster.Collectives;
 using BnCluster.Coordinator.Messages;
 using BnCluster.Core.Data;
 using BnCluster.Core.Kernels;
 using BnCluster.Core.Model;
-using BnCluster.Core.Protocol;
 using BnCluster.Core.Training;
 using BnCluster.Node.Logging;
 using Serilog;

@@ -30,7 +30,7 @@ public sealed class ProcessClusterTests
     /// </summary>
     private static string[] LeftSharedFiles()
     {
-        string folder = Core.Protocol.SharedTensorRegion.DefaultFolder, pattern = $"bncluster-{Environment.ProcessId}-*";
+        string folder = Collectives.SharedTensorRegion.DefaultFolder, pattern = $"bncluster-{Environment.ProcessId}-*";
         using var deleted = new SemaphoreSlim(0);
         using var watcher = new FileSystemWatcher(folder, pattern);
         watcher.Deleted += (_, _) => deleted.Release();

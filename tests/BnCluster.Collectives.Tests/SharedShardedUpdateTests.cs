@@ -1,13 +1,12 @@
 using System.Numerics.Tensors;
 using BnCluster.Core.Model;
 using BnCluster.Core.Optimizers;
-using BnCluster.Core.Protocol;
 using BnCluster.Core.Tests.Data;
 using BnCluster.Core.Tests.Training;
 using BnCluster.Core.Training;
 using Xunit;
 
-namespace BnCluster.Core.Tests.Protocol;
+namespace BnCluster.Collectives.Tests;
 
 /// <summary>
 /// The optimizer update made by the worker processes, each on its slice, in the coordinator's shared-memory file: each

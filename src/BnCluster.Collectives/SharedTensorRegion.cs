@@ -5,7 +5,7 @@ using BnCluster.Core.Kernels;
 using BnCluster.Core.Optimizers;
 using BnCluster.Core.Training;
 
-namespace BnCluster.Core.Protocol;
+namespace BnCluster.Collectives;
 
 /// <summary>
 /// A memory-mapped file shared by the coordinator and one worker on the same machine (a worker process, or a worker

@@ -4,7 +4,7 @@ using System.Numerics.Tensors;
 using System.Security.Cryptography;
 using BnCluster.Core.Training;
 
-namespace BnCluster.Core.Protocol;
+namespace BnCluster.Collectives;
 
 /// <summary>
 /// A memory-mapped file in which the worker processes on the coordinator's machine all-reduce their batch-norm

@@ -1,6 +1,6 @@
 using System.IO.MemoryMappedFiles;
 
-namespace BnCluster.Core.Protocol;
+namespace BnCluster.Collectives;
 
 /// <summary>
 /// A file mapped into this process for sharing with processes on the same machine (<see cref="SharedTensorRegion"/>,

@@ -6,7 +6,7 @@ using BnCluster.Core.Model;
 using BnCluster.Core.Optimizers;
 using BnCluster.Core.Training;
 
-namespace BnCluster.Core.Protocol;
+namespace BnCluster.Collectives;
 
 /// <summary>
 /// A memory-mapped file in which the worker processes on the coordinator's machine make the optimizer update

@@ -1,9 +1,8 @@
 using BnCluster.Core.Model;
-using BnCluster.Core.Protocol;
 using BnCluster.Core.Training;
 using Xunit;
 
-namespace BnCluster.Core.Tests.Protocol;
+namespace BnCluster.Collectives.Tests;
 
 // The pool is process-wide: each test uses lengths no other test rents.
 public sealed class TensorPoolTests

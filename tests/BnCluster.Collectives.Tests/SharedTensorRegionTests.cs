@@ -1,11 +1,10 @@
 using BnCluster.Core.Kernels;
 using BnCluster.Core.Model;
-using BnCluster.Core.Protocol;
 using BnCluster.Core.Tests.Data;
 using BnCluster.Core.Training;
 using Xunit;
 
-namespace BnCluster.Core.Tests.Protocol;
+namespace BnCluster.Collectives.Tests;
 
 /// <summary>
 /// The shared-memory file between the coordinator and a worker process: both ends are opened here in one process

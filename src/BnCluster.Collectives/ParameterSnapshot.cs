@@ -1,6 +1,6 @@
 using BnCluster.Core.Training;
 
-namespace BnCluster.Core.Protocol;
+namespace BnCluster.Collectives;
 
 /// <summary>
 /// Every tensor of a <see cref="Parameters"/> copied into arrays rented from <see cref="TensorPool"/>, for a

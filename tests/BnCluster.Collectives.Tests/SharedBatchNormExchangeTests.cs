@@ -1,10 +1,9 @@
 using BnCluster.Core.Model;
-using BnCluster.Core.Protocol;
 using BnCluster.Core.Tests.Data;
 using BnCluster.Core.Training;
 using Xunit;
 
-namespace BnCluster.Core.Tests.Protocol;
+namespace BnCluster.Collectives.Tests;
 
 /// <summary>
 /// The batch-norm exchange file of the worker processes on the coordinator's machine: the coordinator's and each

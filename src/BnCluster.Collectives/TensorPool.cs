@@ -1,14 +1,14 @@
 using System.Runtime.CompilerServices;
 using BnCluster.Core.Training;
 
-namespace BnCluster.Core.Protocol;
+namespace BnCluster.Collectives;
 
 /// <summary>
 /// A bounded, process-wide pool of float arrays of exact lengths, for the big tensors of the step messages
 /// (parameter snapshots, gradients), and of float64 arrays for the BN statistics messages, so that a step allocates
 /// none. Ownership rule: whoever creates a message
 /// rents its arrays and never touches them after sending; whoever consumes the message (the receiving actor
-/// after using it, or the remoting codec after encoding it, see <see cref="TrainingCodec.Sent"/>) returns them.
+/// after using it, or the remoting codec after encoding it, see <c>TrainingMessageSerializer</c>) returns them.
 /// A tensor set sent to several receivers at once is registered with <see cref="Share"/> and goes back to the
 /// pool at the last <see cref="Release(float[][])"/>. A message that is lost (dead letters, a stopped actor)
 /// simply leaves its arrays to the garbage collector: the pool then allocates new ones.
