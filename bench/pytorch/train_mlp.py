@@ -3,7 +3,7 @@
 
 Each hidden layer is Linear(no bias) -> BatchNorm1d -> ReLU, then Linear(bias) and softmax
 cross-entropy (mean over the batch); Adam; inputs normalized per feature with the training set's
-mean and variance (a zero-variance feature is only centred), as in DESIGN.md.
+mean and variance (a zero-variance feature is only centred), as in docs/design.md.
 
 Throughput mode (default): W warm-up steps, then N timed steps over random-permutation batches
 of the global batch; prints ONE JSON object {samples_per_second, ms_per_step, threads, processes,
@@ -89,7 +89,7 @@ def build_model(dims):
     layers = []
     for fan_in, fan_out in zip(dims[:-2], dims[1:-1]):
         linear = nn.Linear(fan_in, fan_out, bias=False)
-        nn.init.kaiming_normal_(linear.weight, nonlinearity="relu")  # He normal, as DESIGN.md
+        nn.init.kaiming_normal_(linear.weight, nonlinearity="relu")  # He normal, as docs/design.md
         layers += [linear, nn.BatchNorm1d(fan_out, eps=1e-5, momentum=0.1), nn.ReLU()]
     layers.append(nn.Linear(dims[-2], dims[-1], bias=True))
     return nn.Sequential(*layers)

@@ -8,7 +8,7 @@ namespace BnCluster.Collectives;
 
 /// <summary>
 /// A memory-mapped file in which the worker processes on the coordinator's machine all-reduce their batch-norm
-/// partials among themselves, without a round trip through the coordinator's socket (DESIGN §3's BnStats → BnGlobal
+/// partials among themselves, without a round trip through the coordinator's socket (docs/design.md, "One training step": BnStats → BnGlobal
 /// and BnGradStats → BnGradGlobal). A loopback round trip costs ~65 µs on a small VM before any actor runs, and a
 /// step of a 2-BN-layer network makes four; here a worker publishes its partial in its rank's slot and reads the
 /// others' as soon as they are stamped.

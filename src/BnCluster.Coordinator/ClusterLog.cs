@@ -1,7 +1,7 @@
 namespace BnCluster.Coordinator;
 
 /// <summary>
-/// The run log's property names, Phase values and message templates (DESIGN §5), defined once here: the
+/// The run log's property names, Phase values and message templates (docs/design.md, "Contracts"), defined once here: the
 /// coordinator logs with them, and the Node's LogEvents (its helpers and `bncluster logs`) refers to them.
 /// </summary>
 public static class ClusterLog

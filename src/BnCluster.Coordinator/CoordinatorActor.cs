@@ -12,7 +12,7 @@ using Serilog;
 namespace BnCluster.Coordinator;
 
 /// <summary>
-/// The coordinator of DESIGN §3. It owns the roster (rank = position in join order), the parameters, the
+/// The coordinator (docs/design.md, "One training step"). It owns the roster (rank = position in join order), the parameters, the
 /// optimizer state, the running averages and the seeded epoch plan; workers own nothing but a copy of the
 /// committed parameters. Per step it sends each worker its shard, merges the BN statistics and sums the BN
 /// gradient sums in rank order, sums the gradients in rank order, applies the optimizer and the running-average

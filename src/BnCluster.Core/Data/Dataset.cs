@@ -342,7 +342,7 @@ public sealed class Dataset
 }
 
 /// <summary>
-/// A train/test pair and the SHA-256 of the source files (checked at join, DESIGN §3). <see cref="SplitDependsOnSeed"/>
+/// A train/test pair and the SHA-256 of the source files (checked at join: docs/design.md, "Cluster membership and failure"). <see cref="SplitDependsOnSeed"/>
 /// is true when the split is drawn with the seed (CSV, digits) and false when the files fix it (IDX), so a node
 /// holding the split of one seed knows whether it must load again for another.
 /// </summary>

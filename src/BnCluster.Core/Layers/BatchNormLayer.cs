@@ -8,7 +8,7 @@ using BnCluster.Core.Training;
 namespace BnCluster.Core.Layers;
 
 /// <summary>
-/// Batch norm over a global batch split across workers, in its phases (DESIGN §1):
+/// Batch norm over a global batch split across workers, in its phases (docs/design.md, "The math"):
 /// local moments → (collective merge) → normalize with the global μ, σ²;
 /// local backward sums → (collective sum) → input gradient from the global sums and global N;
 /// running averages (coordinator, once per committed step); eval-mode normalize.
@@ -472,7 +472,7 @@ public sealed class BatchNormLayer(int features, float epsilon = 1e-5f, float mo
     }
 
     /// <summary>
-    /// From this global batch size on, <see cref="InputGradient"/> computes in float32 (DESIGN §1: float32 compute,
+    /// From this global batch size on, <see cref="InputGradient"/> computes in float32 (docs/design.md, "The math": float32 compute,
     /// float64 reductions; its sums stay float64), about 3× faster than in float64. Below it, float64: on a tiny batch dz
     /// is the small difference of nearly equal terms (with N = 2 only the ε part is left), where float32 would lose it.
     /// </summary>

@@ -3,7 +3,7 @@ using System.Numerics.Tensors;
 namespace BnCluster.Core.Layers;
 
 /// <summary>
-/// Softmax + cross-entropy, mean over the GLOBAL batch of N rows (DESIGN §1):
+/// Softmax + cross-entropy, mean over the GLOBAL batch of N rows (docs/design.md, "The math"):
 /// L = −(1/N) Σ_i log ŷ_{i,y_i}; dz = (ŷ − onehot(y)) / N on every worker.
 /// </summary>
 public static class SoftmaxCrossEntropy

@@ -4,7 +4,7 @@ using BnCluster.Core.Training;
 namespace BnCluster.Core.Model;
 
 /// <summary>
-/// <see cref="Parameters"/> ⇄ <see cref="ModelDocument"/> (DESIGN §5). Layer records in order, per hidden layer:
+/// <see cref="Parameters"/> ⇄ <see cref="ModelDocument"/> (docs/design.md, "Contracts"). Layer records in order, per hidden layer:
 /// BN before: dense(no bias), batchnorm, activation; BN after: dense(bias), activation, batchnorm;
 /// none: dense(bias), activation; then the output dense(bias). Arrays are copied both ways.
 /// </summary>

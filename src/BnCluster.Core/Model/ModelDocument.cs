@@ -1,7 +1,7 @@
 namespace BnCluster.Core.Model;
 
 /// <summary>
-/// The content of <c>model.bnc</c> (DESIGN §5) as plain data: what the model file
+/// The content of <c>model.bnc</c> (docs/design.md, "Contracts") as plain data: what the model file
 /// reader returns and the writer takes. Arrays are float32; weight is [out][in] row-major.
 /// </summary>
 public sealed record ModelDocument(

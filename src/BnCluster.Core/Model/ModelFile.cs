@@ -25,7 +25,7 @@ public sealed class ModelFileException : Exception
 }
 
 /// <summary>
-/// Reads and writes <c>model.bnc</c> (DESIGN §5): one MessagePack map
+/// Reads and writes <c>model.bnc</c> (docs/design.md, "Contracts"): one MessagePack map
 /// <c>{format: "bncluster.model", version: 1, input, classes, layers, training}</c>, float arrays as
 /// bin of little-endian float32. Writing emits keys in that order with the smallest encodings;
 /// reading accepts any valid encoding, any key order, and ignores unknown keys.
@@ -157,7 +157,7 @@ public static class ModelFile
         return buffer.WrittenSpan.ToArray();
     }
 
-    /// <summary>The tensor encoding of DESIGN §4/§5: one bin holding the floats as little-endian float32.</summary>
+    /// <summary>The tensor encoding (docs/design.md, "Wire formats" and "Contracts"): one bin holding the floats as little-endian float32.</summary>
     private static void WriteFloats(ref MessagePackWriter w, float[] values)
     {
         if (BitConverter.IsLittleEndian)

@@ -8,7 +8,7 @@ namespace BnCluster.Core.Optimizers;
 
 public enum OptimizerKind { Gd, Momentum, RmsProp, Adam }
 
-/// <summary>Optimizer settings (DESIGN §1 defaults: β1 0.9, β2 0.999, ε 1e-8).</summary>
+/// <summary>Optimizer settings (docs/design.md, "The math"; defaults: β1 0.9, β2 0.999, ε 1e-8).</summary>
 public sealed record OptimizerSettings(OptimizerKind Kind, float LearningRate, float Beta1 = 0.9f, float Beta2 = 0.999f, float Epsilon = 1e-8f)
 {
     public static OptimizerKind ParseKind(string name) => name.ToLowerInvariant() switch
@@ -42,7 +42,7 @@ public unsafe interface IGradientAddend
 }
 
 /// <summary>
-/// The course-form optimizers of DESIGN §1, t = committed step counted from 1:
+/// The course-form optimizers (docs/design.md, "The math"), t = committed step counted from 1:
 ///   gd        p −= α g
 ///   momentum  v = β1 v + (1−β1) g;  p −= α v           (note: not torch's v = μ v + g)
 ///   rmsprop   s = β2 s + (1−β2) g²; p −= α g / (sqrt(s) + ε)

@@ -6,7 +6,7 @@ namespace BnCluster.Core.Training;
 /// <summary>
 /// Per-feature moments of a set of rows: count n, mean, and M2 = Σ(z − mean)², in float64.
 /// A worker computes them for its shard (two-pass); the coordinator merges shards in rank
-/// order with Chan's parallel formula (DESIGN §1), never Σz² − (Σz)²/N, which cancels
+/// order with Chan's parallel formula (docs/design.md, "The math"), never Σz² − (Σz)²/N, which cancels
 /// catastrophically when |μ| ≫ σ. Input normalization reuses the same merge.
 /// </summary>
 public sealed class BatchNormStats

@@ -1,7 +1,7 @@
 namespace BnCluster.Core.Training;
 
 /// <summary>
-/// The synchronisation points of one training step (DESIGN §3). The step is one linear
+/// The synchronisation points of one training step (docs/design.md, "One training step"). The step is one linear
 /// method that awaits these; a local collective answers at once (one worker), a cluster
 /// collective sends the partials to the coordinator and awaits its reply.
 /// Implementations must not keep or mutate the partials they are given after returning.

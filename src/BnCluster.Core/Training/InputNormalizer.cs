@@ -4,7 +4,7 @@ using BnCluster.Core.Model;
 namespace BnCluster.Core.Training;
 
 /// <summary>
-/// Per-feature input normalization (DESIGN §1): μ, σ² of the training set, reduced over slices with the same Chan
+/// Per-feature input normalization (docs/design.md, "The math"): μ, σ² of the training set, reduced over slices with the same Chan
 /// merge as BN; x' = (x − μ)/sqrt(σ² + ε), and a feature with zero variance is only centred (x − μ).
 /// </summary>
 public sealed class InputNormalizer

@@ -7,7 +7,7 @@ namespace BnCluster.Core.Training;
 public readonly record struct NamedTensor(string Name, float[] Values);
 
 /// <summary>
-/// Every tensor of an MLP built from a <see cref="NetworkSpec"/> (DESIGN §1):
+/// Every tensor of an MLP built from a <see cref="NetworkSpec"/> (docs/design.md, "The math"):
 /// hidden layer l has W[l] [out×in]; a bias B[l] when BN sits after the activation or is absent;
 /// γ, β, r_μ, r_σ² when BN is present; then the output layer W_out [classes×last], b_out.
 /// Trainable tensors (<see cref="Trainable"/>) are, per hidden layer, W, b?, γ, β, then W_out, b_out;

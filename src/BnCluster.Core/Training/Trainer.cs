@@ -20,14 +20,14 @@ public sealed record TrainerOptions(
 /// <summary>After each committed step: 1-based epoch, 0-based batch of the epoch, global step, running train loss/accuracy of the epoch.</summary>
 public readonly record struct BatchProgress(int Epoch, int Batch, int BatchesInEpoch, long Step, double TrainLoss, double TrainAccuracy);
 
-/// <summary>One line of metrics.jsonl (DESIGN §5).</summary>
+/// <summary>One line of metrics.jsonl (docs/design.md, "Contracts").</summary>
 public sealed record EpochMetrics(
     int Epoch, long Step, double TrainLoss, double TrainAccuracy, double TestLoss, double TestAccuracy,
     double SamplesPerSecond, double Seconds);
 
 public sealed record TrainingResult(Parameters Parameters, InputNormalizer Input, IReadOnlyList<EpochMetrics> Epochs, long Steps)
 {
-    /// <summary>The model document of this result (DESIGN §5); <paramref name="training"/> is the metadata map.</summary>
+    /// <summary>The model document of this result (docs/design.md, "Contracts"); <paramref name="training"/> is the metadata map.</summary>
     public ModelDocument ToDocument(IReadOnlyList<string> classes, IReadOnlyDictionary<string, object?>? training = null) =>
         ModelConversion.ToDocument(Parameters, Input, classes, training);
 }

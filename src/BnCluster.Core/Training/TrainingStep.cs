@@ -14,7 +14,7 @@ public readonly record struct LossPartial(double SumLoss, int Correct, int Count
 }
 
 /// <summary>
-/// The training step of DESIGN §3 as one linear method against an <see cref="ICollective"/>, plus
+/// The training step (docs/design.md, "One training step") as one linear method against an <see cref="ICollective"/>, plus
 /// the eval-mode forward. Hidden layer order: BN before: Dense(no bias) → BN → g; BN after:
 /// Dense(bias) → g → BN; none: Dense(bias) → g. Output: Dense(bias) → softmax CE (mean over global N).
 /// </summary>

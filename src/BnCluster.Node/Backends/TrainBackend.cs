@@ -128,7 +128,7 @@ public static class TrainBackend
         },
         (float)lr, (float)beta1, (float)beta2, (float)epsilon);
 
-    /// <summary>The model file's training entry (DESIGN §5): enough to reproduce the run and to evaluate on the same split.</summary>
+    /// <summary>The model file's training entry (docs/design.md, "Contracts"): enough to reproduce the run and to evaluate on the same split.</summary>
     public static IReadOnlyDictionary<string, object?> Metadata(TrainOptions o, DatasetSplit data, TrainingResult result, CoreEpochMetrics? last) =>
         new Dictionary<string, object?>
         {

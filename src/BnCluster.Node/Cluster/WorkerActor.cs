@@ -17,7 +17,7 @@ public sealed record WorkerSettings(
     ILogger Log, int Threads = 1);
 
 /// <summary>
-/// A worker (DESIGN §3): registers with the coordinator, computes input statistics of the slices it is asked
+/// A worker (docs/design.md, "One training step"): registers with the coordinator, computes input statistics of the slices it is asked
 /// for, runs its shard of each step with a <see cref="ClusterCollective"/>, sends its gradients, and evaluates
 /// test slices. All work runs as a chain of tasks outside the actor (one at a time, in arrival order), so the
 /// actor keeps receiving BnGlobal, BnGradGlobal and StepAborted while a step awaits; StepAborted cancels it.

@@ -2,7 +2,7 @@ using BnCluster.Core.Model;
 
 namespace BnCluster.Node.Commands;
 
-/// <summary>Optimizer named by --optimizer (DESIGN §1). Core may define its own kind; the lead maps this one onto it.</summary>
+/// <summary>Optimizer named by --optimizer (docs/design.md, "The math"). Core may define its own kind; the lead maps this one onto it.</summary>
 public enum OptimizerChoice { Gd, Momentum, RmsProp, Adam }
 
 /// <summary>A validated HOST:PORT (port 0 = any free port, only meaningful for --listen).</summary>

@@ -4,7 +4,7 @@ using Serilog;
 namespace BnCluster.Node.Logging;
 
 /// <summary>
-/// The event conventions of the run log (DESIGN §5): property names, Phase values and message
+/// The event conventions of the run log (docs/design.md, "Contracts"): property names, Phase values and message
 /// templates. The trainer logs through the helpers below so that `bncluster logs` can summarize any run.
 /// Per-step events are Debug (they go to log.jsonl, not to the console); epoch, membership and abort
 /// events are Information/Warning.

@@ -63,7 +63,7 @@ public sealed class RunFolder
     }
 
     /// <summary>
-    /// One JSON object with keys in the contract's order (DESIGN §5). Numbers use the invariant
+    /// One JSON object with keys in the contract's order (docs/design.md, "Contracts"). Numbers use the invariant
     /// round-trip format; a NaN or infinite value (not measured) is written as null.
     /// </summary>
     public static string FormatMetricsLine(EpochMetrics m)

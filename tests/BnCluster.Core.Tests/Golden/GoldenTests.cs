@@ -11,7 +11,7 @@ using static BnCluster.Core.Tests.Golden.GoldenFiles;
 
 namespace BnCluster.Core.Tests.Golden;
 
-/// <summary>The float32 code path against PyTorch float64 values of DESIGN §1's formulas.</summary>
+/// <summary>The float32 code path against PyTorch float64 values of the formulas in docs/design.md, "The math".</summary>
 public sealed class GoldenTests(ITestOutputHelper output)
 {
     private const double Tolerance = 1e-4;
