@@ -43,7 +43,24 @@ public sealed class PositionalTemplateRewritingSinkTests
         Assert.Equal("akka://bn/system/cluster", e.GetProperty("ActorPath").GetString());
         Assert.Equal("Cluster (akka://bn)", e.GetProperty("LogSource").GetString());
         Assert.Equal("node-a", e.GetProperty("Node").GetString());
-        Assert.Contains("INF " + text, console.ToString());
+        Assert.DoesNotContain(text, console.ToString()); // Akka's information goes to the file only
+    }
+
+    [Fact]
+    public void Akkas_warnings_show_on_the_console_its_information_does_not()
+    {
+        var console = new StringWriter();
+        using (var log = RunLogging.Create(null, "node-a", console))
+        {
+            var akka = log.ForContext("SourceContext", "Akka.Remote.EndpointWriter");
+            akka.Information("Remoting started; listening on addresses : [{0}]", "akka.tcp://bn@10.0.0.1:4053");
+            akka.Warning("Association with remote system {0} has failed", "akka.tcp://bn@10.0.0.2:4053");
+            log.Information("Worker {Worker} joined", 1);
+        }
+        string screen = console.ToString();
+        Assert.DoesNotContain("Remoting started", screen);
+        Assert.Contains("WRN Association with remote system akka.tcp://bn@10.0.0.2:4053 has failed", screen);
+        Assert.Contains("INF Worker 1 joined", screen);
     }
 
     [Fact]
