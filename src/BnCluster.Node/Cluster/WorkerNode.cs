@@ -52,7 +52,7 @@ public sealed class WorkerNode(DatasetSplit dataset, string datasetName, string?
                     return 1;
                 case Outcome.CutOff cut:
                     // Same address again: the coordinator recognizes the node and gives the worker its old rank.
-                    log.Warning("Worker on {Host:l}:{Port}: {Reason:l}; joining again", host, boundPort, cut.Reason);
+                    log.Warning("Worker {Node:l} was dropped: {Reason:l}; joining again", RemoteCluster.NodeAddress(host, boundPort).ToString(), cut.Reason);
                     port = boundPort;
                     joinTimeout = joinTimeout is { } t && t < RejoinTimeout ? t : RejoinTimeout;
                     break;

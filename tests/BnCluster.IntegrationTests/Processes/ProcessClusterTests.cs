@@ -250,9 +250,9 @@ public sealed class ProcessClusterTests
             if (line.Contains("Workers 0: the optimizer update sharded", StringComparison.Ordinal)) sharded.TrySetResult();
         };
         using var cancel = new CancellationTokenSource();
-        // Fashion-MNIST (234 steps an epoch): long enough for the second worker process to start and join mid-run.
+        // Fashion-MNIST (234 steps an epoch, 784-256-10): long enough for the second worker process to start and join mid-run.
         var coordinator = Task.Run(() => CliHarness.Run(cancel.Token, tap,
-            "coordinator", "--listen", "127.0.0.1:0", "--workers", "1", "--dataset", "fashion-mnist", "--hidden", "64", "--batch", "256",
+            "coordinator", "--listen", "127.0.0.1:0", "--workers", "1", "--dataset", "fashion-mnist", "--hidden", "256", "--batch", "256",
             "--epochs", "6", "--seed", "7", "--optimizer", "momentum", "--lr", "0.05", "--out", temp["run"]));
         var workers = new List<Process>();
         try
