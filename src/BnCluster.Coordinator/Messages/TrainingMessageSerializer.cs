@@ -36,7 +36,7 @@ public sealed class TrainingMessageSerializer(ExtendedActorSystem system) : Seri
     public override byte[] ToBinary(object obj)
     {
         byte[] bytes = Serialize(obj);
-        Sent(obj);
+        ReleaseSent(obj);
         return bytes;
     }
 
@@ -54,7 +54,7 @@ public sealed class TrainingMessageSerializer(ExtendedActorSystem system) : Seri
     /// Once a message is encoded for sending, the pooled arrays it carried go back to <see cref="TensorPool"/> (the sender
     /// never touches a sent message again; the receiver gets arrays of its own).
     /// </summary>
-    private static void Sent(object message)
+    public static void ReleaseSent(object message)
     {
         switch (message)
         {

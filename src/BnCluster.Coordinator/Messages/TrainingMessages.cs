@@ -92,6 +92,13 @@ public sealed record TrainingDone([property: Key(0)] bool Succeeded, [property: 
 [MessagePackObject]
 public sealed record WorkerFailed([property: Key(0)] string Reason) : ITrainingMessage;
 
+/// <summary>
+/// Coordinator → a worker that shares no memory with it: connect to the data plane at <paramref name="Host"/>:<paramref name="Port"/>
+/// and say hello with <paramref name="Token"/>; from then on the step's messages between the two travel there (DataChannel).
+/// </summary>
+[MessagePackObject]
+public sealed record DataChannelOffer([property: Key(0)] string Host, [property: Key(1)] int Port, [property: Key(2)] byte[] Token) : ITrainingMessage;
+
 // ---- Input normalization ----
 
 /// <summary>Coordinator → worker: the (n, mean, M2) of training rows [Start, Start+Count) of the raw data, for round <paramref name="Round"/>.</summary>

@@ -19,7 +19,7 @@ namespace BnCluster.Node.Cluster;
 /// It records each wait (<see cref="Waits"/>); the worker sends them to the coordinator with its gradients,
 /// and the coordinator logs them.
 /// </summary>
-internal sealed class ClusterCollective(IActorRef coordinator, IActorRef self, ILogger log) : ICollective
+internal sealed class ClusterCollective(CoordinatorLink coordinator, ILogger log) : ICollective
 {
     private readonly object _gate = new();
     private readonly Dictionary<(long Step, int Attempt, int Layer, bool Backward), TaskCompletionSource<object>> _pending = [];
@@ -84,7 +84,7 @@ internal sealed class ClusterCollective(IActorRef coordinator, IActorRef self, I
         return new BatchNormGradSums(reply.SumDy, reply.SumDyXhat);
     }
 
-    private async Task<object> Exchange(int layer, bool backward, object message, CancellationToken ct, Action? whileWaiting = null)
+    private async Task<object> Exchange(int layer, bool backward, ITrainingMessage message, CancellationToken ct, Action? whileWaiting = null)
     {
         var key = (_step, _attempt, layer, backward);
         var tcs = new TaskCompletionSource<object>(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -92,7 +92,7 @@ internal sealed class ClusterCollective(IActorRef coordinator, IActorRef self, I
         long start = Stopwatch.GetTimestamp();
         try
         {
-            coordinator.Tell(message, self);
+            coordinator.Tell(message);
             whileWaiting?.Invoke(); // (on the step's thread: the method runs synchronously up to its first await)
             start = Stopwatch.GetTimestamp(); // the wait starts after the work done meanwhile
             using (ct.Register(() => tcs.TrySetCanceled(ct)))

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Akka.Actor;
+using BnCluster.Coordinator.DataPlane;
 using BnCluster.Collectives;
 using BnCluster.Coordinator.Messages;
 using BnCluster.Core.Data;
@@ -29,6 +30,12 @@ public sealed class WorkerActor : ReceiveActor
 {
     /// <summary>The step chain → the actor: a piece of work threw.</summary>
     private sealed record WorkFailed(string What, Exception Error) : INoSerializationVerificationNeeded;
+    /// <summary>The connection to the coordinator's data plane is up (piped from the connect task).</summary>
+    private sealed record DataChannelReady(DataChannel Channel) : INoSerializationVerificationNeeded;
+    /// <summary>Connecting to the coordinator's data plane failed (piped from the connect task).</summary>
+    private sealed record DataChannelFailed(Exception Error) : INoSerializationVerificationNeeded;
+
+    private readonly CoordinatorLink _link;
 
     private readonly WorkerSettings _s;
     private readonly ILogger _log;
@@ -61,7 +68,8 @@ public sealed class WorkerActor : ReceiveActor
         _p = new Parameters(settings.Spec);
         _matMul = new MatMul(settings.Threads);
         _self = Self;
-        _collective = new ClusterCollective(settings.Coordinator, Self, _log);
+        _link = new CoordinatorLink(settings.Coordinator, Self);
+        _collective = new ClusterCollective(_link, _log);
 
         Receive<WorkerRegistered>(r => { _id = r.WorkerId; _log.Debug("Worker {Worker} registered ({Members} members)", r.WorkerId, r.Members); });
         Receive<RegistrationRefused>(r => { _log.Error("Worker on {Node:l} refused by the coordinator: {Reason:l}", _s.Node, r.Reason); Context.Stop(Self); });
@@ -75,6 +83,21 @@ public sealed class WorkerActor : ReceiveActor
         Receive<BnGradGlobal>(_collective.Deliver);
         Receive<StepAborted>(OnAborted);
         Receive<Evaluate>(OnEvaluate);
+        Receive<DataChannelOffer>(OnDataChannelOffer);
+        Receive<DataChannelReady>(r =>
+        {
+            _link.Channel = r.Channel;
+            _log.Information("Worker {Worker} on {Node:l}: the step's messages over the data plane ({Remote:l})", _id, _s.Node, r.Channel.Remote);
+        });
+        Receive<DataChannelFailed>(f =>
+            _log.Warning("Worker {Worker} on {Node:l}: no data plane ({Reason:l}); the step's messages go through Akka", _id, _s.Node, f.Error.Message));
+        Receive<DataPlaneListener.Closed>(c =>
+        {
+            c.Channel.Dispose();
+            if (!ReferenceEquals(_link.Channel, c.Channel)) return;
+            _link.Channel = null;
+            _log.Warning("Worker {Worker} on {Node:l}: the data channel closed ({Reason:l}); the step's messages go through Akka", _id, _s.Node, c.Reason);
+        });
         Receive<TrainingDone>(done =>
         {
             Context.System.EventStream.Publish(done);
@@ -82,7 +105,7 @@ public sealed class WorkerActor : ReceiveActor
         });
         Receive<WorkFailed>(f =>
         {
-            _s.Coordinator.Tell(new WorkerFailed($"{f.What}: {f.Error.Message}"), Self);
+            _link.Tell(new WorkerFailed($"{f.What}: {f.Error.Message}"));
             throw new InvalidOperationException($"worker {_id} on {_s.Node} failed in {f.What}: {f.Error.Message}", f.Error);
         });
     }
@@ -103,10 +126,25 @@ public sealed class WorkerActor : ReceiveActor
 
     protected override void PostStop()
     {
+        _link.Channel?.Dispose();
         CancelLookahead();
         _stepCts?.Cancel();
         // The chain observes the cancellation at its next await; the MatMul is released when it has finished.
         _chain.ContinueWith(_ => { _matMul.Dispose(); _region?.Dispose(); _bnExchange?.Dispose(); _update?.Dispose(); }, TaskScheduler.Default);
+    }
+
+    /// <summary>
+    /// The coordinator's data plane, for a worker that shares no memory with it: connected outside the actor, the result
+    /// piped back. Until it is up (or if it never is) the step's messages go as Akka messages.
+    /// </summary>
+    private void OnDataChannelOffer(DataChannelOffer offer)
+    {
+        _link.Channel?.Dispose();
+        _link.Channel = null;
+        var self = Self;
+        DataChannel.ConnectAsync(offer, DataChannel.FrameLimit(_p), self, _s.Coordinator,
+                (channel, reason) => self.Tell(new DataPlaneListener.Closed(channel, reason)), CancellationToken.None)
+            .PipeTo(self, success: channel => new DataChannelReady(channel), failure: e => new DataChannelFailed(e));
     }
 
     /// <summary>Runs <paramref name="work"/> after everything queued before it, on the thread pool.</summary>
@@ -133,8 +171,6 @@ public sealed class WorkerActor : ReceiveActor
     private void OnSharedMemoryOffer(SharedMemoryOffer m)
     {
         CancelLookahead();
-        var coordinator = _s.Coordinator;
-        var self = Self;
         Enqueue("shared-memory offer", () =>
         {
             _region?.Dispose();
@@ -149,7 +185,7 @@ public sealed class WorkerActor : ReceiveActor
                 reason = e.Message;
                 _log.Debug("Worker {Worker}: shared-memory file not taken, tensors over TCP: {Reason:l}", _id, reason);
             }
-            coordinator.Tell(new SharedMemoryAnswer(m.Path, _region is not null, reason), self);
+            _link.Tell(new SharedMemoryAnswer(m.Path, _region is not null, reason));
             return Task.CompletedTask;
         });
     }
@@ -158,8 +194,6 @@ public sealed class WorkerActor : ReceiveActor
     private void OnBatchNormExchangeOffer(BatchNormExchangeOffer m)
     {
         CancelLookahead();
-        var coordinator = _s.Coordinator;
-        var self = Self;
         Enqueue("batch-norm exchange offer", () =>
         {
             _bnExchange?.Dispose();
@@ -179,19 +213,17 @@ public sealed class WorkerActor : ReceiveActor
                 _bnExchange = null;
                 _log.Debug("Worker {Worker}: batch-norm exchange not taken, partials over TCP: {Reason:l}", _id, reason);
             }
-            coordinator.Tell(new BatchNormExchangeAnswer(m.Path, _bnExchange is not null, reason), self);
+            _link.Tell(new BatchNormExchangeAnswer(m.Path, _bnExchange is not null, reason));
             return Task.CompletedTask;
         });
     }
 
     private void OnInputStats(InputStatsRequest m)
     {
-        var coordinator = _s.Coordinator;
-        var self = Self;
         Enqueue("input statistics", () =>
         {
             var stats = InputNormalizer.SliceStats(_s.Train, m.Start, m.Count);
-            coordinator.Tell(new InputStatsReply(m.Round, stats.Count, stats.Mean, stats.M2), self);
+            _link.Tell(new InputStatsReply(m.Round, stats.Count, stats.Mean, stats.M2));
             return Task.CompletedTask;
         });
     }
@@ -370,7 +402,7 @@ public sealed class WorkerActor : ReceiveActor
             else _exchange = (m.Step, m.Epoch, Stopwatch.GetElapsedTime(0, barrier).TotalMilliseconds);
         }
         if (lookahead is not null) lock (_lookaheadGate) _lookahead = lookahead;
-        _s.Coordinator.Tell(new StepGradients(m.Step, m.Attempt, result.Loss.SumLoss, result.Loss.Correct, result.Loss.Count, tensors, timings, Shared: viaFile), _self);
+        _link.Tell(new StepGradients(m.Step, m.Attempt, result.Loss.SumLoss, result.Loss.Correct, result.Loss.Count, tensors, timings, Shared: viaFile));
         return lookahead;
     }
 
@@ -386,8 +418,6 @@ public sealed class WorkerActor : ReceiveActor
     {
         CancelLookahead();
         EndGradientExchange();
-        var coordinator = _s.Coordinator;
-        var self = Self;
         Enqueue($"evaluation round {m.Round}", () =>
         {
             if (m.Parameters is { } snapshot) RestoreAndRelease(snapshot);
@@ -396,7 +426,7 @@ public sealed class WorkerActor : ReceiveActor
             // the evaluation would replace the training one (tens of MB allocated once, and peak RSS up as much).
             var ws = EnsureWorkspace(Math.Max(1, Math.Min(m.Count, 128)));
             var result = TrainingStep.Evaluate(_p, ws, test, m.Start, m.Count);
-            coordinator.Tell(new EvalResult(m.Round, result.SumLoss, result.Correct, result.Count), self);
+            _link.Tell(new EvalResult(m.Round, result.SumLoss, result.Correct, result.Count));
             return Task.CompletedTask;
         });
     }
