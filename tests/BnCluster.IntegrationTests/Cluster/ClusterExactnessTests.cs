@@ -48,6 +48,14 @@ public sealed class ClusterExactnessTests
         Assert.Equal(first.Input.Mean, second.Input.Mean);
     }
 
+    [Fact]
+    public async Task The_in_process_cluster_is_one_actor_system_without_remoting()
+    {
+        await using var cluster = InProcessCluster.Start(ClusterOptions(Trainer(), 2), Train, Test, Serilog.Core.Logger.None);
+        Assert.IsType<Akka.Actor.LocalActorRefProvider>(((Akka.Actor.ExtendedActorSystem)cluster.System).Provider); // no remoting: no socket
+        Assert.Equal(20, (await cluster.Completion.WaitAsync(Limit)).Steps);
+    }
+
     /// <summary>
     /// With akka.actor.serialize-messages every message is encoded and decoded by TrainingMessageSerializer on its way, as
     /// between processes: the protocol survives the wire, and the model is the same to the bit.

@@ -88,6 +88,58 @@ public sealed class FailureExitTests
     }
 
     [Fact]
+    public async Task A_worker_started_before_its_coordinator_keeps_trying_and_the_run_completes()
+    {
+        using var temp = new TempFolder();
+        int port;
+        using (var probe = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0)) // a free port for the coordinator-to-be
+        {
+            probe.Start();
+            port = ((System.Net.IPEndPoint)probe.LocalEndpoint).Port;
+        }
+        var output = new LineTap();
+        var joining = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        output.Line += line => { if (line.Contains(" joining ", StringComparison.Ordinal)) joining.TrySetResult(); };
+        using var worker = Start(output, "worker", "--join", $"127.0.0.1:{port}", "--dataset", "digits", "--threads", "1");
+        Process? coordinator = null;
+        try
+        {
+            await joining.Task.WaitAsync(Limit); // the worker is up and trying; no coordinator yet
+            Assert.False(worker.HasExited, output.ToString());
+            coordinator = Start(output, "coordinator", "--listen", $"127.0.0.1:{port}", "--workers", "1", "--dataset", "digits", "--hidden", "8",
+                "--max-steps", "3", "--out", temp["run"]);
+            await coordinator.WaitForExitAsync().WaitAsync(Limit);
+            await worker.WaitForExitAsync().WaitAsync(Limit);
+            Assert.True(coordinator.ExitCode == 0, $"coordinator exit code {coordinator.ExitCode}:\n{output}");
+            Assert.True(worker.ExitCode == 0, $"worker exit code {worker.ExitCode}:\n{output}");
+            Assert.True(File.Exists(Path.Combine(temp["run"], "model.bnc")));
+        }
+        finally
+        {
+            if (!worker.HasExited) worker.Kill(entireProcessTree: true);
+            if (coordinator is { HasExited: false }) coordinator.Kill(entireProcessTree: true);
+            coordinator?.Dispose();
+        }
+    }
+
+    [Fact]
+    public async Task A_worker_gives_up_joining_after_its_join_timeout_with_exit_1_and_one_line()
+    {
+        int port;
+        using (var probe = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0)) // nobody listens there afterwards
+        {
+            probe.Start();
+            port = ((System.Net.IPEndPoint)probe.LocalEndpoint).Port;
+        }
+        var output = new LineTap();
+        using var worker = Start(output, "worker", "--join", $"127.0.0.1:{port}", "--dataset", "digits", "--join-timeout", "3");
+        try { await worker.WaitForExitAsync().WaitAsync(Limit); }
+        finally { if (!worker.HasExited) worker.Kill(entireProcessTree: true); }
+        Assert.True(worker.ExitCode == 1, $"exit code {worker.ExitCode}:\n{output}");
+        Assert.Contains($"could not join the coordinator at akka.tcp://bncluster@127.0.0.1:{port} within 3 s", output.ToString());
+    }
+
+    [Fact]
     public async Task A_worker_whose_coordinator_is_killed_exits_with_a_non_zero_code()
     {
         using var temp = new TempFolder();
