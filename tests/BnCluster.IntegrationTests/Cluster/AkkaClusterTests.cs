@@ -31,9 +31,12 @@ public sealed class AkkaClusterTests
             SharedMemory = false,
         };
 
-    /// <summary>Runs a coordinator node and <paramref name="workers"/> worker nodes; <paramref name="duringRun"/> gets the workers' cancellation sources.</summary>
+    /// <summary>
+    /// Runs a coordinator node and <paramref name="workers"/> worker nodes; <paramref name="duringRun"/> gets the workers'
+    /// cancellation sources; <paramref name="beforeWorkers"/> runs once the coordinator listens (its Akka port), before any worker starts.
+    /// </summary>
     private static async Task<TrainingResult> RunCluster(ClusterTrainingOptions options, int workers, CollectingSink sink,
-        Func<IReadOnlyList<CancellationTokenSource>, IProgress<BatchProgress>>? duringRun = null)
+        Func<IReadOnlyList<CancellationTokenSource>, IProgress<BatchProgress>>? duringRun = null, Func<int, Task>? beforeWorkers = null)
     {
         var log = sink.CreateLogger();
         var stops = Enumerable.Range(0, workers).Select(_ => new CancellationTokenSource()).ToList();
@@ -43,15 +46,15 @@ public sealed class AkkaClusterTests
         try
         {
             var result = await RemoteCluster.RunCoordinatorAsync("127.0.0.1", 0, options, job, shape, log, null, duringRun?.Invoke(stops),
-                port =>
+                async port =>
                 {
+                    if (beforeWorkers is not null) await beforeWorkers(port);
                     var seed = RemoteCluster.NodeAddress("127.0.0.1", port);
                     for (int i = 0; i < workers; i++)
                     {
                         var stop = stops[i].Token;
                         workerRuns.Add(Task.Run(() => new WorkerNode(Digits, "digits", null, 1, log).RunAsync(seed, "127.0.0.1", 0, TimeSpan.FromSeconds(30), stop)));
                     }
-                    return Task.CompletedTask;
                 }, CancellationToken.None).WaitAsync(Limit);
             foreach (var w in workerRuns)
                 try { Assert.Equal(0, await w.WaitAsync(Limit)); } // told the run is over: a clean exit
@@ -76,6 +79,46 @@ public sealed class AkkaClusterTests
         AssertBitwiseEqual(inProcess.Parameters, result.Parameters);
         var text = sink.Events.Select(e => e.RenderMessage()).ToList();
         Assert.Equal(2, text.Count(m => m.Contains("the step's messages over the data plane", StringComparison.Ordinal)));
+    }
+
+    /// <summary>Random bytes, an HTTP request and frames announcing gigabytes, each on a connection of its own.</summary>
+    private static async Task Spray(int port)
+    {
+        var junk = new byte[4096];
+        new Random(5).NextBytes(junk);
+        byte[][] garbage =
+        [
+            junk,
+            "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"u8.ToArray(),
+            [0xff, 0xff, 0xff, 0x7f, 1, 2, 3],
+            [0x00, 0x00, 0x00, 0x40, .. junk[..64]], // 1 GiB announced (big-endian or little-endian: far over any limit)
+        ];
+        foreach (var bytes in garbage)
+        {
+            using var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+            await socket.ConnectAsync("127.0.0.1", port);
+            await socket.SendAsync(bytes);
+            socket.Shutdown(System.Net.Sockets.SocketShutdown.Both);
+        }
+    }
+
+    [Fact]
+    public async Task Garbage_on_the_akka_port_and_on_the_data_plane_port_costs_the_run_nothing()
+    {
+        var options = Options(maxSteps: 8, workers: 1);
+        var inProcess = await InProcessCluster.RunAsync(options, Digits.Train, Digits.Test, null, Serilog.Core.Logger.None).WaitAsync(Limit);
+        var sink = new CollectingSink();
+        var result = await RunCluster(options, 1, sink, beforeWorkers: async akkaPort =>
+        {
+            var listening = sink.Events.Single(e => e.Properties.ContainsKey("DataPort"));
+            int dataPort = int.Parse(listening.Properties["DataPort"].ToString());
+            await Spray(akkaPort);
+            await Spray(dataPort);
+        });
+        Assert.Equal(8, result.Steps);
+        AssertBitwiseEqual(inProcess.Parameters, result.Parameters);
+        Assert.Contains(sink.Events, e => e.RenderMessage().Contains("data-plane connection from", StringComparison.Ordinal));
+        Assert.Contains(sink.Events, e => e.RenderMessage().Contains("the step's messages over the data plane", StringComparison.Ordinal));
     }
 
     [Fact]
