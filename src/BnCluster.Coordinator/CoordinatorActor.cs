@@ -296,9 +296,9 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         {
             // Registering again (a restarted worker): it holds nothing, so send it everything again.
             known.SentVersion = -1;
-            known.Actor.Tell(new WorkerRegistered(known.Id, _roster.Count), Self);
+            Send(known, new WorkerRegistered(known.Id, _roster.Count));
             OfferSharedMemory(known);
-            if (_input is not null) known.Actor.Tell(NormalizationMessage(_input), Self);
+            if (_input is not null) Send(known, NormalizationMessage(_input));
             return;
         }
         Member member;
@@ -317,9 +317,9 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
             _log.ForContext(ClusterLog.Phase, ClusterLog.Membership).Information(ClusterLog.WorkerJoinedTemplate, member.Id, member.Node, _roster.Count);
         }
         Context.Watch(member.Actor);
-        member.Actor.Tell(new WorkerRegistered(member.Id, _roster.Count), Self);
+        Send(member, new WorkerRegistered(member.Id, _roster.Count));
         OfferSharedMemory(member);
-        if (_input is not null) member.Actor.Tell(NormalizationMessage(_input), Self);
+        if (_input is not null) Send(member, NormalizationMessage(_input));
         if (_waitingForJoins && _roster.Count >= Needed) Continue();
     }
 
@@ -345,7 +345,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
             _log.Information("Worker {Worker} on {Node:l}: tensors over TCP (no shared-memory file: {Reason:l})", member.Id, member.Node, e.Message);
             return;
         }
-        member.Actor.Tell(new SharedMemoryOffer(path, member.Offered.Token), Self);
+        Send(member, new SharedMemoryOffer(path, member.Offered.Token));
     }
 
     private void OnSharedMemoryAnswer(SharedMemoryAnswer a)
@@ -398,7 +398,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         }
         _exchangeAnswersDue = local.Count;
         foreach (var m in local)
-            m.Actor.Tell(new BatchNormExchangeOffer(_exchange.Path, _exchange.Token, local.Count, _update?.Path ?? "", _update?.Token ?? []), Self);
+            Send(m, new BatchNormExchangeOffer(_exchange.Path, _exchange.Token, local.Count, _update?.Path ?? "", _update?.Token ?? []));
     }
 
     private void OnBatchNormExchangeAnswer(BatchNormExchangeAnswer a)
@@ -479,6 +479,12 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
             if (dropped.Actor.Equals(sender) && !dropped.Told) TellDropped(sender, dropped, "alive after all");
     }
 
+    /// <summary>
+    /// Every message to a member goes through here (to a worker that is not one, dropped or refused, it goes straight to
+    /// its actor): the one place to change how a member is reached.
+    /// </summary>
+    private void Send(Member member, object message) => member.Actor.Tell(message, Self);
+
     private Member? Find(IActorRef actor)
     {
         foreach (var m in _roster) if (m.Actor.Equals(actor)) return m;
@@ -538,7 +544,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     private void Fail(Exception error)
     {
         if (_phase == Phase.Done) return;
-        if (_phase == Phase.Training) foreach (var m in _participants) m.Actor.Tell(new StepAborted(_step, _attempt, error.Message), Self);
+        if (_phase == Phase.Training) foreach (var m in _participants) Send(m, new StepAborted(_step, _attempt, error.Message));
         _phase = Phase.Done;
         Timers.CancelAll();
         _log.Error(error, "Training stopped: {Reason:l}", error.Message);
@@ -549,7 +555,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     /// <summary>Every worker learns that the run is over: a worker process then exits, with code 0 only when it succeeded.</summary>
     private void TellDone(TrainingDone done)
     {
-        foreach (var m in _roster) m.Actor.Tell(done, Self);
+        foreach (var m in _roster) Send(m, done);
         foreach (var d in _dropped.Values) d.Actor.Tell(done, Self);
     }
 
@@ -570,7 +576,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         for (int r = 0; r < _participants.Length; r++)
         {
             var (start, count) = ShardSplit.Shard(_shape.TrainRows, _participants.Length, r);
-            _participants[r].Actor.Tell(new InputStatsRequest(_round, start, count), Self);
+            Send(_participants[r], new InputStatsRequest(_round, start, count));
         }
         Timers.StartSingleTimer("round-timeout", new RoundTimeout(_round), _timeout);
     }
@@ -592,7 +598,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         var merged = new BatchNormStats(_shape.Features);
         foreach (InputStatsReply reply in _roundReplies.Cast<InputStatsReply>()) merged.Merge(new BatchNormStats(reply.Count, reply.Mean, reply.M2));
         _input = InputNormalizer.FromStats(merged);
-        foreach (var member in _roster) member.Actor.Tell(NormalizationMessage(_input), Self);
+        foreach (var member in _roster) Send(member, NormalizationMessage(_input));
         StartEpoch(1);
     }
 
@@ -700,9 +706,9 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
             for (int r = 0; r < k; r++)
             {
                 var m = _participants[r];
-                m.Actor.Tell(new StartStep(_step, _epoch, _attempt, n, r, ShardSplit.Slice(rows, k, r).ToArray(), _committed, null,
+                Send(m, new StartStep(_step, _epoch, _attempt, n, r, ShardSplit.Slice(rows, k, r).ToArray(), _committed, null,
                     SharedBatchNormRanks: k, UpdateStep: _optimizer.Step + 1,
-                    NextRows: next is { } following ? ShardSplit.Slice(following, k, r).ToArray() : null, NextAttempt: _nextStepAttempt), Self);
+                    NextRows: next is { } following ? ShardSplit.Slice(following, k, r).ToArray() : null, NextAttempt: _nextStepAttempt));
                 // A worker that runs the next step ahead reads the next version into its parameters, which it may then
                 // hold when this attempt is aborted: not known, so anything else sends it the parameters again.
                 m.SentVersion = _announcement is not null ? -1 : _committed;
@@ -719,7 +725,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
             // (The commit writes the participants' files as it updates; this is for a worker new to the step.)
             if (viaFile && m.Region!.WrittenParametersVersion != _committed)
                 m.Region.WriteParameters(_committed, _p, _optimizerThreads); // every worker waits for it: all cores
-            m.Actor.Tell(new StartStep(_step, _epoch, _attempt, n, r, shard, _committed, holds || viaFile ? null : snapshot, viaFile, _attemptBnRanks), Self);
+            Send(m, new StartStep(_step, _epoch, _attempt, n, r, shard, _committed, holds || viaFile ? null : snapshot, viaFile, _attemptBnRanks));
             m.SentVersion = _committed;
         }
         Timers.StartSingleTimer("step-timeout", new StepTimeout(_step, _attempt), _timeout);
@@ -747,7 +753,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         _announcement = null;
         _log.ForContext(ClusterLog.Phase, ClusterLog.Abort).Warning(ClusterLog.StepAbortedTemplate, _step, Epoch, reason);
         foreach (var m in _participants)
-            if (_roster.Contains(m)) m.Actor.Tell(new StepAborted(_step, _attempt, reason), Self);
+            if (_roster.Contains(m)) Send(m, new StepAborted(_step, _attempt, reason));
     }
 
     private bool Current(long step, int attempt, out int rank)
@@ -777,7 +783,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         _merged[m.Layer] = merged;
         // The layer's buffers go to all participants: receivers only read them (see _merged).
         foreach (var p in _participants)
-            p.Actor.Tell(new BnGlobal(_step, _attempt, m.Layer, merged.Count, merged.Mean, merged.M2), Self);
+            Send(p, new BnGlobal(_step, _attempt, m.Layer, merged.Count, merged.Mean, merged.M2));
     }
 
     private void OnBnGradStats(BnGradStats m)
@@ -798,7 +804,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
             TensorPool.Return(s.SumDyXhat);
         }
         foreach (var p in _participants) // the layer's buffers, read-only, as BnGlobal's
-            p.Actor.Tell(new BnGradGlobal(_step, _attempt, m.Layer, sum.SumDy, sum.SumDyXhat), Self);
+            Send(p, new BnGradGlobal(_step, _attempt, m.Layer, sum.SumDy, sum.SumDyXhat));
     }
 
     private void OnGradients(StepGradients m)
@@ -1105,7 +1111,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         {
             var m = _participants[r];
             var (start, count) = ShardSplit.Shard(testRows, _participants.Length, r);
-            m.Actor.Tell(new Evaluate(_round, start, count, _committed, m.SentVersion == _committed ? null : snapshot), Self);
+            Send(m, new Evaluate(_round, start, count, _committed, m.SentVersion == _committed ? null : snapshot));
             m.SentVersion = _committed;
         }
         Timers.StartSingleTimer("round-timeout", new RoundTimeout(_round), _timeout);
