@@ -59,37 +59,6 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
 
     public ITimerScheduler Timers { get; set; } = null!;
 
-    private sealed class Member(int id, IActorRef actor, string node)
-    {
-        public int Id { get; } = id;
-        public IActorRef Actor { get; } = actor;
-        public string Node { get; } = node;
-        public long SentVersion { get; set; } = -1;
-        // The shared-memory file offered to this worker, and once it has accepted it, the one its tensors go through.
-        public SharedTensorRegion? Offered { get; set; }
-        public SharedTensorRegion? Region { get; set; }
-        // The batch-norm exchange this worker has opened (the coordinator's current one, or an older one).
-        public SharedBatchNormExchange? Exchange { get; set; }
-
-        public void DisposeRegions()
-        {
-            Offered?.Unlink();
-            Offered?.Dispose();
-            Region?.Dispose();
-            Offered = Region = null;
-            Exchange = null;
-        }
-    }
-
-    private sealed class Dropped(int id, IActorRef actor, string node, string reason)
-    {
-        public int Id { get; } = id;
-        public IActorRef Actor { get; } = actor;
-        public string Node { get; } = node;
-        public string Reason { get; } = reason;
-        public bool Told { get; set; }
-    }
-
     private enum Phase { WaitingForWorkers, InputStats, Training, Evaluating, Done }
 
     private readonly ClusterTrainingOptions _options;
@@ -100,11 +69,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     private readonly ILogger _log;
     private readonly TimeSpan _timeout;
 
-    private readonly List<Member> _roster = [];
-    // Workers dropped while possibly alive (unreachable, silent), by node: their id, to re-admit them in their rank. (By
-    // node, not by actor: a worker process whose node was removed comes back as a new actor system on the same address.)
-    private readonly Dictionary<string, Dropped> _dropped = [];
-    private int _nextWorkerId;
+    private readonly Roster _roster = new();
     private bool _started;
     private Phase _phase = Phase.WaitingForWorkers;
     private bool _waitingForJoins;
@@ -154,8 +119,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     private readonly Stopwatch _total = new();
     private readonly List<EpochMetrics> _epochs = [];
 
-    // The running attempt (step) or round (input statistics, evaluation); slots are indexed by rank.
-    private Member[] _participants = [];
+    // The running attempt (step) or round (input statistics, evaluation), whose participants are the roster's; slots are indexed by rank.
     private long _step;
     private int _attempt;
     private int _unusableRetries;
@@ -212,7 +176,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
 
         Receive<RegisterWorker>(OnRegister);
         // (Once the run is over the workers stop by themselves: nothing to report.)
-        Receive<Terminated>(t => { if (_phase != Phase.Done && Find(t.ActorRef) is { } m) Lose([m], "terminated", alive: false); });
+        Receive<Terminated>(t => { if (_phase != Phase.Done && _roster.Find(t.ActorRef) is { } m) Lose([m], "terminated", alive: false); });
         Receive<WorkerFailed>(OnWorkerFailed);
         // Akka.Cluster's failure detector: a node that stops answering (or is downed, removed) takes its workers with it;
         // a node that answers again gets its dropped workers back: they are told, and register again.
@@ -256,7 +220,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         }
         if (Context.System.Settings.ProviderClass.Contains("Cluster", StringComparison.Ordinal)) Akka.Cluster.Cluster.Get(Context.System).Unsubscribe(Self);
         _optimizerThreads?.Dispose();
-        foreach (var m in _roster) m.DisposeRegions();
+        foreach (var m in _roster.Members) m.DisposeRegions();
         ReleaseExchange();
         _attemptExchange?.Dispose();
         foreach (var area in new[] { _attemptUpdate, _stateArea }) area?.Dispose();
@@ -292,7 +256,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
             Sender.Tell(new RegistrationRefused(refusal), Self);
             return;
         }
-        if (Find(Sender) is { } known)
+        if (_roster.Find(Sender) is { } known)
         {
             // Registering again (a restarted worker): it holds nothing, so send it everything again.
             known.SentVersion = -1;
@@ -301,21 +265,11 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
             if (_input is not null) Send(known, NormalizationMessage(_input));
             return;
         }
-        Member member;
-        if (_dropped.Remove(r.Node, out var dropped))
-        {
-            // A dropped worker that was alive after all: its old id and rank back (the roster stays in id order,
-            // so the shards are those of an uninterrupted run); it holds nothing we can rely on (SentVersion -1).
-            member = new Member(dropped.Id, Sender, r.Node);
-            _roster.Insert(_roster.FindIndex(m => m.Id > dropped.Id) is var at and >= 0 ? at : _roster.Count, member);
-            _log.ForContext(ClusterLog.Phase, ClusterLog.Membership).Information(ClusterLog.WorkerRejoinedTemplate, member.Id, member.Node, _roster.Count);
-        }
-        else
-        {
-            member = new Member(_nextWorkerId++, Sender, r.Node);
-            _roster.Add(member);
-            _log.ForContext(ClusterLog.Phase, ClusterLog.Membership).Information(ClusterLog.WorkerJoinedTemplate, member.Id, member.Node, _roster.Count);
-        }
+        // A dropped worker that was alive after all gets its old id and rank back (the roster stays in id order, so the
+        // shards are those of an uninterrupted run); it holds nothing we can rely on (SentVersion -1).
+        var member = _roster.Admit(Sender, r.Node, out bool rejoined);
+        _log.ForContext(ClusterLog.Phase, ClusterLog.Membership).Information(rejoined ? ClusterLog.WorkerRejoinedTemplate : ClusterLog.WorkerJoinedTemplate,
+            member.Id, member.Node, _roster.Count);
         Context.Watch(member.Actor);
         Send(member, new WorkerRegistered(member.Id, _roster.Count));
         OfferSharedMemory(member);
@@ -350,7 +304,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
 
     private void OnSharedMemoryAnswer(SharedMemoryAnswer a)
     {
-        if (Find(Sender) is not { } m || m.Offered is not { } offered || offered.Path != a.Path) return; // an old offer's answer
+        if (_roster.Find(Sender) is not { } m || m.Offered is not { } offered || offered.Path != a.Path) return; // an old offer's answer
         offered.Unlink(); // both sides have it mapped (or never will): nothing stays on disk
         m.Offered = null;
         if (a.Accepted)
@@ -375,8 +329,8 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     private void OfferBatchNormExchange()
     {
         ReleaseExchange();
-        foreach (var m in _roster) m.Exchange = null;
-        var local = _roster.Where(m => m.Region is not null).ToList();
+        foreach (var m in _roster.Members) m.Exchange = null;
+        var local = _roster.Members.Where(m => m.Region is not null).ToList();
         if (local.Count == 0) return;
         string prefix = System.IO.Path.Combine(SharedTensorRegion.DefaultFolder, $"bncluster-{Environment.ProcessId}-{Guid.NewGuid():N}");
         try
@@ -403,13 +357,13 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
 
     private void OnBatchNormExchangeAnswer(BatchNormExchangeAnswer a)
     {
-        if (Find(Sender) is not { } m || _exchange is not { } exchange || exchange.Path != a.Path) return; // an old offer's answer
+        if (_roster.Find(Sender) is not { } m || _exchange is not { } exchange || exchange.Path != a.Path) return; // an old offer's answer
         if (a.Accepted) m.Exchange = exchange;
         else _log.Information("Worker {Worker} on {Node:l}: batch-norm partials over TCP ({Reason:l})", m.Id, m.Node, a.Reason);
         if (--_exchangeAnswersDue > 0) return;
         exchange.Unlink(); // every worker has it mapped (or never will): nothing stays on disk
         _update?.Unlink();
-        var members = _roster.Where(x => ReferenceEquals(x.Exchange, exchange)).Select(x => x.Id).ToList();
+        var members = _roster.Members.Where(x => ReferenceEquals(x.Exchange, exchange)).Select(x => x.Id).ToList();
         if (members.Count == 0) return;
         // (Said once the whole roster is in it; the offers made while workers join one by one are details.)
         var level = members.Count == _roster.Count ? Serilog.Events.LogEventLevel.Information : Serilog.Events.LogEventLevel.Debug;
@@ -449,19 +403,17 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
 
     private void LoseAt(Address address, string reason)
     {
-        var lost = _roster.Where(m => m.Actor.Path.Address.Equals(address)).ToList();
+        var lost = _roster.At(address);
         if (lost.Count > 0) Lose(lost, $"{reason} ({address})");
-        foreach (var dropped in _dropped.Values)
-            if (dropped.Actor.Path.Address.Equals(address))
-                _log.ForContext(ClusterLog.Phase, ClusterLog.Membership).Information("Node {Address:l} of dropped worker {Worker}: {Reason:l}",
+        foreach (var dropped in _roster.DroppedAt(address))
+            _log.ForContext(ClusterLog.Phase, ClusterLog.Membership).Information("Node {Address:l} of dropped worker {Worker}: {Reason:l}",
                     address.ToString(), dropped.Id, reason);
     }
 
     /// <summary>The node at <paramref name="address"/> is back: its dropped workers are told to register again.</summary>
     private void TellDroppedAt(Address address, string why)
     {
-        foreach (var dropped in _dropped.Values)
-            if (dropped.Actor.Path.Address.Equals(address)) TellDropped(dropped.Actor, dropped, why);
+        foreach (var dropped in _roster.DroppedAt(address)) TellDropped(dropped.Actor, dropped, why);
     }
 
     private void TellDropped(IActorRef actor, Dropped dropped, string why)
@@ -475,7 +427,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     /// <summary>A message from a dropped worker shows it is alive: told once per drop (the node events tell it again).</summary>
     private void TellIfDropped(IActorRef sender)
     {
-        foreach (var dropped in _dropped.Values)
+        foreach (var dropped in _roster.DroppedWorkers)
             if (dropped.Actor.Equals(sender) && !dropped.Told) TellDropped(sender, dropped, "alive after all");
     }
 
@@ -485,17 +437,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     /// </summary>
     private void Send(Member member, object message) => member.Actor.Tell(message, Self);
 
-    private Member? Find(IActorRef actor)
-    {
-        foreach (var m in _roster) if (m.Actor.Equals(actor)) return m;
-        return null;
-    }
-
-    private int RankOf(IActorRef actor)
-    {
-        for (int r = 0; r < _participants.Length; r++) if (_participants[r].Actor.Equals(actor)) return r;
-        return -1;
-    }
+    private Member[] Participants => _roster.Participants;
 
     /// <summary>Removes workers from the roster; aborts and re-runs the attempt or round they were part of.</summary>
     private void Lose(IReadOnlyList<Member> lost, string reason, bool alive = true)
@@ -503,11 +445,10 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         bool participated = false;
         foreach (var m in lost)
         {
-            if (!_roster.Remove(m)) continue;
+            if (!_roster.Remove(m, reason, alive)) continue; // (alive: it may come back)
             Context.Unwatch(m.Actor);
             m.DisposeRegions(); // a worker that comes back registers again and gets a new file
-            if (alive) _dropped[m.Node] = new Dropped(m.Id, m.Actor, m.Node, reason); // it may come back; a terminated actor cannot
-            participated |= Array.IndexOf(_participants, m) >= 0;
+            participated |= _roster.IsParticipant(m);
             _log.ForContext(ClusterLog.Phase, ClusterLog.Membership).Warning(ClusterLog.WorkerLeftTemplate, m.Id, m.Node, reason, _roster.Count);
         }
         // Those left get an exchange of their own: one that a dropped (maybe alive) worker still writes is not shared.
@@ -527,7 +468,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         {
             if (!_waitingForJoins) _log.Warning("Waiting for workers: {Members} up, {Needed} needed", _roster.Count, Needed);
             _waitingForJoins = true;
-            _participants = [];
+            _roster.ClearParticipants();
             return;
         }
         _waitingForJoins = false;
@@ -544,7 +485,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     private void Fail(Exception error)
     {
         if (_phase == Phase.Done) return;
-        if (_phase == Phase.Training) foreach (var m in _participants) Send(m, new StepAborted(_step, _attempt, error.Message));
+        if (_phase == Phase.Training) foreach (var m in Participants) Send(m, new StepAborted(_step, _attempt, error.Message));
         _phase = Phase.Done;
         Timers.CancelAll();
         _log.Error(error, "Training stopped: {Reason:l}", error.Message);
@@ -555,13 +496,13 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     /// <summary>Every worker learns that the run is over: a worker process then exits, with code 0 only when it succeeded.</summary>
     private void TellDone(TrainingDone done)
     {
-        foreach (var m in _roster) Send(m, done);
-        foreach (var d in _dropped.Values) d.Actor.Tell(done, Self);
+        foreach (var m in _roster.Members) Send(m, done);
+        foreach (var d in _roster.DroppedWorkers) d.Actor.Tell(done, Self);
     }
 
     private void OnWorkerFailed(WorkerFailed f)
     {
-        string who = Find(Sender) is { } m ? $"worker {m.Id} on {m.Node}" : $"worker {Sender.Path}";
+        string who = _roster.Find(Sender) is { } m ? $"worker {m.Id} on {m.Node}" : $"worker {Sender.Path}";
         Fail(new InvalidOperationException($"{who} failed: {f.Reason}"));
     }
 
@@ -571,25 +512,25 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     {
         _phase = Phase.InputStats;
         _round++;
-        _participants = _roster.Take(Math.Min(_roster.Count, _shape.TrainRows)).ToArray();
-        _roundReplies = new object?[_participants.Length];
-        for (int r = 0; r < _participants.Length; r++)
+        _roster.Choose(_shape.TrainRows);
+        _roundReplies = new object?[Participants.Length];
+        for (int r = 0; r < Participants.Length; r++)
         {
-            var (start, count) = ShardSplit.Shard(_shape.TrainRows, _participants.Length, r);
-            Send(_participants[r], new InputStatsRequest(_round, start, count));
+            var (start, count) = ShardSplit.Shard(_shape.TrainRows, Participants.Length, r);
+            Send(Participants[r], new InputStatsRequest(_round, start, count));
         }
         Timers.StartSingleTimer("round-timeout", new RoundTimeout(_round), _timeout);
     }
 
     private void OnInputStats(InputStatsReply m)
     {
-        int rank = RankOf(Sender);
+        int rank = _roster.RankOf(Sender);
         if (_phase != Phase.InputStats || m.Round != _round || rank < 0) { Stale(m); return; }
         if (_roundReplies[rank] is not null) { Duplicate(m, rank); return; }
-        var (_, expected) = ShardSplit.Shard(_shape.TrainRows, _participants.Length, rank);
+        var (_, expected) = ShardSplit.Shard(_shape.TrainRows, Participants.Length, rank);
         if (m.Count != expected || m.Mean.Length != _shape.Features || m.M2.Length != _shape.Features || !AllFinite(m.Mean) || !AllFinite(m.M2))
         {
-            Fail(new InvalidOperationException($"worker {_participants[rank].Id} on {_participants[rank].Node} sent invalid input statistics ({m.Count} rows of {m.Mean.Length} features, expected {expected} of {_shape.Features})"));
+            Fail(new InvalidOperationException($"worker {Participants[rank].Id} on {Participants[rank].Node} sent invalid input statistics ({m.Count} rows of {m.Mean.Length} features, expected {expected} of {_shape.Features})"));
             return;
         }
         _roundReplies[rank] = m;
@@ -598,7 +539,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         var merged = new BatchNormStats(_shape.Features);
         foreach (InputStatsReply reply in _roundReplies.Cast<InputStatsReply>()) merged.Merge(new BatchNormStats(reply.Count, reply.Mean, reply.M2));
         _input = InputNormalizer.FromStats(merged);
-        foreach (var member in _roster) Send(member, NormalizationMessage(_input));
+        foreach (var member in _roster.Members) Send(member, NormalizationMessage(_input));
         StartEpoch(1);
     }
 
@@ -639,8 +580,8 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         _attempt++;
         var rows = _plan!.Batch(_batch);
         int n = rows.Length;
-        _participants = _roster.Take(Math.Min(_roster.Count, n)).ToArray();
-        int k = _participants.Length, layers = _p.HiddenLayers;
+        _roster.Choose(n);
+        int k = Participants.Length, layers = _p.HiddenLayers;
         if (_stats.Length != layers || (layers > 0 && _stats[0].Length != k))
         {
             _stats = new BnStats?[layers][];
@@ -672,7 +613,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         // BN partials through the exchange when every participant has the current one; else as messages.
         var previousExchange = _attemptExchange;
         bool shared = _exchange is not null && k <= _exchange.Ranks;
-        foreach (var m in _participants) shared &= ReferenceEquals(m.Exchange, _exchange);
+        foreach (var m in Participants) shared &= ReferenceEquals(m.Exchange, _exchange);
         _attemptExchange = shared ? _exchange : null;
         _attemptBnRanks = shared ? k : 0;
         if (previousExchange is not null && !ReferenceEquals(previousExchange, _attemptExchange) && !ReferenceEquals(previousExchange, _exchange))
@@ -692,7 +633,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         if (previousUpdate is not null) DisposeIfUnused(previousUpdate);
         _stepTime.Restart();
         if (_announcement is { } a && a.Step == _step && a.Attempt == _attempt
-            && !(sharded && ReferenceEquals(a.Update, _update) && a.Participants.AsSpan().SequenceEqual(_participants)))
+            && !(sharded && ReferenceEquals(a.Update, _update) && a.Participants.AsSpan().SequenceEqual(Participants)))
             _attempt++;
         _announcement = null;
         if (sharded)
@@ -702,10 +643,10 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
             bool last = _batch + 1 >= _plan.BatchCount || _options.Trainer.MaxSteps is { } max && _committed + 1 >= max;
             ReadOnlyMemory<int>? next = last ? null : _plan.Batch(_batch + 1);
             if (next is { } batch && batch.Length != n) next = null;
-            if (next is not null) _announcement = (_step + 1, _nextStepAttempt, _participants, _update);
+            if (next is not null) _announcement = (_step + 1, _nextStepAttempt, Participants, _update);
             for (int r = 0; r < k; r++)
             {
-                var m = _participants[r];
+                var m = Participants[r];
                 Send(m, new StartStep(_step, _epoch, _attempt, n, r, ShardSplit.Slice(rows, k, r).ToArray(), _committed, null,
                     SharedBatchNormRanks: k, UpdateStep: _optimizer.Step + 1,
                     NextRows: next is { } following ? ShardSplit.Slice(following, k, r).ToArray() : null, NextAttempt: _nextStepAttempt));
@@ -719,7 +660,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         float[][]? snapshot = SharedSnapshot(viaRegions: true);
         for (int r = 0; r < k; r++)
         {
-            var m = _participants[r];
+            var m = Participants[r];
             int[] shard = ShardSplit.Slice(rows, k, r).ToArray();
             bool holds = m.SentVersion == _committed, viaFile = !holds && m.Region is not null;
             // (The commit writes the participants' files as it updates; this is for a worker new to the step.)
@@ -739,7 +680,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     private float[][]? SharedSnapshot(bool viaRegions)
     {
         int holders = 0;
-        foreach (var m in _participants) if (m.SentVersion != _committed && !(viaRegions && m.Region is not null)) holders++;
+        foreach (var m in Participants) if (m.SentVersion != _committed && !(viaRegions && m.Region is not null)) holders++;
         if (holders == 0) return null;
         var snapshot = ParameterSnapshot.Capture(_p);
         TensorPool.Share(snapshot, holders);
@@ -752,13 +693,13 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         if (_announcement is not null) _nextStepAttempt++;
         _announcement = null;
         _log.ForContext(ClusterLog.Phase, ClusterLog.Abort).Warning(ClusterLog.StepAbortedTemplate, _step, Epoch, reason);
-        foreach (var m in _participants)
+        foreach (var m in Participants)
             if (_roster.Contains(m)) Send(m, new StepAborted(_step, _attempt, reason));
     }
 
     private bool Current(long step, int attempt, out int rank)
     {
-        rank = RankOf(Sender);
+        rank = _roster.RankOf(Sender);
         return _phase == Phase.Training && !_waitingForJoins && step == _step && attempt == _attempt && rank >= 0;
     }
 
@@ -782,7 +723,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         }
         _merged[m.Layer] = merged;
         // The layer's buffers go to all participants: receivers only read them (see _merged).
-        foreach (var p in _participants)
+        foreach (var p in Participants)
             Send(p, new BnGlobal(_step, _attempt, m.Layer, merged.Count, merged.Mean, merged.M2));
     }
 
@@ -803,7 +744,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
             TensorPool.Return(s.SumDy);
             TensorPool.Return(s.SumDyXhat);
         }
-        foreach (var p in _participants) // the layer's buffers, read-only, as BnGlobal's
+        foreach (var p in Participants) // the layer's buffers, read-only, as BnGlobal's
             Send(p, new BnGradGlobal(_step, _attempt, m.Layer, sum.SumDy, sum.SumDyXhat));
     }
 
@@ -813,7 +754,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         // duplicate message's arrays are not known to be unshared.
         if (!Current(m.Step, m.Attempt, out int rank)) { Stale(m); return; }
         if (_losses[rank] is not null) { Duplicate(m, rank); return; }
-        if (m.Shared && _participants[rank].Region is null) { Unusable(rank, "gradients in shared memory, but it has no shared-memory file"); return; }
+        if (m.Shared && Participants[rank].Region is null) { Unusable(rank, "gradients in shared memory, but it has no shared-memory file"); return; }
         if (!m.Shared && !ValidGradients(m.Tensors)) { BadMessage(m, rank); return; }
         if (_attemptExchange is { } exchange) // its BN partials (the first to go non-finite): all there before its gradients, and finite
             switch (exchange.Check(rank, _step, _attempt, out int layer))
@@ -826,7 +767,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         {
             if (!m.Shared) { Unusable(rank, "gradients in its message in a step whose update the workers make"); return; }
             _losses[rank] = new LossPartial(m.SumLoss, m.Correct, m.Count);
-            LogWorkerTimings(m.Step, _participants[rank], m.Timings);
+            LogWorkerTimings(m.Step, Participants[rank], m.Timings);
             if (AllGradientsIn() && SlicesUpdated() && MergeSharedStats()) Commit();
             return;
         }
@@ -834,8 +775,8 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
             if (!TensorPrimitives.IsFiniteAll<float>(m.Tensors[i])) { NonFinite(rank, $"gradient of {_p.Trainable[i].Name}"); return; }
         _losses[rank] = new LossPartial(m.SumLoss, m.Correct, m.Count);
         _pendingTensors[rank] = m.Shared ? InSharedMemory : m.Tensors;
-        LogWorkerTimings(m.Step, _participants[rank], m.Timings);
-        if (AddGradientsInRankOrder() && _summedRanks == _participants.Length && MergeSharedStats()) Commit();
+        LogWorkerTimings(m.Step, Participants[rank], m.Timings);
+        if (AddGradientsInRankOrder() && _summedRanks == Participants.Length && MergeSharedStats()) Commit();
     }
 
     /// <summary>
@@ -845,7 +786,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     private bool SlicesUpdated()
     {
         var area = _attemptUpdate!;
-        if (_sliceFlags.Length != _participants.Length) _sliceFlags = new int[_participants.Length];
+        if (_sliceFlags.Length != Participants.Length) _sliceFlags = new int[Participants.Length];
         var flags = _sliceFlags;
         for (int r = 0; r < flags.Length; r++)
             if (!area.TryReadUpdate(r, _step, _attempt, out flags[r]))
@@ -911,7 +852,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
                 while (end < _pendingTensors.Length && ReferenceEquals(_pendingTensors[end], InSharedMemory) && _regionBatch.Count < SharedTensorRegion.MaxRegionsPerPass)
                 {
                     // (A worker that registered again meanwhile has no file any more: its old gradients are gone with it.)
-                    if (_participants[end].Region is not { } region) break;
+                    if (Participants[end].Region is not { } region) break;
                     _regionBatch.Add(region);
                     end++;
                 }
@@ -1005,7 +946,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         }
         else
         {
-            foreach (var m in _participants)
+            foreach (var m in Participants)
                 if (m.Region is { } region && _mirrors.Count < Optimizer.MaxMirrors) // (the rest: written at the next start)
                 {
                     region.BeginWriteParameters(_p);
@@ -1039,7 +980,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         string? problem = finite ? null : "were not finite (the update used them)";
         for (int i = 0; i < _addends.Count && problem is null; i++)
             if (!_addends[i].EndReadGradients(_addendSequences[i]))
-                problem = $"of worker {_participants[_firstAddendRank + i].Id} changed while the update read them";
+                problem = $"of worker {Participants[_firstAddendRank + i].Id} changed while the update read them";
         _addends.Clear();
         if (problem is null) return true;
         Fail(new InvalidOperationException($"the shared-memory gradients {problem} at step {_step}; the parameters cannot be trusted, training stopped"));
@@ -1051,7 +992,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     /// <summary>A contribution that cannot be used: the attempt is aborted and retried once, then training stops.</summary>
     private void Unusable(int rank, string what, string hint = "")
     {
-        var m = _participants[rank];
+        var m = Participants[rank];
         _log.ForContext(ClusterLog.Phase, ClusterLog.Abort).Error("Worker {Worker} on {Node:l} sent {What:l} at step {Step} attempt {Attempt}",
             m.Id, m.Node, what, _step, _attempt);
         string reason = $"worker {m.Id} on {m.Node} sent {what}";
@@ -1072,7 +1013,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     /// <summary>The workers whose contribution the coordinator is waiting for: the missing ranks of the first incomplete reduction.</summary>
     private List<Member> MissingAtFirstIncompleteStage()
     {
-        int k = _participants.Length;
+        int k = Participants.Length;
         // A BN stage's partials are messages, or slots of the exchange this attempt uses.
         bool[] Present(int layer, bool backward) => _attemptExchange is { } exchange
             ? Enumerable.Range(0, k).Select(r => exchange.Published(layer, backward, r, _step, _attempt)).ToArray()
@@ -1086,7 +1027,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         foreach (var present in Stages())
         {
             var missing = new List<Member>();
-            for (int r = 0; r < present.Length; r++) if (!present[r]) missing.Add(_participants[r]);
+            for (int r = 0; r < present.Length; r++) if (!present[r]) missing.Add(Participants[r]);
             if (missing.Count > 0) return missing;
         }
         return [];
@@ -1104,13 +1045,13 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
             EndEpoch(new LossPartial(0, 0, 0));
             return;
         }
-        _participants = _roster.Take(Math.Min(_roster.Count, testRows)).ToArray();
-        _roundReplies = new object?[_participants.Length];
+        _roster.Choose(testRows);
+        _roundReplies = new object?[Participants.Length];
         float[][]? snapshot = SharedSnapshot(viaRegions: false);
-        for (int r = 0; r < _participants.Length; r++)
+        for (int r = 0; r < Participants.Length; r++)
         {
-            var m = _participants[r];
-            var (start, count) = ShardSplit.Shard(testRows, _participants.Length, r);
+            var m = Participants[r];
+            var (start, count) = ShardSplit.Shard(testRows, Participants.Length, r);
             Send(m, new Evaluate(_round, start, count, _committed, m.SentVersion == _committed ? null : snapshot));
             m.SentVersion = _committed;
         }
@@ -1119,7 +1060,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
 
     private void OnEvalResult(EvalResult m)
     {
-        int rank = RankOf(Sender);
+        int rank = _roster.RankOf(Sender);
         if (_phase != Phase.Evaluating || m.Round != _round || rank < 0 || _waitingForJoins) { Stale(m); return; }
         if (_roundReplies[rank] is not null) { Duplicate(m, rank); return; }
         _roundReplies[rank] = m;
@@ -1163,7 +1104,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     {
         if (t.Round != _round || _phase is not (Phase.InputStats or Phase.Evaluating) || _waitingForJoins) return;
         var missing = new List<Member>();
-        for (int r = 0; r < _participants.Length; r++) if (_roundReplies[r] is null) missing.Add(_participants[r]);
+        for (int r = 0; r < Participants.Length; r++) if (_roundReplies[r] is null) missing.Add(Participants[r]);
         Lose(missing, $"sent nothing within the step timeout of {_timeout.TotalSeconds:0.###} s");
     }
 
@@ -1189,8 +1130,8 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     }
 
     private void Duplicate(object message, int rank) =>
-        _log.Debug("Ignored a second {MessageType:l} from worker {Worker} at step {Step} attempt {Attempt}", message.GetType().Name, _participants[rank].Id, _step, _attempt);
+        _log.Debug("Ignored a second {MessageType:l} from worker {Worker} at step {Step} attempt {Attempt}", message.GetType().Name, Participants[rank].Id, _step, _attempt);
 
     private void BadMessage(object message, int rank) =>
-        _log.Warning("Ignored a malformed {MessageType:l} from worker {Worker} at step {Step}: shape does not match the network", message.GetType().Name, _participants[rank].Id, _step);
+        _log.Warning("Ignored a malformed {MessageType:l} from worker {Worker} at step {Step}: shape does not match the network", message.GetType().Name, Participants[rank].Id, _step);
 }
