@@ -74,12 +74,8 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     private Phase _phase = Phase.WaitingForWorkers;
     private bool _waitingForJoins;
 
-    private readonly Parameters _p;
-    private readonly Optimizer _optimizer;
-    // The commit runs while every worker waits for it, so the optimizer may use all the cores.
-    private MatMul? _optimizerThreads; // from PreStart to PostStop
+    private readonly CommittedModel _model;
     private readonly Gradients _gradSum;
-    private readonly List<SharedTensorRegion> _mirrors = []; // the files a commit writes the new parameters into
     private readonly List<SharedTensorRegion> _regionBatch = []; // the files one pass of the gradient sum reads
     private readonly bool[] _regionNonFinite = new bool[SharedTensorRegion.MaxRegionsPerPass];
     // Adam: the files of the last ranks to arrive, which the commit's update adds to the sum as it reads them (one
@@ -90,7 +86,6 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     private int _firstAddendRank;
     private bool _addendsOverwrite;
     private InputNormalizer? _input;
-    private long _committed;
     // The batch-norm exchange file offered to every worker with a shared-memory file (replaced whenever that set
     // changes, so a dropped worker never shares a file with the ones left), and the answers it still waits for.
     private SharedBatchNormExchange? _exchange;
@@ -99,8 +94,8 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     private SharedBatchNormExchange? _attemptExchange;
     private int _attemptBnRanks;
     // The sharded-update file offered with the exchange; the one the running attempt's workers update in (null: the
-    // coordinator updates); and the one holding the committed parameters and optimizer state as version _committed
-    // (null: _p and _optimizer hold them). A file is disposed once it is none of the three.
+    // coordinator updates); and the one holding the committed parameters and optimizer state
+    // (null: the model holds them). A file is disposed once it is none of the three.
     private SharedShardedUpdate? _update, _attemptUpdate, _stateArea;
     private int[] _sliceFlags = []; // the ranks' update reports of an attempt (reused)
     // The attempt the next step starts as, announced to the running attempt's workers (StartStep.NextRows), who may run
@@ -161,14 +156,13 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         _epochProgress = epochProgress;
         _batchProgress = batchProgress;
         _timeout = options.EffectiveStepTimeout;
-        _p = Parameters.Initialize(options.Trainer.Spec, options.Trainer.Seed);
-        _optimizer = new Optimizer(options.Trainer.Optimizer, _p);
-        _gradSum = new Gradients(_p);
-        _merged = new BatchNormStats?[_p.HiddenLayers];
-        _mergedBuffers = new BatchNormStats?[_p.HiddenLayers];
-        _gradSumBuffers = new BatchNormGradSums?[_p.HiddenLayers];
-        for (int l = 0; l < _p.HiddenLayers; l++)
-            if (_p.BatchNorm[l] is { } bn)
+        _model = new CommittedModel(options.Trainer);
+        _gradSum = new Gradients(_model.Parameters);
+        _merged = new BatchNormStats?[_model.Parameters.HiddenLayers];
+        _mergedBuffers = new BatchNormStats?[_model.Parameters.HiddenLayers];
+        _gradSumBuffers = new BatchNormGradSums?[_model.Parameters.HiddenLayers];
+        for (int l = 0; l < _model.Parameters.HiddenLayers; l++)
+            if (_model.Parameters.BatchNorm[l] is { } bn)
             {
                 _mergedBuffers[l] = new BatchNormStats(bn.Features);
                 _gradSumBuffers[l] = new BatchNormGradSums(bn.Features);
@@ -219,7 +213,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
             _completion.TrySetException(new InvalidOperationException("the coordinator stopped before training finished"));
         }
         if (Context.System.Settings.ProviderClass.Contains("Cluster", StringComparison.Ordinal)) Akka.Cluster.Cluster.Get(Context.System).Unsubscribe(Self);
-        _optimizerThreads?.Dispose();
+        _model.Dispose();
         foreach (var m in _roster.Members) m.DisposeRegions();
         ReleaseExchange();
         _attemptExchange?.Dispose();
@@ -228,7 +222,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
 
     protected override void PreStart()
     {
-        _optimizerThreads = new MatMul(Environment.ProcessorCount);
+        _model.StartThreads();
         _total.Start();
         Timers.StartPeriodicTimer("wait-warning", new WaitWarning(), _options.WaitWarningInterval);
         // In a cluster over TCP the roster follows Akka.Cluster's view of the nodes (the in-process cluster has none).
@@ -292,7 +286,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
             $"bncluster-{Environment.ProcessId}-{Guid.NewGuid():N}-w{member.Id}.shm");
         try
         {
-            member.Offered = SharedTensorRegion.Create(path, _p);
+            member.Offered = SharedTensorRegion.Create(path, _model.Parameters);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -335,7 +329,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         string prefix = System.IO.Path.Combine(SharedTensorRegion.DefaultFolder, $"bncluster-{Environment.ProcessId}-{Guid.NewGuid():N}");
         try
         {
-            _exchange = SharedBatchNormExchange.Create(prefix + "-bn.shm", _p, local.Count);
+            _exchange = SharedBatchNormExchange.Create(prefix + "-bn.shm", _model.Parameters, local.Count);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -344,7 +338,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         }
         try
         {
-            if (_options.ShardedUpdate) _update = SharedShardedUpdate.Create(prefix + "-update.shm", _p, local.Count, _optimizer.Settings);
+            if (_options.ShardedUpdate) _update = SharedShardedUpdate.Create(prefix + "-update.shm", _model.Parameters, local.Count, _model.Optimizer.Settings);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -387,11 +381,11 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         if (!ReferenceEquals(old, _attemptExchange)) old.Dispose();
     }
 
-    /// <summary>The committed parameters and optimizer state back into _p and the optimizer, when a sharded-update file holds them.</summary>
+    /// <summary>The committed parameters and optimizer state back into the model, when a sharded-update file holds them.</summary>
     private void PullState()
     {
         if (_stateArea is not { } area) return;
-        area.ReadState(_committed, _p, _optimizer);
+        area.ReadState(_model.Version, _model.Parameters, _model.Optimizer);
         _stateArea = null;
         DisposeIfUnused(area);
     }
@@ -560,7 +554,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
 
     private void NextStep()
     {
-        bool maxed = _options.Trainer.MaxSteps is { } max && _committed >= max;
+        bool maxed = _options.Trainer.MaxSteps is { } max && _model.Version >= max;
         if (maxed || _batch >= _plan!.BatchCount)
         {
             _phase = Phase.Evaluating;
@@ -568,7 +562,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
             return;
         }
         _phase = Phase.Training;
-        _step = _committed + 1;
+        _step = _model.Version + 1;
         _attempt = _nextStepAttempt - 1; // (StartAttempt counts it up)
         _nextStepAttempt = 1;
         _unusableRetries = 0;
@@ -581,7 +575,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         var rows = _plan!.Batch(_batch);
         int n = rows.Length;
         _roster.Choose(n);
-        int k = Participants.Length, layers = _p.HiddenLayers;
+        int k = Participants.Length, layers = _model.Parameters.HiddenLayers;
         if (_stats.Length != layers || (layers > 0 && _stats[0].Length != k))
         {
             _stats = new BnStats?[layers][];
@@ -619,13 +613,13 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         if (previousExchange is not null && !ReferenceEquals(previousExchange, _attemptExchange) && !ReferenceEquals(previousExchange, _exchange))
             previousExchange.Dispose(); // replaced while its attempt ran
         // The update sharded over the workers when they all hold the exchange and its update file: the committed
-        // state goes there first (version _committed) unless it is there already; else it comes back here.
+        // state goes there first unless it is there already; else it comes back here.
         var previousUpdate = _attemptUpdate;
         bool sharded = shared && _update is not null;
         if (sharded && !ReferenceEquals(_stateArea, _update))
         {
             PullState();
-            _update!.WriteState(_committed, _p, _optimizer);
+            _update!.WriteState(_model.Version, _model.Parameters, _model.Optimizer);
             _stateArea = _update;
         }
         else if (!sharded) PullState();
@@ -638,53 +632,38 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         _announcement = null;
         if (sharded)
         {
-            // Every worker reads the parameters of version _committed from the file and updates its slice there. The next
+            // Every worker reads the committed parameters from the file and updates its slice there. The next
             // step of the epoch, when it has as many rows, is announced: the workers may run it ahead.
-            bool last = _batch + 1 >= _plan.BatchCount || _options.Trainer.MaxSteps is { } max && _committed + 1 >= max;
+            bool last = _batch + 1 >= _plan.BatchCount || _options.Trainer.MaxSteps is { } max && _model.Version + 1 >= max;
             ReadOnlyMemory<int>? next = last ? null : _plan.Batch(_batch + 1);
             if (next is { } batch && batch.Length != n) next = null;
             if (next is not null) _announcement = (_step + 1, _nextStepAttempt, Participants, _update);
             for (int r = 0; r < k; r++)
             {
                 var m = Participants[r];
-                Send(m, new StartStep(_step, _epoch, _attempt, n, r, ShardSplit.Slice(rows, k, r).ToArray(), _committed, null,
-                    SharedBatchNormRanks: k, UpdateStep: _optimizer.Step + 1,
+                Send(m, new StartStep(_step, _epoch, _attempt, n, r, ShardSplit.Slice(rows, k, r).ToArray(), _model.Version, null,
+                    SharedBatchNormRanks: k, UpdateStep: _model.Optimizer.Step + 1,
                     NextRows: next is { } following ? ShardSplit.Slice(following, k, r).ToArray() : null, NextAttempt: _nextStepAttempt));
                 // A worker that runs the next step ahead reads the next version into its parameters, which it may then
                 // hold when this attempt is aborted: not known, so anything else sends it the parameters again.
-                m.SentVersion = _announcement is not null ? -1 : _committed;
+                m.SentVersion = _announcement is not null ? -1 : _model.Version;
             }
             Timers.StartSingleTimer("step-timeout", new StepTimeout(_step, _attempt), _timeout);
             return;
         }
-        float[][]? snapshot = SharedSnapshot(viaRegions: true);
+        float[][]? snapshot = _model.SnapshotFor(Participants, viaRegions: true);
         for (int r = 0; r < k; r++)
         {
             var m = Participants[r];
             int[] shard = ShardSplit.Slice(rows, k, r).ToArray();
-            bool holds = m.SentVersion == _committed, viaFile = !holds && m.Region is not null;
+            bool holds = m.SentVersion == _model.Version, viaFile = !holds && m.Region is not null;
             // (The commit writes the participants' files as it updates; this is for a worker new to the step.)
-            if (viaFile && m.Region!.WrittenParametersVersion != _committed)
-                m.Region.WriteParameters(_committed, _p, _optimizerThreads); // every worker waits for it: all cores
-            Send(m, new StartStep(_step, _epoch, _attempt, n, r, shard, _committed, holds || viaFile ? null : snapshot, viaFile, _attemptBnRanks));
-            m.SentVersion = _committed;
+            if (viaFile && m.Region!.WrittenParametersVersion != _model.Version)
+                m.Region.WriteParameters(_model.Version, _model.Parameters, _model.Threads); // every worker waits for it: all cores
+            Send(m, new StartStep(_step, _epoch, _attempt, n, r, shard, _model.Version, holds || viaFile ? null : snapshot, viaFile, _attemptBnRanks));
+            m.SentVersion = _model.Version;
         }
         Timers.StartSingleTimer("step-timeout", new StepTimeout(_step, _attempt), _timeout);
-    }
-
-    /// <summary>
-    /// One pooled copy of the committed parameters for all participants that do not hold them yet (null when
-    /// all do; <paramref name="viaRegions"/>: those with a shared-memory file get them through it instead): each of
-    /// them releases it once (TensorPool.Share), the last one returns it to the pool.
-    /// </summary>
-    private float[][]? SharedSnapshot(bool viaRegions)
-    {
-        int holders = 0;
-        foreach (var m in Participants) if (m.SentVersion != _committed && !(viaRegions && m.Region is not null)) holders++;
-        if (holders == 0) return null;
-        var snapshot = ParameterSnapshot.Capture(_p);
-        TensorPool.Share(snapshot, holders);
-        return snapshot;
     }
 
     private void AbortAttempt(string reason)
@@ -772,7 +751,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
             return;
         }
         for (int i = 0; i < m.Tensors.Length; i++) // (shared-memory gradients are checked as they are added)
-            if (!TensorPrimitives.IsFiniteAll<float>(m.Tensors[i])) { NonFinite(rank, $"gradient of {_p.Trainable[i].Name}"); return; }
+            if (!TensorPrimitives.IsFiniteAll<float>(m.Tensors[i])) { NonFinite(rank, $"gradient of {_model.Parameters.Trainable[i].Name}"); return; }
         _losses[rank] = new LossPartial(m.SumLoss, m.Correct, m.Count);
         _pendingTensors[rank] = m.Shared ? InSharedMemory : m.Tensors;
         LogWorkerTimings(m.Step, Participants[rank], m.Timings);
@@ -811,7 +790,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     private bool MergeSharedStats()
     {
         if (_attemptExchange is not { } exchange) return true;
-        for (int l = 0; l < _p.HiddenLayers; l++)
+        for (int l = 0; l < _model.Parameters.HiddenLayers; l++)
         {
             if (_mergedBuffers[l] is not { } merged) continue;
             if (!exchange.TryMergeStats(l, _attemptBnRanks, _step, _attempt, merged, out int failed))
@@ -861,10 +840,10 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
                     Unusable(rank, "gradients that are not in its shared-memory file (another stamp, or changed while read)");
                     return false;
                 }
-                if (end == _pendingTensors.Length && AllGradientsIn() && _optimizer.Settings.Kind == OptimizerKind.Adam)
+                if (end == _pendingTensors.Length && AllGradientsIn() && _model.Optimizer.Settings.Kind == OptimizerKind.Adam)
                     return LeaveToTheUpdate(rank, end, overwrite);
                 var nonFinite = _regionNonFinite.AsSpan(0, end - rank);
-                if (!SharedTensorRegion.TryAddGradients(_regionBatch, _step, _attempt, _gradSum.Tensors, overwrite, AllGradientsIn() ? _optimizerThreads : null, nonFinite, out int failed))
+                if (!SharedTensorRegion.TryAddGradients(_regionBatch, _step, _attempt, _gradSum.Tensors, overwrite, AllGradientsIn() ? _model.Threads : null, nonFinite, out int failed))
                 {
                     Unusable(rank + failed, "gradients that are not in its shared-memory file (another stamp, or changed while read)");
                     return false;
@@ -934,36 +913,19 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         // The gradients are summed already (in rank order); the optimizer and running averages make the commit.
         var loss = new LossPartial(0, 0, 0);
         foreach (var l in _losses) loss = loss.Add(l!.Value);
-        // The update also writes the new parameters into the shared-memory files of the participants (who all take
-        // part in the next attempt unless lost meanwhile) while they are in cache: no second pass reads them again.
-        _mirrors.Clear();
-        if (_attemptUpdate is not null)
-        {
-            // The workers made the update in the file's next version, which counting the step commits.
-            _optimizer.SetStep(_optimizer.Step + 1);
-            TrainingStep.UpdateRunningStats(_p, _merged);
-            _committed++;
-        }
+        if (_attemptUpdate is not null) _model.CommitShardedUpdate(_merged);
         else
         {
-            foreach (var m in Participants)
-                if (m.Region is { } region && _mirrors.Count < Optimizer.MaxMirrors) // (the rest: written at the next start)
-                {
-                    region.BeginWriteParameters(_p);
-                    _mirrors.Add(region);
-                }
-            _optimizer.Apply(_p, _gradSum, _optimizerThreads, _mirrors, _addends, _addendsOverwrite, out bool finite);
+            bool finite = _model.Update(_gradSum, _addends, _addendsOverwrite, Participants);
             if (!AddendsIntact(finite)) return;
-            TrainingStep.UpdateRunningStats(_p, _merged);
-            _committed++;
-            foreach (var region in _mirrors) region.EndWriteParameters(_committed, _p);
+            _model.FinishUpdate(_merged);
         }
         _stepTime.Stop();
         _epochStepElapsed += _stepTime.Elapsed; // step time only, like the single-node trainer's samples/s
         _epochTrain = _epochTrain.Add(loss);
         _log.ForContext(ClusterLog.Phase, ClusterLog.Commit).Debug(ClusterLog.StepCommittedTemplate, _step, Epoch,
             loss.Count > 0 ? loss.SumLoss / loss.Count : double.NaN, loss.Count > 0 ? (double)loss.Correct / loss.Count : double.NaN, _stepTime.Elapsed.TotalMilliseconds);
-        _batchProgress?.Report(new BatchProgress(_epoch, _batch, _plan!.BatchCount, _committed,
+        _batchProgress?.Report(new BatchProgress(_epoch, _batch, _plan!.BatchCount, _model.Version,
             _epochTrain.SumLoss / _epochTrain.Count, (double)_epochTrain.Correct / _epochTrain.Count));
         _batch++;
         NextStep();
@@ -1020,8 +982,8 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
             : Array.ConvertAll(backward ? _gradSums[layer] : (object?[])_stats[layer], s => s is not null);
         IEnumerable<bool[]> Stages()
         {
-            for (int l = 0; l < _p.HiddenLayers; l++) if (_p.BatchNorm[l] is not null) yield return Present(l, backward: false);
-            for (int l = _p.HiddenLayers - 1; l >= 0; l--) if (_p.BatchNorm[l] is not null) yield return Present(l, backward: true);
+            for (int l = 0; l < _model.Parameters.HiddenLayers; l++) if (_model.Parameters.BatchNorm[l] is not null) yield return Present(l, backward: false);
+            for (int l = _model.Parameters.HiddenLayers - 1; l >= 0; l--) if (_model.Parameters.BatchNorm[l] is not null) yield return Present(l, backward: true);
             yield return Array.ConvertAll(_losses, l => l is not null);
         }
         foreach (var present in Stages())
@@ -1037,7 +999,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
 
     private void StartEvalRound()
     {
-        PullState(); // the workers evaluate the parameters the coordinator sends, and the result is taken from _p
+        PullState(); // the workers evaluate the parameters the coordinator sends, and the result is taken from the model
         _round++;
         int testRows = _shape.TestRows;
         if (testRows == 0)
@@ -1047,13 +1009,13 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         }
         _roster.Choose(testRows);
         _roundReplies = new object?[Participants.Length];
-        float[][]? snapshot = SharedSnapshot(viaRegions: false);
+        float[][]? snapshot = _model.SnapshotFor(Participants, viaRegions: false);
         for (int r = 0; r < Participants.Length; r++)
         {
             var m = Participants[r];
             var (start, count) = ShardSplit.Shard(testRows, Participants.Length, r);
-            Send(m, new Evaluate(_round, start, count, _committed, m.SentVersion == _committed ? null : snapshot));
-            m.SentVersion = _committed;
+            Send(m, new Evaluate(_round, start, count, _model.Version, m.SentVersion == _model.Version ? null : snapshot));
+            m.SentVersion = _model.Version;
         }
         Timers.StartSingleTimer("round-timeout", new RoundTimeout(_round), _timeout);
     }
@@ -1074,7 +1036,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     private void EndEpoch(LossPartial test)
     {
         double seconds = _epochStepElapsed.TotalSeconds;
-        var metrics = new EpochMetrics(_epoch, _committed,
+        var metrics = new EpochMetrics(_epoch, _model.Version,
             _epochTrain.Count > 0 ? _epochTrain.SumLoss / _epochTrain.Count : double.NaN,
             _epochTrain.Count > 0 ? (double)_epochTrain.Correct / _epochTrain.Count : double.NaN,
             test.Count > 0 ? test.SumLoss / test.Count : double.NaN,
@@ -1088,13 +1050,13 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         _log.ForContext(ClusterLog.Phase, ClusterLog.EpochEnd).Debug(ClusterLog.EpochTemplate, metrics.Epoch, metrics.Step, metrics.TrainLoss,
             metrics.TrainAccuracy, metrics.TestLoss, metrics.TestAccuracy, metrics.SamplesPerSecond, metrics.Seconds * 1000);
         _epochProgress?.Report(metrics);
-        bool maxed = _options.Trainer.MaxSteps is { } max && _committed >= max;
+        bool maxed = _options.Trainer.MaxSteps is { } max && _model.Version >= max;
         if (maxed || _epoch >= _options.Trainer.Epochs)
         {
             _phase = Phase.Done;
             Timers.CancelAll();
             TellDone(new TrainingDone(true, ""));
-            _completion.TrySetResult(new TrainingResult(_p.Clone(), _input!, _epochs.ToArray(), _committed));
+            _completion.TrySetResult(new TrainingResult(_model.Parameters.Clone(), _input!, _epochs.ToArray(), _model.Version));
             return;
         }
         StartEpoch(_epoch + 1);
@@ -1111,12 +1073,12 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     // ---- Checks ----
 
     private bool ValidLayer(int layer, int a, int b) =>
-        (uint)layer < (uint)_p.HiddenLayers && _p.BatchNorm[layer] is not null && a == _p.Spec.Hidden[layer] && b == a;
+        (uint)layer < (uint)_model.Parameters.HiddenLayers && _model.Parameters.BatchNorm[layer] is not null && a == _model.Parameters.Spec.Hidden[layer] && b == a;
 
     private bool ValidGradients(float[][] tensors)
     {
-        if (tensors.Length != _p.Trainable.Count) return false;
-        for (int i = 0; i < tensors.Length; i++) if (tensors[i].Length != _p.Trainable[i].Values.Length) return false;
+        if (tensors.Length != _model.Parameters.Trainable.Count) return false;
+        for (int i = 0; i < tensors.Length; i++) if (tensors[i].Length != _model.Parameters.Trainable[i].Values.Length) return false;
         return true;
     }
 
