@@ -86,17 +86,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     private int _firstAddendRank;
     private bool _addendsOverwrite;
     private InputNormalizer? _input;
-    // The batch-norm exchange file offered to every worker with a shared-memory file (replaced whenever that set
-    // changes, so a dropped worker never shares a file with the ones left), and the answers it still waits for.
-    private SharedBatchNormExchange? _exchange;
-    private int _exchangeAnswersDue;
-    // The running attempt's exchange and its ranks (0: BN partials as messages this attempt).
-    private SharedBatchNormExchange? _attemptExchange;
-    private int _attemptBnRanks;
-    // The sharded-update file offered with the exchange; the one the running attempt's workers update in (null: the
-    // coordinator updates); and the one holding the committed parameters and optimizer state
-    // (null: the model holds them). A file is disposed once it is none of the three.
-    private SharedShardedUpdate? _update, _attemptUpdate, _stateArea;
+    private readonly SharedMemoryBroker _shared;
     private int[] _sliceFlags = []; // the ranks' update reports of an attempt (reused)
     // The attempt the next step starts as, announced to the running attempt's workers (StartStep.NextRows), who may run
     // it ahead; an abort after that announcement moves it on, so that no slot stamped by a step run ahead on the
@@ -157,6 +147,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         _batchProgress = batchProgress;
         _timeout = options.EffectiveStepTimeout;
         _model = new CommittedModel(options.Trainer);
+        _shared = new SharedMemoryBroker(_options, _model, _roster, _log, Send);
         _gradSum = new Gradients(_model.Parameters);
         _merged = new BatchNormStats?[_model.Parameters.HiddenLayers];
         _mergedBuffers = new BatchNormStats?[_model.Parameters.HiddenLayers];
@@ -177,8 +168,8 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         Receive<ClusterEvent.IClusterDomainEvent>(e => { if (FromClusterEvent(e) is { } roster) Self.Forward(roster); });
         Receive<NodeLost>(e => LoseAt(e.Node, e.Reason));
         Receive<NodeBack>(e => TellDroppedAt(e.Node, e.Why));
-        Receive<SharedMemoryAnswer>(OnSharedMemoryAnswer);
-        Receive<BatchNormExchangeAnswer>(OnBatchNormExchangeAnswer);
+        Receive<SharedMemoryAnswer>(a => { if (_roster.Find(Sender) is { } m) _shared.OnAnswer(m, a); });
+        Receive<BatchNormExchangeAnswer>(a => { if (_roster.Find(Sender) is { } m) _shared.OnExchangeAnswer(m, a); });
         Receive<InputStatsReply>(OnInputStats);
         Receive<BnStats>(m => { long t = HandlerClock.Now; OnBnStats(m); _clock.Add(HandlerClock.Kind.BnStats, t); });
         Receive<BnGradStats>(m => { long t = HandlerClock.Now; OnBnGradStats(m); _clock.Add(HandlerClock.Kind.BnGradStats, t); });
@@ -214,10 +205,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         }
         if (Context.System.Settings.ProviderClass.Contains("Cluster", StringComparison.Ordinal)) Akka.Cluster.Cluster.Get(Context.System).Unsubscribe(Self);
         _model.Dispose();
-        foreach (var m in _roster.Members) m.DisposeRegions();
-        ReleaseExchange();
-        _attemptExchange?.Dispose();
-        foreach (var area in new[] { _attemptUpdate, _stateArea }) area?.Dispose();
+        _shared.Dispose();
     }
 
     protected override void PreStart()
@@ -255,7 +243,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
             // Registering again (a restarted worker): it holds nothing, so send it everything again.
             known.SentVersion = -1;
             Send(known, new WorkerRegistered(known.Id, _roster.Count));
-            OfferSharedMemory(known);
+            _shared.OfferTensorFile(known);
             if (_input is not null) Send(known, NormalizationMessage(_input));
             return;
         }
@@ -266,133 +254,9 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
             member.Id, member.Node, _roster.Count);
         Context.Watch(member.Actor);
         Send(member, new WorkerRegistered(member.Id, _roster.Count));
-        OfferSharedMemory(member);
+        _shared.OfferTensorFile(member);
         if (_input is not null) Send(member, NormalizationMessage(_input));
         if (_waitingForJoins && _roster.Count >= Needed) Continue();
-    }
-
-    /// <summary>
-    /// Offers a worker a new shared-memory file for its tensors (a worker on another machine cannot open it, or finds
-    /// another token, and answers no). Until it accepts, its tensors go in the messages. Workers in this process take
-    /// it too: with the file they also all-reduce their BN partials among themselves and share the update, as worker
-    /// processes do, instead of waiting for the coordinator actor at every reduction and for the whole update
-    /// (`bench --workers 2 --threads 1` in one process: 7.0–7.5 → 4.3–4.7 ms per step, waiting 43–46% → 8%).
-    /// </summary>
-    private void OfferSharedMemory(Member member)
-    {
-        member.DisposeRegions(); // a worker registering again starts from nothing
-        if (!_options.SharedMemory) return;
-        string path = System.IO.Path.Combine(SharedTensorRegion.DefaultFolder,
-            $"bncluster-{Environment.ProcessId}-{Guid.NewGuid():N}-w{member.Id}.shm");
-        try
-        {
-            member.Offered = SharedTensorRegion.Create(path, _model.Parameters);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            _log.Information("Worker {Worker} on {Node:l}: tensors over TCP (no shared-memory file: {Reason:l})", member.Id, member.Node, e.Message);
-            return;
-        }
-        Send(member, new SharedMemoryOffer(path, member.Offered.Token));
-    }
-
-    private void OnSharedMemoryAnswer(SharedMemoryAnswer a)
-    {
-        if (_roster.Find(Sender) is not { } m || m.Offered is not { } offered || offered.Path != a.Path) return; // an old offer's answer
-        offered.Unlink(); // both sides have it mapped (or never will): nothing stays on disk
-        m.Offered = null;
-        if (a.Accepted)
-        {
-            m.Region = offered;
-            m.SentVersion = -1; // its next parameters go through the file
-            _log.Information("Worker {Worker} on {Node:l}: tensors through shared memory", m.Id, m.Node);
-            OfferBatchNormExchange();
-        }
-        else
-        {
-            offered.Dispose();
-            _log.Information("Worker {Worker} on {Node:l}: tensors over TCP ({Reason:l})", m.Id, m.Node, a.Reason);
-        }
-    }
-
-    /// <summary>
-    /// Offers every worker with a shared-memory file a new batch-norm exchange with a slot for each of them (the old
-    /// file stays with whoever still has it mapped, a dropped worker included). Until all have accepted, BN partials
-    /// travel as messages.
-    /// </summary>
-    private void OfferBatchNormExchange()
-    {
-        ReleaseExchange();
-        foreach (var m in _roster.Members) m.Exchange = null;
-        var local = _roster.Members.Where(m => m.Region is not null).ToList();
-        if (local.Count == 0) return;
-        string prefix = System.IO.Path.Combine(SharedTensorRegion.DefaultFolder, $"bncluster-{Environment.ProcessId}-{Guid.NewGuid():N}");
-        try
-        {
-            _exchange = SharedBatchNormExchange.Create(prefix + "-bn.shm", _model.Parameters, local.Count);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            _log.Information("Batch-norm partials over TCP (no exchange file: {Reason:l})", e.Message);
-            return;
-        }
-        try
-        {
-            if (_options.ShardedUpdate) _update = SharedShardedUpdate.Create(prefix + "-update.shm", _model.Parameters, local.Count, _model.Optimizer.Settings);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            _log.Information("The coordinator makes the optimizer update (no sharded-update file: {Reason:l})", e.Message);
-        }
-        _exchangeAnswersDue = local.Count;
-        foreach (var m in local)
-            Send(m, new BatchNormExchangeOffer(_exchange.Path, _exchange.Token, local.Count, _update?.Path ?? "", _update?.Token ?? []));
-    }
-
-    private void OnBatchNormExchangeAnswer(BatchNormExchangeAnswer a)
-    {
-        if (_roster.Find(Sender) is not { } m || _exchange is not { } exchange || exchange.Path != a.Path) return; // an old offer's answer
-        if (a.Accepted) m.Exchange = exchange;
-        else _log.Information("Worker {Worker} on {Node:l}: batch-norm partials over TCP ({Reason:l})", m.Id, m.Node, a.Reason);
-        if (--_exchangeAnswersDue > 0) return;
-        exchange.Unlink(); // every worker has it mapped (or never will): nothing stays on disk
-        _update?.Unlink();
-        var members = _roster.Members.Where(x => ReferenceEquals(x.Exchange, exchange)).Select(x => x.Id).ToList();
-        if (members.Count == 0) return;
-        // (Said once the whole roster is in it; the offers made while workers join one by one are details.)
-        var level = members.Count == _roster.Count ? Serilog.Events.LogEventLevel.Information : Serilog.Events.LogEventLevel.Debug;
-        _log.Write(level, "Workers {Workers:l}: batch-norm partials exchanged through shared memory", string.Join(", ", members));
-        if (_update is not null) _log.Write(level, "Workers {Workers:l}: the optimizer update sharded over them in shared memory", string.Join(", ", members));
-    }
-
-    /// <summary>The current exchange file is unlinked; its mapping is released unless the running attempt still uses it.</summary>
-    private void ReleaseExchange()
-    {
-        if (_update is { } oldUpdate)
-        {
-            _update = null;
-            oldUpdate.Unlink();
-            if (ReferenceEquals(_stateArea, oldUpdate) && !ReferenceEquals(_attemptUpdate, oldUpdate)) PullState();
-            DisposeIfUnused(oldUpdate);
-        }
-        if (_exchange is not { } old) return;
-        _exchange = null;
-        old.Unlink();
-        if (!ReferenceEquals(old, _attemptExchange)) old.Dispose();
-    }
-
-    /// <summary>The committed parameters and optimizer state back into the model, when a sharded-update file holds them.</summary>
-    private void PullState()
-    {
-        if (_stateArea is not { } area) return;
-        area.ReadState(_model.Version, _model.Parameters, _model.Optimizer);
-        _stateArea = null;
-        DisposeIfUnused(area);
-    }
-
-    private void DisposeIfUnused(SharedShardedUpdate area)
-    {
-        if (!ReferenceEquals(area, _update) && !ReferenceEquals(area, _attemptUpdate) && !ReferenceEquals(area, _stateArea)) area.Dispose();
     }
 
     private void LoseAt(Address address, string reason)
@@ -445,8 +309,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
             participated |= _roster.IsParticipant(m);
             _log.ForContext(ClusterLog.Phase, ClusterLog.Membership).Warning(ClusterLog.WorkerLeftTemplate, m.Id, m.Node, reason, _roster.Count);
         }
-        // Those left get an exchange of their own: one that a dropped (maybe alive) worker still writes is not shared.
-        if (_exchange is not null) OfferBatchNormExchange();
+        _shared.RenewExchange();
         if (!participated || _phase == Phase.Done || _waitingForJoins) return;
         string why = lost.Count == 1 ? $"worker {lost[0].Id} on {lost[0].Node} {reason}" : $"workers {string.Join(", ", lost.Select(m => m.Id))} {reason}";
         if (_phase == Phase.Training) AbortAttempt(why);
@@ -604,30 +467,11 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         Array.Clear(_pendingTensors);
         _summedRanks = 0; // (rank 0's gradients overwrite the sum: no need to clear it)
         _addends.Clear(); // (an aborted attempt's)
-        // BN partials through the exchange when every participant has the current one; else as messages.
-        var previousExchange = _attemptExchange;
-        bool shared = _exchange is not null && k <= _exchange.Ranks;
-        foreach (var m in Participants) shared &= ReferenceEquals(m.Exchange, _exchange);
-        _attemptExchange = shared ? _exchange : null;
-        _attemptBnRanks = shared ? k : 0;
-        if (previousExchange is not null && !ReferenceEquals(previousExchange, _attemptExchange) && !ReferenceEquals(previousExchange, _exchange))
-            previousExchange.Dispose(); // replaced while its attempt ran
-        // The update sharded over the workers when they all hold the exchange and its update file: the committed
-        // state goes there first unless it is there already; else it comes back here.
-        var previousUpdate = _attemptUpdate;
-        bool sharded = shared && _update is not null;
-        if (sharded && !ReferenceEquals(_stateArea, _update))
-        {
-            PullState();
-            _update!.WriteState(_model.Version, _model.Parameters, _model.Optimizer);
-            _stateArea = _update;
-        }
-        else if (!sharded) PullState();
-        _attemptUpdate = sharded ? _update : null;
-        if (previousUpdate is not null) DisposeIfUnused(previousUpdate);
+        // BN partials through the exchange, the update sharded over the workers, when they all hold those files.
+        bool sharded = _shared.BeginAttempt(Participants);
         _stepTime.Restart();
         if (_announcement is { } a && a.Step == _step && a.Attempt == _attempt
-            && !(sharded && ReferenceEquals(a.Update, _update) && a.Participants.AsSpan().SequenceEqual(Participants)))
+            && !(sharded && ReferenceEquals(a.Update, _shared.AttemptUpdate) && a.Participants.AsSpan().SequenceEqual(Participants)))
             _attempt++;
         _announcement = null;
         if (sharded)
@@ -637,7 +481,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
             bool last = _batch + 1 >= _plan.BatchCount || _options.Trainer.MaxSteps is { } max && _model.Version + 1 >= max;
             ReadOnlyMemory<int>? next = last ? null : _plan.Batch(_batch + 1);
             if (next is { } batch && batch.Length != n) next = null;
-            if (next is not null) _announcement = (_step + 1, _nextStepAttempt, Participants, _update);
+            if (next is not null) _announcement = (_step + 1, _nextStepAttempt, Participants, _shared.AttemptUpdate);
             for (int r = 0; r < k; r++)
             {
                 var m = Participants[r];
@@ -660,7 +504,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
             // (The commit writes the participants' files as it updates; this is for a worker new to the step.)
             if (viaFile && m.Region!.WrittenParametersVersion != _model.Version)
                 m.Region.WriteParameters(_model.Version, _model.Parameters, _model.Threads); // every worker waits for it: all cores
-            Send(m, new StartStep(_step, _epoch, _attempt, n, r, shard, _model.Version, holds || viaFile ? null : snapshot, viaFile, _attemptBnRanks));
+            Send(m, new StartStep(_step, _epoch, _attempt, n, r, shard, _model.Version, holds || viaFile ? null : snapshot, viaFile, _shared.AttemptBnRanks));
             m.SentVersion = _model.Version;
         }
         Timers.StartSingleTimer("step-timeout", new StepTimeout(_step, _attempt), _timeout);
@@ -684,7 +528,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
 
     private void OnBnStats(BnStats m)
     {
-        if (!Current(m.Step, m.Attempt, out int rank) || _attemptBnRanks > 0) { Stale(m); return; }
+        if (!Current(m.Step, m.Attempt, out int rank) || _shared.AttemptBnRanks > 0) { Stale(m); return; }
         if (!ValidLayer(m.Layer, m.Mean.Length, m.M2.Length)) { BadMessage(m, rank); return; }
         if (_stats[m.Layer][rank] is not null) { Duplicate(m, rank); return; }
         if (!AllFinite(m.Mean) || !AllFinite(m.M2)) { NonFinite(rank, $"BN statistic of layer {m.Layer}"); return; }
@@ -708,7 +552,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
 
     private void OnBnGradStats(BnGradStats m)
     {
-        if (!Current(m.Step, m.Attempt, out int rank) || _attemptBnRanks > 0) { Stale(m); return; }
+        if (!Current(m.Step, m.Attempt, out int rank) || _shared.AttemptBnRanks > 0) { Stale(m); return; }
         if (!ValidLayer(m.Layer, m.SumDy.Length, m.SumDyXhat.Length)) { BadMessage(m, rank); return; }
         if (_gradSums[m.Layer][rank] is not null) { Duplicate(m, rank); return; }
         if (!AllFinite(m.SumDy) || !AllFinite(m.SumDyXhat)) { NonFinite(rank, $"BN gradient sum of layer {m.Layer}"); return; }
@@ -735,14 +579,14 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         if (_losses[rank] is not null) { Duplicate(m, rank); return; }
         if (m.Shared && Participants[rank].Region is null) { Unusable(rank, "gradients in shared memory, but it has no shared-memory file"); return; }
         if (!m.Shared && !ValidGradients(m.Tensors)) { BadMessage(m, rank); return; }
-        if (_attemptExchange is { } exchange) // its BN partials (the first to go non-finite): all there before its gradients, and finite
+        if (_shared.AttemptExchange is { } exchange) // its BN partials (the first to go non-finite): all there before its gradients, and finite
             switch (exchange.Check(rank, _step, _attempt, out int layer))
             {
                 case SharedBatchNormExchange.SlotState.Missing: Unusable(rank, $"gradients without its BN partials of layer {layer} in the shared exchange"); return;
                 case SharedBatchNormExchange.SlotState.NonFinite: NonFinite(rank, $"BN statistic of layer {layer}"); return;
             }
         if (!double.IsFinite(m.SumLoss)) { NonFinite(rank, "loss"); return; }
-        if (_attemptUpdate is not null)
+        if (_shared.AttemptUpdate is not null)
         {
             if (!m.Shared) { Unusable(rank, "gradients in its message in a step whose update the workers make"); return; }
             _losses[rank] = new LossPartial(m.SumLoss, m.Correct, m.Count);
@@ -764,7 +608,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     /// </summary>
     private bool SlicesUpdated()
     {
-        var area = _attemptUpdate!;
+        var area = _shared.AttemptUpdate!;
         if (_sliceFlags.Length != Participants.Length) _sliceFlags = new int[Participants.Length];
         var flags = _sliceFlags;
         for (int r = 0; r < flags.Length; r++)
@@ -789,11 +633,11 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     /// </summary>
     private bool MergeSharedStats()
     {
-        if (_attemptExchange is not { } exchange) return true;
+        if (_shared.AttemptExchange is not { } exchange) return true;
         for (int l = 0; l < _model.Parameters.HiddenLayers; l++)
         {
             if (_mergedBuffers[l] is not { } merged) continue;
-            if (!exchange.TryMergeStats(l, _attemptBnRanks, _step, _attempt, merged, out int failed))
+            if (!exchange.TryMergeStats(l, _shared.AttemptBnRanks, _step, _attempt, merged, out int failed))
             {
                 Unusable(failed, $"BN partials of layer {l} that changed in the shared exchange");
                 return false;
@@ -913,7 +757,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         // The gradients are summed already (in rank order); the optimizer and running averages make the commit.
         var loss = new LossPartial(0, 0, 0);
         foreach (var l in _losses) loss = loss.Add(l!.Value);
-        if (_attemptUpdate is not null) _model.CommitShardedUpdate(_merged);
+        if (_shared.AttemptUpdate is not null) _model.CommitShardedUpdate(_merged);
         else
         {
             bool finite = _model.Update(_gradSum, _addends, _addendsOverwrite, Participants);
@@ -977,7 +821,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     {
         int k = Participants.Length;
         // A BN stage's partials are messages, or slots of the exchange this attempt uses.
-        bool[] Present(int layer, bool backward) => _attemptExchange is { } exchange
+        bool[] Present(int layer, bool backward) => _shared.AttemptExchange is { } exchange
             ? Enumerable.Range(0, k).Select(r => exchange.Published(layer, backward, r, _step, _attempt)).ToArray()
             : Array.ConvertAll(backward ? _gradSums[layer] : (object?[])_stats[layer], s => s is not null);
         IEnumerable<bool[]> Stages()
@@ -999,7 +843,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
 
     private void StartEvalRound()
     {
-        PullState(); // the workers evaluate the parameters the coordinator sends, and the result is taken from the model
+        _shared.PullState(); // the workers evaluate the parameters the coordinator sends, and the result is taken from the model
         _round++;
         int testRows = _shape.TestRows;
         if (testRows == 0)
