@@ -62,12 +62,13 @@ internal sealed class CommittedModel : IDisposable
     }
 
     /// <summary>
-    /// The coordinator's own update from the gradient sum (and the addends Adam adds to it as it reads them). It also writes
-    /// the new parameters into the shared-memory files of the participants (who all take part in the next attempt unless
-    /// lost meanwhile) while they are in cache: no second pass reads them again. False: a gradient was not finite (the
-    /// update used it; only addends can be). <see cref="FinishUpdate"/> commits it.
+    /// Commits a step with the coordinator's own update of the <paramref name="reduced"/> gradients (and of the addends
+    /// Adam adds to their sum as it reads them), and the running averages. The update also writes the new parameters
+    /// into the shared-memory files of the <paramref name="participants"/> (who all take part in the next attempt unless
+    /// lost meanwhile) while they are in cache: no second pass reads them again. Returns what went wrong with the
+    /// addends (null: committed); the update has been applied then, so the parameters cannot be trusted.
     /// </summary>
-    public bool Update(Gradients sum, IReadOnlyList<IGradientAddend> addends, bool overwrite, Member[] participants)
+    public string? CommitUpdate(StepReductions reduced, Member[] participants)
     {
         _mirrors.Clear();
         foreach (var m in participants)
@@ -76,15 +77,11 @@ internal sealed class CommittedModel : IDisposable
                 region.BeginWriteParameters(Parameters);
                 _mirrors.Add(region);
             }
-        Optimizer.Apply(Parameters, sum, Threads, _mirrors, addends, overwrite, out bool finite);
-        return finite;
-    }
-
-    /// <summary>The update's running averages, the version counted, and the files it wrote stamped with that version.</summary>
-    public void FinishUpdate(BatchNormStats?[] merged)
-    {
-        TrainingStep.UpdateRunningStats(Parameters, merged);
+        Optimizer.Apply(Parameters, reduced.Sum, Threads, _mirrors, reduced.Addends, reduced.AddendsOverwrite, out bool finite);
+        if (reduced.AddendsProblem(finite) is { } problem) return problem;
+        TrainingStep.UpdateRunningStats(Parameters, reduced.Merged);
         Version++;
         foreach (var region in _mirrors) region.EndWriteParameters(Version, Parameters);
+        return null;
     }
 }

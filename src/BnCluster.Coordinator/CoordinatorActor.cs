@@ -75,19 +75,8 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     private bool _waitingForJoins;
 
     private readonly CommittedModel _model;
-    private readonly Gradients _gradSum;
-    private readonly List<SharedTensorRegion> _regionBatch = []; // the files one pass of the gradient sum reads
-    private readonly bool[] _regionNonFinite = new bool[SharedTensorRegion.MaxRegionsPerPass];
-    // Adam: the files of the last ranks to arrive, which the commit's update adds to the sum as it reads them (one
-    // pass over memory less), with the seqlock sequences seen when their stamps were checked, and whether the
-    // first of them overwrites the sum (it is rank 0).
-    private readonly List<SharedTensorRegion> _addends = [];
-    private readonly ulong[] _addendSequences = new ulong[SharedTensorRegion.MaxRegionsPerPass];
-    private int _firstAddendRank;
-    private bool _addendsOverwrite;
     private InputNormalizer? _input;
     private readonly SharedMemoryBroker _shared;
-    private int[] _sliceFlags = []; // the ranks' update reports of an attempt (reused)
     // The attempt the next step starts as, announced to the running attempt's workers (StartStep.NextRows), who may run
     // it ahead; an abort after that announcement moves it on, so that no slot stamped by a step run ahead on the
     // aborted attempt's parameters ever matches the real one.
@@ -108,24 +97,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     private long _step;
     private int _attempt;
     private int _unusableRetries;
-    // Each worker's partial BN messages, per BN layer by rank. Once a layer's slots are full they are merged and
-    // their arrays go back to the pool: from then on a slot only marks that its rank's partial arrived.
-    private BnStats?[][] _stats = [];
-    private BnGradStats?[][] _gradSums = [];
-    // Gradients: each worker's loss partial once its message is accepted; its tensors wait in _pendingTensors
-    // until every lower rank has been added to _gradSum (the sum is in rank order however they arrive), then
-    // go back to the pool. So the sum overlaps the wait for the slowest worker.
-    private LossPartial?[] _losses = [];
-    private float[][]?[] _pendingTensors = [];
-    private int _summedRanks;
-    // A BN layer's merged moments and summed gradient sums live in buffers allocated once; _merged[l] points at
-    // layer l's once this attempt has merged it. The BnGlobal / BnGradGlobal replies carry these buffers
-    // themselves: a receiver reads (copies or encodes) a reply before it sends its gradients, and the buffers are
-    // written again only at the next reduction of their layer, after every gradient of this step has arrived or
-    // after this attempt was aborted (its replies then carry a stale stamp, which the workers discard).
-    private readonly BatchNormStats?[] _merged;
-    private readonly BatchNormStats?[] _mergedBuffers;
-    private readonly BatchNormGradSums?[] _gradSumBuffers;
+    private readonly StepReductions _reductions;
     private readonly Stopwatch _stepTime = new();
     private long _round;
     private object?[] _roundReplies = [];
@@ -148,16 +120,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         _timeout = options.EffectiveStepTimeout;
         _model = new CommittedModel(options.Trainer);
         _shared = new SharedMemoryBroker(_options, _model, _roster, _log, Send);
-        _gradSum = new Gradients(_model.Parameters);
-        _merged = new BatchNormStats?[_model.Parameters.HiddenLayers];
-        _mergedBuffers = new BatchNormStats?[_model.Parameters.HiddenLayers];
-        _gradSumBuffers = new BatchNormGradSums?[_model.Parameters.HiddenLayers];
-        for (int l = 0; l < _model.Parameters.HiddenLayers; l++)
-            if (_model.Parameters.BatchNorm[l] is { } bn)
-            {
-                _mergedBuffers[l] = new BatchNormStats(bn.Features);
-                _gradSumBuffers[l] = new BatchNormGradSums(bn.Features);
-            }
+        _reductions = new StepReductions(_model);
 
         Receive<RegisterWorker>(OnRegister);
         // (Once the run is over the workers stop by themselves: nothing to report.)
@@ -437,36 +400,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         _attempt++;
         var rows = _plan!.Batch(_batch);
         int n = rows.Length;
-        _roster.Choose(n);
-        int k = Participants.Length, layers = _model.Parameters.HiddenLayers;
-        if (_stats.Length != layers || (layers > 0 && _stats[0].Length != k))
-        {
-            _stats = new BnStats?[layers][];
-            _gradSums = new BnGradStats?[layers][];
-            for (int l = 0; l < layers; l++)
-            {
-                _stats[l] = new BnStats?[k];
-                _gradSums[l] = new BnGradStats?[k];
-            }
-        }
-        for (int l = 0; l < layers; l++)
-        {
-            // (an aborted attempt's unmerged partials are left to the garbage collector)
-            Array.Clear(_stats[l]);
-            Array.Clear(_gradSums[l]);
-            _merged[l] = null;
-        }
-        foreach (var pending in _pendingTensors) // of an aborted attempt
-            if (pending is not null && !ReferenceEquals(pending, InSharedMemory)) TensorPool.Release(pending);
-        if (_losses.Length != k)
-        {
-            _losses = new LossPartial?[k];
-            _pendingTensors = new float[k][][];
-        }
-        Array.Clear(_losses);
-        Array.Clear(_pendingTensors);
-        _summedRanks = 0; // (rank 0's gradients overwrite the sum: no need to clear it)
-        _addends.Clear(); // (an aborted attempt's)
+        int k = _roster.Choose(n).Length;
         // BN partials through the exchange, the update sharded over the workers, when they all hold those files.
         bool sharded = _shared.BeginAttempt(Participants);
         _stepTime.Restart();
@@ -474,6 +408,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
             && !(sharded && ReferenceEquals(a.Update, _shared.AttemptUpdate) && a.Participants.AsSpan().SequenceEqual(Participants)))
             _attempt++;
         _announcement = null;
+        _reductions.Begin(_step, _attempt, Participants);
         if (sharded)
         {
             // Every worker reads the committed parameters from the file and updates its slice there. The next
@@ -530,22 +465,11 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     {
         if (!Current(m.Step, m.Attempt, out int rank) || _shared.AttemptBnRanks > 0) { Stale(m); return; }
         if (!ValidLayer(m.Layer, m.Mean.Length, m.M2.Length)) { BadMessage(m, rank); return; }
-        if (_stats[m.Layer][rank] is not null) { Duplicate(m, rank); return; }
+        if (_reductions.HasStats(m.Layer, rank)) { Duplicate(m, rank); return; }
         if (!AllFinite(m.Mean) || !AllFinite(m.M2)) { NonFinite(rank, $"BN statistic of layer {m.Layer}"); return; }
-        var slots = _stats[m.Layer];
-        slots[rank] = m;
-        if (Array.IndexOf(slots, null) >= 0) return;
-        // Chan's merge in rank order: the result does not depend on arrival order.
-        var merged = _mergedBuffers[m.Layer]!;
-        merged.Clear();
-        foreach (var s in slots)
-        {
-            merged.Merge(s!.Count, s.Mean, s.M2);
-            TensorPool.Return(s.Mean);
-            TensorPool.Return(s.M2);
-        }
-        _merged[m.Layer] = merged;
-        // The layer's buffers go to all participants: receivers only read them (see _merged).
+        // Chan's merge in rank order, once every rank's is in: the result does not depend on arrival order.
+        if (_reductions.AddStats(rank, m) is not { } merged) return;
+        // The layer's buffers go to all participants: receivers only read them (see StepReductions).
         foreach (var p in Participants)
             Send(p, new BnGlobal(_step, _attempt, m.Layer, merged.Count, merged.Mean, merged.M2));
     }
@@ -554,19 +478,9 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     {
         if (!Current(m.Step, m.Attempt, out int rank) || _shared.AttemptBnRanks > 0) { Stale(m); return; }
         if (!ValidLayer(m.Layer, m.SumDy.Length, m.SumDyXhat.Length)) { BadMessage(m, rank); return; }
-        if (_gradSums[m.Layer][rank] is not null) { Duplicate(m, rank); return; }
+        if (_reductions.HasGradSums(m.Layer, rank)) { Duplicate(m, rank); return; }
         if (!AllFinite(m.SumDy) || !AllFinite(m.SumDyXhat)) { NonFinite(rank, $"BN gradient sum of layer {m.Layer}"); return; }
-        var slots = _gradSums[m.Layer];
-        slots[rank] = m;
-        if (Array.IndexOf(slots, null) >= 0) return;
-        var sum = _gradSumBuffers[m.Layer]!;
-        sum.Clear();
-        foreach (var s in slots)
-        {
-            sum.Add(s!.SumDy, s.SumDyXhat);
-            TensorPool.Return(s.SumDy);
-            TensorPool.Return(s.SumDyXhat);
-        }
+        if (_reductions.AddGradSums(rank, m) is not { } sum) return;
         foreach (var p in Participants) // the layer's buffers, read-only, as BnGlobal's
             Send(p, new BnGradGlobal(_step, _attempt, m.Layer, sum.SumDy, sum.SumDyXhat));
     }
@@ -576,7 +490,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         // A message that is not used here is left to the garbage collector rather than returned: a stale or
         // duplicate message's arrays are not known to be unshared.
         if (!Current(m.Step, m.Attempt, out int rank)) { Stale(m); return; }
-        if (_losses[rank] is not null) { Duplicate(m, rank); return; }
+        if (_reductions.HasGradients(rank)) { Duplicate(m, rank); return; }
         if (m.Shared && Participants[rank].Region is null) { Unusable(rank, "gradients in shared memory, but it has no shared-memory file"); return; }
         if (!m.Shared && !ValidGradients(m.Tensors)) { BadMessage(m, rank); return; }
         if (_shared.AttemptExchange is { } exchange) // its BN partials (the first to go non-finite): all there before its gradients, and finite
@@ -586,155 +500,20 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
                 case SharedBatchNormExchange.SlotState.NonFinite: NonFinite(rank, $"BN statistic of layer {layer}"); return;
             }
         if (!double.IsFinite(m.SumLoss)) { NonFinite(rank, "loss"); return; }
-        if (_shared.AttemptUpdate is not null)
+        var loss = new LossPartial(m.SumLoss, m.Correct, m.Count);
+        if (_shared.AttemptUpdate is { } update)
         {
             if (!m.Shared) { Unusable(rank, "gradients in its message in a step whose update the workers make"); return; }
-            _losses[rank] = new LossPartial(m.SumLoss, m.Correct, m.Count);
+            _reductions.AddLoss(rank, loss);
             LogWorkerTimings(m.Step, Participants[rank], m.Timings);
-            if (AllGradientsIn() && SlicesUpdated() && MergeSharedStats()) Commit();
+            if (_reductions.AllGradientsIn && Usable(_reductions.CheckSlices(update)) && Usable(_reductions.MergeSharedStats(_shared.AttemptExchange))) Commit();
             return;
         }
         for (int i = 0; i < m.Tensors.Length; i++) // (shared-memory gradients are checked as they are added)
             if (!TensorPrimitives.IsFiniteAll<float>(m.Tensors[i])) { NonFinite(rank, $"gradient of {_model.Parameters.Trainable[i].Name}"); return; }
-        _losses[rank] = new LossPartial(m.SumLoss, m.Correct, m.Count);
-        _pendingTensors[rank] = m.Shared ? InSharedMemory : m.Tensors;
+        _reductions.AddGradients(rank, loss, m.Shared ? null : m.Tensors);
         LogWorkerTimings(m.Step, Participants[rank], m.Timings);
-        if (AddGradientsInRankOrder() && _summedRanks == Participants.Length && MergeSharedStats()) Commit();
-    }
-
-    /// <summary>
-    /// A sharded update: every rank has made its slice, from finite gradients. A rank whose own gradients were not finite
-    /// is named before one whose slice's sums were not (the sums of a non-finite gradient). False: aborted.
-    /// </summary>
-    private bool SlicesUpdated()
-    {
-        var area = _shared.AttemptUpdate!;
-        if (_sliceFlags.Length != Participants.Length) _sliceFlags = new int[Participants.Length];
-        var flags = _sliceFlags;
-        for (int r = 0; r < flags.Length; r++)
-            if (!area.TryReadUpdate(r, _step, _attempt, out flags[r]))
-            {
-                Unusable(r, "its gradients without its slice of the update in the shared file");
-                return false;
-            }
-        for (int r = 0; r < flags.Length; r++)
-            if ((flags[r] & SharedShardedUpdate.OwnNonFinite) != 0) { NonFinite(r, "gradient"); return false; }
-        for (int r = 0; r < flags.Length; r++)
-        {
-            if ((flags[r] & SharedShardedUpdate.GradientsChanged) != 0) { Unusable(r, "a slice of the update from gradients that changed while it read them"); return false; }
-            if ((flags[r] & SharedShardedUpdate.SliceNonFinite) != 0) { NonFinite(r, "sum of gradients in its slice of the update"); return false; }
-        }
-        return true;
-    }
-
-    /// <summary>
-    /// With the exchange, the forward moments the running averages need are merged here from its slots, in rank order
-    /// as the workers merged them (they hold still: every worker has sent its gradients). False: aborted.
-    /// </summary>
-    private bool MergeSharedStats()
-    {
-        if (_shared.AttemptExchange is not { } exchange) return true;
-        for (int l = 0; l < _model.Parameters.HiddenLayers; l++)
-        {
-            if (_mergedBuffers[l] is not { } merged) continue;
-            if (!exchange.TryMergeStats(l, _shared.AttemptBnRanks, _step, _attempt, merged, out int failed))
-            {
-                Unusable(failed, $"BN partials of layer {l} that changed in the shared exchange");
-                return false;
-            }
-            _merged[l] = merged;
-        }
-        return true;
-    }
-
-    // While a worker still computes, it has a core to itself: an early rank's sum runs on this thread alone (on the core
-    // of a worker that is waiting) rather than on all cores, which would slow the last worker down.
-    private bool AllGradientsIn() => Array.IndexOf(_losses, null) < 0;
-
-    // Stands in _pendingTensors for gradients waiting in the worker's shared-memory file (it writes there again
-    // only for a later attempt, which starts after this one is summed or aborted).
-    private static readonly float[][] InSharedMemory = [];
-
-    /// <summary>
-    /// Adds the waiting gradients of the next ranks to the sum (0 + g₀ + g₁ + …): pooled arrays go back to the pool,
-    /// shared-memory gradients are added straight from the files, consecutive ready ranks in one pass over memory
-    /// (on all cores once every gradient is in). False when a file's gradients were
-    /// unusable (another stamp, torn, non-finite): the attempt was aborted.
-    /// </summary>
-    private bool AddGradientsInRankOrder()
-    {
-        while (_summedRanks < _pendingTensors.Length && _pendingTensors[_summedRanks] is { } tensors)
-        {
-            int rank = _summedRanks;
-            bool overwrite = rank == 0; // the sum still holds an earlier step's: rank 0 writes it without reading it
-            if (ReferenceEquals(tensors, InSharedMemory))
-            {
-                // This rank and the ready ranks after it whose gradients also wait in their files: one pass adds them all.
-                int end = rank;
-                _regionBatch.Clear();
-                while (end < _pendingTensors.Length && ReferenceEquals(_pendingTensors[end], InSharedMemory) && _regionBatch.Count < SharedTensorRegion.MaxRegionsPerPass)
-                {
-                    // (A worker that registered again meanwhile has no file any more: its old gradients are gone with it.)
-                    if (Participants[end].Region is not { } region) break;
-                    _regionBatch.Add(region);
-                    end++;
-                }
-                if (end == rank)
-                {
-                    Unusable(rank, "gradients that are not in its shared-memory file (another stamp, or changed while read)");
-                    return false;
-                }
-                if (end == _pendingTensors.Length && AllGradientsIn() && _model.Optimizer.Settings.Kind == OptimizerKind.Adam)
-                    return LeaveToTheUpdate(rank, end, overwrite);
-                var nonFinite = _regionNonFinite.AsSpan(0, end - rank);
-                if (!SharedTensorRegion.TryAddGradients(_regionBatch, _step, _attempt, _gradSum.Tensors, overwrite, AllGradientsIn() ? _model.Threads : null, nonFinite, out int failed))
-                {
-                    Unusable(rank + failed, "gradients that are not in its shared-memory file (another stamp, or changed while read)");
-                    return false;
-                }
-                if (nonFinite.IndexOf(true) is var bad and >= 0)
-                {
-                    NonFinite(rank + bad, "gradient");
-                    return false;
-                }
-                for (int r = rank; r < end; r++) _pendingTensors[r] = null;
-                _summedRanks = end;
-            }
-            else
-            {
-                for (int i = 0; i < tensors.Length; i++)
-                {
-                    var sum = _gradSum.Tensors[i].Values;
-                    if (overwrite) TensorPrimitives.Add(tensors[i], 0f, sum); // = 0 + g₀, bit for bit
-                    else TensorPrimitives.Add(sum, tensors[i], sum);
-                }
-                TensorPool.Release(tensors);
-                _pendingTensors[_summedRanks++] = null;
-            }
-        }
-        return true;
-    }
-
-    /// <summary>
-    /// The last ranks' files [rank, end) are added by the commit's Adam update as it reads them. Their stamps are
-    /// checked here, before anything changes; their finiteness was checked by their workers as they wrote them (a
-    /// worker sends non-finite gradients in its message instead), and the update checks the sums again.
-    /// </summary>
-    private bool LeaveToTheUpdate(int rank, int end, bool overwrite)
-    {
-        for (int i = 0; i < _regionBatch.Count; i++)
-            if (!_regionBatch[i].TryBeginReadGradients(_step, _attempt, out _addendSequences[i]))
-            {
-                Unusable(rank + i, "gradients that are not in its shared-memory file (another stamp, or being written)");
-                return false;
-            }
-        _addends.Clear();
-        _addends.AddRange(_regionBatch);
-        _firstAddendRank = rank;
-        _addendsOverwrite = overwrite;
-        for (int r = rank; r < end; r++) _pendingTensors[r] = null;
-        _summedRanks = end;
-        return true;
+        if (Usable(_reductions.SumInRankOrder()) && _reductions.AllSummed && Usable(_reductions.MergeSharedStats(_shared.AttemptExchange))) Commit();
     }
 
     /// <summary>
@@ -755,14 +534,13 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     {
         Timers.Cancel("step-timeout");
         // The gradients are summed already (in rank order); the optimizer and running averages make the commit.
-        var loss = new LossPartial(0, 0, 0);
-        foreach (var l in _losses) loss = loss.Add(l!.Value);
-        if (_shared.AttemptUpdate is not null) _model.CommitShardedUpdate(_merged);
-        else
+        var loss = _reductions.Loss();
+        if (_shared.AttemptUpdate is not null) _model.CommitShardedUpdate(_reductions.Merged);
+        else if (_model.CommitUpdate(_reductions, Participants) is { } problem)
         {
-            bool finite = _model.Update(_gradSum, _addends, _addendsOverwrite, Participants);
-            if (!AddendsIntact(finite)) return;
-            _model.FinishUpdate(_merged);
+            // (Only a process that broke the protocol makes the shared-memory gradients change or go non-finite unseen.)
+            Fail(new InvalidOperationException($"the shared-memory gradients {problem} at step {_step}; the parameters cannot be trusted, training stopped"));
+            return;
         }
         _stepTime.Stop();
         _epochStepElapsed += _stepTime.Elapsed; // step time only, like the single-node trainer's samples/s
@@ -775,29 +553,21 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         NextStep();
     }
 
-    /// <summary>
-    /// After an update that read the last ranks' files: they did not change meanwhile and their sums were finite. Either
-    /// can only fail when a process broke the protocol (a worker writes its file only during its own attempt and checks
-    /// what it writes), and the update has been applied: training stops rather than go on from untrusted parameters.
-    /// </summary>
-    private bool AddendsIntact(bool finite)
+    private void NonFinite(int rank, string what) => Reject(UnusableContribution.NonFinite(rank, what));
+
+    private void Unusable(int rank, string what) => Reject(new UnusableContribution(rank, what));
+
+    /// <summary>False (and the contribution rejected) when a part found one that cannot be used.</summary>
+    private bool Usable(UnusableContribution? problem)
     {
-        if (_addends.Count == 0) return true;
-        string? problem = finite ? null : "were not finite (the update used them)";
-        for (int i = 0; i < _addends.Count && problem is null; i++)
-            if (!_addends[i].EndReadGradients(_addendSequences[i]))
-                problem = $"of worker {Participants[_firstAddendRank + i].Id} changed while the update read them";
-        _addends.Clear();
-        if (problem is null) return true;
-        Fail(new InvalidOperationException($"the shared-memory gradients {problem} at step {_step}; the parameters cannot be trusted, training stopped"));
-        return false;
+        if (problem is { } unusable) Reject(unusable);
+        return problem is null;
     }
 
-    private void NonFinite(int rank, string what) => Unusable(rank, $"a non-finite {what}", " (lower the learning rate?)");
-
     /// <summary>A contribution that cannot be used: the attempt is aborted and retried once, then training stops.</summary>
-    private void Unusable(int rank, string what, string hint = "")
+    private void Reject(UnusableContribution unusable)
     {
+        var (rank, what, hint) = unusable;
         var m = Participants[rank];
         _log.ForContext(ClusterLog.Phase, ClusterLog.Abort).Error("Worker {Worker} on {Node:l} sent {What:l} at step {Step} attempt {Attempt}",
             m.Id, m.Node, what, _step, _attempt);
@@ -813,30 +583,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     private void OnStepTimeout(StepTimeout t)
     {
         if (_phase != Phase.Training || t.Step != _step || t.Attempt != _attempt || _waitingForJoins) return;
-        Lose(MissingAtFirstIncompleteStage(), $"sent nothing within the step timeout of {_timeout.TotalSeconds:0.###} s");
-    }
-
-    /// <summary>The workers whose contribution the coordinator is waiting for: the missing ranks of the first incomplete reduction.</summary>
-    private List<Member> MissingAtFirstIncompleteStage()
-    {
-        int k = Participants.Length;
-        // A BN stage's partials are messages, or slots of the exchange this attempt uses.
-        bool[] Present(int layer, bool backward) => _shared.AttemptExchange is { } exchange
-            ? Enumerable.Range(0, k).Select(r => exchange.Published(layer, backward, r, _step, _attempt)).ToArray()
-            : Array.ConvertAll(backward ? _gradSums[layer] : (object?[])_stats[layer], s => s is not null);
-        IEnumerable<bool[]> Stages()
-        {
-            for (int l = 0; l < _model.Parameters.HiddenLayers; l++) if (_model.Parameters.BatchNorm[l] is not null) yield return Present(l, backward: false);
-            for (int l = _model.Parameters.HiddenLayers - 1; l >= 0; l--) if (_model.Parameters.BatchNorm[l] is not null) yield return Present(l, backward: true);
-            yield return Array.ConvertAll(_losses, l => l is not null);
-        }
-        foreach (var present in Stages())
-        {
-            var missing = new List<Member>();
-            for (int r = 0; r < present.Length; r++) if (!present[r]) missing.Add(Participants[r]);
-            if (missing.Count > 0) return missing;
-        }
-        return [];
+        Lose(_reductions.MissingAtFirstIncompleteStage(_shared.AttemptExchange), $"sent nothing within the step timeout of {_timeout.TotalSeconds:0.###} s");
     }
 
     // ---- Evaluation ----
