@@ -4,8 +4,6 @@ using Akka.Actor;
 using Akka.Cluster;
 using BnCluster.Collectives;
 using BnCluster.Coordinator.Messages;
-using BnCluster.Core.Kernels;
-using BnCluster.Core.Optimizers;
 using BnCluster.Core.Training;
 using Serilog;
 
@@ -19,19 +17,30 @@ namespace BnCluster.Coordinator;
 /// update, and commits. Nothing changes before the commit, so an aborted attempt is re-run with the same global
 /// batch on whoever is left (attempt + 1).
 ///
+/// Its states are behaviours (Become): waiting for workers, input statistics, training and evaluating (once per
+/// epoch), done; waiting for workers again whenever too few are left. A state accepts its own messages; a worker's
+/// message of another state is stale. The actor keeps the protocol's flow and hands the work to plain parts: the
+/// <see cref="Roster"/>, the <see cref="CommittedModel"/>, an attempt's <see cref="StepReductions"/> and the
+/// <see cref="SharedMemoryBroker"/> (the files of the workers on this machine).
+///
 /// Failure policy:
-/// - A worker that terminates (DeathWatch) or, when the step timeout fires, has not sent the contribution the
-///   coordinator is waiting for (silent but alive) is removed from the roster; the attempt is aborted
-///   (StepAborted to the others) and re-run on the survivors. A removed worker gets no more work; to come back
+/// - A worker that terminates (DeathWatch), whose node Akka.Cluster reports unreachable, downed or removed, or that,
+///   when the step timeout fires, has not sent the contribution the coordinator is waiting for (silent but alive) is
+///   removed from the roster; the attempt is aborted (StepAborted to the others) and re-run on the survivors (an
+///   input-statistics or evaluation round is re-run the same way). A removed worker gets no more work; to come back
 ///   it registers again and enters at the next step. A worker dropped alive (not Terminated) is told so
-///   (WorkerDropped) when its node is reachable or up again, or a late message shows it alive; it re-enters with
-///   its old id and rank.
+///   (WorkerDropped) when its node is reachable again, or a late message shows it alive; it re-enters with its old
+///   id and rank (a node removed from the cluster comes back as a new incarnation, whose worker registers by itself).
 /// - Fewer than MinWorkers left: the coordinator waits for joins and warns every WaitWarningInterval.
-/// - A non-finite statistic, gradient or loss: the attempt is aborted and retried once with the same workers
-///   (a transient fault recovers); a second non-finite value in the same step stops training with an error
-///   naming the worker (the numbers are deterministic, so it would repeat forever).
-/// - Messages of another step/attempt/round are ignored (debug log); a second answer of the same worker for
-///   the same slot is ignored.
+/// - A contribution that cannot be used (a non-finite statistic, gradient or loss; shared-memory data of another
+///   stamp, or torn): the attempt is aborted and retried once with the same workers (a transient fault recovers); a
+///   second one in the same step stops training with an error naming the worker (the numbers are deterministic, so
+///   it would repeat forever).
+/// - Training also stops on invalid input statistics, on shared-memory gradients that changed or were not finite
+///   while the update read them (the update is applied by then), on a worker's WorkerFailed, and when a handler
+///   throws (the actor is then stopped, not restarted).
+/// - Messages of another state, step, attempt or round are ignored (debug log); a second answer of the same worker
+///   for the same slot is ignored, and so is a malformed one (warning).
 /// </summary>
 public sealed class CoordinatorActor : ReceiveActor, IWithTimers
 {
@@ -59,8 +68,6 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
 
     public ITimerScheduler Timers { get; set; } = null!;
 
-    private enum Phase { WaitingForWorkers, InputStats, Training, Evaluating, Done }
-
     private readonly ClusterTrainingOptions _options;
     private readonly ClusterDataShape _shape;
     private readonly TaskCompletionSource<TrainingResult> _completion;
@@ -70,13 +77,14 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     private readonly TimeSpan _timeout;
 
     private readonly Roster _roster = new();
-    private bool _started;
-    private Phase _phase = Phase.WaitingForWorkers;
-    private bool _waitingForJoins;
-
     private readonly CommittedModel _model;
-    private InputNormalizer? _input;
     private readonly SharedMemoryBroker _shared;
+    private readonly StepReductions _reductions;
+    private bool _started; // the first round ran: from then on MinWorkers are enough
+    // The state, where a handler cannot tell it from the behaviour: a failure aborts a running attempt first (training),
+    // and nothing is started or told once the run is over (done), which the actor stopping from outside must know too.
+    private bool _training, _done;
+    private InputNormalizer? _input;
     // The attempt the next step starts as, announced to the running attempt's workers (StartStep.NextRows), who may run
     // it ahead; an abort after that announcement moves it on, so that no slot stamped by a step run ahead on the
     // aborted attempt's parameters ever matches the real one.
@@ -93,11 +101,10 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     private readonly Stopwatch _total = new();
     private readonly List<EpochMetrics> _epochs = [];
 
-    // The running attempt (step) or round (input statistics, evaluation), whose participants are the roster's; slots are indexed by rank.
+    // The running attempt (step) or round (input statistics, evaluation); its participants are the roster's, by rank.
     private long _step;
     private int _attempt;
     private int _unusableRetries;
-    private readonly StepReductions _reductions;
     private readonly Stopwatch _stepTime = new();
     private long _round;
     private object?[] _roundReplies = [];
@@ -121,30 +128,144 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         _model = new CommittedModel(options.Trainer);
         _shared = new SharedMemoryBroker(_options, _model, _roster, _log, Send);
         _reductions = new StepReductions(_model);
+        WaitingForWorkers(InputStatistics, StartInputRound);
+    }
 
-        Receive<RegisterWorker>(OnRegister);
-        // (Once the run is over the workers stop by themselves: nothing to report.)
-        Receive<Terminated>(t => { if (_phase != Phase.Done && _roster.Find(t.ActorRef) is { } m) Lose([m], "terminated", alive: false); });
+    // ---- States ----
+    // A state's behaviour registers the messages it accepts, then the ones every state handles, then the ones it
+    // ignores; a message takes the first handler that matches it.
+
+    /// <summary>
+    /// Too few workers are up: registrations until there are enough, then <paramref name="start"/> runs in
+    /// <paramref name="state"/> (at first the input statistics; later the attempt or round that lost its workers).
+    /// </summary>
+    private void WaitingForWorkers(Action state, Action start)
+    {
+        Receive<WaitWarning>(_ => _log.Warning("Waiting for workers: {Members} up, {Needed} needed", _roster.Count, Needed));
+        CommonReceives(rerun: null, joined: () =>
+        {
+            if (_roster.Count < Needed) return;
+            Become(state);
+            RunOrWait(state, start);
+        });
+        IgnoreOtherStates();
+    }
+
+    /// <summary>A round of the workers' input statistics, merged into the input normalization; then training.</summary>
+    private void InputStatistics()
+    {
+        void Rerun(string why) => RerunRound("InputStats", why, InputStatistics, StartInputRound);
+        Receive<InputStatsReply>(OnInputStats);
+        Receive<RoundTimeout>(t => OnRoundTimeout(t, Rerun));
+        CommonReceives(Rerun);
+        IgnoreOtherStates();
+    }
+
+    /// <summary>The epoch's steps, each run in attempts until one commits: its BN reductions and gradients; then the evaluation.</summary>
+    private void Training()
+    {
+        ReceiveTimed<BnStats>(HandlerClock.Kind.BnStats, OnBnStats);
+        ReceiveTimed<BnGradStats>(HandlerClock.Kind.BnGradStats, OnBnGradStats);
+        ReceiveTimed<StepGradients>(HandlerClock.Kind.Gradients, OnGradients);
+        Receive<StepTimeout>(OnStepTimeout);
+        CommonReceives(RerunAttempt);
+        IgnoreOtherStates();
+    }
+
+    /// <summary>A round of evaluation on the test rows; then the next epoch, or done.</summary>
+    private void Evaluating()
+    {
+        void Rerun(string why) => RerunRound("Evaluating", why, Evaluating, StartEvalRound);
+        Receive<EvalResult>(OnEvalResult);
+        Receive<RoundTimeout>(t => OnRoundTimeout(t, Rerun));
+        CommonReceives(Rerun);
+        IgnoreOtherStates();
+    }
+
+    /// <summary>The run is over and every worker was told (TrainingDone): nothing runs any more.</summary>
+    private void Done()
+    {
+        Receive<Terminated>(_ => { }); // the workers stop by themselves now: nothing to report
+        CommonReceives(rerun: null);
+        IgnoreOtherStates();
+    }
+
+    /// <summary>
+    /// What every state handles alike: membership (registrations, deaths, Akka.Cluster's node events, a worker's
+    /// failure) and the answers to the shared-memory offers. <paramref name="rerun"/>: what the state does when
+    /// participants of its attempt or round are lost (null: none runs); <paramref name="joined"/>: after a new member joined.
+    /// </summary>
+    private void CommonReceives(Action<string>? rerun, Action? joined = null)
+    {
+        Receive<RegisterWorker>(r => { if (Register(r)) joined?.Invoke(); });
+        Receive<Terminated>(t => { if (_roster.Find(t.ActorRef) is { } m) Lose([m], "terminated", rerun, alive: false); });
         Receive<WorkerFailed>(OnWorkerFailed);
         // Akka.Cluster's failure detector: a node that stops answering (or is downed, removed) takes its workers with it;
         // a node that answers again gets its dropped workers back: they are told, and register again.
         Receive<ClusterEvent.IClusterDomainEvent>(e => { if (FromClusterEvent(e) is { } roster) Self.Forward(roster); });
-        Receive<NodeLost>(e => LoseAt(e.Node, e.Reason));
+        Receive<NodeLost>(e => LoseAt(e.Node, e.Reason, rerun));
         Receive<NodeBack>(e => TellDroppedAt(e.Node, e.Why));
         Receive<SharedMemoryAnswer>(a => { if (_roster.Find(Sender) is { } m) _shared.OnAnswer(m, a); });
         Receive<BatchNormExchangeAnswer>(a => { if (_roster.Find(Sender) is { } m) _shared.OnExchangeAnswer(m, a); });
-        Receive<InputStatsReply>(OnInputStats);
-        Receive<BnStats>(m => { long t = HandlerClock.Now; OnBnStats(m); _clock.Add(HandlerClock.Kind.BnStats, t); });
-        Receive<BnGradStats>(m => { long t = HandlerClock.Now; OnBnGradStats(m); _clock.Add(HandlerClock.Kind.BnGradStats, t); });
-        Receive<StepGradients>(m => { long t = HandlerClock.Now; OnGradients(m); _clock.Add(HandlerClock.Kind.Gradients, t); });
-        Receive<EvalResult>(OnEvalResult);
-        Receive<StepTimeout>(OnStepTimeout);
-        Receive<RoundTimeout>(OnRoundTimeout);
-        Receive<WaitWarning>(_ =>
+    }
+
+    /// <summary>
+    /// What a state does not accept but may receive: a worker's answer of another state, or of an attempt or round
+    /// already over, is stale (Debug log; a dropped sender is told); another state's timer is dropped. Any other
+    /// message is unhandled, as Akka reports it.
+    /// </summary>
+    private void IgnoreOtherStates()
+    {
+        Receive<InputStatsReply>(Stale);
+        ReceiveTimed<BnStats>(HandlerClock.Kind.BnStats, Stale);
+        ReceiveTimed<BnGradStats>(HandlerClock.Kind.BnGradStats, Stale);
+        ReceiveTimed<StepGradients>(HandlerClock.Kind.Gradients, Stale);
+        Receive<EvalResult>(Stale);
+        Receive<StepTimeout>(_ => { });
+        Receive<RoundTimeout>(_ => { });
+        Receive<WaitWarning>(_ => { });
+    }
+
+    /// <summary>A step's message whose handler time counts in the epoch's <see cref="HandlerClock"/>, accepted or stale.</summary>
+    private void ReceiveTimed<T>(HandlerClock.Kind kind, Action<T> handler) =>
+        Receive<T>(m => { long t = HandlerClock.Now; handler(m); _clock.Add(kind, t); });
+
+    /// <summary>
+    /// Runs <paramref name="start"/>, an attempt or round of the current <paramref name="state"/>, now; or, with too
+    /// few workers up, waits for joins and runs it then.
+    /// </summary>
+    private void RunOrWait(Action state, Action start)
+    {
+        if (_roster.Count < Needed)
         {
-            if (_waitingForJoins && _phase != Phase.Done)
-                _log.Warning("Waiting for workers: {Members} up, {Needed} needed", _roster.Count, Needed);
-        });
+            _log.Warning("Waiting for workers: {Members} up, {Needed} needed", _roster.Count, Needed);
+            _roster.ClearParticipants();
+            Become(() => WaitingForWorkers(state, start));
+            return;
+        }
+        _started = true;
+        start();
+    }
+
+    /// <summary>Training's answer to lost participants or an unusable contribution: the attempt is aborted and run again (attempt + 1).</summary>
+    private void RerunAttempt(string why)
+    {
+        AbortAttempt(why);
+        RunOrWait(Training, StartAttempt);
+    }
+
+    private void RerunRound(string name, string why, Action state, Action start)
+    {
+        _log.Warning("Round {Round} of {Phase:l} restarted: {Reason:l}", _round, name, why);
+        RunOrWait(state, start);
+    }
+
+    /// <summary>The run is over: no timer fires any more, and what still arrives changes nothing.</summary>
+    private void BecomeDone()
+    {
+        _done = true;
+        Timers.CancelAll();
+        Become(Done);
     }
 
     /// <summary>Whatever a handler throws fails the run (one line naming the cause); the actor is then stopped, not restarted.</summary>
@@ -160,9 +281,9 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
 
     protected override void PostStop()
     {
-        if (_phase != Phase.Done) // stopped from outside (the run was cancelled, the system shut down)
+        if (!_done) // stopped from outside (the run was cancelled, the system shut down)
         {
-            _phase = Phase.Done;
+            _done = true;
             TellDone(new TrainingDone(false, "the coordinator stopped"));
             _completion.TrySetException(new InvalidOperationException("the coordinator stopped before training finished"));
         }
@@ -180,7 +301,6 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         if (Context.System.Settings.ProviderClass.Contains("Cluster", StringComparison.Ordinal))
             Akka.Cluster.Cluster.Get(Context.System).Subscribe(Self, ClusterEvent.SubscriptionInitialStateMode.InitialStateAsEvents,
                 typeof(ClusterEvent.IMemberEvent), typeof(ClusterEvent.IReachabilityEvent));
-        _waitingForJoins = true;
     }
 
     private int Needed => _started ? _options.MinWorkers : _options.Workers;
@@ -188,7 +308,8 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
 
     // ---- Membership ----
 
-    private void OnRegister(RegisterWorker r)
+    /// <summary>Checks a registration and admits the worker, or takes a known one's again. True: a new member joined.</summary>
+    private bool Register(RegisterWorker r)
     {
         string? refusal =
             r.ProtocolVersion != ProtocolInfo.Version ? $"protocol version {r.ProtocolVersion}, coordinator speaks {ProtocolInfo.Version}" :
@@ -199,7 +320,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         {
             _log.ForContext(ClusterLog.Phase, ClusterLog.Membership).Warning("Worker on {Node:l} refused: {Reason:l}", r.Node, refusal);
             Sender.Tell(new RegistrationRefused(refusal), Self);
-            return;
+            return false;
         }
         if (_roster.Find(Sender) is { } known)
         {
@@ -208,7 +329,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
             Send(known, new WorkerRegistered(known.Id, _roster.Count));
             _shared.OfferTensorFile(known);
             if (_input is not null) Send(known, NormalizationMessage(_input));
-            return;
+            return false;
         }
         // A dropped worker that was alive after all gets its old id and rank back (the roster stays in id order, so the
         // shards are those of an uninterrupted run); it holds nothing we can rely on (SentVersion -1).
@@ -219,13 +340,13 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         Send(member, new WorkerRegistered(member.Id, _roster.Count));
         _shared.OfferTensorFile(member);
         if (_input is not null) Send(member, NormalizationMessage(_input));
-        if (_waitingForJoins && _roster.Count >= Needed) Continue();
+        return true;
     }
 
-    private void LoseAt(Address address, string reason)
+    private void LoseAt(Address address, string reason, Action<string>? rerun)
     {
         var lost = _roster.At(address);
-        if (lost.Count > 0) Lose(lost, $"{reason} ({address})");
+        if (lost.Count > 0) Lose(lost, $"{reason} ({address})", rerun);
         foreach (var dropped in _roster.DroppedAt(address))
             _log.ForContext(ClusterLog.Phase, ClusterLog.Membership).Information("Node {Address:l} of dropped worker {Worker}: {Reason:l}",
                     address.ToString(), dropped.Id, reason);
@@ -239,7 +360,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
 
     private void TellDropped(IActorRef actor, Dropped dropped, string why)
     {
-        if (_phase == Phase.Done) return;
+        if (_done) return; // (it was told TrainingDone)
         dropped.Told = true;
         _log.Information("Dropped worker {Worker} on {Node:l} is {Why:l}: telling it to register again", dropped.Id, dropped.Node, why);
         actor.Tell(new WorkerDropped(dropped.Reason), Self);
@@ -260,8 +381,11 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
 
     private Member[] Participants => _roster.Participants;
 
-    /// <summary>Removes workers from the roster; aborts and re-runs the attempt or round they were part of.</summary>
-    private void Lose(IReadOnlyList<Member> lost, string reason, bool alive = true)
+    /// <summary>
+    /// Removes workers from the roster. When some took part in the running attempt or round, the state's
+    /// <paramref name="rerun"/> aborts and re-runs it.
+    /// </summary>
+    private void Lose(IReadOnlyList<Member> lost, string reason, Action<string>? rerun, bool alive = true)
     {
         bool participated = false;
         foreach (var m in lost)
@@ -273,41 +397,15 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
             _log.ForContext(ClusterLog.Phase, ClusterLog.Membership).Warning(ClusterLog.WorkerLeftTemplate, m.Id, m.Node, reason, _roster.Count);
         }
         _shared.RenewExchange();
-        if (!participated || _phase == Phase.Done || _waitingForJoins) return;
-        string why = lost.Count == 1 ? $"worker {lost[0].Id} on {lost[0].Node} {reason}" : $"workers {string.Join(", ", lost.Select(m => m.Id))} {reason}";
-        if (_phase == Phase.Training) AbortAttempt(why);
-        else _log.Warning("Round {Round} of {Phase:l} restarted: {Reason:l}", _round, _phase.ToString(), why);
-        Continue();
-    }
-
-    /// <summary>Runs (again) whatever the current phase needs, or waits for joins when too few workers are up.</summary>
-    private void Continue()
-    {
-        if (_phase == Phase.Done) return;
-        if (_roster.Count < Needed)
-        {
-            if (!_waitingForJoins) _log.Warning("Waiting for workers: {Members} up, {Needed} needed", _roster.Count, Needed);
-            _waitingForJoins = true;
-            _roster.ClearParticipants();
-            return;
-        }
-        _waitingForJoins = false;
-        _started = true;
-        switch (_phase)
-        {
-            case Phase.WaitingForWorkers:
-            case Phase.InputStats: StartInputRound(); break;
-            case Phase.Training: StartAttempt(); break;
-            case Phase.Evaluating: StartEvalRound(); break;
-        }
+        if (!participated || rerun is null) return;
+        rerun(lost.Count == 1 ? $"worker {lost[0].Id} on {lost[0].Node} {reason}" : $"workers {string.Join(", ", lost.Select(m => m.Id))} {reason}");
     }
 
     private void Fail(Exception error)
     {
-        if (_phase == Phase.Done) return;
-        if (_phase == Phase.Training) foreach (var m in Participants) Send(m, new StepAborted(_step, _attempt, error.Message));
-        _phase = Phase.Done;
-        Timers.CancelAll();
+        if (_done) return;
+        if (_training) foreach (var m in Participants) Send(m, new StepAborted(_step, _attempt, error.Message));
+        BecomeDone();
         _log.Error(error, "Training stopped: {Reason:l}", error.Message);
         TellDone(new TrainingDone(false, error.Message));
         _completion.TrySetException(error);
@@ -330,7 +428,6 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
 
     private void StartInputRound()
     {
-        _phase = Phase.InputStats;
         _round++;
         _roster.Choose(_shape.TrainRows);
         _roundReplies = new object?[Participants.Length];
@@ -345,7 +442,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     private void OnInputStats(InputStatsReply m)
     {
         int rank = _roster.RankOf(Sender);
-        if (_phase != Phase.InputStats || m.Round != _round || rank < 0) { Stale(m); return; }
+        if (m.Round != _round || rank < 0) { Stale(m); return; }
         if (_roundReplies[rank] is not null) { Duplicate(m, rank); return; }
         var (_, expected) = ShardSplit.Shard(_shape.TrainRows, Participants.Length, rank);
         if (m.Count != expected || m.Mean.Length != _shape.Features || m.M2.Length != _shape.Features || !AllFinite(m.Mean) || !AllFinite(m.M2))
@@ -375,6 +472,8 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         _batch = 0;
         _epochTrain = new LossPartial(0, 0, 0);
         _epochStepElapsed = TimeSpan.Zero;
+        _training = true;
+        Become(Training);
         NextStep();
     }
 
@@ -383,16 +482,16 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         bool maxed = _options.Trainer.MaxSteps is { } max && _model.Version >= max;
         if (maxed || _batch >= _plan!.BatchCount)
         {
-            _phase = Phase.Evaluating;
-            Continue();
+            _training = false;
+            Become(Evaluating);
+            RunOrWait(Evaluating, StartEvalRound);
             return;
         }
-        _phase = Phase.Training;
         _step = _model.Version + 1;
         _attempt = _nextStepAttempt - 1; // (StartAttempt counts it up)
         _nextStepAttempt = 1;
         _unusableRetries = 0;
-        Continue();
+        RunOrWait(Training, StartAttempt);
     }
 
     private void StartAttempt()
@@ -458,7 +557,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     private bool Current(long step, int attempt, out int rank)
     {
         rank = _roster.RankOf(Sender);
-        return _phase == Phase.Training && !_waitingForJoins && step == _step && attempt == _attempt && rank >= 0;
+        return step == _step && attempt == _attempt && rank >= 0;
     }
 
     private void OnBnStats(BnStats m)
@@ -572,18 +671,14 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         _log.ForContext(ClusterLog.Phase, ClusterLog.Abort).Error("Worker {Worker} on {Node:l} sent {What:l} at step {Step} attempt {Attempt}",
             m.Id, m.Node, what, _step, _attempt);
         string reason = $"worker {m.Id} on {m.Node} sent {what}";
-        if (_unusableRetries++ == 0)
-        {
-            AbortAttempt(reason);
-            Continue();
-        }
+        if (_unusableRetries++ == 0) RerunAttempt(reason);
         else Fail(new InvalidOperationException($"{reason} at step {_step} twice; training stopped{hint}"));
     }
 
     private void OnStepTimeout(StepTimeout t)
     {
-        if (_phase != Phase.Training || t.Step != _step || t.Attempt != _attempt || _waitingForJoins) return;
-        Lose(_reductions.MissingAtFirstIncompleteStage(_shared.AttemptExchange), $"sent nothing within the step timeout of {_timeout.TotalSeconds:0.###} s");
+        if (t.Step != _step || t.Attempt != _attempt) return;
+        Lose(_reductions.MissingAtFirstIncompleteStage(_shared.AttemptExchange), $"sent nothing within the step timeout of {_timeout.TotalSeconds:0.###} s", RerunAttempt);
     }
 
     // ---- Evaluation ----
@@ -614,7 +709,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     private void OnEvalResult(EvalResult m)
     {
         int rank = _roster.RankOf(Sender);
-        if (_phase != Phase.Evaluating || m.Round != _round || rank < 0 || _waitingForJoins) { Stale(m); return; }
+        if (m.Round != _round || rank < 0) { Stale(m); return; }
         if (_roundReplies[rank] is not null) { Duplicate(m, rank); return; }
         _roundReplies[rank] = m;
         if (Array.Exists(_roundReplies, x => x is null)) return;
@@ -644,8 +739,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         bool maxed = _options.Trainer.MaxSteps is { } max && _model.Version >= max;
         if (maxed || _epoch >= _options.Trainer.Epochs)
         {
-            _phase = Phase.Done;
-            Timers.CancelAll();
+            BecomeDone();
             TellDone(new TrainingDone(true, ""));
             _completion.TrySetResult(new TrainingResult(_model.Parameters.Clone(), _input!, _epochs.ToArray(), _model.Version));
             return;
@@ -653,12 +747,12 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         StartEpoch(_epoch + 1);
     }
 
-    private void OnRoundTimeout(RoundTimeout t)
+    private void OnRoundTimeout(RoundTimeout t, Action<string> rerun)
     {
-        if (t.Round != _round || _phase is not (Phase.InputStats or Phase.Evaluating) || _waitingForJoins) return;
+        if (t.Round != _round) return;
         var missing = new List<Member>();
         for (int r = 0; r < Participants.Length; r++) if (_roundReplies[r] is null) missing.Add(Participants[r]);
-        Lose(missing, $"sent nothing within the step timeout of {_timeout.TotalSeconds:0.###} s");
+        Lose(missing, $"sent nothing within the step timeout of {_timeout.TotalSeconds:0.###} s", rerun);
     }
 
     // ---- Checks ----
