@@ -9,7 +9,7 @@ namespace BnCluster.Coordinator;
 /// The model the coordinator owns (docs/design.md, "One training step"): the parameters with the BN running averages,
 /// the optimizer state, and their version, the number of steps committed. Workers hold copies; only a commit changes
 /// the model, so an aborted attempt leaves nothing to undo. While the workers shard the update, a sharded-update file
-/// holds the committed parameters and optimizer state instead (<c>SharedMemoryBroker</c> moves them there and back).
+/// holds the committed parameters and optimizer state instead (<see cref="SharedMemoryBroker"/> moves them there and back).
 /// </summary>
 internal sealed class CommittedModel : IDisposable
 {
