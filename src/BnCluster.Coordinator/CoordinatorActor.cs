@@ -4,8 +4,6 @@ using Akka.Actor;
 using Akka.Cluster;
 using BnCluster.Collectives;
 using BnCluster.Coordinator.Messages;
-using BnCluster.Core.Kernels;
-using BnCluster.Core.Optimizers;
 using BnCluster.Core.Training;
 using Serilog;
 
@@ -19,19 +17,30 @@ namespace BnCluster.Coordinator;
 /// update, and commits. Nothing changes before the commit, so an aborted attempt is re-run with the same global
 /// batch on whoever is left (attempt + 1).
 ///
+/// Its states are behaviours (Become): waiting for workers, input statistics, training and evaluating (once per
+/// epoch), done; waiting for workers again whenever too few are left. A state accepts its own messages; a worker's
+/// message of another state is stale. The actor keeps the protocol's flow and hands the work to plain parts: the
+/// <see cref="Roster"/>, the <see cref="CommittedModel"/>, an attempt's <see cref="StepReductions"/> and the
+/// <see cref="SharedMemoryBroker"/> (the files of the workers on this machine).
+///
 /// Failure policy:
-/// - A worker that terminates (DeathWatch) or, when the step timeout fires, has not sent the contribution the
-///   coordinator is waiting for (silent but alive) is removed from the roster; the attempt is aborted
-///   (StepAborted to the others) and re-run on the survivors. A removed worker gets no more work; to come back
+/// - A worker that terminates (DeathWatch), whose node Akka.Cluster reports unreachable, downed or removed, or that,
+///   when the step timeout fires, has not sent the contribution the coordinator is waiting for (silent but alive) is
+///   removed from the roster; the attempt is aborted (StepAborted to the others) and re-run on the survivors (an
+///   input-statistics or evaluation round is re-run the same way). A removed worker gets no more work; to come back
 ///   it registers again and enters at the next step. A worker dropped alive (not Terminated) is told so
-///   (WorkerDropped) when its node is reachable or up again, or a late message shows it alive; it re-enters with
-///   its old id and rank.
+///   (WorkerDropped) when its node is reachable again, or a late message shows it alive; it re-enters with its old
+///   id and rank (a node removed from the cluster comes back as a new incarnation, whose worker registers by itself).
 /// - Fewer than MinWorkers left: the coordinator waits for joins and warns every WaitWarningInterval.
-/// - A non-finite statistic, gradient or loss: the attempt is aborted and retried once with the same workers
-///   (a transient fault recovers); a second non-finite value in the same step stops training with an error
-///   naming the worker (the numbers are deterministic, so it would repeat forever).
-/// - Messages of another step/attempt/round are ignored (debug log); a second answer of the same worker for
-///   the same slot is ignored.
+/// - A contribution that cannot be used (a non-finite statistic, gradient or loss; shared-memory data of another
+///   stamp, or torn): the attempt is aborted and retried once with the same workers (a transient fault recovers); a
+///   second one in the same step stops training with an error naming the worker (the numbers are deterministic, so
+///   it would repeat forever).
+/// - Training also stops on invalid input statistics, on shared-memory gradients that changed or were not finite
+///   while the update read them (the update is applied by then), on a worker's WorkerFailed, and when a handler
+///   throws (the actor is then stopped, not restarted).
+/// - Messages of another state, step, attempt or round are ignored (debug log); a second answer of the same worker
+///   for the same slot is ignored, and so is a malformed one (warning).
 /// </summary>
 public sealed class CoordinatorActor : ReceiveActor, IWithTimers
 {
@@ -59,39 +68,6 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
 
     public ITimerScheduler Timers { get; set; } = null!;
 
-    private sealed class Member(int id, IActorRef actor, string node)
-    {
-        public int Id { get; } = id;
-        public IActorRef Actor { get; } = actor;
-        public string Node { get; } = node;
-        public long SentVersion { get; set; } = -1;
-        // The shared-memory file offered to this worker, and once it has accepted it, the one its tensors go through.
-        public SharedTensorRegion? Offered { get; set; }
-        public SharedTensorRegion? Region { get; set; }
-        // The batch-norm exchange this worker has opened (the coordinator's current one, or an older one).
-        public SharedBatchNormExchange? Exchange { get; set; }
-
-        public void DisposeRegions()
-        {
-            Offered?.Unlink();
-            Offered?.Dispose();
-            Region?.Dispose();
-            Offered = Region = null;
-            Exchange = null;
-        }
-    }
-
-    private sealed class Dropped(int id, IActorRef actor, string node, string reason)
-    {
-        public int Id { get; } = id;
-        public IActorRef Actor { get; } = actor;
-        public string Node { get; } = node;
-        public string Reason { get; } = reason;
-        public bool Told { get; set; }
-    }
-
-    private enum Phase { WaitingForWorkers, InputStats, Training, Evaluating, Done }
-
     private readonly ClusterTrainingOptions _options;
     private readonly ClusterDataShape _shape;
     private readonly TaskCompletionSource<TrainingResult> _completion;
@@ -100,44 +76,15 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     private readonly ILogger _log;
     private readonly TimeSpan _timeout;
 
-    private readonly List<Member> _roster = [];
-    // Workers dropped while possibly alive (unreachable, silent), by node: their id, to re-admit them in their rank. (By
-    // node, not by actor: a worker process whose node was removed comes back as a new actor system on the same address.)
-    private readonly Dictionary<string, Dropped> _dropped = [];
-    private int _nextWorkerId;
-    private bool _started;
-    private Phase _phase = Phase.WaitingForWorkers;
-    private bool _waitingForJoins;
-
-    private readonly Parameters _p;
-    private readonly Optimizer _optimizer;
-    // The commit runs while every worker waits for it, so the optimizer may use all the cores.
-    private MatMul? _optimizerThreads; // from PreStart to PostStop
-    private readonly Gradients _gradSum;
-    private readonly List<SharedTensorRegion> _mirrors = []; // the files a commit writes the new parameters into
-    private readonly List<SharedTensorRegion> _regionBatch = []; // the files one pass of the gradient sum reads
-    private readonly bool[] _regionNonFinite = new bool[SharedTensorRegion.MaxRegionsPerPass];
-    // Adam: the files of the last ranks to arrive, which the commit's update adds to the sum as it reads them (one
-    // pass over memory less), with the seqlock sequences seen when their stamps were checked, and whether the
-    // first of them overwrites the sum (it is rank 0).
-    private readonly List<SharedTensorRegion> _addends = [];
-    private readonly ulong[] _addendSequences = new ulong[SharedTensorRegion.MaxRegionsPerPass];
-    private int _firstAddendRank;
-    private bool _addendsOverwrite;
+    private readonly Roster _roster = new();
+    private readonly CommittedModel _model;
+    private readonly SharedMemoryBroker _shared;
+    private readonly StepReductions _reductions;
+    private bool _started; // the first round ran: from then on MinWorkers are enough
+    // The state, where a handler cannot tell it from the behaviour: a failure aborts a running attempt first (training),
+    // and nothing is started or told once the run is over (done), which the actor stopping from outside must know too.
+    private bool _training, _done;
     private InputNormalizer? _input;
-    private long _committed;
-    // The batch-norm exchange file offered to every worker with a shared-memory file (replaced whenever that set
-    // changes, so a dropped worker never shares a file with the ones left), and the answers it still waits for.
-    private SharedBatchNormExchange? _exchange;
-    private int _exchangeAnswersDue;
-    // The running attempt's exchange and its ranks (0: BN partials as messages this attempt).
-    private SharedBatchNormExchange? _attemptExchange;
-    private int _attemptBnRanks;
-    // The sharded-update file offered with the exchange; the one the running attempt's workers update in (null: the
-    // coordinator updates); and the one holding the committed parameters and optimizer state as version _committed
-    // (null: _p and _optimizer hold them). A file is disposed once it is none of the three.
-    private SharedShardedUpdate? _update, _attemptUpdate, _stateArea;
-    private int[] _sliceFlags = []; // the ranks' update reports of an attempt (reused)
     // The attempt the next step starts as, announced to the running attempt's workers (StartStep.NextRows), who may run
     // it ahead; an abort after that announcement moves it on, so that no slot stamped by a step run ahead on the
     // aborted attempt's parameters ever matches the real one.
@@ -154,29 +101,10 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     private readonly Stopwatch _total = new();
     private readonly List<EpochMetrics> _epochs = [];
 
-    // The running attempt (step) or round (input statistics, evaluation); slots are indexed by rank.
-    private Member[] _participants = [];
+    // The running attempt (step) or round (input statistics, evaluation); its participants are the roster's, by rank.
     private long _step;
     private int _attempt;
     private int _unusableRetries;
-    // Each worker's partial BN messages, per BN layer by rank. Once a layer's slots are full they are merged and
-    // their arrays go back to the pool: from then on a slot only marks that its rank's partial arrived.
-    private BnStats?[][] _stats = [];
-    private BnGradStats?[][] _gradSums = [];
-    // Gradients: each worker's loss partial once its message is accepted; its tensors wait in _pendingTensors
-    // until every lower rank has been added to _gradSum (the sum is in rank order however they arrive), then
-    // go back to the pool. So the sum overlaps the wait for the slowest worker.
-    private LossPartial?[] _losses = [];
-    private float[][]?[] _pendingTensors = [];
-    private int _summedRanks;
-    // A BN layer's merged moments and summed gradient sums live in buffers allocated once; _merged[l] points at
-    // layer l's once this attempt has merged it. The BnGlobal / BnGradGlobal replies carry these buffers
-    // themselves: a receiver reads (copies or encodes) a reply before it sends its gradients, and the buffers are
-    // written again only at the next reduction of their layer, after every gradient of this step has arrived or
-    // after this attempt was aborted (its replies then carry a stale stamp, which the workers discard).
-    private readonly BatchNormStats?[] _merged;
-    private readonly BatchNormStats?[] _mergedBuffers;
-    private readonly BatchNormGradSums?[] _gradSumBuffers;
     private readonly Stopwatch _stepTime = new();
     private long _round;
     private object?[] _roundReplies = [];
@@ -197,42 +125,147 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         _epochProgress = epochProgress;
         _batchProgress = batchProgress;
         _timeout = options.EffectiveStepTimeout;
-        _p = Parameters.Initialize(options.Trainer.Spec, options.Trainer.Seed);
-        _optimizer = new Optimizer(options.Trainer.Optimizer, _p);
-        _gradSum = new Gradients(_p);
-        _merged = new BatchNormStats?[_p.HiddenLayers];
-        _mergedBuffers = new BatchNormStats?[_p.HiddenLayers];
-        _gradSumBuffers = new BatchNormGradSums?[_p.HiddenLayers];
-        for (int l = 0; l < _p.HiddenLayers; l++)
-            if (_p.BatchNorm[l] is { } bn)
-            {
-                _mergedBuffers[l] = new BatchNormStats(bn.Features);
-                _gradSumBuffers[l] = new BatchNormGradSums(bn.Features);
-            }
+        _model = new CommittedModel(options.Trainer);
+        _shared = new SharedMemoryBroker(_options, _model, _roster, _log, Send);
+        _reductions = new StepReductions(_model);
+        WaitingForWorkers(InputStatistics, StartInputRound);
+    }
 
-        Receive<RegisterWorker>(OnRegister);
-        // (Once the run is over the workers stop by themselves: nothing to report.)
-        Receive<Terminated>(t => { if (_phase != Phase.Done && Find(t.ActorRef) is { } m) Lose([m], "terminated", alive: false); });
+    // ---- States ----
+    // A state's behaviour registers the messages it accepts, then the ones every state handles, then the ones it
+    // ignores; a message takes the first handler that matches it.
+
+    /// <summary>
+    /// Too few workers are up: registrations until there are enough, then <paramref name="start"/> runs in
+    /// <paramref name="state"/> (at first the input statistics; later the attempt or round that lost its workers).
+    /// </summary>
+    private void WaitingForWorkers(Action state, Action start)
+    {
+        Receive<WaitWarning>(_ => _log.Warning("Waiting for workers: {Members} up, {Needed} needed", _roster.Count, Needed));
+        CommonReceives(rerun: null, joined: () =>
+        {
+            if (_roster.Count < Needed) return;
+            Become(state);
+            RunOrWait(state, start);
+        });
+        IgnoreOtherStates();
+    }
+
+    /// <summary>A round of the workers' input statistics, merged into the input normalization; then training.</summary>
+    private void InputStatistics()
+    {
+        void Rerun(string why) => RerunRound("InputStats", why, InputStatistics, StartInputRound);
+        Receive<InputStatsReply>(OnInputStats);
+        Receive<RoundTimeout>(t => OnRoundTimeout(t, Rerun));
+        CommonReceives(Rerun);
+        IgnoreOtherStates();
+    }
+
+    /// <summary>The epoch's steps, each run in attempts until one commits: its BN reductions and gradients; then the evaluation.</summary>
+    private void Training()
+    {
+        ReceiveTimed<BnStats>(HandlerClock.Kind.BnStats, OnBnStats);
+        ReceiveTimed<BnGradStats>(HandlerClock.Kind.BnGradStats, OnBnGradStats);
+        ReceiveTimed<StepGradients>(HandlerClock.Kind.Gradients, OnGradients);
+        Receive<StepTimeout>(OnStepTimeout);
+        CommonReceives(RerunAttempt);
+        IgnoreOtherStates();
+    }
+
+    /// <summary>A round of evaluation on the test rows; then the next epoch, or done.</summary>
+    private void Evaluating()
+    {
+        void Rerun(string why) => RerunRound("Evaluating", why, Evaluating, StartEvalRound);
+        Receive<EvalResult>(OnEvalResult);
+        Receive<RoundTimeout>(t => OnRoundTimeout(t, Rerun));
+        CommonReceives(Rerun);
+        IgnoreOtherStates();
+    }
+
+    /// <summary>The run is over and every worker was told (TrainingDone): nothing runs any more.</summary>
+    private void Done()
+    {
+        Receive<Terminated>(_ => { }); // the workers stop by themselves now: nothing to report
+        CommonReceives(rerun: null);
+        IgnoreOtherStates();
+    }
+
+    /// <summary>
+    /// What every state handles alike: membership (registrations, deaths, Akka.Cluster's node events, a worker's
+    /// failure) and the answers to the shared-memory offers. <paramref name="rerun"/>: what the state does when
+    /// participants of its attempt or round are lost (null: none runs); <paramref name="joined"/>: after a new member joined.
+    /// </summary>
+    private void CommonReceives(Action<string>? rerun, Action? joined = null)
+    {
+        Receive<RegisterWorker>(r => { if (Register(r)) joined?.Invoke(); });
+        Receive<Terminated>(t => { if (_roster.Find(t.ActorRef) is { } m) Lose([m], "terminated", rerun, alive: false); });
         Receive<WorkerFailed>(OnWorkerFailed);
         // Akka.Cluster's failure detector: a node that stops answering (or is downed, removed) takes its workers with it;
         // a node that answers again gets its dropped workers back: they are told, and register again.
         Receive<ClusterEvent.IClusterDomainEvent>(e => { if (FromClusterEvent(e) is { } roster) Self.Forward(roster); });
-        Receive<NodeLost>(e => LoseAt(e.Node, e.Reason));
+        Receive<NodeLost>(e => LoseAt(e.Node, e.Reason, rerun));
         Receive<NodeBack>(e => TellDroppedAt(e.Node, e.Why));
-        Receive<SharedMemoryAnswer>(OnSharedMemoryAnswer);
-        Receive<BatchNormExchangeAnswer>(OnBatchNormExchangeAnswer);
-        Receive<InputStatsReply>(OnInputStats);
-        Receive<BnStats>(m => { long t = HandlerClock.Now; OnBnStats(m); _clock.Add(HandlerClock.Kind.BnStats, t); });
-        Receive<BnGradStats>(m => { long t = HandlerClock.Now; OnBnGradStats(m); _clock.Add(HandlerClock.Kind.BnGradStats, t); });
-        Receive<StepGradients>(m => { long t = HandlerClock.Now; OnGradients(m); _clock.Add(HandlerClock.Kind.Gradients, t); });
-        Receive<EvalResult>(OnEvalResult);
-        Receive<StepTimeout>(OnStepTimeout);
-        Receive<RoundTimeout>(OnRoundTimeout);
-        Receive<WaitWarning>(_ =>
+        Receive<SharedMemoryAnswer>(a => { if (_roster.Find(Sender) is { } m) _shared.OnAnswer(m, a); });
+        Receive<BatchNormExchangeAnswer>(a => { if (_roster.Find(Sender) is { } m) _shared.OnExchangeAnswer(m, a); });
+    }
+
+    /// <summary>
+    /// What a state does not accept but may receive: a worker's answer of another state, or of an attempt or round
+    /// already over, is stale (Debug log; a dropped sender is told); another state's timer is dropped. Any other
+    /// message is unhandled, as Akka reports it.
+    /// </summary>
+    private void IgnoreOtherStates()
+    {
+        Receive<InputStatsReply>(Stale);
+        ReceiveTimed<BnStats>(HandlerClock.Kind.BnStats, Stale);
+        ReceiveTimed<BnGradStats>(HandlerClock.Kind.BnGradStats, Stale);
+        ReceiveTimed<StepGradients>(HandlerClock.Kind.Gradients, Stale);
+        Receive<EvalResult>(Stale);
+        Receive<StepTimeout>(_ => { });
+        Receive<RoundTimeout>(_ => { });
+        Receive<WaitWarning>(_ => { });
+    }
+
+    /// <summary>A step's message whose handler time counts in the epoch's <see cref="HandlerClock"/>, accepted or stale.</summary>
+    private void ReceiveTimed<T>(HandlerClock.Kind kind, Action<T> handler) =>
+        Receive<T>(m => { long t = HandlerClock.Now; handler(m); _clock.Add(kind, t); });
+
+    /// <summary>
+    /// Runs <paramref name="start"/>, an attempt or round of the current <paramref name="state"/>, now; or, with too
+    /// few workers up, waits for joins and runs it then.
+    /// </summary>
+    private void RunOrWait(Action state, Action start)
+    {
+        if (_roster.Count < Needed)
         {
-            if (_waitingForJoins && _phase != Phase.Done)
-                _log.Warning("Waiting for workers: {Members} up, {Needed} needed", _roster.Count, Needed);
-        });
+            _log.Warning("Waiting for workers: {Members} up, {Needed} needed", _roster.Count, Needed);
+            _roster.ClearParticipants();
+            Become(() => WaitingForWorkers(state, start));
+            return;
+        }
+        _started = true;
+        start();
+    }
+
+    /// <summary>Training's answer to lost participants or an unusable contribution: the attempt is aborted and run again (attempt + 1).</summary>
+    private void RerunAttempt(string why)
+    {
+        AbortAttempt(why);
+        RunOrWait(Training, StartAttempt);
+    }
+
+    private void RerunRound(string name, string why, Action state, Action start)
+    {
+        _log.Warning("Round {Round} of {Phase:l} restarted: {Reason:l}", _round, name, why);
+        RunOrWait(state, start);
+    }
+
+    /// <summary>The run is over: no timer fires any more, and what still arrives changes nothing.</summary>
+    private void BecomeDone()
+    {
+        _done = true;
+        Timers.CancelAll();
+        Become(Done);
     }
 
     /// <summary>Whatever a handler throws fails the run (one line naming the cause); the actor is then stopped, not restarted.</summary>
@@ -248,30 +281,26 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
 
     protected override void PostStop()
     {
-        if (_phase != Phase.Done) // stopped from outside (the run was cancelled, the system shut down)
+        if (!_done) // stopped from outside (the run was cancelled, the system shut down)
         {
-            _phase = Phase.Done;
+            _done = true;
             TellDone(new TrainingDone(false, "the coordinator stopped"));
             _completion.TrySetException(new InvalidOperationException("the coordinator stopped before training finished"));
         }
         if (Context.System.Settings.ProviderClass.Contains("Cluster", StringComparison.Ordinal)) Akka.Cluster.Cluster.Get(Context.System).Unsubscribe(Self);
-        _optimizerThreads?.Dispose();
-        foreach (var m in _roster) m.DisposeRegions();
-        ReleaseExchange();
-        _attemptExchange?.Dispose();
-        foreach (var area in new[] { _attemptUpdate, _stateArea }) area?.Dispose();
+        _model.Dispose();
+        _shared.Dispose();
     }
 
     protected override void PreStart()
     {
-        _optimizerThreads = new MatMul(Environment.ProcessorCount);
+        _model.StartThreads();
         _total.Start();
         Timers.StartPeriodicTimer("wait-warning", new WaitWarning(), _options.WaitWarningInterval);
         // In a cluster over TCP the roster follows Akka.Cluster's view of the nodes (the in-process cluster has none).
         if (Context.System.Settings.ProviderClass.Contains("Cluster", StringComparison.Ordinal))
             Akka.Cluster.Cluster.Get(Context.System).Subscribe(Self, ClusterEvent.SubscriptionInitialStateMode.InitialStateAsEvents,
                 typeof(ClusterEvent.IMemberEvent), typeof(ClusterEvent.IReachabilityEvent));
-        _waitingForJoins = true;
     }
 
     private int Needed => _started ? _options.MinWorkers : _options.Workers;
@@ -279,7 +308,8 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
 
     // ---- Membership ----
 
-    private void OnRegister(RegisterWorker r)
+    /// <summary>Checks a registration and admits the worker, or takes a known one's again. True: a new member joined.</summary>
+    private bool Register(RegisterWorker r)
     {
         string? refusal =
             r.ProtocolVersion != ProtocolInfo.Version ? $"protocol version {r.ProtocolVersion}, coordinator speaks {ProtocolInfo.Version}" :
@@ -290,183 +320,47 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         {
             _log.ForContext(ClusterLog.Phase, ClusterLog.Membership).Warning("Worker on {Node:l} refused: {Reason:l}", r.Node, refusal);
             Sender.Tell(new RegistrationRefused(refusal), Self);
-            return;
+            return false;
         }
-        if (Find(Sender) is { } known)
+        if (_roster.Find(Sender) is { } known)
         {
             // Registering again (a restarted worker): it holds nothing, so send it everything again.
             known.SentVersion = -1;
-            known.Actor.Tell(new WorkerRegistered(known.Id, _roster.Count), Self);
-            OfferSharedMemory(known);
-            if (_input is not null) known.Actor.Tell(NormalizationMessage(_input), Self);
-            return;
+            Send(known, new WorkerRegistered(known.Id, _roster.Count));
+            _shared.OfferTensorFile(known);
+            if (_input is not null) Send(known, NormalizationMessage(_input));
+            return false;
         }
-        Member member;
-        if (_dropped.Remove(r.Node, out var dropped))
-        {
-            // A dropped worker that was alive after all: its old id and rank back (the roster stays in id order,
-            // so the shards are those of an uninterrupted run); it holds nothing we can rely on (SentVersion -1).
-            member = new Member(dropped.Id, Sender, r.Node);
-            _roster.Insert(_roster.FindIndex(m => m.Id > dropped.Id) is var at and >= 0 ? at : _roster.Count, member);
-            _log.ForContext(ClusterLog.Phase, ClusterLog.Membership).Information(ClusterLog.WorkerRejoinedTemplate, member.Id, member.Node, _roster.Count);
-        }
-        else
-        {
-            member = new Member(_nextWorkerId++, Sender, r.Node);
-            _roster.Add(member);
-            _log.ForContext(ClusterLog.Phase, ClusterLog.Membership).Information(ClusterLog.WorkerJoinedTemplate, member.Id, member.Node, _roster.Count);
-        }
+        // A dropped worker that was alive after all gets its old id and rank back (the roster stays in id order, so the
+        // shards are those of an uninterrupted run); it holds nothing we can rely on (SentVersion -1).
+        var member = _roster.Admit(Sender, r.Node, out bool rejoined);
+        _log.ForContext(ClusterLog.Phase, ClusterLog.Membership).Information(rejoined ? ClusterLog.WorkerRejoinedTemplate : ClusterLog.WorkerJoinedTemplate,
+            member.Id, member.Node, _roster.Count);
         Context.Watch(member.Actor);
-        member.Actor.Tell(new WorkerRegistered(member.Id, _roster.Count), Self);
-        OfferSharedMemory(member);
-        if (_input is not null) member.Actor.Tell(NormalizationMessage(_input), Self);
-        if (_waitingForJoins && _roster.Count >= Needed) Continue();
+        Send(member, new WorkerRegistered(member.Id, _roster.Count));
+        _shared.OfferTensorFile(member);
+        if (_input is not null) Send(member, NormalizationMessage(_input));
+        return true;
     }
 
-    /// <summary>
-    /// Offers a worker a new shared-memory file for its tensors (a worker on another machine cannot open it, or finds
-    /// another token, and answers no). Until it accepts, its tensors go in the messages. Workers in this process take
-    /// it too: with the file they also all-reduce their BN partials among themselves and share the update, as worker
-    /// processes do, instead of waiting for the coordinator actor at every reduction and for the whole update
-    /// (`bench --workers 2 --threads 1` in one process: 7.0–7.5 → 4.3–4.7 ms per step, waiting 43–46% → 8%).
-    /// </summary>
-    private void OfferSharedMemory(Member member)
+    private void LoseAt(Address address, string reason, Action<string>? rerun)
     {
-        member.DisposeRegions(); // a worker registering again starts from nothing
-        if (!_options.SharedMemory) return;
-        string path = System.IO.Path.Combine(SharedTensorRegion.DefaultFolder,
-            $"bncluster-{Environment.ProcessId}-{Guid.NewGuid():N}-w{member.Id}.shm");
-        try
-        {
-            member.Offered = SharedTensorRegion.Create(path, _p);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            _log.Information("Worker {Worker} on {Node:l}: tensors over TCP (no shared-memory file: {Reason:l})", member.Id, member.Node, e.Message);
-            return;
-        }
-        member.Actor.Tell(new SharedMemoryOffer(path, member.Offered.Token), Self);
-    }
-
-    private void OnSharedMemoryAnswer(SharedMemoryAnswer a)
-    {
-        if (Find(Sender) is not { } m || m.Offered is not { } offered || offered.Path != a.Path) return; // an old offer's answer
-        offered.Unlink(); // both sides have it mapped (or never will): nothing stays on disk
-        m.Offered = null;
-        if (a.Accepted)
-        {
-            m.Region = offered;
-            m.SentVersion = -1; // its next parameters go through the file
-            _log.Information("Worker {Worker} on {Node:l}: tensors through shared memory", m.Id, m.Node);
-            OfferBatchNormExchange();
-        }
-        else
-        {
-            offered.Dispose();
-            _log.Information("Worker {Worker} on {Node:l}: tensors over TCP ({Reason:l})", m.Id, m.Node, a.Reason);
-        }
-    }
-
-    /// <summary>
-    /// Offers every worker with a shared-memory file a new batch-norm exchange with a slot for each of them (the old
-    /// file stays with whoever still has it mapped, a dropped worker included). Until all have accepted, BN partials
-    /// travel as messages.
-    /// </summary>
-    private void OfferBatchNormExchange()
-    {
-        ReleaseExchange();
-        foreach (var m in _roster) m.Exchange = null;
-        var local = _roster.Where(m => m.Region is not null).ToList();
-        if (local.Count == 0) return;
-        string prefix = System.IO.Path.Combine(SharedTensorRegion.DefaultFolder, $"bncluster-{Environment.ProcessId}-{Guid.NewGuid():N}");
-        try
-        {
-            _exchange = SharedBatchNormExchange.Create(prefix + "-bn.shm", _p, local.Count);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            _log.Information("Batch-norm partials over TCP (no exchange file: {Reason:l})", e.Message);
-            return;
-        }
-        try
-        {
-            if (_options.ShardedUpdate) _update = SharedShardedUpdate.Create(prefix + "-update.shm", _p, local.Count, _optimizer.Settings);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            _log.Information("The coordinator makes the optimizer update (no sharded-update file: {Reason:l})", e.Message);
-        }
-        _exchangeAnswersDue = local.Count;
-        foreach (var m in local)
-            m.Actor.Tell(new BatchNormExchangeOffer(_exchange.Path, _exchange.Token, local.Count, _update?.Path ?? "", _update?.Token ?? []), Self);
-    }
-
-    private void OnBatchNormExchangeAnswer(BatchNormExchangeAnswer a)
-    {
-        if (Find(Sender) is not { } m || _exchange is not { } exchange || exchange.Path != a.Path) return; // an old offer's answer
-        if (a.Accepted) m.Exchange = exchange;
-        else _log.Information("Worker {Worker} on {Node:l}: batch-norm partials over TCP ({Reason:l})", m.Id, m.Node, a.Reason);
-        if (--_exchangeAnswersDue > 0) return;
-        exchange.Unlink(); // every worker has it mapped (or never will): nothing stays on disk
-        _update?.Unlink();
-        var members = _roster.Where(x => ReferenceEquals(x.Exchange, exchange)).Select(x => x.Id).ToList();
-        if (members.Count == 0) return;
-        // (Said once the whole roster is in it; the offers made while workers join one by one are details.)
-        var level = members.Count == _roster.Count ? Serilog.Events.LogEventLevel.Information : Serilog.Events.LogEventLevel.Debug;
-        _log.Write(level, "Workers {Workers:l}: batch-norm partials exchanged through shared memory", string.Join(", ", members));
-        if (_update is not null) _log.Write(level, "Workers {Workers:l}: the optimizer update sharded over them in shared memory", string.Join(", ", members));
-    }
-
-    /// <summary>The current exchange file is unlinked; its mapping is released unless the running attempt still uses it.</summary>
-    private void ReleaseExchange()
-    {
-        if (_update is { } oldUpdate)
-        {
-            _update = null;
-            oldUpdate.Unlink();
-            if (ReferenceEquals(_stateArea, oldUpdate) && !ReferenceEquals(_attemptUpdate, oldUpdate)) PullState();
-            DisposeIfUnused(oldUpdate);
-        }
-        if (_exchange is not { } old) return;
-        _exchange = null;
-        old.Unlink();
-        if (!ReferenceEquals(old, _attemptExchange)) old.Dispose();
-    }
-
-    /// <summary>The committed parameters and optimizer state back into _p and the optimizer, when a sharded-update file holds them.</summary>
-    private void PullState()
-    {
-        if (_stateArea is not { } area) return;
-        area.ReadState(_committed, _p, _optimizer);
-        _stateArea = null;
-        DisposeIfUnused(area);
-    }
-
-    private void DisposeIfUnused(SharedShardedUpdate area)
-    {
-        if (!ReferenceEquals(area, _update) && !ReferenceEquals(area, _attemptUpdate) && !ReferenceEquals(area, _stateArea)) area.Dispose();
-    }
-
-    private void LoseAt(Address address, string reason)
-    {
-        var lost = _roster.Where(m => m.Actor.Path.Address.Equals(address)).ToList();
-        if (lost.Count > 0) Lose(lost, $"{reason} ({address})");
-        foreach (var dropped in _dropped.Values)
-            if (dropped.Actor.Path.Address.Equals(address))
-                _log.ForContext(ClusterLog.Phase, ClusterLog.Membership).Information("Node {Address:l} of dropped worker {Worker}: {Reason:l}",
+        var lost = _roster.At(address);
+        if (lost.Count > 0) Lose(lost, $"{reason} ({address})", rerun);
+        foreach (var dropped in _roster.DroppedAt(address))
+            _log.ForContext(ClusterLog.Phase, ClusterLog.Membership).Information("Node {Address:l} of dropped worker {Worker}: {Reason:l}",
                     address.ToString(), dropped.Id, reason);
     }
 
     /// <summary>The node at <paramref name="address"/> is back: its dropped workers are told to register again.</summary>
     private void TellDroppedAt(Address address, string why)
     {
-        foreach (var dropped in _dropped.Values)
-            if (dropped.Actor.Path.Address.Equals(address)) TellDropped(dropped.Actor, dropped, why);
+        foreach (var dropped in _roster.DroppedAt(address)) TellDropped(dropped.Actor, dropped, why);
     }
 
     private void TellDropped(IActorRef actor, Dropped dropped, string why)
     {
-        if (_phase == Phase.Done) return;
+        if (_done) return; // (it was told TrainingDone)
         dropped.Told = true;
         _log.Information("Dropped worker {Worker} on {Node:l} is {Why:l}: telling it to register again", dropped.Id, dropped.Node, why);
         actor.Tell(new WorkerDropped(dropped.Reason), Self);
@@ -475,72 +369,43 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     /// <summary>A message from a dropped worker shows it is alive: told once per drop (the node events tell it again).</summary>
     private void TellIfDropped(IActorRef sender)
     {
-        foreach (var dropped in _dropped.Values)
+        foreach (var dropped in _roster.DroppedWorkers)
             if (dropped.Actor.Equals(sender) && !dropped.Told) TellDropped(sender, dropped, "alive after all");
     }
 
-    private Member? Find(IActorRef actor)
-    {
-        foreach (var m in _roster) if (m.Actor.Equals(actor)) return m;
-        return null;
-    }
+    /// <summary>
+    /// Every message to a member goes through here (to a worker that is not one, dropped or refused, it goes straight to
+    /// its actor): the one place to change how a member is reached.
+    /// </summary>
+    private void Send(Member member, object message) => member.Actor.Tell(message, Self);
 
-    private int RankOf(IActorRef actor)
-    {
-        for (int r = 0; r < _participants.Length; r++) if (_participants[r].Actor.Equals(actor)) return r;
-        return -1;
-    }
+    private Member[] Participants => _roster.Participants;
 
-    /// <summary>Removes workers from the roster; aborts and re-runs the attempt or round they were part of.</summary>
-    private void Lose(IReadOnlyList<Member> lost, string reason, bool alive = true)
+    /// <summary>
+    /// Removes workers from the roster. When some took part in the running attempt or round, the state's
+    /// <paramref name="rerun"/> aborts and re-runs it.
+    /// </summary>
+    private void Lose(IReadOnlyList<Member> lost, string reason, Action<string>? rerun, bool alive = true)
     {
         bool participated = false;
         foreach (var m in lost)
         {
-            if (!_roster.Remove(m)) continue;
+            if (!_roster.Remove(m, reason, alive)) continue; // (alive: it may come back)
             Context.Unwatch(m.Actor);
             m.DisposeRegions(); // a worker that comes back registers again and gets a new file
-            if (alive) _dropped[m.Node] = new Dropped(m.Id, m.Actor, m.Node, reason); // it may come back; a terminated actor cannot
-            participated |= Array.IndexOf(_participants, m) >= 0;
+            participated |= _roster.IsParticipant(m);
             _log.ForContext(ClusterLog.Phase, ClusterLog.Membership).Warning(ClusterLog.WorkerLeftTemplate, m.Id, m.Node, reason, _roster.Count);
         }
-        // Those left get an exchange of their own: one that a dropped (maybe alive) worker still writes is not shared.
-        if (_exchange is not null) OfferBatchNormExchange();
-        if (!participated || _phase == Phase.Done || _waitingForJoins) return;
-        string why = lost.Count == 1 ? $"worker {lost[0].Id} on {lost[0].Node} {reason}" : $"workers {string.Join(", ", lost.Select(m => m.Id))} {reason}";
-        if (_phase == Phase.Training) AbortAttempt(why);
-        else _log.Warning("Round {Round} of {Phase:l} restarted: {Reason:l}", _round, _phase.ToString(), why);
-        Continue();
-    }
-
-    /// <summary>Runs (again) whatever the current phase needs, or waits for joins when too few workers are up.</summary>
-    private void Continue()
-    {
-        if (_phase == Phase.Done) return;
-        if (_roster.Count < Needed)
-        {
-            if (!_waitingForJoins) _log.Warning("Waiting for workers: {Members} up, {Needed} needed", _roster.Count, Needed);
-            _waitingForJoins = true;
-            _participants = [];
-            return;
-        }
-        _waitingForJoins = false;
-        _started = true;
-        switch (_phase)
-        {
-            case Phase.WaitingForWorkers:
-            case Phase.InputStats: StartInputRound(); break;
-            case Phase.Training: StartAttempt(); break;
-            case Phase.Evaluating: StartEvalRound(); break;
-        }
+        _shared.RenewExchange();
+        if (!participated || rerun is null) return;
+        rerun(lost.Count == 1 ? $"worker {lost[0].Id} on {lost[0].Node} {reason}" : $"workers {string.Join(", ", lost.Select(m => m.Id))} {reason}");
     }
 
     private void Fail(Exception error)
     {
-        if (_phase == Phase.Done) return;
-        if (_phase == Phase.Training) foreach (var m in _participants) m.Actor.Tell(new StepAborted(_step, _attempt, error.Message), Self);
-        _phase = Phase.Done;
-        Timers.CancelAll();
+        if (_done) return;
+        if (_training) foreach (var m in Participants) Send(m, new StepAborted(_step, _attempt, error.Message));
+        BecomeDone();
         _log.Error(error, "Training stopped: {Reason:l}", error.Message);
         TellDone(new TrainingDone(false, error.Message));
         _completion.TrySetException(error);
@@ -549,13 +414,13 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     /// <summary>Every worker learns that the run is over: a worker process then exits, with code 0 only when it succeeded.</summary>
     private void TellDone(TrainingDone done)
     {
-        foreach (var m in _roster) m.Actor.Tell(done, Self);
-        foreach (var d in _dropped.Values) d.Actor.Tell(done, Self);
+        foreach (var m in _roster.Members) Send(m, done);
+        foreach (var d in _roster.DroppedWorkers) d.Actor.Tell(done, Self);
     }
 
     private void OnWorkerFailed(WorkerFailed f)
     {
-        string who = Find(Sender) is { } m ? $"worker {m.Id} on {m.Node}" : $"worker {Sender.Path}";
+        string who = _roster.Find(Sender) is { } m ? $"worker {m.Id} on {m.Node}" : $"worker {Sender.Path}";
         Fail(new InvalidOperationException($"{who} failed: {f.Reason}"));
     }
 
@@ -563,27 +428,26 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
 
     private void StartInputRound()
     {
-        _phase = Phase.InputStats;
         _round++;
-        _participants = _roster.Take(Math.Min(_roster.Count, _shape.TrainRows)).ToArray();
-        _roundReplies = new object?[_participants.Length];
-        for (int r = 0; r < _participants.Length; r++)
+        _roster.Choose(_shape.TrainRows);
+        _roundReplies = new object?[Participants.Length];
+        for (int r = 0; r < Participants.Length; r++)
         {
-            var (start, count) = ShardSplit.Shard(_shape.TrainRows, _participants.Length, r);
-            _participants[r].Actor.Tell(new InputStatsRequest(_round, start, count), Self);
+            var (start, count) = ShardSplit.Shard(_shape.TrainRows, Participants.Length, r);
+            Send(Participants[r], new InputStatsRequest(_round, start, count));
         }
         Timers.StartSingleTimer("round-timeout", new RoundTimeout(_round), _timeout);
     }
 
     private void OnInputStats(InputStatsReply m)
     {
-        int rank = RankOf(Sender);
-        if (_phase != Phase.InputStats || m.Round != _round || rank < 0) { Stale(m); return; }
+        int rank = _roster.RankOf(Sender);
+        if (m.Round != _round || rank < 0) { Stale(m); return; }
         if (_roundReplies[rank] is not null) { Duplicate(m, rank); return; }
-        var (_, expected) = ShardSplit.Shard(_shape.TrainRows, _participants.Length, rank);
+        var (_, expected) = ShardSplit.Shard(_shape.TrainRows, Participants.Length, rank);
         if (m.Count != expected || m.Mean.Length != _shape.Features || m.M2.Length != _shape.Features || !AllFinite(m.Mean) || !AllFinite(m.M2))
         {
-            Fail(new InvalidOperationException($"worker {_participants[rank].Id} on {_participants[rank].Node} sent invalid input statistics ({m.Count} rows of {m.Mean.Length} features, expected {expected} of {_shape.Features})"));
+            Fail(new InvalidOperationException($"worker {Participants[rank].Id} on {Participants[rank].Node} sent invalid input statistics ({m.Count} rows of {m.Mean.Length} features, expected {expected} of {_shape.Features})"));
             return;
         }
         _roundReplies[rank] = m;
@@ -592,7 +456,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         var merged = new BatchNormStats(_shape.Features);
         foreach (InputStatsReply reply in _roundReplies.Cast<InputStatsReply>()) merged.Merge(new BatchNormStats(reply.Count, reply.Mean, reply.M2));
         _input = InputNormalizer.FromStats(merged);
-        foreach (var member in _roster) member.Actor.Tell(NormalizationMessage(_input), Self);
+        foreach (var member in _roster.Members) Send(member, NormalizationMessage(_input));
         StartEpoch(1);
     }
 
@@ -608,24 +472,26 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         _batch = 0;
         _epochTrain = new LossPartial(0, 0, 0);
         _epochStepElapsed = TimeSpan.Zero;
+        _training = true;
+        Become(Training);
         NextStep();
     }
 
     private void NextStep()
     {
-        bool maxed = _options.Trainer.MaxSteps is { } max && _committed >= max;
+        bool maxed = _options.Trainer.MaxSteps is { } max && _model.Version >= max;
         if (maxed || _batch >= _plan!.BatchCount)
         {
-            _phase = Phase.Evaluating;
-            Continue();
+            _training = false;
+            Become(Evaluating);
+            RunOrWait(Evaluating, StartEvalRound);
             return;
         }
-        _phase = Phase.Training;
-        _step = _committed + 1;
+        _step = _model.Version + 1;
         _attempt = _nextStepAttempt - 1; // (StartAttempt counts it up)
         _nextStepAttempt = 1;
         _unusableRetries = 0;
-        Continue();
+        RunOrWait(Training, StartAttempt);
     }
 
     private void StartAttempt()
@@ -633,111 +499,49 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         _attempt++;
         var rows = _plan!.Batch(_batch);
         int n = rows.Length;
-        _participants = _roster.Take(Math.Min(_roster.Count, n)).ToArray();
-        int k = _participants.Length, layers = _p.HiddenLayers;
-        if (_stats.Length != layers || (layers > 0 && _stats[0].Length != k))
-        {
-            _stats = new BnStats?[layers][];
-            _gradSums = new BnGradStats?[layers][];
-            for (int l = 0; l < layers; l++)
-            {
-                _stats[l] = new BnStats?[k];
-                _gradSums[l] = new BnGradStats?[k];
-            }
-        }
-        for (int l = 0; l < layers; l++)
-        {
-            // (an aborted attempt's unmerged partials are left to the garbage collector)
-            Array.Clear(_stats[l]);
-            Array.Clear(_gradSums[l]);
-            _merged[l] = null;
-        }
-        foreach (var pending in _pendingTensors) // of an aborted attempt
-            if (pending is not null && !ReferenceEquals(pending, InSharedMemory)) TensorPool.Release(pending);
-        if (_losses.Length != k)
-        {
-            _losses = new LossPartial?[k];
-            _pendingTensors = new float[k][][];
-        }
-        Array.Clear(_losses);
-        Array.Clear(_pendingTensors);
-        _summedRanks = 0; // (rank 0's gradients overwrite the sum: no need to clear it)
-        _addends.Clear(); // (an aborted attempt's)
-        // BN partials through the exchange when every participant has the current one; else as messages.
-        var previousExchange = _attemptExchange;
-        bool shared = _exchange is not null && k <= _exchange.Ranks;
-        foreach (var m in _participants) shared &= ReferenceEquals(m.Exchange, _exchange);
-        _attemptExchange = shared ? _exchange : null;
-        _attemptBnRanks = shared ? k : 0;
-        if (previousExchange is not null && !ReferenceEquals(previousExchange, _attemptExchange) && !ReferenceEquals(previousExchange, _exchange))
-            previousExchange.Dispose(); // replaced while its attempt ran
-        // The update sharded over the workers when they all hold the exchange and its update file: the committed
-        // state goes there first (version _committed) unless it is there already; else it comes back here.
-        var previousUpdate = _attemptUpdate;
-        bool sharded = shared && _update is not null;
-        if (sharded && !ReferenceEquals(_stateArea, _update))
-        {
-            PullState();
-            _update!.WriteState(_committed, _p, _optimizer);
-            _stateArea = _update;
-        }
-        else if (!sharded) PullState();
-        _attemptUpdate = sharded ? _update : null;
-        if (previousUpdate is not null) DisposeIfUnused(previousUpdate);
+        int k = _roster.Choose(n).Length;
+        // BN partials through the exchange, the update sharded over the workers, when they all hold those files.
+        bool sharded = _shared.BeginAttempt(Participants);
         _stepTime.Restart();
         if (_announcement is { } a && a.Step == _step && a.Attempt == _attempt
-            && !(sharded && ReferenceEquals(a.Update, _update) && a.Participants.AsSpan().SequenceEqual(_participants)))
+            && !(sharded && ReferenceEquals(a.Update, _shared.AttemptUpdate) && a.Participants.AsSpan().SequenceEqual(Participants)))
             _attempt++;
         _announcement = null;
+        _reductions.Begin(_step, _attempt, Participants);
         if (sharded)
         {
-            // Every worker reads the parameters of version _committed from the file and updates its slice there. The next
+            // Every worker reads the committed parameters from the file and updates its slice there. The next
             // step of the epoch, when it has as many rows, is announced: the workers may run it ahead.
-            bool last = _batch + 1 >= _plan.BatchCount || _options.Trainer.MaxSteps is { } max && _committed + 1 >= max;
+            bool last = _batch + 1 >= _plan.BatchCount || _options.Trainer.MaxSteps is { } max && _model.Version + 1 >= max;
             ReadOnlyMemory<int>? next = last ? null : _plan.Batch(_batch + 1);
             if (next is { } batch && batch.Length != n) next = null;
-            if (next is not null) _announcement = (_step + 1, _nextStepAttempt, _participants, _update);
+            if (next is not null) _announcement = (_step + 1, _nextStepAttempt, Participants, _shared.AttemptUpdate);
             for (int r = 0; r < k; r++)
             {
-                var m = _participants[r];
-                m.Actor.Tell(new StartStep(_step, _epoch, _attempt, n, r, ShardSplit.Slice(rows, k, r).ToArray(), _committed, null,
-                    SharedBatchNormRanks: k, UpdateStep: _optimizer.Step + 1,
-                    NextRows: next is { } following ? ShardSplit.Slice(following, k, r).ToArray() : null, NextAttempt: _nextStepAttempt), Self);
+                var m = Participants[r];
+                Send(m, new StartStep(_step, _epoch, _attempt, n, r, ShardSplit.Slice(rows, k, r).ToArray(), _model.Version, null,
+                    SharedBatchNormRanks: k, UpdateStep: _model.Optimizer.Step + 1,
+                    NextRows: next is { } following ? ShardSplit.Slice(following, k, r).ToArray() : null, NextAttempt: _nextStepAttempt));
                 // A worker that runs the next step ahead reads the next version into its parameters, which it may then
                 // hold when this attempt is aborted: not known, so anything else sends it the parameters again.
-                m.SentVersion = _announcement is not null ? -1 : _committed;
+                m.SentVersion = _announcement is not null ? -1 : _model.Version;
             }
             Timers.StartSingleTimer("step-timeout", new StepTimeout(_step, _attempt), _timeout);
             return;
         }
-        float[][]? snapshot = SharedSnapshot(viaRegions: true);
+        float[][]? snapshot = _model.SnapshotFor(Participants, viaRegions: true);
         for (int r = 0; r < k; r++)
         {
-            var m = _participants[r];
+            var m = Participants[r];
             int[] shard = ShardSplit.Slice(rows, k, r).ToArray();
-            bool holds = m.SentVersion == _committed, viaFile = !holds && m.Region is not null;
+            bool holds = m.SentVersion == _model.Version, viaFile = !holds && m.Region is not null;
             // (The commit writes the participants' files as it updates; this is for a worker new to the step.)
-            if (viaFile && m.Region!.WrittenParametersVersion != _committed)
-                m.Region.WriteParameters(_committed, _p, _optimizerThreads); // every worker waits for it: all cores
-            m.Actor.Tell(new StartStep(_step, _epoch, _attempt, n, r, shard, _committed, holds || viaFile ? null : snapshot, viaFile, _attemptBnRanks), Self);
-            m.SentVersion = _committed;
+            if (viaFile && m.Region!.WrittenParametersVersion != _model.Version)
+                m.Region.WriteParameters(_model.Version, _model.Parameters, _model.Threads); // every worker waits for it: all cores
+            Send(m, new StartStep(_step, _epoch, _attempt, n, r, shard, _model.Version, holds || viaFile ? null : snapshot, viaFile, _shared.AttemptBnRanks));
+            m.SentVersion = _model.Version;
         }
         Timers.StartSingleTimer("step-timeout", new StepTimeout(_step, _attempt), _timeout);
-    }
-
-    /// <summary>
-    /// One pooled copy of the committed parameters for all participants that do not hold them yet (null when
-    /// all do; <paramref name="viaRegions"/>: those with a shared-memory file get them through it instead): each of
-    /// them releases it once (TensorPool.Share), the last one returns it to the pool.
-    /// </summary>
-    private float[][]? SharedSnapshot(bool viaRegions)
-    {
-        int holders = 0;
-        foreach (var m in _participants) if (m.SentVersion != _committed && !(viaRegions && m.Region is not null)) holders++;
-        if (holders == 0) return null;
-        var snapshot = ParameterSnapshot.Capture(_p);
-        TensorPool.Share(snapshot, holders);
-        return snapshot;
     }
 
     private void AbortAttempt(string reason)
@@ -746,59 +550,38 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         if (_announcement is not null) _nextStepAttempt++;
         _announcement = null;
         _log.ForContext(ClusterLog.Phase, ClusterLog.Abort).Warning(ClusterLog.StepAbortedTemplate, _step, Epoch, reason);
-        foreach (var m in _participants)
-            if (_roster.Contains(m)) m.Actor.Tell(new StepAborted(_step, _attempt, reason), Self);
+        foreach (var m in Participants)
+            if (_roster.Contains(m)) Send(m, new StepAborted(_step, _attempt, reason));
     }
 
     private bool Current(long step, int attempt, out int rank)
     {
-        rank = RankOf(Sender);
-        return _phase == Phase.Training && !_waitingForJoins && step == _step && attempt == _attempt && rank >= 0;
+        rank = _roster.RankOf(Sender);
+        return step == _step && attempt == _attempt && rank >= 0;
     }
 
     private void OnBnStats(BnStats m)
     {
-        if (!Current(m.Step, m.Attempt, out int rank) || _attemptBnRanks > 0) { Stale(m); return; }
+        if (!Current(m.Step, m.Attempt, out int rank) || _shared.AttemptBnRanks > 0) { Stale(m); return; }
         if (!ValidLayer(m.Layer, m.Mean.Length, m.M2.Length)) { BadMessage(m, rank); return; }
-        if (_stats[m.Layer][rank] is not null) { Duplicate(m, rank); return; }
+        if (_reductions.HasStats(m.Layer, rank)) { Duplicate(m, rank); return; }
         if (!AllFinite(m.Mean) || !AllFinite(m.M2)) { NonFinite(rank, $"BN statistic of layer {m.Layer}"); return; }
-        var slots = _stats[m.Layer];
-        slots[rank] = m;
-        if (Array.IndexOf(slots, null) >= 0) return;
-        // Chan's merge in rank order: the result does not depend on arrival order.
-        var merged = _mergedBuffers[m.Layer]!;
-        merged.Clear();
-        foreach (var s in slots)
-        {
-            merged.Merge(s!.Count, s.Mean, s.M2);
-            TensorPool.Return(s.Mean);
-            TensorPool.Return(s.M2);
-        }
-        _merged[m.Layer] = merged;
-        // The layer's buffers go to all participants: receivers only read them (see _merged).
-        foreach (var p in _participants)
-            p.Actor.Tell(new BnGlobal(_step, _attempt, m.Layer, merged.Count, merged.Mean, merged.M2), Self);
+        // Chan's merge in rank order, once every rank's is in: the result does not depend on arrival order.
+        if (_reductions.AddStats(rank, m) is not { } merged) return;
+        // The layer's buffers go to all participants: receivers only read them (see StepReductions).
+        foreach (var p in Participants)
+            Send(p, new BnGlobal(_step, _attempt, m.Layer, merged.Count, merged.Mean, merged.M2));
     }
 
     private void OnBnGradStats(BnGradStats m)
     {
-        if (!Current(m.Step, m.Attempt, out int rank) || _attemptBnRanks > 0) { Stale(m); return; }
+        if (!Current(m.Step, m.Attempt, out int rank) || _shared.AttemptBnRanks > 0) { Stale(m); return; }
         if (!ValidLayer(m.Layer, m.SumDy.Length, m.SumDyXhat.Length)) { BadMessage(m, rank); return; }
-        if (_gradSums[m.Layer][rank] is not null) { Duplicate(m, rank); return; }
+        if (_reductions.HasGradSums(m.Layer, rank)) { Duplicate(m, rank); return; }
         if (!AllFinite(m.SumDy) || !AllFinite(m.SumDyXhat)) { NonFinite(rank, $"BN gradient sum of layer {m.Layer}"); return; }
-        var slots = _gradSums[m.Layer];
-        slots[rank] = m;
-        if (Array.IndexOf(slots, null) >= 0) return;
-        var sum = _gradSumBuffers[m.Layer]!;
-        sum.Clear();
-        foreach (var s in slots)
-        {
-            sum.Add(s!.SumDy, s.SumDyXhat);
-            TensorPool.Return(s.SumDy);
-            TensorPool.Return(s.SumDyXhat);
-        }
-        foreach (var p in _participants) // the layer's buffers, read-only, as BnGlobal's
-            p.Actor.Tell(new BnGradGlobal(_step, _attempt, m.Layer, sum.SumDy, sum.SumDyXhat), Self);
+        if (_reductions.AddGradSums(rank, m) is not { } sum) return;
+        foreach (var p in Participants) // the layer's buffers, read-only, as BnGlobal's
+            Send(p, new BnGradGlobal(_step, _attempt, m.Layer, sum.SumDy, sum.SumDyXhat));
     }
 
     private void OnGradients(StepGradients m)
@@ -806,165 +589,30 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         // A message that is not used here is left to the garbage collector rather than returned: a stale or
         // duplicate message's arrays are not known to be unshared.
         if (!Current(m.Step, m.Attempt, out int rank)) { Stale(m); return; }
-        if (_losses[rank] is not null) { Duplicate(m, rank); return; }
-        if (m.Shared && _participants[rank].Region is null) { Unusable(rank, "gradients in shared memory, but it has no shared-memory file"); return; }
+        if (_reductions.HasGradients(rank)) { Duplicate(m, rank); return; }
+        if (m.Shared && Participants[rank].Region is null) { Unusable(rank, "gradients in shared memory, but it has no shared-memory file"); return; }
         if (!m.Shared && !ValidGradients(m.Tensors)) { BadMessage(m, rank); return; }
-        if (_attemptExchange is { } exchange) // its BN partials (the first to go non-finite): all there before its gradients, and finite
+        if (_shared.AttemptExchange is { } exchange) // its BN partials (the first to go non-finite): all there before its gradients, and finite
             switch (exchange.Check(rank, _step, _attempt, out int layer))
             {
                 case SharedBatchNormExchange.SlotState.Missing: Unusable(rank, $"gradients without its BN partials of layer {layer} in the shared exchange"); return;
                 case SharedBatchNormExchange.SlotState.NonFinite: NonFinite(rank, $"BN statistic of layer {layer}"); return;
             }
         if (!double.IsFinite(m.SumLoss)) { NonFinite(rank, "loss"); return; }
-        if (_attemptUpdate is not null)
+        var loss = new LossPartial(m.SumLoss, m.Correct, m.Count);
+        if (_shared.AttemptUpdate is { } update)
         {
             if (!m.Shared) { Unusable(rank, "gradients in its message in a step whose update the workers make"); return; }
-            _losses[rank] = new LossPartial(m.SumLoss, m.Correct, m.Count);
-            LogWorkerTimings(m.Step, _participants[rank], m.Timings);
-            if (AllGradientsIn() && SlicesUpdated() && MergeSharedStats()) Commit();
+            _reductions.AddLoss(rank, loss);
+            LogWorkerTimings(m.Step, Participants[rank], m.Timings);
+            if (_reductions.AllGradientsIn && Usable(_reductions.CheckSlices(update)) && Usable(_reductions.MergeSharedStats(_shared.AttemptExchange))) Commit();
             return;
         }
         for (int i = 0; i < m.Tensors.Length; i++) // (shared-memory gradients are checked as they are added)
-            if (!TensorPrimitives.IsFiniteAll<float>(m.Tensors[i])) { NonFinite(rank, $"gradient of {_p.Trainable[i].Name}"); return; }
-        _losses[rank] = new LossPartial(m.SumLoss, m.Correct, m.Count);
-        _pendingTensors[rank] = m.Shared ? InSharedMemory : m.Tensors;
-        LogWorkerTimings(m.Step, _participants[rank], m.Timings);
-        if (AddGradientsInRankOrder() && _summedRanks == _participants.Length && MergeSharedStats()) Commit();
-    }
-
-    /// <summary>
-    /// A sharded update: every rank has made its slice, from finite gradients. A rank whose own gradients were not finite
-    /// is named before one whose slice's sums were not (the sums of a non-finite gradient). False: aborted.
-    /// </summary>
-    private bool SlicesUpdated()
-    {
-        var area = _attemptUpdate!;
-        if (_sliceFlags.Length != _participants.Length) _sliceFlags = new int[_participants.Length];
-        var flags = _sliceFlags;
-        for (int r = 0; r < flags.Length; r++)
-            if (!area.TryReadUpdate(r, _step, _attempt, out flags[r]))
-            {
-                Unusable(r, "its gradients without its slice of the update in the shared file");
-                return false;
-            }
-        for (int r = 0; r < flags.Length; r++)
-            if ((flags[r] & SharedShardedUpdate.OwnNonFinite) != 0) { NonFinite(r, "gradient"); return false; }
-        for (int r = 0; r < flags.Length; r++)
-        {
-            if ((flags[r] & SharedShardedUpdate.GradientsChanged) != 0) { Unusable(r, "a slice of the update from gradients that changed while it read them"); return false; }
-            if ((flags[r] & SharedShardedUpdate.SliceNonFinite) != 0) { NonFinite(r, "sum of gradients in its slice of the update"); return false; }
-        }
-        return true;
-    }
-
-    /// <summary>
-    /// With the exchange, the forward moments the running averages need are merged here from its slots, in rank order
-    /// as the workers merged them (they hold still: every worker has sent its gradients). False: aborted.
-    /// </summary>
-    private bool MergeSharedStats()
-    {
-        if (_attemptExchange is not { } exchange) return true;
-        for (int l = 0; l < _p.HiddenLayers; l++)
-        {
-            if (_mergedBuffers[l] is not { } merged) continue;
-            if (!exchange.TryMergeStats(l, _attemptBnRanks, _step, _attempt, merged, out int failed))
-            {
-                Unusable(failed, $"BN partials of layer {l} that changed in the shared exchange");
-                return false;
-            }
-            _merged[l] = merged;
-        }
-        return true;
-    }
-
-    // While a worker still computes, it has a core to itself: an early rank's sum runs on this thread alone (on the core
-    // of a worker that is waiting) rather than on all cores, which would slow the last worker down.
-    private bool AllGradientsIn() => Array.IndexOf(_losses, null) < 0;
-
-    // Stands in _pendingTensors for gradients waiting in the worker's shared-memory file (it writes there again
-    // only for a later attempt, which starts after this one is summed or aborted).
-    private static readonly float[][] InSharedMemory = [];
-
-    /// <summary>
-    /// Adds the waiting gradients of the next ranks to the sum (0 + g₀ + g₁ + …): pooled arrays go back to the pool,
-    /// shared-memory gradients are added straight from the files, consecutive ready ranks in one pass over memory
-    /// (on all cores once every gradient is in). False when a file's gradients were
-    /// unusable (another stamp, torn, non-finite): the attempt was aborted.
-    /// </summary>
-    private bool AddGradientsInRankOrder()
-    {
-        while (_summedRanks < _pendingTensors.Length && _pendingTensors[_summedRanks] is { } tensors)
-        {
-            int rank = _summedRanks;
-            bool overwrite = rank == 0; // the sum still holds an earlier step's: rank 0 writes it without reading it
-            if (ReferenceEquals(tensors, InSharedMemory))
-            {
-                // This rank and the ready ranks after it whose gradients also wait in their files: one pass adds them all.
-                int end = rank;
-                _regionBatch.Clear();
-                while (end < _pendingTensors.Length && ReferenceEquals(_pendingTensors[end], InSharedMemory) && _regionBatch.Count < SharedTensorRegion.MaxRegionsPerPass)
-                {
-                    // (A worker that registered again meanwhile has no file any more: its old gradients are gone with it.)
-                    if (_participants[end].Region is not { } region) break;
-                    _regionBatch.Add(region);
-                    end++;
-                }
-                if (end == rank)
-                {
-                    Unusable(rank, "gradients that are not in its shared-memory file (another stamp, or changed while read)");
-                    return false;
-                }
-                if (end == _pendingTensors.Length && AllGradientsIn() && _optimizer.Settings.Kind == OptimizerKind.Adam)
-                    return LeaveToTheUpdate(rank, end, overwrite);
-                var nonFinite = _regionNonFinite.AsSpan(0, end - rank);
-                if (!SharedTensorRegion.TryAddGradients(_regionBatch, _step, _attempt, _gradSum.Tensors, overwrite, AllGradientsIn() ? _optimizerThreads : null, nonFinite, out int failed))
-                {
-                    Unusable(rank + failed, "gradients that are not in its shared-memory file (another stamp, or changed while read)");
-                    return false;
-                }
-                if (nonFinite.IndexOf(true) is var bad and >= 0)
-                {
-                    NonFinite(rank + bad, "gradient");
-                    return false;
-                }
-                for (int r = rank; r < end; r++) _pendingTensors[r] = null;
-                _summedRanks = end;
-            }
-            else
-            {
-                for (int i = 0; i < tensors.Length; i++)
-                {
-                    var sum = _gradSum.Tensors[i].Values;
-                    if (overwrite) TensorPrimitives.Add(tensors[i], 0f, sum); // = 0 + g₀, bit for bit
-                    else TensorPrimitives.Add(sum, tensors[i], sum);
-                }
-                TensorPool.Release(tensors);
-                _pendingTensors[_summedRanks++] = null;
-            }
-        }
-        return true;
-    }
-
-    /// <summary>
-    /// The last ranks' files [rank, end) are added by the commit's Adam update as it reads them. Their stamps are
-    /// checked here, before anything changes; their finiteness was checked by their workers as they wrote them (a
-    /// worker sends non-finite gradients in its message instead), and the update checks the sums again.
-    /// </summary>
-    private bool LeaveToTheUpdate(int rank, int end, bool overwrite)
-    {
-        for (int i = 0; i < _regionBatch.Count; i++)
-            if (!_regionBatch[i].TryBeginReadGradients(_step, _attempt, out _addendSequences[i]))
-            {
-                Unusable(rank + i, "gradients that are not in its shared-memory file (another stamp, or being written)");
-                return false;
-            }
-        _addends.Clear();
-        _addends.AddRange(_regionBatch);
-        _firstAddendRank = rank;
-        _addendsOverwrite = overwrite;
-        for (int r = rank; r < end; r++) _pendingTensors[r] = null;
-        _summedRanks = end;
-        return true;
+            if (!TensorPrimitives.IsFiniteAll<float>(m.Tensors[i])) { NonFinite(rank, $"gradient of {_model.Parameters.Trainable[i].Name}"); return; }
+        _reductions.AddGradients(rank, loss, m.Shared ? null : m.Tensors);
+        LogWorkerTimings(m.Step, Participants[rank], m.Timings);
+        if (Usable(_reductions.SumInRankOrder()) && _reductions.AllSummed && Usable(_reductions.MergeSharedStats(_shared.AttemptExchange))) Commit();
     }
 
     /// <summary>
@@ -985,112 +633,59 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     {
         Timers.Cancel("step-timeout");
         // The gradients are summed already (in rank order); the optimizer and running averages make the commit.
-        var loss = new LossPartial(0, 0, 0);
-        foreach (var l in _losses) loss = loss.Add(l!.Value);
-        // The update also writes the new parameters into the shared-memory files of the participants (who all take
-        // part in the next attempt unless lost meanwhile) while they are in cache: no second pass reads them again.
-        _mirrors.Clear();
-        if (_attemptUpdate is not null)
+        var loss = _reductions.Loss();
+        if (_shared.AttemptUpdate is not null) _model.CommitShardedUpdate(_reductions.Merged);
+        else if (_model.CommitUpdate(_reductions, Participants) is { } problem)
         {
-            // The workers made the update in the file's next version, which counting the step commits.
-            _optimizer.SetStep(_optimizer.Step + 1);
-            TrainingStep.UpdateRunningStats(_p, _merged);
-            _committed++;
-        }
-        else
-        {
-            foreach (var m in _participants)
-                if (m.Region is { } region && _mirrors.Count < Optimizer.MaxMirrors) // (the rest: written at the next start)
-                {
-                    region.BeginWriteParameters(_p);
-                    _mirrors.Add(region);
-                }
-            _optimizer.Apply(_p, _gradSum, _optimizerThreads, _mirrors, _addends, _addendsOverwrite, out bool finite);
-            if (!AddendsIntact(finite)) return;
-            TrainingStep.UpdateRunningStats(_p, _merged);
-            _committed++;
-            foreach (var region in _mirrors) region.EndWriteParameters(_committed, _p);
+            // (Only a process that broke the protocol makes the shared-memory gradients change or go non-finite unseen.)
+            Fail(new InvalidOperationException($"the shared-memory gradients {problem} at step {_step}; the parameters cannot be trusted, training stopped"));
+            return;
         }
         _stepTime.Stop();
         _epochStepElapsed += _stepTime.Elapsed; // step time only, like the single-node trainer's samples/s
         _epochTrain = _epochTrain.Add(loss);
         _log.ForContext(ClusterLog.Phase, ClusterLog.Commit).Debug(ClusterLog.StepCommittedTemplate, _step, Epoch,
             loss.Count > 0 ? loss.SumLoss / loss.Count : double.NaN, loss.Count > 0 ? (double)loss.Correct / loss.Count : double.NaN, _stepTime.Elapsed.TotalMilliseconds);
-        _batchProgress?.Report(new BatchProgress(_epoch, _batch, _plan!.BatchCount, _committed,
+        _batchProgress?.Report(new BatchProgress(_epoch, _batch, _plan!.BatchCount, _model.Version,
             _epochTrain.SumLoss / _epochTrain.Count, (double)_epochTrain.Correct / _epochTrain.Count));
         _batch++;
         NextStep();
     }
 
-    /// <summary>
-    /// After an update that read the last ranks' files: they did not change meanwhile and their sums were finite. Either
-    /// can only fail when a process broke the protocol (a worker writes its file only during its own attempt and checks
-    /// what it writes), and the update has been applied: training stops rather than go on from untrusted parameters.
-    /// </summary>
-    private bool AddendsIntact(bool finite)
+    private void NonFinite(int rank, string what) => Reject(UnusableContribution.NonFinite(rank, what));
+
+    private void Unusable(int rank, string what) => Reject(new UnusableContribution(rank, what));
+
+    /// <summary>False (and the contribution rejected) when a part found one that cannot be used.</summary>
+    private bool Usable(UnusableContribution? problem)
     {
-        if (_addends.Count == 0) return true;
-        string? problem = finite ? null : "were not finite (the update used them)";
-        for (int i = 0; i < _addends.Count && problem is null; i++)
-            if (!_addends[i].EndReadGradients(_addendSequences[i]))
-                problem = $"of worker {_participants[_firstAddendRank + i].Id} changed while the update read them";
-        _addends.Clear();
-        if (problem is null) return true;
-        Fail(new InvalidOperationException($"the shared-memory gradients {problem} at step {_step}; the parameters cannot be trusted, training stopped"));
-        return false;
+        if (problem is { } unusable) Reject(unusable);
+        return problem is null;
     }
 
-    private void NonFinite(int rank, string what) => Unusable(rank, $"a non-finite {what}", " (lower the learning rate?)");
-
     /// <summary>A contribution that cannot be used: the attempt is aborted and retried once, then training stops.</summary>
-    private void Unusable(int rank, string what, string hint = "")
+    private void Reject(UnusableContribution unusable)
     {
-        var m = _participants[rank];
+        var (rank, what, hint) = unusable;
+        var m = Participants[rank];
         _log.ForContext(ClusterLog.Phase, ClusterLog.Abort).Error("Worker {Worker} on {Node:l} sent {What:l} at step {Step} attempt {Attempt}",
             m.Id, m.Node, what, _step, _attempt);
         string reason = $"worker {m.Id} on {m.Node} sent {what}";
-        if (_unusableRetries++ == 0)
-        {
-            AbortAttempt(reason);
-            Continue();
-        }
+        if (_unusableRetries++ == 0) RerunAttempt(reason);
         else Fail(new InvalidOperationException($"{reason} at step {_step} twice; training stopped{hint}"));
     }
 
     private void OnStepTimeout(StepTimeout t)
     {
-        if (_phase != Phase.Training || t.Step != _step || t.Attempt != _attempt || _waitingForJoins) return;
-        Lose(MissingAtFirstIncompleteStage(), $"sent nothing within the step timeout of {_timeout.TotalSeconds:0.###} s");
-    }
-
-    /// <summary>The workers whose contribution the coordinator is waiting for: the missing ranks of the first incomplete reduction.</summary>
-    private List<Member> MissingAtFirstIncompleteStage()
-    {
-        int k = _participants.Length;
-        // A BN stage's partials are messages, or slots of the exchange this attempt uses.
-        bool[] Present(int layer, bool backward) => _attemptExchange is { } exchange
-            ? Enumerable.Range(0, k).Select(r => exchange.Published(layer, backward, r, _step, _attempt)).ToArray()
-            : Array.ConvertAll(backward ? _gradSums[layer] : (object?[])_stats[layer], s => s is not null);
-        IEnumerable<bool[]> Stages()
-        {
-            for (int l = 0; l < _p.HiddenLayers; l++) if (_p.BatchNorm[l] is not null) yield return Present(l, backward: false);
-            for (int l = _p.HiddenLayers - 1; l >= 0; l--) if (_p.BatchNorm[l] is not null) yield return Present(l, backward: true);
-            yield return Array.ConvertAll(_losses, l => l is not null);
-        }
-        foreach (var present in Stages())
-        {
-            var missing = new List<Member>();
-            for (int r = 0; r < present.Length; r++) if (!present[r]) missing.Add(_participants[r]);
-            if (missing.Count > 0) return missing;
-        }
-        return [];
+        if (t.Step != _step || t.Attempt != _attempt) return;
+        Lose(_reductions.MissingAtFirstIncompleteStage(_shared.AttemptExchange), $"sent nothing within the step timeout of {_timeout.TotalSeconds:0.###} s", RerunAttempt);
     }
 
     // ---- Evaluation ----
 
     private void StartEvalRound()
     {
-        PullState(); // the workers evaluate the parameters the coordinator sends, and the result is taken from _p
+        _shared.PullState(); // the workers evaluate the parameters the coordinator sends, and the result is taken from the model
         _round++;
         int testRows = _shape.TestRows;
         if (testRows == 0)
@@ -1098,23 +693,23 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
             EndEpoch(new LossPartial(0, 0, 0));
             return;
         }
-        _participants = _roster.Take(Math.Min(_roster.Count, testRows)).ToArray();
-        _roundReplies = new object?[_participants.Length];
-        float[][]? snapshot = SharedSnapshot(viaRegions: false);
-        for (int r = 0; r < _participants.Length; r++)
+        _roster.Choose(testRows);
+        _roundReplies = new object?[Participants.Length];
+        float[][]? snapshot = _model.SnapshotFor(Participants, viaRegions: false);
+        for (int r = 0; r < Participants.Length; r++)
         {
-            var m = _participants[r];
-            var (start, count) = ShardSplit.Shard(testRows, _participants.Length, r);
-            m.Actor.Tell(new Evaluate(_round, start, count, _committed, m.SentVersion == _committed ? null : snapshot), Self);
-            m.SentVersion = _committed;
+            var m = Participants[r];
+            var (start, count) = ShardSplit.Shard(testRows, Participants.Length, r);
+            Send(m, new Evaluate(_round, start, count, _model.Version, m.SentVersion == _model.Version ? null : snapshot));
+            m.SentVersion = _model.Version;
         }
         Timers.StartSingleTimer("round-timeout", new RoundTimeout(_round), _timeout);
     }
 
     private void OnEvalResult(EvalResult m)
     {
-        int rank = RankOf(Sender);
-        if (_phase != Phase.Evaluating || m.Round != _round || rank < 0 || _waitingForJoins) { Stale(m); return; }
+        int rank = _roster.RankOf(Sender);
+        if (m.Round != _round || rank < 0) { Stale(m); return; }
         if (_roundReplies[rank] is not null) { Duplicate(m, rank); return; }
         _roundReplies[rank] = m;
         if (Array.Exists(_roundReplies, x => x is null)) return;
@@ -1127,7 +722,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     private void EndEpoch(LossPartial test)
     {
         double seconds = _epochStepElapsed.TotalSeconds;
-        var metrics = new EpochMetrics(_epoch, _committed,
+        var metrics = new EpochMetrics(_epoch, _model.Version,
             _epochTrain.Count > 0 ? _epochTrain.SumLoss / _epochTrain.Count : double.NaN,
             _epochTrain.Count > 0 ? (double)_epochTrain.Correct / _epochTrain.Count : double.NaN,
             test.Count > 0 ? test.SumLoss / test.Count : double.NaN,
@@ -1141,35 +736,34 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         _log.ForContext(ClusterLog.Phase, ClusterLog.EpochEnd).Debug(ClusterLog.EpochTemplate, metrics.Epoch, metrics.Step, metrics.TrainLoss,
             metrics.TrainAccuracy, metrics.TestLoss, metrics.TestAccuracy, metrics.SamplesPerSecond, metrics.Seconds * 1000);
         _epochProgress?.Report(metrics);
-        bool maxed = _options.Trainer.MaxSteps is { } max && _committed >= max;
+        bool maxed = _options.Trainer.MaxSteps is { } max && _model.Version >= max;
         if (maxed || _epoch >= _options.Trainer.Epochs)
         {
-            _phase = Phase.Done;
-            Timers.CancelAll();
+            BecomeDone();
             TellDone(new TrainingDone(true, ""));
-            _completion.TrySetResult(new TrainingResult(_p.Clone(), _input!, _epochs.ToArray(), _committed));
+            _completion.TrySetResult(new TrainingResult(_model.Parameters.Clone(), _input!, _epochs.ToArray(), _model.Version));
             return;
         }
         StartEpoch(_epoch + 1);
     }
 
-    private void OnRoundTimeout(RoundTimeout t)
+    private void OnRoundTimeout(RoundTimeout t, Action<string> rerun)
     {
-        if (t.Round != _round || _phase is not (Phase.InputStats or Phase.Evaluating) || _waitingForJoins) return;
+        if (t.Round != _round) return;
         var missing = new List<Member>();
-        for (int r = 0; r < _participants.Length; r++) if (_roundReplies[r] is null) missing.Add(_participants[r]);
-        Lose(missing, $"sent nothing within the step timeout of {_timeout.TotalSeconds:0.###} s");
+        for (int r = 0; r < Participants.Length; r++) if (_roundReplies[r] is null) missing.Add(Participants[r]);
+        Lose(missing, $"sent nothing within the step timeout of {_timeout.TotalSeconds:0.###} s", rerun);
     }
 
     // ---- Checks ----
 
     private bool ValidLayer(int layer, int a, int b) =>
-        (uint)layer < (uint)_p.HiddenLayers && _p.BatchNorm[layer] is not null && a == _p.Spec.Hidden[layer] && b == a;
+        (uint)layer < (uint)_model.Parameters.HiddenLayers && _model.Parameters.BatchNorm[layer] is not null && a == _model.Parameters.Spec.Hidden[layer] && b == a;
 
     private bool ValidGradients(float[][] tensors)
     {
-        if (tensors.Length != _p.Trainable.Count) return false;
-        for (int i = 0; i < tensors.Length; i++) if (tensors[i].Length != _p.Trainable[i].Values.Length) return false;
+        if (tensors.Length != _model.Parameters.Trainable.Count) return false;
+        for (int i = 0; i < tensors.Length; i++) if (tensors[i].Length != _model.Parameters.Trainable[i].Values.Length) return false;
         return true;
     }
 
@@ -1183,8 +777,8 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     }
 
     private void Duplicate(object message, int rank) =>
-        _log.Debug("Ignored a second {MessageType:l} from worker {Worker} at step {Step} attempt {Attempt}", message.GetType().Name, _participants[rank].Id, _step, _attempt);
+        _log.Debug("Ignored a second {MessageType:l} from worker {Worker} at step {Step} attempt {Attempt}", message.GetType().Name, Participants[rank].Id, _step, _attempt);
 
     private void BadMessage(object message, int rank) =>
-        _log.Warning("Ignored a malformed {MessageType:l} from worker {Worker} at step {Step}: shape does not match the network", message.GetType().Name, _participants[rank].Id, _step);
+        _log.Warning("Ignored a malformed {MessageType:l} from worker {Worker} at step {Step}: shape does not match the network", message.GetType().Name, Participants[rank].Id, _step);
 }
