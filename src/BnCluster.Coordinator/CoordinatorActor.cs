@@ -3,6 +3,7 @@ using System.Numerics.Tensors;
 using Akka.Actor;
 using Akka.Cluster;
 using BnCluster.Collectives;
+using BnCluster.Coordinator.DataPlane;
 using BnCluster.Coordinator.Messages;
 using BnCluster.Core.Training;
 using Serilog;
@@ -77,6 +78,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     private readonly TimeSpan _timeout;
 
     private readonly Roster _roster = new();
+    private readonly DataPlaneListener? _dataPlane;
     private readonly CommittedModel _model;
     private readonly SharedMemoryBroker _shared;
     private readonly StepReductions _reductions;
@@ -113,9 +115,13 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     // and this process's garbage collections.
     private readonly HandlerClock _clock = new();
 
+    /// <param name="dataPlane">The data-plane port of a coordinator on a cluster over TCP: each worker on another node is
+    /// offered a channel there for the step's messages (null: every message goes through Akka).</param>
     public CoordinatorActor(ClusterTrainingOptions options, ClusterDataShape shape, TaskCompletionSource<TrainingResult> completion,
-        ILogger log, IProgress<EpochMetrics>? epochProgress = null, IProgress<BatchProgress>? batchProgress = null)
+        ILogger log, IProgress<EpochMetrics>? epochProgress = null, IProgress<BatchProgress>? batchProgress = null,
+        DataPlaneListener? dataPlane = null)
     {
+        _dataPlane = dataPlane;
         _options = options.Validate();
         _shape = shape;
         if (shape.TrainRows <= 0) throw new ArgumentException("the training set is empty");
@@ -206,6 +212,8 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         Receive<NodeLost>(e => LoseAt(e.Node, e.Reason, rerun));
         Receive<NodeBack>(e => TellDroppedAt(e.Node, e.Why));
         Receive<SharedMemoryAnswer>(a => { if (_roster.Find(Sender) is { } m) _shared.OnAnswer(m, a); });
+        Receive<DataPlaneListener.Opened>(OnChannelOpened);
+        Receive<DataPlaneListener.Closed>(OnChannelClosed);
         Receive<BatchNormExchangeAnswer>(a => { if (_roster.Find(Sender) is { } m) _shared.OnExchangeAnswer(m, a); });
     }
 
@@ -288,6 +296,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
             _completion.TrySetException(new InvalidOperationException("the coordinator stopped before training finished"));
         }
         if (Context.System.Settings.ProviderClass.Contains("Cluster", StringComparison.Ordinal)) Akka.Cluster.Cluster.Get(Context.System).Unsubscribe(Self);
+        foreach (var m in _roster.Members) CloseChannel(m);
         _model.Dispose();
         _shared.Dispose();
     }
@@ -327,6 +336,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
             // Registering again (a restarted worker): it holds nothing, so send it everything again.
             known.SentVersion = -1;
             Send(known, new WorkerRegistered(known.Id, _roster.Count));
+            OfferDataChannel(known);
             _shared.OfferTensorFile(known);
             if (_input is not null) Send(known, NormalizationMessage(_input));
             return false;
@@ -338,6 +348,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
             member.Id, member.Node, _roster.Count);
         Context.Watch(member.Actor);
         Send(member, new WorkerRegistered(member.Id, _roster.Count));
+        OfferDataChannel(member);
         _shared.OfferTensorFile(member);
         if (_input is not null) Send(member, NormalizationMessage(_input));
         return true;
@@ -377,7 +388,64 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     /// Every message to a member goes through here (to a worker that is not one, dropped or refused, it goes straight to
     /// its actor): the one place to change how a member is reached.
     /// </summary>
-    private void Send(Member member, object message) => member.Actor.Tell(message, Self);
+    private void Send(Member member, object message)
+    {
+        if (member.Channel is { } channel && message is ITrainingMessage m)
+            try
+            {
+                channel.Send(m);
+                return;
+            }
+            catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or ObjectDisposedException)
+            {
+                // The channel broke (its receive loop reports it too); this message goes through Akka, intact.
+                _log.Warning("Worker {Worker} on {Node:l}: the data channel failed ({Reason:l}); the step's messages go through Akka", member.Id, member.Node, e.Message);
+                CloseChannel(member);
+            }
+        member.Actor.Tell(message, Self);
+    }
+
+    // ---- The data plane (a worker on another node) ----
+
+    /// <summary>Offers a worker on another node a data channel (a new one at every registration); in this process there is none.</summary>
+    private void OfferDataChannel(Member member)
+    {
+        CloseChannel(member);
+        if (_dataPlane is null || !member.Actor.Path.Address.HasGlobalScope) return;
+        var offer = _dataPlane.Offer(member.Actor, Self, DataChannel.FrameLimit(_model.Parameters));
+        member.ChannelToken = offer.Token;
+        member.Actor.Tell(offer, Self); // (Akka: the offer is what opens the channel)
+    }
+
+    private void OnChannelOpened(DataPlaneListener.Opened opened)
+    {
+        var member = _roster.Members.FirstOrDefault(m => m.ChannelToken is { } t && t.AsSpan().SequenceEqual(opened.Token));
+        if (member is null || _done)
+        {
+            opened.Channel.Dispose(); // its worker left or registered again meanwhile
+            return;
+        }
+        member.Channel = opened.Channel;
+        _log.Information("Worker {Worker} on {Node:l}: data channel open ({Remote:l})", member.Id, member.Node, opened.Channel.Remote);
+    }
+
+    private void OnChannelClosed(DataPlaneListener.Closed closed)
+    {
+        closed.Channel.Dispose();
+        var member = _roster.Members.FirstOrDefault(m => ReferenceEquals(m.Channel, closed.Channel));
+        if (member is null) return;
+        member.Channel = null;
+        if (!_done)
+            _log.Warning("Worker {Worker} on {Node:l}: the data channel closed ({Reason:l}); the step's messages go through Akka", member.Id, member.Node, closed.Reason);
+    }
+
+    private void CloseChannel(Member member)
+    {
+        if (member.ChannelToken is { } token) _dataPlane?.Withdraw(token);
+        member.Channel?.Dispose();
+        member.Channel = null;
+        member.ChannelToken = null;
+    }
 
     private Member[] Participants => _roster.Participants;
 
@@ -393,6 +461,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
             if (!_roster.Remove(m, reason, alive)) continue; // (alive: it may come back)
             Context.Unwatch(m.Actor);
             m.DisposeRegions(); // a worker that comes back registers again and gets a new file
+            CloseChannel(m);
             participated |= _roster.IsParticipant(m);
             _log.ForContext(ClusterLog.Phase, ClusterLog.Membership).Warning(ClusterLog.WorkerLeftTemplate, m.Id, m.Node, reason, _roster.Count);
         }

@@ -1,4 +1,5 @@
 using Akka.Actor;
+using BnCluster.Coordinator.DataPlane;
 using BnCluster.Collectives;
 
 namespace BnCluster.Coordinator;
@@ -91,6 +92,10 @@ internal sealed class Member(int id, IActorRef actor, string node)
     public SharedTensorRegion? Region { get; set; }
     // The batch-norm exchange this worker has opened (the coordinator's current one, or an older one).
     public SharedBatchNormExchange? Exchange { get; set; }
+    // A worker on another node: the token of the data channel offered to it, and the channel once it has connected
+    // (the step's messages go there then).
+    public byte[]? ChannelToken { get; set; }
+    public DataChannel? Channel { get; set; }
 
     public void DisposeRegions()
     {

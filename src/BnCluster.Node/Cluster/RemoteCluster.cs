@@ -1,6 +1,7 @@
 using Akka.Actor;
 using Akka.Cluster;
 using BnCluster.Coordinator;
+using BnCluster.Coordinator.DataPlane;
 using BnCluster.Coordinator.Messages;
 using BnCluster.Core.Model;
 using BnCluster.Core.Training;
@@ -62,15 +63,17 @@ public static class RemoteCluster
         options.Validate();
         var system = ActorSystem.Create(ClusterConfig.SystemName, ClusterConfig.Node(host, port, ClusterConfig.CoordinatorRole));
         var completion = new TaskCompletionSource<TrainingResult>(TaskCreationOptions.RunContinuationsAsynchronously);
+        // The step's messages to workers on other nodes (tensors included) go over a port of their own, not Akka.Remote.
+        using var dataPlane = new DataPlaneListener(host, 0, refusal => log.Warning("{Refusal:l}", refusal));
         try
         {
             var cluster = Akka.Cluster.Cluster.Get(system);
             var self = cluster.SelfAddress;
             cluster.Join(self);
             int boundPort = self.Port ?? port;
-            log.Information("Coordinator listening on {Address:l} (workers join with --join {Host:l}:{Port}); waiting for {Workers} worker(s)",
-                self.ToString(), host, boundPort, options.Workers);
-            system.ActorOf(Props.Create(() => new CoordinatorActor(options, shape, completion, log, epochProgress, batchProgress)), "coordinator");
+            log.Information("Coordinator listening on {Address:l} (workers join with --join {Host:l}:{Port}), data plane on port {DataPort}; waiting for {Workers} worker(s)",
+                self.ToString(), host, boundPort, dataPlane.Port, options.Workers);
+            system.ActorOf(Props.Create(() => new CoordinatorActor(options, shape, completion, log, epochProgress, batchProgress, dataPlane)), "coordinator");
             system.ActorOf(Props.Create(() => new JobInfoActor(job, log)), "job");
             if (onListening is not null) await onListening(boundPort).ConfigureAwait(false);
             var result = await completion.Task.WaitAsync(cancel).ConfigureAwait(false);
