@@ -28,7 +28,8 @@ public static class Program
 
     public static int Main(string[] args)
     {
-        ThreadPoolSpinning.AvoidWhenSharingCores(args); // before the thread pool starts (inherited by worker processes)
+        InlineSocketCompletions.Prefer(); // before any socket exists (and inherited by the worker processes this one starts)
+        ThreadPoolSpinning.AvoidWhenSharingCores(args); // before the thread pool starts (inherited as well)
         using var cancel = new CancellationTokenSource();
         // Ctrl+C and SIGTERM (a service manager stopping the process) both cancel the run: it stops its actors, worker
         // processes and logs as a finished run does, and exits 130 or 143 instead of being killed mid-write.
