@@ -131,7 +131,22 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         _epochProgress = epochProgress;
         _batchProgress = batchProgress;
         _timeout = options.EffectiveStepTimeout;
-        _model = new CommittedModel(options.Trainer);
+        try
+        {
+            _model = new CommittedModel(options.Trainer);
+        }
+        catch (Exception e) when (e is OutOfMemoryException or OverflowException or ArgumentException)
+        {
+            // A network too large to hold (or settings the optimizer refuses) fails the run with the reason at once,
+            // rather than leaving it waiting; the actor stops without starting (PostStop finds no model).
+            completion.TrySetException(new InvalidOperationException($"the coordinator cannot start: {e.Message}", e));
+            _done = true;
+            _model = null!;
+            _shared = null!;
+            _reductions = null!;
+            Context.Stop(Self);
+            return;
+        }
         _shared = new SharedMemoryBroker(_options, _model, _roster, _log, Send);
         _reductions = new StepReductions(_model);
         WaitingForWorkers(InputStatistics, StartInputRound);
@@ -297,12 +312,13 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         }
         if (Context.System.Settings.ProviderClass.Contains("Cluster", StringComparison.Ordinal)) Akka.Cluster.Cluster.Get(Context.System).Unsubscribe(Self);
         foreach (var m in _roster.Members) CloseChannel(m);
-        _model.Dispose();
-        _shared.Dispose();
+        _model?.Dispose(); // (null when it could not start)
+        _shared?.Dispose();
     }
 
     protected override void PreStart()
     {
+        if (_model is null) return; // it could not start and is stopping
         _model.StartThreads();
         _total.Start();
         Timers.StartPeriodicTimer("wait-warning", new WaitWarning(), _options.WaitWarningInterval);

@@ -30,14 +30,15 @@ internal sealed class CoordinatorHarness
 
     private readonly Akka.TestKit.Xunit2.TestKit _kit;
 
-    public CoordinatorHarness(Akka.TestKit.Xunit2.TestKit kit, int workers, int minWorkers = 1, TimeSpan? stepTimeout = null, long maxSteps = 2, string sha = "abc")
+    public CoordinatorHarness(Akka.TestKit.Xunit2.TestKit kit, int workers, int minWorkers = 1, TimeSpan? stepTimeout = null, long maxSteps = 2, string sha = "abc",
+        IProgress<EpochMetrics>? epochProgress = null)
     {
         _kit = kit;
         var trainer = new TrainerOptions(Spec, new OptimizerSettings(OptimizerKind.Gd, 0.1f), BatchSize: 4, Epochs: 1, MaxSteps: maxSteps, Seed: 3);
         // The message protocol: the probes play workers that take no shared-memory file.
         var options = new ClusterTrainingOptions(trainer, workers, minWorkers, stepTimeout ?? TimeSpan.FromSeconds(30), "job", sha) { SharedMemory = false };
         var log = new LoggerConfiguration().MinimumLevel.Debug().WriteTo.Sink(Sink).CreateLogger();
-        Coordinator = kit.Sys.ActorOf(Props.Create(() => new CoordinatorActor(options, new ClusterDataShape(8, 4, 2), Completion, log)), "coordinator");
+        Coordinator = kit.Sys.ActorOf(Props.Create(() => new CoordinatorActor(options, new ClusterDataShape(8, 4, 2), Completion, log, epochProgress)), "coordinator");
     }
 
     public IActorRef Coordinator { get; }

@@ -65,8 +65,24 @@ public sealed class WorkerActor : ReceiveActor
     {
         _s = settings;
         _log = settings.Log.ForContext(LogEvents.Node, settings.Node);
-        _p = new Parameters(settings.Spec);
-        _matMul = new MatMul(settings.Threads);
+        try
+        {
+            _p = new Parameters(settings.Spec);
+            _matMul = new MatMul(settings.Threads);
+        }
+        catch (Exception e) when (e is OutOfMemoryException or OverflowException or ArgumentException)
+        {
+            // The run fails with the reason instead of waiting for a worker that never registers; the actor stops
+            // without starting (PreStart does not register it, PostStop finds nothing to release).
+            settings.Coordinator.Tell(new WorkerFailed($"cannot start: {e.Message}"), Self);
+            _p = null!;
+            _matMul = null!;
+            _link = null!;
+            _collective = null!;
+            _self = Self;
+            Context.Stop(Self);
+            return;
+        }
         _self = Self;
         _link = new CoordinatorLink(settings.Coordinator, Self);
         _collective = new ClusterCollective(_link, _log);
@@ -110,7 +126,10 @@ public sealed class WorkerActor : ReceiveActor
         });
     }
 
-    protected override void PreStart() => Register();
+    protected override void PreStart()
+    {
+        if (_p is not null) Register(); // (null: it could not start and is stopping)
+    }
 
     private void Register() => _s.Coordinator.Tell(new RegisterWorker(ProtocolInfo.Version, _s.JobId, _s.DatasetSha256, _s.Node), Self);
 
@@ -126,11 +145,11 @@ public sealed class WorkerActor : ReceiveActor
 
     protected override void PostStop()
     {
-        _link.Channel?.Dispose();
+        _link?.Channel?.Dispose(); // (null when it could not start)
         CancelLookahead();
         _stepCts?.Cancel();
         // The chain observes the cancellation at its next await; the MatMul is released when it has finished.
-        _chain.ContinueWith(_ => { _matMul.Dispose(); _region?.Dispose(); _bnExchange?.Dispose(); _update?.Dispose(); }, TaskScheduler.Default);
+        _chain.ContinueWith(_ => { _matMul?.Dispose(); _region?.Dispose(); _bnExchange?.Dispose(); _update?.Dispose(); }, TaskScheduler.Default);
     }
 
     /// <summary>

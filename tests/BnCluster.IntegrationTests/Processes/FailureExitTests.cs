@@ -87,6 +87,56 @@ public sealed class FailureExitTests
         foreach (var line in lines) JsonDocument.Parse(line).Dispose(); // every line whole: the log was flushed, not torn
     }
 
+    /// <summary>Settings the coordinator cannot start with end the run at once with one line, in one process and with worker processes.</summary>
+    [Theory]
+    [InlineData("--hidden", "2000000000", "")]
+    [InlineData("--lr", "1e300", "")]
+    [InlineData("--hidden", "2000000000", "--processes")]
+    public void A_coordinator_that_cannot_start_fails_the_run_at_once_with_one_line(string flag, string value, string processes)
+    {
+        using var temp = new TempFolder();
+        var run = CliHarness.Run(["train", "--dataset", "digits", flag, value, "--workers", "2", "--epochs", "1", "--out", temp["run"],
+            .. processes.Length > 0 ? [processes] : Array.Empty<string>()]);
+        Assert.True(run.Exit == 1, $"exit {run.Exit}:\n{run.Error}");
+        var errors = run.Error.Split('\n').Where(l => l.StartsWith("bncluster: error:", StringComparison.Ordinal)).ToList();
+        Assert.Single(errors);
+        Assert.Contains("the coordinator cannot start", errors[0]);
+        Assert.False(File.Exists(Path.Combine(temp["run"], "model.bnc")));
+    }
+
+    /// <summary>
+    /// A full disk mid-run (a 256 KiB tmpfs as the run folder): the run fails with exit 1 naming the cause, leaves no model
+    /// and no half-written metrics file. Needs root to mount; without it, it fails saying so (it does not skip).
+    /// </summary>
+    [Fact]
+    public void A_full_disk_fails_the_run_with_the_cause_and_leaves_nothing_half_written()
+    {
+        using var temp = new TempFolder();
+        string folder = temp["full"];
+        Directory.CreateDirectory(folder);
+        Run("mount", "-t", "tmpfs", "-o", "size=256k", "bncluster-full", folder);
+        try
+        {
+            var run = CliHarness.Run(["train", "--dataset", "digits", "--hidden", "16", "--batch", "32", "--epochs", "400", "--workers", "2", "--out", folder]);
+            Assert.True(run.Exit == 1, $"exit {run.Exit}:\n{run.Error}");
+            Assert.Contains("No space left on device", run.Error.Split('\n').Last(l => l.StartsWith("bncluster: error:", StringComparison.Ordinal)));
+            Assert.False(File.Exists(Path.Combine(folder, "model.bnc")));
+            Assert.Empty(Directory.GetFiles(folder, "*.tmp")); // the atomic writes cleaned up after themselves
+            foreach (var line in File.ReadAllLines(Path.Combine(folder, "metrics.jsonl"))) JsonDocument.Parse(line).Dispose();
+        }
+        finally { Run("umount", folder); }
+    }
+
+    private static void Run(string command, params string[] args)
+    {
+        var psi = new ProcessStartInfo(command) { RedirectStandardError = true };
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        string error = p.StandardError.ReadToEnd();
+        p.WaitForExit();
+        Assert.True(p.ExitCode == 0, $"{command} {string.Join(' ', args)} failed (this test needs root): {error}");
+    }
+
     [Fact]
     public async Task A_worker_started_before_its_coordinator_keeps_trying_and_the_run_completes()
     {
