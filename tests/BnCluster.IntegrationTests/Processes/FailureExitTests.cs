@@ -33,13 +33,6 @@ public sealed class FailureExitTests
         return p;
     }
 
-    private static void Signal(string signal, int pid)
-    {
-        using var kill = Process.Start(new ProcessStartInfo("kill") { ArgumentList = { "-" + signal, pid.ToString() } })!;
-        kill.WaitForExit();
-        Assert.True(kill.ExitCode == 0, $"kill -{signal} {pid} failed");
-    }
-
     private static bool Alive(int pid)
     {
         try
@@ -69,7 +62,7 @@ public sealed class FailureExitTests
         {
             await Task.WhenAny(epochOne.Task, run.WaitForExitAsync()).WaitAsync(Limit);
             Assert.True(epochOne.Task.IsCompleted, "the run ended before epoch 1 was done:\n" + output);
-            Signal("TERM", run.Id);
+            PausedWorkerTests.Signal("TERM", run.Id);
             await run.WaitForExitAsync().WaitAsync(Limit);
         }
         finally

@@ -110,7 +110,8 @@ public sealed class PausedWorkerTests
         catch (TimeoutException) { throw new Xunit.Sdk.XunitException($"waited 30 s for {what}:\n{tap}"); }
     }
 
-    private static void Signal(string signal, int pid)
+    /// <summary>Sends SIG<paramref name="signal"/> to <paramref name="pid"/> with kill(1), as a person or a service manager would.</summary>
+    internal static void Signal(string signal, int pid)
     {
         using var kill = Process.Start(new ProcessStartInfo("kill") { ArgumentList = { "-" + signal, pid.ToString() } })!;
         kill.WaitForExit();
