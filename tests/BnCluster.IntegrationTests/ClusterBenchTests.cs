@@ -56,6 +56,28 @@ public sealed class ClusterBenchTests
         Assert.Contains("5 timed steps after 5 warm-up", run.Out);
     }
 
+    /// <summary>
+    /// The executable's standard output is the JSON and nothing else, also with Akka nodes starting and stopping around
+    /// it (compare.sh and bench/ab.sh parse it): Akka's own logger writes to standard error only.
+    /// </summary>
+    [Fact]
+    public async Task Bench_json_of_worker_processes_is_the_whole_standard_output_of_the_executable()
+    {
+        var psi = Node.Backends.WorkerProcesses.Executable();
+        foreach (var a in new[] { "bench", "--dataset", "digits", "--hidden", "16", "--batch", "32", "--steps", "5", "--warmup", "2",
+                     "--workers", "2", "--processes", "--threads", "1", "--json" })
+            psi.ArgumentList.Add(a);
+        psi.RedirectStandardOutput = true;
+        psi.RedirectStandardError = true;
+        using var bench = System.Diagnostics.Process.Start(psi)!;
+        var stderr = bench.StandardError.ReadToEndAsync();
+        string stdout = await bench.StandardOutput.ReadToEndAsync().WaitAsync(Limit);
+        await bench.WaitForExitAsync().WaitAsync(Limit);
+        Assert.True(bench.ExitCode == 0, await stderr);
+        using var json = JsonDocument.Parse(stdout); // throws on anything before or after the object
+        Assert.True(json.RootElement.GetProperty("samples_per_second").GetDouble() > 0);
+    }
+
     [Fact]
     public void Bench_with_processes_and_no_dataset_is_refused_in_one_line()
     {
