@@ -55,10 +55,9 @@ public sealed class WorkerActor : ReceiveActor
     private SharedBatchNormExchange? _bnExchange;
     // …and the sharded-update file offered with it: the steps that say so make their slice of the update in it. Chain only.
     private SharedShardedUpdate? _update;
-    // The gradient exchange (sending the gradients → the next work arriving) is measured here and reported
-    // with the next gradients; touched by the actor and the step chain, hence the lock.
-    private readonly object _exchangeGate = new();
-    private (long Step, int Epoch, long SentAt)? _gradientsSent;
+    // The gradient exchange (sending the gradients → the next work arriving), reported with the next gradients. Chain
+    // only: the actor stamps the work's arrival and the chain ends the exchange at that stamp (EndGradientExchange).
+    private (long Step, int Epoch, long Sent, long Barrier)? _gradientsSent;
     private (long Step, int Epoch, double Ms)? _exchange;
 
     public WorkerActor(WorkerSettings settings)
@@ -298,11 +297,11 @@ public sealed class WorkerActor : ReceiveActor
                 return;
             }
         CancelLookahead();
-        EndGradientExchange();
+        long arrivedAt = Stopwatch.GetTimestamp(); // (the previous gradient exchange ends here)
         _stepCts?.Cancel();
         var cts = _stepCts = new CancellationTokenSource();
         _running = (m.Step, m.Attempt);
-        Enqueue($"step {m.Step} attempt {m.Attempt}", () => RunSteps(m, cts.Token));
+        Enqueue($"step {m.Step} attempt {m.Attempt}", () => RunSteps(m, arrivedAt, cts.Token));
     }
 
     /// <summary>What a step's forward and backward gave.</summary>
@@ -317,8 +316,9 @@ public sealed class WorkerActor : ReceiveActor
     /// is unconfirmed (three versions); the gradients go to the coordinator only once its StartStep for that step has
     /// come, and anything else cancels the step run ahead.
     /// </summary>
-    private async Task RunSteps(StartStep m, CancellationToken token)
+    private async Task RunSteps(StartStep m, long arrivedAt, CancellationToken token)
     {
+        EndGradientExchange(arrivedAt);
         var result = await ForwardBackward(m, token).ConfigureAwait(false);
         Lookahead? running = null; // the look-ahead m is, while unconfirmed
         while (true)
@@ -409,17 +409,13 @@ public sealed class WorkerActor : ReceiveActor
         bool viaFile = sharded || _region?.WriteGradients(m.Step, m.Attempt, ws.Gradients.Tensors) == true;
         float[][] tensors = viaFile ? [] : TensorPool.RentCopies(ws.Gradients.Tensors);
         Lookahead? lookahead = sharded && m.Announced() is { } announced ? new Lookahead(announced) : null;
-        StepTimings timings;
-        lock (_exchangeGate)
-        {
-            var (exchangeStep, exchangeEpoch, exchangeMs) = _exchange ?? (0, 0, 0);
-            _exchange = null;
-            timings = new StepTimings(compute.TotalMilliseconds, result.Waits, exchangeStep, exchangeEpoch, exchangeMs,
-                GC.CollectionCount(0), GC.GetTotalAllocatedBytes(precise: true));
-            // Run ahead, this step's exchange is its waits, added as they end; else it ends when the next work arrives.
-            if (lookahead is null) _gradientsSent = (m.Step, m.Epoch, Stopwatch.GetTimestamp() - barrier);
-            else _exchange = (m.Step, m.Epoch, Stopwatch.GetElapsedTime(0, barrier).TotalMilliseconds);
-        }
+        var (exchangeStep, exchangeEpoch, exchangeMs) = _exchange ?? (0, 0, 0);
+        _exchange = null;
+        var timings = new StepTimings(compute.TotalMilliseconds, result.Waits, exchangeStep, exchangeEpoch, exchangeMs,
+            GC.CollectionCount(0), GC.GetTotalAllocatedBytes(precise: true));
+        // Run ahead, this step's exchange is its waits, added as they end; else it ends when the next work arrives.
+        if (lookahead is null) _gradientsSent = (m.Step, m.Epoch, Stopwatch.GetTimestamp(), barrier);
+        else _exchange = (m.Step, m.Epoch, Stopwatch.GetElapsedTime(0, barrier).TotalMilliseconds);
         if (lookahead is not null) lock (_lookaheadGate) _lookahead = lookahead;
         _link.Tell(new StepGradients(m.Step, m.Attempt, result.Loss.SumLoss, result.Loss.Correct, result.Loss.Count, tensors, timings, Shared: viaFile));
         return lookahead;
@@ -436,9 +432,10 @@ public sealed class WorkerActor : ReceiveActor
     private void OnEvaluate(Evaluate m)
     {
         CancelLookahead();
-        EndGradientExchange();
+        long arrivedAt = Stopwatch.GetTimestamp(); // (the previous gradient exchange ends here)
         Enqueue($"evaluation round {m.Round}", () =>
         {
+            EndGradientExchange(arrivedAt);
             if (m.Parameters is { } snapshot) RestoreAndRelease(snapshot);
             var test = _testN ?? throw new InvalidOperationException("an evaluation arrived before the input normalization");
             // Evaluate in chunks of the training shard's rows when it has 128 or more: a bigger workspace just for
@@ -451,23 +448,22 @@ public sealed class WorkerActor : ReceiveActor
     }
 
     /// <summary>
-    /// Time from sending the gradients to the next work arriving (the coordinator's sum and optimizer, and the
-    /// parameters' travel), kept until the next gradients carry it to the coordinator.
+    /// Chain, first thing in the work that arrived at <paramref name="arrivedAt"/> (the actor's stamp): the time from
+    /// sending the gradients to that arrival (the coordinator's sum and optimizer, and the parameters' travel), kept
+    /// until the next gradients carry it to the coordinator. Gradients sent after that arrival (a cancelled step that
+    /// still got there) are left for the next work, as when the actor ended the exchange itself.
     /// </summary>
-    private void EndGradientExchange()
+    private void EndGradientExchange(long arrivedAt)
     {
-        lock (_exchangeGate)
-        {
-            if (_gradientsSent is { } s) _exchange = (s.Step, s.Epoch, Stopwatch.GetElapsedTime(s.SentAt).TotalMilliseconds);
-            _gradientsSent = null;
-        }
+        if (_gradientsSent is not { } s || s.Sent > arrivedAt) return;
+        _exchange = (s.Step, s.Epoch, Stopwatch.GetElapsedTime(s.Sent - s.Barrier, arrivedAt).TotalMilliseconds);
+        _gradientsSent = null;
     }
 
-    /// <summary>A wait of the step run ahead of, added to its gradient exchange.</summary>
+    /// <summary>Chain: a wait of the step run ahead of, added to its gradient exchange.</summary>
     private void AddToExchange(TimeSpan wait)
     {
-        lock (_exchangeGate)
-            if (_exchange is { } e) _exchange = e with { Ms = e.Ms + wait.TotalMilliseconds };
+        if (_exchange is { } e) _exchange = e with { Ms = e.Ms + wait.TotalMilliseconds };
     }
 
     /// <summary>Copies a received parameter snapshot into this worker's parameters and gives the snapshot back to the pool.</summary>
