@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Akka.Actor;
+using Akka.Event;
 using BnCluster.Coordinator.DataPlane;
 using BnCluster.Collectives;
 using BnCluster.Coordinator.Messages;
@@ -97,6 +98,8 @@ public sealed class WorkerActor : ReceiveActor
         Receive<BnGlobal>(_collective.Deliver);
         Receive<BnGradGlobal>(_collective.Deliver);
         Receive<StepAborted>(OnAborted);
+        Receive<Lookahead>(OnLookahead);
+        Receive<LookaheadDropped>(d => CancelLookahead(d.Lookahead));
         Receive<Evaluate>(OnEvaluate);
         Receive<DataChannelOffer>(OnDataChannelOffer);
         Receive<DataChannelReady>(r =>
@@ -254,55 +257,77 @@ public sealed class WorkerActor : ReceiveActor
         return Task.CompletedTask;
     });
 
-    // A step run ahead of its StartStep (StartStep.NextRows): the StartStep the coordinator announced, the token that
-    // cancels it, and the coordinator's own StartStep once it has come. Set by the chain before it sends the previous
-    // step's gradients (so the next StartStep cannot come first), resolved by the actor.
-    private sealed class Lookahead(StartStep announced)
+    /// <summary>
+    /// The step chain → the actor: "I am running <see cref="Announced"/> ahead of its StartStep (StartStep.NextRows),
+    /// after step <see cref="After"/>". Told before that step's gradients go, and the coordinator sends the announced
+    /// StartStep only once it has them, so the actor always has this first. From then on the actor alone decides:
+    /// it cancels <see cref="Cts"/>, or completes <see cref="Confirmed"/> with the coordinator's own StartStep, which
+    /// the chain awaits (an answer, like a reply message; the chain never writes to it). The chain allocated this
+    /// object per step run ahead anyway: telling it costs no allocation.
+    /// </summary>
+    private sealed class Lookahead(StartStep announced, (long Step, int Attempt) after) : INoSerializationVerificationNeeded, IDeadLetterSuppression
     {
         public StartStep Announced { get; } = announced;
+        public (long Step, int Attempt) After { get; } = after;
         public CancellationTokenSource Cts { get; } = new();
         public TaskCompletionSource<StartStep> Confirmed { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
 
-    private readonly object _lookaheadGate = new();
+    /// <summary>The step chain → the actor: the look-ahead ended on the chain's side (a slice of the step before was not clean).</summary>
+    private sealed record LookaheadDropped(Lookahead Lookahead) : INoSerializationVerificationNeeded, IDeadLetterSuppression;
+
     private bool _ranAhead; // (said once)
-    private Lookahead? _lookahead;
+    private Lookahead? _lookahead; // the step the chain runs ahead, until confirmed or cancelled
+
+    /// <summary>
+    /// The chain runs a step ahead. Kept, unless the step it follows was aborted or replaced by another StartStep
+    /// since (those messages came before this notice, while the chain was past its last look at the step's token):
+    /// then it is cancelled at once, as they would have done had they come after it, rather than hold up the chain.
+    /// </summary>
+    private void OnLookahead(Lookahead la)
+    {
+        if (_running == la.After && _stepCts is { IsCancellationRequested: false }) _lookahead = la;
+        else Cancel(la);
+    }
 
     /// <summary>Anything but the announced StartStep ends a look-ahead: its step is not the next one after all.</summary>
     private void CancelLookahead(Lookahead? only = null)
     {
-        Lookahead? la;
-        lock (_lookaheadGate)
-        {
-            la = _lookahead;
-            if (la is null || (only is not null && !ReferenceEquals(la, only))) return;
-            _lookahead = null;
-        }
+        if (_lookahead is not { } la || (only is not null && !ReferenceEquals(la, only))) return;
+        _lookahead = null;
+        Cancel(la);
+    }
+
+    private static void Cancel(Lookahead la)
+    {
         la.Cts.Cancel();
         la.Confirmed.TrySetCanceled();
     }
 
     private void OnStartStep(StartStep m)
     {
-        lock (_lookaheadGate)
-            if (_lookahead is { } la && la.Announced.SameWork(m))
-            {
-                // The step this worker is running ahead: it goes on as this message's, with this message's look-ahead.
-                _lookahead = null;
-                _stepCts = la.Cts;
-                _running = (m.Step, m.Attempt);
-                la.Confirmed.TrySetResult(m);
-                if (!_ranAhead) _log.Information("Worker {Worker}: step {Step} run ahead of its StartStep and confirmed; the steps go on without waiting for the coordinator", _id, m.Step);
-                _ranAhead = true;
-                return;
-            }
+        if (_lookahead is { } la && la.Announced.SameWork(m))
+        {
+            // The step this worker is running ahead: it goes on as this message's, with this message's look-ahead.
+            _lookahead = null;
+            _stepCts = la.Cts;
+            _running = (m.Step, m.Attempt);
+            la.Confirmed.TrySetResult(m);
+            if (!_ranAhead) _log.Information("Worker {Worker}: step {Step} run ahead of its StartStep and confirmed; the steps go on without waiting for the coordinator", _id, m.Step);
+            _ranAhead = true;
+            return;
+        }
         CancelLookahead();
         long arrivedAt = Stopwatch.GetTimestamp(); // (the previous gradient exchange ends here)
         _stepCts?.Cancel();
         var cts = _stepCts = new CancellationTokenSource();
         _running = (m.Step, m.Attempt);
-        Enqueue($"step {m.Step} attempt {m.Attempt}", () => RunSteps(m, arrivedAt, cts.Token));
+        EnqueueSteps(m, arrivedAt, cts.Token);
     }
+
+    // (Its own method: the closure is allocated only for a step that is not confirmed.)
+    private void EnqueueSteps(StartStep m, long arrivedAt, CancellationToken token) =>
+        Enqueue($"step {m.Step} attempt {m.Attempt}", () => RunSteps(m, arrivedAt, token));
 
     /// <summary>What a step's forward and backward gave.</summary>
     private readonly record struct StepResult(LossPartial Loss, TimeSpan Compute, BnWait[] Waits);
@@ -342,7 +367,7 @@ public sealed class WorkerActor : ReceiveActor
                 long waitStart = Stopwatch.GetTimestamp();
                 if (!_update!.WaitForUpdates(m.SharedBatchNormRanks, m.Step, m.Attempt, lookahead.Cts.Token))
                 {
-                    CancelLookahead(lookahead); // a slice was not clean: the coordinator will abort this step
+                    _self.Tell(new LookaheadDropped(lookahead)); // a slice was not clean: the coordinator will abort this step
                     return;
                 }
                 AddToExchange(Stopwatch.GetElapsedTime(waitStart));
@@ -397,7 +422,7 @@ public sealed class WorkerActor : ReceiveActor
 
     /// <summary>
     /// Step <paramref name="m"/>'s gradients (and timings) to the coordinator. Returns the look-ahead on the step it
-    /// announces (registered before the gradients go, so that its StartStep cannot come first), or null.
+    /// announces (told to the actor before the gradients go, so that its StartStep cannot come first), or null.
     /// </summary>
     private Lookahead? Send(StartStep m, StepResult result, TimeSpan compute, long barrier)
     {
@@ -408,7 +433,7 @@ public sealed class WorkerActor : ReceiveActor
         bool sharded = m.UpdateStep > 0 && _update is not null;
         bool viaFile = sharded || _region?.WriteGradients(m.Step, m.Attempt, ws.Gradients.Tensors) == true;
         float[][] tensors = viaFile ? [] : TensorPool.RentCopies(ws.Gradients.Tensors);
-        Lookahead? lookahead = sharded && m.Announced() is { } announced ? new Lookahead(announced) : null;
+        Lookahead? lookahead = sharded && m.Announced() is { } announced ? new Lookahead(announced, (m.Step, m.Attempt)) : null;
         var (exchangeStep, exchangeEpoch, exchangeMs) = _exchange ?? (0, 0, 0);
         _exchange = null;
         var timings = new StepTimings(compute.TotalMilliseconds, result.Waits, exchangeStep, exchangeEpoch, exchangeMs,
@@ -416,7 +441,7 @@ public sealed class WorkerActor : ReceiveActor
         // Run ahead, this step's exchange is its waits, added as they end; else it ends when the next work arrives.
         if (lookahead is null) _gradientsSent = (m.Step, m.Epoch, Stopwatch.GetTimestamp(), barrier);
         else _exchange = (m.Step, m.Epoch, Stopwatch.GetElapsedTime(0, barrier).TotalMilliseconds);
-        if (lookahead is not null) lock (_lookaheadGate) _lookahead = lookahead;
+        if (lookahead is not null) _self.Tell(lookahead); // before the gradients: the announced StartStep comes after them
         _link.Tell(new StepGradients(m.Step, m.Attempt, result.Loss.SumLoss, result.Loss.Correct, result.Loss.Count, tensors, timings, Shared: viaFile));
         return lookahead;
     }
