@@ -23,9 +23,12 @@ public sealed record WorkerSettings(
 /// for, runs its shard of each step with a <see cref="ClusterCollective"/>, sends its gradients, and evaluates
 /// test slices. All work runs as a chain of tasks outside the actor (one at a time, in arrival order), so the
 /// actor keeps receiving BnGlobal, BnGradGlobal and StepAborted while a step awaits; StepAborted cancels it.
-/// Work that fails comes back to the actor as <see cref="WorkFailed"/>: the coordinator is told (the run fails with the
-/// reason) and the actor stops. The end of the run (<see cref="TrainingDone"/>) is published on the event stream, where a
-/// worker process waits for it, and stops the actor.
+/// The actor and the chain share no mutable state and no lock. The actor hands each piece of work what it needs
+/// (its message, a cancellation token, the time it arrived); the chain keeps its own state (workspace, shared files,
+/// the gradient exchange's timing) to itself and tells the actor what it must decide on as messages: a step it runs
+/// ahead (<see cref="Lookahead"/>, which the actor confirms or cancels) and work that failed (<see cref="WorkFailed"/>:
+/// the coordinator is told, the run fails with the reason, and the actor stops). The end of the run
+/// (<see cref="TrainingDone"/>) is published on the event stream, where a worker process waits for it, and stops the actor.
 /// </summary>
 public sealed class WorkerActor : ReceiveActor
 {
@@ -40,16 +43,20 @@ public sealed class WorkerActor : ReceiveActor
 
     private readonly WorkerSettings _s;
     private readonly ILogger _log;
-    private readonly Parameters _p;
+    private readonly Parameters _p; // (values: the chain's; the actor reads only their shapes)
     private readonly MatMul _matMul;
-    private readonly ClusterCollective _collective;
+    private readonly ClusterCollective _collective; // the step awaits its replies, the actor delivers them
     private readonly IActorRef _self; // for the step chain, which runs outside the actor
-    private Workspace? _ws;
-    private Dataset? _trainN, _testN;
+
+    // The actor's own: only its handlers touch them.
     private Task _chain = Task.CompletedTask;
     private CancellationTokenSource? _stepCts;
     private (long Step, int Attempt) _running = (-1, -1);
-    private int _id = -1;
+    private int _id = -1; // (the chain reads it for its logs)
+
+    // The step chain's own: only work in the chain touches them (and PostStop, once the chain has finished).
+    private Workspace? _ws;
+    private Dataset? _trainN, _testN;
     // The coordinator's shared-memory file once opened (same machine): step tensors go through it. Chain only.
     private SharedTensorRegion? _region;
     // The coordinator's batch-norm exchange file once opened (same machine): the steps that say so all-reduce through it. Chain only.
@@ -57,7 +64,7 @@ public sealed class WorkerActor : ReceiveActor
     // …and the sharded-update file offered with it: the steps that say so make their slice of the update in it. Chain only.
     private SharedShardedUpdate? _update;
     // The gradient exchange (sending the gradients → the next work arriving), reported with the next gradients. Chain
-    // only: the actor stamps the work's arrival and the chain ends the exchange at that stamp (EndGradientExchange).
+    // only: the actor stamps the work's arrival and hands the stamp over with it (EndGradientExchange).
     private (long Step, int Epoch, long Sent, long Barrier)? _gradientsSent;
     private (long Step, int Epoch, double Ms)? _exchange;
 
@@ -276,8 +283,9 @@ public sealed class WorkerActor : ReceiveActor
     /// <summary>The step chain → the actor: the look-ahead ended on the chain's side (a slice of the step before was not clean).</summary>
     private sealed record LookaheadDropped(Lookahead Lookahead) : INoSerializationVerificationNeeded, IDeadLetterSuppression;
 
+    // The actor's own.
     private bool _ranAhead; // (said once)
-    private Lookahead? _lookahead; // the step the chain runs ahead, until confirmed or cancelled
+    private Lookahead? _lookahead; // the step the chain runs ahead, from its notice until confirmed or cancelled
 
     /// <summary>
     /// The chain runs a step ahead. Kept, unless the step it follows was aborted or replaced by another StartStep
