@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Akka.Actor;
+using Akka.Event;
 using BnCluster.Coordinator.DataPlane;
 using BnCluster.Collectives;
 using BnCluster.Coordinator.Messages;
@@ -22,9 +23,13 @@ public sealed record WorkerSettings(
 /// for, runs its shard of each step with a <see cref="ClusterCollective"/>, sends its gradients, and evaluates
 /// test slices. All work runs as a chain of tasks outside the actor (one at a time, in arrival order), so the
 /// actor keeps receiving BnGlobal, BnGradGlobal and StepAborted while a step awaits; StepAborted cancels it.
-/// Work that fails comes back to the actor as <see cref="WorkFailed"/>: the coordinator is told (the run fails with the
-/// reason) and the actor stops. The end of the run (<see cref="TrainingDone"/>) is published on the event stream, where a
-/// worker process waits for it, and stops the actor.
+/// The actor and the chain share no mutable state and no lock. The actor hands each piece of work what it needs
+/// (its message, a cancellation token, the time it arrived); the chain keeps its own state (workspace, shared files,
+/// the gradient exchange's timing) to itself and tells the actor what it must decide on as messages: a step it runs
+/// ahead (<see cref="Lookahead"/>, which the actor confirms or cancels; the next one after a confirmed step the actor
+/// registers itself as it confirms) and work that failed (<see cref="WorkFailed"/>: the coordinator is told, the run
+/// fails with the reason, and the actor stops). The end of the run
+/// (<see cref="TrainingDone"/>) is published on the event stream, where a worker process waits for it, and stops the actor.
 /// </summary>
 public sealed class WorkerActor : ReceiveActor
 {
@@ -39,26 +44,29 @@ public sealed class WorkerActor : ReceiveActor
 
     private readonly WorkerSettings _s;
     private readonly ILogger _log;
-    private readonly Parameters _p;
+    private readonly Parameters _p; // (values: the chain's; the actor reads only their shapes)
     private readonly MatMul _matMul;
-    private readonly ClusterCollective _collective;
+    private readonly ClusterCollective _collective; // the step awaits its replies, the actor delivers them
     private readonly IActorRef _self; // for the step chain, which runs outside the actor
-    private Workspace? _ws;
-    private Dataset? _trainN, _testN;
+
+    // The actor's own: only its handlers touch them.
     private Task _chain = Task.CompletedTask;
     private CancellationTokenSource? _stepCts;
     private (long Step, int Attempt) _running = (-1, -1);
-    private int _id = -1;
+    private int _id = -1; // (the chain reads it for its logs)
+
+    // The step chain's own: only work in the chain touches them (and PostStop, once the chain has finished).
+    private Workspace? _ws;
+    private Dataset? _trainN, _testN;
     // The coordinator's shared-memory file once opened (same machine): step tensors go through it. Chain only.
     private SharedTensorRegion? _region;
     // The coordinator's batch-norm exchange file once opened (same machine): the steps that say so all-reduce through it. Chain only.
     private SharedBatchNormExchange? _bnExchange;
     // …and the sharded-update file offered with it: the steps that say so make their slice of the update in it. Chain only.
     private SharedShardedUpdate? _update;
-    // The gradient exchange (sending the gradients → the next work arriving) is measured here and reported
-    // with the next gradients; touched by the actor and the step chain, hence the lock.
-    private readonly object _exchangeGate = new();
-    private (long Step, int Epoch, long SentAt)? _gradientsSent;
+    // The gradient exchange (sending the gradients → the next work arriving), reported with the next gradients. Chain
+    // only: the actor stamps the work's arrival and hands the stamp over with it (EndGradientExchange).
+    private (long Step, int Epoch, long Sent, long Barrier)? _gradientsSent;
     private (long Step, int Epoch, double Ms)? _exchange;
 
     public WorkerActor(WorkerSettings settings)
@@ -98,6 +106,8 @@ public sealed class WorkerActor : ReceiveActor
         Receive<BnGlobal>(_collective.Deliver);
         Receive<BnGradGlobal>(_collective.Deliver);
         Receive<StepAborted>(OnAborted);
+        Receive<Lookahead>(OnLookahead);
+        Receive<LookaheadDropped>(d => CancelLookahead(d.Lookahead));
         Receive<Evaluate>(OnEvaluate);
         Receive<DataChannelOffer>(OnDataChannelOffer);
         Receive<DataChannelReady>(r =>
@@ -255,55 +265,86 @@ public sealed class WorkerActor : ReceiveActor
         return Task.CompletedTask;
     });
 
-    // A step run ahead of its StartStep (StartStep.NextRows): the StartStep the coordinator announced, the token that
-    // cancels it, and the coordinator's own StartStep once it has come. Set by the chain before it sends the previous
-    // step's gradients (so the next StartStep cannot come first), resolved by the actor.
-    private sealed class Lookahead(StartStep announced)
+    /// <summary>
+    /// A step run ahead of its StartStep (StartStep.NextRows): <see cref="Announced"/>, run after step
+    /// <see cref="After"/>. The actor learns of it before <see cref="After"/>'s gradients go (the coordinator sends the
+    /// announced StartStep only once it has them all, so the actor always knows of it first): the chain tells it this
+    /// object as a message, or, for a step run ahead after a confirmed one, the actor registers it itself when it
+    /// confirms that one (the chain then goes straight to sending the gradients). The actor alone decides: it cancels
+    /// <see cref="Cts"/>, or completes <see cref="Confirmed"/> with the coordinator's own StartStep and the step that one
+    /// announces, registered, which the chain awaits (an answer, like a reply message; the chain never writes to it).
+    /// </summary>
+    private sealed class Lookahead(StartStep announced, (long Step, int Attempt) after) : INoSerializationVerificationNeeded, IDeadLetterSuppression
     {
         public StartStep Announced { get; } = announced;
+        public (long Step, int Attempt) After { get; } = after;
         public CancellationTokenSource Cts { get; } = new();
-        public TaskCompletionSource<StartStep> Confirmed { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public TaskCompletionSource<Confirmation> Confirmed { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
 
-    private readonly object _lookaheadGate = new();
+    /// <summary>A step run ahead, confirmed: the coordinator's StartStep, and the step it announces, which the chain runs ahead next (null: none).</summary>
+    private readonly record struct Confirmation(StartStep Step, Lookahead? Next);
+
+    /// <summary>The step chain → the actor: the look-ahead ended on the chain's side (a slice of the step before was not clean).</summary>
+    private sealed record LookaheadDropped(Lookahead Lookahead) : INoSerializationVerificationNeeded, IDeadLetterSuppression;
+
+    // The actor's own.
     private bool _ranAhead; // (said once)
-    private Lookahead? _lookahead;
+    private Lookahead? _lookahead; // the step the chain runs ahead, from its notice or registration until confirmed or cancelled
+
+    /// <summary>
+    /// The chain runs a step ahead (the first after a StartStep it was not running ahead). Kept, unless the step it
+    /// follows was aborted or replaced by another StartStep since (those messages came before this notice, while the
+    /// chain was past its last look at the step's token): then it is cancelled at once, as they would have done had
+    /// they come after it, rather than hold up the chain.
+    /// </summary>
+    private void OnLookahead(Lookahead la)
+    {
+        if (_running == la.After && _stepCts is { IsCancellationRequested: false }) _lookahead = la;
+        else Cancel(la);
+    }
 
     /// <summary>Anything but the announced StartStep ends a look-ahead: its step is not the next one after all.</summary>
     private void CancelLookahead(Lookahead? only = null)
     {
-        Lookahead? la;
-        lock (_lookaheadGate)
-        {
-            la = _lookahead;
-            if (la is null || (only is not null && !ReferenceEquals(la, only))) return;
-            _lookahead = null;
-        }
+        if (_lookahead is not { } la || (only is not null && !ReferenceEquals(la, only))) return;
+        _lookahead = null;
+        Cancel(la);
+    }
+
+    private static void Cancel(Lookahead la)
+    {
         la.Cts.Cancel();
         la.Confirmed.TrySetCanceled();
     }
 
     private void OnStartStep(StartStep m)
     {
-        lock (_lookaheadGate)
-            if (_lookahead is { } la && la.Announced.SameWork(m))
-            {
-                // The step this worker is running ahead: it goes on as this message's, with this message's look-ahead.
-                _lookahead = null;
-                _stepCts = la.Cts;
-                _running = (m.Step, m.Attempt);
-                la.Confirmed.TrySetResult(m);
-                if (!_ranAhead) _log.Information("Worker {Worker}: step {Step} run ahead of its StartStep and confirmed; the steps go on without waiting for the coordinator", _id, m.Step);
-                _ranAhead = true;
-                return;
-            }
+        if (_lookahead is { } la && la.Announced.SameWork(m))
+        {
+            // The step this worker is running ahead: it goes on as this message's, with this message's look-ahead,
+            // which the chain runs once it has sent this step's gradients. It is registered here rather than told by the
+            // chain, which would wake the actor on the step's core every step (measured: ~2,400 more context switches
+            // in a 200-step bench of 2 worker processes, and more waiting).
+            _stepCts = la.Cts;
+            _running = (m.Step, m.Attempt);
+            _lookahead = m.Announced() is { } next ? new Lookahead(next, _running) : null;
+            la.Confirmed.TrySetResult(new Confirmation(m, _lookahead));
+            if (!_ranAhead) _log.Information("Worker {Worker}: step {Step} run ahead of its StartStep and confirmed; the steps go on without waiting for the coordinator", _id, m.Step);
+            _ranAhead = true;
+            return;
+        }
         CancelLookahead();
-        EndGradientExchange();
+        long arrivedAt = Stopwatch.GetTimestamp(); // (the previous gradient exchange ends here)
         _stepCts?.Cancel();
         var cts = _stepCts = new CancellationTokenSource();
         _running = (m.Step, m.Attempt);
-        Enqueue($"step {m.Step} attempt {m.Attempt}", () => RunSteps(m, cts.Token));
+        EnqueueSteps(m, arrivedAt, cts.Token);
     }
+
+    // (Its own method: the closure is allocated only for a step that is not confirmed.)
+    private void EnqueueSteps(StartStep m, long arrivedAt, CancellationToken token) =>
+        Enqueue($"step {m.Step} attempt {m.Attempt}", () => RunSteps(m, arrivedAt, token));
 
     /// <summary>What a step's forward and backward gave.</summary>
     private readonly record struct StepResult(LossPartial Loss, TimeSpan Compute, BnWait[] Waits);
@@ -317,17 +358,24 @@ public sealed class WorkerActor : ReceiveActor
     /// is unconfirmed (three versions); the gradients go to the coordinator only once its StartStep for that step has
     /// come, and anything else cancels the step run ahead.
     /// </summary>
-    private async Task RunSteps(StartStep m, CancellationToken token)
+    private async Task RunSteps(StartStep m, long arrivedAt, CancellationToken token)
     {
+        EndGradientExchange(arrivedAt);
         var result = await ForwardBackward(m, token).ConfigureAwait(false);
         Lookahead? running = null; // the look-ahead m is, while unconfirmed
         while (true)
         {
             var (compute, barrier) = UpdateSlice(m, result, token);
-            if (running is not null)
+            Lookahead? lookahead;
+            if (running is null)
+            {
+                lookahead = m.UpdateStep > 0 && _update is not null && m.Announced() is { } announced ? new Lookahead(announced, (m.Step, m.Attempt)) : null;
+                if (lookahead is not null) _self.Tell(lookahead); // before the gradients: the announced StartStep comes after them
+            }
+            else
             {
                 long confirmStart = Stopwatch.GetTimestamp();
-                try { m = await running.Confirmed.Task.WaitAsync(running.Cts.Token).ConfigureAwait(false); }
+                try { (m, lookahead) = await running.Confirmed.Task.WaitAsync(running.Cts.Token).ConfigureAwait(false); }
                 catch (OperationCanceledException)
                 {
                     _log.Debug("Worker {Worker}: step {Step} run ahead cancelled", _id, running.Announced.Step);
@@ -335,14 +383,14 @@ public sealed class WorkerActor : ReceiveActor
                 }
                 AddToExchange(Stopwatch.GetElapsedTime(confirmStart)); // (the previous step's: waiting for the coordinator)
             }
-            var lookahead = Send(m, result, compute, barrier);
+            Send(m, result, compute, barrier, lookahead is not null);
             if (lookahead is null) return;
             try
             {
                 long waitStart = Stopwatch.GetTimestamp();
                 if (!_update!.WaitForUpdates(m.SharedBatchNormRanks, m.Step, m.Attempt, lookahead.Cts.Token))
                 {
-                    CancelLookahead(lookahead); // a slice was not clean: the coordinator will abort this step
+                    _self.Tell(new LookaheadDropped(lookahead)); // a slice was not clean: the coordinator will abort this step
                     return;
                 }
                 AddToExchange(Stopwatch.GetElapsedTime(waitStart));
@@ -395,11 +443,8 @@ public sealed class WorkerActor : ReceiveActor
         return (result.Compute + Stopwatch.GetElapsedTime(updateStart), updateStart - waitStart);
     }
 
-    /// <summary>
-    /// Step <paramref name="m"/>'s gradients (and timings) to the coordinator. Returns the look-ahead on the step it
-    /// announces (registered before the gradients go, so that its StartStep cannot come first), or null.
-    /// </summary>
-    private Lookahead? Send(StartStep m, StepResult result, TimeSpan compute, long barrier)
+    /// <summary>Step <paramref name="m"/>'s gradients (and timings) to the coordinator; <paramref name="runAhead"/>: the step it announces is run ahead.</summary>
+    private void Send(StartStep m, StepResult result, TimeSpan compute, long barrier, bool runAhead)
     {
         var ws = _ws!;
         // Through the shared-memory file, or as pooled copies the message owns (the workspace's gradients are
@@ -408,21 +453,14 @@ public sealed class WorkerActor : ReceiveActor
         bool sharded = m.UpdateStep > 0 && _update is not null;
         bool viaFile = sharded || _region?.WriteGradients(m.Step, m.Attempt, ws.Gradients.Tensors) == true;
         float[][] tensors = viaFile ? [] : TensorPool.RentCopies(ws.Gradients.Tensors);
-        Lookahead? lookahead = sharded && m.Announced() is { } announced ? new Lookahead(announced) : null;
-        StepTimings timings;
-        lock (_exchangeGate)
-        {
-            var (exchangeStep, exchangeEpoch, exchangeMs) = _exchange ?? (0, 0, 0);
-            _exchange = null;
-            timings = new StepTimings(compute.TotalMilliseconds, result.Waits, exchangeStep, exchangeEpoch, exchangeMs,
-                GC.CollectionCount(0), GC.GetTotalAllocatedBytes(precise: true));
-            // Run ahead, this step's exchange is its waits, added as they end; else it ends when the next work arrives.
-            if (lookahead is null) _gradientsSent = (m.Step, m.Epoch, Stopwatch.GetTimestamp() - barrier);
-            else _exchange = (m.Step, m.Epoch, Stopwatch.GetElapsedTime(0, barrier).TotalMilliseconds);
-        }
-        if (lookahead is not null) lock (_lookaheadGate) _lookahead = lookahead;
+        var (exchangeStep, exchangeEpoch, exchangeMs) = _exchange ?? (0, 0, 0);
+        _exchange = null;
+        var timings = new StepTimings(compute.TotalMilliseconds, result.Waits, exchangeStep, exchangeEpoch, exchangeMs,
+            GC.CollectionCount(0), GC.GetTotalAllocatedBytes(precise: true));
+        // Run ahead, this step's exchange is its waits, added as they end; else it ends when the next work arrives.
+        if (!runAhead) _gradientsSent = (m.Step, m.Epoch, Stopwatch.GetTimestamp(), barrier);
+        else _exchange = (m.Step, m.Epoch, Stopwatch.GetElapsedTime(0, barrier).TotalMilliseconds);
         _link.Tell(new StepGradients(m.Step, m.Attempt, result.Loss.SumLoss, result.Loss.Correct, result.Loss.Count, tensors, timings, Shared: viaFile));
-        return lookahead;
     }
 
     private void OnAborted(StepAborted m)
@@ -436,9 +474,10 @@ public sealed class WorkerActor : ReceiveActor
     private void OnEvaluate(Evaluate m)
     {
         CancelLookahead();
-        EndGradientExchange();
+        long arrivedAt = Stopwatch.GetTimestamp(); // (the previous gradient exchange ends here)
         Enqueue($"evaluation round {m.Round}", () =>
         {
+            EndGradientExchange(arrivedAt);
             if (m.Parameters is { } snapshot) RestoreAndRelease(snapshot);
             var test = _testN ?? throw new InvalidOperationException("an evaluation arrived before the input normalization");
             // Evaluate in chunks of the training shard's rows when it has 128 or more: a bigger workspace just for
@@ -451,23 +490,22 @@ public sealed class WorkerActor : ReceiveActor
     }
 
     /// <summary>
-    /// Time from sending the gradients to the next work arriving (the coordinator's sum and optimizer, and the
-    /// parameters' travel), kept until the next gradients carry it to the coordinator.
+    /// Chain, first thing in the work that arrived at <paramref name="arrivedAt"/> (the actor's stamp): the time from
+    /// sending the gradients to that arrival (the coordinator's sum and optimizer, and the parameters' travel), kept
+    /// until the next gradients carry it to the coordinator. Gradients sent after that arrival (a cancelled step that
+    /// still got there) are left for the next work, as when the actor ended the exchange itself.
     /// </summary>
-    private void EndGradientExchange()
+    private void EndGradientExchange(long arrivedAt)
     {
-        lock (_exchangeGate)
-        {
-            if (_gradientsSent is { } s) _exchange = (s.Step, s.Epoch, Stopwatch.GetElapsedTime(s.SentAt).TotalMilliseconds);
-            _gradientsSent = null;
-        }
+        if (_gradientsSent is not { } s || s.Sent > arrivedAt) return;
+        _exchange = (s.Step, s.Epoch, Stopwatch.GetElapsedTime(s.Sent - s.Barrier, arrivedAt).TotalMilliseconds);
+        _gradientsSent = null;
     }
 
-    /// <summary>A wait of the step run ahead of, added to its gradient exchange.</summary>
+    /// <summary>Chain: a wait of the step run ahead of, added to its gradient exchange.</summary>
     private void AddToExchange(TimeSpan wait)
     {
-        lock (_exchangeGate)
-            if (_exchange is { } e) _exchange = e with { Ms = e.Ms + wait.TotalMilliseconds };
+        if (_exchange is { } e) _exchange = e with { Ms = e.Ms + wait.TotalMilliseconds };
     }
 
     /// <summary>Copies a received parameter snapshot into this worker's parameters and gives the snapshot back to the pool.</summary>
