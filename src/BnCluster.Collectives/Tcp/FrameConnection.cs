@@ -28,6 +28,9 @@ public sealed class FrameConnection : IDisposable
     {
         _socket = socket;
         _socket.NoDelay = true; // a BN partial is a few KB and the step waits for it
+        // A step's gradients or parameters (megabytes) go in one send and arrive without the sender waiting on the window.
+        _socket.SendBufferSize = 4 << 20;
+        _socket.ReceiveBufferSize = 4 << 20;
         _maxFrameBytes = maxFrameBytes;
         Remote = socket.RemoteEndPoint?.ToString() ?? "?";
     }

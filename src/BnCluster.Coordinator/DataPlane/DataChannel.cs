@@ -72,7 +72,71 @@ public sealed class DataChannel : IDisposable
     }
 
     /// <summary>Sends <paramref name="message"/>; its pooled arrays go back to the pool once encoded (it was sent).</summary>
+    /// <summary>
+    /// Sends <paramref name="message"/>, in order with the others of this channel. A message with tensors (megabytes) is
+    /// encoded and written by the channel's writer, so that the coordinator hands the next worker its parameters at once
+    /// instead of after this worker's; a small one (a BN partial, which a step waits for) is written here, unless
+    /// messages wait before it. Its pooled arrays go back to the pool once encoded (it was sent).
+    /// Throws when the connection is gone and the message was not queued.
+    /// </summary>
     public void Send(ITrainingMessage message)
+    {
+        lock (_queue)
+        {
+            if (_writing || CarriesTensors(message))
+            {
+                _queue.Enqueue(message);
+                if (!_writing)
+                {
+                    _writing = true;
+                    _ = Task.Run(WriteQueued);
+                }
+                return;
+            }
+            Write(message); // (under the queue's lock: nothing can overtake it)
+        }
+    }
+
+    private readonly Queue<ITrainingMessage> _queue = new();
+    private bool _writing; // the writer runs (guarded by _queue)
+
+    private static bool CarriesTensors(ITrainingMessage message) => message switch
+    {
+        StartStep { Parameters: not null } or Evaluate { Parameters: not null } => true,
+        StepGradients m => m.Tensors.Length > 0,
+        _ => false,
+    };
+
+    private void WriteQueued()
+    {
+        while (true)
+        {
+            ITrainingMessage message;
+            lock (_queue)
+            {
+                if (!_queue.TryDequeue(out message!))
+                {
+                    _writing = false;
+                    return;
+                }
+            }
+            try { Write(message); }
+            catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or ObjectDisposedException)
+            {
+                // The connection broke: its receive loop reports it, and both sides go back to Akka. What was queued is lost
+                // like a message to a dead node (the step is re-run once the worker is found gone or silent).
+                lock (_queue)
+                {
+                    _queue.Clear();
+                    _writing = false;
+                }
+                _connection.Dispose();
+                return;
+            }
+        }
+    }
+
+    private void Write(ITrainingMessage message)
     {
         _connection.Send(message, static (writer, m) =>
         {
