@@ -35,9 +35,9 @@ public sealed class DataChannel : IDisposable
 
     public string Remote => _connection.Remote;
 
-    /// <summary>The longest frame of a network: every trainable tensor (a parameter snapshot, gradients) plus room for the rest.</summary>
+    /// <summary>The longest frame of a network: every tensor of it (a parameter snapshot; gradients are fewer) plus room for the rest.</summary>
     public static int FrameLimit(Parameters shape) =>
-        checked(shape.Trainable.Sum(t => t.Values.Length * sizeof(float) + 8) + 1024 * 1024);
+        checked(shape.AllTensors.Sum(t => t.Values.Length * sizeof(float) + 8) + 1024 * 1024);
 
     public static byte[] Hello(ReadOnlySpan<byte> token) => [.. Magic, .. token];
 
