@@ -310,11 +310,14 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
             TellDone(new TrainingDone(false, "the coordinator stopped"));
             _completion.TrySetException(new InvalidOperationException("the coordinator stopped before training finished"));
         }
-        if (Context.System.Settings.ProviderClass.Contains("Cluster", StringComparison.Ordinal)) Akka.Cluster.Cluster.Get(Context.System).Unsubscribe(Self);
+        if (InCluster) Akka.Cluster.Cluster.Get(Context.System).Unsubscribe(Self);
         foreach (var m in _roster.Members) CloseChannel(m);
         _model?.Dispose(); // (null when it could not start)
         _shared?.Dispose();
     }
+
+    /// <summary>A node of a cluster over TCP (the in-process cluster's system has no cluster provider).</summary>
+    private bool InCluster => Context.System.Settings.ProviderClass.Contains("Cluster", StringComparison.Ordinal);
 
     protected override void PreStart()
     {
@@ -323,7 +326,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         _total.Start();
         Timers.StartPeriodicTimer("wait-warning", new WaitWarning(), _options.WaitWarningInterval);
         // In a cluster over TCP the roster follows Akka.Cluster's view of the nodes (the in-process cluster has none).
-        if (Context.System.Settings.ProviderClass.Contains("Cluster", StringComparison.Ordinal))
+        if (InCluster)
             Akka.Cluster.Cluster.Get(Context.System).Subscribe(Self, ClusterEvent.SubscriptionInitialStateMode.InitialStateAsEvents,
                 typeof(ClusterEvent.IMemberEvent), typeof(ClusterEvent.IReachabilityEvent));
     }
@@ -407,17 +410,11 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     private void Send(Member member, object message)
     {
         if (member.Channel is { } channel && message is ITrainingMessage m)
-            try
-            {
-                channel.Send(m);
-                return;
-            }
-            catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or ObjectDisposedException)
-            {
-                // The channel broke (its receive loop reports it too); this message goes through Akka, intact.
-                _log.Warning("Worker {Worker} on {Node:l}: the data channel failed ({Reason:l}); the step's messages go through Akka", member.Id, member.Node, e.Message);
-                CloseChannel(member);
-            }
+        {
+            if (channel.TrySend(m)) return;
+            _log.Warning("Worker {Worker} on {Node:l}: the data channel failed; the step's messages go through Akka", member.Id, member.Node);
+            CloseChannel(member);
+        }
         member.Actor.Tell(message, Self);
     }
 

@@ -77,9 +77,23 @@ public sealed class DataChannel : IDisposable
     /// encoded and written by the channel's writer, so that the coordinator hands the next worker its parameters at once
     /// instead of after this worker's; a small one (a BN partial, which a step waits for) is written here, unless
     /// messages wait before it. Its pooled arrays go back to the pool once encoded (it was sent).
-    /// Throws when the connection is gone and the message was not queued.
+    /// False when the connection is gone and the message was not taken: it is intact (nothing released) and the caller
+    /// sends it another way; the receive loop reports the broken connection too.
     /// </summary>
-    public void Send(ITrainingMessage message)
+    public bool TrySend(ITrainingMessage message)
+    {
+        try
+        {
+            Send(message);
+            return true;
+        }
+        catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or ObjectDisposedException)
+        {
+            return false;
+        }
+    }
+
+    private void Send(ITrainingMessage message)
     {
         lock (_queue)
         {

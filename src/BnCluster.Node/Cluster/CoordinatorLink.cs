@@ -24,16 +24,10 @@ internal sealed class CoordinatorLink(IActorRef coordinator, IActorRef self)
     public void Tell(ITrainingMessage message)
     {
         if (Channel is { } channel)
-            try
-            {
-                channel.Send(message);
-                return;
-            }
-            catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or ObjectDisposedException)
-            {
-                // The channel broke (its receive loop says so too): this message goes the other way, intact (nothing was released).
-                Interlocked.CompareExchange(ref _channel, null, channel);
-            }
+        {
+            if (channel.TrySend(message)) return;
+            Interlocked.CompareExchange(ref _channel, null, channel); // broken: this message and the next go through Akka
+        }
         coordinator.Tell(message, self);
     }
 }
