@@ -8,7 +8,17 @@ public sealed record ModelDocument(
     InputNormalization Input,
     IReadOnlyList<string> Classes,
     IReadOnlyList<ModelLayer> Layers,
-    IReadOnlyDictionary<string, object?> Training);
+    IReadOnlyDictionary<string, object?> Training)
+{
+    /// <summary>How the dataset loader turned the file's raw values into the model's inputs; null = none (raw values are inputs).</summary>
+    public InputPreprocessing? Preprocessing { get; init; }
+}
+
+/// <summary>
+/// The scaling the dataset loader applied to the raw values of its file before training: input = raw / Divisor
+/// (IDX pixels 255, optical digits 16, CSV 1). `predict` applies it to raw rows; exporters put it in front of the network.
+/// </summary>
+public sealed record InputPreprocessing(float Divisor);
 
 /// <summary>Per-feature statistics of the training set applied to every input: (x − mean)/sqrt(var + eps).</summary>
 public sealed record InputNormalization(int Features, float[] Mean, float[] Var, float Eps);
