@@ -10,23 +10,40 @@ namespace BnCluster.Node;
 
 /// <summary>
 /// Text printed while the live display runs. Written through its console, Spectre's render hook puts it where the live
-/// rows were and draws them again below it. It first erases those old rows (a line shorter than the bar would otherwise
-/// leave the bar's tail next to it), and is not wrapped by Spectre: the terminal wraps it, so it stays one line to copy
-/// (and to tmux's capture-pane -J).
+/// rows were and draws them again below it. Each of its lines erases the rest of the rows it covers (a line shorter
+/// than the bar would otherwise leave the bar's tail next to it), and is not wrapped by Spectre: the terminal wraps it,
+/// so it stays one line to copy (and to tmux's capture-pane -J). Erasing goes line by line ("erase in line"), not
+/// "erase below": at the top of the screen that is a whole-screen clear, which tmux scrolls into its history.
 /// </summary>
 internal sealed class ScreenLine(IRenderable content) : IRenderable
 {
-    private static readonly Segment EraseBelow = Segment.Control("\u001b[J");
+    private static readonly Segment EraseLine = Segment.Control("\u001b[K");
     private const int NoWrap = 1 << 20;
 
     public Measurement Measure(RenderOptions options, int maxWidth) => content.Measure(options, maxWidth);
 
     public IEnumerable<Segment> Render(RenderOptions options, int maxWidth)
     {
-        yield return EraseBelow;
-        foreach (var segment in content.Render(options, NoWrap)) yield return segment;
-        yield return Segment.LineBreak;
+        int cells = 0;
+        yield return EraseLine;
+        foreach (var segment in content.Render(options, NoWrap))
+        {
+            if (segment.IsLineBreak)
+            {
+                foreach (var end in EndLine(cells, maxWidth)) yield return end;
+                yield return EraseLine;
+                cells = 0;
+                continue;
+            }
+            cells += segment.CellCount();
+            yield return segment;
+        }
+        foreach (var end in EndLine(cells, maxWidth)) yield return end;
     }
+
+    // A line that ends exactly at the right margin leaves the cursor on its last character; erasing there would take it.
+    private static IEnumerable<Segment> EndLine(int cells, int width) =>
+        cells % Math.Max(1, width) == 0 && cells > 0 ? [Segment.LineBreak] : [EraseLine, Segment.LineBreak];
 }
 
 /// <summary>The run's console log lines (RunLogging.ConsoleTemplate, level in colour) printed above the live display.</summary>

@@ -198,6 +198,7 @@ public sealed class TrainingProgress : IDisposable
     {
         if (t < TimeSpan.Zero) t = TimeSpan.Zero;
         if (t.TotalSeconds < 59.95) return Invariant($"{t.TotalSeconds:F1}s");
+        t = TimeSpan.FromSeconds(Math.Round(t.TotalSeconds));
         return t.TotalHours >= 1
             ? Invariant($"{(int)t.TotalHours}:{t.Minutes:00}:{t.Seconds:00}")
             : Invariant($"{t.Minutes}:{t.Seconds:00}");
