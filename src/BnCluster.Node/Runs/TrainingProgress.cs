@@ -173,7 +173,7 @@ public sealed class TrainingProgress : IDisposable
 
     /// <summary>
     /// One bar as Spectre markup, at most <paramref name="width"/> − 1 columns (a full-width line would make the terminal
-    /// wrap): "epoch 2/8 ━━━━━━━━━━━━━━ 7/14 ETA 0:01 loss 0.4321 acc 87.50% 5123 samples/s".
+    /// wrap): "epoch 2/8 ━━━━━━━━━━━━━━ 7/14 ETA 4.2s loss 0.4321 acc 87.50% 5123 samples/s".
     /// </summary>
     internal static string Row(Bar bar, int epochs, bool unicode, int width)
     {
