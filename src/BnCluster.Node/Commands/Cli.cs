@@ -172,11 +172,16 @@ public static class Cli
 
     private static Command EvalCommand(CliBackends backends, CliContext context)
     {
-        var command = new Command("eval", "Evaluate a model file on a dataset's test split (loss and accuracy).");
+        var command = new Command("eval", """
+            Evaluate a model file on a dataset's test split (loss and accuracy), the split drawn with the seed the model was trained with.
+            A model whose checksum or input shape (features, classes) does not match is refused (exit code 2); a dataset file other
+            than the one the model was trained on (by SHA-256) gets a warning on standard error.
+            Example: bncluster eval --model runs/digits/model.bnc --dataset digits
+            """);
         var model = OptionParsers.ExistingFile("--model", "Model file (model.bnc).");
         var dataset = OptionParsers.Dataset("--dataset", null, "Dataset to evaluate on.");
         var label = new Option<string?>("--label-column") { Description = "Label column of a CSV dataset.", HelpName = "NAME" };
-        var json = new Option<bool>("--json") { Description = "Print one JSON object instead of text." };
+        var json = new Option<bool>("--json") { Description = "Print one JSON object {\"accuracy\", \"loss\", \"count\"} instead of text." };
         command.Options.Add(model);
         command.Options.Add(dataset);
         command.Options.Add(label);
@@ -189,15 +194,30 @@ public static class Cli
 
     private static Command PredictCommand(CliBackends backends, CliContext context)
     {
-        var command = new Command("predict", "Predict the class of every row of a CSV file with a model file.");
+        var command = new Command("predict", """
+            Predict the class of every row of a CSV file with a model file: one line per row, in the file's order.
+            Rows are raw values in the training file's own format (optical digits 0..16, IDX pixels 0..255): the model applies the
+            scaling its dataset loader applied, then its input normalization. Each row needs one value per model input (no label).
+            Example: bncluster predict --model runs/digits/model.bnc --input rows.csv --proba
+            """);
         var model = OptionParsers.ExistingFile("--model", "Model file (model.bnc).");
-        var input = OptionParsers.ExistingFile("--input", "CSV file of feature rows.", "CSV");
-        var json = new Option<bool>("--json") { Description = "Print JSON lines instead of text." };
+        var input = OptionParsers.ExistingFile("--input", "CSV file of feature rows (comma-separated; a header row is skipped).", "CSV");
+        var proba = new Option<bool>("--proba")
+        {
+            Description = "Also print every class's probability (softmax). Text: a tab-separated table, a header line \"class\" and the class " +
+                          "names, then per row the predicted class and the probabilities in that order, 6 decimals.",
+        };
+        var json = new Option<bool>("--json")
+        {
+            Description = "Print JSON lines instead of text: one object per row, {\"class\": \"7\"}; with --proba " +
+                          "{\"class\": \"7\", \"probabilities\": {\"0\": 0.0001, …}}, keyed by class name in the model's class order.",
+        };
         command.Options.Add(model);
         command.Options.Add(input);
+        command.Options.Add(proba);
         command.Options.Add(json);
         command.SetAction((parse, cancel) => backends.Predict is { } run
-            ? run(new PredictOptions(parse.GetValue(model)!, parse.GetValue(input)!, parse.GetValue(json)), context, cancel)
+            ? run(new PredictOptions(parse.GetValue(model)!, parse.GetValue(input)!, parse.GetValue(json), parse.GetValue(proba)), context, cancel)
             : NotAvailable(context, "predict"));
         return command;
     }
