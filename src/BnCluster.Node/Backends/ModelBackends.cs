@@ -72,7 +72,7 @@ public static class ModelBackends
         {
             int row = r;
             if (options.Json)
-                output.WriteLine(JsonLine(json => WriteRow(json, classes, predicted[row], probabilities.AsSpan(row * k, options.Probabilities ? k : 0))));
+                output.WriteLine(JsonLine(json => WriteRow(json, classes, predicted[row], options.Probabilities ? probabilities.AsSpan(row * k, k) : default)));
             else if (options.Probabilities)
             {
                 var line = new StringBuilder(classes[predicted[r]]);
