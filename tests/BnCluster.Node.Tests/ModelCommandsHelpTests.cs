@@ -18,7 +18,7 @@ public sealed class ModelCommandsHelpTests
     public void Eval_help_shows_an_example_and_the_checks()
     {
         string help = Help("eval");
-        Assert.Contains("Example: bncluster eval --model runs/digits/model.bnc --dataset digits", help);
+        Assert.Contains("Examples:\n  bncluster eval --model runs/digits/model.bnc --dataset digits", help.ReplaceLineEndings("\n"));
         Assert.Contains("checksum", help);
         Assert.Contains("SHA-256", help);
     }
@@ -27,12 +27,12 @@ public sealed class ModelCommandsHelpTests
     public void Predict_help_shows_an_example_and_what_json_and_proba_print()
     {
         string help = Help("predict");
-        Assert.Contains("Example: bncluster predict --model runs/digits/model.bnc --input rows.csv --proba", help);
-        Assert.Contains("raw values in the training file's own format", help);
+        Assert.Contains("  bncluster predict --model runs/digits/model.bnc --input rows.csv --proba --json", help);
         string flat = string.Join(' ', help.Split((char[])[' ', '\n', '\r'], StringSplitOptions.RemoveEmptyEntries));
         Assert.Contains("JSON lines instead of text: one object per row, {\"class\": \"7\"}", flat);
         Assert.Contains("{\"class\": \"7\", \"probabilities\": {\"0\": 0.0001, …}}", flat);
         Assert.Contains("tab-separated table", flat);
+        Assert.Contains("Rows are raw values in the training file's own format", flat);
     }
 
     [Fact]
