@@ -131,6 +131,7 @@ internal sealed class TmuxPane : IDisposable
     private readonly string _socket = "bnc-test-" + Guid.NewGuid().ToString("N")[..12];
     private readonly string _config = Path.Combine(Path.GetTempPath(), "bnc-tmux-" + Guid.NewGuid().ToString("N") + ".conf");
     private const string Done = "bncluster-done";
+    private string? _socketPath; // the server leaves its socket file behind
 
     private TmuxPane() { }
 
@@ -145,6 +146,7 @@ internal sealed class TmuxPane : IDisposable
             File.WriteAllText(pane._config, "set -g remain-on-exit on\nset -g history-limit 10000\n");
             string command = string.Join(' ', argv.Select(Quote)) + $"; echo \"[exit $?]\"; tmux -L {pane._socket} wait-for -S {Done}";
             pane.Tmux("-f", pane._config, "new-session", "-d", "-x", width.ToString(), "-y", height.ToString(), "sh", "-c", command);
+            pane._socketPath = pane.Tmux("display-message", "-p", "#{socket_path}").Trim();
             return pane;
         }
         catch
@@ -196,5 +198,6 @@ internal sealed class TmuxPane : IDisposable
     {
         try { Tmux("kill-server"); } catch (Exception e) when (e is InvalidOperationException or System.ComponentModel.Win32Exception) { }
         File.Delete(_config);
+        if (_socketPath is { Length: > 0 }) File.Delete(_socketPath);
     }
 }
