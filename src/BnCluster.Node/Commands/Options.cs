@@ -48,6 +48,8 @@ public sealed record TrainOptions
     public int Threads { get; init; } = Environment.ProcessorCount;
     /// <summary>Run folder (model.bnc, metrics.jsonl, log.jsonl, training.svg).</summary>
     public required string OutDirectory { get; init; }
+    /// <summary>Clear a non-empty run folder (one that holds a run's files) instead of refusing it.</summary>
+    public bool Overwrite { get; init; }
 
     /// <summary>The network these options describe, once the dataset's shape is known.</summary>
     public NetworkSpec ToNetworkSpec(int inputs, int classes) =>
