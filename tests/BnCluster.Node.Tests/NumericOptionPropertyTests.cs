@@ -115,6 +115,18 @@ public sealed class NumericOptionPropertyTests
     }
 
     [Theory]
+    [InlineData("1")]
+    [InlineData("2")]
+    public void Bench_on_a_dataset_refuses_a_batch_above_its_training_rows(string workers)
+    {
+        var stderr = new StringWriter();
+        int exit = Cli.Run(["bench", "--dataset", "digits", "--batch", "2147483000", "--workers", workers, "--steps", "1", "--threads", "1"],
+            TextWriter.Null, stderr, Program.Backends, environment: new Dictionary<string, string>());
+        Assert.Equal(2, exit);
+        Assert.Equal("bncluster: --batch: 2147483000 is more than the 1437 training rows of digits" + Environment.NewLine, stderr.ToString());
+    }
+
+    [Theory]
     [InlineData("--batch: 2147483000 is more than the 1437 training rows of digits", "--batch", "2147483000")]
     [InlineData("--hidden: layer 1 would hold 64×2000000000 weights, more than one array can hold (2147483591)", "--hidden", "2000000000")]
     [InlineData("--batch: 128 rows × 20000000 units of layer 2 are more values than one array can hold (2147483591)", "--hidden", "1,20000000")]

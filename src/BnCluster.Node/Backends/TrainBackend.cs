@@ -55,7 +55,7 @@ public static class TrainBackend
             alwaysCluster = true;
         }
         var data = DatasetCatalog.Load(options.Dataset, options.Seed, options.LabelColumn);
-        CheckAgainstDataset(options, data);
+        CheckAgainstDataset(options.Batch, options.HiddenSizes, data.Train);
         var spec = options.ToNetworkSpec(data.Train.FeatureCount, data.Train.ClassCount);
         var trainerOptions = new TrainerOptions(spec, ToOptimizerSettings(options), options.Batch, options.Epochs,
             options.MaxSteps > 0 ? options.MaxSteps : null, unchecked((ulong)options.Seed), options.Threads);
@@ -91,11 +91,11 @@ public static class TrainBackend
     /// The checks that need the dataset's shape, before anything is created: a batch of at most the training rows (a
     /// larger one overflowed the epoch's batch count and trained 0 steps), a network that can be held at all.
     /// </summary>
-    private static void CheckAgainstDataset(TrainOptions options, DatasetSplit data)
+    public static void CheckAgainstDataset(int batch, IReadOnlyList<int> hidden, Dataset train)
     {
-        if (options.Batch > data.Train.Count)
-            throw new CliInputException($"--batch: {options.Batch} is more than the {data.Train.Count} training rows of {data.Train.Name}");
-        NetworkSize.Check(data.Train.FeatureCount, options.HiddenSizes, data.Train.ClassCount, options.Batch);
+        if (batch > train.Count)
+            throw new CliInputException($"--batch: {batch} is more than the {train.Count} training rows of {train.Name}");
+        NetworkSize.Check(train.FeatureCount, hidden, train.ClassCount, batch);
     }
 
     /// <summary>Records how the run ended; a failure to write it is logged, never hides the run's own error.</summary>

@@ -215,6 +215,17 @@ public sealed class FailureExitTests
             await worker.WaitForExitAsync().WaitAsync(Limit);
             Assert.True(worker.ExitCode != 0, $"the worker exited with 0 after its coordinator was killed:\n{output}");
             Assert.Contains("could not join the coordinator", output.ToString());
+
+            // run.json still says "running" (a killed process records nothing) and names the coordinator's settings; the
+            // kernel released the folder's lock with the process, so a new run may replace it.
+            using (var record = JsonDocument.Parse(File.ReadAllBytes(Path.Combine(temp["run"], "run.json"))))
+            {
+                Assert.Equal("coordinator", record.RootElement.GetProperty("command").GetString());
+                Assert.Equal("running", record.RootElement.GetProperty("outcome").GetString());
+                Assert.Equal("127.0.0.1:0", record.RootElement.GetProperty("settings").GetProperty("listen").GetString());
+            }
+            var again = CliHarness.Run("train", "--workers", "1", "--hidden", "8", "--max-steps", "1", "--out", temp["run"], "--overwrite");
+            Assert.True(again.Exit == 0, again.Error);
         }
         finally
         {
