@@ -22,7 +22,7 @@ public sealed class NumericOptionPropertyTests
         new("--batch", [], o => o.Batch >= o.Workers),
         new("--epochs", [], o => o.Epochs >= 1),
         new("--max-steps", [], o => o.MaxSteps >= 0),
-        new("--lr", [], o => o.LearningRate is > 0 and <= Cli.MaxLearningRate && Float32Normal(o.LearningRate)),
+        new("--lr", [], o => o.LearningRate > 0 && Float32Normal(o.LearningRate)),
         new("--beta1", [], o => o.Beta1 >= 0 && (float)o.Beta1 < 1 && (o.Beta1 == 0 || Float32Normal(o.Beta1))),
         new("--beta2", [], o => o.Beta2 >= 0 && (float)o.Beta2 < 1 && (o.Beta2 == 0 || Float32Normal(o.Beta2))),
         new("--opt-eps", [], o => o.OptimizerEpsilon is > 0 and <= 1 && Float32Normal(o.OptimizerEpsilon)),

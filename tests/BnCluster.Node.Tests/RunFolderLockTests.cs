@@ -25,27 +25,18 @@ public sealed class RunFolderLockTests
         return document.RootElement.Clone();
     }
 
-    [Fact]
-    public void A_non_empty_folder_is_refused_and_left_exactly_as_it_was()
+    /// <summary>A folder with something else in it: refused without --overwrite, and with it too (it is not a run folder); untouched either way.</summary>
+    [Theory]
+    [InlineData(false, "is not empty (notes.txt); give --overwrite to replace that run, or another --out")]
+    [InlineData(true, "does not look like a run folder (no run.json, model.bnc, metrics.jsonl or log.jsonl); --overwrite clears only run folders")]
+    public void A_folder_that_is_not_a_run_is_refused_and_left_exactly_as_it_was(bool overwrite, string expected)
     {
         using var dir = new TempDir();
         string folder = dir.File("mine");
         Directory.CreateDirectory(folder);
         File.WriteAllText(Path.Combine(folder, "notes.txt"), "keep");
-        var error = Assert.Throws<CliInputException>(() => RunFolderLock.Acquire(folder, overwrite: false));
-        Assert.Equal($"--out: \"{folder}\" is not empty (notes.txt); give --overwrite to replace that run, or another --out", error.Message);
-        Assert.Equal(["notes.txt"], Directory.GetFileSystemEntries(folder).Select(Path.GetFileName));
-    }
-
-    [Fact]
-    public void Overwrite_clears_only_a_run_folder()
-    {
-        using var dir = new TempDir();
-        string folder = dir.File("mine");
-        Directory.CreateDirectory(folder);
-        File.WriteAllText(Path.Combine(folder, "notes.txt"), "keep");
-        var error = Assert.Throws<CliInputException>(() => RunFolderLock.Acquire(folder, overwrite: true));
-        Assert.StartsWith($"--out: \"{folder}\" does not look like a run folder (no run.json, model.bnc, metrics.jsonl or log.jsonl)", error.Message);
+        var error = Assert.Throws<CliInputException>(() => RunFolderLock.Acquire(folder, overwrite));
+        Assert.Equal($"--out: \"{folder}\" {expected}", error.Message);
         Assert.Equal(["notes.txt"], Directory.GetFileSystemEntries(folder).Select(Path.GetFileName));
     }
 

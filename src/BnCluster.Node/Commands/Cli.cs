@@ -269,7 +269,7 @@ public static class Cli
         var processes = new Option<bool>("--processes") { Description = "Run the workers as local processes over loopback, as `train --processes` (needs --dataset)." };
         var dataset = new Option<string?>("--dataset") { Description = "Time steps on this dataset's training split instead of random data (--features/--classes are then the dataset's).", HelpName = "DATASET" };
         var optimizer = OptionParsers.Choice("--optimizer", "adam", OptionParsers.Optimizers, "Optimizer the timed steps apply.");
-        var lr = OptionParsers.Double("--lr", 1e-3, 0, true, MaxLearningRate, false, "Learning rate α.");
+        var lr = OptionParsers.Double("--lr", 1e-3, 0, true, double.PositiveInfinity, false, "Learning rate α.");
         var noSharedMemory = new Option<bool>("--no-shared-memory") { Description = NoSharedMemoryHelp };
         var noShardedUpdate = new Option<bool>("--no-sharded-update") { Description = NoShardedUpdateHelp };
         var noPin = new Option<bool>("--no-pin") { Description = NoPinHelp };
@@ -303,9 +303,6 @@ public static class Cli
     private const string NoShardedUpdateHelp = "Let the coordinator make every optimizer update (default: the workers on this machine, worker processes or in this process, each update their slice of the parameters in shared memory).";
     private const string NoPinHelp = "With --processes: let the system place the worker processes (default on Linux: each on CPUs of its own when there are enough for all their threads).";
 
-    /// <summary>Upper bound of --lr: a step larger than 10× the gradient diverges with any of the optimizers here.</summary>
-    internal const double MaxLearningRate = 10;
-
     private sealed class TrainingFlags
     {
         private readonly Option<string> _dataset = OptionParsers.Dataset("--dataset", "digits", "Dataset: digits (shipped), fashion-mnist or mnist (IDX files in ~/.bncluster/datasets or /usr/share/datasets), a folder of the four IDX files, or a labelled CSV file.");
@@ -317,7 +314,7 @@ public static class Cli
         private readonly Option<int> _epochs = OptionParsers.Int("--epochs", 5, 1, "Passes over the training set.");
         private readonly Option<long> _maxSteps = OptionParsers.Long("--max-steps", 0, 0, "Stop after this many steps (0 = no limit).");
         private readonly Option<string> _optimizer = OptionParsers.Choice("--optimizer", "adam", OptionParsers.Optimizers, "Optimizer.");
-        private readonly Option<double> _lr = OptionParsers.Double("--lr", 1e-3, 0, true, MaxLearningRate, false, "Learning rate α.");
+        private readonly Option<double> _lr = OptionParsers.Double("--lr", 1e-3, 0, true, double.PositiveInfinity, false, "Learning rate α.");
         private readonly Option<double> _beta1 = OptionParsers.Double("--beta1", 0.9, 0, false, 1, true, "β1 of momentum/adam.");
         private readonly Option<double> _beta2 = OptionParsers.Double("--beta2", 0.999, 0, false, 1, true, "β2 of rmsprop/adam.");
         private readonly Option<double> _optEps = OptionParsers.Double("--opt-eps", 1e-8, 0, true, 1, false, "ε of rmsprop/adam.");
