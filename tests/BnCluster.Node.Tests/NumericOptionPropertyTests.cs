@@ -114,6 +114,27 @@ public sealed class NumericOptionPropertyTests
         }).Check(Config.QuickThrowOnFailure.WithMaxTest(12));
     }
 
+    [Fact]
+    public void The_default_batch_on_a_smaller_dataset_trains_full_batches_and_a_given_one_must_fit()
+    {
+        using var dir = new TempDir();
+        string csv = dir.File("small.csv");
+        File.WriteAllText(csv, "a,b,label\n" + string.Concat(Enumerable.Range(0, 20).Select(i => $"{i % 7},{i % 3},{i % 2}\n")));
+        var stderr = new StringWriter();
+        int exit = Cli.Run(["train", "--dataset", csv, "--workers", "2", "--epochs", "1", "--hidden", "4", "--out", dir.File("run")],
+            TextWriter.Null, stderr, Program.Backends, environment: new Dictionary<string, string>());
+        Assert.True(exit == 0, stderr.ToString());
+        using var record = System.Text.Json.JsonDocument.Parse(File.ReadAllBytes(Path.Combine(dir.File("run"), RunRecord.FileName)));
+        Assert.Equal(16, record.RootElement.GetProperty("settings").GetProperty("batch").GetInt32()); // 20 rows, 4 of them test
+        Assert.Equal(1, record.RootElement.GetProperty("steps").GetInt64());
+
+        stderr = new StringWriter();
+        exit = Cli.Run(["train", "--dataset", csv, "--workers", "2", "--batch", "17", "--out", dir.File("run2")],
+            TextWriter.Null, stderr, Program.Backends, environment: new Dictionary<string, string>());
+        Assert.Equal(2, exit);
+        Assert.Equal("bncluster: --batch: 17 is more than the 16 training rows of small.csv" + Environment.NewLine, stderr.ToString());
+    }
+
     [Theory]
     [InlineData("1")]
     [InlineData("2")]

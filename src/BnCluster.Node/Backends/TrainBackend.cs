@@ -55,6 +55,10 @@ public static class TrainBackend
             alwaysCluster = true;
         }
         var data = DatasetCatalog.Load(options.Dataset, options.Seed, options.LabelColumn);
+        // The default batch on a dataset with fewer training rows: one batch of all of them per epoch. A --batch that is
+        // given must fit (a larger one is a mistake, and near 2^31 it overflowed the epoch's batch count to 0 steps).
+        if (options.BatchIsDefault && options.Batch > data.Train.Count && data.Train.Count >= options.Workers)
+            options = options with { Batch = data.Train.Count };
         CheckAgainstDataset(options.Batch, options.HiddenSizes, data.Train);
         var spec = options.ToNetworkSpec(data.Train.FeatureCount, data.Train.ClassCount);
         var trainerOptions = new TrainerOptions(spec, ToOptimizerSettings(options), options.Batch, options.Epochs,

@@ -409,6 +409,7 @@ public static class Cli
             Activation = OptionParsers.Pick(OptionParsers.Activations, p.GetValue(_activation)!),
             BatchNorm = OptionParsers.Pick(OptionParsers.BnPlacements, p.GetValue(_bn)!),
             Batch = p.GetValue(_batch),
+            BatchIsDefault = p.GetResult(_batch) is null or { Implicit: true },
             Epochs = p.GetValue(_epochs),
             MaxSteps = p.GetValue(_maxSteps),
             Optimizer = OptionParsers.Pick(OptionParsers.Optimizers, p.GetValue(_optimizer)!),

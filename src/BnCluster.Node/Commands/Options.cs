@@ -22,6 +22,8 @@ public sealed record TrainOptions
     public Activation Activation { get; init; } = Activation.Relu;
     public BatchNormPlacement BatchNorm { get; init; } = BatchNormPlacement.Before;
     public int Batch { get; init; } = 128;
+    /// <summary>--batch was not given (nor set by the environment or --config): a dataset smaller than it trains on full batches.</summary>
+    public bool BatchIsDefault { get; init; }
     public int Epochs { get; init; } = 5;
     /// <summary>Stop after this many committed steps; 0 = no limit.</summary>
     public long MaxSteps { get; init; }
