@@ -142,6 +142,7 @@ public sealed class RunFolderLockTests
         Assert.Equal(1, record.GetProperty("format").GetInt32());
         Assert.Equal("train", record.GetProperty("command").GetString());
         Assert.False(string.IsNullOrEmpty(record.GetProperty("version").GetString()));
+        Assert.DoesNotContain("\\u", File.ReadAllText(Path.Combine(run, RunRecord.FileName))); // "1.0.0+commit", not "1.0.0\u002Bcommit"
         var started = record.GetProperty("started").GetDateTime();
         var ended = record.GetProperty("ended").GetDateTime();
         Assert.True(ended >= started);

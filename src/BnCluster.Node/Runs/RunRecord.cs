@@ -25,7 +25,8 @@ public sealed class RunRecord
     public const string FileName = "run.json";
     public const int Format = 1;
 
-    private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
+    // A file for people and programs, not HTML: "1.0.0+commit" and paths stay as they are, not \u002B-escaped.
+    private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
     private readonly RunFolder _folder;
     private readonly JsonObject _document;
