@@ -19,17 +19,34 @@ public static class Cli
 {
     public const int ExitOk = 0, ExitFailure = 1, ExitUsage = 2, ExitCancelled = 130, ExitTerminated = 143;
 
+    /// <param name="environment">The BNCLUSTER_* variables that set flags (see <see cref="FlagSources"/>); null = this process's environment.</param>
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr, CliBackends? backends = null,
-        CancellationToken cancel = default) =>
-        RunAsync(args, stdout, stderr, backends, cancel).GetAwaiter().GetResult();
+        CancellationToken cancel = default, IReadOnlyDictionary<string, string>? environment = null) =>
+        RunAsync(args, stdout, stderr, backends, cancel, environment).GetAwaiter().GetResult();
 
+    /// <param name="environment">The BNCLUSTER_* variables that set flags (see <see cref="FlagSources"/>); null = this process's environment.</param>
     public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, CliBackends? backends = null,
-        CancellationToken cancel = default)
+        CancellationToken cancel = default, IReadOnlyDictionary<string, string>? environment = null)
     {
         var context = new CliContext(stdout, stderr);
         var root = BuildRoot(backends ?? new CliBackends(), context);
         ParseResult parse;
-        try { parse = root.Parse(args); }
+        FlagSources? sources = null;
+        try
+        {
+            parse = root.Parse(args);
+            if (parse.Action is not HelpAction)
+            {
+                // Flags the command line does not give may come from BNCLUSTER_* variables or --config: parse again with them.
+                sources = FlagSources.Collect(parse, environment ?? ProcessEnvironment());
+                if (sources.Tokens.Count > 0) parse = root.Parse([.. args, .. sources.Tokens]);
+            }
+        }
+        catch (CliInputException ex)
+        {
+            stderr.WriteLine("bncluster: " + OneLine(ex.Message));
+            return ExitUsage;
+        }
         catch (Exception ex) // a parser bug must still give one line, not a stack trace
         {
             stderr.WriteLine($"bncluster: cannot parse the command line: {OneLine(ex.Message)}");
@@ -37,7 +54,8 @@ public static class Cli
         }
         if (parse.Action is not HelpAction && parse.Errors.Count > 0)
         {
-            stderr.WriteLine("bncluster: " + DescribeError(parse));
+            string error = DescribeError(parse);
+            stderr.WriteLine("bncluster: " + (sources?.Attribute(error) ?? error));
             return ExitUsage;
         }
         var config = new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false };
@@ -48,7 +66,8 @@ public static class Cli
         catch (Exception ex) when (ex is CliInputException or DatasetException or LogFormatException or ModelFileException
                                    or FileNotFoundException or DirectoryNotFoundException)
         {
-            stderr.WriteLine("bncluster: " + OneLine(ex.Message));
+            string error = OneLine(ex.Message);
+            stderr.WriteLine("bncluster: " + (ex is CliInputException && sources is not null ? sources.Attribute(error) : error));
             return ExitUsage;
         }
         catch (OperationCanceledException) when (cancel.IsCancellationRequested)
@@ -68,6 +87,20 @@ public static class Cli
         description + "\n\nExamples:\n" + string.Join("\n", examples.Select(e => "  " + e));
 
     private static string OneLine(string s) => s.ReplaceLineEndings(" ").Trim();
+
+    /// <summary>The environment variables that set the flags of <paramref name="command"/> (BNCLUSTER_THREADS, …).</summary>
+    internal static IReadOnlyList<string> FlagVariables(string command) =>
+        BuildRoot(new CliBackends(), new CliContext(TextWriter.Null, TextWriter.Null)).Subcommands.First(c => c.Name == command)
+            .Options.Where(o => o.Name.StartsWith("--", StringComparison.Ordinal)).Select(o => FlagSources.VariableOf(o.Name)).ToList();
+
+    private static Dictionary<string, string> ProcessEnvironment()
+    {
+        var variables = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (System.Collections.DictionaryEntry e in Environment.GetEnvironmentVariables())
+            if (e.Key is string name && name.StartsWith(FlagSources.EnvironmentPrefix, StringComparison.Ordinal) && e.Value is string value)
+                variables[name] = value;
+        return variables;
+    }
 
     /// <summary>The first error as one line: our parsers already name the option; the library's get rephrased.</summary>
     private static string DescribeError(ParseResult parse)
@@ -157,7 +190,7 @@ public static class Cli
         join.Required = true;
         var dataset = OptionParsers.Dataset("--dataset", "digits", "Dataset on this node's disk (must match the coordinator's).");
         var label = new Option<string?>("--label-column") { Description = "Label column of a CSV dataset.", HelpName = "NAME" };
-        var threads = OptionParsers.Int("--threads", Environment.ProcessorCount, 1, "Compute threads of this worker.");
+        var threads = OptionParsers.Int("--threads", Environment.ProcessorCount, 1, $"Compute threads of this worker (at most {OptionParsers.MaxThreads}).", max: OptionParsers.MaxThreads);
         var listen = OptionParsers.Endpoint("--listen", null, 0,
             "This worker's address as the coordinator reaches it (port 0 = any); default: the local address that routes to --join, port 0.");
         var joinTimeout = OptionParsers.Int("--join-timeout", 0, 0,
@@ -259,10 +292,10 @@ public static class Cli
         var classes = OptionParsers.Int("--classes", 10, 2, "Output classes of the random data.");
         var hidden = OptionParsers.PositiveList("--hidden", "256,128", "Hidden layer sizes, comma-separated.");
         var batch = OptionParsers.Int("--batch", 256, 1, "Global mini-batch size.");
-        var workers = OptionParsers.Int("--workers", 1, 1, "Number of workers: 1 = the training step in this process; more = the cluster `train --workers` runs.");
+        var workers = OptionParsers.Int("--workers", 1, 1, "Number of workers: 1 = the training step in this process; more = the cluster `train --workers` runs.", max: OptionParsers.MaxWorkers);
         var steps = OptionParsers.Int("--steps", 50, 1, "Timed steps (after warm-up).");
         var warmup = OptionParsers.Int("--warmup", BenchOptions.DefaultWarmup, 1, "Untimed warm-up steps before the timed ones (with --workers 1, then more until the JIT has compiled nothing for 0.25 s).");
-        var threads = OptionParsers.Int("--threads", Environment.ProcessorCount, 1, "Compute threads per worker; the default is for one worker: without --threads, K workers share the cores (cores / K each).");
+        var threads = OptionParsers.Int("--threads", Environment.ProcessorCount, 1, $"Compute threads per worker (at most {OptionParsers.MaxThreads}); the default is for one worker: without --threads, K workers share the cores (cores / K each).", max: OptionParsers.MaxThreads);
         var processes = new Option<bool>("--processes") { Description = "Run the workers as local processes over loopback, as `train --processes` (needs --dataset)." };
         var dataset = new Option<string?>("--dataset") { Description = "Time steps on this dataset's training split instead of random data (--features/--classes are then the dataset's).", HelpName = "DATASET" };
         var optimizer = OptionParsers.Choice("--optimizer", "adam", OptionParsers.Optimizers, "Optimizer the timed steps apply.");
@@ -277,11 +310,15 @@ public static class Cli
         {
             if (backends.Bench is not { } run) return NotAvailable(context, "bench");
             int workerCount = parse.GetValue(workers);
+            var hiddenSizes = OptionParsers.ParseSizes(parse.GetValue(hidden)!)!;
+            if (parse.GetValue(dataset) is null) // with a dataset, the backend checks against the dataset's shape
+                NetworkSize.Check(parse.GetValue(features), hiddenSizes, parse.GetValue(classes), parse.GetValue(batch),
+                    dataRows: Math.Max(parse.GetValue(batch) * 16L, 1024)); // the random data BenchBackend makes (at most 16 batches)
             // Not given: share the cores between the workers rather than oversubscribe them.
             int threadsPerWorker = parse.GetResult(threads) is { Implicit: false } ? parse.GetValue(threads) : Math.Max(1, Environment.ProcessorCount / workerCount);
             return run(new BenchOptions
             {
-                Features = parse.GetValue(features), Classes = parse.GetValue(classes), HiddenSizes = OptionParsers.ParseSizes(parse.GetValue(hidden)!)!,
+                Features = parse.GetValue(features), Classes = parse.GetValue(classes), HiddenSizes = hiddenSizes,
                 Batch = parse.GetValue(batch), Workers = workerCount, Steps = parse.GetValue(steps), Warmup = parse.GetValue(warmup),
                 Threads = threadsPerWorker, Processes = parse.GetValue(processes), SharedMemory = !parse.GetValue(noSharedMemory), ShardedUpdate = !parse.GetValue(noShardedUpdate), PinWorkers = !parse.GetValue(noPin),
                 Dataset = parse.GetValue(dataset), Json = parse.GetValue(json),
@@ -310,9 +347,9 @@ public static class Cli
         private readonly Option<double> _lr = OptionParsers.Double("--lr", 1e-3, 0, true, double.PositiveInfinity, false, "Learning rate α.");
         private readonly Option<double> _beta1 = OptionParsers.Double("--beta1", 0.9, 0, false, 1, true, "β1 of momentum/adam.");
         private readonly Option<double> _beta2 = OptionParsers.Double("--beta2", 0.999, 0, false, 1, true, "β2 of rmsprop/adam.");
-        private readonly Option<double> _optEps = OptionParsers.Double("--opt-eps", 1e-8, 0, true, double.PositiveInfinity, false, "ε of rmsprop/adam.");
+        private readonly Option<double> _optEps = OptionParsers.Double("--opt-eps", 1e-8, 0, true, 1, false, "ε of rmsprop/adam.");
         private readonly Option<double> _bnMomentum = OptionParsers.Double("--bn-momentum", 0.1, 0, false, 1, false, "Momentum m of the BN running averages.");
-        private readonly Option<double> _bnEps = OptionParsers.Double("--bn-eps", 1e-5, 0, true, double.PositiveInfinity, false, "ε of batch norm.");
+        private readonly Option<double> _bnEps = OptionParsers.Double("--bn-eps", 1e-5, 0, true, 1, false, "ε of batch norm (added to the batch variance, whose inputs are of order 1).");
         private readonly Option<int> _seed = OptionParsers.Int("--seed", 1, int.MinValue, "Random seed (init and epoch permutations).");
         private readonly Option<int> _workers;
         private readonly Option<bool> _processes = new("--processes") { Description = "Run the workers as local child processes." };
@@ -320,22 +357,28 @@ public static class Cli
         private readonly Option<bool> _noSharedMemory = new("--no-shared-memory") { Description = NoSharedMemoryHelp };
         private readonly Option<bool> _noShardedUpdate = new("--no-sharded-update") { Description = NoShardedUpdateHelp };
         private readonly Option<bool> _noPin = new("--no-pin") { Description = NoPinHelp };
-        private readonly Option<int> _threads = OptionParsers.Int("--threads", Environment.ProcessorCount, 1, "Compute threads per worker.");
+        private readonly Option<int> _threads = OptionParsers.Int("--threads", Environment.ProcessorCount, 1, $"Compute threads per worker (at most {OptionParsers.MaxThreads}).", max: OptionParsers.MaxThreads);
         private readonly Option<string> _out = new("--out")
         {
-            Description = "Run folder (default: runs/<yyyyMMdd-HHmmss>).",
+            Description = "Run folder (default: runs/<yyyyMMdd-HHmmss>); must be new or empty unless --overwrite is given.",
             HelpName = "DIR",
         };
         private readonly Option<string> _logLevel = OptionParsers.Choice("--log-level", "information", OptionParsers.LogLevels,
             "Lowest level of the log lines on the console (log.jsonl keeps every level from debug up).");
         private readonly Option<bool> _quiet = new("--quiet") { Description = "Print only errors and the final summary line: no progress, no log lines below error." };
+        private readonly Option<bool> _overwrite = new("--overwrite")
+        {
+            Description = "Clear a non-empty --out before training (only a run folder: one holding run.json, model.bnc, metrics.jsonl or log.jsonl; links in it are removed, never followed).",
+        };
+        private readonly Option<string?> _config = FlagSources.ConfigOption();
         private readonly bool _listenMode;
 
         public TrainingFlags(Command command, bool listenMode)
         {
             _listenMode = listenMode;
             _workers = OptionParsers.Int("--workers", 2, 1, listenMode ? "Workers to wait for before training."
-                : "Number of worker actors in this process, each taking a shard of every batch (1 = the single-node trainer).");
+                : "Number of worker actors in this process, each taking a shard of every batch (1 = the single-node trainer).",
+                max: OptionParsers.MaxWorkers);
             _out.Validators.Add(r =>
             {
                 if (r.Tokens.Count == 0) return;
@@ -346,7 +389,7 @@ public static class Cli
             var all = new List<Option> { _dataset, _label, _hidden, _activation, _bn, _batch, _epochs, _maxSteps, _optimizer, _lr,
                 _beta1, _beta2, _optEps, _bnMomentum, _bnEps, _seed, _workers };
             if (!listenMode) all.AddRange([_processes, _noPin]);
-            all.AddRange([_minWorkers, _noSharedMemory, _noShardedUpdate, _threads, _out]);
+            all.AddRange([_minWorkers, _noSharedMemory, _noShardedUpdate, _threads, _out, _overwrite, _config]);
             all.AddRange([_logLevel, _quiet]);
             foreach (var o in all) command.Options.Add(o);
         }
@@ -372,6 +415,7 @@ public static class Cli
             Activation = OptionParsers.Pick(OptionParsers.Activations, p.GetValue(_activation)!),
             BatchNorm = OptionParsers.Pick(OptionParsers.BnPlacements, p.GetValue(_bn)!),
             Batch = p.GetValue(_batch),
+            BatchIsDefault = p.GetResult(_batch) is null or { Implicit: true },
             Epochs = p.GetValue(_epochs),
             MaxSteps = p.GetValue(_maxSteps),
             Optimizer = OptionParsers.Pick(OptionParsers.Optimizers, p.GetValue(_optimizer)!),
@@ -392,6 +436,7 @@ public static class Cli
             OutDirectory = p.GetValue(_out) ?? Path.Combine("runs", DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture)),
             ConsoleLevel = OptionParsers.Pick(OptionParsers.LogLevels, p.GetValue(_logLevel)!),
             Quiet = p.GetValue(_quiet),
+            Overwrite = p.GetValue(_overwrite),
         };
     }
 }

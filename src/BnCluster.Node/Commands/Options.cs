@@ -22,6 +22,8 @@ public sealed record TrainOptions
     public Activation Activation { get; init; } = Activation.Relu;
     public BatchNormPlacement BatchNorm { get; init; } = BatchNormPlacement.Before;
     public int Batch { get; init; } = 128;
+    /// <summary>--batch was not given (nor set by the environment or --config): a dataset smaller than it trains on full batches.</summary>
+    public bool BatchIsDefault { get; init; }
     public int Epochs { get; init; } = 5;
     /// <summary>Stop after this many committed steps; 0 = no limit.</summary>
     public long MaxSteps { get; init; }
@@ -52,6 +54,8 @@ public sealed record TrainOptions
     public Serilog.Events.LogEventLevel ConsoleLevel { get; init; } = Serilog.Events.LogEventLevel.Information;
     /// <summary>Only errors and the final summary line on the console: no progress.</summary>
     public bool Quiet { get; init; }
+    /// <summary>Clear a non-empty run folder (one that holds a run's files) instead of refusing it.</summary>
+    public bool Overwrite { get; init; }
 
     /// <summary>The network these options describe, once the dataset's shape is known.</summary>
     public NetworkSpec ToNetworkSpec(int inputs, int classes) =>
