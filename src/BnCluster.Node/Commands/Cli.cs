@@ -106,6 +106,7 @@ public static class Cli
         root.Subcommands.Add(PredictCommand(backends, context));
         root.Subcommands.Add(LogsCommand(context));
         root.Subcommands.Add(BenchCommand(backends, context));
+        root.Subcommands.Add(StatusCommand(backends, context));
         return root;
     }
 
@@ -219,6 +220,54 @@ public static class Cli
             else summary.WriteText(context.Out);
             return ExitOk;
         });
+        return command;
+    }
+
+    private static Command StatusCommand(CliBackends backends, CliContext context)
+    {
+        var command = new Command("status", "Show a running cluster: its members (roles, status, reachability), the step and epoch, samples/s and the last loss. "
+            + "Asks the coordinator's node without joining the cluster, so it never changes the run. Example: bncluster status 10.0.0.1:7077 --watch");
+        var address = new Argument<HostPort?>("HOST:PORT")
+        {
+            Description = "The coordinator's address: what `coordinator --listen` was given (the host exactly as it was given there).",
+            CustomParser = r =>
+            {
+                string text = r.Tokens.Count > 0 ? r.Tokens[0].Value : "";
+                var hp = OptionParsers.ParseHostPort(text, 1);
+                if (hp is null) r.AddError($"HOST:PORT: \"{text}\" is not HOST:PORT with a port in 1..65535");
+                return hp;
+            },
+        };
+        var watch = new Option<double?>("--watch")
+        {
+            Description = $"Refresh every SECONDS (default {StatusOptions.DefaultWatchSeconds}) until Ctrl+C.",
+            HelpName = "SECONDS",
+            Arity = ArgumentArity.ZeroOrOne,
+            CustomParser = r =>
+            {
+                if (r.Tokens.Count == 0) return StatusOptions.DefaultWatchSeconds;
+                string text = r.Tokens[0].Value;
+                if (!double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double seconds))
+                {
+                    r.OnlyTake(0); // not a number: the address that follows --watch
+                    return StatusOptions.DefaultWatchSeconds;
+                }
+                if (!double.IsFinite(seconds) || seconds < StatusOptions.MinWatchSeconds || seconds > 86400)
+                    r.AddError($"--watch: {text} is not in [{StatusOptions.MinWatchSeconds.ToString(CultureInfo.InvariantCulture)}, 86400] seconds");
+                return seconds;
+            },
+        };
+        var json = new Option<bool>("--json") { Description = "Print one JSON object (one line per refresh with --watch) instead of text." };
+        var timeout = OptionParsers.Double("--timeout", 10, 0, true, 3600, false, "Give up (exit 1, one line) when the coordinator has not answered within this many seconds.");
+        timeout.HelpName = "SECONDS";
+        command.Arguments.Add(address);
+        command.Options.Add(watch);
+        command.Options.Add(json);
+        command.Options.Add(timeout);
+        command.SetAction((parse, cancel) => backends.Status is { } run
+            ? run(new StatusOptions(parse.GetValue(address)!, parse.GetValue(watch) is { } w ? TimeSpan.FromSeconds(w) : null, parse.GetValue(json),
+                TimeSpan.FromSeconds(parse.GetValue(timeout))), context, cancel)
+            : NotAvailable(context, "status"));
         return command;
     }
 

@@ -108,6 +108,12 @@ public sealed record BenchOptions
     public bool Json { get; init; }
 }
 
+/// <summary>`status HOST:PORT`: the members and the training state of a running cluster, once or every <see cref="Watch"/>.</summary>
+public sealed record StatusOptions(HostPort Coordinator, TimeSpan? Watch, bool Json, TimeSpan Timeout)
+{
+    public const double DefaultWatchSeconds = 2, MinWatchSeconds = 0.2;
+}
+
 /// <summary>The console writers a command reports to (stdout for results, stderr for diagnostics).</summary>
 public sealed record CliContext(TextWriter Out, TextWriter Error);
 
@@ -123,4 +129,5 @@ public sealed class CliBackends
     public Func<EvalOptions, CliContext, CancellationToken, Task<int>>? Eval { get; init; }
     public Func<PredictOptions, CliContext, CancellationToken, Task<int>>? Predict { get; init; }
     public Func<BenchOptions, CliContext, CancellationToken, Task<int>>? Bench { get; init; }
+    public Func<StatusOptions, CliContext, CancellationToken, Task<int>>? Status { get; init; }
 }
