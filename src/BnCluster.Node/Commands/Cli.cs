@@ -340,6 +340,7 @@ public static class Cli
         private readonly Option<bool> _noShardedUpdate = new("--no-sharded-update") { Description = NoShardedUpdateHelp };
         private readonly Option<bool> _noPin = new("--no-pin") { Description = NoPinHelp };
         private readonly Option<int> _threads = OptionParsers.Int("--threads", Environment.ProcessorCount, 1, "Compute threads per worker.");
+        private readonly Option<int> _stepsEvery = OptionParsers.Int("--steps-every", 1, 0, "Write every N-th step's loss to the run folder's steps.jsonl (0 = no steps.jsonl).");
         private readonly Option<string> _out = new("--out")
         {
             Description = "Run folder (default: runs/<yyyyMMdd-HHmmss>).",
@@ -362,7 +363,7 @@ public static class Cli
             var all = new List<Option> { _dataset, _label, _hidden, _activation, _bn, _batch, _epochs, _maxSteps, _optimizer, _lr,
                 _beta1, _beta2, _optEps, _bnMomentum, _bnEps, _seed, _workers };
             if (!listenMode) all.AddRange([_processes, _noPin]);
-            all.AddRange([_minWorkers, _noSharedMemory, _noShardedUpdate, _threads, _out]);
+            all.AddRange([_minWorkers, _noSharedMemory, _noShardedUpdate, _threads, _out, _stepsEvery]);
             foreach (var o in all) command.Options.Add(o);
         }
 
@@ -402,6 +403,7 @@ public static class Cli
             ShardedUpdate = !p.GetValue(_noShardedUpdate),
             PinWorkers = _listenMode || !p.GetValue(_noPin),
             Threads = p.GetValue(_threads),
+            StepsEvery = p.GetValue(_stepsEvery),
             OutDirectory = p.GetValue(_out) ?? Path.Combine("runs", DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture)),
         };
     }

@@ -46,6 +46,8 @@ public sealed record TrainOptions
     public bool PinWorkers { get; init; } = true;
     /// <summary>Compute threads per worker process.</summary>
     public int Threads { get; init; } = Environment.ProcessorCount;
+    /// <summary>steps.jsonl gets every N-th step's loss (0: no steps.jsonl).</summary>
+    public int StepsEvery { get; init; } = 1;
     /// <summary>Run folder (model.bnc, metrics.jsonl, log.jsonl, training.svg).</summary>
     public required string OutDirectory { get; init; }
 

@@ -37,6 +37,10 @@ public sealed class RunFolder
     public string MetricsPath => System.IO.Path.Combine(Path, MetricsFileName);
     public string LogPath => System.IO.Path.Combine(Path, LogFileName);
     public string ChartPath => System.IO.Path.Combine(Path, ChartFileName);
+    public string StepsPath => System.IO.Path.Combine(Path, StepsLog.FileName);
+
+    /// <summary>What training.svg shows under its title: the dataset and the settings of the run.</summary>
+    public string ChartSubtitle { get; set; } = "";
 
     /// <summary>The epochs recorded so far, in order.</summary>
     public IReadOnlyList<EpochMetrics> Epochs => _epochs;
@@ -59,7 +63,7 @@ public sealed class RunFolder
         var text = new StringBuilder();
         foreach (var m in _epochs) text.Append(FormatMetricsLine(m)).Append('\n');
         WriteTextAtomic(MetricsFileName, text.ToString());
-        WriteTextAtomic(ChartFileName, TrainingChart.Render(_epochs));
+        WriteTextAtomic(ChartFileName, TrainingChart.Render(_epochs, subtitle: ChartSubtitle));
     }
 
     /// <summary>

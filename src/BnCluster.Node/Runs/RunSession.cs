@@ -13,6 +13,8 @@ public sealed class RunSession : IDisposable
     public RunFolder Folder { get; }
     public Logger Log { get; }
     public TrainingProgress Progress { get; }
+    /// <summary>steps.jsonl, once <see cref="WriteSteps"/> opened it (null: not written).</summary>
+    public StepsLog? Steps { get; private set; }
 
     public RunSession(RunFolder folder, Logger log, TrainingProgress progress)
     {
@@ -29,8 +31,12 @@ public sealed class RunSession : IDisposable
         return new RunSession(folder, log, TrainingProgress.ForConsole(epochs));
     }
 
+    /// <summary>Opens steps.jsonl in the folder: every <paramref name="every"/>-th step from now on.</summary>
+    public void WriteSteps(int every) => Steps = new StepsLog(Folder.StepsPath, every);
+
     public void RecordEpoch(EpochMetrics metrics)
     {
+        Steps?.Flush(); // an epoch's steps are on disk by the time its metrics are
         Folder.AppendEpoch(metrics);
         Log.EpochCompleted(metrics);
         Progress.OnEpoch(metrics);
@@ -41,6 +47,7 @@ public sealed class RunSession : IDisposable
 
     public void Dispose()
     {
+        Steps?.Dispose();
         Progress.Dispose();
         Log.Dispose();
     }

@@ -15,7 +15,8 @@ public static class TrainingChart
     private const double PlotTop = 70, PlotBottom = 350;
     private const string TrainColor = "#1f77b4", TestColor = "#ff7f0e";
 
-    public static string Render(IReadOnlyList<EpochMetrics> epochs, string title = "bncluster training")
+    /// <param name="subtitle">A line under the title: which dataset and settings the chart shows (empty: none).</param>
+    public static string Render(IReadOnlyList<EpochMetrics> epochs, string title = "bncluster training", string subtitle = "")
     {
         var svg = new StringBuilder();
         svg.Append(CultureInfo.InvariantCulture,
@@ -23,7 +24,10 @@ public static class TrainingChart
         svg.Append($"<rect x=\"0\" y=\"0\" width=\"{Width}\" height=\"{Height}\" fill=\"white\"/>\n");
         svg.Append(CultureInfo.InvariantCulture,
             $"<text x=\"{Width / 2}\" y=\"26\" text-anchor=\"middle\" font-size=\"17\" font-weight=\"bold\">{Escape(title)}</text>\n");
-        Legend(svg, Width / 2 - 90, 48);
+        if (subtitle.Length > 0)
+            svg.Append(CultureInfo.InvariantCulture,
+                $"<text class=\"subtitle\" x=\"{Width / 2}\" y=\"44\" text-anchor=\"middle\" fill=\"#444\">{Escape(subtitle)}</text>\n");
+        Legend(svg, Width - 200, subtitle.Length > 0 ? 20 : 48);
         Panel(svg, epochs, left: 75, right: 420, "loss", m => m.TrainLoss, m => m.TestLoss, clampUnit: false);
         Panel(svg, epochs, left: 525, right: 870, "accuracy", m => m.TrainAccuracy, m => m.TestAccuracy, clampUnit: true);
         svg.Append("</svg>\n");
