@@ -90,3 +90,43 @@ public sealed class StepsLogTests
         return reader.ReadToEnd();
     }
 }
+
+public sealed class StepLossChartTests
+{
+    private static readonly XNamespace Svg = "http://www.w3.org/2000/svg";
+
+    [Fact]
+    public void The_loss_panel_draws_each_steps_loss_within_its_epoch_and_nothing_past_the_last_epoch()
+    {
+        EpochMetrics[] epochs = [new(1, 4, 1.0, 0.5, 1.1, 0.5, 100, 1), new(2, 8, 0.5, 0.7, 0.6, 0.7, 100, 2)];
+        var steps = Enumerable.Range(1, 10).Select(s => new StepLoss(s, (s - 1) / 4 + 1, 2.0 / s)).ToList(); // steps 9, 10: epoch 3, unfinished
+        var doc = XDocument.Parse(TrainingChart.Render(epochs, steps: steps));
+        var line = doc.Descendants(Svg + "polyline").Single(p => (string?)p.Attribute("id") == "step-loss");
+        var points = line.Attribute("points")!.Value.Split(' ').Select(p => double.Parse(p.Split(',')[0], System.Globalization.CultureInfo.InvariantCulture)).ToArray();
+        Assert.Equal(8, points.Length);
+        Assert.True(points.Zip(points.Skip(1)).All(p => p.First < p.Second));
+        // Step 4 ends epoch 1 and step 8 epoch 2: at the x of those epochs' markers.
+        double Marker(int i) => double.Parse(doc.Descendants(Svg + "polyline").Single(p => (string?)p.Attribute("id") == "train-loss")
+            .Attribute("points")!.Value.Split(' ')[i].Split(',')[0], System.Globalization.CultureInfo.InvariantCulture);
+        Assert.Equal(Marker(0), points[3], 1);
+        Assert.Equal(Marker(1), points[7], 1);
+        Assert.DoesNotContain(doc.Descendants(Svg + "polyline"), p => (string?)p.Attribute("id") == "step-accuracy");
+        Assert.DoesNotContain(XDocument.Parse(TrainingChart.Render(epochs)).Descendants(Svg + "polyline"), p => (string?)p.Attribute("class") == "steps");
+    }
+
+    [Fact]
+    public void The_chart_sample_keeps_every_step_while_it_fits_then_thins_evenly()
+    {
+        using var dir = new TempDir();
+        using var log = new StepsLog(dir.File(StepsLog.FileName), every: 1000);
+        for (long s = 1; s <= StepsLog.SampleCapacity; s++) log.Append(s, 1, s, 0, 0, 0);
+        Assert.Equal(Enumerable.Range(1, StepsLog.SampleCapacity).Select(s => (long)s), log.Sampled.Select(p => p.Step));
+        for (long s = StepsLog.SampleCapacity + 1; s <= 5 * StepsLog.SampleCapacity; s++) log.Append(s, 1, s, 0, 0, 0);
+        var sampled = log.Sampled.Select(p => p.Step).ToList();
+        Assert.InRange(sampled.Count, StepsLog.SampleCapacity / 2, StepsLog.SampleCapacity);
+        long stride = sampled[1] - sampled[0];
+        Assert.Equal(8, stride); // full at 2048, 4096 and 8192 steps: every 2nd, 4th, then 8th
+        Assert.True(sampled.Zip(sampled.Skip(1)).All(p => p.Second - p.First == stride));
+        Assert.Equal(5 * StepsLog.SampleCapacity, sampled[^1]);
+    }
+}

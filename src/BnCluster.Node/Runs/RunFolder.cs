@@ -42,6 +42,9 @@ public sealed class RunFolder
     /// <summary>What training.svg shows under its title: the dataset and the settings of the run.</summary>
     public string ChartSubtitle { get; set; } = "";
 
+    /// <summary>The steps' own losses training.svg draws (steps.jsonl's, sampled); empty: none.</summary>
+    public IReadOnlyList<StepLoss> ChartSteps { get; set; } = [];
+
     /// <summary>The epochs recorded so far, in order.</summary>
     public IReadOnlyList<EpochMetrics> Epochs => _epochs;
 
@@ -63,7 +66,7 @@ public sealed class RunFolder
         var text = new StringBuilder();
         foreach (var m in _epochs) text.Append(FormatMetricsLine(m)).Append('\n');
         WriteTextAtomic(MetricsFileName, text.ToString());
-        WriteTextAtomic(ChartFileName, TrainingChart.Render(_epochs, subtitle: ChartSubtitle));
+        WriteTextAtomic(ChartFileName, TrainingChart.Render(_epochs, subtitle: ChartSubtitle, steps: ChartSteps));
     }
 
     /// <summary>

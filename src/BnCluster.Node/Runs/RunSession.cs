@@ -36,7 +36,11 @@ public sealed class RunSession : IDisposable
 
     public void RecordEpoch(EpochMetrics metrics)
     {
-        Steps?.Flush(); // an epoch's steps are on disk by the time its metrics are
+        if (Steps is not null)
+        {
+            Steps.Flush(); // an epoch's steps are on disk by the time its metrics are
+            Folder.ChartSteps = Steps.Sampled;
+        }
         Folder.AppendEpoch(metrics);
         Log.EpochCompleted(metrics);
         Progress.OnEpoch(metrics);

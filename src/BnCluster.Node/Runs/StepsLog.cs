@@ -16,6 +16,9 @@ namespace BnCluster.Node;
 /// </summary>
 public sealed class StepsLog : IDisposable
 {
+    /// <summary>How many steps' losses <see cref="Sampled"/> keeps for the chart at most.</summary>
+    public const int SampleCapacity = 2048;
+
     public const string FileName = "steps.jsonl";
 
     private const int BufferBytes = 64 * 1024, MaxLineBytes = 320; // six numbers of at most 24 bytes, keys and punctuation
@@ -23,6 +26,9 @@ public sealed class StepsLog : IDisposable
     private readonly byte[] _buffer = new byte[BufferBytes];
     private readonly int _every;
     private int _used;
+    private readonly StepLoss[] _sample = new StepLoss[SampleCapacity];
+    private int _sampled;
+    private long _stride = 1;
 
     /// <summary>Creates (or empties) <paramref name="path"/>; every <paramref name="every"/>-th step is written.</summary>
     public StepsLog(string path, int every)
@@ -33,8 +39,12 @@ public sealed class StepsLog : IDisposable
         _file = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.Read, bufferSize: 0);
     }
 
+    /// <summary>The steps' losses for training.svg: every step while they fit, then evenly thinned (every 2nd, 4th, … step).</summary>
+    public IReadOnlyList<StepLoss> Sampled => new ArraySegment<StepLoss>(_sample, 0, _sampled);
+
     public void Append(long step, int epoch, double loss, double accuracy, double samplesPerSecond, double seconds)
     {
+        Sample(step, epoch, loss);
         if (step % _every != 0) return;
         if (BufferBytes - _used < MaxLineBytes) Flush();
         var line = _buffer.AsSpan(_used);
@@ -69,6 +79,20 @@ public sealed class StepsLog : IDisposable
         _file.Dispose();
     }
 
+    private void Sample(long step, int epoch, double loss)
+    {
+        if (step % _stride != 0) return;
+        if (_sampled == SampleCapacity) // full: keep every other, in place
+        {
+            _stride *= 2;
+            int kept = 0;
+            for (int i = 0; i < _sampled; i++) if (_sample[i].Step % _stride == 0) _sample[kept++] = _sample[i];
+            _sampled = kept;
+            if (step % _stride != 0) return;
+        }
+        _sample[_sampled++] = new StepLoss(step, epoch, loss);
+    }
+
     private static void Put(Span<byte> line, ref int n, ReadOnlySpan<byte> text)
     {
         text.CopyTo(line[n..]);
@@ -83,3 +107,6 @@ public sealed class StepsLog : IDisposable
         n += w;
     }
 }
+
+/// <summary>One step's own training loss (steps.jsonl's step, epoch, loss), as the chart draws it.</summary>
+public readonly record struct StepLoss(long Step, int Epoch, double Loss);
