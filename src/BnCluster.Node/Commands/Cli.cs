@@ -253,36 +253,35 @@ public static class Cli
 
     private static Command StatusCommand(CliBackends backends, CliContext context)
     {
-        var command = new Command("status", "Show a running cluster: its members (roles, status, reachability), the step and epoch, samples/s and the last loss. "
-            + "Asks the coordinator's node without joining the cluster, so it never changes the run. Example: bncluster status 10.0.0.1:7077 --watch");
+        var command = new Command("status", WithExamples("Show a running cluster: its members (roles, status, reachability), the step and epoch, samples/s and the last loss. "
+            + "Asks the coordinator's node without joining the cluster, so it never changes the run.",
+            "bncluster status 10.0.0.1:7077", "bncluster status 10.0.0.1:7077 --watch 5", "bncluster status 127.0.0.1:7077 --json"));
         var address = new Argument<HostPort?>("HOST:PORT")
         {
             Description = "The coordinator's address: what `coordinator --listen` was given (the host exactly as it was given there).",
-            CustomParser = r =>
-            {
-                string text = r.Tokens.Count > 0 ? r.Tokens[0].Value : "";
-                var hp = OptionParsers.ParseHostPort(text, 1);
-                if (hp is null) r.AddError($"HOST:PORT: \"{text}\" is not HOST:PORT with a port in 1..65535");
-                return hp;
-            },
+            Arity = ArgumentArity.ZeroOrOne, // (it may have been taken as --watch's value: see below)
+            CustomParser = r => ParseStatusAddress(r.Tokens.Count > 0 ? r.Tokens[0].Value : "", r.AddError),
         };
-        var watch = new Option<double?>("--watch")
+        // --watch's value is optional, so `--watch HOST:PORT` gives it the address: a value that is no number is taken as the
+        // address (System.CommandLine cannot hand an option's token back to the argument).
+        var watch = new Option<(double Seconds, HostPort? Address)?>("--watch")
         {
             Description = $"Refresh every SECONDS (default {StatusOptions.DefaultWatchSeconds}) until Ctrl+C.",
             HelpName = "SECONDS",
             Arity = ArgumentArity.ZeroOrOne,
             CustomParser = r =>
             {
-                if (r.Tokens.Count == 0) return StatusOptions.DefaultWatchSeconds;
+                if (r.Tokens.Count == 0) return (StatusOptions.DefaultWatchSeconds, null);
                 string text = r.Tokens[0].Value;
                 if (!double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double seconds))
                 {
-                    r.OnlyTake(0); // not a number: the address that follows --watch
-                    return StatusOptions.DefaultWatchSeconds;
+                    var hp = OptionParsers.ParseHostPort(text, 1);
+                    if (hp is null) r.AddError($"--watch: \"{text}\" is neither a number of seconds nor HOST:PORT");
+                    return (StatusOptions.DefaultWatchSeconds, hp);
                 }
                 if (!double.IsFinite(seconds) || seconds < StatusOptions.MinWatchSeconds || seconds > 86400)
                     r.AddError($"--watch: {text} is not in [{StatusOptions.MinWatchSeconds.ToString(CultureInfo.InvariantCulture)}, 86400] seconds");
-                return seconds;
+                return (seconds, null);
             },
         };
         var json = new Option<bool>("--json") { Description = "Print one JSON object (one line per refresh with --watch) instead of text." };
@@ -292,11 +291,25 @@ public static class Cli
         command.Options.Add(watch);
         command.Options.Add(json);
         command.Options.Add(timeout);
-        command.SetAction((parse, cancel) => backends.Status is { } run
-            ? run(new StatusOptions(parse.GetValue(address)!, parse.GetValue(watch) is { } w ? TimeSpan.FromSeconds(w) : null, parse.GetValue(json),
-                TimeSpan.FromSeconds(parse.GetValue(timeout))), context, cancel)
-            : NotAvailable(context, "status"));
+        command.SetAction((parse, cancel) =>
+        {
+            var watched = parse.GetValue(watch);
+            HostPort? given = parse.GetValue(address), taken = watched?.Address;
+            if (given is not null && taken is not null) throw new CliInputException("HOST:PORT: given twice (see bncluster status --help)");
+            var target = given ?? taken ?? throw new CliInputException("HOST:PORT: missing argument (see bncluster status --help)");
+            return backends.Status is { } run
+                ? run(new StatusOptions(target, watched is { } w ? TimeSpan.FromSeconds(w.Seconds) : null, parse.GetValue(json),
+                    TimeSpan.FromSeconds(parse.GetValue(timeout))), context, cancel)
+                : NotAvailable(context, "status");
+        });
         return command;
+    }
+
+    private static HostPort? ParseStatusAddress(string text, Action<string> error)
+    {
+        var hp = OptionParsers.ParseHostPort(text, 1);
+        if (hp is null) error($"HOST:PORT: \"{text}\" is not HOST:PORT with a port in 1..65535");
+        return hp;
     }
 
     private static Command BenchCommand(CliBackends backends, CliContext context)
