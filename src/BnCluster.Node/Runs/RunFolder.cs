@@ -15,8 +15,8 @@ public sealed record EpochMetrics(
     double Seconds);
 
 /// <summary>
-/// The run folder (--out): model.bnc, metrics.jsonl, log.jsonl, training.svg. Every file except the
-/// live log is written atomically — to a temporary name in the same folder, then moved over the
+/// The run folder (--out): model.bnc, metrics.jsonl, steps.jsonl, log.jsonl, training.svg. Every file except the
+/// live log and steps.jsonl (appended in whole lines, see <see cref="StepsLog"/>) is written atomically — to a temporary name in the same folder, then moved over the
 /// target — so a crash never leaves a half-written output file. Not thread-safe: one trainer owns it.
 /// </summary>
 public sealed class RunFolder
