@@ -122,6 +122,8 @@ public static class TrainBackend
             data.Train.Name, data.Train.Count, data.Test.Count, data.Train.FeatureCount, data.Train.ClassCount, data.Sha256,
             options.Workers, options.Threads, session.Folder.Path);
 
+        if (options.StepsEvery > 0) session.WriteSteps(options.StepsEvery);
+        session.Folder.ChartSubtitle = ChartSubtitle(options, data);
         // The cluster's coordinator and workers log their own step events; the single-node loop is logged here.
         var batchSink = new BatchSink(session, record, log, options.Batch, logSteps: cluster is null);
         var epochSink = new EpochSink(session, batchSink);
@@ -198,6 +200,10 @@ public static class TrainBackend
             ["test_accuracy"] = last?.TestAccuracy ?? double.NaN,
         };
 
+    /// <summary>training.svg's line under the title: the dataset and the settings that shaped the curves.</summary>
+    internal static string ChartSubtitle(TrainOptions o, DatasetSplit data) => string.Create(CultureInfo.InvariantCulture,
+        $"{data.Train.Name} ({data.Train.Count} train rows) · hidden {string.Join(',', o.HiddenSizes)} {o.Activation.ToString().ToLowerInvariant()} · bn {o.BatchNorm.ToString().ToLowerInvariant()} · batch {o.Batch} · {o.Optimizer.ToString().ToLowerInvariant()} lr {o.LearningRate:G4} · {o.Workers} worker(s) · seed {o.Seed}");
+
     private static EpochMetrics ToRunMetrics(CoreEpochMetrics m) =>
         new(m.Epoch, m.Step, m.TrainLoss, m.TrainAccuracy, m.TestLoss, m.TestAccuracy, m.SamplesPerSecond, m.Seconds);
 
@@ -209,6 +215,7 @@ public static class TrainBackend
     {
         private readonly Stopwatch _step = new();
         private readonly Stopwatch _epoch = new();
+        private readonly Stopwatch _run = Stopwatch.StartNew(); // steps.jsonl's seconds
         private readonly ILogger _log = log;
         private int _firstBatch = -1;
 
@@ -219,6 +226,7 @@ public static class TrainBackend
             double ms = _step.Elapsed.TotalMilliseconds;
             _step.Restart();
             record.ObserveStep(p.Step);
+            session.Steps?.Append(p.Step, p.Epoch, p.StepLoss, p.StepAccuracy, ms > 0 ? p.StepRows * 1000.0 / ms : double.NaN, _run.Elapsed.TotalSeconds);
             if (logSteps)
             {
                 _log.StepPhase(p.Step, p.Epoch, 0, "local", LogEvents.Phases.Compute, ms);

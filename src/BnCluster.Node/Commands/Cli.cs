@@ -143,6 +143,7 @@ public static class Cli
         root.Subcommands.Add(PredictCommand(backends, context));
         root.Subcommands.Add(LogsCommand(context));
         root.Subcommands.Add(BenchCommand(backends, context));
+        root.Subcommands.Add(StatusCommand(backends, context));
         return root;
     }
 
@@ -283,6 +284,67 @@ public static class Cli
         return command;
     }
 
+    private static Command StatusCommand(CliBackends backends, CliContext context)
+    {
+        var command = new Command("status", WithExamples("Show a running cluster: its members (roles, status, reachability), the step and epoch, samples/s and the last loss. "
+            + "Asks the coordinator's node without joining the cluster, so it never changes the run.",
+            "bncluster status 10.0.0.1:7077", "bncluster status 10.0.0.1:7077 --watch 5", "bncluster status 127.0.0.1:7077 --json"));
+        var address = new Argument<HostPort?>("HOST:PORT")
+        {
+            Description = "The coordinator's address: what `coordinator --listen` was given (the host exactly as it was given there).",
+            Arity = ArgumentArity.ZeroOrOne, // (it may have been taken as --watch's value: see below)
+            CustomParser = r => ParseStatusAddress(r.Tokens.Count > 0 ? r.Tokens[0].Value : "", r.AddError),
+        };
+        // --watch's value is optional, so `--watch HOST:PORT` gives it the address: a value that is no number is taken as the
+        // address (System.CommandLine cannot hand an option's token back to the argument).
+        var watch = new Option<(double Seconds, HostPort? Address)?>("--watch")
+        {
+            Description = $"Refresh every SECONDS (default {StatusOptions.DefaultWatchSeconds}) until Ctrl+C.",
+            HelpName = "SECONDS",
+            Arity = ArgumentArity.ZeroOrOne,
+            CustomParser = r =>
+            {
+                if (r.Tokens.Count == 0) return (StatusOptions.DefaultWatchSeconds, null);
+                string text = r.Tokens[0].Value;
+                if (!double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double seconds))
+                {
+                    var hp = OptionParsers.ParseHostPort(text, 1);
+                    if (hp is null) r.AddError($"--watch: \"{text}\" is neither a number of seconds nor HOST:PORT");
+                    return (StatusOptions.DefaultWatchSeconds, hp);
+                }
+                if (!double.IsFinite(seconds) || seconds < StatusOptions.MinWatchSeconds || seconds > 86400)
+                    r.AddError($"--watch: {text} is not in [{StatusOptions.MinWatchSeconds.ToString(CultureInfo.InvariantCulture)}, 86400] seconds");
+                return (seconds, null);
+            },
+        };
+        var json = new Option<bool>("--json") { Description = "Print one JSON object (one line per refresh with --watch) instead of text." };
+        var timeout = OptionParsers.Double("--timeout", 10, 0, true, 3600, false, "Give up (exit 1, one line) when the coordinator has not answered within this many seconds.");
+        timeout.HelpName = "SECONDS";
+        command.Arguments.Add(address);
+        command.Options.Add(watch);
+        command.Options.Add(json);
+        command.Options.Add(timeout);
+        command.SetAction((parse, cancel) =>
+        {
+            var watched = parse.GetValue(watch);
+            HostPort? given = parse.GetValue(address), taken = watched?.Address;
+            if (given is not null && taken is not null) throw new CliInputException("HOST:PORT: given twice (see bncluster status --help)");
+            var target = given ?? taken ?? throw new CliInputException("HOST:PORT: missing argument (see bncluster status --help)");
+            return backends.Status is { } run
+                ? run(new StatusOptions(target, watched is { } w ? TimeSpan.FromSeconds(w.Seconds) : null, parse.GetValue(json),
+                    TimeSpan.FromSeconds(parse.GetValue(timeout))), context, cancel)
+                : NotAvailable(context, "status");
+        });
+        return command;
+    }
+
+    private static HostPort? ParseStatusAddress(string text, Action<string> error)
+    {
+        var hp = OptionParsers.ParseHostPort(text, 1);
+        if (hp is null) error($"HOST:PORT: \"{text}\" is not HOST:PORT with a port in 1..65535");
+        return hp;
+    }
+
     private static Command BenchCommand(CliBackends backends, CliContext context)
     {
         var command = new Command("bench", WithExamples("Time training steps (samples/s, ms per step, and per worker: compute, batch-norm reductions, gradient exchange) on one worker or on the cluster.",
@@ -358,6 +420,7 @@ public static class Cli
         private readonly Option<bool> _noShardedUpdate = new("--no-sharded-update") { Description = NoShardedUpdateHelp };
         private readonly Option<bool> _noPin = new("--no-pin") { Description = NoPinHelp };
         private readonly Option<int> _threads = OptionParsers.Int("--threads", Environment.ProcessorCount, 1, $"Compute threads per worker (at most {OptionParsers.MaxThreads}).", max: OptionParsers.MaxThreads);
+        private readonly Option<int> _stepsEvery = OptionParsers.Int("--steps-every", 1, 0, "Write every N-th step's loss to the run folder's steps.jsonl (0 = no steps.jsonl).");
         private readonly Option<string> _out = new("--out")
         {
             Description = "Run folder (default: runs/<yyyyMMdd-HHmmss>); must be new or empty unless --overwrite is given.",
@@ -389,7 +452,7 @@ public static class Cli
             var all = new List<Option> { _dataset, _label, _hidden, _activation, _bn, _batch, _epochs, _maxSteps, _optimizer, _lr,
                 _beta1, _beta2, _optEps, _bnMomentum, _bnEps, _seed, _workers };
             if (!listenMode) all.AddRange([_processes, _noPin]);
-            all.AddRange([_minWorkers, _noSharedMemory, _noShardedUpdate, _threads, _out, _overwrite, _config]);
+            all.AddRange([_minWorkers, _noSharedMemory, _noShardedUpdate, _threads, _out, _overwrite, _config, _stepsEvery]);
             all.AddRange([_logLevel, _quiet]);
             foreach (var o in all) command.Options.Add(o);
         }
@@ -433,6 +496,7 @@ public static class Cli
             ShardedUpdate = !p.GetValue(_noShardedUpdate),
             PinWorkers = _listenMode || !p.GetValue(_noPin),
             Threads = p.GetValue(_threads),
+            StepsEvery = p.GetValue(_stepsEvery),
             OutDirectory = p.GetValue(_out) ?? Path.Combine("runs", DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture)),
             ConsoleLevel = OptionParsers.Pick(OptionParsers.LogLevels, p.GetValue(_logLevel)!),
             Quiet = p.GetValue(_quiet),

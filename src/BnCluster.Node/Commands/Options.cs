@@ -48,6 +48,8 @@ public sealed record TrainOptions
     public bool PinWorkers { get; init; } = true;
     /// <summary>Compute threads per worker process.</summary>
     public int Threads { get; init; } = Environment.ProcessorCount;
+    /// <summary>steps.jsonl gets every N-th step's loss (0: no steps.jsonl).</summary>
+    public int StepsEvery { get; init; } = 1;
     /// <summary>Run folder (model.bnc, metrics.jsonl, log.jsonl, training.svg).</summary>
     public required string OutDirectory { get; init; }
     /// <summary>Lowest level of the log lines on the console (log.jsonl keeps Debug and above).</summary>
@@ -116,6 +118,12 @@ public sealed record BenchOptions
     public bool Json { get; init; }
 }
 
+/// <summary>`status HOST:PORT`: the members and the training state of a running cluster, once or every <see cref="Watch"/>.</summary>
+public sealed record StatusOptions(HostPort Coordinator, TimeSpan? Watch, bool Json, TimeSpan Timeout)
+{
+    public const double DefaultWatchSeconds = 2, MinWatchSeconds = 0.2;
+}
+
 /// <summary>The console writers a command reports to (stdout for results, stderr for diagnostics).</summary>
 public sealed record CliContext(TextWriter Out, TextWriter Error);
 
@@ -131,4 +139,5 @@ public sealed class CliBackends
     public Func<EvalOptions, CliContext, CancellationToken, Task<int>>? Eval { get; init; }
     public Func<PredictOptions, CliContext, CancellationToken, Task<int>>? Predict { get; init; }
     public Func<BenchOptions, CliContext, CancellationToken, Task<int>>? Bench { get; init; }
+    public Func<StatusOptions, CliContext, CancellationToken, Task<int>>? Status { get; init; }
 }

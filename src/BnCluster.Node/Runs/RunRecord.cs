@@ -146,6 +146,7 @@ public sealed class RunRecord
         settings["no-shared-memory"] = !o.SharedMemory;
         settings["no-sharded-update"] = !o.ShardedUpdate;
         settings["threads"] = o.Threads;
+        settings["steps-every"] = o.StepsEvery;
         if (listen is not null) settings["listen"] = listen.ToString();
         return settings;
     }
