@@ -171,11 +171,12 @@ public static class DeployFiles
     // ---- processes ----
 
     /// <summary>Runs a tool to its end (at most 2 minutes) and returns its exit code and output.</summary>
-    public static (int Exit, string Out, string Error) RunTool(string file, IEnumerable<string> args, string? workingDirectory = null,
-        TimeSpan? limit = null)
+    public static (int Exit, string Out, string Error) RunTool(string file, IEnumerable<string> args, TimeSpan? limit = null,
+        IReadOnlyDictionary<string, string>? environment = null)
     {
-        var psi = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = workingDirectory ?? "" };
+        var psi = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (var a in args) psi.ArgumentList.Add(a);
+        foreach (var (name, value) in environment ?? new Dictionary<string, string>()) psi.Environment[name] = value;
         using var p = Process.Start(psi)!;
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEndAsync();
