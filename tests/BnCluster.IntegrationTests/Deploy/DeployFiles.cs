@@ -151,7 +151,7 @@ public static class DeployFiles
 
     // ---- the README ----
 
-    /// <summary>The `bncluster COMMAND …` lines of deploy/README.md's code blocks (placeholders such as HOST left as they are).</summary>
+    /// <summary>The `bncluster COMMAND …` lines of deploy/README.md's code blocks.</summary>
     public static List<Invocation> ReadmeInvocations()
     {
         var found = new List<Invocation>();
@@ -162,7 +162,7 @@ public static class DeployFiles
             number++;
             if (line.TrimStart().StartsWith("```", StringComparison.Ordinal)) { inCode = !inCode; continue; }
             if (!inCode) continue;
-            var m = Regex.Match(line, @"(?:^|[\s/])bncluster\s+([a-z]+)((?:\s+\S+)*)");
+            var m = Regex.Match(line, @"(?:^|[\s/])bncluster\s+([a-z]+)([^#|&;]*)"); // (comments, pipes and & cut off)
             if (m.Success) found.Add(new Invocation($"README.md line {number}", [m.Groups[1].Value, .. m.Groups[2].Value.Split(' ', StringSplitOptions.RemoveEmptyEntries)]));
         }
         return found;
