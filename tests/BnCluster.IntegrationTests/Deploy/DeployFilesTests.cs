@@ -125,7 +125,7 @@ public sealed class DeployFilesTests
 
         var invocations = DeployFiles.Invocations().Where(i => i.Where.StartsWith("k8s/", StringComparison.Ordinal)).ToList();
         var root = DeployFiles.Root();
-        string Value(Invocation i, string flag) => root.Parse(i.Args).GetValue<string>(flag) ?? throw new InvalidOperationException($"{i}: no {flag}");
+        string Value(Invocation i, string flag) => Array.IndexOf(i.Args, flag) is var at and >= 0 ? i.Args[at + 1] : throw new InvalidOperationException($"{i}: no {flag}");
         HostPort Endpoint(Invocation i, string flag) => root.Parse(i.Args).GetValue<HostPort>(flag) ?? throw new InvalidOperationException($"{i}: no {flag}");
 
         var coordinator = invocations.Single(i => i.Args[0] == "coordinator");
@@ -143,6 +143,19 @@ public sealed class DeployFilesTests
         Assert.Equal(new HostPort(coordinatorName, Endpoint(coordinator, "--listen").Port), Endpoint(worker, "--join"));
         // A replaced worker pod keeps its address (name and a fixed port), so the coordinator gives it its rank back.
         Assert.NotEqual(0, Endpoint(worker, "--listen").Port);
+
+        // The Service selects both pods (no name without it), and the Job runs as many workers as the coordinator waits for.
+        var selector = ((YamlMappingNode)((YamlMappingNode)service["spec"])["selector"]).Children;
+        foreach (var file in new[] { "coordinator.yaml", "workers.yaml" })
+        {
+            var labels = ((YamlMappingNode)((YamlMappingNode)((YamlMappingNode)((YamlMappingNode)manifests.Single(m => m.File == file).Document["spec"])["template"])["metadata"])["labels"]).Children;
+            Assert.All(selector, s => Assert.Equal(s.Value, labels[s.Key]));
+        }
+        var workerJob = manifests.Single(m => m.File == "workers.yaml").Document;
+        string workers = Value(coordinator, "--workers");
+        Assert.Equal(workers, Scalar(workerJob, "spec", "completions"));
+        Assert.Equal(workers, Scalar(workerJob, "spec", "parallelism"));
+        Assert.Equal("Indexed", Scalar(workerJob, "spec", "completionMode"));
     }
 
     private static YamlMappingNode PodSpec(List<(string File, YamlMappingNode Document)> manifests, string file) =>
