@@ -37,16 +37,21 @@ public static class ClusterConfig
             akka.actor.serialize-messages = {{(serializeMessages ? "on" : "off")}}
             """).WithFallback(Base);
 
+    /// <summary>A node of a cluster over TCP that listens on <paramref name="host"/>, its address too.</summary>
+    public static Config Node(string host, int port, string role, TimeSpan? joinTimeout = null) =>
+        Node(new NodeEndpoint(host, port), role, joinTimeout);
+
     /// <summary>
-    /// A node of a cluster over TCP: it listens on <paramref name="host"/>:<paramref name="port"/> (0: a free port) and has
-    /// <paramref name="role"/>. <paramref name="joinTimeout"/>: how long it tries to join its seed before it shuts down (null:
-    /// for ever).
+    /// A node of a cluster over TCP: it listens on the endpoint's bind host and port (0: a free port), its address has the
+    /// endpoint's <see cref="NodeEndpoint.Host"/>, and it has <paramref name="role"/>. <paramref name="joinTimeout"/>: how
+    /// long it tries to join its seed before it shuts down (null: for ever).
     /// </summary>
-    public static Config Node(string host, int port, string role, TimeSpan? joinTimeout = null)
+    public static Config Node(NodeEndpoint endpoint, string role, TimeSpan? joinTimeout = null)
     {
         var node = ConfigurationFactory.ParseString($$"""
-            akka.remote.dot-netty.tcp.hostname = "{{host}}"
-            akka.remote.dot-netty.tcp.port = {{port.ToString(CultureInfo.InvariantCulture)}}
+            akka.remote.dot-netty.tcp.hostname = "{{endpoint.BindHost}}"
+            akka.remote.dot-netty.tcp.public-hostname = "{{endpoint.Host}}"
+            akka.remote.dot-netty.tcp.port = {{endpoint.Port.ToString(CultureInfo.InvariantCulture)}}
             akka.cluster.roles = ["{{role}}"]
             akka.cluster.shutdown-after-unsuccessful-join-seed-nodes = {{(joinTimeout is { } t ? Duration(t) : "off")}}
             """);
@@ -88,4 +93,14 @@ public static class ClusterConfig
     }
 
     private static string Duration(TimeSpan t) => ((long)t.TotalMilliseconds).ToString(CultureInfo.InvariantCulture) + "ms";
+}
+
+/// <summary>
+/// Where a node listens and the host its address names. They differ when the node binds every interface (0.0.0.0 in a
+/// container) and the others reach it by a name (a Kubernetes pod's DNS name): Akka's hostname and public-hostname.
+/// </summary>
+public sealed record NodeEndpoint(string BindHost, int Port, string? PublicHost = null)
+{
+    /// <summary>The host in the node's address (its identity): the name the other nodes use for it.</summary>
+    public string Host => PublicHost ?? BindHost;
 }

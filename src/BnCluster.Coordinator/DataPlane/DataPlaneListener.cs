@@ -24,12 +24,14 @@ public sealed class DataPlaneListener : IDisposable
     private readonly ConcurrentDictionary<string, Expected> _expected = new();
     private readonly FrameListener _listener;
 
-    public DataPlaneListener(string host, int port, Action<string> refused)
+    /// <param name="advertisedHost">The host the offers name (the node's advertised name); null = <paramref name="host"/>.</param>
+    public DataPlaneListener(string host, int port, Action<string> refused, string? advertisedHost = null)
     {
-        Host = host;
+        Host = advertisedHost ?? host;
         _listener = new FrameListener(host, port, Accept, refused);
     }
 
+    /// <summary>The host the workers connect to (the advertised one).</summary>
     public string Host { get; }
     public int Port => _listener.Port;
 

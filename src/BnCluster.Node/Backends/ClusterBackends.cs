@@ -18,17 +18,15 @@ public static class ClusterBackends
     /// <summary>`coordinator --listen HOST:PORT --workers K`: the train command with a TCP coordinator as its trainer.</summary>
     public static Task<int> Coordinator(CoordinatorOptions options, CliContext context, CancellationToken cancel)
     {
-        if (IsWildcard(options.Listen.Host))
+        if (OptionParsers.IsWildcard(options.Listen.Host) && options.Advertise is null)
         {
-            context.Error.WriteLine($"bncluster: --listen {options.Listen.Host}: give this machine's address as the workers reach it (e.g. --listen 10.0.0.1:{options.Listen.Port}); a node's address is also its identity, so a wildcard cannot be used");
+            context.Error.WriteLine($"bncluster: --listen {options.Listen.Host}: give this machine's address as the workers reach it (e.g. --listen 10.0.0.1:{options.Listen.Port}), or add --advertise with that name; a node's address is also its identity, so a wildcard cannot be it");
             return Task.FromResult(Cli.ExitUsage);
         }
         return TrainBackend.RunAsync(options.Train with { Processes = false }, context,
-            (request, ct) => RunCoordinator(request, options.Listen.Host, options.Listen.Port, null, ct), cancel, alwaysCluster: true,
-            command: "coordinator", listen: options.Listen);
+            (request, ct) => RunCoordinator(request, new NodeEndpoint(options.Listen.Host, options.Listen.Port, options.Advertise), null, ct),
+            cancel, alwaysCluster: true, command: "coordinator", listen: options.Listen, advertise: options.Advertise);
     }
-
-    private static bool IsWildcard(string host) => host is "0.0.0.0" or "::" or "[::]" or "*";
 
     /// <summary>The local address this machine uses to reach <paramref name="join"/> (no packet is sent), else 127.0.0.1.</summary>
     private static string RouteAddressTo(HostPort join)
@@ -57,7 +55,7 @@ public static class ClusterBackends
             using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancel);
             try
             {
-                var training = RunCoordinator(request, "127.0.0.1", 0, port =>
+                var training = RunCoordinator(request, new NodeEndpoint("127.0.0.1", 0), port =>
                 {
                     for (int i = 0; i < workers; i++)
                         children.Start(i, ["worker", "--join", $"127.0.0.1:{port}", "--dataset", request.Options.Dataset,
@@ -82,7 +80,7 @@ public static class ClusterBackends
         }
     }
 
-    private static Task<TrainingResult> RunCoordinator(TrainRequest request, string host, int port, Func<int, Task>? onListening, CancellationToken cancel)
+    private static Task<TrainingResult> RunCoordinator(TrainRequest request, NodeEndpoint endpoint, Func<int, Task>? onListening, CancellationToken cancel)
     {
         var o = request.Options;
         var options = new ClusterTrainingOptions(request.TrainerOptions, o.Workers, o.MinWorkers, JobId: RemoteCluster.JobId, DatasetSha256: request.Data.Sha256)
@@ -92,7 +90,7 @@ public static class ClusterBackends
         };
         var job = RemoteCluster.Describe(o.Seed, o.LabelColumn, request.TrainerOptions.Spec, request.Data.Sha256);
         var shape = new ClusterDataShape(request.Data.Train.Count, request.Data.Test.Count, request.Data.Train.FeatureCount);
-        return RemoteCluster.RunCoordinatorAsync(host, port, options, job, shape, request.Log, request.EpochProgress, request.BatchProgress, onListening, cancel);
+        return RemoteCluster.RunCoordinatorAsync(endpoint, options, job, shape, request.Log, request.EpochProgress, request.BatchProgress, onListening, cancel);
     }
 
     /// <summary>
@@ -103,16 +101,17 @@ public static class ClusterBackends
     public static async Task<int> Worker(WorkerOptions options, CliContext context, CancellationToken cancel)
     {
         var first = DatasetCatalog.Load(options.Dataset, 0, options.LabelColumn);
-        if (options.Listen is { } own && IsWildcard(own.Host))
+        if (options.Listen is { } own && OptionParsers.IsWildcard(own.Host) && options.Advertise is null)
         {
-            context.Error.WriteLine($"bncluster: --listen {own.Host}: give this machine's address as the coordinator reaches it; a node's address is also its identity");
+            context.Error.WriteLine($"bncluster: --listen {own.Host}: give this machine's address as the coordinator reaches it, or add --advertise with that name; a node's address is also its identity");
             return Cli.ExitUsage;
         }
         using var logger = RunLogging.Create(null, "worker", ReferenceEquals(context.Error, Console.Error) ? null : context.Error);
         using var akkaLog = AkkaLogRoute.To(logger);
         var seed = RemoteCluster.NodeAddress(options.Join.Host, options.Join.Port);
         var node = new WorkerNode(first, options.Dataset, options.LabelColumn, options.Threads, logger);
-        return await node.RunAsync(seed, options.Listen?.Host ?? RouteAddressTo(options.Join), options.Listen?.Port ?? 0, options.JoinTimeout, cancel)
+        var endpoint = new NodeEndpoint(options.Listen?.Host ?? RouteAddressTo(options.Join), options.Listen?.Port ?? 0, options.Advertise);
+        return await node.RunAsync(seed, endpoint, options.JoinTimeout, cancel)
             .ConfigureAwait(false);
     }
 }

@@ -37,8 +37,10 @@ public static class TrainBackend
     /// <param name="alwaysCluster">Use <paramref name="cluster"/> even for one worker (the TCP coordinator).</param>
     /// <param name="command">The command run.json names ("train" or "coordinator").</param>
     /// <param name="listen">The coordinator's --listen, for run.json.</param>
+    /// <param name="advertise">The coordinator's --advertise, for run.json.</param>
     public static async Task<int> RunAsync(TrainOptions options, CliContext context, ClusterTrainer? cluster, CancellationToken cancel,
-        ClusterTrainer? processes = null, bool alwaysCluster = false, string command = "train", HostPort? listen = null)
+        ClusterTrainer? processes = null, bool alwaysCluster = false, string command = "train", HostPort? listen = null,
+        string? advertise = null)
     {
         if (options.Workers > 1 && cluster is null)
         {
@@ -71,7 +73,7 @@ public static class TrainBackend
         string summary;
         using (var session = StartSession(options, context))
         {
-            var record = RunRecord.Start(session.Folder, command, options, data, listen);
+            var record = RunRecord.Start(session.Folder, command, options, data, listen, advertise);
             try
             {
                 summary = await TrainAsync(options, alwaysCluster ? cluster : options.Workers > 1 ? cluster : null, data, trainerOptions, session, record, cancel).ConfigureAwait(false);

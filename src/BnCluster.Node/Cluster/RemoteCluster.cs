@@ -53,28 +53,29 @@ public static class RemoteCluster
         new(inputs, job.Hidden, classes, Enum.Parse<Activation>(job.Activation), Enum.Parse<BatchNormPlacement>(job.BatchNorm), job.BnEpsilon, job.BnMomentum);
 
     /// <summary>
-    /// Runs the coordinator on <paramref name="host"/>:<paramref name="port"/> (0 = a free port) as the first node of the
+    /// Runs the coordinator on <paramref name="endpoint"/> (port 0 = a free port) as the first node of the
     /// cluster (its own seed, hence the oldest, which the downing strategy keeps); <paramref name="onListening"/> gets the
     /// bound port (e.g. to start worker processes). Completes with the trained model when training is done; the workers
     /// are told the outcome and given a moment to leave, and the actor system is shut down on return, failure or cancellation.
     /// </summary>
-    public static async Task<TrainingResult> RunCoordinatorAsync(string host, int port, ClusterTrainingOptions options,
+    public static async Task<TrainingResult> RunCoordinatorAsync(NodeEndpoint endpoint, ClusterTrainingOptions options,
         JobDescription job, ClusterDataShape shape, ILogger log, IProgress<Core.Training.EpochMetrics>? epochProgress,
         IProgress<BatchProgress>? batchProgress, Func<int, Task>? onListening, CancellationToken cancel)
     {
         options.Validate();
-        var system = ActorSystem.Create(ClusterConfig.SystemName, ClusterConfig.Node(host, port, ClusterConfig.CoordinatorRole));
+        var system = ActorSystem.Create(ClusterConfig.SystemName, ClusterConfig.Node(endpoint, ClusterConfig.CoordinatorRole));
         var completion = new TaskCompletionSource<TrainingResult>(TaskCreationOptions.RunContinuationsAsynchronously);
-        // The step's messages to workers on other nodes (tensors included) go over a port of their own, not Akka.Remote.
-        using var dataPlane = new DataPlaneListener(host, 0, refusal => log.Warning("{Refusal:l}", refusal));
+        // The step's messages to workers on other nodes (tensors included) go over a port of their own, not Akka.Remote;
+        // it is bound where Akka is and offered under the node's advertised name.
+        using var dataPlane = new DataPlaneListener(endpoint.BindHost, 0, refusal => log.Warning("{Refusal:l}", refusal), endpoint.Host);
         try
         {
             var cluster = Akka.Cluster.Cluster.Get(system);
             var self = cluster.SelfAddress;
             cluster.Join(self);
-            int boundPort = self.Port ?? port;
+            int boundPort = self.Port ?? endpoint.Port;
             log.Information("Coordinator listening on {Address:l} (workers join with --join {Host:l}:{Port}), data plane on port {DataPort}; waiting for {Workers} worker(s)",
-                self.ToString(), host, boundPort, dataPlane.Port, options.Workers);
+                self.ToString(), endpoint.Host, boundPort, dataPlane.Port, options.Workers);
             var coordinator = system.ActorOf(Props.Create(() => new CoordinatorActor(options, shape, completion, log, epochProgress, batchProgress, dataPlane)), "coordinator");
             system.ActorOf(Props.Create(() => new StatusActor(coordinator)), "status");
             system.ActorOf(Props.Create(() => new JobInfoActor(job, log)), "job");

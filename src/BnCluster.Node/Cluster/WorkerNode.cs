@@ -29,12 +29,13 @@ public sealed class WorkerNode(DatasetSplit dataset, string datasetName, string?
         public sealed record CutOff(string Reason) : Outcome;
     }
 
-    /// <summary>Joins <paramref name="seed"/> from <paramref name="host"/>:<paramref name="port"/> and works until the run ends; returns the exit code.</summary>
-    public async Task<int> RunAsync(Address seed, string host, int port, TimeSpan? joinTimeout, CancellationToken cancel)
+    /// <summary>Joins <paramref name="seed"/> from <paramref name="endpoint"/> and works until the run ends; returns the exit code.</summary>
+    public async Task<int> RunAsync(Address seed, NodeEndpoint endpoint, TimeSpan? joinTimeout, CancellationToken cancel)
     {
+        string host = endpoint.Host;
         while (true)
         {
-            var (outcome, boundPort) = await RunOnceAsync(seed, host, port, joinTimeout, cancel).ConfigureAwait(false);
+            var (outcome, boundPort) = await RunOnceAsync(seed, endpoint, joinTimeout, cancel).ConfigureAwait(false);
             switch (outcome)
             {
                 case Outcome.Done { Message.Succeeded: true }:
@@ -53,18 +54,18 @@ public sealed class WorkerNode(DatasetSplit dataset, string datasetName, string?
                 case Outcome.CutOff cut:
                     // Same address again: the coordinator recognizes the node and gives the worker its old rank.
                     log.Warning("Worker {Node:l} was dropped: {Reason:l}; joining again", RemoteCluster.NodeAddress(host, boundPort).ToString(), cut.Reason);
-                    port = boundPort;
+                    endpoint = endpoint with { Port = boundPort };
                     joinTimeout = joinTimeout is { } t && t < RejoinTimeout ? t : RejoinTimeout;
                     break;
             }
         }
     }
 
-    private async Task<(Outcome, int Port)> RunOnceAsync(Address seed, string host, int port, TimeSpan? joinTimeout, CancellationToken cancel)
+    private async Task<(Outcome, int Port)> RunOnceAsync(Address seed, NodeEndpoint endpoint, TimeSpan? joinTimeout, CancellationToken cancel)
     {
-        var system = ActorSystem.Create(ClusterConfig.SystemName, ClusterConfig.Node(host, port, ClusterConfig.WorkerRole, joinTimeout));
+        var system = ActorSystem.Create(ClusterConfig.SystemName, ClusterConfig.Node(endpoint, ClusterConfig.WorkerRole, joinTimeout));
         var cluster = Akka.Cluster.Cluster.Get(system);
-        int boundPort = cluster.SelfAddress.Port ?? port;
+        int boundPort = cluster.SelfAddress.Port ?? endpoint.Port;
         try
         {
             var up = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);

@@ -173,11 +173,14 @@ public static class Cli
             "bncluster coordinator --listen 10.0.0.1:7077 --workers 2 --dataset digits --out runs/digits-2m"));
         var listen = OptionParsers.Endpoint("--listen", new HostPort("127.0.0.1", 7077), 0,
             "Address to listen on for workers (port 0 = any free port).");
+        var advertise = OptionParsers.AdvertisedHost("--advertise",
+            "Name or address the workers reach this node by, when it differs from the --listen host (e.g. --listen 0.0.0.0:7077 --advertise coordinator.example in a container).");
         command.Options.Add(listen);
+        command.Options.Add(advertise);
         var flags = new TrainingFlags(command, listenMode: true);
         command.SetAction((parse, cancel) =>
         {
-            var options = new CoordinatorOptions(parse.GetValue(listen)!, flags.Read(parse));
+            var options = new CoordinatorOptions(parse.GetValue(listen)!, flags.Read(parse)) { Advertise = parse.GetValue(advertise) };
             return backends.Coordinator is { } run ? run(options, context, cancel) : NotAvailable(context, "coordinator");
         });
         return command;
@@ -196,8 +199,11 @@ public static class Cli
             "This worker's address as the coordinator reaches it (port 0 = any); default: the local address that routes to --join, port 0.");
         var joinTimeout = OptionParsers.Int("--join-timeout", 0, 0,
             "Seconds to keep trying to join the coordinator (it may start later) before giving up with exit code 1; 0 = for ever.", "SECONDS");
+        var advertise = OptionParsers.AdvertisedHost("--advertise",
+            "Name or address the coordinator reaches this worker by, when it differs from the --listen host (e.g. a pod's DNS name with --listen 0.0.0.0:7078).");
         command.Options.Add(join);
         command.Options.Add(listen);
+        command.Options.Add(advertise);
         command.Options.Add(dataset);
         command.Options.Add(label);
         command.Options.Add(threads);
@@ -206,6 +212,7 @@ public static class Cli
             ? run(new WorkerOptions(parse.GetValue(join)!, parse.GetValue(dataset)!, parse.GetValue(label), parse.GetValue(threads))
             {
                 Listen = parse.GetValue(listen),
+                Advertise = parse.GetValue(advertise),
                 JoinTimeout = parse.GetValue(joinTimeout) is > 0 and var seconds ? TimeSpan.FromSeconds(seconds) : null,
             }, context, cancel)
             : NotAvailable(context, "worker"));

@@ -25,7 +25,7 @@ internal sealed class FlagSources
     private static readonly string[] EnvironmentCommands = ["train", "coordinator", "worker"];
 
     /// <summary>Settings a run.json holds that some training command has and another lacks (skipped, not refused).</summary>
-    private static readonly string[] OtherCommandsSettings = ["processes", "no-pin", "listen"];
+    private static readonly string[] OtherCommandsSettings = ["processes", "no-pin", "listen", "advertise"];
 
     /// <summary>Flags never taken from a --config file: where this run writes, and the file itself.</summary>
     private static readonly string[] NotFromConfig = ["out", "overwrite", "config"];

@@ -137,6 +137,29 @@ internal static class OptionParsers
         return option;
     }
 
+    /// <summary>
+    /// A host name or address another node can reach (no port, no wildcard): the host in this node's Akka address, which
+    /// is also its identity, when it cannot be the --listen host (bound to 0.0.0.0 in a container, say).
+    /// </summary>
+    public static Option<string?> AdvertisedHost(string name, string description) =>
+        new(name)
+        {
+            Description = description,
+            HelpName = "HOST",
+            CustomParser = r =>
+            {
+                if (!TryToken(r, out var text)) return null;
+                if (IsWildcard(text)) return Fail<string?>(r, null, $"{name}: {text} is a wildcard; give the name or address the other nodes reach this one by");
+                if (text.Length == 0 || text.Any(c => char.IsWhiteSpace(c) || c is '/' or '@' or '[' or ']')
+                    || (text.Contains(':') && !System.Net.IPAddress.TryParse(text, out _)))
+                    return Fail<string?>(r, null, $"{name}: \"{text}\" is not a host name or address (the port is --listen's)");
+                return text;
+            },
+        };
+
+    /// <summary>An address that means "every interface": fine to bind, but not a node's address (which is its identity).</summary>
+    public static bool IsWildcard(string host) => host is "0.0.0.0" or "::" or "[::]" or "*";
+
     /// <summary>"fashion-mnist", "digits" or an existing file.</summary>
     public static Option<string> Dataset(string name, string? defaultValue, string description)
     {

@@ -65,13 +65,20 @@ public sealed record TrainOptions
 }
 
 /// <summary>`coordinator`: the training flags plus where to listen; Train.Workers = workers to wait for.</summary>
-public sealed record CoordinatorOptions(HostPort Listen, TrainOptions Train);
+public sealed record CoordinatorOptions(HostPort Listen, TrainOptions Train)
+{
+    /// <summary>The host in this node's address (its identity, the one workers --join) when it is not the --listen host; null = that host.</summary>
+    public string? Advertise { get; init; }
+}
 
 /// <summary>`worker`: joins a coordinator and serves its dataset rows.</summary>
 public sealed record WorkerOptions(HostPort Join, string Dataset, string? LabelColumn, int Threads)
 {
     /// <summary>This worker's own address (null = the local address that routes to <see cref="Join"/>, port 0).</summary>
     public HostPort? Listen { get; init; }
+
+    /// <summary>The host in this worker's address when it is not the one it listens on (null = the --listen host).</summary>
+    public string? Advertise { get; init; }
 
     /// <summary>How long to keep trying to join the coordinator before giving up (null: for ever, as Akka does).</summary>
     public TimeSpan? JoinTimeout { get; init; }

@@ -44,7 +44,9 @@ public sealed class RunRecord
 
     /// <summary>Writes run.json with outcome "running".</summary>
     /// <param name="listen">The coordinator's --listen (null for `train`).</param>
-    public static RunRecord Start(RunFolder folder, string command, TrainOptions options, DatasetSplit data, HostPort? listen = null)
+    /// <param name="advertise">The coordinator's --advertise (null: not given).</param>
+    public static RunRecord Start(RunFolder folder, string command, TrainOptions options, DatasetSplit data, HostPort? listen = null,
+        string? advertise = null)
     {
         var document = new JsonObject
         {
@@ -56,7 +58,7 @@ public sealed class RunRecord
             ["ended"] = null,
             ["outcome"] = "running",
             ["error"] = null,
-            ["settings"] = Settings(command, options, listen),
+            ["settings"] = Settings(command, options, listen, advertise),
             ["dataset"] = new JsonObject
             {
                 ["name"] = data.Train.Name,
@@ -115,7 +117,7 @@ public sealed class RunRecord
     }
 
     /// <summary>Every flag of the command that describes the run, under its flag name without dashes (not --out, --overwrite, --config).</summary>
-    public static JsonObject Settings(string command, TrainOptions o, HostPort? listen = null)
+    public static JsonObject Settings(string command, TrainOptions o, HostPort? listen = null, string? advertise = null)
     {
         var settings = new JsonObject
         {
@@ -147,7 +149,11 @@ public sealed class RunRecord
         settings["no-sharded-update"] = !o.ShardedUpdate;
         settings["threads"] = o.Threads;
         settings["steps-every"] = o.StepsEvery;
-        if (listen is not null) settings["listen"] = listen.ToString();
+        if (listen is not null)
+        {
+            settings["listen"] = listen.ToString();
+            settings["advertise"] = advertise;
+        }
         return settings;
     }
 

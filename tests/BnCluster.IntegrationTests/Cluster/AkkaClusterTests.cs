@@ -45,7 +45,7 @@ public sealed class AkkaClusterTests
         var workerRuns = new List<Task<int>>();
         try
         {
-            var result = await RemoteCluster.RunCoordinatorAsync("127.0.0.1", 0, options, job, shape, log, null, duringRun?.Invoke(stops),
+            var result = await RemoteCluster.RunCoordinatorAsync(new NodeEndpoint("127.0.0.1", 0), options, job, shape, log, null, duringRun?.Invoke(stops),
                 async port =>
                 {
                     if (beforeWorkers is not null) await beforeWorkers(port);
@@ -53,7 +53,7 @@ public sealed class AkkaClusterTests
                     for (int i = 0; i < workers; i++)
                     {
                         var stop = stops[i].Token;
-                        workerRuns.Add(Task.Run(() => new WorkerNode(Digits, "digits", null, 1, log).RunAsync(seed, "127.0.0.1", 0, TimeSpan.FromSeconds(30), stop)));
+                        workerRuns.Add(Task.Run(() => new WorkerNode(Digits, "digits", null, 1, log).RunAsync(seed, new NodeEndpoint("127.0.0.1", 0), TimeSpan.FromSeconds(30), stop)));
                     }
                 }, CancellationToken.None).WaitAsync(Limit);
             foreach (var w in workerRuns)

@@ -18,7 +18,7 @@ public sealed class FailureExitTests
 
     static FailureExitTests() => Environment.SetEnvironmentVariable("BNCLUSTER_HEARTBEAT_MS", "500");
 
-    private static Process Start(LineTap output, params string[] args)
+    internal static Process Start(LineTap output, params string[] args)
     {
         var psi = WorkerProcesses.Executable();
         foreach (var a in args) psi.ArgumentList.Add(a);
