@@ -15,5 +15,6 @@ public static class NodeBackends
         Eval = ModelBackends.Eval,
         Predict = ModelBackends.Predict,
         Bench = (options, context, cancel) => BenchBackend.RunAsync(options, context, cancel, cluster, processes),
+        Study = Study.StudyBackend.RunAsync,
     };
 }

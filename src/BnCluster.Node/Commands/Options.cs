@@ -123,4 +123,5 @@ public sealed class CliBackends
     public Func<EvalOptions, CliContext, CancellationToken, Task<int>>? Eval { get; init; }
     public Func<PredictOptions, CliContext, CancellationToken, Task<int>>? Predict { get; init; }
     public Func<BenchOptions, CliContext, CancellationToken, Task<int>>? Bench { get; init; }
+    public Func<Study.StudyOptions, CliContext, CancellationToken, Task<int>>? Study { get; init; }
 }
