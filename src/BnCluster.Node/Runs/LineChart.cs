@@ -12,10 +12,10 @@ public sealed record ChartSeries(string Id, string Label, IReadOnlyList<ChartPoi
 /// <summary>
 /// One panel: its title, axis labels and series. <see cref="LogX"/>: the x axis in decades (positive x only);
 /// <see cref="IntegerX"/>: ticks on whole numbers (epochs, layer counts); <see cref="ClampUnit"/>: the y axis stays
-/// inside [0, 1] when the values do (accuracies).
+/// inside [0, 1] when the values do (accuracies); <see cref="XTicks"/>: ticks at these x values instead (batch sizes).
 /// </summary>
 public sealed record ChartPanel(string Name, string Title, string XLabel, string YLabel, IReadOnlyList<ChartSeries> Series,
-    bool LogX = false, bool IntegerX = false, bool ClampUnit = false);
+    bool LogX = false, bool IntegerX = false, bool ClampUnit = false, IReadOnlyList<double>? XTicks = null);
 
 /// <summary>
 /// A hand-written standalone SVG of one or more line-chart panels side by side, with axes, ticks, labels, a legend
@@ -26,7 +26,7 @@ public sealed record ChartPanel(string Name, string Title, string XLabel, string
 public static class LineChart
 {
     public const int Height = 420;
-    private const double PlotTop = 70, PlotBottom = 350, PanelLeftMargin = 75, PanelRightMargin = 30, PanelGap = 75;
+    private const double PlotTop = 84, PlotBottom = 350, PanelLeftMargin = 75, PanelRightMargin = 30, PanelGap = 75;
 
     /// <summary>A qualitative palette (matplotlib's tab10) for series that need distinct colours.</summary>
     public static readonly IReadOnlyList<string> Palette =
@@ -58,7 +58,7 @@ public static class LineChart
         var entries = panels.SelectMany(p => p.Series).GroupBy(s => s.Label).Select(g => g.First()).ToList();
         if (entries.Count == 0) return;
         var widths = entries.Select(e => 44 + 7.0 * e.Label.Length + 20).ToList();
-        double x = Math.Max(5, (width - widths.Sum()) / 2), y = 48;
+        double x = Math.Max(5, (width - widths.Sum()) / 2), y = 46;
         svg.Append("<g class=\"legend\">\n");
         for (int i = 0; i < entries.Count; i++)
         {
@@ -137,6 +137,12 @@ public static class LineChart
     // Tick positions in axis units (log10 x on a log axis) and their labels.
     private static IEnumerable<(double At, string Label)> XTicks(ChartPanel panel, int firstInt, int lastInt, double lo, double hi)
     {
+        if (panel.XTicks is { } given)
+        {
+            foreach (double v in given.Where(v => double.IsFinite(v) && (!panel.LogX || v > 0)))
+                yield return (panel.LogX ? Math.Log10(v) : v, v.ToString("G4", CultureInfo.InvariantCulture));
+            yield break;
+        }
         if (panel.LogX || panel.IntegerX)
         {
             if (lastInt < firstInt) yield break;

@@ -76,7 +76,7 @@ public sealed record StudySettings(
         Momenta: [0.001, 0.01, 0.1, 0.5, 0.9], Seeds: [1, 2, 3], ShiftDepth: 4, Checkpoints: 20);
 
     public static StudySettings Quick { get; } = new(
-        IsQuick: true, TrainRows: 20_000, CurveTestRows: 500, Width: 32, HiddenLayers: 3, Batch: 64, Steps: 150,
+        IsQuick: true, TrainRows: 20_000, CurveTestRows: 500, Width: 64, HiddenLayers: 3, Batch: 64, Steps: 300,
         LearningRates: LogSpace(-4, 0, 7), Depths: [2, 6, 10], BatchSizes: [32, 128, 512],
         Momenta: [0.01, 0.1, 0.9], Seeds: [1, 2], ShiftDepth: 4, Checkpoints: 10);
 

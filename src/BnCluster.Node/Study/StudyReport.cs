@@ -88,7 +88,7 @@ public static class StudyReport
         Section(md, Experiments.BatchSize, verdicts,
             $"Claim: batch norm regularizes slightly, because each mini-batch is scaled by the noisy μ and σ² of just that batch, and the effect shrinks as the batch grows. Setup: batch sizes {string.Join(", ", s.BatchSizes)}, " +
             $"the same {s.Steps * s.Batch} samples each (steps = samples / batch), with BN before and without, seeds {Seeds(s, 2)}. Gap = train accuracy (eval mode, on the training subset) − test accuracy. " +
-            "Noise: over the second half of training, the batch-to-batch standard deviation of hidden layer 2's mini-batch μ (in units of the unit's σ) and of σ² (relative to its mean), averaged over units; sampling noise alone predicts batch^−0.5.",
+            "Noise: over the second half of training, the batch-to-batch standard deviation of hidden layer 1's mini-batch μ (its inputs are the data rows: a deeper layer's inputs come out of a BN layer, which takes most of the batch-to-batch variation of their means out) (in units of the unit's σ) and of σ² (relative to its mean), averaged over units; sampling noise alone predicts batch^−0.5.",
             BatchTableMd(results));
         Section(md, Experiments.Placement, verdicts,
             $"Claim: normalizing z before the activation is the usual choice; after the activation is possible. Setup: the default network with BN before, after, and none, seeds {Seeds(s, s.Seeds.Count)}; the plot is the test accuracy on {s.CurveTestRows} test rows during training.",
@@ -262,12 +262,12 @@ public static class StudyReport
         [
             Series("gap-before", "before", table.Select(x => new ChartPoint(x.Batch, x.GapBn.Mean, x.GapBn.StdErr))),
             Series("gap-none", "none", table.Select(x => new ChartPoint(x.Batch, x.GapNone.Mean, x.GapNone.StdErr))),
-        ], LogX: true);
+        ], LogX: true, XTicks: table.Select(x => (double)x.Batch).ToList());
         var noise = new ChartPanel("noise", "batch-to-batch noise (BN runs)", "batch size", "relative std",
         [
             new ChartSeries("noise-mean", "noise of μ", table.Select(x => new ChartPoint(x.Batch, x.NoiseMean.Mean, x.NoiseMean.StdErr)).ToList(), LineChart.Palette[3]),
             new ChartSeries("noise-variance", "noise of σ²", table.Select(x => new ChartPoint(x.Batch, x.NoiseVariance.Mean, x.NoiseVariance.StdErr)).ToList(), LineChart.Palette[4], Dashed: true),
-        ], LogX: true);
+        ], LogX: true, XTicks: table.Select(x => (double)x.Batch).ToList());
         return LineChart.Render("Regularization and batch size (same samples)", [gap, noise]);
     }
 
@@ -291,11 +291,11 @@ public static class StudyReport
         [
             new ChartSeries("running", "running averages", table.Select(x => new ChartPoint(x.Momentum, x.Running.Mean, x.Running.StdErr)).ToList(), LineChart.Palette[0]),
             new ChartSeries("whole", "whole-set statistics", table.Select(x => new ChartPoint(x.Momentum, x.Whole.Mean, x.Whole.StdErr)).ToList(), LineChart.Palette[1], Dashed: true),
-        ], LogX: true, ClampUnit: true);
+        ], LogX: true, ClampUnit: true, XTicks: table.Select(x => x.Momentum).ToList());
         var distance = new ChartPanel("distance", "running μ vs whole-set μ", "BN momentum", "mean |r_μ − μ| / σ",
         [
             new ChartSeries("distance", "distance", table.Select(x => new ChartPoint(x.Momentum, x.Distance.Mean, x.Distance.StdErr)).ToList(), LineChart.Palette[3]),
-        ], LogX: true);
+        ], LogX: true, XTicks: table.Select(x => x.Momentum).ToList());
         return LineChart.Render("Running averages vs whole-training-set statistics", [accuracy, distance]);
     }
 }

@@ -74,7 +74,9 @@ public sealed class StudyRunner(StudySettings settings, Dataset train, Dataset t
         ITrainingObserver? observer = run.Probe switch
         {
             StudyProbe.CovariateShift => shift = new CovariateShiftProbe(run.HiddenLayers - 1, run.Width, interval),
-            StudyProbe.BatchNoise => noise = new BatchNoiseProbe(NoiseLayer(run), run.Width, run.Steps / 2 + 1),
+            // The first layer, whose inputs are the data rows: a deeper layer's inputs come out of a BN layer that normalized
+            // them with the same batch's moments, so their batch means vary far less than sampling alone predicts.
+            StudyProbe.BatchNoise => noise = new BatchNoiseProbe(layer: 0, run.Width, run.Steps / 2 + 1),
             StudyProbe.LearningCurve => curve,
             _ => null,
         };
@@ -123,9 +125,6 @@ public sealed class StudyRunner(StudySettings settings, Dataset train, Dataset t
         }
         return result with { Seconds = wall.Elapsed.TotalSeconds };
     }
-
-    // The probed layer of the noise: the second hidden layer (its inputs already the output of a BN layer), else the first.
-    private static int NoiseLayer(StudyRun run) => Math.Min(1, run.HiddenLayers - 1);
 
     // Mean over BN features of |r_μ − μ_whole| / √σ²_whole, with the whole-set statistics now in p.
     private static double RunningDistance(Parameters p, float[]?[] runningMean)
