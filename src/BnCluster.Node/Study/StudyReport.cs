@@ -75,26 +75,26 @@ public static class StudyReport
 
         Section(md, Experiments.LearningRate, verdicts,
             $"Claim: with batch norm the network is far more robust to the learning rate. Setup: {s.LearningRates.Count} learning rates from {s.LearningRates[0].ToString(CultureInfo.InvariantCulture)} to {s.LearningRates[^1].ToString(CultureInfo.InvariantCulture)}, " +
-            $"plain gradient descent and Adam, BN before the activation, after it, and none; seed {s.Seeds[0]}. Measured: the contiguous range of rates whose test accuracy is within 1 point of the variant's best (a diverged run counts as 0).",
+            $"plain gradient descent and Adam, BN before the activation, after it, and none; seeds {Seeds(s, 2)} (the table and plot show their mean). Measured: the contiguous range of rates whose test accuracy is within 1 point of the variant's best (a diverged run counts as 0).",
             LearningRateTables(results));
         Section(md, Experiments.Depth, verdicts,
-            $"Claim: batch norm lets you train much deeper networks. Setup: {string.Join(", ", s.Depths)} hidden layers of {s.Width}, with BN before the activation and without, the same {s.Steps} steps each, seeds {Seeds(s, 2)}; mean ± standard error.",
+            $"Claim: batch norm lets you train much deeper networks. Setup: {string.Join(", ", s.Depths)} hidden layers of {s.Width}, with BN before the activation and without, the same {s.Steps} steps each, seeds {Seeds(s, s.Seeds.Count)}; mean ± standard error.",
             DepthTableMd(results));
         Section(md, Experiments.CovariateShift, verdicts,
             $"Claim: batch norm reduces covariate shift: the inputs a later layer sees move less while the earlier layers learn. Setup: {s.ShiftDepth} hidden layers; the probe reads the inputs of hidden layer {s.ShiftDepth} (the outputs of layer {s.ShiftDepth - 1}) in every mini-batch, " +
             $"averages their per-unit mean and variance over windows of {s.Steps / s.Checkpoints} steps, and compares each window with the first: mean drift = RMS of the change of the unit means in units of the first window's standard deviation; " +
-            $"variance drift = mean |ln(σ²/σ²₀)| over units. Seeds {Seeds(s, 2)}.",
+            $"variance drift = mean |ln(σ²/σ²₀)| over units. Seeds {Seeds(s, s.Seeds.Count)}.",
             ShiftTableMd(results));
         Section(md, Experiments.BatchSize, verdicts,
             $"Claim: batch norm regularizes slightly, because each mini-batch is scaled by the noisy μ and σ² of just that batch, and the effect shrinks as the batch grows. Setup: batch sizes {string.Join(", ", s.BatchSizes)}, " +
-            $"the same {s.Steps * s.Batch} samples each (steps = samples / batch), with BN before and without, seeds {Seeds(s, 2)}. Gap = train accuracy (eval mode, on the training subset) − test accuracy. " +
+            $"the same {s.Steps * s.Batch} samples each (steps = samples / batch), with BN before and without, seeds {Seeds(s, s.Seeds.Count)}. Gap = train accuracy (eval mode, on the training subset) − test accuracy. " +
             "Noise: over the second half of training, the batch-to-batch standard deviation of hidden layer 1's mini-batch μ (its inputs are the data rows: a deeper layer's inputs come out of a BN layer, which takes most of the batch-to-batch variation of their means out) (in units of the unit's σ) and of σ² (relative to its mean), averaged over units; sampling noise alone predicts batch^−0.5.",
             BatchTableMd(results));
         Section(md, Experiments.Placement, verdicts,
             $"Claim: normalizing z before the activation is the usual choice; after the activation is possible. Setup: the default network with BN before, after, and none, seeds {Seeds(s, s.Seeds.Count)}; the plot is the test accuracy on {s.CurveTestRows} test rows during training.",
             PlacementTableMd(results));
         Section(md, Experiments.Momentum, verdicts,
-            $"Claim: at test time the running averages (exponentially weighted over mini-batches) stand in for the mini-batch statistics. Setup: the default network with BN momentum m ∈ {{{string.Join(", ", s.Momenta.Select(m => m.ToString(CultureInfo.InvariantCulture)))}}} (r ← (1−m)·r + m·batch), seeds {Seeds(s, 2)}; " +
+            $"Claim: at test time the running averages (exponentially weighted over mini-batches) stand in for the mini-batch statistics. Setup: the default network with BN momentum m ∈ {{{string.Join(", ", s.Momenta.Select(m => m.ToString(CultureInfo.InvariantCulture)))}}} (r ← (1−m)·r + m·batch), seeds {Seeds(s, s.Seeds.Count)}; " +
             "after training, the test accuracy with the running averages and with every BN layer's mean and variance over the whole training subset (computed layer by layer in eval mode); distance = mean over units of |r_μ − μ_whole| / σ_whole.",
             MomentumTableMd(results));
         md.AppendLine("Raw results: `results.jsonl` (one line per run). Verdicts: reproduced when the effect minus two standard errors clears the claim's bar, not reproduced when the effect plus two standard errors stays below it, mixed otherwise or when the parts of a claim disagree.");
