@@ -41,6 +41,9 @@ public sealed record StudyRun(
     ulong Seed,
     StudyProbe Probe = StudyProbe.None)
 {
+    /// <summary>Train on the first this many rows of the study's training rows (a smaller set that overfits); null: all.</summary>
+    public int? TrainRows { get; init; }
+
     /// <summary>Multiply-adds of the forward pass per sample times samples: for running the costliest runs first.</summary>
     public double Cost(int inputs) => (double)Steps * Batch * ((double)inputs * Width + (HiddenLayers - 1.0) * Width * Width);
 }
@@ -62,6 +65,8 @@ public sealed record StudySettings(
     IReadOnlyList<int> BatchSizes,
     IReadOnlyList<double> Momenta,
     IReadOnlyList<ulong> Seeds,
+    IReadOnlyList<ulong> BatchSeeds,
+    int BatchTrainRows,
     int ShiftDepth,
     int Checkpoints)
 {
@@ -69,16 +74,20 @@ public sealed record StudySettings(
     public const double DefaultLearningRate = 1e-3;
     public const OptimizerKind DefaultOptimizer = OptimizerKind.Adam;
     public const double DefaultMomentum = 0.1;
+    /// <summary>The learning rate of plain gradient descent in the depth sweep.</summary>
+    public const double GdLearningRate = 0.1;
 
     public static StudySettings Full { get; } = new(
         IsQuick: false, TrainRows: 60_000, CurveTestRows: 2_000, Width: 128, HiddenLayers: 3, Batch: 128, Steps: 3_000,
         LearningRates: LogSpace(-4, 0, 9), Depths: [2, 4, 6, 8, 10], BatchSizes: [32, 64, 128, 256, 512, 1024],
-        Momenta: [0.001, 0.01, 0.1, 0.5, 0.9], Seeds: [1, 2, 3], ShiftDepth: 4, Checkpoints: 20);
+        Momenta: [0.001, 0.01, 0.1, 0.5, 0.9], Seeds: [1, 2, 3], BatchSeeds: [1, 2, 3, 4, 5], BatchTrainRows: 10_000,
+        ShiftDepth: 4, Checkpoints: 20);
 
     public static StudySettings Quick { get; } = new(
         IsQuick: true, TrainRows: 20_000, CurveTestRows: 500, Width: 64, HiddenLayers: 3, Batch: 64, Steps: 300,
         LearningRates: LogSpace(-4, 0, 7), Depths: [2, 6, 10], BatchSizes: [32, 128, 512],
-        Momenta: [0.01, 0.1, 0.9], Seeds: [1, 2], ShiftDepth: 4, Checkpoints: 10);
+        Momenta: [0.01, 0.1, 0.9], Seeds: [1, 2], BatchSeeds: [1, 2], BatchTrainRows: 20_000,
+        ShiftDepth: 4, Checkpoints: 10);
 
     /// <summary>n values from 10^lo to 10^hi, evenly spaced in the exponent.</summary>
     public static IReadOnlyList<double> LogSpace(int lo, int hi, int n) =>
@@ -100,25 +109,26 @@ public sealed record StudySettings(
                     foreach (ulong seed in two)
                         runs.Add(Default(Experiments.LearningRate, bn, seed) with { Optimizer = optimizer, LearningRate = lr });
 
-        // 2. Depth: same width, same steps.
-        foreach (int depth in Depths)
-            foreach (var bn in new[] { BatchNormPlacement.Before, BatchNormPlacement.None })
-                foreach (ulong seed in Seeds)
-                    runs.Add(Default(Experiments.Depth, bn, seed) with { HiddenLayers = depth });
+        // 2. Depth: same width, same steps; Adam and plain gradient descent.
+        foreach (var (optimizer, lr) in new[] { (DefaultOptimizer, DefaultLearningRate), (OptimizerKind.Gd, GdLearningRate) })
+            foreach (int depth in Depths)
+                foreach (var bn in new[] { BatchNormPlacement.Before, BatchNormPlacement.None })
+                    foreach (ulong seed in Seeds)
+                        runs.Add(Default(Experiments.Depth, bn, seed) with { HiddenLayers = depth, Optimizer = optimizer, LearningRate = lr });
 
         // 3. Covariate shift: the inputs of the last hidden layer of a deeper network.
         foreach (var bn in new[] { BatchNormPlacement.Before, BatchNormPlacement.None })
             foreach (ulong seed in Seeds)
                 runs.Add(Default(Experiments.CovariateShift, bn, seed) with { HiddenLayers = ShiftDepth, Probe = StudyProbe.CovariateShift });
 
-        // 4. Batch size: the same number of samples at every size (steps = budget / batch).
+        // 4. Batch size: the same number of samples at every size (steps = budget / batch), on fewer rows (it overfits).
         long samples = Steps * Batch;
         foreach (int batch in BatchSizes)
             foreach (var bn in new[] { BatchNormPlacement.Before, BatchNormPlacement.None })
-                foreach (ulong seed in Seeds)
+                foreach (ulong seed in BatchSeeds)
                     runs.Add(Default(Experiments.BatchSize, bn, seed) with
                     {
-                        Batch = batch, Steps = Math.Max(1, samples / batch),
+                        Batch = batch, Steps = Math.Max(1, samples / batch), TrainRows = BatchTrainRows,
                         Probe = bn == BatchNormPlacement.None ? StudyProbe.None : StudyProbe.BatchNoise,
                     });
 

@@ -62,9 +62,9 @@ public static class StudyReport
             $"`bncluster study --dataset {c.Dataset}{(s.IsQuick ? " --quick" : "")}`: {results.Count} training runs in {c.WallSeconds:F0} s, {c.Parallel} at a time with one thread each. " +
             $"Every run is the single-node trainer of `train --workers 1`, seeded; accuracies are measured in eval mode (running averages) on the parameters it returns, those `train` writes to model.bnc.");
         md.AppendLine();
-        string subset = c.TrainRows < c.TrainRowsAvailable ? $"a seeded subset of {c.TrainRows} of the {c.TrainRowsAvailable} training rows" : $"all {c.TrainRows} training rows";
+        string subset = c.TrainRows < c.TrainRowsAvailable ? $"a seeded subset of {c.TrainRows} of the {c.TrainRowsAvailable} training rows (to fit the time budget)" : $"all {c.TrainRows} training rows";
         md.AppendLine(CultureInfo.InvariantCulture,
-            $"Budget: {subset} (to fit the time budget; the train−test gaps below are on this subset), the whole test split ({c.TestRows} rows); " +
+            $"Budget: {subset} ({BatchRows(c)} in section 4), the whole test split ({c.TestRows} rows); " +
             $"unless a section says otherwise: {s.HiddenLayers} hidden layers of {s.Width} ReLU units, batch {s.Batch}, {s.Steps} steps, Adam α = {StudySettings.DefaultLearningRate.ToString(CultureInfo.InvariantCulture)}, BN momentum {StudySettings.DefaultMomentum}.");
         md.AppendLine();
         md.AppendLine("| Claim | Verdict |");
@@ -78,7 +78,8 @@ public static class StudyReport
             $"plain gradient descent and Adam, BN before the activation, after it, and none; seeds {Seeds(s, 2)} (the table and plot show their mean). Measured: the contiguous range of rates whose test accuracy is within 1 point of the variant's best (a diverged run counts as 0).",
             LearningRateTables(results));
         Section(md, Experiments.Depth, verdicts,
-            $"Claim: batch norm lets you train much deeper networks. Setup: {string.Join(", ", s.Depths)} hidden layers of {s.Width}, with BN before the activation and without, the same {s.Steps} steps each, seeds {Seeds(s, s.Seeds.Count)}; mean ± standard error.",
+            $"Claim: batch norm lets you train much deeper networks. Setup: {string.Join(", ", s.Depths)} hidden layers of {s.Width}, with BN before the activation and without, the same {s.Steps} steps each, " +
+            $"Adam α = {StudySettings.DefaultLearningRate.ToString(CultureInfo.InvariantCulture)} and plain gradient descent α = {StudySettings.GdLearningRate.ToString(CultureInfo.InvariantCulture)}, He initialization, seeds {Seeds(s, s.Seeds.Count)}; mean ± standard error.",
             DepthTableMd(results));
         Section(md, Experiments.CovariateShift, verdicts,
             $"Claim: batch norm reduces covariate shift: the inputs a later layer sees move less while the earlier layers learn. Setup: {s.ShiftDepth} hidden layers; the probe reads the inputs of hidden layer {s.ShiftDepth} (the outputs of layer {s.ShiftDepth - 1}) in every mini-batch, " +
@@ -87,7 +88,8 @@ public static class StudyReport
             ShiftTableMd(results));
         Section(md, Experiments.BatchSize, verdicts,
             $"Claim: batch norm regularizes slightly, because each mini-batch is scaled by the noisy μ and σ² of just that batch, and the effect shrinks as the batch grows. Setup: batch sizes {string.Join(", ", s.BatchSizes)}, " +
-            $"the same {s.Steps * s.Batch} samples each (steps = samples / batch), with BN before and without, seeds {Seeds(s, s.Seeds.Count)}. Gap = train accuracy (eval mode, on the training subset) − test accuracy. " +
+            $"the same {s.Steps * s.Batch} samples each (steps = samples / batch), with BN before and without, seeds {string.Join(", ", s.BatchSeeds)}, " +
+            $"on {BatchRows(c)} training rows (fewer than the other sections, so that the network overfits and a regularizer has something to do). Gap = train accuracy (eval mode, on the training subset) − test accuracy. " +
             "Noise: over the second half of training, the batch-to-batch standard deviation of hidden layer 1's mini-batch μ (its inputs are the data rows: a deeper layer's inputs come out of a BN layer, which takes most of the batch-to-batch variation of their means out) (in units of the unit's σ) and of σ² (relative to its mean), averaged over units; sampling noise alone predicts batch^−0.5.",
             BatchTableMd(results));
         Section(md, Experiments.Placement, verdicts,
@@ -110,6 +112,8 @@ public static class StudyReport
         (Experiments.Placement, "5. Before vs after the activation"),
         (Experiments.Momentum, "6. Running averages vs whole-training-set statistics"),
     ];
+
+    private static string BatchRows(StudyContext c) => Math.Min(c.Settings.BatchTrainRows, c.TrainRows).ToString(CultureInfo.InvariantCulture);
 
     private static string Seeds(StudySettings s, int count) => string.Join(", ", s.Seeds.Take(count));
 
@@ -161,10 +165,11 @@ public static class StudyReport
         var table = DepthTable(results);
         var depths = table.Select(x => x.Depth).Distinct().Order().ToList();
         var md = new StringBuilder();
-        md.AppendLine("| Variant | " + string.Join(" | ", depths.Select(d => d + " layers")) + " |");
-        md.AppendLine("|---|" + string.Concat(depths.Select(_ => "---|")));
-        foreach (var bn in table.Select(x => x.Bn).Distinct())
-            md.AppendLine($"| {BnLabel(bn)} | " + string.Join(" | ", depths.Select(d => M(table.FirstOrDefault(x => x.Bn == bn && x.Depth == d).Accuracy))) + " |");
+        md.AppendLine("| Optimizer | Variant | " + string.Join(" | ", depths.Select(d => d + " layers")) + " |");
+        md.AppendLine("|---|---|" + string.Concat(depths.Select(_ => "---|")));
+        foreach (var (optimizer, bn) in table.Select(x => (x.Optimizer, x.Bn)).Distinct())
+            md.AppendLine($"| {optimizer} | {BnLabel(bn)} | " + string.Join(" | ",
+                depths.Select(d => M(table.FirstOrDefault(x => x.Optimizer == optimizer && x.Bn == bn && x.Depth == d).Accuracy))) + " |");
         return md.ToString();
     }
 
@@ -223,7 +228,7 @@ public static class StudyReport
     public static string LearningRateChart(IReadOnlyList<StudyResult> results)
     {
         var runs = results.Where(r => r.Experiment == Experiments.LearningRate).ToList();
-        var panels = runs.Select(r => r.Optimizer).Distinct().Order().Select(optimizer => new ChartPanel(optimizer, optimizer == "gd" ? "gradient descent" : optimizer,
+        var panels = runs.Select(r => r.Optimizer).Distinct().Order().Select(optimizer => new ChartPanel(optimizer, OptimizerTitle(optimizer),
             "learning rate", "test accuracy",
             runs.Where(r => r.Optimizer == optimizer).Select(r => r.Bn).Distinct().OrderBy(BnOrder).Select(bn => Series($"{optimizer}-{bn}", bn,
                 runs.Where(r => r.Optimizer == optimizer && r.Bn == bn).GroupBy(r => r.Lr).OrderBy(g => g.Key)
@@ -235,11 +240,15 @@ public static class StudyReport
     public static string DepthChart(IReadOnlyList<StudyResult> results)
     {
         var table = DepthTable(results);
-        var series = table.Select(x => x.Bn).Distinct().Select(bn => Series($"depth-{bn}", bn,
-            table.Where(x => x.Bn == bn).Select(x => new ChartPoint(x.Depth, x.Accuracy.Mean, x.Accuracy.StdErr)))).ToList();
-        return LineChart.Render("Test accuracy against depth (same steps)",
-            [new ChartPanel("depth", "test accuracy", "hidden layers", "test accuracy", series, IntegerX: true, ClampUnit: true)]);
+        var panels = table.Select(x => x.Optimizer).Distinct().Select(optimizer => new ChartPanel(optimizer, OptimizerTitle(optimizer),
+            "hidden layers", "test accuracy",
+            table.Where(x => x.Optimizer == optimizer).Select(x => x.Bn).Distinct().Select(bn => Series($"depth-{optimizer}-{bn}", bn,
+                table.Where(x => x.Optimizer == optimizer && x.Bn == bn).Select(x => new ChartPoint(x.Depth, x.Accuracy.Mean, x.Accuracy.StdErr)))).ToList(),
+            IntegerX: true, ClampUnit: true)).ToList();
+        return LineChart.Render("Test accuracy against depth (same steps)", panels);
     }
+
+    private static string OptimizerTitle(string optimizer) => optimizer == "gd" ? "gradient descent" : optimizer;
 
     public static string ShiftChart(IReadOnlyList<StudyResult> results)
     {

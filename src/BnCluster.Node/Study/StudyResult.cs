@@ -28,6 +28,8 @@ public sealed record StudyResult
     public long Steps { get; init; }
     public double Momentum { get; init; } = 0.1;
     public required ulong Seed { get; init; }
+    /// <summary>Training rows the run trained on.</summary>
+    public int TrainRows { get; init; }
     public bool Diverged { get; init; }
     /// <summary>Eval-mode accuracy on the training subset the run trained on.</summary>
     public double TrainAccuracy { get; init; } = double.NaN;

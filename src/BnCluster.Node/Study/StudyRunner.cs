@@ -14,6 +14,9 @@ namespace BnCluster.Node.Study;
 /// </summary>
 public sealed class StudyRunner(StudySettings settings, Dataset train, Dataset test, int parallel)
 {
+    // The smaller training sets some runs ask for (StudyRun.TrainRows), made once.
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<int, Lazy<Dataset>> _subsets = new();
+
     /// <summary>Called after each run (from the thread that ran it): the run, its result, runs done, runs in all.</summary>
     public Action<StudyRun, StudyResult, int, int>? RunFinished { get; init; }
 
@@ -52,9 +55,12 @@ public sealed class StudyRunner(StudySettings settings, Dataset train, Dataset t
     /// <summary>One run: train, then the eval-mode accuracies and what its probe measured.</summary>
     public async Task<StudyResult> RunAsync(StudyRun run, CancellationToken cancel)
     {
-        var spec = new NetworkSpec(train.FeatureCount, Enumerable.Repeat(run.Width, run.HiddenLayers).ToArray(), train.ClassCount,
+        var data = run.TrainRows is { } rows && rows < train.Count
+            ? _subsets.GetOrAdd(rows, n => new Lazy<Dataset>(() => Subset(train, n, seed: 2))).Value
+            : train;
+        var spec = new NetworkSpec(data.FeatureCount, Enumerable.Repeat(run.Width, run.HiddenLayers).ToArray(), data.ClassCount,
             Activation.Relu, run.BatchNorm, BnMomentum: (float)run.Momentum);
-        int epochs = (int)Math.Min(int.MaxValue, run.Steps * run.Batch / train.Count + 2);
+        int epochs = (int)Math.Min(int.MaxValue, run.Steps * run.Batch / data.Count + 2);
         var options = new TrainerOptions(spec, new OptimizerSettings(run.Optimizer, (float)run.LearningRate), run.Batch, epochs,
             run.Steps, run.Seed, Threads: 1);
         long interval = Math.Max(1, run.Steps / settings.Checkpoints);
@@ -63,14 +69,15 @@ public sealed class StudyRunner(StudySettings settings, Dataset train, Dataset t
         {
             Experiment = run.Experiment, Variant = run.Variant, Bn = run.BatchNorm.ToString().ToLowerInvariant(),
             Optimizer = run.Optimizer.ToString().ToLowerInvariant(), Lr = run.LearningRate, HiddenLayers = run.HiddenLayers,
-            Width = run.Width, Batch = run.Batch, Steps = run.Steps, Momentum = run.Momentum, Seed = run.Seed, TestAccuracy = double.NaN,
+            Width = run.Width, Batch = run.Batch, Steps = run.Steps, Momentum = run.Momentum, Seed = run.Seed, TrainRows = data.Count,
+            TestAccuracy = double.NaN,
         };
 
         CovariateShiftProbe? shift = null;
         BatchNoiseProbe? noise = null;
         // (normalized as the trainer normalizes: with the training rows' statistics)
         using var curve = run.Probe == StudyProbe.LearningCurve
-            ? new LearningCurveProbe(InputNormalizer.Fit(train).Apply(Subset(test, settings.CurveTestRows, 1)), interval) : null;
+            ? new LearningCurveProbe(InputNormalizer.Fit(data).Apply(Subset(test, settings.CurveTestRows, 1)), interval) : null;
         ITrainingObserver? observer = run.Probe switch
         {
             StudyProbe.CovariateShift => shift = new CovariateShiftProbe(run.HiddenLayers - 1, run.Width, interval),
@@ -85,7 +92,7 @@ public sealed class StudyRunner(StudySettings settings, Dataset train, Dataset t
         TrainingResult trained;
         try
         {
-            trained = await new Trainer(options) { Observer = observer }.RunAsync(train, noTest, cancel).ConfigureAwait(false);
+            trained = await new Trainer(options) { Observer = observer }.RunAsync(data, noTest, cancel).ConfigureAwait(false);
         }
         catch (InvalidOperationException) // the loss became non-finite: the learning rate is too high for this variant
         {
@@ -93,10 +100,10 @@ public sealed class StudyRunner(StudySettings settings, Dataset train, Dataset t
         }
 
         var p = trained.Parameters;
-        var trainN = trained.Input.Apply(train);
+        var trainN = trained.Input.Apply(data);
         var testN = trained.Input.Apply(test);
         using var matMul = new MatMul(1);
-        var ws = new Workspace(p, Math.Min(1024, Math.Max(train.Count, test.Count)), matMul);
+        var ws = new Workspace(p, Math.Min(1024, Math.Max(data.Count, test.Count)), matMul);
         var testTotal = TrainingStep.Evaluate(p, ws, testN, 0, testN.Count);
         var trainTotal = TrainingStep.Evaluate(p, ws, trainN, 0, trainN.Count);
         result = result with

@@ -115,24 +115,30 @@ public static class StudyVerdicts
 
     // ---- 2. Depth -----------------------------------------------------------------------------------------------------
 
-    /// <summary>Test accuracy per (placement, hidden layers) over the seeds.</summary>
-    public static IReadOnlyList<(string Bn, int Depth, Measure Accuracy)> DepthTable(IEnumerable<StudyResult> results) =>
-        Of(results, Experiments.Depth).GroupBy(r => (r.Bn, r.HiddenLayers))
-            .Select(g => (g.Key.Bn, g.Key.HiddenLayers, Measure.Of(g.Select(Accuracy))))
-            .OrderBy(x => BnOrder(x.Bn)).ThenBy(x => x.HiddenLayers).ToList();
+    /// <summary>Test accuracy per (optimizer, placement, hidden layers) over the seeds.</summary>
+    public static IReadOnlyList<(string Optimizer, string Bn, int Depth, Measure Accuracy)> DepthTable(IEnumerable<StudyResult> results) =>
+        Of(results, Experiments.Depth).GroupBy(r => (r.Optimizer, r.Bn, r.HiddenLayers))
+            .Select(g => (g.Key.Optimizer, g.Key.Bn, g.Key.HiddenLayers, Measure.Of(g.Select(Accuracy))))
+            .OrderBy(x => x.Optimizer).ThenBy(x => BnOrder(x.Bn)).ThenBy(x => x.HiddenLayers).ToList();
 
-    /// <summary>Claim 2: at the deepest network, BN is more accurate than no BN by at least <see cref="DepthBar"/>.</summary>
+    /// <summary>Claim 2: at the deepest network, BN is more accurate than no BN by at least <see cref="DepthBar"/>, with each optimizer.</summary>
     public static Verdict Depth(IEnumerable<StudyResult> results)
     {
         var table = DepthTable(results);
         if (table.Count == 0) return NotMeasured("depth sweep");
         int deepest = table.Max(x => x.Depth);
-        var bn = table.FirstOrDefault(x => x.Bn == "before" && x.Depth == deepest).Accuracy;
-        var none = table.FirstOrDefault(x => x.Bn == "none" && x.Depth == deepest).Accuracy;
-        if (bn.Count == 0 || none.Count == 0) return NotMeasured("depth sweep at its deepest network");
-        double effect = bn.Mean - none.Mean, se = Hypot(bn.StdErr, none.StdErr);
-        return new Verdict(Judge(effect, se, DepthBar),
-            $"at {deepest} hidden layers {Pct(bn.Mean)} with BN vs {Pct(none.Mean)} without ({Pts(effect, se)}; the claim needs ≥ {DepthBar * 100:0.#} point)");
+        var parts = new List<(Outcome Outcome, string Text)>();
+        foreach (var optimizer in table.Select(x => x.Optimizer).Distinct())
+        {
+            var bn = table.FirstOrDefault(x => x.Optimizer == optimizer && x.Bn == "before" && x.Depth == deepest).Accuracy;
+            var none = table.FirstOrDefault(x => x.Optimizer == optimizer && x.Bn == "none" && x.Depth == deepest).Accuracy;
+            if (bn.Count == 0 || none.Count == 0) continue;
+            double effect = bn.Mean - none.Mean, se = Hypot(bn.StdErr, none.StdErr);
+            parts.Add((Judge(effect, se, DepthBar), $"{optimizer}: {Pct(bn.Mean)} with BN vs {Pct(none.Mean)} without ({Pts(effect, se)})"));
+        }
+        if (parts.Count == 0) return NotMeasured("depth sweep at its deepest network");
+        return new Verdict(Combine(parts.Select(p => p.Outcome)),
+            $"at {deepest} hidden layers " + string.Join("; ", parts.Select(p => p.Text)) + $"; the claim needs ≥ {DepthBar * 100:0.#} point");
     }
 
     // ---- 3. Covariate shift -------------------------------------------------------------------------------------------

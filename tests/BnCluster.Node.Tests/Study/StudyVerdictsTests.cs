@@ -54,11 +54,13 @@ public sealed class StudyVerdictsTests
 
     // ---- 2. Depth
 
-    private static List<StudyResult> Depths(double deepWithBn, double deepWithout) =>
-        (from depth in new[] { 2, 6, 10 }
+    private static List<StudyResult> Depths(double deepWithBn, double deepWithout, double? gdDeepWithout = null) =>
+        (from optimizer in new[] { "adam", "gd" }
+         from depth in new[] { 2, 6, 10 }
          from bn in new[] { "before", "none" }
          from seed in Seeds
-         select R(Experiments.Depth, bn, (depth < 10 ? 0.88 : bn == "none" ? deepWithout : deepWithBn) + Jitter(seed), seed, layers: depth)).ToList();
+         let without = optimizer == "gd" ? gdDeepWithout ?? deepWithout : deepWithout
+         select R(Experiments.Depth, bn, (depth < 10 ? 0.88 : bn == "none" ? without : deepWithBn) + Jitter(seed), seed, optimizer, layers: depth)).ToList();
 
     [Fact]
     public void Depth_verdict_compares_the_deepest_networks()
@@ -68,6 +70,8 @@ public sealed class StudyVerdictsTests
         // Better, but by less than the bar of 1 point, beyond noise: not "much deeper".
         Assert.Equal(Outcome.NotReproduced, StudyVerdicts.Depth(Depths(deepWithBn: 0.874, deepWithout: 0.870)).Outcome);
         Assert.Contains("at 10 hidden layers", StudyVerdicts.Depth(Depths(0.87, 0.70)).Text);
+        // Borne out with one optimizer only: mixed.
+        Assert.Equal(Outcome.Mixed, StudyVerdicts.Depth(Depths(deepWithBn: 0.87, deepWithout: 0.87, gdDeepWithout: 0.60)).Outcome);
     }
 
     // ---- 3. Covariate shift
