@@ -50,7 +50,7 @@ public sealed record StudyRun(
 
 /// <summary>
 /// The sizes of a study: the training subset, the default network and budget, and the grids of each experiment.
-/// <see cref="Full"/> fits ~15 minutes on two cores on Fashion-MNIST; <see cref="Quick"/> a few seconds on digits.
+/// <see cref="Full"/> takes ~7 minutes on two cores on Fashion-MNIST (the budget is 15); <see cref="Quick"/> a few seconds on digits.
 /// </summary>
 public sealed record StudySettings(
     bool IsQuick,
