@@ -70,8 +70,8 @@ public sealed record WorkerOptions(HostPort Join, string Dataset, string? LabelC
 /// <summary>`eval`: accuracy and loss of a model file on a dataset's test split.</summary>
 public sealed record EvalOptions(string ModelPath, string Dataset, string? LabelColumn, bool Json);
 
-/// <summary>`predict`: classes of the rows of a CSV file.</summary>
-public sealed record PredictOptions(string ModelPath, string InputPath, bool Json);
+/// <summary>`predict`: classes of the rows of a CSV file (<paramref name="Probabilities"/>: and every class's probability).</summary>
+public sealed record PredictOptions(string ModelPath, string InputPath, bool Json, bool Probabilities = false);
 
 /// <summary>`logs`: summary of a run's log.jsonl.</summary>
 public sealed record LogsOptions(string LogPath, bool Json);
