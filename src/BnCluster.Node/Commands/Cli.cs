@@ -294,11 +294,12 @@ public static class Cli
 
     private static Command StudyCommand(CliBackends backends, CliContext context)
     {
-        var command = new Command("study",
+        var command = new Command("study", WithExamples(
             "Measure what batch norm is claimed to do on a dataset (learning-rate robustness, depth, covariate shift, regularization " +
             "and batch size, before vs after the activation, running averages at test time) with real training runs; write DIR/report.md, " +
-            "one SVG per experiment and DIR/results.jsonl. The full study (258 training runs) takes about 7 minutes on two cores on fashion-mnist; --quick a few seconds on digits.\n\n" +
-            "Example: bncluster study --dataset fashion-mnist --out study-fashion");
+            "one SVG per experiment and DIR/results.jsonl. The full study (258 training runs) takes about 7 minutes on two cores on fashion-mnist; --quick a few seconds on digits.",
+            "bncluster study --quick --out study-digits",
+            "bncluster study --dataset fashion-mnist --out study-fashion"));
         var dataset = OptionParsers.Dataset("--dataset", "digits", "Dataset: digits (shipped), fashion-mnist or mnist, a folder of the four IDX files, or a labelled CSV file.");
         var quick = new Option<bool>("--quick") { Description = "Small networks, short runs and fewer settings: a first look in well under a minute." };
         var parallel = OptionParsers.Int("--parallel", Environment.ProcessorCount, 1, "Training runs at a time, one thread each.");
