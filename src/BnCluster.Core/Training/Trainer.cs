@@ -56,6 +56,9 @@ public sealed class Trainer(TrainerOptions options)
     public IProgress<BatchProgress>? BatchProgress { get; init; }
     public IProgress<EpochMetrics>? EpochProgress { get; init; }
 
+    /// <summary>Sees every committed step's workspace (measurements); null, the default, for normal training.</summary>
+    public ITrainingObserver? Observer { get; init; }
+
     private static TrainerOptions Validate(TrainerOptions o)
     {
         ArgumentNullException.ThrowIfNull(o);
@@ -100,6 +103,7 @@ public sealed class Trainer(TrainerOptions options)
                 step++;
                 trainTotal = trainTotal.Add(partial);
                 if (!double.IsFinite(partial.SumLoss)) throw new InvalidOperationException($"loss is not finite at step {step} (epoch {epoch}); lower the learning rate");
+                Observer?.StepCommitted(step, p, ws);
                 BatchProgress?.Report(new BatchProgress(epoch, b, plan.BatchCount, step,
                     trainTotal.SumLoss / trainTotal.Count, (double)trainTotal.Correct / trainTotal.Count,
                     partial.SumLoss / partial.Count, (double)partial.Correct / partial.Count, partial.Count));

@@ -156,6 +156,16 @@ public static class TrainingStep
         g.Data.GatherRows(g.Rows.Span[start..end], g.X.AsSpan(start * f, (end - start) * f), g.Offset);
     }
 
+    /// <summary>
+    /// [rows × width] what hidden layer <paramref name="l"/> of the last step or evaluation chunk hands the next dense
+    /// layer (its activation output, or its BN output when BN follows the activation): that layer's inputs.
+    /// </summary>
+    public static ReadOnlySpan<float> HiddenLayerOutput(Parameters p, Workspace ws, int l)
+    {
+        if ((uint)l >= (uint)p.HiddenLayers) throw new ArgumentOutOfRangeException(nameof(l), $"hidden layer {l} of {p.HiddenLayers}");
+        return LayerOutput(ws, l, ws.Rows * p.Dense[l].Outputs);
+    }
+
     private static ReadOnlySpan<float> LayerInput(Workspace ws, int l, int rows, int width) =>
         l == 0 ? ws.X.AsSpan(0, rows * width) : LayerOutput(ws, l - 1, rows * width);
 

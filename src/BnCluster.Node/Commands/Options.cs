@@ -147,4 +147,5 @@ public sealed class CliBackends
     public Func<PredictOptions, CliContext, CancellationToken, Task<int>>? Predict { get; init; }
     public Func<BenchOptions, CliContext, CancellationToken, Task<int>>? Bench { get; init; }
     public Func<StatusOptions, CliContext, CancellationToken, Task<int>>? Status { get; init; }
+    public Func<Study.StudyOptions, CliContext, CancellationToken, Task<int>>? Study { get; init; }
 }
