@@ -36,18 +36,33 @@ public sealed class InferenceModel : IDisposable
     /// <summary>Predicted class index of every row of <paramref name="data"/> (labels are not used).</summary>
     public int[] Predict(Dataset data)
     {
-        var normalized = Normalize(data);
         var predicted = new int[data.Count];
         int k = Parameters.Spec.Classes;
+        ForwardChunks(data, (start, rows) => SoftmaxCrossEntropy.Predict(_workspace.Logits, predicted.AsSpan(start, rows), rows, k));
+        return predicted;
+    }
+
+    /// <summary>[rows × classes] the softmax probabilities of every row of <paramref name="data"/> (labels are not used).</summary>
+    public float[] PredictProbabilities(Dataset data)
+    {
+        int k = Parameters.Spec.Classes;
+        var probabilities = new float[(long)data.Count * k];
+        ForwardChunks(data, (start, rows) => SoftmaxCrossEntropy.Softmax(_workspace.Logits, probabilities.AsSpan(start * k, rows * k), rows, k));
+        return probabilities;
+    }
+
+    /// <summary>The eval-mode forward of the normalized rows, <see cref="ChunkRows"/> at a time; <paramref name="useLogits"/>(start, rows) reads the chunk's logits.</summary>
+    private void ForwardChunks(Dataset data, Action<int, int> useLogits)
+    {
+        var normalized = Normalize(data);
         for (int start = 0; start < data.Count; start += ChunkRows)
         {
             int rows = Math.Min(ChunkRows, data.Count - start);
             normalized.CopyRows(start, rows, _workspace.X);
             _workspace.Rows = rows;
             TrainingStep.EvalForward(Parameters, _workspace);
-            SoftmaxCrossEntropy.Predict(_workspace.Logits, predicted.AsSpan(start, rows), rows, k);
+            useLogits(start, rows);
         }
-        return predicted;
     }
 
     /// <summary>Mean cross-entropy and accuracy over every row of <paramref name="data"/>.</summary>
