@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using BnCluster.Core.Model;
@@ -34,7 +35,7 @@ public static class SafetensorsExport
     public static byte[] Serialize(ModelDocument doc)
     {
         var input = ExportedInput.Of(doc);
-        long steps = doc.Training.TryGetValue("steps", out var s) && s is long or int ? Convert.ToInt64(s, System.Globalization.CultureInfo.InvariantCulture) : 0;
+        long steps = doc.Training.TryGetValue("steps", out var s) && s is long or int ? Convert.ToInt64(s, CultureInfo.InvariantCulture) : 0;
         var tensors = new List<Tensor>();
         var modules = new List<(string Type, Dictionary<string, object> Args)>();
 
@@ -52,7 +53,7 @@ public static class SafetensorsExport
             variance[j] = constant ? 1f : normalizer.Variance[j];
             weight[j] = (float)((constant ? Math.Sqrt(1 + (double)normalizer.Epsilon) : 1.0) / d);
         }
-        modules.Add(("BatchNorm1d", new() { ["num_features"] = f, ["eps"] = (double)normalizer.Epsilon, ["momentum"] = 0.0 }));
+        modules.Add(("BatchNorm1d", new() { ["num_features"] = f, ["eps"] = Shortest(normalizer.Epsilon), ["momentum"] = 0.0 }));
         AddBatchNorm(tensors, 0, weight, new float[f], mean, variance, steps: 0);
 
         for (int i = 0; i < doc.Layers.Count; i++)
@@ -66,7 +67,7 @@ public static class SafetensorsExport
                     if (dense.Bias is not null) tensors.Add(Tensor.Float($"{k}.bias", [dense.Out], dense.Bias));
                     break;
                 case BatchNormLayerRecord bn:
-                    modules.Add(("BatchNorm1d", new() { ["num_features"] = bn.Features, ["eps"] = (double)bn.Eps, ["momentum"] = (double)bn.Momentum }));
+                    modules.Add(("BatchNorm1d", new() { ["num_features"] = bn.Features, ["eps"] = Shortest(bn.Eps), ["momentum"] = Shortest(bn.Momentum) }));
                     AddBatchNorm(tensors, k, bn.Gamma, bn.Beta, bn.RunningMean, bn.RunningVar, steps);
                     break;
                 case ActivationLayerRecord a:
@@ -94,6 +95,10 @@ public static class SafetensorsExport
         tensors.Add(Tensor.Float($"{k}.running_var", [runningVar.Length], runningVar));
         tensors.Add(Tensor.Int64Scalar($"{k}.num_batches_tracked", steps));
     }
+
+    /// <summary>The float32 as the shortest decimal that reads back as it (1e-05, not 9.999999747378752e-06), as a user would type it in torch.</summary>
+    private static double Shortest(float value) =>
+        double.Parse(value.ToString("R", CultureInfo.InvariantCulture), CultureInfo.InvariantCulture);
 
     private static string TorchActivation(string type) => type switch
     {

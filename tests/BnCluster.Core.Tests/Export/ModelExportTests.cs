@@ -96,7 +96,7 @@ public sealed class ModelExportTests(Xunit.Abstractions.ITestOutputHelper output
 
         Assert.Equal(model.Probabilities.Length, probabilities.Length);
         double maxDiff = MaxAbsDiff(model.Probabilities, probabilities);
-        output.WriteLine($"{c}: largest probability difference {maxDiff:G3} over {model.Rows} rows");
+        output.WriteLine($"ONNX Runtime, {c}: largest probability difference {maxDiff:G3} over {model.Rows} rows");
         Assert.True(maxDiff <= Tolerance, $"largest probability difference {maxDiff:G3}");
         Assert.Equal(model.Predicted, labels.Select(l => (int)l));
     }
@@ -126,7 +126,7 @@ public sealed class ModelExportTests(Xunit.Abstractions.ITestOutputHelper output
 
         var report = JsonDocument.Parse(SystemPython.RunChecked(NumpyForward, path, raw, expected).StdoutText).RootElement;
         double maxDiff = report.GetProperty("max_abs_diff").GetDouble();
-        output.WriteLine($"{c}: largest probability difference {maxDiff:G3} over {model.Rows} rows");
+        output.WriteLine($"numpy, {c}: largest probability difference {maxDiff:G3} over {model.Rows} rows");
         Assert.True(maxDiff <= Tolerance, $"largest probability difference {maxDiff:G3}");
         Assert.Equal(model.Predicted, report.GetProperty("labels").EnumerateArray().Select(l => l.GetInt32()));
         Assert.Equal(model.Document.Classes, report.GetProperty("classes").EnumerateArray().Select(l => l.GetString()));
@@ -145,7 +145,7 @@ public sealed class ModelExportTests(Xunit.Abstractions.ITestOutputHelper output
 
         var report = JsonDocument.Parse(SystemPython.RunChecked(ReadmeSnippet + TorchCheck, path, raw, expected).StdoutText).RootElement;
         double maxDiff = report.GetProperty("max_abs_diff").GetDouble();
-        output.WriteLine($"{c}: largest probability difference {maxDiff:G3} over {model.Rows} rows");
+        output.WriteLine($"torch, {c}: largest probability difference {maxDiff:G3} over {model.Rows} rows");
         Assert.True(maxDiff <= Tolerance, $"largest probability difference {maxDiff:G3}");
         Assert.Equal(model.Predicted, report.GetProperty("labels").EnumerateArray().Select(l => l.GetInt32()));
         Assert.Equal(model.Document.Classes, report.GetProperty("classes").EnumerateArray().Select(l => l.GetString()));
