@@ -55,18 +55,18 @@ public sealed class SingleNodeCliTests
         Assert.Equal(last.GetProperty("test_loss").GetDouble(), evalJson.GetProperty("loss").GetDouble(), 1e-4);
         Assert.Equal(360, evalJson.GetProperty("count").GetInt32());
 
-        // Five test rows on the dataset reader's scale, as predict documents.
+        // Five test rows in the digits file's own format (pixels 0..16), as predict documents.
         var test = DatasetCatalog.Load("digits", 1).Test;
         var csv = new StringBuilder();
         for (int r = 0; r < 5; r++)
-            csv.AppendLine(string.Join(',', test.RowToArray(r).Select(v => v.ToString("R", CultureInfo.InvariantCulture))));
+            csv.AppendLine(string.Join(',', test.RowToArray(r).Select(v => (v * 16).ToString("R", CultureInfo.InvariantCulture))));
         File.WriteAllText(tmp["rows.csv"], csv.ToString());
         var predict = CliHarness.Run("predict", "--model", Path.Combine(run, "model.bnc"), "--input", tmp["rows.csv"]);
         Assert.True(predict.Exit == 0, predict.Error);
         Assert.Equal(5, predict.OutLines.Length);
         Assert.All(predict.OutLines, name => Assert.Contains(name, test.ClassNames));
         var predictJson = CliHarness.Run("predict", "--model", Path.Combine(run, "model.bnc"), "--input", tmp["rows.csv"], "--json");
-        Assert.Equal(predict.OutLines, JsonDocument.Parse(predictJson.Out).RootElement.EnumerateArray().Select(e => e.GetString()!).ToArray());
+        Assert.Equal(predict.OutLines, predictJson.OutLines.Select(l => JsonDocument.Parse(l).RootElement.GetProperty("class").GetString()!).ToArray());
 
         var logs = CliHarness.Run("logs", Path.Combine(run, "log.jsonl"), "--json");
         Assert.True(logs.Exit == 0, logs.Error);

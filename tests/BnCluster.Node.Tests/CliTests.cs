@@ -193,6 +193,34 @@ public sealed class CliTests
         Assert.Matches($@"\b{command}\b.*\[options\]", r.Out); // the usage line
     }
 
+    /// <summary>Every command's help ends with examples, and every example names only options its command has.</summary>
+    [Fact]
+    public void Every_command_shows_examples_that_parse()
+    {
+        var root = Cli.BuildRoot(new CliBackends(), new CliContext(TextWriter.Null, TextWriter.Null));
+        Assert.NotEmpty(root.Subcommands);
+        foreach (var command in root.Subcommands)
+        {
+            var r = Run(new CliBackends(), command.Name, "--help");
+            Assert.Equal(0, r.Exit);
+            int start = r.Out.IndexOf("Examples:", StringComparison.Ordinal);
+            Assert.True(start >= 0, $"{command.Name} --help has no examples");
+            var examples = r.Out[start..].Split('\n').Skip(1).Select(l => l.Trim())
+                .TakeWhile(l => l.StartsWith("bncluster ", StringComparison.Ordinal)).ToList();
+            Assert.True(examples.Count > 0, $"{command.Name} --help: no example after 'Examples:'");
+            foreach (var example in examples)
+            {
+                var args = example.Split(' ', StringSplitOptions.RemoveEmptyEntries).Skip(1).ToArray();
+                Assert.Equal(command.Name, args[0]);
+                var parse = root.Parse(args);
+                Assert.True(parse.UnmatchedTokens.Count == 0, $"{example}: unknown {string.Join(", ", parse.UnmatchedTokens)}");
+                // A file the example names need not exist here; any other error is a wrong example.
+                var wrong = parse.Errors.Where(e => !e.Message.Contains("does not exist", StringComparison.Ordinal)).ToList();
+                Assert.True(wrong.Count == 0, $"{example}: {string.Join("; ", wrong.Select(e => e.Message))}");
+            }
+        }
+    }
+
     [Fact]
     public void Root_help_lists_the_commands()
     {

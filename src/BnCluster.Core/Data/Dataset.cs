@@ -2,6 +2,7 @@ using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
+using BnCluster.Core.Model;
 
 namespace BnCluster.Core.Data;
 
@@ -346,7 +347,11 @@ public sealed class Dataset
 /// is true when the split is drawn with the seed (CSV, digits) and false when the files fix it (IDX), so a node
 /// holding the split of one seed knows whether it must load again for another.
 /// </summary>
-public sealed record DatasetSplit(Dataset Train, Dataset Test, string Sha256, bool SplitDependsOnSeed);
+public sealed record DatasetSplit(Dataset Train, Dataset Test, string Sha256, bool SplitDependsOnSeed)
+{
+    /// <summary>The scaling the loader applied to the file's raw values (null: none); a model trained on the split records it.</summary>
+    public InputPreprocessing? Preprocessing { get; init; }
+}
 
 /// <summary>Bad dataset input; the message names the file and the row or offset.</summary>
 public sealed class DatasetException(string message) : Exception(message);

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Security.Cryptography;
+using BnCluster.Core.Model;
 
 namespace BnCluster.Core.Data;
 
@@ -13,11 +14,16 @@ namespace BnCluster.Core.Data;
 /// </list>
 /// <see cref="DatasetSplit.Sha256"/> is the SHA-256 over the source files' on-disk bytes in a
 /// fixed order (IDX: train images, train labels, test images, test labels, then classes.txt).
+/// <see cref="DatasetSplit.Preprocessing"/> says how the loader scaled the file's values: IDX pixels ÷255, digits ÷16,
+/// CSV files not at all.
 /// </summary>
 public static class DatasetCatalog
 {
     public const string DigitsResourceName = "BnCluster.Core.Data.digits.csv.gz";
     public const string ClassNamesFile = "classes.txt";
+
+    /// <summary>The digits' pixels are counts 0..16; the loader divides them by this (the model records it).</summary>
+    public const float DigitsPixelDivisor = 16f;
 
     public static readonly IReadOnlyList<string> FashionMnistClassNames =
         ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
@@ -128,7 +134,10 @@ public static class DatasetCatalog
         if (train.FeatureCount != test.FeatureCount)
             throw new DatasetException(
                 $"{files[2]}: images have {test.FeatureCount} pixels but {files[0]} has {train.FeatureCount}");
-        return new DatasetSplit(train, test, Convert.ToHexStringLower(hash.GetHashAndReset()), SplitDependsOnSeed: false);
+        return new DatasetSplit(train, test, Convert.ToHexStringLower(hash.GetHashAndReset()), SplitDependsOnSeed: false)
+        {
+            Preprocessing = new InputPreprocessing(IdxReader.PixelDivisor),
+        };
     }
 
     private static IReadOnlyList<string> ParseClassNames(string path, byte[] bytes)
@@ -169,13 +178,17 @@ public static class DatasetCatalog
         var pixels = raw.Features;
         for (int i = 0; i < pixels.Length; i++)
         {
-            if (pixels[i] < 0 || pixels[i] > 16)
+            if (pixels[i] < 0 || pixels[i] > DigitsPixelDivisor)
                 throw new DatasetException(
                     $"{source}: row {i / 64 + 1}, column {i % 64 + 1}: pixel {pixels[i].ToString(CultureInfo.InvariantCulture)} outside 0..16");
-            pixels[i] /= 16f;
         }
+        var preprocessing = new InputPreprocessing(DigitsPixelDivisor);
+        preprocessing.Apply(pixels);
         var all = new Dataset("digits", pixels, raw.Labels, raw.FeatureCount, DigitClassNames);
         var (train, test) = SeededSplit.Split(all, SeededSplit.TestCountFor(all.Count), seed);
-        return new DatasetSplit(train, test, Convert.ToHexStringLower(SHA256.HashData(fileBytes)), SplitDependsOnSeed: true);
+        return new DatasetSplit(train, test, Convert.ToHexStringLower(SHA256.HashData(fileBytes)), SplitDependsOnSeed: true)
+        {
+            Preprocessing = preprocessing,
+        };
     }
 }

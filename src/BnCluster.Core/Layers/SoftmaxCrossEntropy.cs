@@ -45,26 +45,6 @@ public static class SoftmaxCrossEntropy
         return (sumLoss, correct);
     }
 
-    /// <summary>logits[n×C] → probs[n×C]: ŷ_ik = e^(z_ik − m_i) / Σ_k e^(z_ik − m_i), the probabilities <see cref="Forward"/> computes.</summary>
-    public static void Softmax(ReadOnlySpan<float> logits, Span<float> probs, int rows, int classes)
-    {
-        var e = probs[..(rows * classes)];
-        for (int i = 0; i < rows; i++)
-        {
-            var z = logits.Slice(i * classes, classes);
-            float max = TensorPrimitives.Max(z);
-            TensorPrimitives.Subtract(z, max, e.Slice(i * classes, classes));
-        }
-        TensorPrimitives.Exp(e, e);
-        for (int i = 0; i < rows; i++)
-        {
-            var p = e.Slice(i * classes, classes);
-            float sum = 0;
-            for (int k = 0; k < classes; k++) sum += p[k];
-            for (int k = 0; k < classes; k++) p[k] /= sum;
-        }
-    }
-
     /// <summary>dz[n×C] = (ŷ − onehot(y)) / N with N the global batch size.</summary>
     public static void Backward(ReadOnlySpan<float> probs, ReadOnlySpan<int> labels, Span<float> dz, int rows, int classes, int globalBatchSize)
     {

@@ -37,31 +37,36 @@ public sealed class InferenceModel : IDisposable
     public int[] Predict(Dataset data)
     {
         var predicted = new int[data.Count];
-        int k = Parameters.Spec.Classes;
-        ForwardChunks(data, (start, rows) => SoftmaxCrossEntropy.Predict(_workspace.Logits, predicted.AsSpan(start, rows), rows, k));
+        Predict(data, predicted, default);
         return predicted;
     }
 
-    /// <summary>[rows × classes] the softmax probabilities of every row of <paramref name="data"/> (labels are not used).</summary>
-    public float[] PredictProbabilities(Dataset data)
+    /// <summary>
+    /// Predicted class index of every row and the softmax probabilities [Count × Classes], row-major in class order:
+    /// the float32 softmax the loss uses (labels are not used).
+    /// </summary>
+    public (int[] Predicted, float[] Probabilities) PredictProbabilities(Dataset data)
     {
-        int k = Parameters.Spec.Classes;
-        var probabilities = new float[(long)data.Count * k];
-        ForwardChunks(data, (start, rows) => SoftmaxCrossEntropy.Softmax(_workspace.Logits, probabilities.AsSpan(start * k, rows * k), rows, k));
-        return probabilities;
+        var predicted = new int[data.Count];
+        var probabilities = new float[(long)data.Count * Parameters.Spec.Classes];
+        Predict(data, predicted, probabilities);
+        return (predicted, probabilities);
     }
 
-    /// <summary>The eval-mode forward of the normalized rows, <see cref="ChunkRows"/> at a time; <paramref name="useLogits"/>(start, rows) reads the chunk's logits.</summary>
-    private void ForwardChunks(Dataset data, Action<int, int> useLogits)
+    private void Predict(Dataset data, Span<int> predicted, Span<float> probabilities)
     {
         var normalized = Normalize(data);
+        int k = Parameters.Spec.Classes;
+        Span<int> noLabels = new int[ChunkRows]; // the loss's softmax wants labels; class 0 stands in, its loss is dropped
         for (int start = 0; start < data.Count; start += ChunkRows)
         {
             int rows = Math.Min(ChunkRows, data.Count - start);
             normalized.CopyRows(start, rows, _workspace.X);
             _workspace.Rows = rows;
             TrainingStep.EvalForward(Parameters, _workspace);
-            useLogits(start, rows);
+            SoftmaxCrossEntropy.Predict(_workspace.Logits, predicted.Slice(start, rows), rows, k);
+            if (!probabilities.IsEmpty)
+                SoftmaxCrossEntropy.Forward(_workspace.Logits, noLabels[..rows], probabilities.Slice(start * k, rows * k), rows, k);
         }
     }
 

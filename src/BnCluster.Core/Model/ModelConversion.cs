@@ -11,7 +11,7 @@ namespace BnCluster.Core.Model;
 public static class ModelConversion
 {
     public static ModelDocument ToDocument(Parameters p, InputNormalizer input, IReadOnlyList<string> classes,
-        IReadOnlyDictionary<string, object?>? training = null)
+        IReadOnlyDictionary<string, object?>? training = null, InputPreprocessing? preprocessing = null)
     {
         var spec = p.Spec;
         if (input.Features != spec.Inputs) throw new ArgumentException($"input normalization has {input.Features} features, network {spec.Inputs}");
@@ -34,7 +34,10 @@ public static class ModelConversion
             }
         }
         layers.Add(new DenseLayerRecord(p.OutputLayer.Inputs, p.OutputLayer.Outputs, (float[])p.WOut.Clone(), (float[])p.BOut.Clone()));
-        return new ModelDocument(input.ToRecord(), classes.ToArray(), layers, training ?? new Dictionary<string, object?>());
+        return new ModelDocument(input.ToRecord(), classes.ToArray(), layers, training ?? new Dictionary<string, object?>())
+        {
+            Preprocessing = preprocessing,
+        };
     }
 
     /// <summary>Rebuilds the network from a document; any layer list that is not one of the three orders above is refused.</summary>

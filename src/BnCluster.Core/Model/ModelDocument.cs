@@ -16,9 +16,17 @@ public sealed record ModelDocument(
 
 /// <summary>
 /// The scaling the dataset loader applied to the raw values of its file before training: input = raw / Divisor
-/// (IDX pixels 255, optical digits 16, CSV 1). `predict` applies it to raw rows; exporters put it in front of the network.
+/// (IDX pixels 255, optical digits 16; CSV files have none). `predict` applies it to raw rows; exporters put it in
+/// front of the network.
 /// </summary>
-public sealed record InputPreprocessing(float Divisor);
+public sealed record InputPreprocessing(float Divisor)
+{
+    /// <summary>values[i] = values[i] / Divisor in float32: the loader's own division, so the bits match training's.</summary>
+    public void Apply(Span<float> values)
+    {
+        for (int i = 0; i < values.Length; i++) values[i] /= Divisor;
+    }
+}
 
 /// <summary>Per-feature statistics of the training set applied to every input: (x − mean)/sqrt(var + eps).</summary>
 public sealed record InputNormalization(int Features, float[] Mean, float[] Var, float Eps);

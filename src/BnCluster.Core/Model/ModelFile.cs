@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Buffers.Binary;
 using System.Collections;
 using System.Runtime.InteropServices;
+using System.Security.Cryptography;
 using System.Text;
 using MessagePack;
 
@@ -26,11 +27,18 @@ public sealed class ModelFileException : Exception
 
 /// <summary>
 /// Reads and writes <c>model.bnc</c> (docs/design.md, "Contracts"): one MessagePack map
-/// <c>{format: "bncluster.model", version: 1, input, classes, layers, training}</c>, float arrays as
-/// bin of little-endian float32. Writing emits keys in that order with the smallest encodings;
-/// reading accepts any valid encoding, any key order, and ignores unknown keys.
+/// <c>{format: "bncluster.model", version: 2, input, preprocessing, classes, layers, training, checksum}</c>, float
+/// arrays as bin of little-endian float32. Writing emits keys in that order with the smallest encodings;
+/// reading accepts any valid encoding, any key order before the checksum, and ignores unknown keys.
 /// Both directions check shapes: every array has the length its layer declares and dense layers chain.
 /// </summary>
+/// <remarks>
+/// The checksum (version 2): the map's last entry is the key "checksum" (fixstr) with a bin8 of 32 bytes, the SHA-256
+/// of every byte of the file before that key. Its 43 bytes end the file, so any reader finds it without decoding:
+/// <c>sha256(data[:-43]) == data[-32:]</c>. A file that ends with such an entry is checked before it is decoded, whatever
+/// its version says (a damaged version number cannot turn the check off); a version 2 file without one is refused.
+/// Version 1 files (no checksum, no preprocessing) still load.
+/// </remarks>
 /// <remarks>
 /// The encoding is MessagePack-CSharp's low-level <see cref="MessagePackWriter"/> and <see cref="MessagePackReader"/>.
 /// The reader checks each value's type and declared length before the library reads it, so malformed input of any
@@ -44,7 +52,16 @@ public sealed class ModelFileException : Exception
 public static class ModelFile
 {
     public const string FormatName = "bncluster.model";
-    public const int CurrentVersion = 1;
+    public const int CurrentVersion = 2;
+
+    /// <summary>The oldest version this build reads: version 1 has neither checksum nor preprocessing.</summary>
+    public const int OldestVersion = 1;
+
+    /// <summary>Bytes of the checksum entry that ends a version 2 file: fixstr "checksum", bin8 header, 32 digest bytes.</summary>
+    public const int ChecksumEntryBytes = 43;
+
+    // fixstr(8) "checksum", then the bin8 header of 32 bytes.
+    private static ReadOnlySpan<byte> ChecksumEntryHeader => [0xa8, (byte)'c', (byte)'h', (byte)'e', (byte)'c', (byte)'k', (byte)'s', (byte)'u', (byte)'m', 0xc4, 0x20];
 
     /// <summary>How deeply arrays and maps may nest in one value of the training map or of an unknown key.</summary>
     private const int MaxDepth = 64;
@@ -70,7 +87,7 @@ public static class ModelFile
         Validate(doc, source);
         var buffer = new ArrayBufferWriter<byte>(EstimateSize(doc));
         var w = new MessagePackWriter(buffer);
-        w.WriteMapHeader(6);
+        w.WriteMapHeader(8);
         w.Write("format"); w.Write(FormatName);
         w.Write("version"); w.Write(CurrentVersion);
 
@@ -80,6 +97,14 @@ public static class ModelFile
         w.Write("mean"); WriteFloats(ref w, doc.Input.Mean);
         w.Write("var"); WriteFloats(ref w, doc.Input.Var);
         w.Write("eps"); w.Write(doc.Input.Eps);
+
+        w.Write("preprocessing");
+        if (doc.Preprocessing is { } pre)
+        {
+            w.WriteMapHeader(1);
+            w.Write("divisor"); w.Write(pre.Divisor);
+        }
+        else w.WriteNil();
 
         w.Write("classes");
         w.WriteArrayHeader(doc.Classes.Count);
@@ -138,7 +163,14 @@ public static class ModelFile
             throw new ModelFileException(source, "training", e.Message, e);
         }
         w.Flush();
-        return buffer.WrittenSpan.ToArray();
+        // The checksum entry: its header, then the SHA-256 of everything before it (the header excluded).
+        int covered = buffer.WrittenCount;
+        ChecksumEntryHeader.CopyTo(buffer.GetSpan(ChecksumEntryBytes));
+        buffer.Advance(ChecksumEntryHeader.Length);
+        var bytes = new byte[covered + ChecksumEntryBytes];
+        buffer.WrittenSpan.CopyTo(bytes);
+        SHA256.HashData(bytes.AsSpan(0, covered), bytes.AsSpan(covered + ChecksumEntryHeader.Length));
+        return bytes;
     }
 
     /// <summary>The tensor encoding (docs/design.md, "Wire formats" and "Contracts"): one bin holding the floats as little-endian float32.</summary>
@@ -235,6 +267,7 @@ public static class ModelFile
     /// <summary>Decodes a model; <paramref name="source"/> names the file in error messages.</summary>
     public static ModelDocument Deserialize(ReadOnlyMemory<byte> bytes, string source)
     {
+        bool hasChecksum = VerifyChecksum(bytes.Span, source);
         var parser = new Parser(source);
         var reader = new MessagePackReader(bytes);
         ModelDocument doc;
@@ -253,8 +286,29 @@ public static class ModelFile
                 : $"offset {reader.Consumed}: {e.Message}";
             throw parser.Error(problem, e);
         }
+        if (parser.ChecksumOffset is { } at && (!hasChecksum || at != bytes.Length - ChecksumEntryBytes))
+            throw new ModelFileException(source, "checksum", $"at offset {at} must be the model map's last entry, a bin8 of 32 bytes ending the file");
+        if (parser.Version >= 2 && !hasChecksum)
+            throw new ModelFileException(source, "checksum", $"is missing: a version {parser.Version} file ends with its SHA-256 (the file was cut or damaged)");
         Validate(doc, source);
         return doc;
+    }
+
+    /// <summary>
+    /// When <paramref name="bytes"/> end with a checksum entry, checks it (a mismatch throws) and returns true; false when
+    /// they do not (a version 1 file, or a version 2 file whose entry is damaged: the parser then finds no checksum).
+    /// </summary>
+    private static bool VerifyChecksum(ReadOnlySpan<byte> bytes, string source)
+    {
+        if (bytes.Length < ChecksumEntryBytes || !bytes[^ChecksumEntryBytes..^32].SequenceEqual(ChecksumEntryHeader)) return false;
+        ReadOnlySpan<byte> covered = bytes[..^ChecksumEntryBytes], recorded = bytes[^32..];
+        Span<byte> actual = stackalloc byte[32];
+        SHA256.HashData(covered, actual);
+        if (!actual.SequenceEqual(recorded))
+            throw new ModelFileException(source, "checksum",
+                $"does not match: the SHA-256 of the first {covered.Length} bytes is {Convert.ToHexStringLower(actual)}, the file records " +
+                $"{Convert.ToHexStringLower(recorded)} (the file is damaged or was modified)");
+        return true;
     }
 
     private static long Remaining(ref MessagePackReader r) => r.Sequence.Length - r.Consumed;
@@ -270,6 +324,8 @@ public static class ModelFile
         if (doc.Layers is null) throw new ModelFileException(source, "layers", "missing");
         if (doc.Training is null) throw new ModelFileException(source, "training", "missing");
 
+        if (doc.Preprocessing is { Divisor: var divisor } && !(divisor > 0 && float.IsFinite(divisor)))
+            throw new ModelFileException(source, "preprocessing.divisor", $"must be positive and finite, found {divisor.ToString(System.Globalization.CultureInfo.InvariantCulture)}");
         InputNormalization input = doc.Input;
         if (input.Features <= 0) throw new ModelFileException(source, "input.features", $"must be positive, found {input.Features}");
         CheckLength(source, "input.mean", input.Mean, input.Features, $"features = {input.Features}");
@@ -347,6 +403,12 @@ public static class ModelFile
     {
         public string Field { get; private set; } = "";
 
+        /// <summary>The version the map declares (after <see cref="ReadDocument"/>).</summary>
+        public int Version { get; private set; }
+
+        /// <summary>Offset of the top-level key "checksum", if the map has one.</summary>
+        public long? ChecksumOffset { get; private set; }
+
         /// <summary>An error in the current field: "field is malformed: problem", or just the problem at the top.</summary>
         public ModelFileException Error(string problem, Exception? inner = null) =>
             new(source, Field, Field.Length == 0 ? problem : "is malformed: " + problem, inner);
@@ -359,6 +421,7 @@ public static class ModelFile
             List<string>? classes = null;
             List<ModelLayer>? layers = null;
             IReadOnlyDictionary<string, object?>? training = null;
+            InputPreprocessing? preprocessing = null;
 
             Field = "";
             int count = ReadMapHeader(ref r);
@@ -366,10 +429,13 @@ public static class ModelFile
             for (int i = 0; i < count; i++)
             {
                 Field = "";
+                long keyOffset = r.Consumed;
                 string key = ReadKey(ref r, seen, "");
                 Field = key;
                 switch (key)
                 {
+                    case "preprocessing": preprocessing = ReadPreprocessing(ref r); break;
+                    case "checksum": ChecksumOffset = keyOffset; Skip(ref r, 0); break; // checked on the raw bytes
                     case "format": format = ReadString(ref r); break;
                     case "version": version = ReadInt32(ref r); break;
                     case "input": input = ReadInput(ref r); break;
@@ -394,12 +460,34 @@ public static class ModelFile
             if (format is null) throw Missing("format");
             if (format != FormatName) throw new ModelFileException(source, "format", $"is \"{format}\", expected \"{FormatName}\" (not a BnCluster model file?)");
             if (version is null) throw Missing("version");
-            if (version != CurrentVersion) throw new ModelFileException(source, "version", $"{version} is not supported (this build reads version {CurrentVersion})");
+            if (version is < OldestVersion or > CurrentVersion)
+                throw new ModelFileException(source, "version", $"{version} is not supported (this build reads versions {OldestVersion} to {CurrentVersion})");
+            Version = version.Value;
             if (input is null) throw Missing("input");
             if (classes is null) throw Missing("classes");
             if (layers is null) throw Missing("layers");
             if (training is null) throw Missing("training");
-            return new ModelDocument(input, classes, layers, training);
+            return new ModelDocument(input, classes, layers, training) { Preprocessing = preprocessing };
+        }
+
+        /// <summary>nil (none) or {divisor}.</summary>
+        private InputPreprocessing? ReadPreprocessing(ref MessagePackReader r)
+        {
+            if (TryReadNil(ref r)) return null;
+            float? divisor = null;
+            int count = ReadMapHeader(ref r);
+            var seen = new HashSet<string>(StringComparer.Ordinal);
+            for (int i = 0; i < count; i++)
+            {
+                string key = ReadKey(ref r, seen, "preprocessing");
+                Field = "preprocessing." + key;
+                switch (key)
+                {
+                    case "divisor": divisor = ReadSingle(ref r); break;
+                    default: Skip(ref r, 0); break;
+                }
+            }
+            return new InputPreprocessing(divisor ?? throw Missing("preprocessing.divisor"));
         }
 
         private InputNormalization ReadInput(ref MessagePackReader r)

@@ -27,9 +27,17 @@ public sealed record EpochMetrics(
 
 public sealed record TrainingResult(Parameters Parameters, InputNormalizer Input, IReadOnlyList<EpochMetrics> Epochs, long Steps)
 {
-    /// <summary>The model document of this result (docs/design.md, "Contracts"); <paramref name="training"/> is the metadata map.</summary>
-    public ModelDocument ToDocument(IReadOnlyList<string> classes, IReadOnlyDictionary<string, object?>? training = null) =>
-        ModelConversion.ToDocument(Parameters, Input, classes, training);
+    /// <summary>
+    /// The model document of this result (docs/design.md, "Contracts"); <paramref name="training"/> is the metadata map,
+    /// <paramref name="preprocessing"/> the scaling the dataset loader applied (null: none).
+    /// </summary>
+    public ModelDocument ToDocument(IReadOnlyList<string> classes, IReadOnlyDictionary<string, object?>? training = null,
+        InputPreprocessing? preprocessing = null) =>
+        ModelConversion.ToDocument(Parameters, Input, classes, training, preprocessing);
+
+    /// <summary>The model document of a run on <paramref name="data"/>: its class names and its loader's preprocessing.</summary>
+    public ModelDocument ToDocument(DatasetSplit data, IReadOnlyDictionary<string, object?>? training = null) =>
+        ToDocument(data.Train.ClassNames, training, data.Preprocessing);
 }
 
 /// <summary>

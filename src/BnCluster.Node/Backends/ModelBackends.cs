@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Text;
 using System.Text.Json;
 using BnCluster.Core.Data;
 using BnCluster.Core.Model;
@@ -11,7 +12,8 @@ public static class ModelBackends
 {
     /// <summary>
     /// Loss and accuracy on the dataset's test split. The split uses the seed stored in the model's training
-    /// metadata (digits and CSV splits are seeded), so the rows are the ones the run was tested on.
+    /// metadata (digits and CSV splits are seeded), so the rows are the ones the run was tested on. Another dataset
+    /// file than the model's (by SHA-256) is a warning: its "test split" may hold rows the model was trained on.
     /// </summary>
     public static Task<int> Eval(EvalOptions options, CliContext context, CancellationToken cancel)
     {
@@ -21,21 +23,24 @@ public static class ModelBackends
         var data = DatasetCatalog.Load(options.Dataset, seed, options.LabelColumn);
         cancel.ThrowIfCancellationRequested();
         CheckShape(options.ModelPath, document, options.Dataset, data.Test);
+        if (document.Training.TryGetValue("dataset_sha256", out var trained) && trained is string trainedSha
+            && !string.Equals(trainedSha, data.Sha256, StringComparison.OrdinalIgnoreCase))
+        {
+            string trainedName = document.Training.TryGetValue("dataset", out var n) && n is string name ? $"{name}, " : "";
+            context.Error.WriteLine($"bncluster: warning: dataset {options.Dataset} (sha256 {data.Sha256}) is not the one {options.ModelPath} " +
+                                    $"was trained on ({trainedName}sha256 {trainedSha}); its test split may hold training rows");
+        }
         using var model = new InferenceModel(document);
         var result = model.Evaluate(data.Test);
         if (options.Json)
-        {
-            using var buffer = new MemoryStream();
-            using (var json = new Utf8JsonWriter(buffer))
+            context.Out.WriteLine(JsonLine(json =>
             {
                 json.WriteStartObject();
                 json.WriteNumber("accuracy", result.Accuracy);
                 json.WriteNumber("loss", result.Loss);
                 json.WriteNumber("count", result.Count);
                 json.WriteEndObject();
-            }
-            context.Out.WriteLine(System.Text.Encoding.UTF8.GetString(buffer.ToArray()));
-        }
+            }));
         else
             context.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"test loss {result.Loss:F4}, accuracy {result.Accuracy:F4} on {result.Count} rows"));
@@ -43,33 +48,61 @@ public static class ModelBackends
     }
 
     /// <summary>
-    /// One class name per CSV row. The CSV holds raw feature values on the scale the dataset reader produces
-    /// (pixels already divided to [0, 1], as in the training data); the model applies its own input normalization.
+    /// One line per CSV row (see `predict --help` for the formats). The rows are raw values in the training file's own
+    /// format: the model's preprocessing (the loader's scaling, e.g. ÷16 for the digits) is applied here, its input
+    /// normalization by the model.
     /// </summary>
     public static Task<int> Predict(PredictOptions options, CliContext context, CancellationToken cancel)
     {
         var document = ModelFile.Read(options.ModelPath);
         int features = document.Input.Features;
-        var rows = CsvDatasetReader.ReadFeatures(options.InputPath, features);
+        float[] rows = CsvDatasetReader.ReadFeatures(options.InputPath, features); // another column count: one line, exit 2
         cancel.ThrowIfCancellationRequested();
+        document.Preprocessing?.Apply(rows);
         int count = rows.Length / features;
         var input = new Dataset(Path.GetFileName(options.InputPath), rows, new int[count], features, document.Classes);
         using var model = new InferenceModel(document);
-        var predicted = model.Predict(input);
-        if (options.Json)
+        var classes = document.Classes;
+        int k = classes.Count;
+        var (predicted, probabilities) = options.Probabilities ? model.PredictProbabilities(input) : (model.Predict(input), Array.Empty<float>());
+        var output = context.Out;
+        if (options.Probabilities && !options.Json)
+            output.WriteLine("class\t" + string.Join('\t', classes));
+        for (int r = 0; r < count; r++)
         {
-            using var buffer = new MemoryStream();
-            using (var json = new Utf8JsonWriter(buffer))
+            int row = r;
+            if (options.Json)
+                output.WriteLine(JsonLine(json => WriteRow(json, classes, predicted[row], options.Probabilities ? probabilities.AsSpan(row * k, k) : default)));
+            else if (options.Probabilities)
             {
-                json.WriteStartArray();
-                foreach (int c in predicted) json.WriteStringValue(document.Classes[c]);
-                json.WriteEndArray();
+                var line = new StringBuilder(classes[predicted[r]]);
+                foreach (float v in probabilities.AsSpan(r * k, k)) line.Append('\t').Append(v.ToString("F6", CultureInfo.InvariantCulture));
+                output.WriteLine(line.ToString());
             }
-            context.Out.WriteLine(System.Text.Encoding.UTF8.GetString(buffer.ToArray()));
+            else output.WriteLine(classes[predicted[r]]);
         }
-        else
-            foreach (int c in predicted) context.Out.WriteLine(document.Classes[c]);
         return Task.FromResult(Cli.ExitOk);
+    }
+
+    /// <summary>{"class": name} and, when <paramref name="probabilities"/> is not empty, "probabilities": {name: p, …}.</summary>
+    private static void WriteRow(Utf8JsonWriter json, IReadOnlyList<string> classes, int predicted, ReadOnlySpan<float> probabilities)
+    {
+        json.WriteStartObject();
+        json.WriteString("class", classes[predicted]);
+        if (!probabilities.IsEmpty)
+        {
+            json.WriteStartObject("probabilities");
+            for (int c = 0; c < probabilities.Length; c++) json.WriteNumber(classes[c], probabilities[c]);
+            json.WriteEndObject();
+        }
+        json.WriteEndObject();
+    }
+
+    private static string JsonLine(Action<Utf8JsonWriter> write)
+    {
+        using var buffer = new MemoryStream();
+        using (var json = new Utf8JsonWriter(buffer)) write(json);
+        return Encoding.UTF8.GetString(buffer.ToArray());
     }
 
     private static void CheckShape(string modelPath, ModelDocument model, string datasetName, Dataset data)

@@ -97,7 +97,7 @@ public static class TrainBackend
 
         var last = result.Epochs.Count > 0 ? result.Epochs[^1] : null;
         var metadata = Metadata(options, data, result, last);
-        var document = result.ToDocument(data.Train.ClassNames, metadata);
+        var document = result.ToDocument(data, metadata);
         session.SaveModel(stream => stream.Write(ModelFile.Serialize(document)));
         log.Information("Model written to {Model:l}", session.Folder.ModelPath);
 

@@ -63,6 +63,10 @@ public static class Cli
         }
     }
 
+    /// <summary>A command's description followed by its examples, as `--help` shows them.</summary>
+    internal static string WithExamples(string description, params string[] examples) =>
+        description + "\n\nExamples:\n" + string.Join("\n", examples.Select(e => "  " + e));
+
     private static string OneLine(string s) => s.ReplaceLineEndings(" ").Trim();
 
     /// <summary>The first error as one line: our parsers already name the option; the library's get rephrased.</summary>
@@ -118,7 +122,9 @@ public static class Cli
 
     private static Command TrainCommand(CliBackends backends, CliContext context)
     {
-        var command = new Command("train", "Train a model on an in-process cluster of workers (or local worker processes with --processes) and write a run folder.");
+        var command = new Command("train", WithExamples("Train a model on an in-process cluster of workers (or local worker processes with --processes) and write a run folder.",
+            "bncluster train --dataset digits --epochs 5 --out runs/digits",
+            "bncluster train --dataset fashion-mnist --hidden 512,256 --batch 256 --workers 2 --processes"));
         var flags = new TrainingFlags(command, listenMode: false);
         command.SetAction((parse, cancel) =>
         {
@@ -130,7 +136,8 @@ public static class Cli
 
     private static Command CoordinatorCommand(CliBackends backends, CliContext context)
     {
-        var command = new Command("coordinator", "Coordinate a multi-process or multi-node run: listen for workers, wait for --workers of them, train.");
+        var command = new Command("coordinator", WithExamples("Coordinate a multi-process or multi-node run: listen for workers, wait for --workers of them, train.",
+            "bncluster coordinator --listen 10.0.0.1:7077 --workers 2 --dataset digits --out runs/digits-2m"));
         var listen = OptionParsers.Endpoint("--listen", new HostPort("127.0.0.1", 7077), 0,
             "Address to listen on for workers (port 0 = any free port).");
         command.Options.Add(listen);
@@ -145,7 +152,8 @@ public static class Cli
 
     private static Command WorkerCommand(CliBackends backends, CliContext context)
     {
-        var command = new Command("worker", "Join a coordinator and compute its shards of every mini-batch.");
+        var command = new Command("worker", WithExamples("Join a coordinator and compute its shards of every mini-batch.",
+            "bncluster worker --join 10.0.0.1:7077 --dataset digits --threads 4"));
         var join = OptionParsers.Endpoint("--join", null, 1, "Coordinator address.");
         join.Required = true;
         var dataset = OptionParsers.Dataset("--dataset", "digits", "Dataset on this node's disk (must match the coordinator's).");
@@ -173,11 +181,15 @@ public static class Cli
 
     private static Command EvalCommand(CliBackends backends, CliContext context)
     {
-        var command = new Command("eval", "Evaluate a model file on a dataset's test split (loss and accuracy).");
+        var command = new Command("eval", WithExamples(
+            "Evaluate a model file on a dataset's test split (loss and accuracy), the split drawn with the seed the model was trained with. " +
+            "A model whose checksum or input shape (features, classes) does not match is refused (exit code 2); a dataset file other " +
+            "than the one the model was trained on (by SHA-256) gets a warning on standard error.",
+            "bncluster eval --model runs/digits/model.bnc --dataset digits"));
         var model = OptionParsers.ExistingFile("--model", "Model file (model.bnc).");
         var dataset = OptionParsers.Dataset("--dataset", null, "Dataset to evaluate on.");
         var label = new Option<string?>("--label-column") { Description = "Label column of a CSV dataset.", HelpName = "NAME" };
-        var json = new Option<bool>("--json") { Description = "Print one JSON object instead of text." };
+        var json = new Option<bool>("--json") { Description = "Print one JSON object {\"accuracy\", \"loss\", \"count\"} instead of text." };
         command.Options.Add(model);
         command.Options.Add(dataset);
         command.Options.Add(label);
@@ -190,26 +202,43 @@ public static class Cli
 
     private static Command PredictCommand(CliBackends backends, CliContext context)
     {
-        var command = new Command("predict", "Predict the class of every row of a CSV file with a model file.");
+        var command = new Command("predict", WithExamples(
+            "Predict the class of every row of a CSV file with a model file: one line per row, in the file's order. " +
+            "Rows are raw values in the training file's own format (optical digits 0..16, IDX pixels 0..255): the model applies the " +
+            "scaling its dataset loader applied, then its input normalization. Each row needs one value per model input (no label).",
+            "bncluster predict --model runs/digits/model.bnc --input rows.csv",
+            "bncluster predict --model runs/digits/model.bnc --input rows.csv --proba --json"));
         var model = OptionParsers.ExistingFile("--model", "Model file (model.bnc).");
-        var input = OptionParsers.ExistingFile("--input", "CSV file of feature rows.", "CSV");
-        var json = new Option<bool>("--json") { Description = "Print JSON lines instead of text." };
+        var input = OptionParsers.ExistingFile("--input", "CSV file of feature rows (comma-separated; a header row is skipped).", "CSV");
+        var proba = new Option<bool>("--proba")
+        {
+            Description = "Also print every class's probability (softmax). Text: a tab-separated table, a header line \"class\" and the class " +
+                          "names, then per row the predicted class and the probabilities in that order, 6 decimals.",
+        };
+        var json = new Option<bool>("--json")
+        {
+            Description = "Print JSON lines instead of text: one object per row, {\"class\": \"7\"}; with --proba " +
+                          "{\"class\": \"7\", \"probabilities\": {\"0\": 0.0001, …}}, keyed by class name in the model's class order.",
+        };
         command.Options.Add(model);
         command.Options.Add(input);
+        command.Options.Add(proba);
         command.Options.Add(json);
         command.SetAction((parse, cancel) => backends.Predict is { } run
-            ? run(new PredictOptions(parse.GetValue(model)!, parse.GetValue(input)!, parse.GetValue(json)), context, cancel)
+            ? run(new PredictOptions(parse.GetValue(model)!, parse.GetValue(input)!, parse.GetValue(json), parse.GetValue(proba)), context, cancel)
             : NotAvailable(context, "predict"));
         return command;
     }
 
     private static Command ExportCommand(CliBackends backends, CliContext context)
     {
-        var command = new Command("export",
-            "Write a model file as ONNX (runs in ONNX Runtime: input \"input\" = raw rows, outputs \"probabilities\" and \"label\") " +
-            "or safetensors (the state_dict of the equivalent torch.nn.Sequential). The file takes rows in the training file's own " +
-            "format: the model's preprocessing and input normalization are part of it.\n\n" +
-            "Example:\n  bncluster export --model runs/digits/model.bnc --format onnx   (writes runs/digits/model.onnx)");
+        var command = new Command("export", WithExamples(
+            "Write a model file as ONNX (runs in ONNX Runtime: input \"input\" float [N, features], outputs \"probabilities\" float [N, classes] " +
+            "and \"label\" int64 [N]) or safetensors (the state_dict of the equivalent torch.nn.Sequential, which outputs logits). Both take rows " +
+            "in the training file's own format, as predict does: the model's preprocessing and input normalization are part of them. " +
+            "The file goes next to the model (runs/digits/model.onnx) unless --out says where.",
+            "bncluster export --model runs/digits/model.bnc --format onnx",
+            "bncluster export --model runs/digits/model.bnc --format safetensors --out digits.safetensors"));
         var model = OptionParsers.ExistingFile("--model", "Model file (model.bnc).");
         var format = OptionParsers.Choice("--format", "onnx", OptionParsers.ExportFormats, "File format.");
         format.Required = true;
@@ -237,7 +266,8 @@ public static class Cli
 
     private static Command LogsCommand(CliContext context)
     {
-        var command = new Command("logs", "Summarize a run's log.jsonl: steps/s, compute vs waiting per worker, membership changes, aborted steps.");
+        var command = new Command("logs", WithExamples("Summarize a run's log.jsonl: steps/s, compute vs waiting per worker, membership changes, aborted steps.",
+            "bncluster logs runs/digits", "bncluster logs runs/digits/log.jsonl --json"));
         var path = new Argument<string>("LOG") { Description = "Path to RUN/log.jsonl (or the run folder)." };
         var json = new Option<bool>("--json") { Description = "Print one JSON object instead of text." };
         command.Arguments.Add(path);
@@ -257,7 +287,9 @@ public static class Cli
 
     private static Command BenchCommand(CliBackends backends, CliContext context)
     {
-        var command = new Command("bench", "Time training steps (samples/s, ms per step, and per worker: compute, batch-norm reductions, gradient exchange) on one worker or on the cluster.");
+        var command = new Command("bench", WithExamples("Time training steps (samples/s, ms per step, and per worker: compute, batch-norm reductions, gradient exchange) on one worker or on the cluster.",
+            "bncluster bench --dataset fashion-mnist --hidden 512,256 --batch 256 --steps 200",
+            "bncluster bench --dataset digits --workers 2 --processes --threads 1 --json"));
         var features = OptionParsers.Int("--features", 784, 1, "Input features of the random data.");
         var classes = OptionParsers.Int("--classes", 10, 2, "Output classes of the random data.");
         var hidden = OptionParsers.PositiveList("--hidden", "256,128", "Hidden layer sizes, comma-separated.");

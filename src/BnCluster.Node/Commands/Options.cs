@@ -70,8 +70,8 @@ public sealed record WorkerOptions(HostPort Join, string Dataset, string? LabelC
 /// <summary>`eval`: accuracy and loss of a model file on a dataset's test split.</summary>
 public sealed record EvalOptions(string ModelPath, string Dataset, string? LabelColumn, bool Json);
 
-/// <summary>`predict`: classes of the rows of a CSV file.</summary>
-public sealed record PredictOptions(string ModelPath, string InputPath, bool Json);
+/// <summary>`predict`: classes of the rows of a CSV file (<paramref name="Probabilities"/>: and every class's probability).</summary>
+public sealed record PredictOptions(string ModelPath, string InputPath, bool Json, bool Probabilities = false);
 
 /// <summary>`export`: a model file in another format; <see cref="OutputPath"/> null = next to the model (model.onnx, model.safetensors).</summary>
 public sealed record ExportOptions(string ModelPath, BnCluster.Core.Export.ExportFormat Format, string? OutputPath);

@@ -67,8 +67,7 @@ public sealed class ModelExportTests(Xunit.Abstractions.ITestOutputHelper output
         // The reference runs on the loader's values, by a model without preprocessing (so it does not matter whether
         // InferenceModel applies a recorded divisor itself); the exports get the file's raw values.
         using var reference = new InferenceModel(document);
-        var probabilities = reference.PredictProbabilities(test);
-        var predicted = reference.Predict(test);
+        var (predicted, probabilities) = reference.PredictProbabilities(test);
         float divisor = c.Preprocessing ? DigitsDivisor : 1f;
         var raw = loaded.Select(v => v * divisor).ToArray(); // pixel/16 × 16: exact
         var exported = c.Preprocessing ? document with { Preprocessing = new InputPreprocessing(DigitsDivisor) } : document;

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Security.Cryptography;
 using BnCluster.Core.Model;
 using MessagePack;
 using Xunit;
@@ -57,11 +58,27 @@ public sealed class ModelFileFixtureTests
         });
 
     [Fact]
-    public void The_writer_reproduces_the_fixture_byte_for_byte()
+    public void The_writer_reproduces_the_fixture_byte_for_byte_as_version_2()
     {
         // Same choices as the old writer: smallest int, str, bin, array, map and ext encodings, float32 for float,
-        // float64 for double, one bin per float array, keys in order.
-        Assert.Equal(Convert.ToHexString(File.ReadAllBytes(FixturePath)), Convert.ToHexString(ModelFile.Serialize(FixtureDocument())));
+        // float64 for double, one bin per float array, keys in order. Version 2 adds to version 1's bytes: two entries
+        // in the top map, version 2, "preprocessing" (nil: none) after "input", and the checksum entry at the end,
+        // the SHA-256 of every byte before it.
+        byte[] v1 = File.ReadAllBytes(FixturePath);
+        int versionAt = v1.AsSpan().IndexOf((byte[])[0xa7, .. "version"u8]) + 8;
+        int classesAt = v1.AsSpan().IndexOf((byte[])[0xa7, .. "classes"u8]);
+        Assert.Equal((byte)0x86, v1[0]);
+        Assert.Equal((byte)0x01, v1[versionAt]);
+        byte[] covered = [0x88, .. v1[1..versionAt], 0x02, .. v1[(versionAt + 1)..classesAt], 0xad, .. "preprocessing"u8, 0xc0, .. v1[classesAt..]];
+        byte[] expected = [.. covered, 0xa8, .. "checksum"u8, 0xc4, 0x20, .. SHA256.HashData(covered)];
+
+        Assert.Equal(Convert.ToHexString(expected), Convert.ToHexString(ModelFile.Serialize(FixtureDocument())));
+    }
+
+    [Fact]
+    public void The_v1_fixture_has_no_preprocessing()
+    {
+        Assert.Null(ModelFile.Read(FixturePath).Preprocessing);
     }
 
     [Fact]

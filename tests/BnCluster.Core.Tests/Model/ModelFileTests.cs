@@ -104,8 +104,8 @@ public sealed class ModelFileTests : IDisposable
         byte[] a = ModelFile.Serialize(SampleModel());
         byte[] b = ModelFile.Serialize(SampleModel());
         Assert.Equal(a, b);
-        // fixmap(6), fixstr "format", fixstr "bncluster.model"
-        Assert.Equal("86a6666f726d6174af626e636c75737465722e6d6f64656c", Convert.ToHexString(a[..24]).ToLowerInvariant());
+        // fixmap(8), fixstr "format", fixstr "bncluster.model"
+        Assert.Equal("88a6666f726d6174af626e636c75737465722e6d6f64656c", Convert.ToHexString(a[..24]).ToLowerInvariant());
     }
 
     [Fact]
@@ -187,7 +187,8 @@ public sealed class ModelFileTests : IDisposable
         ModelDocument doc = SampleModel();
         Assert.Equal("m: format is \"other\", expected \"bncluster.model\" (not a BnCluster model file?)",
             Error(HandWrittenModel(doc, format: "other")));
-        Assert.Equal("m: version 2 is not supported (this build reads version 1)", Error(HandWrittenModel(doc, version: 2)));
+        Assert.Equal("m: version 3 is not supported (this build reads versions 1 to 2)", Error(HandWrittenModel(doc, version: 3)));
+        Assert.Equal("m: version 0 is not supported (this build reads versions 1 to 2)", Error(HandWrittenModel(doc, version: 0)));
         Assert.Equal("m: input.eps is missing", Error(HandWrittenModel(doc, skipKey: "eps")));
         Assert.Equal("m: training is missing", Error(HandWrittenModel(doc, skipKey: "training")));
         Assert.Equal("m: layers[0].bias is missing", Error(HandWrittenModel(doc, skipKey: "bias")));

@@ -175,14 +175,17 @@ sys.stdout.buffer.write(out)
 
     // Python reads a model file we wrote, with its own msgpack and struct, and checks keys, shapes and values.
     private const string PythonCheckScript = """
-import sys, struct, msgpack
+import sys, struct, hashlib, msgpack
 with open(sys.argv[1], "rb") as f:
-    m = msgpack.unpackb(f.read(), raw=False)
+    data = f.read()
+m = msgpack.unpackb(data, raw=False)
 def floats(b): 
     assert isinstance(b, bytes) and len(b) % 4 == 0, type(b)
     return struct.unpack("<%df" % (len(b) // 4), b)
-assert list(m.keys()) == ["format", "version", "input", "classes", "layers", "training"], list(m.keys())
-assert m["format"] == "bncluster.model" and m["version"] == 1
+assert list(m.keys()) == ["format", "version", "input", "preprocessing", "classes", "layers", "training", "checksum"], list(m.keys())
+assert m["format"] == "bncluster.model" and m["version"] == 2
+assert data[-43:-32] == b"\xa8checksum\xc4\x20" and hashlib.sha256(data[:-43]).digest() == m["checksum"]
+assert m["preprocessing"] == {"divisor": 16.0}, m["preprocessing"]
 inp = m["input"]
 assert inp["features"] == 4 and floats(inp["mean"]) == (0.5, -1.0, 2.0, 0.0), inp
 assert abs(inp["eps"] - 1e-5) < 1e-10
@@ -209,7 +212,7 @@ print("OK %d layers" % len(m["layers"]))
     {
         using var dir = new TempDirectory();
         string path = Path.Combine(dir.Path, "model.bnc");
-        ModelFile.Write(path, ModelFileTests.SampleModel());
+        ModelFile.Write(path, ModelFileTests.SampleModel() with { Preprocessing = new InputPreprocessing(16f) });
         SystemPython.Result result = SystemPython.Run(PythonCheckScript, path);
         Assert.Equal("OK 4 layers", result.StdoutText.Trim());
     }
@@ -231,6 +234,42 @@ m = {
 with open(sys.argv[1], "wb") as f:
     f.write(msgpack.packb(m, use_bin_type=True))
 """;
+
+    // Python writes a version 2 model with its checksum as docs/design.md describes it; a second copy has a weight changed.
+    private const string PythonWriteV2Script = """
+import sys, struct, hashlib, msgpack
+f32 = lambda *v: struct.pack("<%df" % len(v), *v)
+m = {
+  "format": "bncluster.model", "version": 2,
+  "input": {"features": 3, "mean": f32(0, 0, 0), "var": f32(1, 1, 1), "eps": 1e-5},
+  "preprocessing": {"divisor": 255.0},
+  "classes": ["yes", "no"],
+  "layers": [{"type": "dense", "in": 3, "out": 2, "weight": f32(*range(6)), "bias": f32(1, 2)}],
+  "training": {"dataset": "py"},
+  "checksum": bytes(32),
+}
+data = msgpack.packb(m, use_bin_type=True)
+data = data[:-32] + hashlib.sha256(data[:-43]).digest()
+with open(sys.argv[1], "wb") as f:
+    f.write(data)
+bad = bytearray(data)
+bad[data.index(f32(0, 1, 2))] ^= 1
+with open(sys.argv[2], "wb") as f:
+    f.write(bad)
+""";
+
+    [Fact]
+    public void We_read_a_version_2_model_python_wrote_and_refuse_it_changed()
+    {
+        using var dir = new TempDirectory();
+        string path = Path.Combine(dir.Path, "py2.bnc"), changed = Path.Combine(dir.Path, "py2-changed.bnc");
+        SystemPython.Run(PythonWriteV2Script, path, changed);
+        ModelDocument doc = ModelFile.Read(path);
+        Assert.Equal(new InputPreprocessing(255f), doc.Preprocessing);
+        Assert.Equal([0f, 1f, 2f, 3f, 4f, 5f], Assert.IsType<DenseLayerRecord>(doc.Layers[0]).Weight);
+        var e = Assert.Throws<ModelFileException>(() => ModelFile.Read(changed));
+        Assert.Equal("checksum", e.Field);
+    }
 
     [Fact]
     public void We_read_a_model_file_python_wrote()

@@ -51,6 +51,7 @@ public sealed class MultiMachineTests
         var b = ModelFile.Read(Path.Combine(temp["net"], "model.bnc"));
         Assert.Equal(6L, Convert.ToInt64(b.Training["steps"]));
         ProcessClusterTests.AssertTensors(a, b, relative: 0);
+        Assert.Equal(new InputPreprocessing(16f), b.Preprocessing); // the `coordinator` command records the loader's ÷16
     }
 
     private static ProcessStartInfo Command(string[] args)

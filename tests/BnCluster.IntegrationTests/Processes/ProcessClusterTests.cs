@@ -98,6 +98,7 @@ public sealed class ProcessClusterTests
         var a = ModelFile.Read(Path.Combine(temp["inproc"], "model.bnc"));
         var b = ModelFile.Read(Path.Combine(temp["proc"], "model.bnc"));
         AssertTensors(a, b, relative: 0);
+        Assert.Equal(new InputPreprocessing(16f), b.Preprocessing); // the coordinator of worker processes records the loader's ÷16
     }
 
     /// <summary>
