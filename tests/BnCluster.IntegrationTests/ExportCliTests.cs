@@ -1,5 +1,10 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using BnCluster.Core.Data;
 using BnCluster.Core.Export;
 using BnCluster.Core.Model;
+using Microsoft.ML.OnnxRuntime;
 using Xunit;
 
 namespace BnCluster.IntegrationTests;
@@ -40,6 +45,51 @@ public sealed class ExportCliTests : IClassFixture<ExportCliTests.TrainedRun>
         Assert.Equal(ModelExport.Serialize(ModelFile.Read(_run.Model), format), File.ReadAllBytes(written));
         Assert.Contains(written, export.Out);
         Assert.DoesNotContain(Directory.EnumerateFiles(Path.GetDirectoryName(_run.Model)!), f => f.EndsWith(".tmp", StringComparison.Ordinal));
+    }
+
+    /// <summary>The exported ONNX graph on raw digits rows (0..16) against `predict --proba --json` on the same CSV.</summary>
+    [Fact]
+    public void Onnx_in_onnx_runtime_agrees_with_predict_proba_on_raw_rows()
+    {
+        using var tmp = new TempFolder();
+        var test = DatasetCatalog.Load("digits", 1).Test;
+        const int Rows = 40;
+        int f = test.FeatureCount;
+        var raw = new float[Rows * f];
+        var csv = new StringBuilder();
+        for (int r = 0; r < Rows; r++)
+        {
+            var row = test.RowToArray(r).Select(v => v * 16f).ToArray(); // the file's own counts: the loader divided them by 16
+            row.CopyTo(raw, r * f);
+            csv.AppendLine(string.Join(',', row.Select(v => v.ToString("R", CultureInfo.InvariantCulture))));
+        }
+        File.WriteAllText(tmp["rows.csv"], csv.ToString());
+        var predict = CliHarness.Run("predict", "--model", _run.Model, "--input", tmp["rows.csv"], "--proba", "--json");
+        Assert.True(predict.Exit == 0, predict.Error);
+        var export = CliHarness.Run("export", "--model", _run.Model, "--format", "onnx", "--out", tmp["model.onnx"]);
+        Assert.True(export.Exit == 0, export.Error);
+
+        using var session = new InferenceSession(tmp["model.onnx"]);
+        using var input = OrtValue.CreateTensorValueFromMemory(raw, [Rows, f]);
+        using var runOptions = new RunOptions();
+        using var outputs = session.Run(runOptions, [OnnxExport.InputName], [input], [OnnxExport.ProbabilitiesName, OnnxExport.LabelName]);
+        var probabilities = outputs[0].GetTensorDataAsSpan<float>().ToArray();
+        var labels = outputs[1].GetTensorDataAsSpan<long>().ToArray();
+        var document = ModelFile.Read(_run.Model);
+        Assert.Equal(16f, document.Preprocessing?.Divisor); // so the graph's Div is what makes the rows right
+        var classes = document.Classes;
+        int k = classes.Count;
+
+        Assert.Equal(Rows, predict.OutLines.Length);
+        for (int r = 0; r < Rows; r++)
+        {
+            var line = JsonDocument.Parse(predict.OutLines[r]).RootElement;
+            Assert.Equal(line.GetProperty("class").GetString(), classes[(int)labels[r]]);
+            var expected = line.GetProperty("probabilities").EnumerateObject().Select(p => p.Value.GetDouble()).ToArray();
+            Assert.Equal(k, expected.Length);
+            for (int c = 0; c < k; c++)
+                Assert.True(Math.Abs(expected[c] - probabilities[r * k + c]) <= 1e-5, $"row {r}, class {c}: predict {expected[c]}, ONNX {probabilities[r * k + c]}");
+        }
     }
 
     [Fact]
