@@ -63,6 +63,21 @@ public sealed class CliTests
         Assert.True(o.PinWorkers);
         Assert.Equal(Environment.ProcessorCount, o.Threads);
         Assert.Matches(@"^runs[/\\]\d{8}-\d{6}$", o.OutDirectory);
+        Assert.Equal((Serilog.Events.LogEventLevel.Information, false), (o.ConsoleLevel, o.Quiet));
+    }
+
+    [Fact]
+    public void Console_flags_of_train_and_coordinator()
+    {
+        var capture = new Capture();
+        Assert.Equal(0, Run(capture.Backends, "train", "--log-level", "WARNING").Exit);
+        Assert.Equal((Serilog.Events.LogEventLevel.Warning, false), (capture.Train!.ConsoleLevel, capture.Train.Quiet));
+        Assert.Equal(0, Run(capture.Backends, "train", "--log-level", "verbose").Exit);
+        Assert.Equal(Serilog.Events.LogEventLevel.Verbose, capture.Train!.ConsoleLevel);
+        Assert.Equal(0, Run(capture.Backends, "coordinator", "--quiet").Exit);
+        Assert.True(capture.Coordinator!.Train.Quiet);
+        Assert.Equal(0, Run(capture.Backends, "coordinator", "--log-level", "debug").Exit);
+        Assert.Equal(Serilog.Events.LogEventLevel.Debug, capture.Coordinator!.Train.ConsoleLevel);
     }
 
     [Fact]
@@ -154,6 +169,9 @@ public sealed class CliTests
     [InlineData("--threads: 0 is less than 1", "train", "--threads", "0")]
     [InlineData("--min-workers: 3 is more than --workers 2", "train", "--min-workers", "3", "--workers", "2")]
     [InlineData("--batch: 2 is smaller than --workers 3 (every worker needs a row)", "train", "--batch", "2", "--workers", "3")]
+    [InlineData("--log-level: \"loud\" is not one of verbose, debug, information, warning, error", "train", "--log-level", "loud")]
+    [InlineData("--quiet: cannot be combined with --log-level (--quiet shows errors only)", "train", "--quiet", "--log-level", "error")]
+    [InlineData("--quiet: cannot be combined with --log-level (--quiet shows errors only)", "coordinator", "--log-level", "warning", "--quiet")]
     [InlineData("--foo: unknown option (see bncluster train --help)", "train", "--foo")]
     [InlineData("--processes: unknown option (see bncluster coordinator --help)", "coordinator", "--processes")]
     [InlineData("\"extra\": unexpected argument (see bncluster train --help)", "train", "extra")]

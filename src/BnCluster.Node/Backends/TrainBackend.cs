@@ -7,6 +7,7 @@ using BnCluster.Core.Training;
 using BnCluster.Node.Commands;
 using BnCluster.Node.Logging;
 using Serilog;
+using Serilog.Events;
 using CoreEpochMetrics = BnCluster.Core.Training.EpochMetrics;
 
 namespace BnCluster.Node.Backends;
@@ -59,7 +60,7 @@ public static class TrainBackend
         cancel.ThrowIfCancellationRequested();
 
         string summary;
-        using (var session = StartSession(options.OutDirectory, options.Epochs, context))
+        using (var session = StartSession(options, context))
             summary = await TrainAsync(options, alwaysCluster ? cluster : options.Workers > 1 ? cluster : null, data, trainerOptions, session, cancel).ConfigureAwait(false);
         // After the session is disposed: the live progress display has stopped and the log is flushed.
         context.Out.WriteLine(summary);
@@ -107,12 +108,13 @@ public static class TrainBackend
     }
 
     /// <summary>The process console gets colours and a live display; any other writer (tests) gets plain lines.</summary>
-    private static RunSession StartSession(string outDirectory, int epochs, CliContext context)
+    private static RunSession StartSession(TrainOptions options, CliContext context)
     {
-        if (ReferenceEquals(context.Out, Console.Out)) return RunSession.Start(outDirectory, epochs, "local");
-        var folder = RunFolder.Create(outDirectory);
-        var log = RunLogging.Create(folder.LogPath, "local", context.Error);
-        return new RunSession(folder, log, new TrainingProgress(context.Error, interactive: false, epochs));
+        if (ReferenceEquals(context.Out, Console.Out))
+            return RunSession.Start(options.OutDirectory, options.Epochs, "local", options.ConsoleLevel, options.Quiet);
+        var folder = RunFolder.Create(options.OutDirectory);
+        var log = RunLogging.Create(folder.LogPath, "local", context.Error, options.Quiet ? LogEventLevel.Error : options.ConsoleLevel);
+        return new RunSession(folder, log, options.Quiet ? TrainingProgress.None(options.Epochs) : new TrainingProgress(context.Error, interactive: false, options.Epochs));
     }
 
     public static OptimizerSettings ToOptimizerSettings(TrainOptions o) =>
@@ -161,8 +163,9 @@ public static class TrainBackend
         private readonly Stopwatch _step = new();
         private readonly Stopwatch _epoch = new();
         private readonly ILogger _log = log;
+        private int _firstBatch = -1;
 
-        public void Restart() { _step.Restart(); _epoch.Restart(); }
+        public void Restart() { _step.Restart(); _epoch.Restart(); _firstBatch = -1; }
 
         public void Report(BatchProgress p)
         {
@@ -173,8 +176,11 @@ public static class TrainBackend
                 _log.StepPhase(p.Step, p.Epoch, 0, "local", LogEvents.Phases.Compute, ms);
                 _log.StepCommitted(p.Step, p.Epoch, p.TrainLoss, p.TrainAccuracy, ms);
             }
+            // Samples/s from the end of the epoch's first step on: before it, a cluster may have waited for its workers.
+            if (_firstBatch < 0) { _firstBatch = p.Batch; _epoch.Restart(); }
             double seconds = _epoch.Elapsed.TotalSeconds;
-            double samplesPerSecond = seconds > 0 ? (p.Batch + 1) * (double)batch / seconds : 0;
+            int timed = p.Batch - _firstBatch;
+            double samplesPerSecond = timed > 0 && seconds > 0 ? timed * (double)batch / seconds : double.NaN;
             session.Progress.OnBatch(p.Epoch, p.Step, p.Batch + 1, p.BatchesInEpoch, p.TrainLoss, p.TrainAccuracy, samplesPerSecond);
         }
     }

@@ -361,6 +361,9 @@ public static class Cli
             Description = "Run folder (default: runs/<yyyyMMdd-HHmmss>).",
             HelpName = "DIR",
         };
+        private readonly Option<string> _logLevel = OptionParsers.Choice("--log-level", "information", OptionParsers.LogLevels,
+            "Lowest level of the log lines on the console (log.jsonl keeps every level from debug up).");
+        private readonly Option<bool> _quiet = new("--quiet") { Description = "Print only errors and the final summary line: no progress, no log lines below error." };
         private readonly bool _listenMode;
 
         public TrainingFlags(Command command, bool listenMode)
@@ -379,6 +382,7 @@ public static class Cli
                 _beta1, _beta2, _optEps, _bnMomentum, _bnEps, _seed, _workers };
             if (!listenMode) all.AddRange([_processes, _noPin]);
             all.AddRange([_minWorkers, _noSharedMemory, _noShardedUpdate, _threads, _out]);
+            all.AddRange([_logLevel, _quiet]);
             foreach (var o in all) command.Options.Add(o);
         }
 
@@ -390,6 +394,8 @@ public static class Cli
                 throw new CliInputException($"--min-workers: {options.MinWorkers} is more than --workers {options.Workers}");
             if (options.Batch < options.Workers)
                 throw new CliInputException($"--batch: {options.Batch} is smaller than --workers {options.Workers} (every worker needs a row)");
+            if (options.Quiet && p.GetResult(_logLevel) is { Implicit: false })
+                throw new CliInputException("--quiet: cannot be combined with --log-level (--quiet shows errors only)");
             return options;
         }
 
@@ -419,6 +425,8 @@ public static class Cli
             PinWorkers = _listenMode || !p.GetValue(_noPin),
             Threads = p.GetValue(_threads),
             OutDirectory = p.GetValue(_out) ?? Path.Combine("runs", DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture)),
+            ConsoleLevel = OptionParsers.Pick(OptionParsers.LogLevels, p.GetValue(_logLevel)!),
+            Quiet = p.GetValue(_quiet),
         };
     }
 }

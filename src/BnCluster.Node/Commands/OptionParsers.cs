@@ -216,6 +216,13 @@ internal static class OptionParsers
     public static readonly (string, BatchNormPlacement)[] BnPlacements =
         [("before", BatchNormPlacement.Before), ("after", BatchNormPlacement.After), ("none", BatchNormPlacement.None)];
 
+    public static readonly (string, Serilog.Events.LogEventLevel)[] LogLevels =
+    [
+        ("verbose", Serilog.Events.LogEventLevel.Verbose), ("debug", Serilog.Events.LogEventLevel.Debug),
+        ("information", Serilog.Events.LogEventLevel.Information), ("warning", Serilog.Events.LogEventLevel.Warning),
+        ("error", Serilog.Events.LogEventLevel.Error),
+    ];
+
     public static readonly (string, OptimizerChoice)[] Optimizers =
         [("gd", OptimizerChoice.Gd), ("momentum", OptimizerChoice.Momentum), ("rmsprop", OptimizerChoice.RmsProp), ("adam", OptimizerChoice.Adam)];
 

@@ -48,6 +48,10 @@ public sealed record TrainOptions
     public int Threads { get; init; } = Environment.ProcessorCount;
     /// <summary>Run folder (model.bnc, metrics.jsonl, log.jsonl, training.svg).</summary>
     public required string OutDirectory { get; init; }
+    /// <summary>Lowest level of the log lines on the console (log.jsonl keeps Debug and above).</summary>
+    public Serilog.Events.LogEventLevel ConsoleLevel { get; init; } = Serilog.Events.LogEventLevel.Information;
+    /// <summary>Only errors and the final summary line on the console: no progress.</summary>
+    public bool Quiet { get; init; }
 
     /// <summary>The network these options describe, once the dataset's shape is known.</summary>
     public NetworkSpec ToNetworkSpec(int inputs, int classes) =>

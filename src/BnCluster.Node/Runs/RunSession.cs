@@ -1,5 +1,6 @@
 using BnCluster.Node.Logging;
 using Serilog.Core;
+using Serilog.Events;
 
 namespace BnCluster.Node;
 
@@ -21,19 +22,26 @@ public sealed class RunSession : IDisposable
         Progress = progress;
     }
 
-    /// <summary>Creates the folder, a logger for node "coordinator" (console: the process console) and a console progress display.</summary>
-    public static RunSession Start(string outDirectory, int epochs, string node = "coordinator")
+    /// <summary>
+    /// Creates the folder, a logger for node "coordinator" (console: the process console) and a console progress display.
+    /// When the display is live and stderr is the terminal too, the log's console lines go through the display (above
+    /// its bar). Quiet: no progress, errors only.
+    /// </summary>
+    public static RunSession Start(string outDirectory, int epochs, string node = "coordinator",
+        LogEventLevel consoleLevel = LogEventLevel.Information, bool quiet = false)
     {
         var folder = RunFolder.Create(outDirectory);
-        var log = RunLogging.Create(folder.LogPath, node);
-        return new RunSession(folder, log, TrainingProgress.ForConsole(epochs));
+        var progress = quiet ? TrainingProgress.None(epochs) : TrainingProgress.ForConsole(epochs);
+        var screen = progress.Interactive && !Console.IsErrorRedirected ? progress.TakeOverConsole() : null;
+        var log = RunLogging.Create(folder.LogPath, node, consoleLevel: quiet ? LogEventLevel.Error : consoleLevel, screen: screen);
+        return new RunSession(folder, log, progress);
     }
 
     public void RecordEpoch(EpochMetrics metrics)
     {
         Folder.AppendEpoch(metrics);
+        Progress.OnEpoch(metrics); // on a terminal: the epoch's final bar, then the log line below it
         Log.EpochCompleted(metrics);
-        Progress.OnEpoch(metrics);
     }
 
     /// <summary>Writes model.bnc atomically (the writer gets a stream on a temporary file).</summary>
