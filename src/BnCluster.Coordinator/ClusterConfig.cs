@@ -53,6 +53,24 @@ public static class ClusterConfig
         return node.WithFallback(HeartbeatOverride()).WithFallback(Base);
     }
 
+    /// <summary>The actor system name of `bncluster status`: another name than the cluster's, so it can never join it.</summary>
+    public const string ObserverSystemName = "bncluster-status";
+
+    /// <summary>
+    /// `bncluster status`: remoting only (no cluster provider: never a member, so nothing in the cluster counts, watches or
+    /// downs it), on <paramref name="host"/> and a free port, silent (its one line is the command's to print). The answer
+    /// comes back over the connection it opened (Akka.Remote's passive connections), so the coordinator need not reach it.
+    /// </summary>
+    public static Config Observer(string host) =>
+        ConfigurationFactory.ParseString($$"""
+            akka.actor.provider = remote
+            akka.remote.dot-netty.tcp.hostname = "{{host}}"
+            akka.remote.dot-netty.tcp.port = 0
+            akka.loglevel = OFF
+            akka.stdout-loglevel = OFF
+            akka.log-dead-letters = off
+            """).WithFallback(Base);
+
     /// <summary>Failure-detection timings scaled from BNCLUSTER_HEARTBEAT_MS, or nothing (cluster.hocon's).</summary>
     private static Config HeartbeatOverride()
     {

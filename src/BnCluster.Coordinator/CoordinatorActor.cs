@@ -95,6 +95,10 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     // a new attempt number too.
     private (long Step, int Attempt, Member[] Participants, SharedShardedUpdate? Update)? _announcement;
 
+    // What `bncluster status` is told (StatusQuery): the state's name, and the last committed step's batch loss.
+    private string _state = "";
+    private double _lastLoss = double.NaN, _lastAccuracy = double.NaN;
+
     private int _epoch;
     private EpochPlan? _plan;
     private int _batch;
@@ -162,6 +166,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     /// </summary>
     private void WaitingForWorkers(Action state, Action start)
     {
+        _state = "waiting for workers";
         Receive<WaitWarning>(_ => _log.Warning("Waiting for workers: {Members} up, {Needed} needed", _roster.Count, Needed));
         CommonReceives(rerun: null, joined: () =>
         {
@@ -175,6 +180,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     /// <summary>A round of the workers' input statistics, merged into the input normalization; then training.</summary>
     private void InputStatistics()
     {
+        _state = "input statistics";
         void Rerun(string why) => RerunRound("InputStats", why, InputStatistics, StartInputRound);
         Receive<InputStatsReply>(OnInputStats);
         Receive<RoundTimeout>(t => OnRoundTimeout(t, Rerun));
@@ -185,6 +191,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     /// <summary>The epoch's steps, each run in attempts until one commits: its BN reductions and gradients; then the evaluation.</summary>
     private void Training()
     {
+        _state = "training";
         ReceiveTimed<BnStats>(HandlerClock.Kind.BnStats, OnBnStats);
         ReceiveTimed<BnGradStats>(HandlerClock.Kind.BnGradStats, OnBnGradStats);
         ReceiveTimed<StepGradients>(HandlerClock.Kind.Gradients, OnGradients);
@@ -196,6 +203,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     /// <summary>A round of evaluation on the test rows; then the next epoch, or done.</summary>
     private void Evaluating()
     {
+        _state = "evaluating";
         void Rerun(string why) => RerunRound("Evaluating", why, Evaluating, StartEvalRound);
         Receive<EvalResult>(OnEvalResult);
         Receive<RoundTimeout>(t => OnRoundTimeout(t, Rerun));
@@ -206,6 +214,7 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
     /// <summary>The run is over and every worker was told (TrainingDone): nothing runs any more.</summary>
     private void Done()
     {
+        _state = "done";
         Receive<Terminated>(_ => { }); // the workers stop by themselves now: nothing to report
         CommonReceives(rerun: null);
         IgnoreOtherStates();
@@ -230,6 +239,17 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         Receive<DataPlaneListener.Opened>(OnChannelOpened);
         Receive<DataPlaneListener.Closed>(OnChannelClosed);
         Receive<BatchNormExchangeAnswer>(a => { if (_roster.Find(Sender) is { } m) _shared.OnExchangeAnswer(m, a); });
+        Receive<StatusQuery>(_ => Sender.Tell(Status(), Self));
+    }
+
+    /// <summary>The run as `bncluster status` shows it; reads the state, changes nothing.</summary>
+    private TrainingStatus Status()
+    {
+        double seconds = _epochStepElapsed.TotalSeconds;
+        double samplesPerSecond = seconds > 0 ? _epochTrain.Count / seconds : _epochs.Count > 0 ? _epochs[^1].SamplesPerSecond : 0;
+        var workers = _roster.Members.Select(m => new RosterEntry(m.Id, m.Node)).ToArray();
+        return new TrainingStatus(_state, _epoch, _options.Trainer.Epochs, _model.Version, _options.Trainer.MaxSteps ?? 0, _batch, _plan?.BatchCount ?? 0,
+            samplesPerSecond, _lastLoss, _lastAccuracy, Needed, workers, _total.Elapsed.TotalSeconds);
     }
 
     /// <summary>
@@ -726,10 +746,11 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
         _stepTime.Stop();
         _epochStepElapsed += _stepTime.Elapsed; // step time only, like the single-node trainer's samples/s
         _epochTrain = _epochTrain.Add(loss);
+        (_lastLoss, _lastAccuracy) = loss.Count > 0 ? (loss.SumLoss / loss.Count, (double)loss.Correct / loss.Count) : (double.NaN, double.NaN);
         _log.ForContext(ClusterLog.Phase, ClusterLog.Commit).Debug(ClusterLog.StepCommittedTemplate, _step, Epoch,
             loss.Count > 0 ? loss.SumLoss / loss.Count : double.NaN, loss.Count > 0 ? (double)loss.Correct / loss.Count : double.NaN, _stepTime.Elapsed.TotalMilliseconds);
         _batchProgress?.Report(new BatchProgress(_epoch, _batch, _plan!.BatchCount, _model.Version,
-            _epochTrain.SumLoss / _epochTrain.Count, (double)_epochTrain.Correct / _epochTrain.Count));
+            _epochTrain.SumLoss / _epochTrain.Count, (double)_epochTrain.Correct / _epochTrain.Count, _lastLoss, _lastAccuracy, loss.Count));
         _batch++;
         NextStep();
     }

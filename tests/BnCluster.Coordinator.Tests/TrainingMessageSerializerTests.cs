@@ -46,6 +46,12 @@ public sealed class TrainingMessageSerializerTests() : Akka.TestKit.Xunit2.TestK
         new Evaluate(9, 0, 23, 40, [[1f]]),
         new Evaluate(9, 0, 23, 40, null),
         new EvalResult(9, 20.5, 11, 23),
+        new StatusQuery(ProtocolInfo.Version),
+        new TrainingStatus("training", 2, 5, 37, 0, 7, 15, 12345.5, 0.25, double.NaN, 2, [new RosterEntry(0, "akka.tcp://bncluster@10.0.0.2:4000")], 3.5),
+        new ClusterStatus(ProtocolInfo.Version, "akka.tcp://bncluster@10.0.0.1:7077",
+            [new MemberEntry("akka.tcp://bncluster@10.0.0.1:7077", ["coordinator"], "Up", true), new MemberEntry("akka.tcp://bncluster@10.0.0.2:4000", ["worker"], "Leaving", false)],
+            new TrainingStatus("waiting for workers", 0, 5, 0, 100, 0, 0, 0, double.NaN, double.NaN, 2, [], 0)),
+        new ClusterStatus(ProtocolInfo.Version, "akka.tcp://bncluster@10.0.0.1:7077", [], null),
     ];
 
     private SerializerWithStringManifest Serializer(object message) =>

@@ -101,9 +101,31 @@ public sealed class ExecutableTests
         Assert.False(Directory.Exists(tmp["run"]));
     }
 
-    private static CliRun RunExecutable(string workingDirectory, params string[] args)
+    [Fact]
+    public void Executable_takes_flags_from_BNCLUSTER_variables_and_names_a_wrong_one()
+    {
+        using var tmp = new TempFolder();
+        var bad = RunExecutable(tmp.Path, new Dictionary<string, string> { ["BNCLUSTER_LR"] = "1e300" }, "train", "--out", tmp["run"]);
+        Assert.Equal(2, bad.Exit);
+        Assert.Equal("bncluster: BNCLUSTER_LR: 1e300 is too large for float32 (the precision training computes in)", Assert.Single(bad.ErrorLines));
+        Assert.False(Directory.Exists(tmp["run"]));
+
+        var good = RunExecutable(tmp.Path, new Dictionary<string, string> { ["BNCLUSTER_HIDDEN"] = "12", ["BNCLUSTER_MAX_STEPS"] = "2", ["BNCLUSTER_WORKERS"] = "1" },
+            "train", "--out", tmp["run"]);
+        Assert.True(good.Exit == 0, good.Error);
+        using var record = System.Text.Json.JsonDocument.Parse(File.ReadAllBytes(Path.Combine(tmp["run"], "run.json")));
+        var settings = record.RootElement.GetProperty("settings");
+        Assert.Equal([12], settings.GetProperty("hidden").EnumerateArray().Select(e => e.GetInt32()));
+        Assert.Equal(2, settings.GetProperty("max-steps").GetInt64());
+        Assert.Equal(2, record.RootElement.GetProperty("steps").GetInt64());
+    }
+
+    private static CliRun RunExecutable(string workingDirectory, params string[] args) => RunExecutable(workingDirectory, new Dictionary<string, string>(), args);
+
+    private static CliRun RunExecutable(string workingDirectory, Dictionary<string, string> environment, params string[] args)
     {
         var start = new ProcessStartInfo("dotnet") { WorkingDirectory = workingDirectory, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var (name, value) in environment) start.Environment[name] = value;
         start.ArgumentList.Add(FindExecutable());
         foreach (string a in args) start.ArgumentList.Add(a);
         using var process = Process.Start(start)!;

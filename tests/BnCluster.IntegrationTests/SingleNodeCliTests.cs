@@ -119,6 +119,22 @@ public sealed class SingleNodeCliTests
     }
 
     [Fact]
+    public void Config_run_json_trains_again_with_the_folders_settings_to_the_same_model()
+    {
+        using var tmp = new TempFolder();
+        var first = CliHarness.Run("train", "--dataset", "digits", "--hidden", "24,12", "--optimizer", "momentum", "--lr", "0.05",
+            "--batch", "100", "--epochs", "2", "--seed", "11", "--workers", "2", "--out", tmp["a"]);
+        Assert.True(first.Exit == 0, first.Error);
+        var again = CliHarness.Run("train", "--config", Path.Combine(tmp["a"], "run.json"), "--out", tmp["b"]);
+        Assert.True(again.Exit == 0, again.Error);
+
+        using var a = JsonDocument.Parse(File.ReadAllBytes(Path.Combine(tmp["a"], "run.json")));
+        using var b = JsonDocument.Parse(File.ReadAllBytes(Path.Combine(tmp["b"], "run.json")));
+        Assert.Equal(a.RootElement.GetProperty("settings").GetRawText(), b.RootElement.GetProperty("settings").GetRawText());
+        Assert.Equal(File.ReadAllBytes(Path.Combine(tmp["a"], "model.bnc")), File.ReadAllBytes(Path.Combine(tmp["b"], "model.bnc")));
+    }
+
+    [Fact]
     public void Cancel_after_the_first_epoch_exits_130_without_a_model()
     {
         using var tmp = new TempFolder();
@@ -132,6 +148,11 @@ public sealed class SingleNodeCliTests
         Assert.False(File.Exists(Path.Combine(tmp["run"], "model.bnc")));
         Assert.Empty(Directory.GetFiles(tmp["run"], "*.tmp"));
         Assert.Single(File.ReadAllLines(Path.Combine(tmp["run"], "metrics.jsonl")));
+        // run.json says how the run ended: cancelled, after the first epoch's steps.
+        using var record = JsonDocument.Parse(File.ReadAllBytes(Path.Combine(tmp["run"], "run.json")));
+        Assert.Equal("cancelled", record.RootElement.GetProperty("outcome").GetString());
+        Assert.Equal(1, record.RootElement.GetProperty("final").GetProperty("epoch").GetInt32());
+        Assert.True(record.RootElement.GetProperty("steps").GetInt64() >= record.RootElement.GetProperty("final").GetProperty("step").GetInt64());
     }
 
     [Fact]

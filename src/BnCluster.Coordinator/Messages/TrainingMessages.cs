@@ -20,7 +20,8 @@ public static class ProtocolInfo
     // 3: batch-norm partials exchanged between local workers (BatchNormExchangeOffer, StartStep.SharedBatchNormRanks);
     // 4: the next step announced to run ahead (StartStep.NextRows/NextAttempt), three state versions in the update file
     // 6: Akka.NET and MessagePack-CSharp carry the messages; JobQuery, TrainingDone, WorkerFailed
-    public const int Version = 6;
+    // 7: StatusQuery, TrainingStatus, ClusterStatus (`bncluster status`)
+    public const int Version = 7;
 }
 
 // ---- Membership ----
@@ -215,3 +216,41 @@ public sealed record Evaluate([property: Key(0)] long Round, [property: Key(1)] 
 /// <summary>Worker → coordinator: Σ loss, correct and rows of its test slice.</summary>
 [MessagePackObject]
 public sealed record EvalResult([property: Key(0)] long Round, [property: Key(1)] double SumLoss, [property: Key(2)] int Correct, [property: Key(3)] int Count) : ITrainingMessage;
+
+// ---- Status (`bncluster status`) ----
+
+/// <summary>
+/// Anyone → the coordinator node's status actor (answered with <see cref="ClusterStatus"/>), or the status actor → the
+/// coordinator actor (answered with <see cref="TrainingStatus"/>). Read-only: it changes nothing in the run.
+/// </summary>
+[MessagePackObject]
+public sealed record StatusQuery([property: Key(0)] int ProtocolVersion) : ITrainingMessage;
+
+/// <summary>One worker of the coordinator's roster: its id (= the rank order) and its node.</summary>
+[MessagePackObject]
+public sealed record RosterEntry([property: Key(0)] int Id, [property: Key(1)] string Node);
+
+/// <summary>
+/// Coordinator → the status actor: the run as the coordinator sees it. <paramref name="State"/>: waiting for workers,
+/// input statistics, training, evaluating or done. <paramref name="Step"/>: committed steps; <paramref name="Batch"/> of
+/// <paramref name="BatchesInEpoch"/>: the epoch's committed batches. <paramref name="SamplesPerSecond"/>: of the epoch's
+/// steps so far (the last epoch's at an epoch's start; 0 before any). <paramref name="LastLoss"/>,
+/// <paramref name="LastAccuracy"/>: of the last committed step's batch (NaN before any).
+/// </summary>
+[MessagePackObject]
+public sealed record TrainingStatus([property: Key(0)] string State, [property: Key(1)] int Epoch, [property: Key(2)] int Epochs, [property: Key(3)] long Step,
+    [property: Key(4)] long MaxSteps, [property: Key(5)] int Batch, [property: Key(6)] int BatchesInEpoch, [property: Key(7)] double SamplesPerSecond,
+    [property: Key(8)] double LastLoss, [property: Key(9)] double LastAccuracy, [property: Key(10)] int WorkersNeeded, [property: Key(11)] RosterEntry[] Workers,
+    [property: Key(12)] double Seconds) : ITrainingMessage;
+
+/// <summary>A member of the cluster as the coordinator's node sees it (Akka.Cluster's state): address, roles, status, reachability.</summary>
+[MessagePackObject]
+public sealed record MemberEntry([property: Key(0)] string Address, [property: Key(1)] string[] Roles, [property: Key(2)] string Status, [property: Key(3)] bool Reachable);
+
+/// <summary>
+/// The coordinator node's status actor → the asker: the cluster's members and the coordinator's <see cref="TrainingStatus"/>
+/// (null when the coordinator actor did not answer in time, or is gone).
+/// </summary>
+[MessagePackObject]
+public sealed record ClusterStatus([property: Key(0)] int ProtocolVersion, [property: Key(1)] string Node, [property: Key(2)] MemberEntry[] Members,
+    [property: Key(3)] TrainingStatus? Training) : ITrainingMessage;

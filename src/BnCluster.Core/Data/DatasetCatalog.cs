@@ -119,15 +119,19 @@ public static class DatasetCatalog
         // One pass per file in hashing order: the on-disk bytes stream through the hash and the gunzip, so only the
         // content is ever held (not also the compressed file); the pixels are kept as they are, as bytes.
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        Dataset ReadPair(string imagesPath, string labelsPath)
+        (Dataset, int Rows, int Columns) ReadPair(string imagesPath, string labelsPath)
         {
             var images = IdxReader.ParseImages(imagesPath, SourceFile.ReadContent(imagesPath, hash, out bool imagesGzip), imagesGzip);
             var labelsContent = SourceFile.ReadContent(labelsPath, hash, out bool labelsGzip);
             var labels = IdxReader.ParseLabels(labelsPath, labelsContent.Span, labelsGzip, classNames.Count);
-            return IdxReader.Combine(imagesPath, images, labelsPath, labels, name, classNames);
+            return (IdxReader.Combine(imagesPath, images, labelsPath, labels, name, classNames), images.Rows, images.Columns);
         }
-        var train = ReadPair(files[0], files[1]);
-        var test = ReadPair(files[2], files[3]);
+        var (train, trainRows, trainColumns) = ReadPair(files[0], files[1]);
+        var (test, testRows, testColumns) = ReadPair(files[2], files[3]);
+        // Same pixel count is not enough: 14×56 test images against 28×28 training images are other pictures.
+        if ((testRows, testColumns) != (trainRows, trainColumns))
+            throw new DatasetException(
+                $"{files[2]}: images are {testRows}×{testColumns} but {files[0]} has {trainRows}×{trainColumns}");
         if (extraHashedBytes is not null) hash.AppendData(extraHashedBytes);
         if (train.Count == 0) throw new DatasetException($"{files[0]}: holds no images");
         if (test.Count == 0) throw new DatasetException($"{files[2]}: holds no images");

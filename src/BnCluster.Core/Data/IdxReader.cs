@@ -70,8 +70,13 @@ public static class IdxReader
             throw new DatasetException($"{path}: image size {rows}×{columns} at offset 8 is empty");
 
         long pixelsPerImage = (long)rows * columns;
-        long expected = count * pixelsPerImage;
         long present = content.Length - ImagesHeaderBytes;
+        // count × rows × columns can exceed a long (each is up to 2^31 − 1), so it is bounded before any offset is computed from it.
+        if ((Int128)count * pixelsPerImage > Array.MaxLength)
+            throw new DatasetException(
+                $"{path}: the header (offset 4) claims {count} images × {rows}×{columns} pixels, more than one array can hold; " +
+                $"the file holds {present} pixel bytes{where}");
+        long expected = count * pixelsPerImage;
         if (present < expected)
             throw new DatasetException(
                 $"{path}: truncated: data ends at offset {content.Length}{where}, expected {expected} pixel bytes " +
@@ -80,8 +85,6 @@ public static class IdxReader
             throw new DatasetException(
                 $"{path}: {present - expected} unexpected bytes after offset {ImagesHeaderBytes + expected}{where} " +
                 $"({count} images × {rows}×{columns} end there)");
-        if (expected > Array.MaxLength)
-            throw new DatasetException($"{path}: {count} images × {rows}×{columns} pixels are too many for one array");
 
         return new IdxImages(contentMemory.Slice(ImagesHeaderBytes, (int)expected), count, rows, columns);
     }

@@ -17,8 +17,12 @@ public sealed record TrainerOptions(
     ulong Seed = 1,
     int Threads = 1);
 
-/// <summary>After each committed step: 1-based epoch, 0-based batch of the epoch, global step, running train loss/accuracy of the epoch.</summary>
-public readonly record struct BatchProgress(int Epoch, int Batch, int BatchesInEpoch, long Step, double TrainLoss, double TrainAccuracy);
+/// <summary>
+/// After each committed step: 1-based epoch, 0-based batch of the epoch, global step, running train loss/accuracy of the
+/// epoch, and the step's own batch: its loss, accuracy and rows (steps.jsonl).
+/// </summary>
+public readonly record struct BatchProgress(int Epoch, int Batch, int BatchesInEpoch, long Step, double TrainLoss, double TrainAccuracy,
+    double StepLoss = double.NaN, double StepAccuracy = double.NaN, int StepRows = 0);
 
 /// <summary>One line of metrics.jsonl (docs/design.md, "Contracts").</summary>
 public sealed record EpochMetrics(
@@ -97,7 +101,8 @@ public sealed class Trainer(TrainerOptions options)
                 trainTotal = trainTotal.Add(partial);
                 if (!double.IsFinite(partial.SumLoss)) throw new InvalidOperationException($"loss is not finite at step {step} (epoch {epoch}); lower the learning rate");
                 BatchProgress?.Report(new BatchProgress(epoch, b, plan.BatchCount, step,
-                    trainTotal.SumLoss / trainTotal.Count, (double)trainTotal.Correct / trainTotal.Count));
+                    trainTotal.SumLoss / trainTotal.Count, (double)trainTotal.Correct / trainTotal.Count,
+                    partial.SumLoss / partial.Count, (double)partial.Correct / partial.Count, partial.Count));
             }
             var testTotal = testN.Count > 0 ? TrainingStep.Evaluate(p, ws, testN, 0, testN.Count) : new LossPartial(0, 0, 0);
             var metrics = new EpochMetrics(epoch, step,

@@ -74,6 +74,7 @@ public static class BenchBackend
             var data = options.Dataset is { } spec
                 ? NormalizedTrainSplit(spec)
                 : Synthetic(options.Features, options.Classes, Math.Max(options.Batch * 4, 1024), seed: 1);
+            TrainBackend.CheckAgainstDataset(options.Batch, options.HiddenSizes, data);
             result = await MeasureAsync(data, options.HiddenSizes, options.Batch, options.Steps, options.Threads, cancel,
                 TrainBackend.ToOptimizerSettings(options.Optimizer, options.LearningRate), options.Warmup).ConfigureAwait(false);
         }
@@ -185,6 +186,7 @@ public static class BenchBackend
             // test split only feeds the evaluations, so a small one.
             : new DatasetSplit(Synthetic(o.Features, o.Classes, Math.Max(o.Batch * 16, 1024), seed: 1),
                 Synthetic(o.Features, o.Classes, Math.Min(o.Batch, 256), seed: 2), "synthetic", SplitDependsOnSeed: false);
+        TrainBackend.CheckAgainstDataset(o.Batch, o.HiddenSizes, data.Train);
         long lastWarmup = o.Warmup, lastTimed = o.Warmup + o.Steps, total = lastTimed + 1;
         var options = new TrainOptions
         {

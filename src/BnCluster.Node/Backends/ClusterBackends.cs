@@ -24,7 +24,8 @@ public static class ClusterBackends
             return Task.FromResult(Cli.ExitUsage);
         }
         return TrainBackend.RunAsync(options.Train with { Processes = false }, context,
-            (request, ct) => RunCoordinator(request, options.Listen.Host, options.Listen.Port, null, ct), cancel, alwaysCluster: true);
+            (request, ct) => RunCoordinator(request, options.Listen.Host, options.Listen.Port, null, ct), cancel, alwaysCluster: true,
+            command: "coordinator", listen: options.Listen);
     }
 
     private static bool IsWildcard(string host) => host is "0.0.0.0" or "::" or "[::]" or "*";
@@ -140,6 +141,9 @@ public sealed class WorkerProcesses(ILogger log, int expected) : IDisposable
     {
         var psi = Executable();
         foreach (var a in args) psi.ArgumentList.Add(a);
+        // The parent's BNCLUSTER_* flag variables (BNCLUSTER_LISTEN, BNCLUSTER_THREADS, …) were meant for it, not for its
+        // workers, whose flags it gives explicitly; other variables (e.g. BNCLUSTER_HEARTBEAT_MS) are inherited.
+        foreach (var name in Cli.FlagVariables("worker")) psi.Environment.Remove(name);
         psi.RedirectStandardOutput = true;
         psi.RedirectStandardError = true;
         psi.UseShellExecute = false;

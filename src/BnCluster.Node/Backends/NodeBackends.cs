@@ -16,5 +16,6 @@ public static class NodeBackends
         Predict = ModelBackends.Predict,
         Export = ExportBackend.Export,
         Bench = (options, context, cancel) => BenchBackend.RunAsync(options, context, cancel, cluster, processes),
+        Status = StatusBackend.RunAsync,
     };
 }

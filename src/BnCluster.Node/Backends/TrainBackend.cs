@@ -35,8 +35,10 @@ public static class TrainBackend
 {
     /// <param name="processes">Trainer for `--processes` (local worker processes); null = refused.</param>
     /// <param name="alwaysCluster">Use <paramref name="cluster"/> even for one worker (the TCP coordinator).</param>
+    /// <param name="command">The command run.json names ("train" or "coordinator").</param>
+    /// <param name="listen">The coordinator's --listen, for run.json.</param>
     public static async Task<int> RunAsync(TrainOptions options, CliContext context, ClusterTrainer? cluster, CancellationToken cancel,
-        ClusterTrainer? processes = null, bool alwaysCluster = false)
+        ClusterTrainer? processes = null, bool alwaysCluster = false, string command = "train", HostPort? listen = null)
     {
         if (options.Workers > 1 && cluster is null)
         {
@@ -54,30 +56,76 @@ public static class TrainBackend
             alwaysCluster = true;
         }
         var data = DatasetCatalog.Load(options.Dataset, options.Seed, options.LabelColumn);
+        // The default batch on a dataset with fewer training rows: one batch of all of them per epoch. A --batch that is
+        // given must fit (a larger one is a mistake, and near 2^31 it overflowed the epoch's batch count to 0 steps).
+        if (options.BatchIsDefault && options.Batch > data.Train.Count && data.Train.Count >= options.Workers)
+            options = options with { Batch = data.Train.Count };
+        CheckAgainstDataset(options.Batch, options.HiddenSizes, data.Train);
         var spec = options.ToNetworkSpec(data.Train.FeatureCount, data.Train.ClassCount);
         var trainerOptions = new TrainerOptions(spec, ToOptimizerSettings(options), options.Batch, options.Epochs,
             options.MaxSteps > 0 ? options.MaxSteps : null, unchecked((ulong)options.Seed), options.Threads);
         cancel.ThrowIfCancellationRequested();
 
+        // Only now, with the data loaded and every setting checked, is the run folder locked (and cleared with --overwrite).
+        using var folderLock = RunFolderLock.Acquire(options.OutDirectory, options.Overwrite);
         string summary;
         using (var session = StartSession(options, context))
-            summary = await TrainAsync(options, alwaysCluster ? cluster : options.Workers > 1 ? cluster : null, data, trainerOptions, session, cancel).ConfigureAwait(false);
+        {
+            var record = RunRecord.Start(session.Folder, command, options, data, listen);
+            try
+            {
+                summary = await TrainAsync(options, alwaysCluster ? cluster : options.Workers > 1 ? cluster : null, data, trainerOptions, session, record, cancel).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (cancel.IsCancellationRequested)
+            {
+                FinishRecord(record, session, "cancelled", "cancelled (Ctrl+C or SIGTERM)");
+                throw;
+            }
+            catch (Exception e)
+            {
+                FinishRecord(record, session, "failed", e.Message.ReplaceLineEndings(" ").Trim());
+                throw;
+            }
+        }
         // After the session is disposed: the live progress display has stopped and the log is flushed.
         context.Out.WriteLine(summary);
         return Cli.ExitOk;
     }
 
-    /// <summary>Trains and writes model.bnc; returns the summary line.</summary>
+    /// <summary>
+    /// The checks that need the dataset's shape, before anything is created: a batch of at most the training rows (a
+    /// larger one overflowed the epoch's batch count and trained 0 steps), a network that can be held at all.
+    /// </summary>
+    public static void CheckAgainstDataset(int batch, IReadOnlyList<int> hidden, Dataset train)
+    {
+        if (batch > train.Count)
+            throw new CliInputException($"--batch: {batch} is more than the {train.Count} training rows of {train.Name}");
+        NetworkSize.Check(train.FeatureCount, hidden, train.ClassCount, batch);
+    }
+
+    /// <summary>Records how the run ended; a failure to write it is logged, never hides the run's own error.</summary>
+    private static void FinishRecord(RunRecord record, RunSession session, string outcome, string error)
+    {
+        try { record.Finish(outcome, error); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            session.Log.Warning("Could not record the run's end in {File:l}: {Error:l}", RunRecord.FileName, e.Message);
+        }
+    }
+
+    /// <summary>Trains and writes model.bnc and the end of run.json; returns the summary line.</summary>
     private static async Task<string> TrainAsync(TrainOptions options, ClusterTrainer? cluster, DatasetSplit data,
-        TrainerOptions trainerOptions, RunSession session, CancellationToken cancel)
+        TrainerOptions trainerOptions, RunSession session, RunRecord record, CancellationToken cancel)
     {
         var log = session.Log;
         log.Information("Training {Dataset:l} ({TrainRows} train rows, {TestRows} test rows, {Features} features, {Classes} classes, sha256 {Sha256:l}) on {Workers} worker(s), {Threads} thread(s), run folder {Folder:l}",
             data.Train.Name, data.Train.Count, data.Test.Count, data.Train.FeatureCount, data.Train.ClassCount, data.Sha256,
             options.Workers, options.Threads, session.Folder.Path);
 
+        if (options.StepsEvery > 0) session.WriteSteps(options.StepsEvery);
+        session.Folder.ChartSubtitle = ChartSubtitle(options, data);
         // The cluster's coordinator and workers log their own step events; the single-node loop is logged here.
-        var batchSink = new BatchSink(session, log, options.Batch, logSteps: cluster is null);
+        var batchSink = new BatchSink(session, record, log, options.Batch, logSteps: cluster is null);
         var epochSink = new EpochSink(session, batchSink);
         TrainingResult result;
         var wall = Stopwatch.StartNew();
@@ -101,6 +149,7 @@ public static class TrainBackend
         var document = result.ToDocument(data, metadata);
         session.SaveModel(stream => stream.Write(ModelFile.Serialize(document)));
         log.Information("Model written to {Model:l}", session.Folder.ModelPath);
+        record.Finish("completed", null, result.Steps);
 
         double samplesPerSecond = result.Epochs.Count > 0 ? result.Epochs.Average(e => e.SamplesPerSecond) : 0;
         return string.Create(CultureInfo.InvariantCulture,
@@ -151,6 +200,10 @@ public static class TrainBackend
             ["test_accuracy"] = last?.TestAccuracy ?? double.NaN,
         };
 
+    /// <summary>training.svg's line under the title: the dataset and the settings that shaped the curves.</summary>
+    internal static string ChartSubtitle(TrainOptions o, DatasetSplit data) => string.Create(CultureInfo.InvariantCulture,
+        $"{data.Train.Name} ({data.Train.Count} train rows) · hidden {string.Join(',', o.HiddenSizes)} {o.Activation.ToString().ToLowerInvariant()} · bn {o.BatchNorm.ToString().ToLowerInvariant()} · batch {o.Batch} · {o.Optimizer.ToString().ToLowerInvariant()} lr {o.LearningRate:G4} · {o.Workers} worker(s) · seed {o.Seed}");
+
     private static EpochMetrics ToRunMetrics(CoreEpochMetrics m) =>
         new(m.Epoch, m.Step, m.TrainLoss, m.TrainAccuracy, m.TestLoss, m.TestAccuracy, m.SamplesPerSecond, m.Seconds);
 
@@ -158,10 +211,11 @@ public static class TrainBackend
     /// Per step (called synchronously on the training loop): the console progress and two Debug events in
     /// log.jsonl — the step's compute time (time since the previous step) and its commit. No other allocation.
     /// </summary>
-    private sealed class BatchSink(RunSession session, ILogger log, int batch, bool logSteps) : IProgress<BatchProgress>
+    private sealed class BatchSink(RunSession session, RunRecord record, ILogger log, int batch, bool logSteps) : IProgress<BatchProgress>
     {
         private readonly Stopwatch _step = new();
         private readonly Stopwatch _epoch = new();
+        private readonly Stopwatch _run = Stopwatch.StartNew(); // steps.jsonl's seconds
         private readonly ILogger _log = log;
         private int _firstBatch = -1;
 
@@ -171,6 +225,8 @@ public static class TrainBackend
         {
             double ms = _step.Elapsed.TotalMilliseconds;
             _step.Restart();
+            record.ObserveStep(p.Step);
+            session.Steps?.Append(p.Step, p.Epoch, p.StepLoss, p.StepAccuracy, ms > 0 ? p.StepRows * 1000.0 / ms : double.NaN, _run.Elapsed.TotalSeconds);
             if (logSteps)
             {
                 _log.StepPhase(p.Step, p.Epoch, 0, "local", LogEvents.Phases.Compute, ms);

@@ -40,6 +40,8 @@ public static class RemoteCluster
     /// <summary>The job actor's and the coordinator actor's paths on the coordinator's node.</summary>
     public static ActorPath JobPath(Address coordinatorNode) => new RootActorPath(coordinatorNode) / "user" / "job";
     public static ActorPath CoordinatorPath(Address coordinatorNode) => new RootActorPath(coordinatorNode) / "user" / "coordinator";
+    /// <summary>The status actor's path on the coordinator's node (`bncluster status`).</summary>
+    public static ActorPath StatusPath(Address coordinatorNode) => new RootActorPath(coordinatorNode) / "user" / "status";
 
     public static Address NodeAddress(string host, int port) => new("akka.tcp", ClusterConfig.SystemName, host, port);
 
@@ -73,7 +75,8 @@ public static class RemoteCluster
             int boundPort = self.Port ?? port;
             log.Information("Coordinator listening on {Address:l} (workers join with --join {Host:l}:{Port}), data plane on port {DataPort}; waiting for {Workers} worker(s)",
                 self.ToString(), host, boundPort, dataPlane.Port, options.Workers);
-            system.ActorOf(Props.Create(() => new CoordinatorActor(options, shape, completion, log, epochProgress, batchProgress, dataPlane)), "coordinator");
+            var coordinator = system.ActorOf(Props.Create(() => new CoordinatorActor(options, shape, completion, log, epochProgress, batchProgress, dataPlane)), "coordinator");
+            system.ActorOf(Props.Create(() => new StatusActor(coordinator)), "status");
             system.ActorOf(Props.Create(() => new JobInfoActor(job, log)), "job");
             if (onListening is not null) await onListening(boundPort).ConfigureAwait(false);
             var result = await completion.Task.WaitAsync(cancel).ConfigureAwait(false);

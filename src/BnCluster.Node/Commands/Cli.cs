@@ -19,17 +19,34 @@ public static class Cli
 {
     public const int ExitOk = 0, ExitFailure = 1, ExitUsage = 2, ExitCancelled = 130, ExitTerminated = 143;
 
+    /// <param name="environment">The BNCLUSTER_* variables that set flags (see <see cref="FlagSources"/>); null = this process's environment.</param>
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr, CliBackends? backends = null,
-        CancellationToken cancel = default) =>
-        RunAsync(args, stdout, stderr, backends, cancel).GetAwaiter().GetResult();
+        CancellationToken cancel = default, IReadOnlyDictionary<string, string>? environment = null) =>
+        RunAsync(args, stdout, stderr, backends, cancel, environment).GetAwaiter().GetResult();
 
+    /// <param name="environment">The BNCLUSTER_* variables that set flags (see <see cref="FlagSources"/>); null = this process's environment.</param>
     public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, CliBackends? backends = null,
-        CancellationToken cancel = default)
+        CancellationToken cancel = default, IReadOnlyDictionary<string, string>? environment = null)
     {
         var context = new CliContext(stdout, stderr);
         var root = BuildRoot(backends ?? new CliBackends(), context);
         ParseResult parse;
-        try { parse = root.Parse(args); }
+        FlagSources? sources = null;
+        try
+        {
+            parse = root.Parse(args);
+            if (parse.Action is not HelpAction)
+            {
+                // Flags the command line does not give may come from BNCLUSTER_* variables or --config: parse again with them.
+                sources = FlagSources.Collect(parse, environment ?? ProcessEnvironment());
+                if (sources.Tokens.Count > 0) parse = root.Parse([.. args, .. sources.Tokens]);
+            }
+        }
+        catch (CliInputException ex)
+        {
+            stderr.WriteLine("bncluster: " + OneLine(ex.Message));
+            return ExitUsage;
+        }
         catch (Exception ex) // a parser bug must still give one line, not a stack trace
         {
             stderr.WriteLine($"bncluster: cannot parse the command line: {OneLine(ex.Message)}");
@@ -37,7 +54,8 @@ public static class Cli
         }
         if (parse.Action is not HelpAction && parse.Errors.Count > 0)
         {
-            stderr.WriteLine("bncluster: " + DescribeError(parse));
+            string error = DescribeError(parse);
+            stderr.WriteLine("bncluster: " + (sources?.Attribute(error) ?? error));
             return ExitUsage;
         }
         var config = new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false };
@@ -48,7 +66,8 @@ public static class Cli
         catch (Exception ex) when (ex is CliInputException or DatasetException or LogFormatException or ModelFileException
                                    or FileNotFoundException or DirectoryNotFoundException)
         {
-            stderr.WriteLine("bncluster: " + OneLine(ex.Message));
+            string error = OneLine(ex.Message);
+            stderr.WriteLine("bncluster: " + (ex is CliInputException && sources is not null ? sources.Attribute(error) : error));
             return ExitUsage;
         }
         catch (OperationCanceledException) when (cancel.IsCancellationRequested)
@@ -68,6 +87,20 @@ public static class Cli
         description + "\n\nExamples:\n" + string.Join("\n", examples.Select(e => "  " + e));
 
     private static string OneLine(string s) => s.ReplaceLineEndings(" ").Trim();
+
+    /// <summary>The environment variables that set the flags of <paramref name="command"/> (BNCLUSTER_THREADS, …).</summary>
+    internal static IReadOnlyList<string> FlagVariables(string command) =>
+        BuildRoot(new CliBackends(), new CliContext(TextWriter.Null, TextWriter.Null)).Subcommands.First(c => c.Name == command)
+            .Options.Where(o => o.Name.StartsWith("--", StringComparison.Ordinal)).Select(o => FlagSources.VariableOf(o.Name)).ToList();
+
+    private static Dictionary<string, string> ProcessEnvironment()
+    {
+        var variables = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (System.Collections.DictionaryEntry e in Environment.GetEnvironmentVariables())
+            if (e.Key is string name && name.StartsWith(FlagSources.EnvironmentPrefix, StringComparison.Ordinal) && e.Value is string value)
+                variables[name] = value;
+        return variables;
+    }
 
     /// <summary>The first error as one line: our parsers already name the option; the library's get rephrased.</summary>
     private static string DescribeError(ParseResult parse)
@@ -111,6 +144,7 @@ public static class Cli
         root.Subcommands.Add(ExportCommand(backends, context));
         root.Subcommands.Add(LogsCommand(context));
         root.Subcommands.Add(BenchCommand(backends, context));
+        root.Subcommands.Add(StatusCommand(backends, context));
         return root;
     }
 
@@ -158,7 +192,7 @@ public static class Cli
         join.Required = true;
         var dataset = OptionParsers.Dataset("--dataset", "digits", "Dataset on this node's disk (must match the coordinator's).");
         var label = new Option<string?>("--label-column") { Description = "Label column of a CSV dataset.", HelpName = "NAME" };
-        var threads = OptionParsers.Int("--threads", Environment.ProcessorCount, 1, "Compute threads of this worker.");
+        var threads = OptionParsers.Int("--threads", Environment.ProcessorCount, 1, $"Compute threads of this worker (at most {OptionParsers.MaxThreads}).", max: OptionParsers.MaxThreads);
         var listen = OptionParsers.Endpoint("--listen", null, 0,
             "This worker's address as the coordinator reaches it (port 0 = any); default: the local address that routes to --join, port 0.");
         var joinTimeout = OptionParsers.Int("--join-timeout", 0, 0,
@@ -285,6 +319,67 @@ public static class Cli
         return command;
     }
 
+    private static Command StatusCommand(CliBackends backends, CliContext context)
+    {
+        var command = new Command("status", WithExamples("Show a running cluster: its members (roles, status, reachability), the step and epoch, samples/s and the last loss. "
+            + "Asks the coordinator's node without joining the cluster, so it never changes the run.",
+            "bncluster status 10.0.0.1:7077", "bncluster status 10.0.0.1:7077 --watch 5", "bncluster status 127.0.0.1:7077 --json"));
+        var address = new Argument<HostPort?>("HOST:PORT")
+        {
+            Description = "The coordinator's address: what `coordinator --listen` was given (the host exactly as it was given there).",
+            Arity = ArgumentArity.ZeroOrOne, // (it may have been taken as --watch's value: see below)
+            CustomParser = r => ParseStatusAddress(r.Tokens.Count > 0 ? r.Tokens[0].Value : "", r.AddError),
+        };
+        // --watch's value is optional, so `--watch HOST:PORT` gives it the address: a value that is no number is taken as the
+        // address (System.CommandLine cannot hand an option's token back to the argument).
+        var watch = new Option<(double Seconds, HostPort? Address)?>("--watch")
+        {
+            Description = $"Refresh every SECONDS (default {StatusOptions.DefaultWatchSeconds}) until Ctrl+C.",
+            HelpName = "SECONDS",
+            Arity = ArgumentArity.ZeroOrOne,
+            CustomParser = r =>
+            {
+                if (r.Tokens.Count == 0) return (StatusOptions.DefaultWatchSeconds, null);
+                string text = r.Tokens[0].Value;
+                if (!double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double seconds))
+                {
+                    var hp = OptionParsers.ParseHostPort(text, 1);
+                    if (hp is null) r.AddError($"--watch: \"{text}\" is neither a number of seconds nor HOST:PORT");
+                    return (StatusOptions.DefaultWatchSeconds, hp);
+                }
+                if (!double.IsFinite(seconds) || seconds < StatusOptions.MinWatchSeconds || seconds > 86400)
+                    r.AddError($"--watch: {text} is not in [{StatusOptions.MinWatchSeconds.ToString(CultureInfo.InvariantCulture)}, 86400] seconds");
+                return (seconds, null);
+            },
+        };
+        var json = new Option<bool>("--json") { Description = "Print one JSON object (one line per refresh with --watch) instead of text." };
+        var timeout = OptionParsers.Double("--timeout", 10, 0, true, 3600, false, "Give up (exit 1, one line) when the coordinator has not answered within this many seconds.");
+        timeout.HelpName = "SECONDS";
+        command.Arguments.Add(address);
+        command.Options.Add(watch);
+        command.Options.Add(json);
+        command.Options.Add(timeout);
+        command.SetAction((parse, cancel) =>
+        {
+            var watched = parse.GetValue(watch);
+            HostPort? given = parse.GetValue(address), taken = watched?.Address;
+            if (given is not null && taken is not null) throw new CliInputException("HOST:PORT: given twice (see bncluster status --help)");
+            var target = given ?? taken ?? throw new CliInputException("HOST:PORT: missing argument (see bncluster status --help)");
+            return backends.Status is { } run
+                ? run(new StatusOptions(target, watched is { } w ? TimeSpan.FromSeconds(w.Seconds) : null, parse.GetValue(json),
+                    TimeSpan.FromSeconds(parse.GetValue(timeout))), context, cancel)
+                : NotAvailable(context, "status");
+        });
+        return command;
+    }
+
+    private static HostPort? ParseStatusAddress(string text, Action<string> error)
+    {
+        var hp = OptionParsers.ParseHostPort(text, 1);
+        if (hp is null) error($"HOST:PORT: \"{text}\" is not HOST:PORT with a port in 1..65535");
+        return hp;
+    }
+
     private static Command BenchCommand(CliBackends backends, CliContext context)
     {
         var command = new Command("bench", WithExamples("Time training steps (samples/s, ms per step, and per worker: compute, batch-norm reductions, gradient exchange) on one worker or on the cluster.",
@@ -294,10 +389,10 @@ public static class Cli
         var classes = OptionParsers.Int("--classes", 10, 2, "Output classes of the random data.");
         var hidden = OptionParsers.PositiveList("--hidden", "256,128", "Hidden layer sizes, comma-separated.");
         var batch = OptionParsers.Int("--batch", 256, 1, "Global mini-batch size.");
-        var workers = OptionParsers.Int("--workers", 1, 1, "Number of workers: 1 = the training step in this process; more = the cluster `train --workers` runs.");
+        var workers = OptionParsers.Int("--workers", 1, 1, "Number of workers: 1 = the training step in this process; more = the cluster `train --workers` runs.", max: OptionParsers.MaxWorkers);
         var steps = OptionParsers.Int("--steps", 50, 1, "Timed steps (after warm-up).");
         var warmup = OptionParsers.Int("--warmup", BenchOptions.DefaultWarmup, 1, "Untimed warm-up steps before the timed ones (with --workers 1, then more until the JIT has compiled nothing for 0.25 s).");
-        var threads = OptionParsers.Int("--threads", Environment.ProcessorCount, 1, "Compute threads per worker; the default is for one worker: without --threads, K workers share the cores (cores / K each).");
+        var threads = OptionParsers.Int("--threads", Environment.ProcessorCount, 1, $"Compute threads per worker (at most {OptionParsers.MaxThreads}); the default is for one worker: without --threads, K workers share the cores (cores / K each).", max: OptionParsers.MaxThreads);
         var processes = new Option<bool>("--processes") { Description = "Run the workers as local processes over loopback, as `train --processes` (needs --dataset)." };
         var dataset = new Option<string?>("--dataset") { Description = "Time steps on this dataset's training split instead of random data (--features/--classes are then the dataset's).", HelpName = "DATASET" };
         var optimizer = OptionParsers.Choice("--optimizer", "adam", OptionParsers.Optimizers, "Optimizer the timed steps apply.");
@@ -312,11 +407,15 @@ public static class Cli
         {
             if (backends.Bench is not { } run) return NotAvailable(context, "bench");
             int workerCount = parse.GetValue(workers);
+            var hiddenSizes = OptionParsers.ParseSizes(parse.GetValue(hidden)!)!;
+            if (parse.GetValue(dataset) is null) // with a dataset, the backend checks against the dataset's shape
+                NetworkSize.Check(parse.GetValue(features), hiddenSizes, parse.GetValue(classes), parse.GetValue(batch),
+                    dataRows: Math.Max(parse.GetValue(batch) * 16L, 1024)); // the random data BenchBackend makes (at most 16 batches)
             // Not given: share the cores between the workers rather than oversubscribe them.
             int threadsPerWorker = parse.GetResult(threads) is { Implicit: false } ? parse.GetValue(threads) : Math.Max(1, Environment.ProcessorCount / workerCount);
             return run(new BenchOptions
             {
-                Features = parse.GetValue(features), Classes = parse.GetValue(classes), HiddenSizes = OptionParsers.ParseSizes(parse.GetValue(hidden)!)!,
+                Features = parse.GetValue(features), Classes = parse.GetValue(classes), HiddenSizes = hiddenSizes,
                 Batch = parse.GetValue(batch), Workers = workerCount, Steps = parse.GetValue(steps), Warmup = parse.GetValue(warmup),
                 Threads = threadsPerWorker, Processes = parse.GetValue(processes), SharedMemory = !parse.GetValue(noSharedMemory), ShardedUpdate = !parse.GetValue(noShardedUpdate), PinWorkers = !parse.GetValue(noPin),
                 Dataset = parse.GetValue(dataset), Json = parse.GetValue(json),
@@ -345,9 +444,9 @@ public static class Cli
         private readonly Option<double> _lr = OptionParsers.Double("--lr", 1e-3, 0, true, double.PositiveInfinity, false, "Learning rate α.");
         private readonly Option<double> _beta1 = OptionParsers.Double("--beta1", 0.9, 0, false, 1, true, "β1 of momentum/adam.");
         private readonly Option<double> _beta2 = OptionParsers.Double("--beta2", 0.999, 0, false, 1, true, "β2 of rmsprop/adam.");
-        private readonly Option<double> _optEps = OptionParsers.Double("--opt-eps", 1e-8, 0, true, double.PositiveInfinity, false, "ε of rmsprop/adam.");
+        private readonly Option<double> _optEps = OptionParsers.Double("--opt-eps", 1e-8, 0, true, 1, false, "ε of rmsprop/adam.");
         private readonly Option<double> _bnMomentum = OptionParsers.Double("--bn-momentum", 0.1, 0, false, 1, false, "Momentum m of the BN running averages.");
-        private readonly Option<double> _bnEps = OptionParsers.Double("--bn-eps", 1e-5, 0, true, double.PositiveInfinity, false, "ε of batch norm.");
+        private readonly Option<double> _bnEps = OptionParsers.Double("--bn-eps", 1e-5, 0, true, 1, false, "ε of batch norm (added to the batch variance, whose inputs are of order 1).");
         private readonly Option<int> _seed = OptionParsers.Int("--seed", 1, int.MinValue, "Random seed (init and epoch permutations).");
         private readonly Option<int> _workers;
         private readonly Option<bool> _processes = new("--processes") { Description = "Run the workers as local child processes." };
@@ -355,22 +454,29 @@ public static class Cli
         private readonly Option<bool> _noSharedMemory = new("--no-shared-memory") { Description = NoSharedMemoryHelp };
         private readonly Option<bool> _noShardedUpdate = new("--no-sharded-update") { Description = NoShardedUpdateHelp };
         private readonly Option<bool> _noPin = new("--no-pin") { Description = NoPinHelp };
-        private readonly Option<int> _threads = OptionParsers.Int("--threads", Environment.ProcessorCount, 1, "Compute threads per worker.");
+        private readonly Option<int> _threads = OptionParsers.Int("--threads", Environment.ProcessorCount, 1, $"Compute threads per worker (at most {OptionParsers.MaxThreads}).", max: OptionParsers.MaxThreads);
+        private readonly Option<int> _stepsEvery = OptionParsers.Int("--steps-every", 1, 0, "Write every N-th step's loss to the run folder's steps.jsonl (0 = no steps.jsonl).");
         private readonly Option<string> _out = new("--out")
         {
-            Description = "Run folder (default: runs/<yyyyMMdd-HHmmss>).",
+            Description = "Run folder (default: runs/<yyyyMMdd-HHmmss>); must be new or empty unless --overwrite is given.",
             HelpName = "DIR",
         };
         private readonly Option<string> _logLevel = OptionParsers.Choice("--log-level", "information", OptionParsers.LogLevels,
             "Lowest level of the log lines on the console (log.jsonl keeps every level from debug up).");
         private readonly Option<bool> _quiet = new("--quiet") { Description = "Print only errors and the final summary line: no progress, no log lines below error." };
+        private readonly Option<bool> _overwrite = new("--overwrite")
+        {
+            Description = "Clear a non-empty --out before training (only a run folder: one holding run.json, model.bnc, metrics.jsonl or log.jsonl; links in it are removed, never followed).",
+        };
+        private readonly Option<string?> _config = FlagSources.ConfigOption();
         private readonly bool _listenMode;
 
         public TrainingFlags(Command command, bool listenMode)
         {
             _listenMode = listenMode;
             _workers = OptionParsers.Int("--workers", 2, 1, listenMode ? "Workers to wait for before training."
-                : "Number of worker actors in this process, each taking a shard of every batch (1 = the single-node trainer).");
+                : "Number of worker actors in this process, each taking a shard of every batch (1 = the single-node trainer).",
+                max: OptionParsers.MaxWorkers);
             _out.Validators.Add(r =>
             {
                 if (r.Tokens.Count == 0) return;
@@ -381,7 +487,7 @@ public static class Cli
             var all = new List<Option> { _dataset, _label, _hidden, _activation, _bn, _batch, _epochs, _maxSteps, _optimizer, _lr,
                 _beta1, _beta2, _optEps, _bnMomentum, _bnEps, _seed, _workers };
             if (!listenMode) all.AddRange([_processes, _noPin]);
-            all.AddRange([_minWorkers, _noSharedMemory, _noShardedUpdate, _threads, _out]);
+            all.AddRange([_minWorkers, _noSharedMemory, _noShardedUpdate, _threads, _out, _overwrite, _config, _stepsEvery]);
             all.AddRange([_logLevel, _quiet]);
             foreach (var o in all) command.Options.Add(o);
         }
@@ -407,6 +513,7 @@ public static class Cli
             Activation = OptionParsers.Pick(OptionParsers.Activations, p.GetValue(_activation)!),
             BatchNorm = OptionParsers.Pick(OptionParsers.BnPlacements, p.GetValue(_bn)!),
             Batch = p.GetValue(_batch),
+            BatchIsDefault = p.GetResult(_batch) is null or { Implicit: true },
             Epochs = p.GetValue(_epochs),
             MaxSteps = p.GetValue(_maxSteps),
             Optimizer = OptionParsers.Pick(OptionParsers.Optimizers, p.GetValue(_optimizer)!),
@@ -424,9 +531,11 @@ public static class Cli
             ShardedUpdate = !p.GetValue(_noShardedUpdate),
             PinWorkers = _listenMode || !p.GetValue(_noPin),
             Threads = p.GetValue(_threads),
+            StepsEvery = p.GetValue(_stepsEvery),
             OutDirectory = p.GetValue(_out) ?? Path.Combine("runs", DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture)),
             ConsoleLevel = OptionParsers.Pick(OptionParsers.LogLevels, p.GetValue(_logLevel)!),
             Quiet = p.GetValue(_quiet),
+            Overwrite = p.GetValue(_overwrite),
         };
     }
 }

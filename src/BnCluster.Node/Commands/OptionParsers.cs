@@ -11,14 +11,23 @@ namespace BnCluster.Node.Commands;
 /// </summary>
 internal static class OptionParsers
 {
-    public static Option<int> Int(string name, int defaultValue, int min, string description, string helpName = "N") =>
+    public static Option<int> Int(string name, int defaultValue, int min, string description, string helpName = "N", int max = int.MaxValue) =>
         new(name)
         {
             Description = description,
             HelpName = helpName,
             DefaultValueFactory = _ => defaultValue,
-            CustomParser = r => ParseInt(r, name, min, defaultValue),
+            CustomParser = r => ParseInt(r, name, min, max, defaultValue),
         };
+
+    /// <summary>
+    /// Upper bound of --threads: more compute threads than this only adds switching (the kernels split a batch's rows
+    /// between them); a fixed number, so that a command line means the same on every machine.
+    /// </summary>
+    public const int MaxThreads = 256;
+
+    /// <summary>Upper bound of --workers: every worker holds a copy of the network and a shard of each batch.</summary>
+    public const int MaxWorkers = 1024;
 
     public static Option<long> Long(string name, long defaultValue, long min, string description) =>
         new(name)
@@ -36,7 +45,11 @@ internal static class OptionParsers
             },
         };
 
-    /// <summary>A finite double in [min, max]; minExclusive/maxExclusive make that end open.</summary>
+    /// <summary>
+    /// A finite double in [min, max]; minExclusive/maxExclusive make that end open. Training computes in float32, so the
+    /// value must also be finite, not flushed to 0 (nor subnormal) and still inside the bounds once rounded to float32
+    /// (--lr 1e-50 is 0 there, --beta1 0.99999999999 is 1).
+    /// </summary>
     public static Option<double> Double(string name, double defaultValue, double min, bool minExclusive,
         double max, bool maxExclusive, string description) =>
         new(name)
@@ -53,6 +66,8 @@ internal static class OptionParsers
                 bool aboveMax = maxExclusive ? v >= max : v > max;
                 if (belowMin || aboveMax)
                     return Fail(r, defaultValue, $"{name}: {text} is not in {Interval(min, minExclusive, max, maxExclusive)}");
+                if (Float32Problem(v, min, minExclusive, max, maxExclusive) is { } problem)
+                    return Fail(r, defaultValue, $"{name}: {text} {problem}");
                 return v;
             },
         };
@@ -182,13 +197,33 @@ internal static class OptionParsers
         return new HostPort(host, port);
     }
 
-    private static int ParseInt(ArgumentResult r, string name, int min, int defaultValue)
+    private static int ParseInt(ArgumentResult r, string name, int min, int max, int defaultValue)
     {
         if (!TryToken(r, out var text)) return defaultValue;
         if (!int.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var v))
+        {
+            // An integer too large for the option is "more than", not "not an integer".
+            bool isInteger = System.Numerics.BigInteger.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var big);
+            if (isInteger && big > max) return Fail(r, defaultValue, $"{name}: {text} is more than {max}");
+            if (isInteger && big < min) return Fail(r, defaultValue, $"{name}: {text} is less than {min}");
             return Fail(r, defaultValue, $"{name}: \"{text}\" is not an integer");
+        }
         if (v < min) return Fail(r, defaultValue, $"{name}: {v} is less than {min}");
+        if (v > max) return Fail(r, defaultValue, $"{name}: {v} is more than {max}");
         return v;
+    }
+
+    /// <summary>Why <paramref name="v"/> (already inside its bounds as a double) is not usable in float32, or null.</summary>
+    private static string? Float32Problem(double v, double min, bool minExclusive, double max, bool maxExclusive)
+    {
+        float f = (float)v;
+        if (!float.IsFinite(f)) return "is too large for float32 (the precision training computes in)";
+        if (v != 0 && !float.IsNormal(f)) return "is too small for float32 (the precision training computes in; the smallest is 1.2e-38)";
+        bool belowMin = minExclusive ? f <= min : f < min;
+        bool aboveMax = maxExclusive ? f >= max : f > max;
+        if (belowMin || aboveMax)
+            return $"is {f.ToString("R", CultureInfo.InvariantCulture)} in float32 (the precision training computes in), not in {Interval(min, minExclusive, max, maxExclusive)}";
+        return null;
     }
 
     private static bool TryToken(ArgumentResult r, out string text)

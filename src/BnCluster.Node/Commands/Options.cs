@@ -22,6 +22,8 @@ public sealed record TrainOptions
     public Activation Activation { get; init; } = Activation.Relu;
     public BatchNormPlacement BatchNorm { get; init; } = BatchNormPlacement.Before;
     public int Batch { get; init; } = 128;
+    /// <summary>--batch was not given (nor set by the environment or --config): a dataset smaller than it trains on full batches.</summary>
+    public bool BatchIsDefault { get; init; }
     public int Epochs { get; init; } = 5;
     /// <summary>Stop after this many committed steps; 0 = no limit.</summary>
     public long MaxSteps { get; init; }
@@ -46,12 +48,16 @@ public sealed record TrainOptions
     public bool PinWorkers { get; init; } = true;
     /// <summary>Compute threads per worker process.</summary>
     public int Threads { get; init; } = Environment.ProcessorCount;
+    /// <summary>steps.jsonl gets every N-th step's loss (0: no steps.jsonl).</summary>
+    public int StepsEvery { get; init; } = 1;
     /// <summary>Run folder (model.bnc, metrics.jsonl, log.jsonl, training.svg).</summary>
     public required string OutDirectory { get; init; }
     /// <summary>Lowest level of the log lines on the console (log.jsonl keeps Debug and above).</summary>
     public Serilog.Events.LogEventLevel ConsoleLevel { get; init; } = Serilog.Events.LogEventLevel.Information;
     /// <summary>Only errors and the final summary line on the console: no progress.</summary>
     public bool Quiet { get; init; }
+    /// <summary>Clear a non-empty run folder (one that holds a run's files) instead of refusing it.</summary>
+    public bool Overwrite { get; init; }
 
     /// <summary>The network these options describe, once the dataset's shape is known.</summary>
     public NetworkSpec ToNetworkSpec(int inputs, int classes) =>
@@ -115,6 +121,12 @@ public sealed record BenchOptions
     public bool Json { get; init; }
 }
 
+/// <summary>`status HOST:PORT`: the members and the training state of a running cluster, once or every <see cref="Watch"/>.</summary>
+public sealed record StatusOptions(HostPort Coordinator, TimeSpan? Watch, bool Json, TimeSpan Timeout)
+{
+    public const double DefaultWatchSeconds = 2, MinWatchSeconds = 0.2;
+}
+
 /// <summary>The console writers a command reports to (stdout for results, stderr for diagnostics).</summary>
 public sealed record CliContext(TextWriter Out, TextWriter Error);
 
@@ -131,4 +143,5 @@ public sealed class CliBackends
     public Func<PredictOptions, CliContext, CancellationToken, Task<int>>? Predict { get; init; }
     public Func<BenchOptions, CliContext, CancellationToken, Task<int>>? Bench { get; init; }
     public Func<ExportOptions, CliContext, CancellationToken, Task<int>>? Export { get; init; }
+    public Func<StatusOptions, CliContext, CancellationToken, Task<int>>? Status { get; init; }
 }

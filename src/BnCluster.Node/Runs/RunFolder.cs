@@ -15,8 +15,8 @@ public sealed record EpochMetrics(
     double Seconds);
 
 /// <summary>
-/// The run folder (--out): model.bnc, metrics.jsonl, log.jsonl, training.svg. Every file except the
-/// live log is written atomically — to a temporary name in the same folder, then moved over the
+/// The run folder (--out): model.bnc, metrics.jsonl, steps.jsonl, log.jsonl, training.svg. Every file except the
+/// live log and steps.jsonl (appended in whole lines, see <see cref="StepsLog"/>) is written atomically — to a temporary name in the same folder, then moved over the
 /// target — so a crash never leaves a half-written output file. Not thread-safe: one trainer owns it.
 /// </summary>
 public sealed class RunFolder
@@ -37,6 +37,13 @@ public sealed class RunFolder
     public string MetricsPath => System.IO.Path.Combine(Path, MetricsFileName);
     public string LogPath => System.IO.Path.Combine(Path, LogFileName);
     public string ChartPath => System.IO.Path.Combine(Path, ChartFileName);
+    public string StepsPath => System.IO.Path.Combine(Path, StepsLog.FileName);
+
+    /// <summary>What training.svg shows under its title: the dataset and the settings of the run.</summary>
+    public string ChartSubtitle { get; set; } = "";
+
+    /// <summary>The steps' own losses training.svg draws (steps.jsonl's, sampled); empty: none.</summary>
+    public IReadOnlyList<StepLoss> ChartSteps { get; set; } = [];
 
     /// <summary>The epochs recorded so far, in order.</summary>
     public IReadOnlyList<EpochMetrics> Epochs => _epochs;
@@ -59,7 +66,7 @@ public sealed class RunFolder
         var text = new StringBuilder();
         foreach (var m in _epochs) text.Append(FormatMetricsLine(m)).Append('\n');
         WriteTextAtomic(MetricsFileName, text.ToString());
-        WriteTextAtomic(ChartFileName, TrainingChart.Render(_epochs));
+        WriteTextAtomic(ChartFileName, TrainingChart.Render(_epochs, subtitle: ChartSubtitle, steps: ChartSteps));
     }
 
     /// <summary>

@@ -14,6 +14,8 @@ public sealed class RunSession : IDisposable
     public RunFolder Folder { get; }
     public Logger Log { get; }
     public TrainingProgress Progress { get; }
+    /// <summary>steps.jsonl, once <see cref="WriteSteps"/> opened it (null: not written).</summary>
+    public StepsLog? Steps { get; private set; }
 
     public RunSession(RunFolder folder, Logger log, TrainingProgress progress)
     {
@@ -37,8 +39,16 @@ public sealed class RunSession : IDisposable
         return new RunSession(folder, log, progress);
     }
 
+    /// <summary>Opens steps.jsonl in the folder: every <paramref name="every"/>-th step from now on.</summary>
+    public void WriteSteps(int every) => Steps = new StepsLog(Folder.StepsPath, every);
+
     public void RecordEpoch(EpochMetrics metrics)
     {
+        if (Steps is not null)
+        {
+            Steps.Flush(); // an epoch's steps are on disk by the time its metrics are
+            Folder.ChartSteps = Steps.Sampled;
+        }
         Folder.AppendEpoch(metrics);
         Progress.OnEpoch(metrics); // on a terminal: the epoch's final bar, then the log line below it
         Log.EpochCompleted(metrics);
@@ -49,6 +59,7 @@ public sealed class RunSession : IDisposable
 
     public void Dispose()
     {
+        Steps?.Dispose();
         Progress.Dispose();
         Log.Dispose();
     }

@@ -7,7 +7,8 @@ namespace BnCluster.Node;
 /// training.svg: loss (left panel) and accuracy (right panel) per epoch, train solid blue, test dashed
 /// orange, with axes, ticks, labels, a legend and a title. Hand-written standalone SVG. Non-finite
 /// values are left out of a series (the line joins the points that exist); every point also gets a
-/// marker, so a one-epoch run still shows its values.
+/// marker, so a one-epoch run still shows its values. Given the steps' own losses (steps.jsonl's, sampled), the loss panel
+/// also draws them as a thin line behind the epochs' (each step at its fraction of its epoch).
 /// </summary>
 public static class TrainingChart
 {
@@ -15,17 +16,24 @@ public static class TrainingChart
     private const double PlotTop = 70, PlotBottom = 350;
     private const string TrainColor = "#1f77b4", TestColor = "#ff7f0e";
 
-    public static string Render(IReadOnlyList<EpochMetrics> epochs, string title = "bncluster training")
+    /// <param name="subtitle">A line under the title: which dataset and settings the chart shows (empty: none).</param>
+    /// <param name="steps">Steps' own losses, in step order (empty: no per-step line); those past the last epoch are left out.</param>
+    public static string Render(IReadOnlyList<EpochMetrics> epochs, string title = "bncluster training", string subtitle = "",
+        IReadOnlyList<StepLoss>? steps = null)
     {
+        var stepPoints = StepPoints(epochs, steps ?? []);
         var svg = new StringBuilder();
         svg.Append(CultureInfo.InvariantCulture,
             $"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{Width}\" height=\"{Height}\" viewBox=\"0 0 {Width} {Height}\" font-family=\"sans-serif\" font-size=\"12\">\n");
         svg.Append($"<rect x=\"0\" y=\"0\" width=\"{Width}\" height=\"{Height}\" fill=\"white\"/>\n");
         svg.Append(CultureInfo.InvariantCulture,
             $"<text x=\"{Width / 2}\" y=\"26\" text-anchor=\"middle\" font-size=\"17\" font-weight=\"bold\">{Escape(title)}</text>\n");
-        Legend(svg, Width / 2 - 90, 48);
-        Panel(svg, epochs, left: 75, right: 420, "loss", m => m.TrainLoss, m => m.TestLoss, clampUnit: false);
-        Panel(svg, epochs, left: 525, right: 870, "accuracy", m => m.TrainAccuracy, m => m.TestAccuracy, clampUnit: true);
+        if (subtitle.Length > 0)
+            svg.Append(CultureInfo.InvariantCulture,
+                $"<text class=\"subtitle\" x=\"{Width / 2}\" y=\"44\" text-anchor=\"middle\" fill=\"#444\">{Escape(subtitle)}</text>\n");
+        Legend(svg, Width - 200, subtitle.Length > 0 ? 20 : 48);
+        Panel(svg, epochs, left: 75, right: 420, "loss", m => m.TrainLoss, m => m.TestLoss, clampUnit: false, stepPoints);
+        Panel(svg, epochs, left: 525, right: 870, "accuracy", m => m.TrainAccuracy, m => m.TestAccuracy, clampUnit: true, []);
         svg.Append("</svg>\n");
         return svg.ToString();
     }
@@ -40,12 +48,28 @@ public static class TrainingChart
         svg.Append("</g>\n");
     }
 
-    private static void Panel(StringBuilder svg, IReadOnlyList<EpochMetrics> epochs, double left, double right, string name,
-        Func<EpochMetrics, double> train, Func<EpochMetrics, double> test, bool clampUnit)
+    /// <summary>Each step at x = its epoch − 1 + its fraction of that epoch's steps (epoch e ends at x = e), for the epochs recorded.</summary>
+    private static List<(double X, double Loss)> StepPoints(IReadOnlyList<EpochMetrics> epochs, IReadOnlyList<StepLoss> steps)
     {
-        // X: epochs, with half an epoch of margin when there is only one.
+        var points = new List<(double, double)>();
+        var ends = epochs.ToDictionary(e => e.Epoch, e => e.Step);
+        foreach (var s in steps)
+        {
+            if (!double.IsFinite(s.Loss) || !ends.TryGetValue(s.Epoch, out long end)) continue;
+            long start = ends.TryGetValue(s.Epoch - 1, out long previous) ? previous : 0;
+            if (end <= start || s.Step <= start || s.Step > end) continue;
+            points.Add((s.Epoch - 1 + (double)(s.Step - start) / (end - start), s.Loss));
+        }
+        return points;
+    }
+
+    private static void Panel(StringBuilder svg, IReadOnlyList<EpochMetrics> epochs, double left, double right, string name,
+        Func<EpochMetrics, double> train, Func<EpochMetrics, double> test, bool clampUnit, List<(double X, double Loss)> steps)
+    {
+        // X: epochs, with half an epoch of margin when there is only one; from the first epoch's start with steps drawn.
         double xMin = epochs.Count > 0 ? epochs.Min(e => e.Epoch) : 1, xMax = epochs.Count > 0 ? epochs.Max(e => e.Epoch) : 1;
         int firstEpoch = (int)xMin, lastEpoch = (int)xMax;
+        if (steps.Count > 0) xMin = Math.Min(xMin, steps.Min(p => p.X));
         if (xMax - xMin < 1) { xMin -= 0.5; xMax += 0.5; }
         // A little room at both ends so the first and last markers do not sit on the axes.
         double xPad = 0.02 * (xMax - xMin);
@@ -53,7 +77,7 @@ public static class TrainingChart
         xMax += xPad;
 
         // Y: nice ticks around the finite values.
-        var values = epochs.SelectMany(e => new[] { train(e), test(e) }).Where(double.IsFinite).ToList();
+        var values = epochs.SelectMany(e => new[] { train(e), test(e) }).Concat(steps.Select(p => p.Loss)).Where(double.IsFinite).ToList();
         double lo = values.Count > 0 ? values.Min() : 0, hi = values.Count > 0 ? values.Max() : 1;
         if (hi - lo < 1e-12) { double pad = Math.Max(Math.Abs(lo) * 0.05, 0.05); lo -= pad; hi += pad; }
         var (yMin, yMax, yStep) = NiceRange(lo, hi, 6);
@@ -66,7 +90,7 @@ public static class TrainingChart
 
         svg.Append(CultureInfo.InvariantCulture, $"<g class=\"panel\" id=\"{name}\">\n");
         svg.Append(CultureInfo.InvariantCulture,
-            $"<text x=\"{F((left + right) / 2)}\" y=\"{F(PlotTop - 8)}\" text-anchor=\"middle\" font-size=\"14\">{name} per epoch</text>\n");
+            $"<text x=\"{F((left + right) / 2)}\" y=\"{F(PlotTop - 8)}\" text-anchor=\"middle\" font-size=\"14\">{name} per epoch{(steps.Count > 0 ? " (thin line: per step)" : "")}</text>\n");
 
         // Grid and Y ticks.
         int decimals = Math.Max(0, (int)-Math.Floor(Math.Log10(yStep) + 1e-9));
@@ -99,6 +123,9 @@ public static class TrainingChart
         svg.Append(CultureInfo.InvariantCulture,
             $"<text x=\"{F(labelX)}\" y=\"{F(labelY)}\" text-anchor=\"middle\" transform=\"rotate(-90 {F(labelX)} {F(labelY)})\">{name}</text>\n");
 
+        if (steps.Count > 0)
+            svg.Append(CultureInfo.InvariantCulture,
+                $"<polyline class=\"steps\" id=\"step-{name}\" points=\"{string.Join(' ', steps.Select(p => F(X(p.X)) + "," + F(Y(p.Loss))))}\" fill=\"none\" stroke=\"{TrainColor}\" stroke-opacity=\"0.35\" stroke-width=\"1\"/>\n");
         Series(svg, epochs, train, X, Y, $"train-{name}", TrainColor, dashed: false);
         Series(svg, epochs, test, X, Y, $"test-{name}", TestColor, dashed: true);
         svg.Append("</g>\n");

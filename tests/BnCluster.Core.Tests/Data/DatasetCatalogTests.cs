@@ -139,6 +139,18 @@ public sealed class DatasetCatalogTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public void Test_images_of_another_shape_with_the_same_pixel_count_are_refused()
+    {
+        // 14×56 and 28×28 hold 784 pixels each, but they are other pictures.
+        _dir.Write("train-images-idx3-ubyte", IdxFixture.Images(1, 28, 28, new byte[784]));
+        _dir.Write("train-labels-idx1-ubyte", IdxFixture.Labels(1, [0]));
+        _dir.Write("t10k-images-idx3-ubyte", IdxFixture.Images(1, 14, 56, new byte[784]));
+        _dir.Write("t10k-labels-idx1-ubyte", IdxFixture.Labels(1, [0]));
+        var ex = Assert.Throws<DatasetException>(() => DatasetCatalog.Load(_dir.Path));
+        Assert.EndsWith("t10k-images-idx3-ubyte: images are 14×56 but " + Path.Combine(_dir.Path, "train-images-idx3-ubyte") + " has 28×28", ex.Message);
+    }
+
+    [Fact]
     public void IdxDirectoryWithMixedRawAndGzipFiles()
     {
         byte[] trainImages = IdxFixture.Images(4, 1, 2, [0, 255, 10, 20, 30, 40, 50, 60]);

@@ -125,6 +125,16 @@ public sealed class IdxReaderTests : IDisposable
     }
 
     [Fact]
+    public void A_header_too_large_for_any_array_says_so_without_overflowing_offsets()
+    {
+        // count × rows × columns = (2^31 − 1)^3 is beyond a long: it used to be reported as "offset -4294967294984".
+        var ex = ImagesError("huge", IdxFixture.Images(int.MaxValue, int.MaxValue, int.MaxValue, Pixels));
+        Assert.Contains($"claims {int.MaxValue} images × {int.MaxValue}×{int.MaxValue} pixels, more than one array can hold", ex.Message);
+        Assert.Contains("the file holds 12 pixel bytes", ex.Message);
+        Assert.DoesNotContain("-", ex.Message.Replace(_dir.Path, ""));
+    }
+
+    [Fact]
     public void TrailingBytesAreRejected()
     {
         var ex = ImagesError("trailing", IdxFixture.Images(2, 2, 2, Pixels)); // 2×4 = 8 of 12 bytes used

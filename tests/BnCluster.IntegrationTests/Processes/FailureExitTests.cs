@@ -75,26 +75,33 @@ public sealed class FailureExitTests
         Assert.Equal(2, children.Length);
         Assert.All(children, pid => Assert.False(Alive(pid), $"worker process {pid} is still running after the run exited"));
         Assert.False(File.Exists(Path.Combine(temp["run"], "model.bnc")), "a cancelled run wrote a model");
+        using (var record = JsonDocument.Parse(File.ReadAllBytes(Path.Combine(temp["run"], "run.json"))))
+        {
+            Assert.Equal("cancelled", record.RootElement.GetProperty("outcome").GetString());
+            Assert.True(record.RootElement.GetProperty("steps").GetInt64() > 0);
+            Assert.True(record.RootElement.GetProperty("final").GetProperty("epoch").GetInt32() >= 1);
+        }
         var lines = File.ReadAllLines(Path.Combine(temp["run"], "log.jsonl"));
         Assert.NotEmpty(lines);
         foreach (var line in lines) JsonDocument.Parse(line).Dispose(); // every line whole: the log was flushed, not torn
     }
 
-    /// <summary>Settings the coordinator cannot start with end the run at once with one line, in one process and with worker processes.</summary>
+    /// <summary>
+    /// Settings no run can start with (a network no array can hold, a learning rate that is ∞ in float32) are refused before
+    /// anything starts — no actor, no worker process, no run folder — with one line and exit code 2.
+    /// </summary>
     [Theory]
     [InlineData("--hidden", "2000000000", "")]
     [InlineData("--lr", "1e300", "")]
     [InlineData("--hidden", "2000000000", "--processes")]
-    public void A_coordinator_that_cannot_start_fails_the_run_at_once_with_one_line(string flag, string value, string processes)
+    public void Settings_no_run_can_start_with_are_refused_up_front_with_one_line(string flag, string value, string processes)
     {
         using var temp = new TempFolder();
         var run = CliHarness.Run(["train", "--dataset", "digits", flag, value, "--workers", "2", "--epochs", "1", "--out", temp["run"],
             .. processes.Length > 0 ? [processes] : Array.Empty<string>()]);
-        Assert.True(run.Exit == 1, $"exit {run.Exit}:\n{run.Error}");
-        var errors = run.Error.Split('\n').Where(l => l.StartsWith("bncluster: error:", StringComparison.Ordinal)).ToList();
-        Assert.Single(errors);
-        Assert.Contains("the coordinator cannot start", errors[0]);
-        Assert.False(File.Exists(Path.Combine(temp["run"], "model.bnc")));
+        Assert.True(run.Exit == 2, $"exit {run.Exit}:\n{run.Error}");
+        Assert.StartsWith($"bncluster: {flag}: ", Assert.Single(run.ErrorLines));
+        Assert.False(Directory.Exists(temp["run"]));
     }
 
     /// <summary>
@@ -208,6 +215,17 @@ public sealed class FailureExitTests
             await worker.WaitForExitAsync().WaitAsync(Limit);
             Assert.True(worker.ExitCode != 0, $"the worker exited with 0 after its coordinator was killed:\n{output}");
             Assert.Contains("could not join the coordinator", output.ToString());
+
+            // run.json still says "running" (a killed process records nothing) and names the coordinator's settings; the
+            // kernel released the folder's lock with the process, so a new run may replace it.
+            using (var record = JsonDocument.Parse(File.ReadAllBytes(Path.Combine(temp["run"], "run.json"))))
+            {
+                Assert.Equal("coordinator", record.RootElement.GetProperty("command").GetString());
+                Assert.Equal("running", record.RootElement.GetProperty("outcome").GetString());
+                Assert.Equal("127.0.0.1:0", record.RootElement.GetProperty("settings").GetProperty("listen").GetString());
+            }
+            var again = CliHarness.Run("train", "--workers", "1", "--hidden", "8", "--max-steps", "1", "--out", temp["run"], "--overwrite");
+            Assert.True(again.Exit == 0, again.Error);
         }
         finally
         {
