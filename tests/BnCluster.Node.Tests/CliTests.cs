@@ -216,6 +216,7 @@ public sealed class CliTests
     [InlineData("worker")]
     [InlineData("eval")]
     [InlineData("predict")]
+    [InlineData("export")]
     [InlineData("logs")]
     [InlineData("bench")]
     public void Help_describes_every_command(string command)
@@ -260,7 +261,7 @@ public sealed class CliTests
     {
         var r = Run(new CliBackends(), "--help");
         Assert.Equal(0, r.Exit);
-        foreach (var c in new[] { "train", "coordinator", "worker", "eval", "predict", "logs", "bench" })
+        foreach (var c in new[] { "train", "coordinator", "worker", "eval", "predict", "export", "logs", "bench" })
             Assert.Contains(c, r.Out);
     }
 

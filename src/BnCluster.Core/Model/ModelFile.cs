@@ -76,23 +76,7 @@ public static class ModelFile
     {
         ArgumentNullException.ThrowIfNull(path);
         byte[] bytes = Serialize(doc, Path.GetFileName(path)); // validation errors surface before the disk is touched
-        string fullPath = Path.GetFullPath(path);
-        string directory = Path.GetDirectoryName(fullPath) ?? ".";
-        string tempPath = Path.Combine(directory, $".{Path.GetFileName(fullPath)}.{Guid.NewGuid():N}.tmp");
-        try
-        {
-            using (var stream = new FileStream(tempPath, FileMode.CreateNew, FileAccess.Write, FileShare.None))
-            {
-                stream.Write(bytes);
-                stream.Flush(flushToDisk: true);
-            }
-            File.Move(tempPath, fullPath, overwrite: true);
-        }
-        catch
-        {
-            try { File.Delete(tempPath); } catch (IOException) { } catch (UnauthorizedAccessException) { }
-            throw;
-        }
+        AtomicFile.Write(path, bytes);
     }
 
     public static byte[] Serialize(ModelDocument doc) => Serialize(doc, MemorySource);

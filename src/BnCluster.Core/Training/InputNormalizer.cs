@@ -29,7 +29,9 @@ public sealed class InputNormalizer
     public float[] Variance { get; }
     public float Epsilon { get; }
     public int Features => Mean.Length;
-    private float[] Scale { get; }
+
+    /// <summary>[Features] the factor each centred feature is multiplied by: 1/sqrt(var + eps), 1 for zero variance.</summary>
+    public float[] Scale { get; }
 
     /// <summary>(n, mean, M2) of rows [start, start+count) of a dataset: one worker's slice, merge with <see cref="BatchNormStats.Merge"/>.</summary>
     public static BatchNormStats SliceStats(Dataset data, int start, int count)

@@ -14,6 +14,7 @@ public static class NodeBackends
         Worker = ClusterBackends.Worker,
         Eval = ModelBackends.Eval,
         Predict = ModelBackends.Predict,
+        Export = ExportBackend.Export,
         Bench = (options, context, cancel) => BenchBackend.RunAsync(options, context, cancel, cluster, processes),
         Status = StatusBackend.RunAsync,
         Study = Study.StudyBackend.RunAsync,

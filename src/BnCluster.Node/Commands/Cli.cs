@@ -141,6 +141,7 @@ public static class Cli
         root.Subcommands.Add(WorkerCommand(backends, context));
         root.Subcommands.Add(EvalCommand(backends, context));
         root.Subcommands.Add(PredictCommand(backends, context));
+        root.Subcommands.Add(ExportCommand(backends, context));
         root.Subcommands.Add(LogsCommand(context));
         root.Subcommands.Add(BenchCommand(backends, context));
         root.Subcommands.Add(StatusCommand(backends, context));
@@ -268,6 +269,40 @@ public static class Cli
         command.SetAction((parse, cancel) => backends.Predict is { } run
             ? run(new PredictOptions(parse.GetValue(model)!, parse.GetValue(input)!, parse.GetValue(json), parse.GetValue(proba)), context, cancel)
             : NotAvailable(context, "predict"));
+        return command;
+    }
+
+    private static Command ExportCommand(CliBackends backends, CliContext context)
+    {
+        var command = new Command("export", WithExamples(
+            "Write a model file as ONNX (runs in ONNX Runtime: input \"input\" float [N, features], outputs \"probabilities\" float [N, classes] " +
+            "and \"label\" int64 [N]) or safetensors (the state_dict of the equivalent torch.nn.Sequential, which outputs logits). Both take rows " +
+            "in the training file's own format, as predict does: the model's preprocessing and input normalization are part of them. " +
+            "The file goes next to the model (runs/digits/model.onnx) unless --out says where.",
+            "bncluster export --model runs/digits/model.bnc --format onnx",
+            "bncluster export --model runs/digits/model.bnc --format safetensors --out digits.safetensors"));
+        var model = OptionParsers.ExistingFile("--model", "Model file (model.bnc).");
+        var format = OptionParsers.Choice("--format", "onnx", OptionParsers.ExportFormats, "File format.");
+        format.Required = true;
+        format.DefaultValueFactory = null; // no default: say which format
+        var output = new Option<string?>("--out")
+        {
+            Description = "Output file (default: next to the model, model.onnx or model.safetensors); replaced atomically if it exists.",
+            HelpName = "FILE",
+        };
+        output.Validators.Add(r =>
+        {
+            if (r.Tokens.Count == 0) return;
+            string path = r.Tokens[0].Value;
+            if (path.Length == 0) r.AddError("--out: empty path");
+            else if (Directory.Exists(path)) r.AddError($"--out: \"{path}\" is a folder, not a file");
+        });
+        command.Options.Add(model);
+        command.Options.Add(format);
+        command.Options.Add(output);
+        command.SetAction((parse, cancel) => backends.Export is { } run
+            ? run(new ExportOptions(parse.GetValue(model)!, OptionParsers.Pick(OptionParsers.ExportFormats, parse.GetValue(format)!), parse.GetValue(output)), context, cancel)
+            : NotAvailable(context, "export"));
         return command;
     }
 

@@ -283,4 +283,7 @@ internal static class OptionParsers
 
     public static readonly (string, OptimizerChoice)[] Optimizers =
         [("gd", OptimizerChoice.Gd), ("momentum", OptimizerChoice.Momentum), ("rmsprop", OptimizerChoice.RmsProp), ("adam", OptimizerChoice.Adam)];
+
+    public static readonly (string, BnCluster.Core.Export.ExportFormat)[] ExportFormats =
+        [("onnx", BnCluster.Core.Export.ExportFormat.Onnx), ("safetensors", BnCluster.Core.Export.ExportFormat.Safetensors)];
 }

@@ -90,6 +90,9 @@ public sealed record EvalOptions(string ModelPath, string Dataset, string? Label
 /// <summary>`predict`: classes of the rows of a CSV file (<paramref name="Probabilities"/>: and every class's probability).</summary>
 public sealed record PredictOptions(string ModelPath, string InputPath, bool Json, bool Probabilities = false);
 
+/// <summary>`export`: a model file in another format; <see cref="OutputPath"/> null = next to the model (model.onnx, model.safetensors).</summary>
+public sealed record ExportOptions(string ModelPath, BnCluster.Core.Export.ExportFormat Format, string? OutputPath);
+
 /// <summary>`logs`: summary of a run's log.jsonl.</summary>
 public sealed record LogsOptions(string LogPath, bool Json);
 
@@ -146,6 +149,7 @@ public sealed class CliBackends
     public Func<EvalOptions, CliContext, CancellationToken, Task<int>>? Eval { get; init; }
     public Func<PredictOptions, CliContext, CancellationToken, Task<int>>? Predict { get; init; }
     public Func<BenchOptions, CliContext, CancellationToken, Task<int>>? Bench { get; init; }
+    public Func<ExportOptions, CliContext, CancellationToken, Task<int>>? Export { get; init; }
     public Func<StatusOptions, CliContext, CancellationToken, Task<int>>? Status { get; init; }
     public Func<Study.StudyOptions, CliContext, CancellationToken, Task<int>>? Study { get; init; }
 }
