@@ -17,26 +17,38 @@ public sealed class StatusActor : ReceiveActor
 
     private sealed record Answer(IActorRef ReplyTo, TrainingStatus? Training) : INoSerializationVerificationNeeded;
 
-    private bool _coordinatorGone;
+    private readonly IActorRef _coordinator;
 
     public StatusActor(IActorRef coordinator)
+    {
+        _coordinator = coordinator;
+        Context.Watch(coordinator);
+        Become(CoordinatorRunning);
+    }
+
+    /// <summary>The coordinator actor is alive: ask it (briefly) and answer with whatever it said in time.</summary>
+    private void CoordinatorRunning()
     {
         Receive<StatusQuery>(_ =>
         {
             var replyTo = Sender;
-            if (_coordinatorGone)
-            {
-                Self.Tell(new Answer(replyTo, null));
-                return;
-            }
-            coordinator.Ask<TrainingStatus>(new StatusQuery(ProtocolInfo.Version), CoordinatorTimeout)
+            _coordinator.Ask<TrainingStatus>(new StatusQuery(ProtocolInfo.Version), CoordinatorTimeout)
                 .ContinueWith(t => new Answer(replyTo, t.IsCompletedSuccessfully ? t.Result : null), TaskScheduler.Default)
                 .PipeTo(Self);
         });
-        Receive<Answer>(a => a.ReplyTo.Tell(new ClusterStatus(ProtocolInfo.Version, Akka.Cluster.Cluster.Get(Context.System).SelfAddress.ToString(), Members(), a.Training), Self));
-        Receive<Terminated>(_ => _coordinatorGone = true);
-        Context.Watch(coordinator);
+        Receive<Answer>(Reply);
+        Receive<Terminated>(_ => Become(CoordinatorGone));
     }
+
+    /// <summary>The coordinator actor has stopped (the run is over): answer with the members alone, at once.</summary>
+    private void CoordinatorGone()
+    {
+        Receive<StatusQuery>(_ => Reply(new Answer(Sender, null)));
+        Receive<Answer>(Reply); // asked before it stopped
+    }
+
+    private void Reply(Answer a) =>
+        a.ReplyTo.Tell(new ClusterStatus(ProtocolInfo.Version, Akka.Cluster.Cluster.Get(Context.System).SelfAddress.ToString(), Members(), a.Training), Self);
 
     /// <summary>Akka.Cluster's current view on this node, oldest first as Akka orders members (by address).</summary>
     private MemberEntry[] Members()

@@ -42,6 +42,20 @@ public sealed class FlagSourcesTests
         Assert.True(r.Train.ShardedUpdate); // not set: the default
     }
 
+    /// <summary>--quiet and --log-level exclude each other: the one typed wins over the other from the environment.</summary>
+    [Fact]
+    public void A_typed_quiet_or_log_level_overrides_the_other_from_the_environment()
+    {
+        var quiet = Run(Env(("BNCLUSTER_LOG_LEVEL", "debug")), "train", "--quiet");
+        Assert.Equal("", quiet.Err);
+        Assert.True(quiet.Train!.Quiet);
+        var debug = Run(Env(("BNCLUSTER_QUIET", "1")), "train", "--log-level", "debug");
+        Assert.Equal("", debug.Err);
+        Assert.Equal((false, Serilog.Events.LogEventLevel.Debug), (debug.Train!.Quiet, debug.Train.ConsoleLevel));
+        // Both from the environment is still a contradiction.
+        Assert.Equal(2, Run(Env(("BNCLUSTER_QUIET", "1"), ("BNCLUSTER_LOG_LEVEL", "debug")), "train").Exit);
+    }
+
     [Fact]
     public void Flags_win_over_the_environment_which_wins_over_the_config_file()
     {

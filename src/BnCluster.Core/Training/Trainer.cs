@@ -102,7 +102,7 @@ public sealed class Trainer(TrainerOptions options)
                 stepTime.Stop();
                 step++;
                 trainTotal = trainTotal.Add(partial);
-                if (!double.IsFinite(partial.SumLoss)) throw new InvalidOperationException($"loss is not finite at step {step} (epoch {epoch}); lower the learning rate");
+                if (!double.IsFinite(partial.SumLoss)) throw new DivergedException($"loss is not finite at step {step} (epoch {epoch}); lower the learning rate");
                 Observer?.StepCommitted(step, p, ws);
                 BatchProgress?.Report(new BatchProgress(epoch, b, plan.BatchCount, step,
                     trainTotal.SumLoss / trainTotal.Count, (double)trainTotal.Correct / trainTotal.Count,
@@ -140,3 +140,6 @@ public sealed class Trainer(TrainerOptions options)
         ["bn"] = Options.Spec.BatchNorm.ToString().ToLowerInvariant(),
     };
 }
+
+/// <summary>Training stopped because the loss became non-finite (the learning rate is too high for the network).</summary>
+public sealed class DivergedException(string message) : InvalidOperationException(message);

@@ -65,15 +65,14 @@ public static class StatusBackend
                           + "(not a bncluster coordinator, one of another version, or the host differs from the one given to its --listen)");
                     return Cli.ExitFailure;
                 }
-                catch (OperationCanceledException) when (options.Watch is not null && cancel.IsCancellationRequested) { return Cli.ExitOk; }
                 lastState = answer.Training?.State;
                 if (clear) context.Out.Write("\u001b[H\u001b[2J");
                 context.Out.Write(options.Json ? FormatJson(answer) + "\n" : FormatText(answer));
                 context.Out.Flush();
                 if (options.Watch is not { } every) return Cli.ExitOk;
                 if (!options.Json && !clear) context.Out.WriteLine();
-                try { await Task.Delay(every, cancel).ConfigureAwait(false); }
-                catch (OperationCanceledException) { return Cli.ExitOk; } // Ctrl+C ends watching: nothing went wrong
+                // Ctrl+C ends the watch like any command: exit 130 (143 for SIGTERM), as the CLI's contract says.
+                await Task.Delay(every, cancel).ConfigureAwait(false);
             }
         }
         finally

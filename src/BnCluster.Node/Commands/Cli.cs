@@ -438,12 +438,12 @@ public static class Cli
         var command = new Command("study", WithExamples(
             "Measure what batch norm is claimed to do on a dataset (learning-rate robustness, depth, covariate shift, regularization " +
             "and batch size, before vs after the activation, running averages at test time) with real training runs; write DIR/report.md, " +
-            "one SVG per experiment and DIR/results.jsonl. The full study (258 training runs) takes about 7 minutes on two cores on fashion-mnist; --quick a few seconds on digits.",
+            "one SVG per experiment and DIR/results.jsonl. The full study is 258 training runs (minutes on two cores on fashion-mnist); --quick is a few seconds on digits.",
             "bncluster study --quick --out study-digits",
             "bncluster study --dataset fashion-mnist --out study-fashion"));
-        var dataset = OptionParsers.Dataset("--dataset", "digits", "Dataset: digits (shipped), fashion-mnist or mnist, a folder of the four IDX files, or a labelled CSV file.");
+        var dataset = OptionParsers.Dataset("--dataset", "digits", "Dataset: digits (shipped), fashion-mnist or mnist, a folder of the four IDX files, or a labelled CSV file (its last column is the label).");
         var quick = new Option<bool>("--quick") { Description = "Small networks, short runs and fewer settings: a first look in well under a minute." };
-        var parallel = OptionParsers.Int("--parallel", Environment.ProcessorCount, 1, "Training runs at a time, one thread each.");
+        var parallel = OptionParsers.Int("--parallel", Environment.ProcessorCount, 1, $"Training runs at a time, one thread each (at most {OptionParsers.MaxThreads}).", max: OptionParsers.MaxThreads);
         var outDir = new Option<string>("--out") { Description = "Folder for report.md, the SVGs and results.jsonl.", HelpName = "DIR", Required = true };
         outDir.Validators.Add(r =>
         {
@@ -488,7 +488,7 @@ public static class Cli
         private readonly Option<bool> _noSharedMemory = new("--no-shared-memory") { Description = NoSharedMemoryHelp };
         private readonly Option<bool> _noShardedUpdate = new("--no-sharded-update") { Description = NoShardedUpdateHelp };
         private readonly Option<bool> _noPin = new("--no-pin") { Description = NoPinHelp };
-        private readonly Option<int> _threads = OptionParsers.Int("--threads", Environment.ProcessorCount, 1, $"Compute threads per worker (at most {OptionParsers.MaxThreads}).", max: OptionParsers.MaxThreads);
+        private readonly Option<int> _threads = OptionParsers.Int("--threads", Environment.ProcessorCount, 1, $"Compute threads on this machine (at most {OptionParsers.MaxThreads}), shared by the workers it runs: K in-process workers or worker processes get threads/K each.", max: OptionParsers.MaxThreads);
         private readonly Option<int> _stepsEvery = OptionParsers.Int("--steps-every", 1, 0, "Write every N-th step's loss to the run folder's steps.jsonl (0 = no steps.jsonl).");
         private readonly Option<string> _out = new("--out")
         {

@@ -30,6 +30,9 @@ internal sealed class FlagSources
     /// <summary>Flags never taken from a --config file: where this run writes, and the file itself.</summary>
     private static readonly string[] NotFromConfig = ["out", "overwrite", "config"];
 
+    /// <summary>Flags that exclude each other: one typed on the command line overrides the other from elsewhere.</summary>
+    private static readonly (string, string)[] Exclusive = [("quiet", "log-level")];
+
     private readonly Dictionary<string, string> _sourceOfFlag = new(StringComparer.Ordinal);
 
     private FlagSources(List<string> tokens) => Tokens = tokens;
@@ -93,6 +96,11 @@ internal sealed class FlagSources
             values[name] = (variable, value, option is Option<bool>);
         }
 
+        foreach (var (a, b) in Exclusive)
+        {
+            if (given.Contains(a)) values.Remove(b);
+            if (given.Contains(b)) values.Remove(a);
+        }
         foreach (var (name, (source, value, isSwitch)) in values)
         {
             if (given.Contains(name) || value is null) continue;

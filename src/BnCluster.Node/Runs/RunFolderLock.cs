@@ -67,8 +67,10 @@ public sealed class RunFolderLock : IDisposable
         }
         catch
         {
-            lockFile.Dispose();
-            if (created) File.Delete(lockPath);
+            // A refused folder is left as it was. The .lock this call created is unlinked while still locked, so a run
+            // that opened it meanwhile cannot lock it after us and share the folder with a newer .lock's owner.
+            try { if (created) File.Delete(lockPath); }
+            finally { lockFile.Dispose(); }
             throw;
         }
     }

@@ -59,8 +59,12 @@ public sealed class RunSession : IDisposable
 
     public void Dispose()
     {
-        Steps?.Dispose();
-        Progress.Dispose();
-        Log.Dispose();
+        // Each part is closed even when one before it fails (a full disk when steps.jsonl writes its last lines).
+        try { Steps?.Dispose(); }
+        finally
+        {
+            try { Progress.Dispose(); }
+            finally { Log.Dispose(); }
+        }
     }
 }

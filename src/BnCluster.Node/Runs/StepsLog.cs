@@ -69,14 +69,21 @@ public sealed class StepsLog : IDisposable
     public void Flush()
     {
         if (_used == 0) return;
-        _file.Write(_buffer, 0, _used);
-        _used = 0;
+        long whole = _file.Position;
+        try { _file.Write(_buffer, 0, _used); }
+        catch (IOException)
+        {
+            // A write cut short (a full disk) must not leave half a line for readers: back to the last whole line.
+            try { _file.SetLength(whole); } catch (IOException) { }
+            throw;
+        }
+        finally { _used = 0; }
     }
 
     public void Dispose()
     {
-        Flush();
-        _file.Dispose();
+        try { Flush(); }
+        finally { _file.Dispose(); }
     }
 
     private void Sample(long step, int epoch, double loss)

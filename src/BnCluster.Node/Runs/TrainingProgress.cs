@@ -31,6 +31,8 @@ public sealed class TrainingProgress : IDisposable
     private ProgressTask? _task;
     private volatile Bar? _bar; // read by the display's refresh thread
     private TimeSpan? _epochStart;
+    private static readonly TimeSpan PublishInterval = TimeSpan.FromMilliseconds(50);
+    private TimeSpan _lastPublished;
     private int _stepsBeforeStart;
     private ScreenWriter? _consoleOut, _consoleError;
     private TextWriter? _originalOut, _originalError;
@@ -105,8 +107,13 @@ public sealed class TrainingProgress : IDisposable
     {
         if (Interactive)
         {
-            if (_task is null || _bar?.Epoch != epoch) StartBar(epoch, batchInEpoch);
+            bool newEpoch = _task is null || _bar?.Epoch != epoch;
+            if (newEpoch) StartBar(epoch, batchInEpoch);
             var now = _clock();
+            // The display redraws about ten times a second: a new snapshot for it at most every 50 ms keeps the step
+            // loop from allocating one per step.
+            if (!newEpoch && batchInEpoch < batchesInEpoch && now - _lastPublished < PublishInterval) return;
+            _lastPublished = now;
             int timed = batchInEpoch - _stepsBeforeStart;
             TimeSpan? remaining = timed > 0 ? (now - _epochStart!.Value) / timed * (batchesInEpoch - batchInEpoch) : null;
             _bar = new Bar(epoch, batchInEpoch, batchesInEpoch, remaining, null, loss, accuracy, samplesPerSecond);
@@ -222,17 +229,24 @@ public sealed class TrainingProgress : IDisposable
     public void Dispose()
     {
         if (_finish is null) return;
-        // A run that stopped inside an epoch (cancelled, --max-steps) keeps its last bar on the screen.
-        if (_task is not null && _bar is { } unfinished) FinishBar(unfinished);
-        if (_consoleOut is not null)
+        try
         {
-            Console.SetOut(_originalOut!);
-            Console.SetError(_originalError!);
-            _consoleOut.Dispose();
-            _consoleError!.Dispose();
+            // A run that stopped inside an epoch (cancelled, --max-steps) keeps its last bar on the screen.
+            if (_task is not null && _bar is { } unfinished) FinishBar(unfinished);
         }
-        _finish.TrySetResult();
-        if (!_display!.Wait(TimeSpan.FromSeconds(10)))
-            _output.WriteLine("bncluster: progress display did not stop");
+        finally
+        {
+            // Whatever happened above, the console is given back and the display's task ends.
+            if (_consoleOut is not null)
+            {
+                Console.SetOut(_originalOut!);
+                Console.SetError(_originalError!);
+                _consoleOut.Dispose();
+                _consoleError!.Dispose();
+            }
+            _finish.TrySetResult();
+            if (!_display!.Wait(TimeSpan.FromSeconds(10)))
+                _output.WriteLine("bncluster: progress display did not stop");
+        }
     }
 }

@@ -21,6 +21,8 @@ public static class StudyBackend
         if (data.Train.Count < MinTrainRows)
             throw new CliInputException($"--dataset: {options.Dataset} has {data.Train.Count} training rows; the study needs at least {MinTrainRows}");
         if (data.Test.Count == 0) throw new CliInputException($"--dataset: {options.Dataset} has no test rows");
+        // The report folder is made (and shown writable) before the runs, so a wrong --out costs seconds, not the study.
+        StudyReport.Prepare(options.OutDirectory);
         var train = StudyRunner.Subset(data.Train, settings.TrainRows, seed: 1);
         var runs = settings.Runs();
         context.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
@@ -32,7 +34,7 @@ public static class StudyBackend
         {
             RunFinished = (run, result, done, total) =>
             {
-                string outcome = result.Diverged ? "diverged" : $"test {100 * result.TestAccuracy:F1}%";
+                string outcome = result.Diverged ? "diverged" : string.Create(CultureInfo.InvariantCulture, $"test {100 * result.TestAccuracy:F1}%");
                 lock (gate)
                     context.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
                         $"[{done}/{total}] {run.Experiment} {run.Variant} {run.Optimizer.ToString().ToLowerInvariant()} lr {run.LearningRate:G3} layers {run.HiddenLayers} batch {run.Batch} momentum {run.Momentum:G3} seed {run.Seed}: {outcome} ({result.Seconds:F1} s)"));

@@ -50,7 +50,7 @@ public sealed record StudyRun(
 
 /// <summary>
 /// The sizes of a study: the training subset, the default network and budget, and the grids of each experiment.
-/// <see cref="Full"/> takes ~7 minutes on two cores on Fashion-MNIST (the budget is 15); <see cref="Quick"/> a few seconds on digits.
+/// <see cref="Full"/> is sized to finish within a quarter of an hour on a 2-core machine; <see cref="Quick"/> is for tests and a first look.
 /// </summary>
 public sealed record StudySettings(
     bool IsQuick,

@@ -1,5 +1,7 @@
 using System.Globalization;
 using System.Text;
+using BnCluster.Core.Model;
+using BnCluster.Node.Commands;
 using static BnCluster.Node.Study.StudyVerdicts;
 
 namespace BnCluster.Node.Study;
@@ -42,10 +44,20 @@ public static class StudyReport
             (ReportFileName, Markdown(context, results)),
         };
         foreach (var (name, text) in files)
+            AtomicFile.Write(Path.Combine(folder, name), Encoding.UTF8.GetBytes(text));
+    }
+
+    /// <summary>Creates the report folder and checks that a file can be written in it (wrong → CliInputException, exit 2).</summary>
+    public static void Prepare(string folder)
+    {
+        try
         {
-            string path = Path.Combine(folder, name), temp = path + ".tmp";
-            File.WriteAllText(temp, text);
-            File.Move(temp, path, overwrite: true);
+            Directory.CreateDirectory(folder);
+            AtomicFile.Write(Path.Combine(folder, ResultsFileName), []);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new CliInputException($"--out: cannot write to \"{folder}\": {e.Message}");
         }
     }
 

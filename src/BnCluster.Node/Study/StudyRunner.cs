@@ -94,7 +94,7 @@ public sealed class StudyRunner(StudySettings settings, Dataset train, Dataset t
         {
             trained = await new Trainer(options) { Observer = observer }.RunAsync(data, noTest, cancel).ConfigureAwait(false);
         }
-        catch (InvalidOperationException) // the loss became non-finite: the learning rate is too high for this variant
+        catch (DivergedException) // the loss became non-finite: the learning rate is too high for this variant
         {
             return result with { Diverged = true, Seconds = wall.Elapsed.TotalSeconds };
         }
