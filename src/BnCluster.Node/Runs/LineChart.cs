@@ -48,7 +48,7 @@ public static class LineChart
         if (subtitle.Length > 0)
             svg.Append(CultureInfo.InvariantCulture,
                 $"<text class=\"subtitle\" x=\"{width / 2}\" y=\"44\" text-anchor=\"middle\" fill=\"#444\">{Escape(subtitle)}</text>\n");
-        Legend(svg, panels, width, y: subtitle.Length > 0 ? 62 : 46);
+        Legend(svg, panels, width, besideTitle: subtitle.Length > 0);
         int count = Math.Max(1, panels.Count);
         double panelWidth = (width - PanelLeftMargin - PanelRightMargin - (count - 1) * PanelGap) / count;
         for (int i = 0; i < panels.Count; i++)
@@ -60,13 +60,14 @@ public static class LineChart
         return svg.ToString();
     }
 
-    // One entry per distinct label, centred under the title.
-    private static void Legend(StringBuilder svg, IReadOnlyList<ChartPanel> panels, int width, double y)
+    // One entry per distinct label, centred under the title; with a subtitle there, at the right end of the title's line.
+    private static void Legend(StringBuilder svg, IReadOnlyList<ChartPanel> panels, int width, bool besideTitle)
     {
         var entries = panels.SelectMany(p => p.Series).Where(s => !s.Thin).GroupBy(s => s.Label).Select(g => g.First()).ToList();
         if (entries.Count == 0) return;
         var widths = entries.Select(e => 44 + 7.0 * e.Label.Length + 20).ToList();
-        double x = Math.Max(5, (width - widths.Sum()) / 2);
+        double x = besideTitle ? Math.Max(5, width - widths.Sum()) : Math.Max(5, (width - widths.Sum()) / 2);
+        double y = besideTitle ? 21 : 46;
         svg.Append("<g class=\"legend\">\n");
         for (int i = 0; i < entries.Count; i++)
         {
