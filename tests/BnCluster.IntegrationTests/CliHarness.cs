@@ -42,23 +42,23 @@ public static class IdxFiles
 {
     public const int Side = 4;
 
-    /// <summary>Writes the four IDX files into <paramref name="dir"/>: 40 train and 10 test images with labels i mod 10.</summary>
-    public static void WriteSet(string dir, int trainCount = 40, int testCount = 10)
+    /// <summary>Writes the four IDX files into <paramref name="dir"/>: 40 train and 10 test images (rows × columns) with labels i mod 10.</summary>
+    public static void WriteSet(string dir, int trainCount = 40, int testCount = 10, int rows = Side, int columns = Side)
     {
         Directory.CreateDirectory(dir);
-        WriteImages(Path.Combine(dir, "train-images-idx3-ubyte"), trainCount);
+        WriteImages(Path.Combine(dir, "train-images-idx3-ubyte"), trainCount, rows: rows, columns: columns);
         WriteLabels(Path.Combine(dir, "train-labels-idx1-ubyte"), Enumerable.Range(0, trainCount).Select(i => (byte)(i % 10)).ToArray());
-        WriteImages(Path.Combine(dir, "t10k-images-idx3-ubyte"), testCount);
+        WriteImages(Path.Combine(dir, "t10k-images-idx3-ubyte"), testCount, rows: rows, columns: columns);
         WriteLabels(Path.Combine(dir, "t10k-labels-idx1-ubyte"), Enumerable.Range(0, testCount).Select(i => (byte)(i % 10)).ToArray());
     }
 
-    public static void WriteImages(string path, int count, uint magic = 0x00000803)
+    public static void WriteImages(string path, int count, uint magic = 0x00000803, int rows = Side, int columns = Side)
     {
-        var bytes = new byte[16 + count * Side * Side];
+        var bytes = new byte[16 + count * rows * columns];
         BinaryPrimitives.WriteUInt32BigEndian(bytes, magic);
         BinaryPrimitives.WriteInt32BigEndian(bytes.AsSpan(4), count);
-        BinaryPrimitives.WriteInt32BigEndian(bytes.AsSpan(8), Side);
-        BinaryPrimitives.WriteInt32BigEndian(bytes.AsSpan(12), Side);
+        BinaryPrimitives.WriteInt32BigEndian(bytes.AsSpan(8), rows);
+        BinaryPrimitives.WriteInt32BigEndian(bytes.AsSpan(12), columns);
         for (int i = 16; i < bytes.Length; i++) bytes[i] = (byte)(i * 37 % 256);
         File.WriteAllBytes(path, bytes);
     }

@@ -182,6 +182,25 @@ public sealed class ModelCommandsTests(DigitsModel model) : IClassFixture<Digits
         Assert.StartsWith($"bncluster: warning: dataset {other} (sha256 {otherSha}) is not the one {model.ModelPath} was trained on (digits, sha256 {digits.Sha256})", warning);
     }
 
+    /// <summary>4×4 and 2×8 images have 16 pixels each, but they are other pictures: eval refuses the model's data of another shape.</summary>
+    [Fact]
+    public void Eval_refuses_images_of_another_shape_with_the_same_pixel_count()
+    {
+        string square = model.File("idx-4x4"), wide = model.File("idx-2x8");
+        IdxFiles.WriteSet(square);
+        IdxFiles.WriteSet(wide, rows: 2, columns: 8);
+        var train = CliHarness.Run("train", "--dataset", square, "--epochs", "1", "--hidden", "8", "--workers", "1", "--batch", "8", "--out", model.File("idx-run"));
+        Assert.True(train.Exit == 0, train.Error);
+        string modelPath = Path.Combine(model.File("idx-run"), "model.bnc");
+        Assert.Equal(new List<object?> { 4L, 4L }, ModelFile.Read(modelPath).Training["input_shape"]);
+
+        var refused = CliHarness.Run("eval", "--model", modelPath, "--dataset", wide);
+        Assert.Equal(2, refused.Exit);
+        Assert.Equal($"bncluster: {modelPath}: the model was trained on samples of 4×4 but dataset {wide} has 2×8", Assert.Single(refused.ErrorLines));
+        var same = CliHarness.Run("eval", "--model", modelPath, "--dataset", square);
+        Assert.True(same.Exit == 0, same.Error);
+    }
+
     [Fact]
     public void The_model_records_the_loaders_preprocessing_and_the_dataset()
     {

@@ -351,6 +351,12 @@ public sealed record DatasetSplit(Dataset Train, Dataset Test, string Sha256, bo
 {
     /// <summary>The scaling the loader applied to the file's raw values (null: none); a model trained on the split records it.</summary>
     public InputPreprocessing? Preprocessing { get; init; }
+
+    /// <summary>
+    /// The shape of one sample before it was flattened into a row (IDX images: rows × columns; the digits: 8 × 8); null
+    /// for a CSV file's flat rows. Two image sets of one pixel count but other shapes hold other pictures.
+    /// </summary>
+    public IReadOnlyList<int>? SampleShape { get; init; }
 }
 
 /// <summary>Bad dataset input; the message names the file and the row or offset.</summary>

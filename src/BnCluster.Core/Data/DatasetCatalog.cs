@@ -141,6 +141,7 @@ public static class DatasetCatalog
         return new DatasetSplit(train, test, Convert.ToHexStringLower(hash.GetHashAndReset()), SplitDependsOnSeed: false)
         {
             Preprocessing = new InputPreprocessing(IdxReader.PixelDivisor),
+            SampleShape = [trainRows, trainColumns],
         };
     }
 
@@ -193,6 +194,7 @@ public static class DatasetCatalog
         return new DatasetSplit(train, test, Convert.ToHexStringLower(SHA256.HashData(fileBytes)), SplitDependsOnSeed: true)
         {
             Preprocessing = preprocessing,
+            SampleShape = [8, 8],
         };
     }
 }

@@ -23,6 +23,7 @@ public static class ModelBackends
         var data = DatasetCatalog.Load(options.Dataset, seed, options.LabelColumn);
         cancel.ThrowIfCancellationRequested();
         CheckShape(options.ModelPath, document, options.Dataset, data.Test);
+        CheckSampleShape(options.ModelPath, document, options.Dataset, data);
         if (document.Training.TryGetValue("dataset_sha256", out var trained) && trained is string trainedSha
             && !string.Equals(trainedSha, data.Sha256, StringComparison.OrdinalIgnoreCase))
         {
@@ -103,6 +104,18 @@ public static class ModelBackends
         using var buffer = new MemoryStream();
         using (var json = new Utf8JsonWriter(buffer)) write(json);
         return Encoding.UTF8.GetString(buffer.ToArray());
+    }
+
+    /// <summary>The sample shape the model was trained on (its training map's input_shape), or null when it has none.</summary>
+    private static long[]? TrainedSampleShape(ModelDocument model) =>
+        model.Training.TryGetValue("input_shape", out var value) && value is List<object?> dims && dims.All(d => d is long)
+            ? dims.Select(d => (long)d!).ToArray() : null;
+
+    private static void CheckSampleShape(string modelPath, ModelDocument model, string datasetName, DatasetSplit data)
+    {
+        if (TrainedSampleShape(model) is not { } trained || data.SampleShape is not { } given) return;
+        if (!trained.SequenceEqual(given.Select(d => (long)d)))
+            throw new CliInputException($"{modelPath}: the model was trained on samples of {string.Join('×', trained)} but dataset {datasetName} has {string.Join('×', given)}");
     }
 
     private static void CheckShape(string modelPath, ModelDocument model, string datasetName, Dataset data)

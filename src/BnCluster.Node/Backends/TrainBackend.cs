@@ -187,6 +187,7 @@ public static class TrainBackend
         {
             ["dataset"] = o.Dataset,
             ["dataset_sha256"] = data.Sha256,
+            ["input_shape"] = data.SampleShape?.Select(d => (long)d).ToList(),
             ["hidden"] = o.HiddenSizes.Select(h => (long)h).ToList(),
             ["activation"] = o.Activation.ToString().ToLowerInvariant(),
             ["bn"] = o.BatchNorm.ToString().ToLowerInvariant(),
