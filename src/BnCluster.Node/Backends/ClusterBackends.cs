@@ -96,7 +96,8 @@ public static class ClusterBackends
     /// <summary>
     /// `worker --join HOST:PORT`: loads the dataset (the coordinator refuses another file by its sha256), joins the cluster,
     /// asks the coordinator for the job and trains until the run is over (exit 0), fails (exit 1), or the coordinator is gone
-    /// (exit 1). Ctrl+C / SIGTERM: leave the cluster gracefully.
+    /// (exit 1); a coordinator that refuses it (another dataset file, another protocol) is exit 2. Ctrl+C / SIGTERM: leave the
+    /// cluster gracefully.
     /// </summary>
     public static async Task<int> Worker(WorkerOptions options, CliContext context, CancellationToken cancel)
     {

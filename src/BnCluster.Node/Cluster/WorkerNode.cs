@@ -25,6 +25,8 @@ public sealed class WorkerNode(DatasetSplit dataset, string datasetName, string?
     {
         public sealed record Done(TrainingDone Message) : Outcome;
         public sealed record Failed(string Reason) : Outcome;
+        /// <summary>The coordinator will not take this worker (another dataset file or protocol): wrong input, not a failure.</summary>
+        public sealed record Refused(string Reason) : Outcome;
         public sealed record NotJoined : Outcome;
         public sealed record CutOff(string Reason) : Outcome;
     }
@@ -47,6 +49,10 @@ public sealed class WorkerNode(DatasetSplit dataset, string datasetName, string?
                 case Outcome.Failed failed:
                     log.Error("Worker on {Host:l}:{Port}: {Reason:l}", host, boundPort, failed.Reason);
                     return 1;
+                case Outcome.Refused refused:
+                    // Exit 2 like any wrong input: a supervisor (systemd's RestartPreventExitStatus=2) does not retry it.
+                    log.Error("Worker on {Host:l}:{Port}: refused by the coordinator: {Reason:l}", host, boundPort, refused.Reason);
+                    return 2;
                 case Outcome.NotJoined:
                     log.Error("Worker on {Host:l}:{Port}: could not join the coordinator at {Seed:l} within {Seconds:0} s (is it running, and is --join its address?)",
                         host, boundPort, seed.ToString(), (joinTimeout ?? RejoinTimeout).TotalSeconds);
@@ -82,7 +88,7 @@ public sealed class WorkerNode(DatasetSplit dataset, string datasetName, string?
             {
                 var answer = await system.ActorSelection(RemoteCluster.JobPath(seed))
                     .Ask<ITrainingMessage>(new JobQuery(ProtocolInfo.Version, dataset.Sha256, node), AskTimeout, cancel).ConfigureAwait(false);
-                if (answer is RegistrationRefused refused) return (new Outcome.Failed($"refused by the coordinator: {refused.Reason}"), boundPort);
+                if (answer is RegistrationRefused refused) return (new Outcome.Refused(refused.Reason), boundPort);
                 job = (JobDescription)answer;
                 coordinator = await system.ActorSelection(RemoteCluster.CoordinatorPath(seed)).ResolveOne(AskTimeout, cancel).ConfigureAwait(false);
             }

@@ -328,7 +328,7 @@ public sealed class ProcessClusterTests
             string workerErr = await worker.StandardError.ReadToEndAsync().WaitAsync(Limit);
             await worker.WaitForExitAsync().WaitAsync(Limit);
             await refusedHere.Task.WaitAsync(Limit);
-            Assert.NotEqual(0, worker.ExitCode);
+            Assert.Equal(2, worker.ExitCode); // wrong input: a supervisor does not restart it
             Assert.Contains("refused", workerErr, StringComparison.Ordinal);
             Assert.Contains("dataset sha256", workerErr, StringComparison.Ordinal);
             _ = await stdoutTask;
