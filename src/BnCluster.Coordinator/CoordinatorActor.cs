@@ -496,7 +496,9 @@ public sealed class CoordinatorActor : ReceiveActor, IWithTimers
             m.DisposeRegions(); // a worker that comes back registers again and gets a new file
             CloseChannel(m);
             participated |= _roster.IsParticipant(m);
-            _log.ForContext(ClusterLog.Phase, ClusterLog.Membership).Warning(ClusterLog.WorkerLeftTemplate, m.Id, m.Node, reason, _roster.Count);
+            // After the run a worker leaving is the expected end, not a warning.
+            _log.ForContext(ClusterLog.Phase, ClusterLog.Membership).Write(_state == "done" ? Serilog.Events.LogEventLevel.Information : Serilog.Events.LogEventLevel.Warning,
+                ClusterLog.WorkerLeftTemplate, m.Id, m.Node, reason, _roster.Count);
         }
         _shared.RenewExchange();
         if (!participated || rerun is null) return;

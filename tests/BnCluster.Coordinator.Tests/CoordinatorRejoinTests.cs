@@ -2,6 +2,7 @@ using Akka.Actor;
 using BnCluster.Collectives;
 using BnCluster.Coordinator.Messages;
 using Akka.TestKit;
+using Serilog.Events;
 using Xunit;
 using static BnCluster.Coordinator.Tests.CoordinatorHarness;
 
@@ -91,6 +92,12 @@ public sealed class CoordinatorRejoinTests : Akka.TestKit.Xunit2.TestKit
         var membership = h.Sink.Events.Select(e => e.RenderMessage()).ToList();
         Assert.Contains(membership, m => m.Contains("Worker 1 on b left: unreachable"));
         Assert.Contains(membership, m => m.Contains("Worker 1 on b joined again (2 members)"));
+
+        // Lost during the run: a warning. Leaving after it: the expected end, information.
+        Assert.Equal(LogEventLevel.Warning, h.Sink.Events.Single(e => e.RenderMessage().Contains("Worker 1 on b left: unreachable")).Level);
+        h.Coordinator.Tell(new CoordinatorActor.NodeLost(NodeOf(b), "removed from the cluster"), ActorRefs.NoSender);
+        AwaitAssert(() => Assert.Equal(LogEventLevel.Information,
+            h.Sink.Events.Single(e => e.RenderMessage().Contains("Worker 1 on b left: removed from the cluster")).Level));
     }
 
     [Fact]
