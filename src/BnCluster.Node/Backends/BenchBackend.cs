@@ -400,10 +400,8 @@ public static class BenchBackend
             $"{r.SamplesPerSecond:F0} samples/s, {r.MsPerStep:F2} ms/step (batch {r.Batch}, hidden {string.Join(',', r.Hidden)}, {who}); per step per worker: {split}; GC gen0/gen1/gen2 {r.Gen0}/{r.Gen1}/{r.Gen2}, {r.AllocatedBytesPerStep:F0} bytes allocated/step, peak working set {r.PeakRssMb:F0} MB{workersRss}{workersGc}; {r.Steps} timed steps after {r.WarmupSteps} warm-up");
     }
 
-    public static string ToJson(BenchResult r)
-    {
-        using var buffer = new MemoryStream();
-        using (var json = new Utf8JsonWriter(buffer))
+    public static string ToJson(BenchResult r) =>
+        JsonText.Write(json =>
         {
             void NumberOrNull(string name, double? value)
             {
@@ -446,7 +444,5 @@ public static class BenchBackend
             json.WriteNumber("steps", r.Steps);
             json.WriteNumber("warmup_steps", r.WarmupSteps);
             json.WriteEndObject();
-        }
-        return System.Text.Encoding.UTF8.GetString(buffer.ToArray());
-    }
+        });
 }

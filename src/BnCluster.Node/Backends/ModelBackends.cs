@@ -34,7 +34,7 @@ public static class ModelBackends
         using var model = new InferenceModel(document);
         var result = model.Evaluate(data.Test);
         if (options.Json)
-            context.Out.WriteLine(JsonLine(json =>
+            context.Out.WriteLine(JsonText.Write(json =>
             {
                 json.WriteStartObject();
                 json.WriteNumber("accuracy", result.Accuracy);
@@ -73,7 +73,7 @@ public static class ModelBackends
         {
             int row = r;
             if (options.Json)
-                output.WriteLine(JsonLine(json => WriteRow(json, classes, predicted[row], options.Probabilities ? probabilities.AsSpan(row * k, k) : default)));
+                output.WriteLine(JsonText.Write(json => WriteRow(json, classes, predicted[row], options.Probabilities ? probabilities.AsSpan(row * k, k) : default)));
             else if (options.Probabilities)
             {
                 var line = new StringBuilder(classes[predicted[r]]);
@@ -97,13 +97,6 @@ public static class ModelBackends
             json.WriteEndObject();
         }
         json.WriteEndObject();
-    }
-
-    private static string JsonLine(Action<Utf8JsonWriter> write)
-    {
-        using var buffer = new MemoryStream();
-        using (var json = new Utf8JsonWriter(buffer)) write(json);
-        return Encoding.UTF8.GetString(buffer.ToArray());
     }
 
     /// <summary>The sample shape the model was trained on (its training map's input_shape), or null when it has none.</summary>

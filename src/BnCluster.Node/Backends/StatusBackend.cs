@@ -142,10 +142,8 @@ public static class StatusBackend
     private static string Number(double v, string format) => double.IsFinite(v) ? v.ToString(format, CultureInfo.InvariantCulture) : "-";
 
     /// <summary>One JSON object: node, members, training (null when the coordinator actor did not answer); NaN as null.</summary>
-    public static string FormatJson(ClusterStatus s)
-    {
-        using var buffer = new MemoryStream();
-        using (var json = new Utf8JsonWriter(buffer))
+    public static string FormatJson(ClusterStatus s) =>
+        JsonText.Write(json =>
         {
             json.WriteStartObject();
             json.WriteString("node", s.Node);
@@ -173,9 +171,9 @@ public static class StatusBackend
                 json.WriteNumber("max_steps", t.MaxSteps);
                 json.WriteNumber("batch", t.Batch);
                 json.WriteNumber("batches_in_epoch", t.BatchesInEpoch);
-                WriteNumber(json, "samples_per_second", t.SamplesPerSecond);
-                WriteNumber(json, "last_loss", t.LastLoss);
-                WriteNumber(json, "last_accuracy", t.LastAccuracy);
+                json.WriteFiniteOrNull("samples_per_second", t.SamplesPerSecond);
+                json.WriteFiniteOrNull("last_loss", t.LastLoss);
+                json.WriteFiniteOrNull("last_accuracy", t.LastAccuracy);
                 json.WriteNumber("workers_needed", t.WorkersNeeded);
                 json.WriteStartArray("workers");
                 foreach (var w in t.Workers)
@@ -186,17 +184,9 @@ public static class StatusBackend
                     json.WriteEndObject();
                 }
                 json.WriteEndArray();
-                WriteNumber(json, "seconds", t.Seconds);
+                json.WriteFiniteOrNull("seconds", t.Seconds);
                 json.WriteEndObject();
             }
             json.WriteEndObject();
-        }
-        return Encoding.UTF8.GetString(buffer.GetBuffer(), 0, (int)buffer.Length);
-    }
-
-    private static void WriteNumber(Utf8JsonWriter json, string name, double value)
-    {
-        if (double.IsFinite(value)) json.WriteNumber(name, value);
-        else json.WriteNull(name);
-    }
+        });
 }

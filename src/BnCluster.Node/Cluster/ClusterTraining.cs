@@ -19,15 +19,4 @@ public static class ClusterTraining
         IProgress<Core.Training.EpochMetrics>? epochProgress, ILogger log, CancellationToken ct = default,
         IProgress<BatchProgress>? batchProgress = null) =>
         InProcessCluster.RunAsync(options, train, test, epochProgress, log, ct, batchProgress);
-
-    /// <summary>The model file's <c>training</c> metadata (as <see cref="Trainer.Metadata"/>, with the worker count).</summary>
-    public static IReadOnlyDictionary<string, object?> Metadata(ClusterTrainingOptions options, TrainingResult result, string dataset)
-    {
-        var metadata = new Dictionary<string, object?>(new Trainer(options.Trainer).Metadata(result, dataset))
-        {
-            ["workers"] = (long)options.Workers,
-            ["min_workers"] = (long)options.MinWorkers,
-        };
-        return metadata;
-    }
 }

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.Json;
+using BnCluster.Node.Commands;
 using static System.FormattableString;
 
 namespace BnCluster.Node.Logging;
@@ -168,18 +169,15 @@ public sealed class LogSummary
         fast > 0 ? "+" + (100 * (slow - fast) / fast).ToString("F1", CultureInfo.InvariantCulture) + "%" : "n/a";
 
     /// <summary>One JSON object (snake_case keys), then a newline.</summary>
-    public void WriteJson(TextWriter output)
-    {
-        using var buffer = new MemoryStream();
-        using (var json = new Utf8JsonWriter(buffer))
+    public void WriteJson(TextWriter output) =>
+        output.WriteLine(JsonText.Write(json =>
         {
             json.WriteStartObject();
             json.WriteString("file", Source);
             json.WriteNumber("events", Events);
             json.WriteNumber("seconds", Seconds);
             json.WriteNumber("committed_steps", CommittedSteps);
-            if (double.IsFinite(StepsPerSecond)) json.WriteNumber("steps_per_second", StepsPerSecond);
-            else json.WriteNull("steps_per_second");
+            json.WriteFiniteOrNull("steps_per_second", StepsPerSecond);
             json.WriteStartArray("workers");
             foreach (var w in Workers)
             {
@@ -209,9 +207,7 @@ public sealed class LogSummary
             WriteNotes(json, "membership", Membership);
             WriteNotes(json, "aborted_steps", Aborted);
             json.WriteEndObject();
-        }
-        output.WriteLine(System.Text.Encoding.UTF8.GetString(buffer.GetBuffer(), 0, (int)buffer.Length));
-    }
+        }));
 
     private static void WriteNotes(Utf8JsonWriter json, string name, IReadOnlyList<LogNote> notes)
     {

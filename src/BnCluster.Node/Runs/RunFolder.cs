@@ -1,5 +1,7 @@
 using System.Text;
 using System.Text.Json;
+using BnCluster.Core.Model;
+using BnCluster.Node.Commands;
 
 namespace BnCluster.Node;
 
@@ -73,37 +75,23 @@ public sealed class RunFolder
     /// One JSON object with keys in the contract's order (docs/design.md, "Contracts"). Numbers use the invariant
     /// round-trip format; a NaN or infinite value (not measured) is written as null.
     /// </summary>
-    public static string FormatMetricsLine(EpochMetrics m)
-    {
-        using var buffer = new MemoryStream();
-        using (var json = new Utf8JsonWriter(buffer))
+    public static string FormatMetricsLine(EpochMetrics m) =>
+        JsonText.Write(json =>
         {
             json.WriteStartObject();
             json.WriteNumber("epoch", m.Epoch);
             json.WriteNumber("step", m.Step);
-            WriteDouble(json, "train_loss", m.TrainLoss);
-            WriteDouble(json, "train_accuracy", m.TrainAccuracy);
-            WriteDouble(json, "test_loss", m.TestLoss);
-            WriteDouble(json, "test_accuracy", m.TestAccuracy);
-            WriteDouble(json, "samples_per_second", m.SamplesPerSecond);
-            WriteDouble(json, "seconds", m.Seconds);
+            json.WriteFiniteOrNull("train_loss", m.TrainLoss);
+            json.WriteFiniteOrNull("train_accuracy", m.TrainAccuracy);
+            json.WriteFiniteOrNull("test_loss", m.TestLoss);
+            json.WriteFiniteOrNull("test_accuracy", m.TestAccuracy);
+            json.WriteFiniteOrNull("samples_per_second", m.SamplesPerSecond);
+            json.WriteFiniteOrNull("seconds", m.Seconds);
             json.WriteEndObject();
-        }
-        return Encoding.UTF8.GetString(buffer.GetBuffer(), 0, (int)buffer.Length);
-    }
-
-    private static void WriteDouble(Utf8JsonWriter json, string name, double value)
-    {
-        if (double.IsFinite(value)) json.WriteNumber(name, value);
-        else json.WriteNull(name);
-    }
+        });
 
     public void WriteTextAtomic(string fileName, string text) =>
-        WriteAtomic(fileName, stream =>
-        {
-            var bytes = new UTF8Encoding(encoderShouldEmitUTF8Identifier: false).GetBytes(text);
-            stream.Write(bytes);
-        });
+        WriteAtomic(fileName, stream => stream.Write(new UTF8Encoding(encoderShouldEmitUTF8Identifier: false).GetBytes(text)));
 
     public void WriteBytesAtomic(string fileName, ReadOnlySpan<byte> bytes)
     {
@@ -111,30 +99,11 @@ public sealed class RunFolder
         WriteAtomic(fileName, stream => stream.Write(copy));
     }
 
-    /// <summary>
-    /// Writes fileName in this folder atomically: write calls back with a stream on a temporary file
-    /// in the same folder (same file system, so the move is a rename), which is flushed to disk and then
-    /// moved over the target. On any failure the temporary file is deleted and the target is untouched.
-    /// </summary>
+    /// <summary>Writes fileName, a plain name, in this folder atomically (<see cref="AtomicFile.Write(string, Action{Stream})"/>).</summary>
     public void WriteAtomic(string fileName, Action<Stream> write)
     {
         if (fileName.Length == 0 || fileName != System.IO.Path.GetFileName(fileName))
             throw new ArgumentException($"\"{fileName}\" is not a plain file name", nameof(fileName));
-        string target = System.IO.Path.Combine(Path, fileName);
-        string temp = System.IO.Path.Combine(Path, $".{fileName}.{Guid.NewGuid():N}.tmp");
-        try
-        {
-            using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None))
-            {
-                write(stream);
-                stream.Flush(flushToDisk: true);
-            }
-            File.Move(temp, target, overwrite: true);
-        }
-        catch
-        {
-            try { File.Delete(temp); } catch (IOException) { } // best effort; the original error matters
-            throw;
-        }
+        AtomicFile.Write(System.IO.Path.Combine(Path, fileName), write);
     }
 }
