@@ -6,8 +6,11 @@ using YamlDotNet.RepresentationModel;
 
 namespace BnCluster.IntegrationTests.Deploy;
 
-/// <summary>One `bncluster` command line found in a file of deploy/: where it is, and its arguments after "bncluster".</summary>
-public sealed record Invocation(string Where, string[] Args)
+/// <summary>
+/// One `bncluster` command line found in a file: where it is, its arguments after "bncluster", and whether BNCLUSTER_*
+/// variables set before it on its line may give options it leaves out.
+/// </summary>
+public sealed record Invocation(string Where, string[] Args, bool FromEnvironment = false)
 {
     public override string ToString() => $"{Where}: bncluster {string.Join(' ', Args)}";
 }
@@ -152,21 +155,7 @@ public static class DeployFiles
     // ---- the README ----
 
     /// <summary>The `bncluster COMMAND …` lines of deploy/README.md's code blocks.</summary>
-    public static List<Invocation> ReadmeInvocations()
-    {
-        var found = new List<Invocation>();
-        bool inCode = false;
-        int number = 0;
-        foreach (var line in File.ReadLines(PathOf("README.md")))
-        {
-            number++;
-            if (line.TrimStart().StartsWith("```", StringComparison.Ordinal)) { inCode = !inCode; continue; }
-            if (!inCode) continue;
-            var m = Regex.Match(line, @"(?:^|[\s/])bncluster\s+([a-z]+)([^#|&;]*)"); // (comments, pipes and & cut off)
-            if (m.Success) found.Add(new Invocation($"README.md line {number}", [m.Groups[1].Value, .. m.Groups[2].Value.Split(' ', StringSplitOptions.RemoveEmptyEntries)]));
-        }
-        return found;
-    }
+    public static List<Invocation> ReadmeInvocations() => Docs.DocumentedCommands.In(PathOf("README.md"));
 
     // ---- processes ----
 
